@@ -1,0 +1,46 @@
+// Score post-processing of ATTENTION.md §1 steps 2–4: soft cap, additive bias, masks.
+// Bindings 8–10 are bound to a dummy buffer when the matching flag is off.
+
+@group(0) @binding(8) var<storage, read> bias: array<elem>;
+// Bool mask, one byte per element (NumPy/PyTorch layout), read four to a word.
+@group(0) @binding(9) var<storage, read> mask_bytes: array<u32>;
+@group(0) @binding(10) var<storage, read> key_lengths: array<u32>;
+
+// Structural masks (key padding, causal, window, boolean) of key j for query i, batch b, head h.
+fn key_allowed(b: u32, h: u32, i: u32, j: u32) -> bool {
+    if (has_flag(FLAG_KEY_LENGTHS) && j >= key_lengths[b]) {
+        return false;
+    }
+    if (has_flag(FLAG_CAUSAL) && i32(j) > i32(i) + params.causal_offset) {
+        return false;
+    }
+    if (has_flag(FLAG_WINDOW)) {
+        let pos = i32(i) + params.window_offset;
+        if (i32(j) < pos - params.window_left || i32(j) > pos + params.window_right) {
+            return false;
+        }
+    }
+    if (has_flag(FLAG_MASK)) {
+        let e = params.mask_off + b * params.mask_sb + h * params.mask_sh + i * params.mask_sl + j;
+        if (((mask_bytes[e >> 2u] >> ((e & 3u) * 8u)) & 0xffu) == 0u) {
+            return false;
+        }
+    }
+    return true;
+}
+
+// Soft cap then bias, for an already scaled score; -inf when the key is masked.
+fn finish_score(scaled: f32, b: u32, h: u32, i: u32, j: u32) -> f32 {
+    if (!key_allowed(b, h, i, j)) {
+        return neg_inf();
+    }
+    var s = scaled;
+    if (has_flag(FLAG_SOFTCAP)) {
+        // tanh saturates to ±1 in f32 beyond |x| = 15; clamping keeps drivers' exp-based tanh finite.
+        s = params.softcap * tanh(clamp(s / params.softcap, -15.0, 15.0));
+    }
+    if (has_flag(FLAG_BIAS)) {
+        s += f32(bias[params.bias_off + b * params.bias_sb + h * params.bias_sh + i * params.bias_sl + j]);
+    }
+    return s;
+}

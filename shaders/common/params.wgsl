@@ -1,0 +1,61 @@
+// Problem description shared by every attention kernel; mirrors `kernels::Params` on the host.
+// Offsets and strides are in elements. `bh` indexes (batch, query head) pairs: bh = b * heads_q + h.
+struct Params {
+    batch: u32,
+    heads_q: u32,
+    heads_kv: u32,
+    len_q: u32,
+    len_k: u32,
+    dim_k: u32,
+    dim_v: u32,
+    // First (b, h) pair and number of pairs covered by this dispatch (large problems are chunked).
+    bh_base: u32,
+    bh_count: u32,
+    flags: u32,
+    scale: f32,
+    softcap: f32,
+    q_off: u32, q_sb: u32, q_sh: u32, q_sl: u32,
+    k_off: u32, k_sb: u32, k_sh: u32, k_sl: u32,
+    v_off: u32, v_sb: u32, v_sh: u32, v_sl: u32,
+    o_off: u32, o_sb: u32, o_sh: u32, o_sl: u32,
+    bias_off: u32, bias_sb: u32, bias_sh: u32, bias_sl: u32,
+    mask_off: u32, mask_sb: u32, mask_sh: u32, mask_sl: u32,
+    // Aligned query position i' = i + offset (causal and window may use different alignments).
+    causal_offset: i32,
+    window_offset: i32,
+    window_left: i32,
+    window_right: i32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+
+const FLAG_BIAS: u32 = 1u;
+const FLAG_MASK: u32 = 2u;
+const FLAG_KEY_LENGTHS: u32 = 4u;
+const FLAG_CAUSAL: u32 = 8u;
+const FLAG_WINDOW: u32 = 16u;
+const FLAG_LSE: u32 = 32u;
+const FLAG_SOFTCAP: u32 = 64u;
+
+fn has_flag(flag: u32) -> bool {
+    return (params.flags & flag) != 0u;
+}
+
+fn neg_inf() -> f32 {
+    return bitcast<f32>(0xff800000u);
+}
+
+// True for -inf (a masked score); NaN stays unmasked so that it propagates like in PyTorch.
+fn is_masked(s: f32) -> bool {
+    return s < -3.0e38;
+}
+
+// The host spreads large grids over x and y (each at most maxComputeWorkgroupsPerDimension).
+fn linear_workgroup(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wid.x + wid.y * nwg.x;
+}
+
+// Query head h reads key/value head h / (heads_q / heads_kv) (GQA; MQA when heads_kv = 1).
+fn kv_head(h: u32) -> u32 {
+    return h / (params.heads_q / params.heads_kv);
+}

@@ -1,0 +1,275 @@
+//! The device the kernels run on: created by the crate ([`Context::new`]) or borrowed from the
+//! caller ([`Context::from_device`]).
+
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::pipeline::PipelineCache;
+
+/// Features the crate uses when the adapter offers them; none is required.
+pub const WANTED_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
+    .union(wgpu::Features::SUBGROUP)
+    .union(wgpu::Features::TIMESTAMP_QUERY);
+
+/// How [`Context::with_options`] chooses an adapter. [`ContextOptions::from_env`] reads the
+/// standard wgpu variables: `WGPU_BACKEND` (e.g. `vulkan`, `metal`, `dx12`, `gl`),
+/// `WGPU_ADAPTER_NAME` (case-insensitive substring) and `WGPU_POWER_PREF` (`low`, `high`, `none`).
+#[derive(Debug, Clone)]
+pub struct ContextOptions {
+    /// Backends to consider.
+    pub backends: wgpu::Backends,
+    /// Keep only adapters whose name contains this (case-insensitive).
+    pub adapter_name: Option<String>,
+    /// Power preference used to rank adapters.
+    pub power_preference: wgpu::PowerPreference,
+}
+
+impl Default for ContextOptions {
+    fn default() -> Self {
+        Self {
+            backends: wgpu::Backends::all(),
+            adapter_name: None,
+            power_preference: wgpu::PowerPreference::HighPerformance,
+        }
+    }
+}
+
+impl ContextOptions {
+    /// Defaults overridden by `WGPU_BACKEND`, `WGPU_ADAPTER_NAME` and `WGPU_POWER_PREF`.
+    pub fn from_env() -> Self {
+        let d = Self::default();
+        Self {
+            backends: wgpu::Backends::from_env().unwrap_or(d.backends),
+            adapter_name: std::env::var("WGPU_ADAPTER_NAME").ok().filter(|s| !s.is_empty()),
+            power_preference: wgpu::PowerPreference::from_env().unwrap_or(d.power_preference),
+        }
+    }
+}
+
+/// Adapter, features and limits of a context, for reports.
+#[derive(Debug, Clone)]
+pub struct DeviceInfo {
+    /// Adapter information; `None` for a borrowed device whose adapter was not given.
+    pub adapter: Option<wgpu::AdapterInfo>,
+    /// Features granted to the device.
+    pub features: wgpu::Features,
+    /// Limits granted to the device.
+    pub limits: wgpu::Limits,
+}
+
+impl DeviceInfo {
+    /// A one-line description: `name (backend, driver driver_info)`.
+    pub fn summary(&self) -> String {
+        match &self.adapter {
+            Some(a) => format!(
+                "{} ({:?}, {:?}, driver {} {})",
+                a.name, a.backend, a.device_type, a.driver, a.driver_info
+            ),
+            None => "caller-provided device (adapter unknown)".to_string(),
+        }
+    }
+}
+
+/// A wgpu device and queue plus the crate's pipeline cache.
+///
+/// Cheap to clone; clones share the cache.
+#[derive(Clone)]
+pub struct Context {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: DeviceInfo,
+    pipelines: PipelineCache,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").field("info", &self.inner.info.summary()).finish()
+    }
+}
+
+/// Ranks adapters: discrete GPUs first (integrated first under low power), CPU last, and native
+/// APIs (Vulkan, Metal, DX12) before OpenGL.
+fn adapter_rank(info: &wgpu::AdapterInfo, power: wgpu::PowerPreference) -> (u8, u8) {
+    use wgpu::DeviceType::*;
+    let kind = match (info.device_type, power) {
+        (IntegratedGpu, wgpu::PowerPreference::LowPower) => 0,
+        (DiscreteGpu, _) => 0,
+        (IntegratedGpu, _) => 1,
+        (VirtualGpu, _) => 2,
+        (Other, _) => 3,
+        (Cpu, _) => 4,
+    };
+    let api = match info.backend {
+        wgpu::Backend::Vulkan | wgpu::Backend::Metal | wgpu::Backend::Dx12 => 0,
+        _ => 1,
+    };
+    (kind, api)
+}
+
+impl Context {
+    /// Creates a device on the best adapter, honoring `WGPU_BACKEND`, `WGPU_ADAPTER_NAME` and
+    /// `WGPU_POWER_PREF`. Requests every feature of [`WANTED_FEATURES`] the adapter has and the
+    /// adapter's full limits.
+    pub fn new() -> Result<Self> {
+        Self::with_options(&ContextOptions::from_env())
+    }
+
+    /// Creates a device with explicit adapter-selection options.
+    pub fn with_options(opts: &ContextOptions) -> Result<Self> {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+            backends: opts.backends,
+            ..wgpu::InstanceDescriptor::new_without_display_handle()
+        });
+        let mut adapters = pollster::block_on(instance.enumerate_adapters(opts.backends));
+        if let Some(want) = &opts.adapter_name {
+            let want = want.to_lowercase();
+            adapters.retain(|a| a.get_info().name.to_lowercase().contains(&want));
+        }
+        adapters.retain(|a| {
+            a.get_downlevel_capabilities()
+                .flags
+                .contains(wgpu::DownlevelFlags::COMPUTE_SHADERS)
+        });
+        adapters.sort_by_key(|a| adapter_rank(&a.get_info(), opts.power_preference));
+        let adapter = adapters.into_iter().next().ok_or_else(|| {
+            Error::NoAdapter(format!(
+                "backends {:?}{}; on Linux without a GPU install lavapipe: apt-get install -y mesa-vulkan-drivers",
+                opts.backends,
+                opts.adapter_name
+                    .as_ref()
+                    .map(|n| format!(", name containing {n:?}"))
+                    .unwrap_or_default()
+            ))
+        })?;
+        Self::from_adapter(&adapter)
+    }
+
+    /// Creates a device on a given adapter.
+    pub fn from_adapter(adapter: &wgpu::Adapter) -> Result<Self> {
+        let features = adapter.features() & WANTED_FEATURES;
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("wgpu-attention"),
+            required_features: features,
+            required_limits: adapter.limits(),
+            ..Default::default()
+        }))?;
+        // Our own device: every operation runs in an error scope, so anything uncaptured is a bug;
+        // log it instead of wgpu's default panic.
+        device.on_uncaptured_error(Arc::new(|e| eprintln!("wgpu-attention: uncaptured wgpu error: {e}")));
+        Ok(Self::build(device, queue, Some(adapter.get_info())))
+    }
+
+    /// Borrows a caller's device and queue. Nothing global is installed on them (no uncaptured
+    /// error handler); errors of our work are captured with error scopes.
+    pub fn from_device(device: &wgpu::Device, queue: &wgpu::Queue) -> Self {
+        Self::build(device.clone(), queue.clone(), None)
+    }
+
+    /// Like [`Context::from_device`], also recording the adapter's information for reports.
+    pub fn from_device_with_adapter_info(device: &wgpu::Device, queue: &wgpu::Queue, info: wgpu::AdapterInfo) -> Self {
+        Self::build(device.clone(), queue.clone(), Some(info))
+    }
+
+    fn build(device: wgpu::Device, queue: wgpu::Queue, adapter: Option<wgpu::AdapterInfo>) -> Self {
+        let info = DeviceInfo {
+            adapter,
+            features: device.features(),
+            limits: device.limits(),
+        };
+        Self {
+            inner: Arc::new(Inner {
+                device,
+                queue,
+                info,
+                pipelines: PipelineCache::default(),
+            }),
+        }
+    }
+
+    /// The wgpu device.
+    pub fn device(&self) -> &wgpu::Device {
+        &self.inner.device
+    }
+    /// The wgpu queue.
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.inner.queue
+    }
+    /// Adapter, granted features and limits.
+    pub fn info(&self) -> &DeviceInfo {
+        &self.inner.info
+    }
+    /// Granted features.
+    pub fn features(&self) -> wgpu::Features {
+        self.inner.info.features
+    }
+    /// Granted limits.
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.inner.info.limits
+    }
+    pub(crate) fn pipelines(&self) -> &PipelineCache {
+        &self.inner.pipelines
+    }
+
+    /// Runs `f` inside validation and out-of-memory error scopes, turning captured errors into
+    /// [`Error::Wgpu`].
+    pub(crate) fn scoped<T>(&self, during: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let oom = self.device().push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = self.device().push_error_scope(wgpu::ErrorFilter::Validation);
+        let out = f();
+        let v = pollster::block_on(validation.pop());
+        let o = pollster::block_on(oom.pop());
+        if let Some(source) = v.or(o) {
+            return Err(Error::Wgpu { during, source });
+        }
+        out
+    }
+
+    /// Checks a buffer allocation against `max_buffer_size`.
+    pub(crate) fn check_buffer_size(&self, what: &str, size: u64) -> Result<()> {
+        let max = self.limits().max_buffer_size;
+        if size > max {
+            return Err(Error::Limit {
+                what: what.to_string(),
+                limit: "max_buffer_size",
+                needed: size,
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    /// Blocks until all submitted work is done.
+    pub fn wait(&self) -> Result<()> {
+        self.device().poll(wgpu::PollType::wait_indefinitely())?;
+        Ok(())
+    }
+
+    /// Copies `size` bytes at `offset` of `buffer` (which needs `COPY_SRC`) to the host.
+    pub(crate) fn read_buffer(&self, buffer: &wgpu::Buffer, offset: u64, size: u64) -> Result<Vec<u8>> {
+        let staging = self.scoped("readback", || {
+            let staging = self.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some("wgpu-attention readback"),
+                size,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            let mut enc = self.device().create_command_encoder(&Default::default());
+            enc.copy_buffer_to_buffer(buffer, offset, &staging, 0, size);
+            self.queue().submit([enc.finish()]);
+            Ok(staging)
+        })?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.wait()?;
+        rx.recv().map_err(|_| Error::Unsupported("map callback dropped".into()))??;
+        let data = staging.slice(..).get_mapped_range()?.to_vec();
+        staging.unmap();
+        Ok(data)
+    }
+}

@@ -1,0 +1,155 @@
+//! The crate's error type: every failure is reported here, before or after dispatch, never as a panic.
+
+use crate::tensor::DType;
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in wgpu-attention.
+///
+/// Variants carry the values involved so that a message alone is enough to fix the call.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No adapter matched the request (environment variables or defaults).
+    #[error("no GPU adapter found{}", if .0.is_empty() { String::new() } else { format!(": {}", .0) })]
+    NoAdapter(String),
+
+    /// The adapter refused to create a device.
+    #[error("device request failed: {0}")]
+    RequestDevice(#[from] wgpu::RequestDeviceError),
+
+    /// A tensor does not have the expected rank.
+    #[error("{name}: expected rank {expected}, got shape {shape:?}")]
+    Rank {
+        name: &'static str,
+        expected: usize,
+        shape: Vec<usize>,
+    },
+
+    /// Two tensors (or a tensor and the problem) disagree on a dimension.
+    #[error("{name}: shape {got:?} does not match the expected {expected:?}")]
+    ShapeMismatch {
+        name: &'static str,
+        expected: Vec<usize>,
+        got: Vec<usize>,
+    },
+
+    /// A dimension is zero; attention over an empty axis is undefined.
+    #[error("{name}: dimension {axis} is zero (shape {shape:?})")]
+    ZeroDim {
+        name: &'static str,
+        axis: usize,
+        shape: Vec<usize>,
+    },
+
+    /// The number of query heads is not a multiple of the number of key/value heads.
+    #[error("query heads ({hq}) must be a multiple of key/value heads ({hkv})")]
+    HeadRatio { hq: usize, hkv: usize },
+
+    /// A mask or bias cannot be broadcast to [B, Hq, Lq, Lk].
+    #[error("{name}: shape {got:?} cannot broadcast to [B, Hq, Lq, Lk] = {target:?} (each leading dim must be 1 or equal)")]
+    Broadcast {
+        name: &'static str,
+        got: Vec<usize>,
+        target: [usize; 4],
+    },
+
+    /// A tensor has the wrong element type for its role.
+    #[error("{name}: dtype {got:?} is not accepted here (expected {expected})")]
+    DType {
+        name: &'static str,
+        got: DType,
+        expected: &'static str,
+    },
+
+    /// A scalar option is outside its valid range.
+    #[error("option `{name}` = {value} is invalid: {why}")]
+    InvalidOption {
+        name: &'static str,
+        value: f64,
+        why: &'static str,
+    },
+
+    /// A tensor's strides are not supported (the last dimension must be contiguous).
+    #[error("{name}: strides {strides:?} for shape {shape:?} are not supported ({why})")]
+    Strides {
+        name: &'static str,
+        shape: Vec<usize>,
+        strides: Vec<usize>,
+        why: &'static str,
+    },
+
+    /// A host slice or buffer is too small for the shape it is said to hold.
+    #[error("{name}: {needed} bytes needed from offset {offset}, buffer holds {available}")]
+    BufferTooSmall {
+        name: &'static str,
+        needed: u64,
+        offset: u64,
+        available: u64,
+    },
+
+    /// A buffer offset is not aligned as the element type or the device requires.
+    #[error("{name}: byte offset {offset} is not a multiple of {align}")]
+    Misaligned {
+        name: &'static str,
+        offset: u64,
+        align: u64,
+    },
+
+    /// A buffer lacks a usage flag the operation needs.
+    #[error("{name}: buffer lacks usage {needed:?} (has {has:?})")]
+    BufferUsage {
+        name: &'static str,
+        needed: wgpu::BufferUsages,
+        has: wgpu::BufferUsages,
+    },
+
+    /// A device limit would be exceeded; the message names the limit.
+    #[error("{what} needs {needed}, but the device limit `{limit}` is {max}")]
+    Limit {
+        what: String,
+        limit: &'static str,
+        needed: u64,
+        max: u64,
+    },
+
+    /// A device feature the operation needs was not granted.
+    #[error("{what} needs the device feature {feature:?}, which was not granted")]
+    MissingFeature {
+        what: &'static str,
+        feature: wgpu::Features,
+    },
+
+    /// The operation or combination of options is not supported by the selected kernel.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+
+    /// wgpu reported a validation or out-of-memory error inside one of our error scopes.
+    #[error("wgpu error during {during}: {source}")]
+    Wgpu {
+        during: &'static str,
+        #[source]
+        source: wgpu::Error,
+    },
+
+    /// Mapping a buffer for readback failed.
+    #[error("buffer readback failed: {0}")]
+    Map(#[from] wgpu::BufferAsyncError),
+
+    /// Accessing a mapped buffer range failed.
+    #[error("mapped range: {0}")]
+    MapRange(#[from] wgpu::MapRangeError),
+
+    /// Waiting on the device failed (device lost or timeout).
+    #[error("device poll failed: {0}")]
+    Poll(#[from] wgpu::PollError),
+
+    /// Any I/O failure (files read or written by the CLI and tuner).
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}

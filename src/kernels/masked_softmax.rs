@@ -1,0 +1,45 @@
+//! Host side of `shaders/masked_softmax.wgsl`: one workgroup per score row.
+
+use super::{check_workgroup, dispatch_step, grid, BoundBuffer, Params, Step};
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::pipeline::{self, Kernel, Slot};
+use crate::tensor::DType;
+
+/// Bindings: params, S/P (in place), LSE, bias, mask, key lengths.
+pub const SLOTS: &[(u32, Slot)] = &[
+    (0, Slot::Uniform),
+    (1, Slot::ReadWrite),
+    (2, Slot::ReadWrite),
+    (8, Slot::Read),
+    (9, Slot::Read),
+    (10, Slot::Read),
+];
+
+/// Invocations per row (a power of two).
+pub const DEFAULT_WORKGROUP: u32 = 64;
+
+#[allow(clippy::too_many_arguments, reason = "one buffer per shader binding")]
+pub(crate) fn step(
+    ctx: &Context,
+    workgroup: u32,
+    dtype: DType,
+    p: &Params,
+    params: &wgpu::Buffer,
+    scores: &BoundBuffer,
+    lse: &BoundBuffer,
+    masks: [&BoundBuffer; 3],
+) -> Result<Step> {
+    if !workgroup.is_power_of_two() {
+        return Err(Error::InvalidOption {
+            name: "softmax workgroup",
+            value: workgroup as f64,
+            why: "must be a power of two",
+        });
+    }
+    check_workgroup(ctx, workgroup, 2 * workgroup as u64 * 4)?;
+    let kernel = pipeline::get(ctx, Kernel::MaskedSoftmax, dtype, SLOTS, &[("WORKGROUP", workgroup as f64)])?;
+    let groups = grid(ctx, p.bh_count as u64 * p.len_q as u64, "masked_softmax")?;
+    let [bias, mask, lengths] = masks;
+    Ok(dispatch_step(ctx, kernel, params, &[scores, lse, bias, mask, lengths], groups))
+}

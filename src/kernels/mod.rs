@@ -1,0 +1,340 @@
+//! Host side of the kernels: one module per shader (bindings, override constants, dispatch size),
+//! plus the uniform they share and the small helpers every launch needs.
+
+pub mod flash_forward;
+pub mod masked_softmax;
+pub mod qk_scores;
+pub mod weighted_sum;
+
+pub use flash_forward::FlashConfig;
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::pipeline::CompiledKernel;
+use crate::tensor::Tensor;
+
+/// The uniform every attention kernel reads; mirrors `struct Params` in `shaders/common/params.wgsl`.
+/// Offsets and strides are in elements.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Params {
+    pub batch: u32,
+    pub heads_q: u32,
+    pub heads_kv: u32,
+    pub len_q: u32,
+    pub len_k: u32,
+    pub dim_k: u32,
+    pub dim_v: u32,
+    pub bh_base: u32,
+    pub bh_count: u32,
+    pub flags: u32,
+    pub scale: f32,
+    pub softcap: f32,
+    pub q: Strides,
+    pub k: Strides,
+    pub v: Strides,
+    pub o: Strides,
+    pub bias: Strides,
+    pub mask: Strides,
+    pub causal_offset: i32,
+    pub window_offset: i32,
+    pub window_left: i32,
+    pub window_right: i32,
+}
+
+/// Element offset and (batch, head, row) strides of a 4-D operand; the last dim is contiguous.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Strides {
+    pub offset: u32,
+    pub batch: u32,
+    pub head: u32,
+    pub row: u32,
+}
+
+/// Flag bits of `Params::flags` (same values as the WGSL constants).
+pub mod flags {
+    pub const BIAS: u32 = 1;
+    pub const MASK: u32 = 2;
+    pub const KEY_LENGTHS: u32 = 4;
+    pub const CAUSAL: u32 = 8;
+    pub const WINDOW: u32 = 16;
+    pub const LSE: u32 = 32;
+    pub const SOFTCAP: u32 = 64;
+}
+
+/// A buffer range bound to one slot.
+#[derive(Debug, Clone)]
+pub(crate) struct BoundBuffer {
+    pub buffer: wgpu::Buffer,
+    pub offset: u64,
+    pub size: u64,
+}
+
+impl BoundBuffer {
+    /// The whole of `buffer`.
+    pub fn whole(buffer: &wgpu::Buffer) -> Self {
+        Self {
+            buffer: buffer.clone(),
+            offset: 0,
+            size: buffer.size(),
+        }
+    }
+}
+
+/// The binding range of a tensor and the element offset of its first element inside that range.
+///
+/// The range starts at the tensor's offset rounded down to the device's storage-offset alignment
+/// and ends after the last reachable element (rounded up to 4 bytes).
+pub(crate) fn bind_tensor(ctx: &Context, t: &Tensor, name: &'static str) -> Result<(BoundBuffer, u32)> {
+    let align = ctx.limits().min_storage_buffer_offset_alignment as u64;
+    let start = t.offset() / align * align;
+    let end = crate::tensor::padded_size(t.end_byte()).min(t.buffer().size());
+    let size = (end - start).max(4);
+    let max = ctx.limits().max_storage_buffer_binding_size;
+    if size > max {
+        return Err(Error::Limit {
+            what: format!("binding {name} ({} bytes)", size),
+            limit: "max_storage_buffer_binding_size",
+            needed: size,
+            max,
+        });
+    }
+    if !t.buffer().usage().contains(wgpu::BufferUsages::STORAGE) {
+        return Err(Error::BufferUsage {
+            name,
+            needed: wgpu::BufferUsages::STORAGE,
+            has: t.buffer().usage(),
+        });
+    }
+    let elem = ((t.offset() - start) / t.dtype().size() as u64) as u32;
+    Ok((
+        BoundBuffer {
+            buffer: t.buffer().clone(),
+            offset: start,
+            size,
+        },
+        elem,
+    ))
+}
+
+/// Strides of a 4-D tensor view (or a 2-D [L, D] one broadcast over batch and head) for the uniform.
+pub(crate) fn strides_of(t: &Tensor, elem_offset: u32) -> Strides {
+    let s = t.strides();
+    let sh = t.shape();
+    let pick = |axis: usize| if sh[axis] == 1 { 0 } else { s[axis] as u32 };
+    match s.len() {
+        4 => Strides {
+            offset: elem_offset,
+            batch: pick(0),
+            head: pick(1),
+            row: s[2] as u32,
+        },
+        _ => Strides {
+            offset: elem_offset,
+            batch: 0,
+            head: 0,
+            row: s[0] as u32,
+        },
+    }
+}
+
+/// A dispatch grid of `count` workgroups spread over x and y so that neither exceeds the limit.
+pub(crate) fn grid(ctx: &Context, count: u64, what: &str) -> Result<(u32, u32)> {
+    let max = ctx.limits().max_compute_workgroups_per_dimension as u64;
+    if count <= max {
+        return Ok((count.max(1) as u32, 1));
+    }
+    let y = count.div_ceil(max);
+    if y > max {
+        return Err(Error::Limit {
+            what: format!("{what} ({count} workgroups)"),
+            limit: "max_compute_workgroups_per_dimension (squared)",
+            needed: count,
+            max: max * max,
+        });
+    }
+    Ok((max as u32, y as u32))
+}
+
+/// One recorded unit of work of a prepared call.
+#[derive(Debug)]
+pub(crate) enum Step {
+    /// A compute dispatch.
+    Dispatch {
+        kernel: std::sync::Arc<CompiledKernel>,
+        bind_group: wgpu::BindGroup,
+        groups: (u32, u32),
+    },
+    /// A buffer copy (e.g. a chunk of attention weights into the returned tensor).
+    Copy {
+        src: wgpu::Buffer,
+        dst: wgpu::Buffer,
+        dst_offset: u64,
+        size: u64,
+    },
+}
+
+/// Binds `params` and `buffers` (in slot order, storage slots only) to `kernel`'s layout.
+pub(crate) fn dispatch_step(
+    ctx: &Context,
+    kernel: std::sync::Arc<CompiledKernel>,
+    params: &wgpu::Buffer,
+    buffers: &[&BoundBuffer],
+    groups: (u32, u32),
+) -> Step {
+    let mut storage = buffers.iter();
+    let entries: Vec<wgpu::BindGroupEntry> = kernel
+        .slots
+        .iter()
+        .map(|&(binding, slot)| {
+            let resource = match slot {
+                crate::pipeline::Slot::Uniform => params.as_entire_binding(),
+                _ => {
+                    let b = storage.next().expect("one buffer per storage slot");
+                    wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: &b.buffer,
+                        offset: b.offset,
+                        size: wgpu::BufferSize::new(b.size),
+                    })
+                }
+            };
+            wgpu::BindGroupEntry { binding, resource }
+        })
+        .collect();
+    let bind_group = ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
+        label: Some(kernel.pipeline_label),
+        layout: &kernel.layout,
+        entries: &entries,
+    });
+    Step::Dispatch {
+        kernel,
+        bind_group,
+        groups,
+    }
+}
+
+/// A uniform buffer holding `params`.
+pub(crate) fn params_buffer(ctx: &Context, params: &Params) -> wgpu::Buffer {
+    use wgpu::util::DeviceExt;
+    ctx.device().create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some("wgpu-attention params"),
+        contents: bytemuck::bytes_of(params),
+        usage: wgpu::BufferUsages::UNIFORM,
+    })
+}
+
+/// Records `steps` into `encoder`: consecutive dispatches share one compute pass. With
+/// `timestamps`, the first pass writes `index` at its start and the last pass `index + 1` at its end.
+pub(crate) fn encode_steps(encoder: &mut wgpu::CommandEncoder, steps: &[Step], timestamps: Option<(&wgpu::QuerySet, u32)>) {
+    let mut i = 0;
+    let last_dispatch = steps.iter().rposition(|s| matches!(s, Step::Dispatch { .. }));
+    let mut first_pass = true;
+    while i < steps.len() {
+        match &steps[i] {
+            Step::Copy {
+                src,
+                dst,
+                dst_offset,
+                size,
+            } => {
+                encoder.copy_buffer_to_buffer(src, 0, dst, *dst_offset, *size);
+                i += 1;
+            }
+            Step::Dispatch { .. } => {
+                let end = steps[i..]
+                    .iter()
+                    .position(|s| !matches!(s, Step::Dispatch { .. }))
+                    .map_or(steps.len(), |n| i + n);
+                let is_last = last_dispatch.is_some_and(|l| l < end);
+                let timestamp_writes = timestamps.and_then(|(set, index)| {
+                    (first_pass || is_last).then_some(wgpu::ComputePassTimestampWrites {
+                        query_set: set,
+                        beginning_of_pass_write_index: first_pass.then_some(index),
+                        end_of_pass_write_index: is_last.then_some(index + 1),
+                    })
+                });
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("wgpu-attention"),
+                    timestamp_writes,
+                });
+                for step in &steps[i..end] {
+                    if let Step::Dispatch {
+                        kernel,
+                        bind_group,
+                        groups,
+                    } = step
+                    {
+                        pass.set_pipeline(&kernel.pipeline);
+                        pass.set_bind_group(0, bind_group, &[]);
+                        pass.dispatch_workgroups(groups.0, groups.1, 1);
+                    }
+                }
+                first_pass = false;
+                i = end;
+            }
+        }
+    }
+}
+
+/// Tile of the shared GEMM core (`shaders/common/gemm_tile.wgsl`): a `wg_y × wg_x` workgroup
+/// computes a `4·wg_y × 4·wg_x` output tile, stepping `tile_k` along the reduction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct GemmTile {
+    pub wg_x: u32,
+    pub wg_y: u32,
+    pub tile_k: u32,
+}
+
+impl Default for GemmTile {
+    fn default() -> Self {
+        Self {
+            wg_x: 16,
+            wg_y: 16,
+            tile_k: 16,
+        }
+    }
+}
+
+impl GemmTile {
+    pub(crate) fn constants(&self, b_k_contiguous: bool) -> [(&'static str, f64); 4] {
+        [
+            ("WG_X", self.wg_x as f64),
+            ("WG_Y", self.wg_y as f64),
+            ("TILE_K", self.tile_k as f64),
+            ("B_K_CONTIGUOUS", if b_k_contiguous { 1.0 } else { 0.0 }),
+        ]
+    }
+
+    /// Output tiles covering an `m × n` matrix.
+    pub(crate) fn tiles(&self, m: u32, n: u32) -> u64 {
+        m.div_ceil(4 * self.wg_y) as u64 * n.div_ceil(4 * self.wg_x) as u64
+    }
+
+    pub(crate) fn check(&self, ctx: &Context) -> Result<()> {
+        let bytes = 4 * self.tile_k as u64 * 4 * (self.wg_x + self.wg_y) as u64;
+        check_workgroup(ctx, self.wg_x * self.wg_y, bytes)
+    }
+}
+
+/// Checks a workgroup's invocation count and memory against the device limits.
+pub(crate) fn check_workgroup(ctx: &Context, invocations: u32, bytes: u64) -> Result<()> {
+    let l = ctx.limits();
+    if invocations == 0 || invocations > l.max_compute_invocations_per_workgroup {
+        return Err(Error::Limit {
+            what: format!("workgroup of {invocations} invocations"),
+            limit: "max_compute_invocations_per_workgroup",
+            needed: invocations as u64,
+            max: l.max_compute_invocations_per_workgroup as u64,
+        });
+    }
+    if bytes > l.max_compute_workgroup_storage_size as u64 {
+        return Err(Error::Limit {
+            what: "kernel workgroup memory".to_string(),
+            limit: "max_compute_workgroup_storage_size",
+            needed: bytes,
+            max: l.max_compute_workgroup_storage_size as u64,
+        });
+    }
+    Ok(())
+}

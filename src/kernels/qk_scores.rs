@@ -1,0 +1,28 @@
+//! Host side of `shaders/qk_scores.wgsl`: S = scale · Q Kᵀ into a [bh_count, Lq, Lk] scratch.
+
+use super::{dispatch_step, grid, BoundBuffer, GemmTile, Params, Step};
+use crate::context::Context;
+use crate::error::Result;
+use crate::pipeline::{self, Kernel, Slot};
+use crate::tensor::DType;
+
+/// Bindings: params, Q, K, S.
+pub const SLOTS: &[(u32, Slot)] = &[(0, Slot::Uniform), (1, Slot::Read), (2, Slot::Read), (3, Slot::ReadWrite)];
+
+#[allow(clippy::too_many_arguments, reason = "one buffer per shader binding")]
+pub(crate) fn step(
+    ctx: &Context,
+    tile: GemmTile,
+    dtype: DType,
+    p: &Params,
+    params: &wgpu::Buffer,
+    q: &BoundBuffer,
+    k: &BoundBuffer,
+    scores: &BoundBuffer,
+) -> Result<Step> {
+    tile.check(ctx)?;
+    let kernel = pipeline::get(ctx, Kernel::QkScores, dtype, SLOTS, &tile.constants(true))?;
+    let tiles = p.bh_count as u64 * tile.tiles(p.len_q, p.len_k);
+    let groups = grid(ctx, tiles, "qk_scores")?;
+    Ok(dispatch_step(ctx, kernel, params, &[q, k, scores], groups))
+}

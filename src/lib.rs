@@ -1,0 +1,72 @@
+//! # wgpu-attention
+//!
+//! GPU attention kernels written in WGSL and run through [wgpu] on any Vulkan, Metal or DX12
+//! device (and on Mesa's lavapipe CPU driver), with a naive f64 CPU reference for every kernel.
+//!
+//! Two paths compute scaled dot-product attention (`ATTENTION.md` §1):
+//! - **fused** (`shaders/flash_forward.wgsl`): one pass with online softmax, O(B·H·Lq) extra
+//!   memory, masked key blocks skipped, f32 or f16 storage;
+//! - **staged** (`qk_scores` → `masked_softmax` → `weighted_sum`): materializes the scores and can
+//!   return the attention weights P.
+//!
+//! ## Conventions
+//! - Layout: Q [B, Hq, Lq, Dk], K [B, Hkv, Lk, Dk], V [B, Hkv, Lk, Dv], O [B, Hq, Lq, Dv], row-major
+//!   by default; any strides with a contiguous last dim are accepted ([`Tensor::from_blhd`] views a
+//!   [B, L, H, D] buffer). Hq must be a multiple of Hkv (GQA/MQA; K and V are never copied).
+//! - Boolean masks: **true = the key takes part** (PyTorch polarity). Additive bias: −∞ masks.
+//! - Causal alignment is explicit: [`Alignment::TopLeft`] keeps j ≤ i (PyTorch `is_causal`),
+//!   [`Alignment::BottomRight`] keeps j ≤ i + Lk − Lq (FlashAttention, KV-cache decoding).
+//! - A row whose keys are all masked yields O = 0 and LSE = −∞, never NaN.
+//! - Every input is validated on the host before any GPU work; wgpu errors are captured with
+//!   error scopes and returned as [`Error`]. Nothing global is installed on a borrowed device.
+//!
+//! ## Example: owned context
+//! ```no_run
+//! use wgpu_attention::{attention, Alignment, AttentionOptions, Context, Tensor};
+//! # fn main() -> Result<(), wgpu_attention::Error> {
+//! let ctx = Context::new()?; // honours WGPU_BACKEND / WGPU_ADAPTER_NAME / WGPU_POWER_PREF
+//! let (b, h, l, d) = (1, 4, 64, 32);
+//! let data: Vec<f32> = (0..b * h * l * d).map(|i| ((i * 7919) % 97) as f32 / 97.0 - 0.5).collect();
+//! let q = Tensor::from_slice(&ctx, &data, &[b, h, l, d])?;
+//! let opts = AttentionOptions { causal: Some(Alignment::TopLeft), return_lse: true, ..Default::default() };
+//! let res = attention(&ctx, &q, &q, &q, &opts)?;
+//! let o: Vec<f32> = res.out.to_vec(&ctx)?;
+//! assert_eq!(o.len(), b * h * l * d);
+//! # Ok(()) }
+//! ```
+//!
+//! ## Example: your own device, buffers and encoder
+//! ```no_run
+//! use wgpu_attention::{attention_encode, wgpu, AttentionOptions, Context, DType, Tensor};
+//! # fn run(device: &wgpu::Device, queue: &wgpu::Queue, qkv: &wgpu::Buffer) -> Result<(), wgpu_attention::Error> {
+//! let ctx = Context::from_device(device, queue); // borrows; installs nothing on the device
+//! let (b, h, l, d) = (2, 8, 128, 64);
+//! let n = (b * h * l * d * 4) as u64;
+//! // Q, K and V packed one after another in one of your buffers (STORAGE usage).
+//! let q = Tensor::from_buffer(qkv, 0, &[b, h, l, d], DType::F32)?;
+//! let k = Tensor::from_buffer(qkv, n, &[b, h, l, d], DType::F32)?;
+//! let v = Tensor::from_buffer(qkv, 2 * n, &[b, h, l, d], DType::F32)?;
+//! let mut encoder = device.create_command_encoder(&Default::default());
+//! let res = attention_encode(&ctx, &mut encoder, &q, &k, &v, &AttentionOptions::default())?;
+//! queue.submit([encoder.finish()]);
+//! let _o: &wgpu::Buffer = res.out.buffer();
+//! # Ok(()) }
+//! ```
+
+pub mod attention;
+pub mod context;
+pub mod error;
+pub mod kernels;
+pub mod options;
+pub mod pipeline;
+pub mod reference;
+pub mod tensor;
+mod tune;
+
+pub use attention::{attention, attention_encode, validate, Attention, AttentionOutput, Problem, Tuning};
+pub use context::{Context, ContextOptions, DeviceInfo};
+pub use error::{Error, Result};
+pub use kernels::{FlashConfig, GemmTile};
+pub use options::{Alignment, AttentionOptions, KernelChoice, Window};
+pub use tensor::{DType, Element, Tensor};
+pub use wgpu;

@@ -1,0 +1,110 @@
+//! Options of the attention call. Every field has a default; set only what you need:
+//!
+//! ```
+//! use wgpu_attention::{AttentionOptions, Alignment, Window};
+//! let opts = AttentionOptions {
+//!     causal: Some(Alignment::BottomRight),
+//!     window: Some(Window::symmetric(128)),
+//!     ..Default::default()
+//! };
+//! # let _ = opts;
+//! ```
+
+use crate::tensor::Tensor;
+
+/// How query row `i` lines up with key column `j` when Lq ≠ Lk.
+///
+/// The aligned query position is `i' = i` (top-left) or `i' = i + (Lk − Lq)` (bottom-right).
+/// The two coincide when Lq = Lk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+pub enum Alignment {
+    /// `i' = i`: PyTorch's `is_causal=True` convention.
+    #[default]
+    TopLeft,
+    /// `i' = i + Lk − Lq`: FlashAttention's convention; the last query sees every key (KV-cache decoding).
+    BottomRight,
+}
+
+impl Alignment {
+    /// The offset added to a query index to get its aligned position.
+    pub fn offset(self, lq: usize, lk: usize) -> i64 {
+        match self {
+            Alignment::TopLeft => 0,
+            Alignment::BottomRight => lk as i64 - lq as i64,
+        }
+    }
+}
+
+/// A sliding window: key `j` takes part when `i' − left ≤ j ≤ i' + right`, where `i'` is the
+/// query position aligned by `alignment`. `None` leaves that side unbounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+pub struct Window {
+    /// Keys allowed before the aligned position.
+    pub left: Option<u32>,
+    /// Keys allowed after the aligned position.
+    pub right: Option<u32>,
+    /// How queries align with keys.
+    pub alignment: Alignment,
+}
+
+impl Window {
+    /// `left` keys on each side, top-left aligned.
+    pub fn symmetric(half_width: u32) -> Self {
+        Self {
+            left: Some(half_width),
+            right: Some(half_width),
+            alignment: Alignment::TopLeft,
+        }
+    }
+    /// Causal local attention: the aligned position and the `left` keys before it.
+    pub fn causal_local(left: u32, alignment: Alignment) -> Self {
+        Self {
+            left: Some(left),
+            right: Some(0),
+            alignment,
+        }
+    }
+}
+
+/// Which kernel path runs the attention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub enum KernelChoice {
+    /// The fused kernel unless attention weights are requested (then staged).
+    #[default]
+    Auto,
+    /// The single-pass online-softmax kernel; O(Lq) extra memory, cannot return weights.
+    Fused,
+    /// Three kernels (QKᵀ, masked softmax, P·V) through a materialized score matrix.
+    Staged,
+}
+
+/// Options of [`crate::attention`]. See the crate docs for the semantics of each mask.
+///
+/// Masks combine by AND; a row whose keys are all masked yields O = 0 and LSE = −∞.
+#[derive(Debug, Clone, Default)]
+pub struct AttentionOptions {
+    /// Multiplier of QKᵀ; `None` means 1/√Dk.
+    pub scale: Option<f32>,
+    /// Soft cap `c`: scores become `c·tanh(s/c)` (applied after the scale, before bias and masks).
+    pub softcap: Option<f32>,
+    /// Additive bias, f32 (f16 allowed with f16 inputs on the fused path), shape
+    /// [B|1, Hq|1, Lq, Lk] or [Lq, Lk]. A −∞ entry masks its key.
+    pub bias: Option<Tensor>,
+    /// Boolean mask, dtype [`crate::DType::Bool`], shape [B|1, Hq|1, Lq, Lk] or [Lq, Lk].
+    /// **true = this key takes part** (PyTorch's `attn_mask` polarity for bool masks).
+    pub mask: Option<Tensor>,
+    /// Key padding: a [`crate::DType::U32`] tensor of shape [B] holding the number of valid keys
+    /// of each batch; keys at or past it are masked.
+    pub key_lengths: Option<Tensor>,
+    /// Causal mask with its alignment: key `j` takes part when `j ≤ i'`.
+    pub causal: Option<Alignment>,
+    /// Sliding-window mask.
+    pub window: Option<Window>,
+    /// Also return the attention weights P [B, Hq, Lq, Lk] (staged path only).
+    pub return_weights: bool,
+    /// Also return LSE [B, Hq, Lq] = ln Σⱼ exp(sᵢⱼ) (natural log; −∞ for fully masked rows).
+    pub return_lse: bool,
+    /// Kernel path.
+    pub kernel: KernelChoice,
+}

@@ -1,0 +1,219 @@
+//! Shader composition and the pipeline cache.
+//!
+//! Each kernel is one WGSL file in `shaders/` with one entry point `main`. Shared pieces from
+//! `shaders/common/` are concatenated in front of it, after a generated prelude that fixes the
+//! storage element type (`alias elem = f32;` or `f16`). Tile and workgroup sizes are WGSL
+//! `override` constants set at pipeline creation; shapes travel in a uniform buffer, so one
+//! pipeline serves every shape. Pipelines are cached by (kernel, dtype, constants).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::tensor::DType;
+
+/// The shared WGSL pieces, by file name.
+pub mod common {
+    /// The `Params` uniform, flags and small helpers.
+    pub const PARAMS: &str = include_str!("../shaders/common/params.wgsl");
+    /// Bias, boolean mask, key padding, causal and window predicates (`finish_score`).
+    pub const MASK: &str = include_str!("../shaders/common/mask.wgsl");
+    /// The register-tiled GEMM tile loop shared by QKᵀ and P·V.
+    pub const GEMM_TILE: &str = include_str!("../shaders/common/gemm_tile.wgsl");
+}
+
+/// Every kernel of the crate: its shader file and the common pieces it is composed from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Kernel {
+    /// `shaders/qk_scores.wgsl`: S = scale · Q Kᵀ.
+    QkScores,
+    /// `shaders/masked_softmax.wgsl`: cap, bias, masks, softmax, LSE.
+    MaskedSoftmax,
+    /// `shaders/weighted_sum.wgsl`: O = P V.
+    WeightedSum,
+    /// `shaders/flash_forward.wgsl`: the fused single-pass kernel.
+    FlashForward,
+}
+
+impl Kernel {
+    /// All kernels, for tests and pre-compilation.
+    pub const ALL: [Kernel; 4] = [Kernel::QkScores, Kernel::MaskedSoftmax, Kernel::WeightedSum, Kernel::FlashForward];
+
+    /// Shader file name (without directory).
+    pub fn file(self) -> &'static str {
+        match self {
+            Kernel::QkScores => "qk_scores.wgsl",
+            Kernel::MaskedSoftmax => "masked_softmax.wgsl",
+            Kernel::WeightedSum => "weighted_sum.wgsl",
+            Kernel::FlashForward => "flash_forward.wgsl",
+        }
+    }
+
+    fn body(self) -> &'static str {
+        match self {
+            Kernel::QkScores => include_str!("../shaders/qk_scores.wgsl"),
+            Kernel::MaskedSoftmax => include_str!("../shaders/masked_softmax.wgsl"),
+            Kernel::WeightedSum => include_str!("../shaders/weighted_sum.wgsl"),
+            Kernel::FlashForward => include_str!("../shaders/flash_forward.wgsl"),
+        }
+    }
+
+    fn pieces(self) -> &'static [&'static str] {
+        match self {
+            Kernel::QkScores | Kernel::WeightedSum => &[common::PARAMS, common::GEMM_TILE],
+            Kernel::MaskedSoftmax | Kernel::FlashForward => &[common::PARAMS, common::MASK],
+        }
+    }
+
+    /// The storage element types this kernel can be compiled for.
+    pub fn dtypes(self) -> &'static [DType] {
+        &[DType::F32, DType::F16]
+    }
+}
+
+/// The full WGSL source of `kernel` for storage type `dtype`: prelude, common pieces, kernel.
+pub fn compose(kernel: Kernel, dtype: DType) -> String {
+    let mut src = String::new();
+    match dtype {
+        DType::F16 => src.push_str("enable f16;\nalias elem = f16;\n"),
+        _ => src.push_str("alias elem = f32;\n"),
+    }
+    for piece in kernel.pieces() {
+        src.push_str(piece);
+        src.push('\n');
+    }
+    src.push_str(kernel.body());
+    src
+}
+
+/// How a kernel's binding is used; turned into an explicit bind group layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Slot {
+    /// The `Params` uniform.
+    Uniform,
+    /// A read-only storage buffer.
+    Read,
+    /// A read-write storage buffer.
+    ReadWrite,
+}
+
+/// Cache key: kernel, element type, override constants (name, value bits).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    kernel: Kernel,
+    dtype: DType,
+    constants: Vec<(&'static str, u64)>,
+}
+
+/// A compiled kernel with its bind group layout.
+#[derive(Debug)]
+pub struct CompiledKernel {
+    pub(crate) pipeline: wgpu::ComputePipeline,
+    pub(crate) layout: wgpu::BindGroupLayout,
+    pub(crate) slots: &'static [(u32, Slot)],
+    pub(crate) pipeline_label: &'static str,
+}
+
+/// Pipelines created so far on one device.
+#[derive(Default)]
+pub struct PipelineCache {
+    map: Mutex<HashMap<Key, Arc<CompiledKernel>>>,
+}
+
+impl PipelineCache {
+    /// Number of cached pipelines.
+    pub fn len(&self) -> usize {
+        self.map.lock().map(|m| m.len()).unwrap_or(0)
+    }
+    /// True when nothing is cached yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Returns the cached pipeline of `kernel` for (dtype, constants), creating it on first use
+/// inside an error scope.
+pub(crate) fn get(
+    ctx: &Context,
+    kernel: Kernel,
+    dtype: DType,
+    slots: &'static [(u32, Slot)],
+    constants: &[(&'static str, f64)],
+) -> Result<Arc<CompiledKernel>> {
+    let key = Key {
+        kernel,
+        dtype,
+        constants: constants.iter().map(|&(n, v)| (n, v.to_bits())).collect(),
+    };
+    if let Some(hit) = ctx.pipelines().map.lock().expect("pipeline cache poisoned").get(&key) {
+        return Ok(hit.clone());
+    }
+    if dtype == DType::F16 && !ctx.features().contains(wgpu::Features::SHADER_F16) {
+        return Err(Error::MissingFeature {
+            what: "f16 storage",
+            feature: wgpu::Features::SHADER_F16,
+        });
+    }
+    let compiled = ctx.scoped("pipeline creation", || {
+        let device = ctx.device();
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(kernel.file()),
+            source: wgpu::ShaderSource::Wgsl(compose(kernel, dtype).into()),
+        });
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = slots
+            .iter()
+            .map(|&(binding, slot)| wgpu::BindGroupLayoutEntry {
+                binding,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: match slot {
+                        Slot::Uniform => wgpu::BufferBindingType::Uniform,
+                        Slot::Read => wgpu::BufferBindingType::Storage { read_only: true },
+                        Slot::ReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
+                    },
+                    has_dynamic_offset: false,
+                    min_binding_size: wgpu::BufferSize::new(match slot {
+                        Slot::Uniform => std::mem::size_of::<crate::kernels::Params>() as u64,
+                        _ => 4,
+                    }),
+                },
+                count: None,
+            })
+            .collect();
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some(kernel.file()),
+            entries: &entries,
+        });
+        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(kernel.file()),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(kernel.file()),
+            layout: Some(&pipeline_layout),
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants,
+                // Every workgroup array is written before it is read.
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
+        });
+        Ok(Arc::new(CompiledKernel {
+            pipeline,
+            layout,
+            slots,
+            pipeline_label: kernel.file(),
+        }))
+    })?;
+    ctx.pipelines()
+        .map
+        .lock()
+        .expect("pipeline cache poisoned")
+        .insert(key, compiled.clone());
+    Ok(compiled)
+}

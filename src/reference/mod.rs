@@ -1,0 +1,9 @@
+//! The CPU reference: naive, materializes every score, accumulates in f64, follows
+//! `ATTENTION.md` line by line and shares no code with the GPU algorithms. Use it to check any
+//! kernel, and [`compare`] to measure the difference.
+
+mod compare;
+mod sdpa;
+
+pub use compare::{compare, Comparison, Tolerance};
+pub use sdpa::{sdpa, Broadcast, HostInputs, ReferenceOutput};

@@ -1,0 +1,377 @@
+//! GPU tensors: a buffer, a byte offset into it, a shape, strides (in elements) and a dtype.
+//!
+//! A [`Tensor`] either owns a buffer the crate allocated ([`Tensor::from_slice`], [`Tensor::zeros`])
+//! or wraps a caller's buffer without copying ([`Tensor::from_buffer`]). Cloning is cheap: wgpu
+//! buffers are reference counted.
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+
+/// Element type of a tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub enum DType {
+    /// IEEE binary32.
+    F32,
+    /// IEEE binary16 (storage only; kernels accumulate in f32). Needs `SHADER_F16` on the GPU.
+    F16,
+    /// 32-bit unsigned integer (key-padding lengths, indices).
+    U32,
+    /// One byte per element, 0 = false, anything else = true (the layout of a NumPy/PyTorch bool array).
+    Bool,
+}
+
+impl DType {
+    /// Size of one element in bytes.
+    pub fn size(self) -> usize {
+        match self {
+            DType::F32 | DType::U32 => 4,
+            DType::F16 => 2,
+            DType::Bool => 1,
+        }
+    }
+
+    /// Lower-case name, as used by the CLI and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+            DType::U32 => "u32",
+            DType::Bool => "bool",
+        }
+    }
+}
+
+impl std::fmt::Display for DType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Host element types that can be uploaded to and downloaded from a [`Tensor`].
+pub trait Element: Copy + 'static {
+    /// The matching [`DType`].
+    const DTYPE: DType;
+    /// Appends the little-endian bytes of `self`.
+    fn write_bytes(self, out: &mut Vec<u8>);
+    /// Reads one element from exactly `DTYPE.size()` bytes.
+    fn read_bytes(bytes: &[u8]) -> Self;
+}
+
+impl Element for f32 {
+    const DTYPE: DType = DType::F32;
+    fn write_bytes(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_le_bytes());
+    }
+    fn read_bytes(b: &[u8]) -> Self {
+        f32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    }
+}
+
+impl Element for half::f16 {
+    const DTYPE: DType = DType::F16;
+    fn write_bytes(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_le_bytes());
+    }
+    fn read_bytes(b: &[u8]) -> Self {
+        half::f16::from_le_bytes([b[0], b[1]])
+    }
+}
+
+impl Element for u32 {
+    const DTYPE: DType = DType::U32;
+    fn write_bytes(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_le_bytes());
+    }
+    fn read_bytes(b: &[u8]) -> Self {
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    }
+}
+
+impl Element for bool {
+    const DTYPE: DType = DType::Bool;
+    fn write_bytes(self, out: &mut Vec<u8>) {
+        out.push(self as u8);
+    }
+    fn read_bytes(b: &[u8]) -> Self {
+        b[0] != 0
+    }
+}
+
+/// Row-major (C-order) strides, in elements, for `shape`.
+pub fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
+    let mut strides = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        strides[i] = strides[i + 1] * shape[i + 1];
+    }
+    strides
+}
+
+/// A tensor living in a wgpu buffer.
+#[derive(Debug, Clone)]
+pub struct Tensor {
+    buffer: wgpu::Buffer,
+    offset: u64,
+    shape: Vec<usize>,
+    strides: Vec<usize>,
+    dtype: DType,
+}
+
+/// Usages every buffer the crate allocates gets, so results can be reused, copied and read back.
+pub(crate) const TENSOR_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
+
+impl Tensor {
+    /// Uploads a host slice as a new contiguous tensor of `shape`.
+    pub fn from_slice<T: Element>(ctx: &Context, data: &[T], shape: &[usize]) -> Result<Self> {
+        let count: usize = shape.iter().product();
+        if data.len() != count {
+            return Err(Error::ShapeMismatch {
+                name: "host data",
+                expected: shape.to_vec(),
+                got: vec![data.len()],
+            });
+        }
+        let mut bytes = Vec::with_capacity(count * T::DTYPE.size() + 4);
+        for &x in data {
+            x.write_bytes(&mut bytes);
+        }
+        Self::from_bytes(ctx, &bytes, shape, T::DTYPE)
+    }
+
+    /// Uploads raw little-endian bytes as a new contiguous tensor.
+    pub fn from_bytes(ctx: &Context, bytes: &[u8], shape: &[usize], dtype: DType) -> Result<Self> {
+        let needed = shape.iter().product::<usize>() * dtype.size();
+        if bytes.len() != needed {
+            return Err(Error::BufferTooSmall {
+                name: "host bytes",
+                needed: needed as u64,
+                offset: 0,
+                available: bytes.len() as u64,
+            });
+        }
+        let size = padded_size(needed as u64);
+        ctx.check_buffer_size("tensor upload", size)?;
+        let buffer = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some("wgpu-attention tensor"),
+            size,
+            usage: TENSOR_USAGE,
+            mapped_at_creation: true,
+        });
+        buffer.slice(..).get_mapped_range_mut()?.slice(..bytes.len()).copy_from_slice(bytes);
+        buffer.unmap();
+        Ok(Self {
+            buffer,
+            offset: 0,
+            strides: contiguous_strides(shape),
+            shape: shape.to_vec(),
+            dtype,
+        })
+    }
+
+    /// A new zero-filled contiguous tensor.
+    pub fn zeros(ctx: &Context, shape: &[usize], dtype: DType) -> Result<Self> {
+        let bytes = shape.iter().product::<usize>() as u64 * dtype.size() as u64;
+        let size = padded_size(bytes);
+        ctx.check_buffer_size("tensor allocation", size)?;
+        let buffer = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some("wgpu-attention tensor"),
+            size,
+            usage: TENSOR_USAGE,
+            mapped_at_creation: false,
+        });
+        Ok(Self {
+            buffer,
+            offset: 0,
+            strides: contiguous_strides(shape),
+            shape: shape.to_vec(),
+            dtype,
+        })
+    }
+
+    /// Wraps a caller's buffer (no copy): contiguous `shape` of `dtype` starting at byte `offset`.
+    ///
+    /// The buffer needs `STORAGE` usage to be read by kernels (and `COPY_SRC` to be read back).
+    /// Use [`Tensor::with_strides`] for non-contiguous layouts such as [B, L, H, D].
+    pub fn from_buffer(buffer: &wgpu::Buffer, offset: u64, shape: &[usize], dtype: DType) -> Result<Self> {
+        let t = Self {
+            buffer: buffer.clone(),
+            offset,
+            strides: contiguous_strides(shape),
+            shape: shape.to_vec(),
+            dtype,
+        };
+        t.check_fits("tensor")?;
+        Ok(t)
+    }
+
+    /// The same data viewed with other strides (in elements). The buffer must hold every element
+    /// the strides can reach.
+    pub fn with_strides(mut self, strides: &[usize]) -> Result<Self> {
+        if strides.len() != self.shape.len() {
+            return Err(Error::Strides {
+                name: "tensor",
+                shape: self.shape.clone(),
+                strides: strides.to_vec(),
+                why: "one stride per dimension is needed",
+            });
+        }
+        self.strides = strides.to_vec();
+        self.check_fits("tensor")?;
+        Ok(self)
+    }
+
+    /// The same buffer viewed with another shape (contiguous strides); the element count must match.
+    pub fn reshape(&self, shape: &[usize]) -> Result<Self> {
+        if !self.is_contiguous() || shape.iter().product::<usize>() != self.numel() {
+            return Err(Error::ShapeMismatch {
+                name: "reshape",
+                expected: self.shape.clone(),
+                got: shape.to_vec(),
+            });
+        }
+        Ok(Self {
+            buffer: self.buffer.clone(),
+            offset: self.offset,
+            strides: contiguous_strides(shape),
+            shape: shape.to_vec(),
+            dtype: self.dtype,
+        })
+    }
+
+    /// Views a [B, L, H, D] buffer as the logical [B, H, L, D] tensor the kernels expect
+    /// (FlashAttention / candle-flash-attn layout), without copying.
+    pub fn from_blhd(buffer: &wgpu::Buffer, offset: u64, blhd: [usize; 4], dtype: DType) -> Result<Self> {
+        let [b, l, h, d] = blhd;
+        let t = Self::from_buffer(buffer, offset, &[b, l, h, d], dtype)?;
+        let s = t.strides.clone();
+        Self {
+            shape: vec![b, h, l, d],
+            ..t
+        }
+        .with_strides(&[s[0], s[2], s[1], s[3]])
+    }
+
+    /// The wgpu buffer holding the data.
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        &self.buffer
+    }
+    /// Byte offset of element 0 inside [`Tensor::buffer`].
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+    /// Logical shape.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    /// Strides in elements, one per dimension.
+    pub fn strides(&self) -> &[usize] {
+        &self.strides
+    }
+    /// Element type.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+    /// Number of logical elements.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+    /// True when the strides are row-major for the shape.
+    pub fn is_contiguous(&self) -> bool {
+        self.strides == contiguous_strides(&self.shape)
+    }
+
+    /// Bytes from the buffer start to one past the last reachable element.
+    pub(crate) fn end_byte(&self) -> u64 {
+        if self.numel() == 0 {
+            return self.offset;
+        }
+        let last: usize = self.shape.iter().zip(&self.strides).map(|(&n, &s)| (n - 1) * s).sum();
+        self.offset + ((last + 1) * self.dtype.size()) as u64
+    }
+
+    pub(crate) fn check_fits(&self, name: &'static str) -> Result<()> {
+        if self.offset % (self.dtype.size() as u64) != 0 {
+            return Err(Error::Misaligned {
+                name,
+                offset: self.offset,
+                align: self.dtype.size() as u64,
+            });
+        }
+        let end = self.end_byte();
+        if end > self.buffer.size() {
+            return Err(Error::BufferTooSmall {
+                name,
+                needed: end - self.offset,
+                offset: self.offset,
+                available: self.buffer.size(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Copies the tensor back to the host in logical row-major order.
+    ///
+    /// `T` must match the dtype; use [`Tensor::to_f32_vec`] to widen f16.
+    pub fn to_vec<T: Element>(&self, ctx: &Context) -> Result<Vec<T>> {
+        if T::DTYPE != self.dtype {
+            return Err(Error::DType {
+                name: "download",
+                got: self.dtype,
+                expected: T::DTYPE.name(),
+            });
+        }
+        let bytes = self.read_span(ctx)?;
+        let es = self.dtype.size();
+        let mut out = Vec::with_capacity(self.numel());
+        let mut index = vec![0usize; self.shape.len()];
+        for _ in 0..self.numel() {
+            let e: usize = index.iter().zip(&self.strides).map(|(i, s)| i * s).sum();
+            out.push(T::read_bytes(&bytes[e * es..(e + 1) * es]));
+            for ax in (0..index.len()).rev() {
+                index[ax] += 1;
+                if index[ax] < self.shape[ax] {
+                    break;
+                }
+                index[ax] = 0;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Downloads a float tensor (f32 or f16) as f32.
+    pub fn to_f32_vec(&self, ctx: &Context) -> Result<Vec<f32>> {
+        match self.dtype {
+            DType::F32 => self.to_vec::<f32>(ctx),
+            DType::F16 => Ok(self.to_vec::<half::f16>(ctx)?.into_iter().map(f32::from).collect()),
+            other => Err(Error::DType {
+                name: "download",
+                got: other,
+                expected: "f32 or f16",
+            }),
+        }
+    }
+
+    /// Reads the bytes covering every reachable element, starting at element 0.
+    fn read_span(&self, ctx: &Context) -> Result<Vec<u8>> {
+        if !self.buffer.usage().contains(wgpu::BufferUsages::COPY_SRC) {
+            return Err(Error::BufferUsage {
+                name: "download",
+                needed: wgpu::BufferUsages::COPY_SRC,
+                has: self.buffer.usage(),
+            });
+        }
+        let start = self.offset & !(wgpu::COPY_BUFFER_ALIGNMENT - 1);
+        let end = padded_size(self.end_byte()).min(self.buffer.size());
+        let end = end.max(start + 4);
+        let bytes = ctx.read_buffer(&self.buffer, start, end - start)?;
+        let skip = (self.offset - start) as usize;
+        Ok(bytes[skip..].to_vec())
+    }
+}
+
+/// Rounds a byte size up to wgpu's copy alignment (and at least 4 bytes).
+pub(crate) fn padded_size(bytes: u64) -> u64 {
+    bytes.max(4).div_ceil(wgpu::COPY_BUFFER_ALIGNMENT) * wgpu::COPY_BUFFER_ALIGNMENT
+}

@@ -1,0 +1,192 @@
+//! Shared test harness: one context per test binary, seeded inputs, GPU-vs-reference checks.
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use std::sync::OnceLock;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use wgpu_attention::reference::{self, Broadcast, HostInputs, Tolerance};
+use wgpu_attention::{attention, AttentionOptions, Context, DType, KernelChoice, Problem, Tensor};
+
+/// The test context (lavapipe in CI). Panics with install advice when no adapter exists.
+pub fn ctx() -> &'static Context {
+    static CTX: OnceLock<Context> = OnceLock::new();
+    CTX.get_or_init(|| Context::new().expect("no GPU adapter: install lavapipe (apt-get install -y mesa-vulkan-drivers)"))
+}
+
+pub fn problem(b: usize, hq: usize, hkv: usize, lq: usize, lk: usize, dk: usize, dv: usize) -> Problem {
+    Problem { b, hq, hkv, lq, lk, dk, dv }
+}
+
+pub fn random(rng: &mut ChaCha8Rng, n: usize, magnitude: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.gen_range(-1.0f32..1.0) * magnitude).collect()
+}
+
+/// Rounds through f16 so that the reference sees exactly what the GPU reads.
+pub fn round_f16(x: &[f32]) -> Vec<f32> {
+    x.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect()
+}
+
+pub fn upload(ctx: &Context, data: &[f32], shape: &[usize], dtype: DType) -> Tensor {
+    match dtype {
+        DType::F16 => {
+            let h: Vec<half::f16> = data.iter().map(|&v| half::f16::from_f32(v)).collect();
+            Tensor::from_slice(ctx, &h, shape).unwrap()
+        }
+        _ => Tensor::from_slice(ctx, data, shape).unwrap(),
+    }
+}
+
+/// Which boolean mask a case uses.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MaskKind {
+    /// Random, ~70% true, broadcast per `shape`.
+    Random { shape: [usize; 4] },
+    /// Random, with query row 0 fully masked in every (b, h).
+    WithEmptyRow { shape: [usize; 4] },
+}
+
+/// One GPU-vs-reference comparison.
+#[derive(Debug, Clone)]
+pub struct Case {
+    pub problem: Problem,
+    pub opts: AttentionOptions,
+    pub dtype: DType,
+    pub bias_shape: Option<[usize; 4]>,
+    pub mask: Option<MaskKind>,
+    pub key_lengths: Option<Vec<u32>>,
+    pub magnitude: f32,
+    pub seed: u64,
+}
+
+impl Case {
+    pub fn new(problem: Problem) -> Self {
+        Self {
+            problem,
+            opts: AttentionOptions::default(),
+            dtype: DType::F32,
+            bias_shape: None,
+            mask: None,
+            key_lengths: None,
+            magnitude: 1.0,
+            seed: 7,
+        }
+    }
+    pub fn opts(mut self, f: impl FnOnce(&mut AttentionOptions)) -> Self {
+        f(&mut self.opts);
+        self
+    }
+    pub fn kernel(self, k: KernelChoice) -> Self {
+        self.opts(|o| o.kernel = k)
+    }
+    pub fn dtype(mut self, d: DType) -> Self {
+        self.dtype = d;
+        self
+    }
+    pub fn bias(mut self, shape: [usize; 4]) -> Self {
+        self.bias_shape = Some(shape);
+        self
+    }
+    pub fn mask(mut self, m: MaskKind) -> Self {
+        self.mask = Some(m);
+        self
+    }
+    pub fn key_lengths(mut self, l: Vec<u32>) -> Self {
+        self.key_lengths = Some(l);
+        self
+    }
+    pub fn magnitude(mut self, m: f32) -> Self {
+        self.magnitude = m;
+        self
+    }
+    pub fn seed(mut self, s: u64) -> Self {
+        self.seed = s;
+        self
+    }
+
+    /// Runs the GPU and the reference; `Err` describes the worst element of the first mismatch.
+    pub fn check(&self) -> Result<(), String> {
+        let ctx = ctx();
+        let p = self.problem;
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        let [qs, ks, vs] = p.qkv_shapes();
+        let mut q = random(&mut rng, qs.iter().product(), self.magnitude);
+        let mut k = random(&mut rng, ks.iter().product(), self.magnitude);
+        let mut v = random(&mut rng, vs.iter().product(), 1.0);
+        let mut bias = self.bias_shape.map(|s| random(&mut rng, s.iter().product(), 2.0));
+        if self.dtype == DType::F16 {
+            q = round_f16(&q);
+            k = round_f16(&k);
+            v = round_f16(&v);
+            bias = bias.map(|b| round_f16(&b));
+        }
+        let mask: Option<(Vec<bool>, [usize; 4])> = self.mask.map(|m| match m {
+            MaskKind::Random { shape } => ((0..shape.iter().product()).map(|_| rng.gen_bool(0.7)).collect(), shape),
+            MaskKind::WithEmptyRow { shape } => {
+                let n: usize = shape.iter().product();
+                let (lq, lk) = (shape[2], shape[3]);
+                ((0..n).map(|e| (e / lk) % lq != 0 && rng.gen_bool(0.7)).collect(), shape)
+            }
+        });
+
+        let mut opts = self.opts.clone();
+        opts.return_lse = true;
+        if let Some((b, s)) = self.bias_shape.as_ref().zip(bias.as_ref()).map(|(s, b)| (b, s)) {
+            opts.bias = Some(upload(ctx, b, s, self.dtype));
+        }
+        if let Some((m, s)) = &mask {
+            opts.mask = Some(Tensor::from_slice(ctx, m, s).unwrap());
+        }
+        if let Some(l) = &self.key_lengths {
+            opts.key_lengths = Some(Tensor::from_slice(ctx, l, &[p.b]).unwrap());
+        }
+        let gpu = attention(
+            ctx,
+            &upload(ctx, &q, &qs, self.dtype),
+            &upload(ctx, &k, &ks, self.dtype),
+            &upload(ctx, &v, &vs, self.dtype),
+            &opts,
+        )
+        .map_err(|e| format!("{self:?}: attention failed: {e}"))?;
+
+        let expected = reference::sdpa(
+            &HostInputs {
+                problem: p,
+                q: &q,
+                k: &k,
+                v: &v,
+                bias: bias.as_ref().map(|b| Broadcast { data: b, shape: self.bias_shape.unwrap() }),
+                mask: mask.as_ref().map(|(m, s)| Broadcast { data: m, shape: *s }),
+                key_lengths: self.key_lengths.as_deref(),
+            },
+            &self.opts,
+        );
+        let tol = if self.dtype == DType::F16 { Tolerance::F16 } else { Tolerance::F32 };
+        let out = gpu.out.to_f32_vec(ctx).unwrap();
+        let c = reference::compare(&out, &expected.out, tol);
+        if !c.ok() {
+            return Err(format!("O mismatch ({c}) for {} {:?} case {self:?}", p, gpu.kernel));
+        }
+        // LSE is f32 on every path; the score magnitude sets its absolute error.
+        let lse = gpu.lse.unwrap().to_vec::<f32>(ctx).unwrap();
+        let lse_tol = Tolerance { abs: tol.abs * self.magnitude.powi(2).max(1.0) as f64, rel: tol.rel };
+        let c = reference::compare(&lse, &expected.lse, lse_tol);
+        if !c.ok() {
+            return Err(format!("LSE mismatch ({c}) for {} case {self:?}", p));
+        }
+        if let Some(w) = gpu.weights {
+            let w = w.to_vec::<f32>(ctx).unwrap();
+            let c = reference::compare(&w, &expected.weights, tol);
+            if !c.ok() {
+                return Err(format!("P mismatch ({c}) for {} case {self:?}", p));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs every case, reporting all failures at once.
+pub fn check_all(cases: impl IntoIterator<Item = Case>) {
+    let failures: Vec<String> = cases.into_iter().filter_map(|c| c.check().err()).collect();
+    assert!(failures.is_empty(), "{} case(s) failed:\n{}", failures.len(), failures.join("\n"));
+}
