@@ -111,7 +111,13 @@ pub struct Attention {
 /// let o: Vec<f32> = out.out.to_vec(&ctx)?;
 /// # let _ = o; Ok(()) }
 /// ```
-pub fn attention(ctx: &Context, q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttentionOptions) -> Result<AttentionOutput> {
+pub fn attention(
+    ctx: &Context,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    opts: &AttentionOptions,
+) -> Result<AttentionOutput> {
     let call = Attention::new(ctx, q, k, v, opts)?;
     call.submit()?;
     Ok(call.into_output())
@@ -271,7 +277,8 @@ pub fn validate(ctx: &Context, q: &Tensor, k: &Tensor, v: &Tensor, opts: &Attent
     }
     if opts.return_weights && opts.kernel == KernelChoice::Fused {
         return Err(Error::Unsupported(
-            "the fused kernel never materializes the weights; use KernelChoice::Staged (or Auto) with return_weights".into(),
+            "the fused kernel never materializes the weights; use KernelChoice::Staged (or Auto) with return_weights"
+                .into(),
         ));
     }
     Ok(p)
@@ -514,7 +521,10 @@ impl Attention {
         // The score matrix is processed in chunks of (b, h) pairs that fit one storage binding.
         let total_bh = (problem.b * problem.hq) as u64;
         let per_head = problem.lq as u64 * problem.lk as u64 * 4;
-        let max_bind = ctx.limits().max_storage_buffer_binding_size.min(ctx.limits().max_buffer_size);
+        let max_bind = ctx
+            .limits()
+            .max_storage_buffer_binding_size
+            .min(ctx.limits().max_buffer_size);
         if per_head > max_bind {
             return Err(Error::Limit {
                 what: format!(
@@ -529,7 +539,11 @@ impl Attention {
         let chunk = (max_bind / per_head).min(total_bh).max(1);
         let n_chunks = total_bh.div_ceil(chunk);
         let weights = match opts.return_weights {
-            true => Some(Tensor::zeros(ctx, &[problem.b, problem.hq, problem.lq, problem.lk], DType::F32)?),
+            true => Some(Tensor::zeros(
+                ctx,
+                &[problem.b, problem.hq, problem.lq, problem.lk],
+                DType::F32,
+            )?),
             false => None,
         };
         let scratch = match (&weights, n_chunks) {
@@ -537,9 +551,9 @@ impl Attention {
             _ => storage_buffer(ctx, "wgpu-attention scores", chunk * per_head)?,
         };
         let gemm = tuning.gemm.unwrap_or_default();
-        let softmax_wg = tuning
-            .softmax_workgroup
-            .unwrap_or(kernels::masked_softmax::DEFAULT_WORKGROUP.min(ctx.limits().max_compute_invocations_per_workgroup));
+        let softmax_wg = tuning.softmax_workgroup.unwrap_or(
+            kernels::masked_softmax::DEFAULT_WORKGROUP.min(ctx.limits().max_compute_invocations_per_workgroup),
+        );
         let dtype = q.dtype();
         let mut steps = Vec::new();
         let mut allocated = out.buffer().size() + lse.as_ref().map_or(16, |t| t.buffer().size()) + 16;
@@ -560,7 +574,9 @@ impl Attention {
                 offset: 0,
                 size: count * per_head,
             };
-            steps.push(kernels::qk_scores::step(ctx, gemm, dtype, &p, &pb, &qkv[0], &qkv[1], &s)?);
+            steps.push(kernels::qk_scores::step(
+                ctx, gemm, dtype, &p, &pb, &qkv[0], &qkv[1], &s,
+            )?);
             steps.push(kernels::masked_softmax::step(
                 ctx,
                 softmax_wg,
@@ -571,7 +587,9 @@ impl Attention {
                 &lse_b,
                 [&masks[0], &masks[1], &masks[2]],
             )?);
-            steps.push(kernels::weighted_sum::step(ctx, gemm, dtype, &p, &pb, &s, &qkv[2], &ob)?);
+            steps.push(kernels::weighted_sum::step(
+                ctx, gemm, dtype, &p, &pb, &s, &qkv[2], &ob,
+            )?);
             if let (Some(w), true) = (&weights, n_chunks > 1) {
                 steps.push(Step::Copy {
                     src: scratch.clone(),

@@ -87,7 +87,9 @@ struct Inner {
 
 impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Context").field("info", &self.inner.info.summary()).finish()
+        f.debug_struct("Context")
+            .field("info", &self.inner.info.summary())
+            .finish()
     }
 }
 
@@ -267,7 +269,8 @@ impl Context {
             let _ = tx.send(r);
         });
         self.wait()?;
-        rx.recv().map_err(|_| Error::Unsupported("map callback dropped".into()))??;
+        rx.recv()
+            .map_err(|_| Error::Unsupported("map callback dropped".into()))??;
         let data = staging.slice(..).get_mapped_range()?.to_vec();
         staging.unmap();
         Ok(data)

@@ -48,7 +48,9 @@ pub enum Error {
     HeadRatio { hq: usize, hkv: usize },
 
     /// A mask or bias cannot be broadcast to [B, Hq, Lq, Lk].
-    #[error("{name}: shape {got:?} cannot broadcast to [B, Hq, Lq, Lk] = {target:?} (each leading dim must be 1 or equal)")]
+    #[error(
+        "{name}: shape {got:?} cannot broadcast to [B, Hq, Lq, Lk] = {target:?} (each leading dim must be 1 or equal)"
+    )]
     Broadcast {
         name: &'static str,
         got: Vec<usize>,

@@ -39,7 +39,12 @@ pub enum Kernel {
 
 impl Kernel {
     /// All kernels, for tests and pre-compilation.
-    pub const ALL: [Kernel; 4] = [Kernel::QkScores, Kernel::MaskedSoftmax, Kernel::WeightedSum, Kernel::FlashForward];
+    pub const ALL: [Kernel; 4] = [
+        Kernel::QkScores,
+        Kernel::MaskedSoftmax,
+        Kernel::WeightedSum,
+        Kernel::FlashForward,
+    ];
 
     /// Shader file name (without directory).
     pub fn file(self) -> &'static str {

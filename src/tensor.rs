@@ -159,7 +159,11 @@ impl Tensor {
             usage: TENSOR_USAGE,
             mapped_at_creation: true,
         });
-        buffer.slice(..).get_mapped_range_mut()?.slice(..bytes.len()).copy_from_slice(bytes);
+        buffer
+            .slice(..)
+            .get_mapped_range_mut()?
+            .slice(..bytes.len())
+            .copy_from_slice(bytes);
         buffer.unmap();
         Ok(Self {
             buffer,

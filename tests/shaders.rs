@@ -8,7 +8,8 @@ use wgpu_attention::pipeline::{compose, Kernel};
 
 fn validate(src: &str, constants: &HashMap<String, f64>) -> Result<(), String> {
     let module = naga::front::wgsl::parse_str(src).map_err(|e| e.emit_to_string(src))?;
-    let mut validator = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all());
+    let mut validator =
+        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all());
     let info = validator.validate(&module).map_err(|e| e.emit_to_string(src))?;
     let constants: Constants = constants.iter().map(|(k, v)| (k.clone(), *v)).collect();
     let (resolved, _) = naga::back::pipeline_constants::process_overrides(&module, &info, None, &constants)

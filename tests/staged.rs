@@ -5,7 +5,9 @@ use common::*;
 use wgpu_attention::{Alignment, KernelChoice, Window};
 
 fn staged(p: wgpu_attention::Problem) -> Case {
-    Case::new(p).kernel(KernelChoice::Staged).opts(|o| o.return_weights = true)
+    Case::new(p)
+        .kernel(KernelChoice::Staged)
+        .opts(|o| o.return_weights = true)
 }
 
 #[test]

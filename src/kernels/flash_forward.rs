@@ -32,7 +32,17 @@ pub struct FlashConfig {
 
 impl FlashConfig {
     /// Candidate tiles, best first; [`FlashConfig::default_for`] takes the first that fits.
-    pub const CANDIDATES: [(u32, u32); 9] = [(64, 32), (32, 64), (32, 32), (32, 16), (16, 32), (16, 16), (8, 16), (8, 8), (4, 4)];
+    pub const CANDIDATES: [(u32, u32); 9] = [
+        (64, 32),
+        (32, 64),
+        (32, 32),
+        (32, 16),
+        (16, 32),
+        (16, 16),
+        (8, 16),
+        (8, 8),
+        (4, 4),
+    ];
 
     /// Workgroup memory the kernel needs for head dims `dk`, `dv`, in bytes.
     pub fn workgroup_bytes(&self, dk: u32, dv: u32) -> u64 {
@@ -108,5 +118,11 @@ pub(crate) fn step(
     let groups = grid(ctx, blocks, "flash_forward")?;
     let [q, k, v] = qkv;
     let [bias, mask, lengths] = masks;
-    Ok(dispatch_step(ctx, kernel, params, &[q, k, v, out, lse, bias, mask, lengths], groups))
+    Ok(dispatch_step(
+        ctx,
+        kernel,
+        params,
+        &[q, k, v, out, lse, bias, mask, lengths],
+        groups,
+    ))
 }

@@ -38,8 +38,20 @@ pub(crate) fn step(
         });
     }
     check_workgroup(ctx, workgroup, 2 * workgroup as u64 * 4)?;
-    let kernel = pipeline::get(ctx, Kernel::MaskedSoftmax, dtype, SLOTS, &[("WORKGROUP", workgroup as f64)])?;
+    let kernel = pipeline::get(
+        ctx,
+        Kernel::MaskedSoftmax,
+        dtype,
+        SLOTS,
+        &[("WORKGROUP", workgroup as f64)],
+    )?;
     let groups = grid(ctx, p.bh_count as u64 * p.len_q as u64, "masked_softmax")?;
     let [bias, mask, lengths] = masks;
-    Ok(dispatch_step(ctx, kernel, params, &[scores, lse, bias, mask, lengths], groups))
+    Ok(dispatch_step(
+        ctx,
+        kernel,
+        params,
+        &[scores, lse, bias, mask, lengths],
+        groups,
+    ))
 }

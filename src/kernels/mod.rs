@@ -226,7 +226,11 @@ pub(crate) fn params_buffer(ctx: &Context, params: &Params) -> wgpu::Buffer {
 
 /// Records `steps` into `encoder`: consecutive dispatches share one compute pass. With
 /// `timestamps`, the first pass writes `index` at its start and the last pass `index + 1` at its end.
-pub(crate) fn encode_steps(encoder: &mut wgpu::CommandEncoder, steps: &[Step], timestamps: Option<(&wgpu::QuerySet, u32)>) {
+pub(crate) fn encode_steps(
+    encoder: &mut wgpu::CommandEncoder,
+    steps: &[Step],
+    timestamps: Option<(&wgpu::QuerySet, u32)>,
+) {
     let mut i = 0;
     let last_dispatch = steps.iter().rposition(|s| matches!(s, Step::Dispatch { .. }));
     let mut first_pass = true;

@@ -7,7 +7,12 @@ use crate::pipeline::{self, Kernel, Slot};
 use crate::tensor::DType;
 
 /// Bindings: params, P, V, O.
-pub const SLOTS: &[(u32, Slot)] = &[(0, Slot::Uniform), (1, Slot::Read), (2, Slot::Read), (3, Slot::ReadWrite)];
+pub const SLOTS: &[(u32, Slot)] = &[
+    (0, Slot::Uniform),
+    (1, Slot::Read),
+    (2, Slot::Read),
+    (3, Slot::ReadWrite),
+];
 
 #[allow(clippy::too_many_arguments, reason = "one buffer per shader binding")]
 pub(crate) fn step(

@@ -40,7 +40,11 @@ impl Comparison {
 
 impl std::fmt::Display for Comparison {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "max_abs={:.3e} max_rel={:.3e} failures={}", self.max_abs, self.max_rel, self.failures)?;
+        write!(
+            f,
+            "max_abs={:.3e} max_rel={:.3e} failures={}",
+            self.max_abs, self.max_rel, self.failures
+        )?;
         if let (Some(i), Some((g, e))) = (self.worst, self.worst_pair) {
             write!(f, " worst[{i}]: got {g:e}, expected {e:e}")?;
         }

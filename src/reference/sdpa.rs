@@ -79,10 +79,18 @@ pub fn sdpa(inputs: &HostInputs, opts: &AttentionOptions) -> ReferenceOutput {
                     if let Some(bias) = &inputs.bias {
                         x += bias.at(b, h, i, j) as f64;
                     }
-                    *sj = if allowed(inputs, opts, &p, b, h, i, j) { x } else { f64::NEG_INFINITY };
+                    *sj = if allowed(inputs, opts, &p, b, h, i, j) {
+                        x
+                    } else {
+                        f64::NEG_INFINITY
+                    };
                 }
                 // 5: softmax over keys, max subtracted; −∞ scores (masked) contribute nothing.
-                let m = s.iter().copied().filter(|x| *x != f64::NEG_INFINITY).fold(f64::NEG_INFINITY, f64::max);
+                let m = s
+                    .iter()
+                    .copied()
+                    .filter(|x| *x != f64::NEG_INFINITY)
+                    .fold(f64::NEG_INFINITY, f64::max);
                 if m == f64::NEG_INFINITY {
                     continue; // fully masked row: O = 0, P = 0, LSE = −∞
                 }

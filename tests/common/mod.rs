@@ -11,11 +11,21 @@ use wgpu_attention::{attention, AttentionOptions, Context, DType, KernelChoice, 
 /// The test context (lavapipe in CI). Panics with install advice when no adapter exists.
 pub fn ctx() -> &'static Context {
     static CTX: OnceLock<Context> = OnceLock::new();
-    CTX.get_or_init(|| Context::new().expect("no GPU adapter: install lavapipe (apt-get install -y mesa-vulkan-drivers)"))
+    CTX.get_or_init(|| {
+        Context::new().expect("no GPU adapter: install lavapipe (apt-get install -y mesa-vulkan-drivers)")
+    })
 }
 
 pub fn problem(b: usize, hq: usize, hkv: usize, lq: usize, lk: usize, dk: usize, dv: usize) -> Problem {
-    Problem { b, hq, hkv, lq, lk, dk, dv }
+    Problem {
+        b,
+        hq,
+        hkv,
+        lq,
+        lk,
+        dk,
+        dv,
+    }
 }
 
 pub fn random(rng: &mut ChaCha8Rng, n: usize, magnitude: f32) -> Vec<f32> {
@@ -155,13 +165,20 @@ impl Case {
                 q: &q,
                 k: &k,
                 v: &v,
-                bias: bias.as_ref().map(|b| Broadcast { data: b, shape: self.bias_shape.unwrap() }),
+                bias: bias.as_ref().map(|b| Broadcast {
+                    data: b,
+                    shape: self.bias_shape.unwrap(),
+                }),
                 mask: mask.as_ref().map(|(m, s)| Broadcast { data: m, shape: *s }),
                 key_lengths: self.key_lengths.as_deref(),
             },
             &self.opts,
         );
-        let tol = if self.dtype == DType::F16 { Tolerance::F16 } else { Tolerance::F32 };
+        let tol = if self.dtype == DType::F16 {
+            Tolerance::F16
+        } else {
+            Tolerance::F32
+        };
         let out = gpu.out.to_f32_vec(ctx).unwrap();
         let c = reference::compare(&out, &expected.out, tol);
         if !c.ok() {
@@ -169,7 +186,10 @@ impl Case {
         }
         // LSE is f32 on every path; the score magnitude sets its absolute error.
         let lse = gpu.lse.unwrap().to_vec::<f32>(ctx).unwrap();
-        let lse_tol = Tolerance { abs: tol.abs * self.magnitude.powi(2).max(1.0) as f64, rel: tol.rel };
+        let lse_tol = Tolerance {
+            abs: tol.abs * self.magnitude.powi(2).max(1.0) as f64,
+            rel: tol.rel,
+        };
         let c = reference::compare(&lse, &expected.lse, lse_tol);
         if !c.ok() {
             return Err(format!("LSE mismatch ({c}) for {} case {self:?}", p));
@@ -188,5 +208,10 @@ impl Case {
 /// Runs every case, reporting all failures at once.
 pub fn check_all(cases: impl IntoIterator<Item = Case>) {
     let failures: Vec<String> = cases.into_iter().filter_map(|c| c.check().err()).collect();
-    assert!(failures.is_empty(), "{} case(s) failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} case(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
