@@ -1,32 +1,41 @@
-// Fused single-pass attention (FlashAttention forward): a workgroup owns BLOCK_Q query rows of one
-// (b, h) pair and streams keys BLOCK_K at a time through workgroup memory, keeping a running max
-// and sum per row (online softmax) and a rescaled output accumulator. S is never materialized.
-// Composed after common/params.wgsl and common/mask.wgsl.
+// Fused single-pass attention (FlashAttention forward) with online softmax. Each invocation owns
+// ROWS query rows of one (b, h) pair (rows lid, lid + WORKGROUP, …) and streams every visible key
+// once: Q rows and O accumulators live in registers, each loaded K/V vector feeds ROWS rows, and
+// the Lq×Lk score matrix never exists. Composed after common/params.wgsl, common/mask.wgsl and a
+// loader piece (common/load_vec4.wgsl or common/load_scalar.wgsl) that defines the Q/K/V/O
+// bindings and `load_q4`, `load_k4`, `load_v4`, `store_o4`.
 //
-// Both products are register-tiled: each invocation computes 4 × 4 micro-tiles, rows contiguous,
-// columns strided so that neighbouring invocations read neighbouring workgroup-memory words.
+// Design notes:
+// - No workgroup memory and no barriers: all lanes read the same K/V address (a broadcast load on
+//   GPUs; on SIMD CPU drivers such as lavapipe every load costs a per-lane loop, so the kernel
+//   maximizes arithmetic per loaded vector and avoids barrier-induced spills). No cross-lane
+//   reductions exist, so no subgroup operations are needed.
+// - `//@each_row` … `//@end` blocks are repeated ROWS times by the host with `{r}` replaced by the
+//   row number, so per-row state is plain variables the compiler keeps in registers.
+// - Lazy rescaling: the running max only moves when a score exceeds it by RESCALE_THRESHOLD, so
+//   probabilities stay ≤ e^8 and the O accumulator is rescaled rarely; the result is exact math.
+// - Key range: keys no row can see are never visited; keys every row fully sees skip the per-element
+//   mask test (the causal/window band pays for it).
 
 override WORKGROUP: u32 = 64u;
-override BLOCK_Q: u32 = 32u; // multiple of 4
-override BLOCK_K: u32 = 32u; // multiple of 4
-override DK: u32 = 64u;      // head dim of Q and K (exact)
-override DV: u32 = 64u;      // head dim of V and O (exact)
-override DKV_MAX: u32 = 64u; // max(DK, DV_PAD)
-override DV_PAD: u32 = 64u;  // DV rounded up to a multiple of 4
+override DK: u32 = 64u;  // head dim of Q and K
+override DV: u32 = 64u;  // head dim of V and O
+override DK4: u32 = 16u; // DK / 4 rounded up
+override DV4: u32 = 16u; // DV / 4 rounded up
 
-@group(0) @binding(1) var<storage, read> q: array<elem>;
-@group(0) @binding(2) var<storage, read> k: array<elem>;
-@group(0) @binding(3) var<storage, read> v: array<elem>;
-@group(0) @binding(4) var<storage, read_write> out: array<elem>;
+const MAX_HEAD_VEC4: u32 = 64u; // head dims up to 256
+const RESCALE_THRESHOLD: f32 = 8.0;
+
 @group(0) @binding(5) var<storage, read_write> lse: array<f32>;
 
-var<workgroup> q_tile: array<f32, BLOCK_Q * DK>;        // [row][d]
-var<workgroup> kv_tile: array<f32, BLOCK_K * DKV_MAX>;  // Kᵀ as [d][key], then V as [key][c]
-var<workgroup> p_tile: array<f32, BLOCK_Q * BLOCK_K>;   // scores, then probabilities [row][key]
-var<workgroup> o_acc: array<f32, BLOCK_Q * DV_PAD>;     // unnormalized output [row][c]
-var<workgroup> row_max: array<f32, BLOCK_Q>;
-var<workgroup> row_sum: array<f32, BLOCK_Q>;
-var<workgroup> row_rescale: array<f32, BLOCK_Q>;
+// Score of one (row, key) pair after masks; `masked_range` is uniform across the workgroup.
+fn score(acc: vec4<f32>, masked_range: bool, b: u32, h: u32, i: u32, j: u32) -> f32 {
+    let s = (acc.x + acc.y) + (acc.z + acc.w);
+    if (masked_range || has_flag(FLAG_SOFTCAP) || has_flag(FLAG_BIAS) || has_flag(FLAG_MASK)) {
+        return finish_score(s, b, h, i, j);
+    }
+    return s;
+}
 
 @compute @workgroup_size(WORKGROUP)
 fn main(
@@ -34,205 +43,115 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let q_blocks = (params.len_q + BLOCK_Q - 1u) / BLOCK_Q;
+    let rows_per_group = WORKGROUP * ROWS;
+    let q_blocks = (params.len_q + rows_per_group - 1u) / rows_per_group;
     let t = linear_workgroup(wid, nwg);
     if (t >= params.bh_count * q_blocks) {
         return;
     }
     let bh = params.bh_base + t / q_blocks;
-    let i0 = (t % q_blocks) * BLOCK_Q;
+    let i0 = (t % q_blocks) * rows_per_group;
     let b = bh / params.heads_q;
     let h = bh % params.heads_q;
     let hk = kv_head(h);
-    let i_last = min(i0 + BLOCK_Q, params.len_q) - 1u;
+    let i_last = min(i0 + rows_per_group, params.len_q) - 1u;
 
-    // Keys any row of this block can see: later blocks are never loaded (causal, window, padding).
+    // Keys some row of the workgroup can see: [k_begin, k_end). Keys in [full_begin, full_end)
+    // are seen by every row as far as causal/window/padding go.
     var k_begin = 0i;
     var k_end = i32(params.len_k);
+    var full_begin = 0i;
+    var full_end = i32(params.len_k);
     if (has_flag(FLAG_KEY_LENGTHS)) {
         k_end = min(k_end, i32(key_lengths[b]));
+        full_end = min(full_end, k_end);
     }
     if (has_flag(FLAG_CAUSAL)) {
         k_end = min(k_end, i32(i_last) + params.causal_offset + 1);
+        full_end = min(full_end, i32(i0) + params.causal_offset + 1);
     }
     if (has_flag(FLAG_WINDOW)) {
         k_begin = max(k_begin, i32(i0) + params.window_offset - params.window_left);
         k_end = min(k_end, i32(i_last) + params.window_offset + params.window_right + 1);
+        full_begin = max(full_begin, i32(i_last) + params.window_offset - params.window_left);
+        full_end = min(full_end, i32(i0) + params.window_offset + params.window_right + 1);
     }
-    // Start on a block boundary so blocks line up across query blocks.
-    k_begin = (k_begin / i32(BLOCK_K)) * i32(BLOCK_K);
+    full_begin = clamp(full_begin, k_begin, max(k_begin, k_end));
+    full_end = clamp(full_end, full_begin, max(full_begin, k_end));
 
-    let q_base = params.q_off + b * params.q_sb + h * params.q_sh;
-    for (var e = lid; e < BLOCK_Q * DK; e += WORKGROUP) {
-        let r = e / DK;
-        let d = e % DK;
-        var x = 0.0;
-        if (i0 + r < params.len_q) {
-            x = f32(q[q_base + (i0 + r) * params.q_sl + d]);
-        }
-        q_tile[e] = x;
+    let q_head = params.q_off + b * params.q_sb + h * params.q_sh;
+    let k_head = params.k_off + b * params.k_sb + hk * params.k_sh;
+    let v_head = params.v_off + b * params.v_sb + hk * params.v_sh;
+    //@each_row
+    let i_{r} = i0 + lid + {r}u * WORKGROUP;
+    let im_{r} = min(i_{r}, params.len_q - 1u); // rows past Lq compute on a valid row, never written
+    var q_{r}: array<vec4<f32>, MAX_HEAD_VEC4>;
+    for (var d4 = 0u; d4 < DK4; d4++) {
+        q_{r}[d4] = load_q4(q_head + im_{r} * params.q_sl, d4) * params.scale;
     }
-    for (var e = lid; e < BLOCK_Q * DV_PAD; e += WORKGROUP) {
-        o_acc[e] = 0.0;
+    var o_{r}: array<vec4<f32>, MAX_HEAD_VEC4>;
+    for (var c4 = 0u; c4 < DV4; c4++) {
+        o_{r}[c4] = vec4<f32>(0.0);
     }
-    for (var r = lid; r < BLOCK_Q; r += WORKGROUP) {
-        row_max[r] = neg_inf();
-        row_sum[r] = 0.0;
-    }
+    var m_{r} = neg_inf();
+    var l_{r} = 0.0;
+    //@end
 
-    let k_base = params.k_off + b * params.k_sb + hk * params.k_sh;
-    let v_base = params.v_off + b * params.v_sb + hk * params.v_sh;
-    let s_cols = BLOCK_K / 4u;  // micro-tile columns of S
-    let o_cols = DV_PAD / 4u;   // micro-tile columns of O
-    for (var j0 = k_begin; j0 < k_end; j0 += i32(BLOCK_K)) {
-        let j0u = u32(j0);
-        let j_last = j0u + BLOCK_K - 1u;
-        // A block needs per-element masking only where a mask boundary crosses it.
-        var needs_mask = has_flag(FLAG_MASK) || j0 + i32(BLOCK_K) > k_end;
-        if (has_flag(FLAG_CAUSAL)) {
-            needs_mask = needs_mask || i32(j_last) > i32(i0) + params.causal_offset;
+    var kv: array<vec4<f32>, MAX_HEAD_VEC4>;
+    for (var j = k_begin; j < k_end; j++) {
+        let ju = u32(j);
+        let masked_range = j < full_begin || j >= full_end;
+        for (var d4 = 0u; d4 < DK4; d4++) {
+            kv[d4] = load_k4(k_head + ju * params.k_sl, d4);
         }
-        if (has_flag(FLAG_WINDOW)) {
-            needs_mask = needs_mask || j0 < i32(i_last) + params.window_offset - params.window_left
-                || i32(j_last) > i32(i0) + params.window_offset + params.window_right;
+        //@each_row
+        var acc_{r} = vec4<f32>(0.0);
+        for (var d4 = 0u; d4 < DK4; d4++) {
+            acc_{r} += q_{r}[d4] * kv[d4];
         }
-
-        workgroupBarrier(); // previous block's V reads are done
-        for (var e = lid; e < BLOCK_K * DK; e += WORKGROUP) {
-            let j = e / DK;
-            let d = e % DK;
-            var x = 0.0;
-            if (j0u + j < params.len_k) {
-                x = f32(k[k_base + (j0u + j) * params.k_sl + d]);
-            }
-            kv_tile[d * BLOCK_K + j] = x;
-        }
-        workgroupBarrier();
-
-        // S = scale · Q Kᵀ, then cap, bias and masks.
-        for (var mt = lid; mt < (BLOCK_Q / 4u) * s_cols; mt += WORKGROUP) {
-            let r0 = (mt / s_cols) * 4u;
-            let c0 = mt % s_cols;
-            var acc0 = vec4<f32>(0.0);
-            var acc1 = vec4<f32>(0.0);
-            var acc2 = vec4<f32>(0.0);
-            var acc3 = vec4<f32>(0.0);
-            for (var d = 0u; d < DK; d++) {
-                let kr = d * BLOCK_K + c0;
-                let kv = vec4<f32>(kv_tile[kr], kv_tile[kr + s_cols], kv_tile[kr + 2u * s_cols], kv_tile[kr + 3u * s_cols]);
-                acc0 += q_tile[r0 * DK + d] * kv;
-                acc1 += q_tile[(r0 + 1u) * DK + d] * kv;
-                acc2 += q_tile[(r0 + 2u) * DK + d] * kv;
-                acc3 += q_tile[(r0 + 3u) * DK + d] * kv;
-            }
-            for (var c = 0u; c < 4u; c++) {
-                let jj = c0 + c * s_cols;
-                var s = vec4<f32>(acc0[c], acc1[c], acc2[c], acc3[c]) * params.scale;
-                for (var rr = 0u; rr < 4u; rr++) {
-                    var x = s[rr];
-                    if (j0u + jj >= params.len_k) {
-                        x = neg_inf();
-                    } else if (needs_mask || has_flag(FLAG_SOFTCAP) || has_flag(FLAG_BIAS)) {
-                        // Rows past Lq are computed on zeros and never written; clamp their index.
-                        let i = min(i0 + r0 + rr, params.len_q - 1u);
-                        x = finish_score(x, b, h, i, j0u + jj);
-                    }
-                    p_tile[(r0 + rr) * BLOCK_K + jj] = x;
+        let s_{r} = score(acc_{r}, masked_range, b, h, im_{r}, ju);
+        var p_{r} = 0.0;
+        if (!is_masked(s_{r})) {
+            if (s_{r} > m_{r} + RESCALE_THRESHOLD) {
+                let alpha = exp(m_{r} - s_{r});
+                l_{r} *= alpha;
+                for (var c4 = 0u; c4 < DV4; c4++) {
+                    o_{r}[c4] *= alpha;
                 }
+                m_{r} = s_{r};
             }
+            p_{r} = exp(s_{r} - m_{r});
+            l_{r} += p_{r};
         }
-        workgroupBarrier();
-
-        // Online softmax per row; V is loaded meanwhile (K is no longer read).
-        for (var r = lid; r < BLOCK_Q; r += WORKGROUP) {
-            let m_old = row_max[r];
-            var m_new = m_old;
-            for (var j = 0u; j < BLOCK_K; j++) {
-                let s = p_tile[r * BLOCK_K + j];
-                if (!is_masked(s)) {
-                    m_new = max(m_new, s);
-                }
-            }
-            var alpha = 1.0;
-            var sum = 0.0;
-            if (is_masked(m_new)) {
-                for (var j = 0u; j < BLOCK_K; j++) {
-                    p_tile[r * BLOCK_K + j] = 0.0;
-                }
-            } else {
-                alpha = exp(m_old - m_new);
-                for (var j = 0u; j < BLOCK_K; j++) {
-                    let p = exp(p_tile[r * BLOCK_K + j] - m_new);
-                    p_tile[r * BLOCK_K + j] = p;
-                    sum += p;
-                }
-            }
-            row_max[r] = m_new;
-            row_sum[r] = row_sum[r] * alpha + sum;
-            row_rescale[r] = alpha;
+        //@end
+        for (var c4 = 0u; c4 < DV4; c4++) {
+            kv[c4] = load_v4(v_head + ju * params.v_sl, c4);
         }
-        for (var e = lid; e < BLOCK_K * DV_PAD; e += WORKGROUP) {
-            let j = e / DV_PAD;
-            let c = e % DV_PAD;
-            var x = 0.0;
-            if (j0u + j < params.len_k && c < DV) {
-                x = f32(v[v_base + (j0u + j) * params.v_sl + c]);
-            }
-            kv_tile[e] = x;
+        //@each_row
+        for (var c4 = 0u; c4 < DV4; c4++) {
+            o_{r}[c4] += p_{r} * kv[c4];
         }
-        workgroupBarrier();
-
-        // O = O · rescale + P V.
-        for (var mt = lid; mt < (BLOCK_Q / 4u) * o_cols; mt += WORKGROUP) {
-            let r0 = (mt / o_cols) * 4u;
-            let c0 = mt % o_cols;
-            var acc0 = vec4<f32>(0.0);
-            var acc1 = vec4<f32>(0.0);
-            var acc2 = vec4<f32>(0.0);
-            var acc3 = vec4<f32>(0.0);
-            for (var j = 0u; j < BLOCK_K; j++) {
-                let vr = j * DV_PAD + c0;
-                let vv = vec4<f32>(kv_tile[vr], kv_tile[vr + o_cols], kv_tile[vr + 2u * o_cols], kv_tile[vr + 3u * o_cols]);
-                acc0 += p_tile[r0 * BLOCK_K + j] * vv;
-                acc1 += p_tile[(r0 + 1u) * BLOCK_K + j] * vv;
-                acc2 += p_tile[(r0 + 2u) * BLOCK_K + j] * vv;
-                acc3 += p_tile[(r0 + 3u) * BLOCK_K + j] * vv;
-            }
-            let a = vec4<f32>(row_rescale[r0], row_rescale[r0 + 1u], row_rescale[r0 + 2u], row_rescale[r0 + 3u]);
-            for (var c = 0u; c < 4u; c++) {
-                let col = c0 + c * o_cols;
-                o_acc[r0 * DV_PAD + col] = o_acc[r0 * DV_PAD + col] * a.x + acc0[c];
-                o_acc[(r0 + 1u) * DV_PAD + col] = o_acc[(r0 + 1u) * DV_PAD + col] * a.y + acc1[c];
-                o_acc[(r0 + 2u) * DV_PAD + col] = o_acc[(r0 + 2u) * DV_PAD + col] * a.z + acc2[c];
-                o_acc[(r0 + 3u) * DV_PAD + col] = o_acc[(r0 + 3u) * DV_PAD + col] * a.w + acc3[c];
-            }
-        }
+        //@end
     }
-    workgroupBarrier();
 
     // Normalize and write; a row with no visible key gets O = 0 and LSE = -inf.
-    let o_base = params.o_off + b * params.o_sb + h * params.o_sh;
-    for (var e = lid; e < BLOCK_Q * DV; e += WORKGROUP) {
-        let r = e / DV;
-        let c = e % DV;
-        if (i0 + r < params.len_q) {
-            let l = row_sum[r];
-            var o = 0.0;
-            if (l > 0.0) {
-                o = o_acc[r * DV_PAD + c] / l;
+    let o_head = params.o_off + b * params.o_sb + h * params.o_sh;
+    //@each_row
+    if (i_{r} < params.len_q) {
+        var inv_{r} = 0.0;
+        if (l_{r} > 0.0) {
+            inv_{r} = 1.0 / l_{r};
+        }
+        for (var c4 = 0u; c4 < DV4; c4++) {
+            store_o4(o_head + i_{r} * params.o_sl, c4, o_{r}[c4] * inv_{r});
+        }
+        if (has_flag(FLAG_LSE)) {
+            var x = neg_inf();
+            if (l_{r} > 0.0) {
+                x = m_{r} + log(l_{r});
             }
-            out[o_base + (i0 + r) * params.o_sl + c] = elem(o);
+            lse[bh * params.len_q + i_{r}] = x;
         }
     }
-    if (has_flag(FLAG_LSE)) {
-        for (var r = lid; r < BLOCK_Q; r += WORKGROUP) {
-            if (i0 + r < params.len_q) {
-                var x = neg_inf();
-                if (row_sum[r] > 0.0) {
-                    x = row_max[r] + log(row_sum[r]);
-                }
-                lse[bh * params.len_q + i0 + r] = x;
-            }
-        }
-    }
+    //@end
 }

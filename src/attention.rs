@@ -209,7 +209,7 @@ pub fn validate(ctx: &Context, q: &Tensor, k: &Tensor, v: &Tensor, opts: &Attent
             got: vs.to_vec(),
         });
     }
-    if p.hq % p.hkv != 0 {
+    if !p.hq.is_multiple_of(p.hkv) {
         return Err(Error::HeadRatio { hq: p.hq, hkv: p.hkv });
     }
     if let Some(s) = opts.scale {

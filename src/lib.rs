@@ -54,6 +54,7 @@
 //! ```
 
 pub mod attention;
+pub mod bench;
 pub mod context;
 pub mod error;
 pub mod kernels;

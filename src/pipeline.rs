@@ -21,6 +21,20 @@ pub mod common {
     pub const MASK: &str = include_str!("../shaders/common/mask.wgsl");
     /// The register-tiled GEMM tile loop shared by QKᵀ and P·V.
     pub const GEMM_TILE: &str = include_str!("../shaders/common/gemm_tile.wgsl");
+    /// Q/K/V/O bindings with vec4 loads (aligned operands).
+    pub const LOAD_VEC4: &str = include_str!("../shaders/common/load_vec4.wgsl");
+    /// Q/K/V/O bindings with scalar loads (any head dim, offset and stride).
+    pub const LOAD_SCALAR: &str = include_str!("../shaders/common/load_scalar.wgsl");
+}
+
+/// Source-level specialization that override constants cannot express (WGSL needs constant sizes
+/// for per-invocation arrays and fixed binding types). Part of the pipeline cache key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Variant {
+    /// Query rows per invocation: `//@each_row` blocks are repeated this many times (0 = none).
+    pub rows: u32,
+    /// Use `common/load_vec4.wgsl` instead of `common/load_scalar.wgsl`.
+    pub vec4_io: bool,
 }
 
 /// Every kernel of the crate: its shader file and the common pieces it is composed from.
@@ -35,15 +49,21 @@ pub enum Kernel {
     WeightedSum,
     /// `shaders/flash_forward.wgsl`: the fused single-pass kernel.
     FlashForward,
+    /// `shaders/peak_fma.wgsl`: calibration kernel, dependent FMA chains (arithmetic ceiling).
+    PeakFma,
+    /// `shaders/peak_bandwidth.wgsl`: calibration kernel, vec4 stream copy (memory ceiling).
+    PeakBandwidth,
 }
 
 impl Kernel {
     /// All kernels, for tests and pre-compilation.
-    pub const ALL: [Kernel; 4] = [
+    pub const ALL: [Kernel; 6] = [
         Kernel::QkScores,
         Kernel::MaskedSoftmax,
         Kernel::WeightedSum,
         Kernel::FlashForward,
+        Kernel::PeakFma,
+        Kernel::PeakBandwidth,
     ];
 
     /// Shader file name (without directory).
@@ -53,6 +73,8 @@ impl Kernel {
             Kernel::MaskedSoftmax => "masked_softmax.wgsl",
             Kernel::WeightedSum => "weighted_sum.wgsl",
             Kernel::FlashForward => "flash_forward.wgsl",
+            Kernel::PeakFma => "peak_fma.wgsl",
+            Kernel::PeakBandwidth => "peak_bandwidth.wgsl",
         }
     }
 
@@ -62,13 +84,25 @@ impl Kernel {
             Kernel::MaskedSoftmax => include_str!("../shaders/masked_softmax.wgsl"),
             Kernel::WeightedSum => include_str!("../shaders/weighted_sum.wgsl"),
             Kernel::FlashForward => include_str!("../shaders/flash_forward.wgsl"),
+            Kernel::PeakFma => include_str!("../shaders/peak_fma.wgsl"),
+            Kernel::PeakBandwidth => include_str!("../shaders/peak_bandwidth.wgsl"),
         }
     }
 
-    fn pieces(self) -> &'static [&'static str] {
+    fn pieces(self, variant: Variant) -> Vec<&'static str> {
         match self {
-            Kernel::QkScores | Kernel::WeightedSum => &[common::PARAMS, common::GEMM_TILE],
-            Kernel::MaskedSoftmax | Kernel::FlashForward => &[common::PARAMS, common::MASK],
+            Kernel::QkScores | Kernel::WeightedSum => vec![common::PARAMS, common::GEMM_TILE],
+            Kernel::MaskedSoftmax => vec![common::PARAMS, common::MASK],
+            Kernel::FlashForward => {
+                let io = if variant.vec4_io {
+                    common::LOAD_VEC4
+                } else {
+                    common::LOAD_SCALAR
+                };
+                vec![common::PARAMS, common::MASK, io]
+            }
+            // Calibration kernels are self-contained.
+            Kernel::PeakFma | Kernel::PeakBandwidth => vec![],
         }
     }
 
@@ -78,19 +112,61 @@ impl Kernel {
     }
 }
 
-/// The full WGSL source of `kernel` for storage type `dtype`: prelude, common pieces, kernel.
+/// The full WGSL source of `kernel` for storage type `dtype` with the default [`Variant`].
 pub fn compose(kernel: Kernel, dtype: DType) -> String {
+    let variant = match kernel {
+        Kernel::FlashForward => Variant {
+            rows: 1,
+            vec4_io: false,
+        },
+        _ => Variant::default(),
+    };
+    compose_variant(kernel, dtype, variant)
+}
+
+/// The full WGSL source: prelude (element type, row count), common pieces, then the kernel with
+/// its `//@each_row` blocks expanded.
+pub fn compose_variant(kernel: Kernel, dtype: DType, variant: Variant) -> String {
     let mut src = String::new();
     match dtype {
         DType::F16 => src.push_str("enable f16;\nalias elem = f16;\n"),
         _ => src.push_str("alias elem = f32;\n"),
     }
-    for piece in kernel.pieces() {
+    if variant.rows > 0 {
+        src.push_str(&format!("const ROWS: u32 = {}u;\n", variant.rows));
+    }
+    for piece in kernel.pieces(variant) {
         src.push_str(piece);
         src.push('\n');
     }
-    src.push_str(kernel.body());
+    src.push_str(&expand_rows(kernel.body(), variant.rows));
     src
+}
+
+/// Repeats every `//@each_row` … `//@end` block `rows` times with `{r}` replaced by 0, 1, ….
+fn expand_rows(body: &str, rows: u32) -> String {
+    let mut out = String::with_capacity(body.len() * 2);
+    let mut block: Option<Vec<&str>> = None;
+    for line in body.lines() {
+        match (line.trim(), &mut block) {
+            ("//@each_row", None) => block = Some(Vec::new()),
+            ("//@end", Some(lines)) => {
+                for r in 0..rows {
+                    for l in lines.iter() {
+                        out.push_str(&l.replace("{r}", &r.to_string()));
+                        out.push('\n');
+                    }
+                }
+                block = None;
+            }
+            (_, Some(lines)) => lines.push(line),
+            (_, None) => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
 }
 
 /// How a kernel's binding is used; turned into an explicit bind group layout.
@@ -109,6 +185,7 @@ pub enum Slot {
 struct Key {
     kernel: Kernel,
     dtype: DType,
+    variant: Variant,
     constants: Vec<(&'static str, u64)>,
 }
 
@@ -144,12 +221,14 @@ pub(crate) fn get(
     ctx: &Context,
     kernel: Kernel,
     dtype: DType,
+    variant: Variant,
     slots: &'static [(u32, Slot)],
     constants: &[(&'static str, f64)],
 ) -> Result<Arc<CompiledKernel>> {
     let key = Key {
         kernel,
         dtype,
+        variant,
         constants: constants.iter().map(|&(n, v)| (n, v.to_bits())).collect(),
     };
     if let Some(hit) = ctx.pipelines().map.lock().expect("pipeline cache poisoned").get(&key) {
@@ -165,7 +244,7 @@ pub(crate) fn get(
         let device = ctx.device();
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(kernel.file()),
-            source: wgpu::ShaderSource::Wgsl(compose(kernel, dtype).into()),
+            source: wgpu::ShaderSource::Wgsl(compose_variant(kernel, dtype, variant).into()),
         });
         let entries: Vec<wgpu::BindGroupLayoutEntry> = slots
             .iter()
@@ -179,10 +258,12 @@ pub(crate) fn get(
                         Slot::ReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
                     },
                     has_dynamic_offset: false,
-                    min_binding_size: wgpu::BufferSize::new(match slot {
-                        Slot::Uniform => std::mem::size_of::<crate::kernels::Params>() as u64,
-                        _ => 4,
-                    }),
+                    // Storage element types differ per variant (scalar or vec4); wgpu checks
+                    // bound sizes against the shader at dispatch.
+                    min_binding_size: match slot {
+                        Slot::Uniform => wgpu::BufferSize::new(std::mem::size_of::<crate::kernels::Params>() as u64),
+                        _ => None,
+                    },
                 },
                 count: None,
             })

@@ -296,7 +296,7 @@ impl Tensor {
     }
 
     pub(crate) fn check_fits(&self, name: &'static str) -> Result<()> {
-        if self.offset % (self.dtype.size() as u64) != 0 {
+        if !self.offset.is_multiple_of(self.dtype.size() as u64) {
             return Err(Error::Misaligned {
                 name,
                 offset: self.offset,

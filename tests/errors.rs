@@ -17,11 +17,20 @@ fn run(q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttentionOptions) -> Error {
 #[test]
 fn rank_and_zero_dims() {
     let ok = t(&[1, 2, 4, 8]);
-    assert!(matches!(run(&t(&[2, 4, 8]), &ok, &ok, &Default::default()), Error::Rank { name: "q", .. }));
-    assert!(matches!(run(&ok, &ok, &t(&[1, 2, 4, 8, 1]), &Default::default()), Error::Rank { name: "v", .. }));
+    assert!(matches!(
+        run(&t(&[2, 4, 8]), &ok, &ok, &Default::default()),
+        Error::Rank { name: "q", .. }
+    ));
+    assert!(matches!(
+        run(&ok, &ok, &t(&[1, 2, 4, 8, 1]), &Default::default()),
+        Error::Rank { name: "v", .. }
+    ));
     let e = run(&t(&[1, 0, 4, 8]), &ok, &ok, &Default::default());
     assert!(matches!(e, Error::ZeroDim { name: "q", axis: 1, .. }), "{e}");
-    assert!(matches!(run(&ok, &t(&[1, 2, 0, 8]), &ok, &Default::default()), Error::ZeroDim { name: "k", axis: 2, .. }));
+    assert!(matches!(
+        run(&ok, &t(&[1, 2, 0, 8]), &ok, &Default::default()),
+        Error::ZeroDim { name: "k", axis: 2, .. }
+    ));
 }
 
 #[test]
@@ -38,7 +47,12 @@ fn shape_mismatches_name_both_shapes() {
 
 #[test]
 fn head_ratio() {
-    let e = run(&t(&[1, 3, 4, 8]), &t(&[1, 2, 4, 8]), &t(&[1, 2, 4, 8]), &Default::default());
+    let e = run(
+        &t(&[1, 3, 4, 8]),
+        &t(&[1, 2, 4, 8]),
+        &t(&[1, 2, 4, 8]),
+        &Default::default(),
+    );
     assert!(matches!(e, Error::HeadRatio { hq: 3, hkv: 2 }), "{e}");
 }
 
@@ -47,10 +61,16 @@ fn dtypes() {
     let ctx = ctx();
     let ok = t(&[1, 1, 4, 8]);
     let u = Tensor::zeros(ctx, &[1, 1, 4, 8], DType::U32).unwrap();
-    assert!(matches!(run(&u, &ok, &ok, &Default::default()), Error::DType { name: "q", .. }));
+    assert!(matches!(
+        run(&u, &ok, &ok, &Default::default()),
+        Error::DType { name: "q", .. }
+    ));
     if ctx.features().contains(wgpu_attention::wgpu::Features::SHADER_F16) {
         let h = Tensor::zeros(ctx, &[1, 1, 4, 8], DType::F16).unwrap();
-        assert!(matches!(run(&ok, &h, &ok, &Default::default()), Error::DType { name: "k", .. }));
+        assert!(matches!(
+            run(&ok, &h, &ok, &Default::default()),
+            Error::DType { name: "k", .. }
+        ));
     }
     let opts = AttentionOptions {
         mask: Some(t(&[4, 4])),
@@ -61,7 +81,13 @@ fn dtypes() {
         key_lengths: Some(t(&[1])),
         ..Default::default()
     };
-    assert!(matches!(run(&ok, &ok, &ok, &opts), Error::DType { name: "key_lengths", .. }));
+    assert!(matches!(
+        run(&ok, &ok, &ok, &opts),
+        Error::DType {
+            name: "key_lengths",
+            ..
+        }
+    ));
     let opts = AttentionOptions {
         bias: Some(Tensor::zeros(ctx, &[4, 4], DType::Bool).unwrap()),
         ..Default::default()
@@ -72,7 +98,13 @@ fn dtypes() {
 #[test]
 fn broadcast_shapes() {
     let ok = t(&[2, 2, 4, 8]);
-    for bad in [vec![4, 5], vec![3, 2, 4, 4], vec![2, 3, 4, 4], vec![4], vec![1, 2, 4, 4, 1]] {
+    for bad in [
+        vec![4, 5],
+        vec![3, 2, 4, 4],
+        vec![2, 3, 4, 4],
+        vec![4],
+        vec![1, 2, 4, 4, 1],
+    ] {
         let opts = AttentionOptions {
             bias: Some(t(&bad)),
             ..Default::default()
@@ -83,21 +115,43 @@ fn broadcast_shapes() {
             mask: Some(Tensor::zeros(ctx(), &bad, DType::Bool).unwrap()),
             ..Default::default()
         };
-        assert!(matches!(run(&ok, &ok, &ok, &opts), Error::Broadcast { name: "mask", .. }), "{bad:?}");
+        assert!(
+            matches!(run(&ok, &ok, &ok, &opts), Error::Broadcast { name: "mask", .. }),
+            "{bad:?}"
+        );
     }
     let opts = AttentionOptions {
         key_lengths: Some(Tensor::zeros(ctx(), &[3], DType::U32).unwrap()),
         ..Default::default()
     };
-    assert!(matches!(run(&ok, &ok, &ok, &opts), Error::ShapeMismatch { name: "key_lengths", .. }));
+    assert!(matches!(
+        run(&ok, &ok, &ok, &opts),
+        Error::ShapeMismatch {
+            name: "key_lengths",
+            ..
+        }
+    ));
 }
 
 #[test]
 fn scalar_ranges() {
     let ok = t(&[1, 1, 4, 8]);
-    for (scale, softcap) in [(Some(f32::NAN), None), (Some(f32::INFINITY), None), (None, Some(0.0)), (None, Some(-1.0)), (None, Some(f32::NAN))] {
-        let opts = AttentionOptions { scale, softcap, ..Default::default() };
-        assert!(matches!(run(&ok, &ok, &ok, &opts), Error::InvalidOption { .. }), "{scale:?} {softcap:?}");
+    for (scale, softcap) in [
+        (Some(f32::NAN), None),
+        (Some(f32::INFINITY), None),
+        (None, Some(0.0)),
+        (None, Some(-1.0)),
+        (None, Some(f32::NAN)),
+    ] {
+        let opts = AttentionOptions {
+            scale,
+            softcap,
+            ..Default::default()
+        };
+        assert!(
+            matches!(run(&ok, &ok, &ok, &opts), Error::InvalidOption { .. }),
+            "{scale:?} {softcap:?}"
+        );
     }
 }
 
@@ -121,7 +175,10 @@ fn strides_and_buffers() {
     let e = run(&strided, &base, &base, &Default::default());
     assert!(matches!(e, Error::Strides { name: "q", .. }), "{e}");
     // Strides reaching past the buffer.
-    assert!(matches!(base.clone().with_strides(&[64, 64, 16, 1]), Err(Error::BufferTooSmall { .. })));
+    assert!(matches!(
+        base.clone().with_strides(&[64, 64, 16, 1]),
+        Err(Error::BufferTooSmall { .. })
+    ));
     // A caller's buffer too small, misaligned offset, and missing STORAGE usage.
     let small = ctx.device().create_buffer(&wgpu_attention::wgpu::BufferDescriptor {
         label: None,
@@ -129,8 +186,14 @@ fn strides_and_buffers() {
         usage: wgpu_attention::wgpu::BufferUsages::STORAGE,
         mapped_at_creation: false,
     });
-    assert!(matches!(Tensor::from_buffer(&small, 0, &[1, 1, 4, 8], DType::F32), Err(Error::BufferTooSmall { .. })));
-    assert!(matches!(Tensor::from_buffer(&small, 2, &[1, 1, 2, 2], DType::F32), Err(Error::Misaligned { .. })));
+    assert!(matches!(
+        Tensor::from_buffer(&small, 0, &[1, 1, 4, 8], DType::F32),
+        Err(Error::BufferTooSmall { .. })
+    ));
+    assert!(matches!(
+        Tensor::from_buffer(&small, 2, &[1, 1, 2, 2], DType::F32),
+        Err(Error::Misaligned { .. })
+    ));
     let no_storage = ctx.device().create_buffer(&wgpu_attention::wgpu::BufferDescriptor {
         label: None,
         size: 128,
@@ -138,18 +201,24 @@ fn strides_and_buffers() {
         mapped_at_creation: false,
     });
     let q = Tensor::from_buffer(&no_storage, 0, &[1, 1, 4, 8], DType::F32).unwrap();
-    assert!(matches!(run(&q, &base, &base, &Default::default()), Error::BufferUsage { name: "q", .. }));
+    assert!(matches!(
+        run(&q, &base, &base, &Default::default()),
+        Error::BufferUsage { name: "q", .. }
+    ));
     // Reading back a buffer without COPY_SRC.
     assert!(matches!(q.to_vec::<f32>(ctx), Err(Error::BufferUsage { .. })));
     assert!(matches!(base.to_vec::<u32>(ctx), Err(Error::DType { .. })));
     // Host data of the wrong length.
-    assert!(matches!(Tensor::from_slice(ctx, &[1.0f32; 5], &[2, 3]), Err(Error::ShapeMismatch { .. })));
+    assert!(matches!(
+        Tensor::from_slice(ctx, &[1.0f32; 5], &[2, 3]),
+        Err(Error::ShapeMismatch { .. })
+    ));
 }
 
 #[test]
 fn device_limits() {
     let ctx = ctx();
-    // A head dim whose smallest fused tile exceeds workgroup memory.
+    // A head dim beyond the fused kernel's register tile.
     let d = 4096;
     let big = t(&[1, 1, 2, d]);
     let opts = AttentionOptions {
@@ -157,15 +226,24 @@ fn device_limits() {
         ..Default::default()
     };
     let e = run(&big, &big, &big, &opts);
-    assert!(matches!(&e, Error::Limit { limit: "max_compute_workgroup_storage_size", .. }), "{e}");
+    assert!(matches!(&e, Error::Unsupported(_)), "{e}");
+    // The staged path takes any head dim.
+    let staged = AttentionOptions {
+        kernel: KernelChoice::Staged,
+        ..Default::default()
+    };
+    assert!(attention(ctx, &big, &big, &big, &staged).is_ok());
     // A tile configuration too big for the device, and one that is not a multiple of 4.
     let q = t(&[1, 1, 8, 64]);
     for (cfg, want_limit) in [
-        (FlashConfig { workgroup: 64, block_q: 256, block_k: 256 }, true),
-        (FlashConfig { workgroup: 4096, block_q: 16, block_k: 16 }, true),
-        (FlashConfig { workgroup: 64, block_q: 6, block_k: 16 }, false),
+        (FlashConfig::new(4096, 1), true),
+        (FlashConfig::new(64, 9), false),
+        (FlashConfig::new(64, 0), false),
     ] {
-        let tuning = Tuning { flash: Some(cfg), ..Default::default() };
+        let tuning = Tuning {
+            flash: Some(cfg),
+            ..Default::default()
+        };
         let e = Attention::with_tuning(ctx, &q, &q, &q, &opts, &tuning).expect_err("bad tile");
         if want_limit {
             assert!(matches!(e, Error::Limit { .. }), "{cfg:?}: {e}");
@@ -182,7 +260,16 @@ fn device_limits() {
         ..Default::default()
     };
     let e = run(&q, &q, &q, &staged);
-    assert!(matches!(&e, Error::Limit { limit: "max_storage_buffer_binding_size", .. }), "{e}");
+    assert!(
+        matches!(
+            &e,
+            Error::Limit {
+                limit: "max_storage_buffer_binding_size",
+                ..
+            }
+        ),
+        "{e}"
+    );
     assert!(e.to_string().contains("fused"), "{e}");
 }
 
@@ -209,7 +296,8 @@ fn staged_chunks_heads_when_scores_exceed_one_binding() {
 #[test]
 fn borrowed_device_reports_errors_without_a_global_handler() {
     // A device created here, lent to the crate: our errors come back as values.
-    let instance = wgpu_attention::wgpu::Instance::new(wgpu_attention::wgpu::InstanceDescriptor::new_without_display_handle());
+    let instance =
+        wgpu_attention::wgpu::Instance::new(wgpu_attention::wgpu::InstanceDescriptor::new_without_display_handle());
     let adapter = pollster::block_on(instance.request_adapter(&Default::default())).unwrap();
     let (device, queue) = pollster::block_on(adapter.request_device(&Default::default())).unwrap();
     let ctx = Context::from_device(&device, &queue);

@@ -6,7 +6,9 @@ use wgpu_attention::{Alignment, DType, KernelChoice, Problem, Window};
 
 fn both(case: Case) -> [Case; 2] {
     [
-        case.clone().kernel(KernelChoice::Staged).opts(|o| o.return_weights = true),
+        case.clone()
+            .kernel(KernelChoice::Staged)
+            .opts(|o| o.return_weights = true),
         case.kernel(KernelChoice::Fused),
     ]
 }
@@ -24,7 +26,11 @@ fn cases(p: Problem) -> Vec<Case> {
         c().mask(MaskKind::Random { shape: [b, hq, lq, lk] }),
         c().mask(MaskKind::Random { shape: [1, hq, lq, lk] }),
         c().mask(MaskKind::WithEmptyRow { shape: [b, 1, lq, lk] }),
-        c().key_lengths((0..b as u32).map(|i| (lk as u32 * (i + 1) / (b as u32 + 1)).max(1)).collect()),
+        c().key_lengths(
+            (0..b as u32)
+                .map(|i| (lk as u32 * (i + 1) / (b as u32 + 1)).max(1))
+                .collect(),
+        ),
         c().key_lengths(vec![0; b]), // every row fully masked
         c().opts(|o| o.causal = Some(Alignment::TopLeft)),
         c().opts(|o| o.causal = Some(Alignment::BottomRight)),
@@ -56,7 +62,8 @@ fn cases(p: Problem) -> Vec<Case> {
         })
         .key_lengths(vec![(lk as u32 / 2).max(1); b])
         .bias([b, hq, lq, lk]),
-        c().mask(MaskKind::WithEmptyRow { shape: [b, hq, lq, lk] }).opts(|o| o.causal = Some(Alignment::TopLeft)),
+        c().mask(MaskKind::WithEmptyRow { shape: [b, hq, lq, lk] })
+            .opts(|o| o.causal = Some(Alignment::TopLeft)),
     ];
     for (i, case) in v.iter_mut().enumerate() {
         case.seed = 100 + i as u64;

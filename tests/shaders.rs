@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 type Constants = naga::back::PipelineConstants;
-use wgpu_attention::pipeline::{compose, Kernel};
+use wgpu_attention::pipeline::{compose, compose_variant, Kernel, Variant};
 
 fn validate(src: &str, constants: &HashMap<String, f64>) -> Result<(), String> {
     let module = naga::front::wgsl::parse_str(src).map_err(|e| e.emit_to_string(src))?;
@@ -29,21 +29,37 @@ fn every_kernel_validates_with_naga() {
             }
         }
     }
+    // Every source-level variant of the fused kernel too.
+    for dtype in [wgpu_attention::DType::F32, wgpu_attention::DType::F16] {
+        for rows in 1..=8 {
+            for vec4_io in [false, true] {
+                let src = compose_variant(Kernel::FlashForward, dtype, Variant { rows, vec4_io });
+                if let Err(e) = validate(&src, &HashMap::new()) {
+                    failures.push(format!("FlashForward/{dtype}/rows {rows}/vec4 {vec4_io}: {e}"));
+                }
+            }
+        }
+    }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
 #[test]
 fn flash_kernel_validates_for_odd_head_dims() {
-    let src = compose(Kernel::FlashForward, wgpu_attention::DType::F32);
+    let src = compose_variant(
+        Kernel::FlashForward,
+        wgpu_attention::DType::F32,
+        Variant {
+            rows: 3,
+            vec4_io: false,
+        },
+    );
     for (dk, dv) in [(8, 8), (24, 40), (256, 256), (3, 5)] {
-        let dv_pad = (dv + 3) / 4 * 4;
         let c: HashMap<String, f64> = [
             ("DK", dk),
             ("DV", dv),
-            ("DV_PAD", dv_pad),
-            ("DKV_MAX", dk.max(dv_pad)),
-            ("BLOCK_Q", 16),
-            ("BLOCK_K", 8),
+            ("DK4", (dk + 3) / 4),
+            ("DV4", (dv + 3) / 4),
+            ("WORKGROUP", 32),
         ]
         .into_iter()
         .map(|(n, v)| (n.to_string(), v as f64))

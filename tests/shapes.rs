@@ -6,7 +6,9 @@ use wgpu_attention::{attention, Alignment, AttentionOptions, DType, KernelChoice
 
 fn both(case: Case) -> [Case; 2] {
     [
-        case.clone().kernel(KernelChoice::Staged).opts(|o| o.return_weights = true),
+        case.clone()
+            .kernel(KernelChoice::Staged)
+            .opts(|o| o.return_weights = true),
         case.kernel(KernelChoice::Fused),
     ]
 }
@@ -15,7 +17,9 @@ fn both(case: Case) -> [Case; 2] {
 fn awkward_lengths() {
     let mut cases = Vec::new();
     for (lq, lk) in [(1, 1), (1, 97), (97, 1), (2, 3), (31, 33), (65, 63), (129, 7)] {
-        cases.extend(both(Case::new(problem(1, 2, 2, lq, lk, 8, 8)).seed(lq as u64 * 1000 + lk as u64)));
+        cases.extend(both(
+            Case::new(problem(1, 2, 2, lq, lk, 8, 8)).seed(lq as u64 * 1000 + lk as u64),
+        ));
         cases.extend(both(
             Case::new(problem(1, 1, 1, lq, lk, 16, 8)).opts(|o| o.causal = Some(Alignment::BottomRight)),
         ));
@@ -84,8 +88,12 @@ fn large_magnitudes_no_overflow() {
 #[test]
 fn f16_fused_and_staged() {
     check_all([
-        Case::new(problem(1, 4, 2, 33, 47, 64, 64)).dtype(DType::F16).kernel(KernelChoice::Fused),
-        Case::new(problem(2, 2, 2, 8, 8, 128, 64)).dtype(DType::F16).kernel(KernelChoice::Fused),
+        Case::new(problem(1, 4, 2, 33, 47, 64, 64))
+            .dtype(DType::F16)
+            .kernel(KernelChoice::Fused),
+        Case::new(problem(2, 2, 2, 8, 8, 128, 64))
+            .dtype(DType::F16)
+            .kernel(KernelChoice::Fused),
         Case::new(problem(1, 2, 1, 17, 9, 32, 32))
             .dtype(DType::F16)
             .kernel(KernelChoice::Staged)
@@ -132,8 +140,16 @@ fn blhd_layout_through_strides() {
             causal: Some(Alignment::TopLeft),
             ..Default::default()
         };
-        let a = attention(ctx, &view, &view, &view, &opts).unwrap().out.to_vec::<f32>(ctx).unwrap();
-        let e = attention(ctx, &dense, &dense, &dense, &opts).unwrap().out.to_vec::<f32>(ctx).unwrap();
+        let a = attention(ctx, &view, &view, &view, &opts)
+            .unwrap()
+            .out
+            .to_vec::<f32>(ctx)
+            .unwrap();
+        let e = attention(ctx, &dense, &dense, &dense, &opts)
+            .unwrap()
+            .out
+            .to_vec::<f32>(ctx)
+            .unwrap();
         assert_eq!(a, e, "{kernel:?}");
     }
 }
@@ -148,7 +164,15 @@ fn tensors_at_offsets_in_one_buffer() {
     let data = random(&mut rng, 3 * n + 3, 1.0);
     let packed = Tensor::from_slice(ctx, &data, &[3 * n + 3]).unwrap();
     // Offsets of 1 element: not aligned to the device's storage-offset alignment.
-    let at = |i: usize| Tensor::from_buffer(packed.buffer(), (4 * (1 + i * (n + 1))) as u64, &[b, h, l, d], DType::F32).unwrap();
+    let at = |i: usize| {
+        Tensor::from_buffer(
+            packed.buffer(),
+            (4 * (1 + i * (n + 1))) as u64,
+            &[b, h, l, d],
+            DType::F32,
+        )
+        .unwrap()
+    };
     let (q, k, v) = (at(0), at(1), at(2));
     let slice = |i: usize| data[1 + i * (n + 1)..1 + i * (n + 1) + n].to_vec();
     let (qd, kd, vd) = (slice(0), slice(1), slice(2));
@@ -165,8 +189,15 @@ fn tensors_at_offsets_in_one_buffer() {
         &AttentionOptions::default(),
     );
     for kernel in [KernelChoice::Fused, KernelChoice::Staged] {
-        let opts = AttentionOptions { kernel, ..Default::default() };
-        let got = attention(ctx, &q, &k, &v, &opts).unwrap().out.to_vec::<f32>(ctx).unwrap();
+        let opts = AttentionOptions {
+            kernel,
+            ..Default::default()
+        };
+        let got = attention(ctx, &q, &k, &v, &opts)
+            .unwrap()
+            .out
+            .to_vec::<f32>(ctx)
+            .unwrap();
         let c = wgpu_attention::reference::compare(&got, &expected.out, wgpu_attention::reference::Tolerance::F32);
         assert!(c.ok(), "{kernel:?}: {c}");
     }
@@ -190,7 +221,11 @@ fn bitwise_deterministic() {
         let r2 = attention(ctx, &q, &q, &q, &opts).unwrap();
         let bits = |t: &Tensor| -> Vec<u32> { t.to_vec::<f32>(ctx).unwrap().iter().map(|f| f.to_bits()).collect() };
         assert_eq!(bits(&r1.out), bits(&r2.out), "{kernel:?} O");
-        assert_eq!(bits(r1.lse.as_ref().unwrap()), bits(r2.lse.as_ref().unwrap()), "{kernel:?} LSE");
+        assert_eq!(
+            bits(r1.lse.as_ref().unwrap()),
+            bits(r2.lse.as_ref().unwrap()),
+            "{kernel:?} LSE"
+        );
     }
 }
 
@@ -209,7 +244,11 @@ fn fused_matches_staged() {
             causal: Some(Alignment::BottomRight),
             ..Default::default()
         };
-        attention(ctx, &q, &k, &v, &opts).unwrap().out.to_vec::<f32>(ctx).unwrap()
+        attention(ctx, &q, &k, &v, &opts)
+            .unwrap()
+            .out
+            .to_vec::<f32>(ctx)
+            .unwrap()
     };
     let (a, b) = (run(KernelChoice::Fused), run(KernelChoice::Staged));
     let b64: Vec<f64> = b.iter().map(|&x| x as f64).collect();

@@ -3,7 +3,7 @@
 use super::{check_workgroup, dispatch_step, grid, BoundBuffer, Params, Step};
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::pipeline::{self, Kernel, Slot};
+use crate::pipeline::{self, Kernel, Slot, Variant};
 use crate::tensor::DType;
 
 /// Bindings: params, Q, K, V, O, LSE, bias, mask, key lengths.
@@ -19,75 +19,110 @@ pub const SLOTS: &[(u32, Slot)] = &[
     (10, Slot::Read),
 ];
 
-/// Tile configuration of the fused kernel.
+/// Largest head dim the fused kernel keeps in registers.
+pub const MAX_HEAD_DIM: u32 = 256;
+/// Largest number of query rows one invocation may own.
+pub const MAX_ROWS: u32 = 8;
+
+/// Tile of the fused kernel: `workgroup` invocations, each owning `rows` query rows, so a
+/// workgroup covers `workgroup · rows` rows of one (batch, head).
+///
+/// More rows per invocation reuse every loaded K/V vector more often but hold more registers:
+/// CPU drivers (lavapipe) favour many rows, GPUs few. `wgpu-attention tune` measures it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct FlashConfig {
     /// Invocations per workgroup.
     pub workgroup: u32,
-    /// Query rows per workgroup (multiple of 4).
-    pub block_q: u32,
-    /// Keys per streamed block (multiple of 4).
-    pub block_k: u32,
+    /// Query rows per invocation (1 to [`MAX_ROWS`]).
+    pub rows: u32,
 }
 
 impl FlashConfig {
-    /// Candidate tiles, best first; [`FlashConfig::default_for`] takes the first that fits.
-    pub const CANDIDATES: [(u32, u32); 9] = [
-        (64, 32),
-        (32, 64),
-        (32, 32),
-        (32, 16),
-        (16, 32),
-        (16, 16),
-        (8, 16),
+    /// Candidate tiles (workgroup, rows) tried by the tuner.
+    pub const CANDIDATES: [(u32, u32); 10] = [
+        (64, 1),
+        (64, 2),
+        (64, 4),
+        (32, 4),
+        (32, 8),
+        (16, 8),
+        (128, 1),
+        (32, 2),
+        (16, 4),
         (8, 8),
-        (4, 4),
     ];
 
-    /// Workgroup memory the kernel needs for head dims `dk`, `dv`, in bytes.
-    pub fn workgroup_bytes(&self, dk: u32, dv: u32) -> u64 {
-        let dv_pad = dv.div_ceil(4) * 4;
-        let (bq, bk) = (self.block_q as u64, self.block_k as u64);
-        4 * (bq * dk as u64 + bk * dk.max(dv_pad) as u64 + bq * bk + bq * dv_pad as u64 + 3 * bq)
+    /// A config.
+    pub fn new(workgroup: u32, rows: u32) -> Self {
+        Self { workgroup, rows }
     }
 
-    /// The largest candidate tile that fits the device's workgroup memory for these head dims.
+    /// Query rows per workgroup.
+    pub fn block_q(&self) -> u32 {
+        self.workgroup * self.rows
+    }
+
+    /// The built-in default: many rows per invocation on CPU adapters (each loaded vector is
+    /// reused across rows), few on GPUs (registers are the limit). Fewer rows for large heads.
     pub fn default_for(ctx: &Context, dk: u32, dv: u32) -> Result<Self> {
-        let limit = ctx.limits().max_compute_workgroup_storage_size as u64;
+        check_head_dims(dk, dv)?;
+        let cpu = ctx
+            .info()
+            .adapter
+            .as_ref()
+            .is_some_and(|a| a.device_type == wgpu::DeviceType::Cpu);
+        let head = dk + dv;
+        let rows = match (cpu, head) {
+            (true, 0..=256) => 8,
+            (true, 257..=512) => 4,
+            (true, _) => 2,
+            (false, 0..=256) => 2,
+            (false, _) => 1,
+        };
         let workgroup = 64.min(ctx.limits().max_compute_invocations_per_workgroup);
-        Self::CANDIDATES
-            .iter()
-            .map(|&(block_q, block_k)| Self {
-                workgroup,
-                block_q,
-                block_k,
-            })
-            .find(|c| c.workgroup_bytes(dk, dv) <= limit)
-            .ok_or_else(|| Error::Limit {
-                what: format!("fused attention with head dims Dk={dk}, Dv={dv} (smallest tile)"),
-                limit: "max_compute_workgroup_storage_size",
-                needed: Self {
-                    workgroup,
-                    block_q: 4,
-                    block_k: 4,
-                }
-                .workgroup_bytes(dk, dv),
-                max: limit,
-            })
+        Ok(Self::new(workgroup, rows))
     }
 
-    fn check(&self, ctx: &Context, dk: u32, dv: u32) -> Result<()> {
-        for (name, x) in [("block_q", self.block_q), ("block_k", self.block_k)] {
-            if x == 0 || x % 4 != 0 {
-                return Err(Error::InvalidOption {
-                    name,
-                    value: x as f64,
-                    why: "must be a positive multiple of 4",
-                });
-            }
+    /// Checks the tile against the kernel's rules and the device's limits.
+    pub fn check(&self, ctx: &Context, dk: u32, dv: u32) -> Result<()> {
+        check_head_dims(dk, dv)?;
+        if self.rows == 0 || self.rows > MAX_ROWS {
+            return Err(Error::InvalidOption {
+                name: "rows",
+                value: self.rows as f64,
+                why: "query rows per invocation must be between 1 and 8",
+            });
         }
-        check_workgroup(ctx, self.workgroup, self.workgroup_bytes(dk, dv))
+        if self.workgroup > ctx.limits().max_compute_workgroup_size_x {
+            return Err(Error::Limit {
+                what: format!("fused workgroup of {}", self.workgroup),
+                limit: "max_compute_workgroup_size_x",
+                needed: self.workgroup as u64,
+                max: ctx.limits().max_compute_workgroup_size_x as u64,
+            });
+        }
+        check_workgroup(ctx, self.workgroup, 0)
     }
+}
+
+fn check_head_dims(dk: u32, dv: u32) -> Result<()> {
+    if dk.max(dv) > MAX_HEAD_DIM {
+        return Err(Error::Unsupported(format!(
+            "the fused kernel keeps a head in registers: head dims up to {MAX_HEAD_DIM} (got Dk={dk}, Dv={dv}); use KernelChoice::Staged"
+        )));
+    }
+    Ok(())
+}
+
+/// Whether every Q/K/V/O operand allows vec4 access: head dims, offsets and row strides
+/// multiples of 4 (batch and head strides are multiples of the row stride times a length, or 0).
+fn vec4_ok(p: &Params) -> bool {
+    let all = [p.q, p.k, p.v, p.o];
+    p.dim_k.is_multiple_of(4)
+        && p.dim_v.is_multiple_of(4)
+        && all
+            .iter()
+            .all(|s| [s.offset, s.row, s.head, s.batch].iter().all(|x| x.is_multiple_of(4)))
 }
 
 #[allow(clippy::too_many_arguments, reason = "one buffer per shader binding")]
@@ -103,18 +138,19 @@ pub(crate) fn step(
     masks: [&BoundBuffer; 3],
 ) -> Result<Step> {
     cfg.check(ctx, p.dim_k, p.dim_v)?;
-    let dv_pad = p.dim_v.div_ceil(4) * 4;
     let constants = [
         ("WORKGROUP", cfg.workgroup as f64),
-        ("BLOCK_Q", cfg.block_q as f64),
-        ("BLOCK_K", cfg.block_k as f64),
         ("DK", p.dim_k as f64),
         ("DV", p.dim_v as f64),
-        ("DV_PAD", dv_pad as f64),
-        ("DKV_MAX", p.dim_k.max(dv_pad) as f64),
+        ("DK4", p.dim_k.div_ceil(4) as f64),
+        ("DV4", p.dim_v.div_ceil(4) as f64),
     ];
-    let kernel = pipeline::get(ctx, Kernel::FlashForward, dtype, SLOTS, &constants)?;
-    let blocks = p.bh_count as u64 * p.len_q.div_ceil(cfg.block_q) as u64;
+    let variant = Variant {
+        rows: cfg.rows,
+        vec4_io: vec4_ok(p),
+    };
+    let kernel = pipeline::get(ctx, Kernel::FlashForward, dtype, variant, SLOTS, &constants)?;
+    let blocks = p.bh_count as u64 * p.len_q.div_ceil(cfg.block_q()) as u64;
     let groups = grid(ctx, blocks, "flash_forward")?;
     let [q, k, v] = qkv;
     let [bias, mask, lengths] = masks;

@@ -42,6 +42,7 @@ pub(crate) fn step(
         ctx,
         Kernel::MaskedSoftmax,
         dtype,
+        Default::default(),
         SLOTS,
         &[("WORKGROUP", workgroup as f64)],
     )?;

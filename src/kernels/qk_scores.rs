@@ -26,7 +26,14 @@ pub(crate) fn step(
     scores: &BoundBuffer,
 ) -> Result<Step> {
     tile.check(ctx)?;
-    let kernel = pipeline::get(ctx, Kernel::QkScores, dtype, SLOTS, &tile.constants(true))?;
+    let kernel = pipeline::get(
+        ctx,
+        Kernel::QkScores,
+        dtype,
+        Default::default(),
+        SLOTS,
+        &tile.constants(true),
+    )?;
     let tiles = p.bh_count as u64 * tile.tiles(p.len_q, p.len_k);
     let groups = grid(ctx, tiles, "qk_scores")?;
     Ok(dispatch_step(ctx, kernel, params, &[q, k, scores], groups))

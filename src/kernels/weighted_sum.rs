@@ -26,7 +26,14 @@ pub(crate) fn step(
     out: &BoundBuffer,
 ) -> Result<Step> {
     tile.check(ctx)?;
-    let kernel = pipeline::get(ctx, Kernel::WeightedSum, dtype, SLOTS, &tile.constants(false))?;
+    let kernel = pipeline::get(
+        ctx,
+        Kernel::WeightedSum,
+        dtype,
+        Default::default(),
+        SLOTS,
+        &tile.constants(false),
+    )?;
     let tiles = p.bh_count as u64 * tile.tiles(p.len_q, p.dim_v);
     let groups = grid(ctx, tiles, "weighted_sum")?;
     Ok(dispatch_step(ctx, kernel, params, &[weights, v, out], groups))

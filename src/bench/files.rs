@@ -1,0 +1,396 @@
+//! Tensors from and to files for `wgpu-attention run`: `.npy` (f32, f16 or bool, C order) and
+//! named tensors of a `.safetensors` file; plus the `run` operation itself (upload, attention,
+//! download, optional check against the reference).
+//!
+//! Every failure is an [`Error::Io`] naming the file and saying what is wrong in one line.
+
+use std::path::Path;
+
+use crate::attention::Attention;
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::options::AttentionOptions;
+use crate::reference::{self, Broadcast, Comparison, HostInputs, Tolerance};
+use crate::tensor::{DType, Tensor};
+
+/// Host data of one tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HostData {
+    /// 32-bit floats.
+    F32(Vec<f32>),
+    /// 16-bit floats.
+    F16(Vec<half::f16>),
+    /// Booleans (one byte each on disk and on the GPU).
+    Bool(Vec<bool>),
+}
+
+/// A tensor read from a file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostTensor {
+    /// Row-major shape.
+    pub shape: Vec<usize>,
+    /// The elements.
+    pub data: HostData,
+}
+
+impl HostTensor {
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        match self.data {
+            HostData::F32(_) => DType::F32,
+            HostData::F16(_) => DType::F16,
+            HostData::Bool(_) => DType::Bool,
+        }
+    }
+
+    /// Float data widened to f32 (`None` for bool).
+    pub fn to_f32(&self) -> Option<Vec<f32>> {
+        match &self.data {
+            HostData::F32(v) => Some(v.clone()),
+            HostData::F16(v) => Some(v.iter().map(|x| x.to_f32()).collect()),
+            HostData::Bool(_) => None,
+        }
+    }
+
+    /// Float data converted to `dtype` (f32 or f16); bool data is returned unchanged.
+    pub fn converted(&self, dtype: DType) -> HostTensor {
+        let data = match (&self.data, dtype) {
+            (HostData::F16(v), DType::F32) => HostData::F32(v.iter().map(|x| x.to_f32()).collect()),
+            (HostData::F32(v), DType::F16) => HostData::F16(v.iter().map(|&x| half::f16::from_f32(x)).collect()),
+            (d, _) => d.clone(),
+        };
+        HostTensor {
+            shape: self.shape.clone(),
+            data,
+        }
+    }
+
+    /// Uploads the tensor.
+    pub fn upload(&self, ctx: &Context) -> Result<Tensor> {
+        match &self.data {
+            HostData::F32(v) => Tensor::from_slice(ctx, v, &self.shape),
+            HostData::F16(v) => Tensor::from_slice(ctx, v, &self.shape),
+            HostData::Bool(v) => Tensor::from_slice(ctx, v, &self.shape),
+        }
+    }
+
+    /// Downloads a tensor (f32, f16 or bool).
+    pub fn download(ctx: &Context, t: &Tensor) -> Result<HostTensor> {
+        let data = match t.dtype() {
+            DType::F32 => HostData::F32(t.to_vec(ctx)?),
+            DType::F16 => HostData::F16(t.to_vec(ctx)?),
+            DType::Bool => HostData::Bool(t.to_vec(ctx)?),
+            other => {
+                return Err(Error::DType {
+                    name: "download",
+                    got: other,
+                    expected: "f32, f16 or bool",
+                })
+            }
+        };
+        Ok(HostTensor {
+            shape: t.shape().to_vec(),
+            data,
+        })
+    }
+}
+
+fn bad(path: &Path, msg: impl Into<String>) -> Error {
+    Error::Io {
+        path: path.display().to_string(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, msg.into()),
+    }
+}
+
+fn read_all(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Reads a `.npy` file holding f32 (`<f4`), f16 (`<f2`) or bool (`|b1`) data in C order.
+pub fn read_npy(path: &Path, role: &str) -> Result<HostTensor> {
+    let bytes = read_all(path)?;
+    let mut rest: &[u8] = &bytes;
+    let header = npyz::NpyHeader::from_reader(&mut rest)
+        .map_err(|e| bad(path, format!("{role}: not a valid .npy file ({e})")))?;
+    let npy = npyz::NpyFile::with_header(header, rest);
+    if npy.order() == npyz::Order::Fortran {
+        return Err(bad(
+            path,
+            format!("{role}: Fortran-order arrays are not supported (save in C order)"),
+        ));
+    }
+    let type_str = match npy.dtype() {
+        npyz::DType::Plain(t) => t.to_string(),
+        other => {
+            return Err(bad(
+                path,
+                format!("{role}: structured dtype {other:?} is not supported"),
+            ))
+        }
+    };
+    let shape: Vec<usize> = npy.shape().iter().map(|&n| n as usize).collect();
+    let count: usize = shape.iter().product();
+    let size = match type_str.as_str() {
+        "<f4" | ">f4" => 4,
+        "<f2" | ">f2" => 2,
+        "|b1" => 1,
+        other => {
+            return Err(bad(
+                path,
+                format!("{role}: dtype {other} is not supported (expected float32 <f4, float16 <f2 or bool |b1)"),
+            ))
+        }
+    };
+    if rest.len() < count * size {
+        return Err(bad(
+            path,
+            format!(
+                "{role}: truncated data: shape {shape:?} of {type_str} needs {} bytes, the file has {}",
+                count * size,
+                rest.len()
+            ),
+        ));
+    }
+    let read_err = |e: std::io::Error| bad(path, format!("{role}: {e}"));
+    let data = match size {
+        4 => HostData::F32(npy.into_vec().map_err(read_err)?),
+        2 => HostData::F16(npy.into_vec().map_err(read_err)?),
+        _ => HostData::Bool(npy.into_vec().map_err(read_err)?),
+    };
+    Ok(HostTensor { shape, data })
+}
+
+/// Reads tensor `name` (F32, F16 or BOOL) of a `.safetensors` file.
+pub fn read_safetensors(path: &Path, name: &str) -> Result<HostTensor> {
+    let bytes = read_all(path)?;
+    read_safetensors_bytes(path, &bytes, name)
+}
+
+/// Like [`read_safetensors`] on bytes already read from `path`.
+pub fn read_safetensors_bytes(path: &Path, bytes: &[u8], name: &str) -> Result<HostTensor> {
+    let st = safetensors::SafeTensors::deserialize(bytes)
+        .map_err(|e| bad(path, format!("not a valid .safetensors file ({e})")))?;
+    let view = st.tensor(name).map_err(|_| {
+        let mut names = st.names();
+        names.sort();
+        bad(
+            path,
+            format!("no tensor named {name:?} (the file has: {})", names.join(", ")),
+        )
+    })?;
+    let shape = view.shape().to_vec();
+    let raw = view.data();
+    let data = match view.dtype() {
+        safetensors::Dtype::F32 => HostData::F32(
+            raw.chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        ),
+        safetensors::Dtype::F16 => HostData::F16(
+            raw.chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]))
+                .collect(),
+        ),
+        safetensors::Dtype::BOOL => HostData::Bool(raw.iter().map(|&b| b != 0).collect()),
+        other => {
+            return Err(bad(
+                path,
+                format!("tensor {name:?}: dtype {other:?} is not supported (expected F32, F16 or BOOL)"),
+            ))
+        }
+    };
+    Ok(HostTensor { shape, data })
+}
+
+/// Writes a tensor as `.npy` (C order, little-endian).
+pub fn write_npy(path: &Path, t: &HostTensor) -> Result<()> {
+    use npyz::WriterBuilder;
+    let io = |e: std::io::Error| Error::Io {
+        path: path.display().to_string(),
+        source: e,
+    };
+    let shape: Vec<u64> = t.shape.iter().map(|&n| n as u64).collect();
+    let mut buf = Vec::new();
+    match &t.data {
+        HostData::F32(v) => {
+            let mut w = npyz::WriteOptions::new()
+                .default_dtype()
+                .shape(&shape)
+                .writer(&mut buf)
+                .begin_nd()
+                .map_err(io)?;
+            w.extend(v.iter().copied()).map_err(io)?;
+            w.finish().map_err(io)?;
+        }
+        HostData::F16(v) => {
+            let mut w = npyz::WriteOptions::new()
+                .default_dtype()
+                .shape(&shape)
+                .writer(&mut buf)
+                .begin_nd()
+                .map_err(io)?;
+            w.extend(v.iter().copied()).map_err(io)?;
+            w.finish().map_err(io)?;
+        }
+        HostData::Bool(v) => {
+            let mut w = npyz::WriteOptions::new()
+                .default_dtype()
+                .shape(&shape)
+                .writer(&mut buf)
+                .begin_nd()
+                .map_err(io)?;
+            w.extend(v.iter().copied()).map_err(io)?;
+            w.finish().map_err(io)?;
+        }
+    }
+    std::fs::write(path, buf).map_err(io)
+}
+
+/// Inputs of [`run_attention`]: Q, K, V and optional mask and bias, as read from files.
+#[derive(Debug, Clone)]
+pub struct RunInputs {
+    /// Q [B, Hq, Lq, Dk] (f32 or f16; K, V and the bias are converted to its dtype).
+    pub q: HostTensor,
+    /// K [B, Hkv, Lk, Dk].
+    pub k: HostTensor,
+    /// V [B, Hkv, Lk, Dv].
+    pub v: HostTensor,
+    /// Boolean mask (true = takes part), [B|1, Hq|1, Lq, Lk] or [Lq, Lk].
+    pub mask: Option<HostTensor>,
+    /// Additive bias, same shapes as the mask.
+    pub bias: Option<HostTensor>,
+}
+
+/// Outputs of [`run_attention`].
+#[derive(Debug, Clone)]
+pub struct RunOutputs {
+    /// O [B, Hq, Lq, Dv] in Q's dtype.
+    pub out: HostTensor,
+    /// LSE [B, Hq, Lq] (f32), when requested.
+    pub lse: Option<HostTensor>,
+    /// P [B, Hq, Lq, Lk] (f32), when requested.
+    pub weights: Option<HostTensor>,
+    /// The kernel that ran.
+    pub kernel: crate::options::KernelChoice,
+    /// O against the CPU reference, when requested.
+    pub check: Option<Comparison>,
+}
+
+fn check_role(t: &HostTensor, role: &'static str, float: bool) -> Result<()> {
+    let is_float = t.dtype() != DType::Bool;
+    if is_float != float {
+        return Err(Error::DType {
+            name: role,
+            got: t.dtype(),
+            expected: if float {
+                "f32 or f16"
+            } else {
+                "bool (true = the key takes part)"
+            },
+        });
+    }
+    Ok(())
+}
+
+/// Broadcast shape [B|1, H|1, Lq, Lk] of a 2-D or 4-D mask/bias (for the reference).
+fn broadcast_shape(shape: &[usize]) -> [usize; 4] {
+    match shape {
+        [lq, lk] => [1, 1, *lq, *lk],
+        [b, h, lq, lk] => [*b, *h, *lq, *lk],
+        _ => [0; 4],
+    }
+}
+
+/// Runs attention on file inputs: `opts` gives scale, softcap, causal, window, kernel,
+/// `return_lse` and `return_weights` (its tensor fields are filled here). With `check`, O is
+/// compared with the CPU reference.
+pub fn run_attention(ctx: &Context, inputs: &RunInputs, opts: &AttentionOptions, check: bool) -> Result<RunOutputs> {
+    for (role, t) in [("q", &inputs.q), ("k", &inputs.k), ("v", &inputs.v)] {
+        check_role(t, role, true)?;
+        if t.shape.len() != 4 {
+            return Err(Error::Rank {
+                name: role,
+                expected: 4,
+                shape: t.shape.clone(),
+            });
+        }
+    }
+    let dtype = inputs.q.dtype();
+    for (role, t) in [("k", &inputs.k), ("v", &inputs.v)] {
+        if t.dtype() != dtype {
+            return Err(Error::DType {
+                name: role,
+                got: t.dtype(),
+                expected: dtype.name(),
+            });
+        }
+    }
+    if let Some(m) = &inputs.mask {
+        check_role(m, "mask", false)?;
+    }
+    let bias = match &inputs.bias {
+        Some(b) => {
+            check_role(b, "bias", true)?;
+            Some(b.converted(dtype))
+        }
+        None => None,
+    };
+    let q = inputs.q.upload(ctx)?;
+    let k = inputs.k.upload(ctx)?;
+    let v = inputs.v.upload(ctx)?;
+    let full = AttentionOptions {
+        mask: inputs.mask.as_ref().map(|m| m.upload(ctx)).transpose()?,
+        bias: bias.as_ref().map(|b| b.upload(ctx)).transpose()?,
+        ..opts.clone()
+    };
+    let call = Attention::new(ctx, &q, &k, &v, &full)?;
+    call.submit()?;
+    let res = call.output();
+    let out = HostTensor::download(ctx, &res.out)?;
+    let lse = res.lse.as_ref().map(|t| HostTensor::download(ctx, t)).transpose()?;
+    let weights = res.weights.as_ref().map(|t| HostTensor::download(ctx, t)).transpose()?;
+    let check = match check {
+        false => None,
+        true => {
+            let qf = inputs.q.to_f32().unwrap_or_default();
+            let kf = inputs.k.to_f32().unwrap_or_default();
+            let vf = inputs.v.to_f32().unwrap_or_default();
+            let bias_f = bias.as_ref().and_then(|b| b.to_f32());
+            let mask_b = match inputs.mask.as_ref().map(|m| &m.data) {
+                Some(HostData::Bool(v)) => Some(v.as_slice()),
+                _ => None,
+            };
+            let host = HostInputs {
+                problem: *call.problem(),
+                q: &qf,
+                k: &kf,
+                v: &vf,
+                bias: bias_f.as_deref().zip(bias.as_ref()).map(|(data, b)| Broadcast {
+                    data,
+                    shape: broadcast_shape(&b.shape),
+                }),
+                mask: mask_b.zip(inputs.mask.as_ref()).map(|(data, m)| Broadcast {
+                    data,
+                    shape: broadcast_shape(&m.shape),
+                }),
+                key_lengths: None,
+            };
+            let expected = reference::sdpa(&host, &full).out;
+            let tol = match dtype {
+                DType::F16 => Tolerance::F16,
+                _ => Tolerance::F32,
+            };
+            Some(reference::compare(&out.to_f32().unwrap_or_default(), &expected, tol))
+        }
+    };
+    Ok(RunOutputs {
+        out,
+        lse,
+        weights,
+        kernel: res.kernel,
+        check,
+    })
+}

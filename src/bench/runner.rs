@@ -1,0 +1,590 @@
+//! Attention benchmarks: time each (kernel, dtype, shape, causal) on the GPU, count FLOPs and
+//! bytes, and check the output against the f64 CPU reference (on a subset of heads/rows when the
+//! problem is too large for the naive reference).
+
+use std::ops::Range;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::peak::measure_fma;
+use super::timer::{time_host, Stamps, Timer, Timing};
+use crate::attention::{Attention, Problem};
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::options::{Alignment, AttentionOptions, KernelChoice, Window};
+use crate::reference::{self, HostInputs, Tolerance};
+use crate::tensor::{DType, Tensor};
+
+/// Multiply-adds (B·Hq·Lq·Lk·(Dk+Dv)) up to which every output element is checked.
+pub const FULL_CHECK_MACS: u64 = 1 << 27;
+/// Multiply-adds per checked head above which only a block of rows is checked.
+pub const HEAD_CHECK_MACS: u64 = 1 << 29;
+/// Multiply-adds up to which the CPU reference is timed as its own `reference` row.
+pub const REFERENCE_MACS: u64 = 1 << 28;
+
+/// Which implementation a row measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KernelKind {
+    /// The fused single-pass kernel.
+    Fused,
+    /// The three staged kernels.
+    Staged,
+    /// The naive f64 CPU reference (wall clock).
+    Reference,
+}
+
+impl KernelKind {
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelKind::Fused => "fused",
+            KernelKind::Staged => "staged",
+            KernelKind::Reference => "reference",
+        }
+    }
+    /// Every kind, in table order.
+    pub const ALL: [KernelKind; 3] = [KernelKind::Fused, KernelKind::Staged, KernelKind::Reference];
+}
+
+/// What to benchmark.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Problem shapes.
+    pub shapes: Vec<Problem>,
+    /// Implementations.
+    pub kernels: Vec<KernelKind>,
+    /// Storage dtype (f32 or f16).
+    pub dtype: DType,
+    /// Causal variants (`None` = not causal); each shape runs once per entry.
+    pub causal: Vec<Option<Alignment>>,
+    /// Sliding window (left, right), aligned like the causal mask (top-left when not causal).
+    pub window: Option<(Option<u32>, Option<u32>)>,
+    /// Unmeasured warm-up samples.
+    pub warmup: u32,
+    /// Measured samples.
+    pub iters: u32,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        let (shapes, causal) = preset("default").expect("the default preset exists");
+        Self {
+            shapes,
+            kernels: vec![KernelKind::Fused, KernelKind::Staged],
+            dtype: DType::F32,
+            causal,
+            window: None,
+            warmup: 2,
+            iters: 10,
+            progress: false,
+        }
+    }
+}
+
+fn square(b: usize, h: usize, l: usize, d: usize) -> Problem {
+    Problem {
+        b,
+        hq: h,
+        hkv: h,
+        lq: l,
+        lk: l,
+        dk: d,
+        dv: d,
+    }
+}
+
+/// Names of the presets.
+pub const PRESETS: [&str; 4] = ["default", "seq", "headdim", "decode"];
+
+/// A named sweep: its shapes and the causal variants it runs by default.
+/// - `seq`: B=1, H=8, D=64, L ∈ {512, 1024, 2048};
+/// - `headdim`: B=1, H=8, L=1024, D ∈ {32, 64, 128, 256};
+/// - `decode`: B=1, H=8, D=64, Lq=1, Lk ∈ {1024, 4096, 16384};
+/// - `default`: B=1, H=4, D=64, L ∈ {128, 256, 512}, non-causal and causal (a couple of minutes on lavapipe).
+pub fn preset(name: &str) -> std::result::Result<(Vec<Problem>, Vec<Option<Alignment>>), String> {
+    Ok(match name {
+        "seq" => ([512, 1024, 2048].map(|l| square(1, 8, l, 64)).to_vec(), vec![None]),
+        "headdim" => ([32, 64, 128, 256].map(|d| square(1, 8, 1024, d)).to_vec(), vec![None]),
+        "decode" => (
+            [1024, 4096, 16384]
+                .map(|lk| Problem {
+                    lq: 1,
+                    lk,
+                    ..square(1, 8, 1, 64)
+                })
+                .to_vec(),
+            vec![None],
+        ),
+        "default" => (
+            [128, 256, 512].map(|l| square(1, 4, l, 64)).to_vec(),
+            vec![None, Some(Alignment::TopLeft)],
+        ),
+        other => {
+            return Err(format!(
+                "unknown preset {other:?} (expected one of {})",
+                PRESETS.join(", ")
+            ))
+        }
+    })
+}
+
+/// Parses a shape: `B,Hq,Hkv,Lq,Lk,Dk,Dv`, `B,Hq,Hkv,L,D` (Lq = Lk, Dk = Dv) or `B,H,L,D`.
+pub fn parse_shape(s: &str) -> std::result::Result<Problem, String> {
+    let v: Vec<usize> = s
+        .split([',', 'x'])
+        .map(|x| x.trim().parse::<usize>())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| format!("shape {s:?}: {e} (expected B,H,L,D or B,Hq,Hkv,L,D or B,Hq,Hkv,Lq,Lk,Dk,Dv)"))?;
+    let p = match v[..] {
+        [b, h, l, d] => square(b, h, l, d),
+        [b, hq, hkv, l, d] => Problem {
+            hq,
+            hkv,
+            ..square(b, hq, l, d)
+        },
+        [b, hq, hkv, lq, lk, dk, dv] => Problem {
+            b,
+            hq,
+            hkv,
+            lq,
+            lk,
+            dk,
+            dv,
+        },
+        _ => {
+            return Err(format!(
+                "shape {s:?} has {} values (expected 4: B,H,L,D; 5: B,Hq,Hkv,L,D; or 7: B,Hq,Hkv,Lq,Lk,Dk,Dv)",
+                v.len()
+            ))
+        }
+    };
+    if [p.b, p.hq, p.hkv, p.lq, p.lk, p.dk, p.dv].contains(&0) {
+        return Err(format!("shape {s:?}: every size must be at least 1"));
+    }
+    if !p.hq.is_multiple_of(p.hkv) {
+        return Err(format!("shape {s:?}: Hq={} is not a multiple of Hkv={}", p.hq, p.hkv));
+    }
+    Ok(p)
+}
+
+/// `none`, `top-left` or `bottom-right`.
+pub fn causal_label(c: Option<Alignment>) -> &'static str {
+    match c {
+        None => "none",
+        Some(Alignment::TopLeft) => "top-left",
+        Some(Alignment::BottomRight) => "bottom-right",
+    }
+}
+
+/// One measured (kernel, dtype, shape, options).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Row {
+    /// `fused`, `staged` or `reference`.
+    pub kernel: KernelKind,
+    /// `f32` or `f16`.
+    pub dtype: String,
+    /// Problem sizes.
+    pub shape: Problem,
+    /// `none`, `top-left` or `bottom-right`.
+    pub causal: String,
+    /// Sliding window `[left, right]` (`null` = unbounded side), when set.
+    pub window: Option<[Option<u32>; 2]>,
+    /// The fused kernel's tile (tuning cache or default), e.g. `wg64 q32 k64`.
+    pub tile: Option<String>,
+    /// `gpu-timestamps` or `wall-clock`.
+    pub timer: String,
+    /// Median time per run, ms.
+    pub median_ms: Option<f64>,
+    /// Fastest time per run, ms.
+    pub min_ms: Option<f64>,
+    /// FLOPs (`Problem::flops(causal)`) per median run, in GFLOP/s.
+    pub gflops: Option<f64>,
+    /// Bytes of Q, K, V read and O written once, per median run, in GB/s.
+    pub gbps: Option<f64>,
+    /// GFLOP/s as a percentage of the measured FMA ceiling of the same dtype.
+    pub pct_peak: Option<f64>,
+    /// Largest |GPU − reference| over the checked elements.
+    pub max_abs_err: Option<f64>,
+    /// Largest |GPU − reference| / |reference| over the checked elements.
+    pub max_rel_err: Option<f64>,
+    /// Whether every checked element is within the dtype's tolerance.
+    pub within_tolerance: Option<bool>,
+    /// Which outputs were compared with the reference: `all`, `2 of 32 heads`, …
+    pub checked: String,
+    /// Device bytes the call allocated (outputs, scratch, uniforms), `Attention::allocated_bytes`.
+    pub alloc_bytes: Option<u64>,
+    /// Runs per measured submission.
+    pub runs_per_sample: Option<u32>,
+    /// Measured samples.
+    pub samples: usize,
+    /// Why the row has no measurement, or anything else worth knowing.
+    pub note: Option<String>,
+}
+
+/// A whole benchmark run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BenchReport {
+    /// The adapter.
+    pub adapter: super::AdapterReport,
+    /// `gpu-timestamps` or `wall-clock` (GPU rows; the reference row always uses the wall clock).
+    pub timer: String,
+    /// Measured FMA ceiling of the benchmark dtype, GFLOP/s.
+    pub peak_gflops: Option<f64>,
+    /// Dtype of the rows and of the ceiling.
+    pub dtype: String,
+    /// Warm-up samples and measured samples per row.
+    pub warmup: u32,
+    /// Measured samples per row.
+    pub iters: u32,
+    /// One row per (kernel, dtype, shape, causal).
+    pub rows: Vec<Row>,
+}
+
+/// Seeded inputs of one shape: host copies (rounded to the dtype) and GPU tensors.
+pub(super) struct Inputs {
+    pub q: Vec<f32>,
+    pub k: Vec<f32>,
+    pub v: Vec<f32>,
+    pub tensors: [Tensor; 3],
+}
+
+pub(super) fn make_inputs(ctx: &Context, p: &Problem, dtype: DType, seed: u64) -> Result<Inputs> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut gen = |shape: [usize; 4]| -> Vec<f32> {
+        let n: usize = shape.iter().product();
+        let x = (0..n).map(|_| rng.gen_range(-1.0f32..1.0));
+        match dtype {
+            DType::F16 => x.map(|v| half::f16::from_f32(v).to_f32()).collect(),
+            _ => x.collect(),
+        }
+    };
+    let [qs, ks, vs] = p.qkv_shapes();
+    let (q, k, v) = (gen(qs), gen(ks), gen(vs));
+    let upload = |data: &[f32], shape: &[usize]| -> Result<Tensor> {
+        match dtype {
+            DType::F16 => {
+                let h: Vec<half::f16> = data.iter().map(|&x| half::f16::from_f32(x)).collect();
+                Tensor::from_slice(ctx, &h, shape)
+            }
+            _ => Tensor::from_slice(ctx, data, shape),
+        }
+    };
+    let tensors = [upload(&q, &qs)?, upload(&k, &ks)?, upload(&v, &vs)?];
+    Ok(Inputs { q, k, v, tensors })
+}
+
+fn macs(p: &Problem) -> u64 {
+    (p.b * p.hq) as u64 * p.lq as u64 * p.lk as u64 * (p.dk + p.dv) as u64
+}
+
+/// The checked (b, h) pairs and query rows of a partial check.
+type Subset = (Vec<(usize, usize)>, Range<usize>);
+
+/// Which outputs are compared with the reference.
+#[derive(Debug, Clone)]
+pub(super) struct CheckPlan {
+    /// `None` = everything; else these (b, h) pairs and rows.
+    subset: Option<Subset>,
+    label: String,
+}
+
+pub(super) fn check_plan(p: &Problem, align: Alignment) -> CheckPlan {
+    if macs(p) <= FULL_CHECK_MACS {
+        return CheckPlan {
+            subset: None,
+            label: "all".into(),
+        };
+    }
+    let mut heads = vec![(0, 0)];
+    if p.b * p.hq > 1 {
+        heads.push((p.b - 1, p.hq - 1));
+    }
+    let per_row = p.lk as u64 * (p.dk + p.dv) as u64;
+    let r = ((HEAD_CHECK_MACS / per_row.max(1)) as usize).clamp(1, p.lq);
+    // Rows are sliced so that the causal alignment stays the same: the first rows for top-left
+    // (aligned position i), the last rows for bottom-right (i + Lk − Lq).
+    let rows = match align {
+        Alignment::TopLeft => 0..r,
+        Alignment::BottomRight => p.lq - r..p.lq,
+    };
+    let mut label = format!("{} of {} heads", heads.len(), p.b * p.hq);
+    if r < p.lq {
+        label += &format!(", rows {}..{}", rows.start, rows.end);
+    }
+    CheckPlan {
+        subset: Some((heads, rows)),
+        label,
+    }
+}
+
+/// The reference output of the checked elements (in the order [`gather`] lists them).
+pub(super) fn reference_subset(p: &Problem, inputs: &Inputs, opts: &AttentionOptions, plan: &CheckPlan) -> Vec<f64> {
+    let Some((heads, rows)) = &plan.subset else {
+        let host = HostInputs {
+            problem: *p,
+            q: &inputs.q,
+            k: &inputs.k,
+            v: &inputs.v,
+            bias: None,
+            mask: None,
+            key_lengths: None,
+        };
+        return reference::sdpa(&host, opts).out;
+    };
+    let group = p.hq / p.hkv;
+    let mut expected = Vec::new();
+    for &(b, h) in heads {
+        let qh = (b * p.hq + h) * p.lq;
+        let kh = b * p.hkv + h / group;
+        let sub = Problem {
+            b: 1,
+            hq: 1,
+            hkv: 1,
+            lq: rows.len(),
+            ..*p
+        };
+        let host = HostInputs {
+            problem: sub,
+            q: &inputs.q[(qh + rows.start) * p.dk..(qh + rows.end) * p.dk],
+            k: &inputs.k[kh * p.lk * p.dk..(kh + 1) * p.lk * p.dk],
+            v: &inputs.v[kh * p.lk * p.dv..(kh + 1) * p.lk * p.dv],
+            bias: None,
+            mask: None,
+            key_lengths: None,
+        };
+        expected.extend(reference::sdpa(&host, opts).out);
+    }
+    expected
+}
+
+/// The GPU output elements the plan checks.
+pub(super) fn gather(p: &Problem, out: &[f32], plan: &CheckPlan) -> Vec<f32> {
+    let Some((heads, rows)) = &plan.subset else {
+        return out.to_vec();
+    };
+    let mut got = Vec::new();
+    for &(b, h) in heads {
+        let base = (b * p.hq + h) * p.lq;
+        got.extend_from_slice(&out[(base + rows.start) * p.dv..(base + rows.end) * p.dv]);
+    }
+    got
+}
+
+/// The FLOPs, bytes and percentages of a timed row.
+fn fill_metrics(row: &mut Row, p: &Problem, causal: bool, dtype: DType, timing: &Timing, peak: Option<f64>) {
+    let median = timing.median_s();
+    row.median_ms = Some(median * 1e3);
+    row.min_ms = Some(timing.min_s() * 1e3);
+    row.samples = timing.per_run_s.len();
+    row.runs_per_sample = Some(timing.runs_per_sample);
+    let gflops = p.flops(causal) / median / 1e9;
+    row.gflops = Some(gflops);
+    let elems = p.b * (p.hq * p.lq * (p.dk + p.dv) + p.hkv * p.lk * (p.dk + p.dv));
+    row.gbps = Some((elems * dtype.size()) as f64 / median / 1e9);
+    row.pct_peak = peak.map(|pk| 100.0 * gflops / pk);
+}
+
+fn empty_row(kernel: KernelKind, p: &Problem, dtype: DType, causal: Option<Alignment>, opts: &BenchOptions) -> Row {
+    Row {
+        kernel,
+        dtype: dtype.name().into(),
+        shape: *p,
+        causal: causal_label(causal).into(),
+        window: opts.window.map(|(l, r)| [l, r]),
+        tile: None,
+        timer: String::new(),
+        median_ms: None,
+        min_ms: None,
+        gflops: None,
+        gbps: None,
+        pct_peak: None,
+        max_abs_err: None,
+        max_rel_err: None,
+        within_tolerance: None,
+        checked: "-".into(),
+        alloc_bytes: None,
+        runs_per_sample: None,
+        samples: 0,
+        note: None,
+    }
+}
+
+/// Benchmarks every (shape, causal, kernel) of `opts` on `ctx`. A row that cannot run (a limit,
+/// a missing feature) is reported with a note instead of aborting the run.
+pub fn run_bench(ctx: &Context, opts: &BenchOptions) -> Result<BenchReport> {
+    let dtype = opts.dtype;
+    if !matches!(dtype, DType::F32 | DType::F16) {
+        return Err(Error::DType {
+            name: "bench",
+            got: dtype,
+            expected: "f32 or f16",
+        });
+    }
+    if dtype == DType::F16 && !ctx.features().contains(wgpu::Features::SHADER_F16) {
+        return Err(Error::MissingFeature {
+            what: "f16 benchmarks",
+            feature: wgpu::Features::SHADER_F16,
+        });
+    }
+    let timer = Timer::new(ctx)?;
+    let gpu_kernels = opts.kernels.iter().any(|&k| k != KernelKind::Reference);
+    let peak = match gpu_kernels {
+        true => Some(measure_fma(ctx, &timer, dtype, 3)?),
+        false => None,
+    };
+    let causals: Vec<Option<Alignment>> = match opts.causal.is_empty() {
+        true => vec![None],
+        false => opts.causal.clone(),
+    };
+    let total = opts.shapes.len() * causals.len() * opts.kernels.len();
+    let bar = match opts.progress {
+        true => indicatif::ProgressBar::new(total as u64),
+        false => indicatif::ProgressBar::hidden(),
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed:>4} [{bar:30}] {pos}/{len} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let tol = match dtype {
+        DType::F16 => Tolerance::F16,
+        _ => Tolerance::F32,
+    };
+    let mut rows = Vec::with_capacity(total);
+    for (si, p) in opts.shapes.iter().enumerate() {
+        let inputs = make_inputs(ctx, p, dtype, 0x5eed_0000 + si as u64);
+        for &causal in &causals {
+            let align = causal.unwrap_or(Alignment::TopLeft);
+            let attn_opts = AttentionOptions {
+                causal,
+                window: opts.window.map(|(left, right)| Window {
+                    left,
+                    right,
+                    alignment: align,
+                }),
+                ..Default::default()
+            };
+            let plan = check_plan(p, align);
+            let mut expected: Option<Vec<f64>> = None;
+            for &kernel in &opts.kernels {
+                bar.set_message(format!("{} {} causal={}", kernel.name(), p, causal_label(causal)));
+                let mut row = empty_row(kernel, p, dtype, causal, opts);
+                let inputs = match &inputs {
+                    Ok(i) => i,
+                    Err(e) => {
+                        row.note = Some(super::one_line(&format!("inputs: {e}")));
+                        rows.push(row);
+                        bar.inc(1);
+                        continue;
+                    }
+                };
+                if kernel == KernelKind::Reference {
+                    row.timer = "wall-clock".into();
+                    if macs(p) <= REFERENCE_MACS {
+                        let host = HostInputs {
+                            problem: *p,
+                            q: &inputs.q,
+                            k: &inputs.k,
+                            v: &inputs.v,
+                            bias: None,
+                            mask: None,
+                            key_lengths: None,
+                        };
+                        let timing = time_host(opts.iters.min(3), || {
+                            std::hint::black_box(reference::sdpa(&host, &attn_opts));
+                        });
+                        fill_metrics(&mut row, p, causal.is_some(), dtype, &timing, None);
+                        row.pct_peak = None;
+                        row.gbps = None;
+                        row.note = Some("CPU f64 reference, wall clock".into());
+                    } else {
+                        row.note = Some(format!(
+                            "skipped: {} multiply-adds exceed the reference limit of {REFERENCE_MACS}",
+                            macs(p)
+                        ));
+                    }
+                } else {
+                    let exp = expected.get_or_insert_with(|| reference_subset(p, inputs, &attn_opts, &plan));
+                    if let Err(e) = run_gpu(
+                        ctx,
+                        &timer,
+                        &mut row,
+                        p,
+                        inputs,
+                        &attn_opts,
+                        &plan,
+                        exp,
+                        tol,
+                        peak,
+                        (opts.warmup, opts.iters),
+                    ) {
+                        row.note = Some(super::one_line(&e.to_string()));
+                    }
+                }
+                rows.push(row);
+                bar.inc(1);
+            }
+        }
+    }
+    bar.finish_and_clear();
+    Ok(BenchReport {
+        adapter: super::AdapterReport::of(ctx),
+        timer: timer.kind().label().into(),
+        peak_gflops: peak,
+        dtype: dtype.name().into(),
+        warmup: opts.warmup,
+        iters: opts.iters,
+        rows,
+    })
+}
+
+#[allow(clippy::too_many_arguments, reason = "one row's full context")]
+fn run_gpu(
+    ctx: &Context,
+    timer: &Timer,
+    row: &mut Row,
+    p: &Problem,
+    inputs: &Inputs,
+    attn_opts: &AttentionOptions,
+    plan: &CheckPlan,
+    expected: &[f64],
+    tol: Tolerance,
+    peak: Option<f64>,
+    (warmup, iters): (u32, u32),
+) -> Result<()> {
+    let choice = match row.kernel {
+        KernelKind::Staged => KernelChoice::Staged,
+        _ => KernelChoice::Fused,
+    };
+    let dtype = inputs.tensors[0].dtype();
+    if choice == KernelChoice::Fused {
+        let c = crate::tune::flash_config(ctx, p, dtype)?;
+        row.tile = Some(format!("wg{} rows{}", c.workgroup, c.rows));
+    }
+    let opts = AttentionOptions {
+        kernel: choice,
+        ..attn_opts.clone()
+    };
+    let [q, k, v] = &inputs.tensors;
+    let call = Attention::new(ctx, q, k, v, &opts)?;
+    row.timer = timer.kind().label().into();
+    row.alloc_bytes = Some(call.allocated_bytes());
+    let mut record = |enc: &mut wgpu::CommandEncoder, stamps: Stamps| match stamps {
+        Some((set, i)) => call.encode_timed(enc, set, i),
+        None => call.encode(enc),
+    };
+    let timing = timer.measure(warmup, iters, &mut record)?;
+    fill_metrics(row, p, call.is_causal(), dtype, &timing, peak);
+    let out = call.output().out.to_f32_vec(ctx)?;
+    let got = gather(p, &out, plan);
+    let cmp = reference::compare(&got, expected, tol);
+    row.max_abs_err = Some(cmp.max_abs);
+    row.max_rel_err = Some(cmp.max_rel);
+    row.within_tolerance = Some(cmp.ok());
+    row.checked = plan.label.clone();
+    Ok(())
+}

@@ -1,0 +1,239 @@
+//! The tile tuner: benchmarks the fused kernel's candidate tiles (`FlashConfig::CANDIDATES` ×
+//! workgroup sizes) on one shape per bucket (dtype, head dim, Lk, powers of two) and stores the
+//! winners in the tuning cache that the library reads (`crate::tune`). A candidate whose output
+//! is outside the reference tolerance is rejected, so a wrong tile can never win.
+
+use std::path::Path;
+
+use super::runner::{check_plan, gather, make_inputs, reference_subset};
+use super::timer::{Stamps, Timer};
+use crate::attention::{Attention, Problem, Tuning};
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::kernels::FlashConfig;
+use crate::options::{Alignment, AttentionOptions, KernelChoice};
+use crate::reference::{self, Tolerance};
+use crate::tensor::DType;
+use crate::tune::{adapter_key, bucket_key, config_fits, head_dim_bucket, length_bucket, TuneCache, TuneEntry};
+
+/// What to tune.
+#[derive(Debug, Clone)]
+pub struct TuneOptions {
+    /// Storage dtype.
+    pub dtype: DType,
+    /// Head dims to tune (each is its own bucket; use powers of two).
+    pub head_dims: Vec<usize>,
+    /// Sequence lengths Lq = Lk to tune (each is its own bucket; use powers of two).
+    pub lengths: Vec<usize>,
+    /// Heads of the benchmark shape (B = 1).
+    pub heads: usize,
+    /// Workgroup sizes tried with every candidate tile.
+    pub workgroups: Vec<u32>,
+    /// Try only the first this many tiles of `FlashConfig::CANDIDATES` that fit.
+    pub max_tiles: Option<usize>,
+    /// Unmeasured warm-up samples per candidate.
+    pub warmup: u32,
+    /// Measured samples per candidate.
+    pub iters: u32,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+}
+
+impl TuneOptions {
+    /// The default run: f32, D ∈ {64, 128}, L ∈ {256, 1024}, 4 heads, every tile × {32, 64, 128}.
+    pub fn standard() -> Self {
+        Self {
+            dtype: DType::F32,
+            head_dims: vec![64, 128],
+            lengths: vec![256, 1024],
+            heads: 4,
+            workgroups: vec![32, 64, 128],
+            max_tiles: None,
+            warmup: 1,
+            iters: 5,
+            progress: false,
+        }
+    }
+
+    /// The default run for `ctx`: [`TuneOptions::standard`] on GPUs; on a CPU adapter (lavapipe,
+    /// a couple of minutes) 1 head, L ∈ {128, 512} and 3 samples per candidate.
+    pub fn for_context(ctx: &Context) -> Self {
+        let cpu = ctx
+            .info()
+            .adapter
+            .as_ref()
+            .is_some_and(|a| a.device_type == wgpu::DeviceType::Cpu);
+        match cpu {
+            true => Self {
+                lengths: vec![128, 512],
+                heads: 1,
+                iters: 3,
+                ..Self::standard()
+            },
+            false => Self::standard(),
+        }
+    }
+
+    /// A quick run (seconds): f32, D = 32, L = 128, 2 heads, the first 3 tiles × {32, 64}.
+    pub fn quick() -> Self {
+        Self {
+            head_dims: vec![32],
+            lengths: vec![128],
+            heads: 2,
+            workgroups: vec![32, 64],
+            max_tiles: Some(3),
+            warmup: 1,
+            iters: 2,
+            ..Self::standard()
+        }
+    }
+}
+
+/// The outcome of one bucket.
+#[derive(Debug, Clone)]
+pub struct BucketResult {
+    /// Bucket key (`f32/d64/lk1024`).
+    pub bucket: String,
+    /// The winner.
+    pub entry: TuneEntry,
+    /// Candidates measured.
+    pub tried: usize,
+    /// Candidates rejected (failed to build or outside tolerance), with the reason.
+    pub rejected: Vec<String>,
+}
+
+/// Every candidate tile for head dims `dk`, `dv` that fits the device.
+pub fn candidates(ctx: &Context, dk: usize, dv: usize, opts: &TuneOptions) -> Vec<FlashConfig> {
+    let mut out: Vec<FlashConfig> = FlashConfig::CANDIDATES
+        .iter()
+        .map(|&(workgroup, rows)| FlashConfig::new(workgroup, rows))
+        .filter(|c| opts.workgroups.is_empty() || opts.workgroups.contains(&c.workgroup))
+        .filter(|c| config_fits(ctx, c, dk, dv))
+        .collect();
+    if let Some(n) = opts.max_tiles {
+        out.truncate(n);
+    }
+    out
+}
+
+/// Tunes every bucket of `opts` on `ctx`; returns the adapter key and one result per bucket.
+pub fn run_tune(ctx: &Context, opts: &TuneOptions) -> Result<(String, Vec<BucketResult>)> {
+    let info = ctx.info().adapter.as_ref().ok_or_else(|| {
+        Error::Unsupported("tuning needs the adapter's name and driver (create the context from an adapter)".into())
+    })?;
+    let key = adapter_key(info);
+    let timer = Timer::new(ctx)?;
+    let tol = match opts.dtype {
+        DType::F16 => Tolerance::F16,
+        _ => Tolerance::F32,
+    };
+    let buckets: Vec<(usize, usize)> = opts
+        .head_dims
+        .iter()
+        .flat_map(|&d| opts.lengths.iter().map(move |&l| (d, l)))
+        .collect();
+    let total: usize = buckets.iter().map(|&(d, _)| candidates(ctx, d, d, opts).len()).sum();
+    let bar = match opts.progress {
+        true => indicatif::ProgressBar::new(total as u64),
+        false => indicatif::ProgressBar::hidden(),
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed:>4} [{bar:30}] {pos}/{len} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let mut results = Vec::new();
+    for (bi, &(d, l)) in buckets.iter().enumerate() {
+        let p = Problem {
+            b: 1,
+            hq: opts.heads,
+            hkv: opts.heads,
+            lq: l,
+            lk: l,
+            dk: d,
+            dv: d,
+        };
+        let inputs = make_inputs(ctx, &p, opts.dtype, 0x7u64 << 32 | bi as u64)?;
+        let attn = AttentionOptions {
+            kernel: KernelChoice::Fused,
+            ..Default::default()
+        };
+        let plan = check_plan(&p, Alignment::TopLeft);
+        let expected = reference_subset(&p, &inputs, &attn, &plan);
+        let default_cfg = FlashConfig::default_for(ctx, d as u32, d as u32)?;
+        let mut best: Option<(f64, FlashConfig)> = None;
+        let mut default_ms = None;
+        let mut rejected = Vec::new();
+        let cands = candidates(ctx, d, d, opts);
+        for cfg in &cands {
+            bar.set_message(format!("D={d} L={l} wg{} rows{}", cfg.workgroup, cfg.rows));
+            let measured = (|| -> Result<f64> {
+                let [q, k, v] = &inputs.tensors;
+                let tuning = Tuning {
+                    flash: Some(*cfg),
+                    ..Default::default()
+                };
+                let call = Attention::with_tuning(ctx, q, k, v, &attn, &tuning)?;
+                let mut record = |enc: &mut wgpu::CommandEncoder, stamps: Stamps| match stamps {
+                    Some((set, i)) => call.encode_timed(enc, set, i),
+                    None => call.encode(enc),
+                };
+                let timing = timer.measure(opts.warmup, opts.iters, &mut record)?;
+                let got = gather(&p, &call.output().out.to_f32_vec(ctx)?, &plan);
+                let cmp = reference::compare(&got, &expected, tol);
+                if !cmp.ok() {
+                    return Err(Error::Unsupported(format!("outside tolerance: {cmp}")));
+                }
+                Ok(timing.median_s())
+            })();
+            bar.inc(1);
+            match measured {
+                Ok(t) => {
+                    if *cfg == default_cfg {
+                        default_ms = Some(t * 1e3);
+                    }
+                    if best.is_none_or(|(bt, _)| t < bt) {
+                        best = Some((t, *cfg));
+                    }
+                }
+                Err(e) => rejected.push(format!(
+                    "wg{} rows{}: {}",
+                    cfg.workgroup,
+                    cfg.rows,
+                    super::one_line(&e.to_string())
+                )),
+            }
+        }
+        let Some((t, config)) = best else {
+            return Err(Error::Unsupported(format!(
+                "no candidate tile ran for D={d}, L={l}: {}",
+                rejected.join("; ")
+            )));
+        };
+        results.push(BucketResult {
+            bucket: bucket_key(opts.dtype, head_dim_bucket(d, d), length_bucket(l)),
+            entry: TuneEntry {
+                config,
+                median_ms: t * 1e3,
+                default_ms,
+                problem: p,
+                timer: timer.kind().label().into(),
+            },
+            tried: cands.len(),
+            rejected,
+        });
+    }
+    bar.finish_and_clear();
+    Ok((key, results))
+}
+
+/// Merges `results` into the cache at `path` (creating it) and returns the updated cache.
+pub fn store(path: &Path, adapter: &str, results: &[BucketResult]) -> Result<TuneCache> {
+    // An unreadable old cache is replaced rather than blocking the new results.
+    let mut cache = TuneCache::load_or_default(path).unwrap_or_default();
+    for r in results {
+        cache.insert(adapter, r.bucket.clone(), r.entry.clone());
+    }
+    cache.save(path)?;
+    Ok(cache)
+}

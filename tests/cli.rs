@@ -1,0 +1,579 @@
+//! The `wgpu-attention` CLI end to end, on tiny shapes: info, peak, bench (JSON/CSV/SVG and
+//! errors against the reference), run on .npy and .safetensors files (checked against the
+//! reference), one-line errors for every bad input file, and tune with a temporary cache that the
+//! library then picks up.
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::Value;
+use wgpu_attention::bench::files::{read_npy, write_npy, HostData, HostTensor};
+use wgpu_attention::bench::{adapter_key, bucket_key, TuneCache, TuneEntry, CACHE_ENV};
+use wgpu_attention::reference::{self, Broadcast, HostInputs, Tolerance};
+use wgpu_attention::{Alignment, AttentionOptions, Context, DType, FlashConfig, Problem};
+
+fn cli() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_wgpu-attention"));
+    // Never let a user's tuning cache change what the tests run.
+    c.env(CACHE_ENV, "/nonexistent/wgpu-attention-test-cache.json");
+    c
+}
+
+/// stderr without the Vulkan loader's unrelated XDG_RUNTIME_DIR warnings.
+fn stderr_lines(out: &std::process::Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| !l.contains("XDG_RUNTIME_DIR") && !l.trim().is_empty())
+        .map(String::from)
+        .collect()
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn ok(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().expect("runs");
+    assert!(
+        out.status.success(),
+        "command failed: {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        stdout(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Runs a command that must fail with exactly one `error: …` line containing `needle`.
+fn fails_with(cmd: &mut Command, needle: &str) {
+    let out = cmd.output().expect("runs");
+    assert!(!out.status.success(), "expected failure, got success: {}", stdout(&out));
+    let lines = stderr_lines(&out);
+    assert_eq!(lines.len(), 1, "expected one error line, got {lines:#?}");
+    assert!(lines[0].starts_with("error: "), "{}", lines[0]);
+    assert!(
+        lines[0].to_lowercase().contains(&needle.to_lowercase()),
+        "error line {:?} does not mention {needle:?}",
+        lines[0]
+    );
+}
+
+fn json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).expect("report written")).expect("valid JSON")
+}
+
+fn random(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect()
+}
+
+fn f32_tensor(shape: &[usize], data: Vec<f32>) -> HostTensor {
+    HostTensor {
+        shape: shape.to_vec(),
+        data: HostData::F32(data),
+    }
+}
+
+#[test]
+fn info_prints_adapter_and_limits() {
+    let out = ok(cli().arg("info"));
+    let s = stdout(&out);
+    for key in [
+        "adapter:",
+        "backend:",
+        "driver:",
+        "features:",
+        "max_compute_workgroup_storage_size",
+    ] {
+        assert!(s.contains(key), "missing {key} in\n{s}");
+    }
+}
+
+#[test]
+fn peak_writes_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("peak.json");
+    let out = ok(cli().args(["peak", "--iters", "1", "--json"]).arg(&path));
+    assert!(stdout(&out).contains("GFLOP/s"));
+    let v = json(&path);
+    assert!(v["fma_f32_gflops"].as_f64().unwrap() > 0.0);
+    assert!(v["bandwidth_gbps"].as_f64().unwrap() > 0.0);
+    assert!(["gpu-timestamps", "wall-clock"].contains(&v["timer"].as_str().unwrap()));
+    assert!(v["adapter"]["name"].is_string());
+    assert!(v["adapter"]["device_type"].is_string());
+}
+
+#[test]
+fn bench_reports_checked_rows_in_every_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let (j, c, p) = (
+        dir.path().join("b.json"),
+        dir.path().join("b.csv"),
+        dir.path().join("b.svg"),
+    );
+    let out = ok(cli()
+        .args([
+            "bench",
+            "--shape",
+            "1,4,2,24,40,16,8",
+            "--shape",
+            "1,2,32,16",
+            "--kernel",
+            "all",
+        ])
+        .args([
+            "--causal",
+            "none",
+            "--causal",
+            "bottom-right",
+            "--warmup",
+            "1",
+            "--iters",
+            "2",
+            "--quiet",
+        ])
+        .arg("--json")
+        .arg(&j)
+        .arg("--csv")
+        .arg(&c)
+        .arg("--plot")
+        .arg(&p));
+    let table = stdout(&out);
+    assert!(table.contains("median_ms") && table.contains("fused") && table.contains("staged"));
+    let v = json(&j);
+    assert!(["gpu-timestamps", "wall-clock"].contains(&v["timer"].as_str().unwrap()));
+    assert!(v["peak_gflops"].as_f64().unwrap() > 0.0);
+    for key in ["name", "backend", "driver", "device_type"] {
+        assert!(v["adapter"][key].is_string(), "adapter.{key}");
+    }
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2 * 2 * 3);
+    for r in rows {
+        for key in [
+            "kernel",
+            "dtype",
+            "shape",
+            "causal",
+            "median_ms",
+            "min_ms",
+            "gflops",
+            "gbps",
+            "pct_peak",
+            "max_abs_err",
+            "max_rel_err",
+            "checked",
+            "alloc_bytes",
+        ] {
+            assert!(r.get(key).is_some(), "row lacks {key}: {r}");
+        }
+        for key in ["b", "hq", "hkv", "lq", "lk", "dk", "dv"] {
+            assert!(r["shape"][key].is_u64(), "shape.{key}");
+        }
+        assert!(r["median_ms"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["min_ms"].as_f64().unwrap() <= r["median_ms"].as_f64().unwrap());
+        assert!(r["gflops"].as_f64().unwrap() > 0.0);
+        if r["kernel"] != "reference" {
+            assert_eq!(r["checked"], "all");
+            assert_eq!(r["within_tolerance"], true, "{r}");
+            assert!(r["max_abs_err"].as_f64().unwrap() < 1e-5, "{r}");
+            assert!(r["alloc_bytes"].as_u64().unwrap() > 0);
+            assert!(r["pct_peak"].as_f64().unwrap() > 0.0);
+        }
+    }
+    let first = &rows[0];
+    assert_eq!(first["shape"]["hkv"], 2);
+    assert_eq!(first["shape"]["lk"], 40);
+    let csv = std::fs::read_to_string(&c).unwrap();
+    assert_eq!(csv.lines().count(), 1 + rows.len());
+    assert!(csv.starts_with("kernel,dtype,b,hq,hkv,lq,lk,dk,dv,causal"));
+    let svg = std::fs::read_to_string(&p).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("GFLOP/s") && svg.contains("polyline"));
+}
+
+#[test]
+fn bench_f16_within_tolerance() {
+    let ctx = Context::new().unwrap();
+    if !ctx.features().contains(wgpu_attention::wgpu::Features::SHADER_F16) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let j = dir.path().join("b.json");
+    ok(cli()
+        .args([
+            "bench",
+            "--shape",
+            "1,2,33,16",
+            "--dtype",
+            "f16",
+            "--causal",
+            "top-left",
+        ])
+        .args(["--window", "8,-", "--warmup", "0", "--iters", "1", "--quiet", "--json"])
+        .arg(&j));
+    let v = json(&j);
+    for r in v["rows"].as_array().unwrap() {
+        assert_eq!(r["dtype"], "f16");
+        assert_eq!(r["window"], serde_json::json!([8, null]));
+        assert_eq!(r["within_tolerance"], true, "{r}");
+    }
+}
+
+#[test]
+fn bench_rejects_bad_shapes() {
+    // Argument errors come from clap: the message first, then clap's "--help" hint.
+    for (shape, needle) in [
+        ("1,2,3", "3 values"),
+        ("1,3,2,8,8", "multiple"),
+        ("1,2,y,4", "invalid digit"),
+    ] {
+        let out = cli().args(["bench", "--shape", shape]).output().unwrap();
+        assert!(!out.status.success());
+        let lines = stderr_lines(&out);
+        assert!(
+            lines[0].starts_with("error: ") && lines[0].contains(needle),
+            "{lines:?}"
+        );
+    }
+    fails_with(cli().args(["bench", "--preset", "nope"]), "unknown preset");
+}
+
+/// Reference O for row-major f32 inputs.
+fn expected(
+    p: Problem,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    mask: Option<(&[bool], [usize; 4])>,
+    opts: &AttentionOptions,
+) -> reference::ReferenceOutput {
+    let host = HostInputs {
+        problem: p,
+        q,
+        k,
+        v,
+        bias: None,
+        mask: mask.map(|(data, shape)| Broadcast { data, shape }),
+        key_lengths: None,
+    };
+    reference::sdpa(&host, opts)
+}
+
+fn out_f32(path: &Path) -> Vec<f32> {
+    read_npy(path, "out").unwrap().to_f32().unwrap()
+}
+
+#[test]
+fn run_npy_inputs_match_the_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |n: &str| dir.path().join(n);
+    let p = Problem {
+        b: 1,
+        hq: 4,
+        hkv: 2,
+        lq: 12,
+        lk: 20,
+        dk: 8,
+        dv: 16,
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let [qs, ks, vs] = p.qkv_shapes();
+    let (q, k, v) = (
+        random(&mut rng, qs.iter().product()),
+        random(&mut rng, ks.iter().product()),
+        random(&mut rng, vs.iter().product()),
+    );
+    let mask: Vec<bool> = (0..p.lq * p.lk).map(|i| i % 3 != 1).collect();
+    write_npy(&d("q.npy"), &f32_tensor(&qs, q.clone())).unwrap();
+    write_npy(&d("k.npy"), &f32_tensor(&ks, k.clone())).unwrap();
+    write_npy(&d("v.npy"), &f32_tensor(&vs, v.clone())).unwrap();
+    write_npy(
+        &d("mask.npy"),
+        &HostTensor {
+            shape: vec![p.lq, p.lk],
+            data: HostData::Bool(mask.clone()),
+        },
+    )
+    .unwrap();
+
+    // Fused path, bottom-right causal, mask, LSE, --check.
+    let out = ok(cli()
+        .arg("run")
+        .arg("--q")
+        .arg(d("q.npy"))
+        .arg("--k")
+        .arg(d("k.npy"))
+        .arg("--v")
+        .arg(d("v.npy"))
+        .arg("--mask")
+        .arg(d("mask.npy"))
+        .args(["--causal", "bottom-right", "--kernel", "fused", "--check", "--out"])
+        .arg(d("o.npy"))
+        .arg("--lse")
+        .arg(d("lse.npy")));
+    assert!(stdout(&out).contains("check against the CPU reference"));
+    let opts = AttentionOptions {
+        causal: Some(Alignment::BottomRight),
+        ..Default::default()
+    };
+    let r = expected(p, &q, &k, &v, Some((&mask, [1, 1, p.lq, p.lk])), &opts);
+    let o = read_npy(&d("o.npy"), "o").unwrap();
+    assert_eq!(o.shape, vec![p.b, p.hq, p.lq, p.dv]);
+    let c = reference::compare(&o.to_f32().unwrap(), &r.out, Tolerance::F32);
+    assert!(c.ok(), "{c}");
+    let lse = read_npy(&d("lse.npy"), "lse").unwrap();
+    assert_eq!(lse.shape, vec![p.b, p.hq, p.lq]);
+    assert!(reference::compare(&lse.to_f32().unwrap(), &r.lse, Tolerance::F32).ok());
+
+    // Staged path with weights, scale and softcap, no mask.
+    ok(cli()
+        .arg("run")
+        .arg("--q")
+        .arg(d("q.npy"))
+        .arg("--k")
+        .arg(d("k.npy"))
+        .arg("--v")
+        .arg(d("v.npy"))
+        .args(["--kernel", "staged", "--scale", "0.5", "--softcap", "3", "--out"])
+        .arg(d("o2.npy"))
+        .arg("--weights")
+        .arg(d("w.npy")));
+    let opts = AttentionOptions {
+        scale: Some(0.5),
+        softcap: Some(3.0),
+        ..Default::default()
+    };
+    let r = expected(p, &q, &k, &v, None, &opts);
+    let c = reference::compare(&out_f32(&d("o2.npy")), &r.out, Tolerance::F32);
+    assert!(c.ok(), "{c}");
+    let w = read_npy(&d("w.npy"), "w").unwrap();
+    assert_eq!(w.shape, vec![p.b, p.hq, p.lq, p.lk]);
+    assert!(reference::compare(&w.to_f32().unwrap(), &r.weights, Tolerance::F32).ok());
+}
+
+fn write_safetensors(path: &Path, tensors: &[(&str, safetensors::Dtype, Vec<usize>, Vec<u8>)]) {
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(n, dt, shape, bytes)| {
+            (
+                n.to_string(),
+                safetensors::tensor::TensorView::new(*dt, shape.clone(), bytes).unwrap(),
+            )
+        })
+        .collect();
+    let bytes = safetensors::serialize(views, None).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn f16_bytes(x: &[f32]) -> Vec<u8> {
+    x.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect()
+}
+
+#[test]
+fn run_safetensors_f16_matches_the_reference() {
+    let ctx = Context::new().unwrap();
+    if !ctx.features().contains(wgpu_attention::wgpu::Features::SHADER_F16) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("qkv.safetensors");
+    let p = Problem {
+        b: 2,
+        hq: 2,
+        hkv: 1,
+        lq: 9,
+        lk: 9,
+        dk: 16,
+        dv: 16,
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    let [qs, ks, vs] = p.qkv_shapes();
+    let round = |x: Vec<f32>| -> Vec<f32> { x.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect() };
+    let q = round(random(&mut rng, qs.iter().product()));
+    let k = round(random(&mut rng, ks.iter().product()));
+    let v = round(random(&mut rng, vs.iter().product()));
+    use safetensors::Dtype::F16;
+    write_safetensors(
+        &file,
+        &[
+            ("query", F16, qs.to_vec(), f16_bytes(&q)),
+            ("key", F16, ks.to_vec(), f16_bytes(&k)),
+            ("value", F16, vs.to_vec(), f16_bytes(&v)),
+        ],
+    );
+    let o = dir.path().join("o.npy");
+    ok(cli()
+        .arg("run")
+        .arg("--safetensors")
+        .arg(&file)
+        .args([
+            "--q-name", "query", "--k-name", "key", "--v-name", "value", "--causal", "top-left",
+        ])
+        .arg("--out")
+        .arg(&o));
+    let out = read_npy(&o, "o").unwrap();
+    assert_eq!(out.dtype(), DType::F16);
+    let opts = AttentionOptions {
+        causal: Some(Alignment::TopLeft),
+        ..Default::default()
+    };
+    let r = expected(p, &q, &k, &v, None, &opts);
+    let c = reference::compare(&out.to_f32().unwrap(), &r.out, Tolerance::F16);
+    assert!(c.ok(), "{c}");
+}
+
+#[test]
+fn bad_files_give_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |n: &str| dir.path().join(n);
+    let shape = [1usize, 2, 8, 8];
+    let good = f32_tensor(&shape, vec![0.25; 128]);
+    write_npy(&d("q.npy"), &good).unwrap();
+    // Wrong dtype: int32.
+    {
+        use npyz::WriterBuilder;
+        let mut buf = Vec::new();
+        let mut w = npyz::WriteOptions::new()
+            .default_dtype()
+            .shape(&[1, 2, 8, 8])
+            .writer(&mut buf)
+            .begin_nd()
+            .unwrap();
+        w.extend(0..128i32).unwrap();
+        w.finish().unwrap();
+        std::fs::write(d("int.npy"), buf).unwrap();
+    }
+    // Wrong rank, mismatched shape, truncated, garbage, float mask.
+    write_npy(&d("rank3.npy"), &f32_tensor(&[2, 8, 8], vec![0.5; 128])).unwrap();
+    write_npy(&d("k_wrong.npy"), &f32_tensor(&[1, 2, 8, 4], vec![0.5; 64])).unwrap();
+    let bytes = std::fs::read(d("q.npy")).unwrap();
+    std::fs::write(d("trunc.npy"), &bytes[..bytes.len() - 100]).unwrap();
+    std::fs::write(d("garbage.npy"), b"this is not numpy").unwrap();
+    write_npy(&d("fmask.npy"), &f32_tensor(&[8, 8], vec![1.0; 64])).unwrap();
+
+    let run = |q: &str, k: &str, extra: &[&str]| -> Command {
+        let mut c = cli();
+        c.arg("run")
+            .arg("--q")
+            .arg(d(q))
+            .arg("--k")
+            .arg(d(k))
+            .arg("--v")
+            .arg(d("q.npy"))
+            .args(extra);
+        c
+    };
+    fails_with(&mut run("int.npy", "q.npy", &[]), "dtype <i4");
+    fails_with(&mut run("rank3.npy", "q.npy", &[]), "rank 4");
+    fails_with(&mut run("q.npy", "k_wrong.npy", &[]), "shape");
+    fails_with(&mut run("q.npy", "trunc.npy", &[]), "truncated");
+    fails_with(&mut run("garbage.npy", "q.npy", &[]), "not a valid .npy");
+    fails_with(&mut run("missing.npy", "q.npy", &[]), "missing.npy");
+    let fmask = d("fmask.npy");
+    fails_with(&mut run("q.npy", "q.npy", &["--mask", fmask.to_str().unwrap()]), "bool");
+    fails_with(cli().args(["run", "--q"]).arg(d("q.npy")), "missing --k");
+
+    // Safetensors: missing tensor, wrong dtype, truncated file, nonexistent file.
+    let st = d("t.safetensors");
+    let q_bytes: Vec<u8> = vec![0.5f32; 128].iter().flat_map(|x| x.to_le_bytes()).collect();
+    let i_bytes: Vec<u8> = (0..128i32).flat_map(|x| x.to_le_bytes()).collect();
+    write_safetensors(
+        &st,
+        &[
+            ("q", safetensors::Dtype::F32, shape.to_vec(), q_bytes.clone()),
+            ("k", safetensors::Dtype::F32, shape.to_vec(), q_bytes),
+            ("v", safetensors::Dtype::I32, shape.to_vec(), i_bytes),
+        ],
+    );
+    let st_run = |file: &PathBuf, extra: &[&str]| -> Command {
+        let mut c = cli();
+        c.arg("run").arg("--safetensors").arg(file).args(extra);
+        c
+    };
+    fails_with(&mut st_run(&st, &["--v-name", "values"]), "no tensor named \"values\"");
+    fails_with(&mut st_run(&st, &[]), "dtype I32");
+    let all = std::fs::read(&st).unwrap();
+    let cut = d("cut.safetensors");
+    std::fs::write(&cut, &all[..all.len() - 64]).unwrap();
+    fails_with(&mut st_run(&cut, &[]), "not a valid .safetensors");
+    fails_with(&mut st_run(&d("nope.safetensors"), &[]), "nope.safetensors");
+}
+
+#[test]
+fn tune_writes_a_cache_the_library_uses() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("tune.json");
+    let out = ok(cli()
+        .args(["tune", "--quick", "--quiet", "--iters", "1", "--cache"])
+        .arg(&cache));
+    assert!(stdout(&out).contains("f32/d32/lk128"), "{}", stdout(&out));
+    let ctx = Context::new().unwrap();
+    let key = adapter_key(ctx.info().adapter.as_ref().unwrap());
+    let parsed = TuneCache::load(&cache).expect("the cache parses");
+    let entries = &parsed.adapters[&key];
+    let entry = &entries[&bucket_key(DType::F32, 32, 128)];
+    assert!(entry.median_ms > 0.0);
+    let p = Problem {
+        b: 1,
+        hq: 1,
+        hkv: 1,
+        lq: 100,
+        lk: 100,
+        dk: 32,
+        dv: 32,
+    };
+    assert_eq!(parsed.lookup(&key, DType::F32, &p), Some(entry.config));
+
+    // A hand-written cache with an unusual (valid) tile: the library must use it.
+    let mine = dir.path().join("mine.json");
+    let cfg = FlashConfig::new(16, 3);
+    let mut c = TuneCache::default();
+    c.insert(
+        &key,
+        bucket_key(DType::F32, 16, 64),
+        TuneEntry {
+            config: cfg,
+            median_ms: 1.0,
+            default_ms: None,
+            problem: p,
+            timer: "wall-clock".into(),
+        },
+    );
+    c.save(&mine).unwrap();
+    let j = dir.path().join("b.json");
+    ok(cli()
+        .env(CACHE_ENV, &mine)
+        .args([
+            "bench",
+            "--shape",
+            "1,2,50,16",
+            "--kernel",
+            "fused",
+            "--iters",
+            "1",
+            "--quiet",
+            "--json",
+        ])
+        .arg(&j));
+    let row = &json(&j)["rows"][0];
+    assert_eq!(row["tile"], "wg16 rows3");
+    assert_eq!(row["within_tolerance"], true);
+
+    // An unreadable cache falls back to the defaults without failing.
+    std::fs::write(&mine, "{ not json").unwrap();
+    ok(cli()
+        .env(CACHE_ENV, &mine)
+        .args([
+            "bench",
+            "--shape",
+            "1,2,50,16",
+            "--kernel",
+            "fused",
+            "--iters",
+            "1",
+            "--quiet",
+            "--json",
+        ])
+        .arg(&j));
+    assert_ne!(json(&j)["rows"][0]["tile"], "wg32 q8 k8");
+}
