@@ -1,15 +1,16 @@
 // Fused single-pass attention (FlashAttention forward) with online softmax. Each invocation owns
 // ROWS query rows of one (b, h) pair (rows lid, lid + WORKGROUP, …) and streams every visible key
 // once: Q rows and O accumulators live in registers, each loaded K/V vector feeds ROWS rows, and
-// the Lq×Lk score matrix never exists. Composed after common/params.wgsl, common/mask.wgsl and a
-// loader piece (common/load_vec4.wgsl or common/load_scalar.wgsl) that defines the Q/K/V/O
-// bindings and `load_q4`, `load_k4`, `load_v4`, `store_o4`.
+// the Lq×Lk score matrix never exists. Composed after common/params.wgsl, common/mask.wgsl, a
+// loader piece (common/load_vec4.wgsl or common/load_scalar.wgsl: the Q/K/V/O bindings and
+// `load_q4`, `load_k4`, `load_v4`, `store_o4`) and a fetch piece (common/fetch_plain.wgsl or
+// common/fetch_subgroup.wgsl: `KernelInputs`, `fetch_k`, `fetch_v` filling the `kv` registers).
 //
 // Design notes:
-// - No workgroup memory and no barriers: all lanes read the same K/V address (a broadcast load on
-//   GPUs; on SIMD CPU drivers such as lavapipe every load costs a per-lane loop, so the kernel
-//   maximizes arithmetic per loaded vector and avoids barrier-induced spills). No cross-lane
-//   reductions exist, so no subgroup operations are needed.
+// - No workgroup memory and no barriers: every lane needs the same K/V row at the same time, so
+//   rows are broadcast (by the memory system, or by subgroupBroadcast after a cooperative load).
+//   On SIMD CPU drivers such as lavapipe every load is a per-lane loop and barriers spill live
+//   registers, so the kernel maximizes arithmetic per loaded vector and has no barrier.
 // - `//@each_row` … `//@end` blocks are repeated ROWS times by the host with `{r}` replaced by the
 //   row number, so per-row state is plain variables the compiler keeps in registers.
 // - Lazy rescaling: the running max only moves when a score exceeds it by RESCALE_THRESHOLD, so
@@ -38,14 +39,12 @@ fn score(acc: vec4<f32>, masked_range: bool, b: u32, h: u32, i: u32, j: u32) -> 
 }
 
 @compute @workgroup_size(WORKGROUP)
-fn main(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
+fn main(input: KernelInputs) {
+    let lid = input.lid;
+    let lane = lane_of(input);
     let rows_per_group = WORKGROUP * ROWS;
     let q_blocks = (params.len_q + rows_per_group - 1u) / rows_per_group;
-    let t = linear_workgroup(wid, nwg);
+    let t = linear_workgroup(input.wid, input.nwg);
     if (t >= params.bh_count * q_blocks) {
         return;
     }
@@ -97,13 +96,10 @@ fn main(
     var l_{r} = 0.0;
     //@end
 
-    var kv: array<vec4<f32>, MAX_HEAD_VEC4>;
     for (var j = k_begin; j < k_end; j++) {
         let ju = u32(j);
         let masked_range = j < full_begin || j >= full_end;
-        for (var d4 = 0u; d4 < DK4; d4++) {
-            kv[d4] = load_k4(k_head + ju * params.k_sl, d4);
-        }
+        fetch_k(k_head + ju * params.k_sl, lane);
         //@each_row
         var acc_{r} = vec4<f32>(0.0);
         for (var d4 = 0u; d4 < DK4; d4++) {
@@ -124,9 +120,7 @@ fn main(
             l_{r} += p_{r};
         }
         //@end
-        for (var c4 = 0u; c4 < DV4; c4++) {
-            kv[c4] = load_v4(v_head + ju * params.v_sl, c4);
-        }
+        fetch_v(v_head + ju * params.v_sl, lane);
         //@each_row
         for (var c4 = 0u; c4 < DV4; c4++) {
             o_{r}[c4] += p_{r} * kv[c4];

@@ -25,6 +25,10 @@ pub mod common {
     pub const LOAD_VEC4: &str = include_str!("../shaders/common/load_vec4.wgsl");
     /// Q/K/V/O bindings with scalar loads (any head dim, offset and stride).
     pub const LOAD_SCALAR: &str = include_str!("../shaders/common/load_scalar.wgsl");
+    /// K/V rows fetched by each invocation (no subgroup support needed).
+    pub const FETCH_PLAIN: &str = include_str!("../shaders/common/fetch_plain.wgsl");
+    /// K/V rows fetched cooperatively by a subgroup and shared with subgroupBroadcast.
+    pub const FETCH_SUBGROUP: &str = include_str!("../shaders/common/fetch_subgroup.wgsl");
 }
 
 /// Source-level specialization that override constants cannot express (WGSL needs constant sizes
@@ -35,6 +39,8 @@ pub struct Variant {
     pub rows: u32,
     /// Use `common/load_vec4.wgsl` instead of `common/load_scalar.wgsl`.
     pub vec4_io: bool,
+    /// Subgroup size for `common/fetch_subgroup.wgsl` (`//@each_lane` blocks); 0 = `fetch_plain`.
+    pub subgroup: u32,
 }
 
 /// Every kernel of the crate: its shader file and the common pieces it is composed from.
@@ -99,7 +105,12 @@ impl Kernel {
                 } else {
                     common::LOAD_SCALAR
                 };
-                vec![common::PARAMS, common::MASK, io]
+                let fetch = if variant.subgroup > 0 {
+                    common::FETCH_SUBGROUP
+                } else {
+                    common::FETCH_PLAIN
+                };
+                vec![common::PARAMS, common::MASK, io, fetch]
             }
             // Calibration kernels are self-contained.
             Kernel::PeakFma | Kernel::PeakBandwidth => vec![],
@@ -117,7 +128,7 @@ pub fn compose(kernel: Kernel, dtype: DType) -> String {
     let variant = match kernel {
         Kernel::FlashForward => Variant {
             rows: 1,
-            vec4_io: false,
+            ..Variant::default()
         },
         _ => Variant::default(),
     };
@@ -132,6 +143,9 @@ pub fn compose_variant(kernel: Kernel, dtype: DType, variant: Variant) -> String
         DType::F16 => src.push_str("enable f16;\nalias elem = f16;\n"),
         _ => src.push_str("alias elem = f32;\n"),
     }
+    if variant.subgroup > 0 {
+        src.push_str(&format!("const SUBGROUP: u32 = {}u;\n", variant.subgroup));
+    }
     if variant.rows > 0 {
         src.push_str(&format!("const ROWS: u32 = {}u;\n", variant.rows));
     }
@@ -139,21 +153,22 @@ pub fn compose_variant(kernel: Kernel, dtype: DType, variant: Variant) -> String
         src.push_str(piece);
         src.push('\n');
     }
-    src.push_str(&expand_rows(kernel.body(), variant.rows));
-    src
+    src.push_str(kernel.body());
+    let src = expand(&src, "//@each_row", "{r}", variant.rows);
+    expand(&src, "//@each_lane", "{l}", variant.subgroup)
 }
 
-/// Repeats every `//@each_row` … `//@end` block `rows` times with `{r}` replaced by 0, 1, ….
-fn expand_rows(body: &str, rows: u32) -> String {
+/// Repeats every `marker` … `//@end` block `count` times with `var` replaced by 0, 1, ….
+fn expand(body: &str, marker: &str, var: &str, count: u32) -> String {
     let mut out = String::with_capacity(body.len() * 2);
     let mut block: Option<Vec<&str>> = None;
     for line in body.lines() {
         match (line.trim(), &mut block) {
-            ("//@each_row", None) => block = Some(Vec::new()),
+            (m, None) if m == marker => block = Some(Vec::new()),
             ("//@end", Some(lines)) => {
-                for r in 0..rows {
+                for r in 0..count {
                     for l in lines.iter() {
-                        out.push_str(&l.replace("{r}", &r.to_string()));
+                        out.push_str(&l.replace(var, &r.to_string()));
                         out.push('\n');
                     }
                 }

@@ -33,9 +33,16 @@ fn every_kernel_validates_with_naga() {
     for dtype in [wgpu_attention::DType::F32, wgpu_attention::DType::F16] {
         for rows in 1..=8 {
             for vec4_io in [false, true] {
-                let src = compose_variant(Kernel::FlashForward, dtype, Variant { rows, vec4_io });
-                if let Err(e) = validate(&src, &HashMap::new()) {
-                    failures.push(format!("FlashForward/{dtype}/rows {rows}/vec4 {vec4_io}: {e}"));
+                for subgroup in [0, 4, 8, 32, 64] {
+                    let variant = Variant {
+                        rows,
+                        vec4_io,
+                        subgroup,
+                    };
+                    let src = compose_variant(Kernel::FlashForward, dtype, variant);
+                    if let Err(e) = validate(&src, &HashMap::new()) {
+                        failures.push(format!("FlashForward/{dtype}/{variant:?}: {e}"));
+                    }
                 }
             }
         }
@@ -51,6 +58,7 @@ fn flash_kernel_validates_for_odd_head_dims() {
         Variant {
             rows: 3,
             vec4_io: false,
+            subgroup: 8,
         },
     );
     for (dk, dv) in [(8, 8), (24, 40), (256, 256), (3, 5)] {

@@ -22,7 +22,7 @@ pub const SLOTS: &[(u32, Slot)] = &[
 /// Largest head dim the fused kernel keeps in registers.
 pub const MAX_HEAD_DIM: u32 = 256;
 /// Largest number of query rows one invocation may own.
-pub const MAX_ROWS: u32 = 8;
+pub const MAX_ROWS: u32 = 16;
 
 /// Tile of the fused kernel: `workgroup` invocations, each owning `rows` query rows, so a
 /// workgroup covers `workgroup · rows` rows of one (batch, head).
@@ -35,6 +35,14 @@ pub struct FlashConfig {
     pub workgroup: u32,
     /// Query rows per invocation (1 to [`MAX_ROWS`]).
     pub rows: u32,
+    /// Fetch K/V rows cooperatively with subgroup broadcasts when the device has `SUBGROUP` and a
+    /// fixed subgroup size dividing the workgroup; otherwise every invocation loads them.
+    #[serde(default = "yes")]
+    pub subgroups: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl FlashConfig {
@@ -54,7 +62,29 @@ impl FlashConfig {
 
     /// A config.
     pub fn new(workgroup: u32, rows: u32) -> Self {
-        Self { workgroup, rows }
+        Self {
+            workgroup,
+            rows,
+            subgroups: true,
+        }
+    }
+
+    /// The subgroup size the kernel will be specialized for on `ctx`, or 0 for the plain fetch.
+    pub fn subgroup_size(&self, ctx: &Context) -> u32 {
+        let Some(info) = ctx.info().adapter.as_ref() else {
+            return 0;
+        };
+        let size = info.subgroup_min_size;
+        let usable = self.subgroups
+            && ctx.features().contains(wgpu::Features::SUBGROUP)
+            && size == info.subgroup_max_size
+            && matches!(size, 4 | 8 | 16 | 32 | 64)
+            && self.workgroup.is_multiple_of(size);
+        if usable {
+            size
+        } else {
+            0
+        }
     }
 
     /// Query rows per workgroup.
@@ -90,7 +120,7 @@ impl FlashConfig {
             return Err(Error::InvalidOption {
                 name: "rows",
                 value: self.rows as f64,
-                why: "query rows per invocation must be between 1 and 8",
+                why: "query rows per invocation must be between 1 and 16",
             });
         }
         if self.workgroup > ctx.limits().max_compute_workgroup_size_x {
@@ -148,6 +178,7 @@ pub(crate) fn step(
     let variant = Variant {
         rows: cfg.rows,
         vec4_io: vec4_ok(p),
+        subgroup: cfg.subgroup_size(ctx),
     };
     let kernel = pipeline::get(ctx, Kernel::FlashForward, dtype, variant, SLOTS, &constants)?;
     let blocks = p.bh_count as u64 * p.len_q.div_ceil(cfg.block_q()) as u64;
