@@ -11,7 +11,7 @@
 //   rows are broadcast (by the memory system, or by subgroupBroadcast after a cooperative load).
 //   On SIMD CPU drivers such as lavapipe every load is a per-lane loop and barriers spill live
 //   registers, so the kernel maximizes arithmetic per loaded vector and has no barrier.
-// - `//@each_row` … `//@end` blocks are repeated ROWS times by the host with `{r}` replaced by the
+// - `//@each_row` … `//@end_row` blocks are repeated ROWS times by the host with `{r}` replaced by the
 //   row number, so per-row state is plain variables the compiler keeps in registers.
 // - Lazy rescaling: the running max only moves when a score exceeds it by RESCALE_THRESHOLD, so
 //   probabilities stay ≤ e^8 and the O accumulator is rescaled rarely; the result is exact math.
@@ -94,7 +94,7 @@ fn main(input: KernelInputs) {
     }
     var m_{r} = neg_inf();
     var l_{r} = 0.0;
-    //@end
+    //@end_row
 
     for (var j = k_begin; j < k_end; j++) {
         let ju = u32(j);
@@ -119,13 +119,13 @@ fn main(input: KernelInputs) {
             p_{r} = exp(s_{r} - m_{r});
             l_{r} += p_{r};
         }
-        //@end
+        //@end_row
         fetch_v(v_head + ju * params.v_sl, lane);
         //@each_row
         for (var c4 = 0u; c4 < DV4; c4++) {
             o_{r}[c4] += p_{r} * kv[c4];
         }
-        //@end
+        //@end_row
     }
 
     // Normalize and write; a row with no visible key gets O = 0 and LSE = -inf.
@@ -144,8 +144,8 @@ fn main(input: KernelInputs) {
             if (l_{r} > 0.0) {
                 x = m_{r} + log(l_{r});
             }
-            lse[bh * params.len_q + i_{r}] = x;
+            lse[params.lse_off + bh * params.len_q + i_{r}] = x;
         }
     }
-    //@end
+    //@end_row
 }

@@ -72,6 +72,6 @@ fn main(
         if (!empty) {
             out = row_max + log(row_sum);
         }
-        lse[bh * params.len_q + i] = out;
+        lse[params.lse_off + bh * params.len_q + i] = out;
     }
 }

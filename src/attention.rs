@@ -4,6 +4,7 @@
 //! outputs and creates every pipeline and bind group (inside error scopes); [`Attention::encode`]
 //! then records the work into any command encoder, as often as wanted.
 
+use crate::chunks;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::kernels::{self, flags, BoundBuffer, FlashConfig, GemmTile, Params, Step};
@@ -455,39 +456,127 @@ impl Attention {
         opts: &AttentionOptions,
         tuning: &Tuning,
     ) -> Result<Self> {
-        let mut params = base_params(&problem, opts);
-        let (qkv, masks) = Self::bind_inputs(ctx, &mut params, q, k, v, opts)?;
-        let (out, lse) = Self::outputs(ctx, &problem, q.dtype(), opts)?;
-        let (ob, oo) = kernels::bind_tensor(ctx, &out, "out")?;
-        params.o = kernels::strides_of(&out, oo);
-        let lse_b = match &lse {
-            Some(t) => BoundBuffer::whole(t.buffer()),
-            None => BoundBuffer::whole(&storage_buffer(ctx, "wgpu-attention unused lse", 16)?),
+        let p = &problem;
+        let (out, lse) = Self::outputs(ctx, p, q.dtype(), opts)?;
+        for t in [
+            Some(q),
+            Some(k),
+            Some(v),
+            opts.bias.as_ref(),
+            opts.mask.as_ref(),
+            opts.key_lengths.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if !t.buffer().usage().contains(wgpu::BufferUsages::STORAGE) {
+                return Err(Error::BufferUsage {
+                    name: "input",
+                    needed: wgpu::BufferUsages::STORAGE,
+                    has: t.buffer().usage(),
+                });
+            }
+        }
+        // Every windowed operand, as the kernel addresses it; chunks keep each within a binding.
+        let group = (p.hq / p.hkv) as u64;
+        let operand = |name, t: &Tensor, rows: usize, row_len: usize, group: u64| chunks::Operand {
+            name,
+            tensor: t.clone(),
+            strides: kernels::strides_of(t, 0),
+            rows: rows as u64,
+            row_len: row_len as u64,
+            group,
         };
-        params.bh_base = 0;
-        params.bh_count = (problem.b * problem.hq) as u32;
+        let mut operands = vec![
+            operand("q", q, p.lq, p.dk, 1),
+            operand("k", k, p.lk, p.dk, group),
+            operand("v", v, p.lk, p.dv, group),
+            operand("out", &out, p.lq, p.dv, 1),
+        ];
+        if let Some(l) = &lse {
+            let view = l.reshape(&[p.b, p.hq, p.lq, 1])?;
+            operands.push(operand("lse", &view, p.lq, 1, 1));
+        }
+        if let Some(bias) = &opts.bias {
+            operands.push(operand("bias", bias, p.lq, p.lk, 1));
+        }
+        if let Some(mask) = &opts.mask {
+            operands.push(operand("mask", mask, p.lq, p.lk, 1));
+        }
+        let plan = chunks::plan(ctx, &operands, p.b as u64, p.hq as u64)?;
+
         let cfg = match tuning.flash {
             Some(c) => c,
-            None => crate::tune::flash_config(ctx, &problem, q.dtype())?,
+            None => crate::tune::flash_config(ctx, p, q.dtype())?,
         };
-        let params_buf = kernels::params_buffer(ctx, &params);
-        let [mb, kb2, lb] = &masks;
-        let step = kernels::flash_forward::step(
-            ctx,
-            cfg,
-            q.dtype(),
-            &params,
-            &params_buf,
-            [&qkv[0], &qkv[1], &qkv[2]],
-            &ob,
-            &lse_b,
-            [mb, kb2, lb],
-        )?;
-        let allocated = out.buffer().size() + lse.as_ref().map_or(16, |t| t.buffer().size()) + 16 + params_buf.size();
+        let dummy = BoundBuffer::whole(&storage_buffer(ctx, "wgpu-attention unused input", 16)?);
+        let dummy_lse = BoundBuffer::whole(&storage_buffer(ctx, "wgpu-attention unused lse", 16)?);
+        let lengths = match &opts.key_lengths {
+            Some(t) => kernels::bind_tensor(ctx, t, "key_lengths")?.0,
+            None => dummy.clone(),
+        };
+        let base = base_params(p, opts);
+        let mut steps = Vec::with_capacity(plan.len());
+        let mut allocated = out.buffer().size() + lse.as_ref().map_or(16, |t| t.buffer().size()) + 32;
+        for chunk in &plan {
+            let mut params = base;
+            params.bh_base = chunk.bh_base;
+            params.bh_count = chunk.bh_count;
+            let mut it = operands.iter().zip(&chunk.bindings);
+            let mut next = |expect: &str| {
+                let (op, (bound, offset)) = it.next().expect("one binding per operand");
+                debug_assert_eq!(op.name, expect);
+                let mut strides = op.strides;
+                strides.offset = *offset;
+                (bound.clone(), strides)
+            };
+            let (qb, qs) = next("q");
+            let (kb, ks) = next("k");
+            let (vb, vs) = next("v");
+            let (ob, os) = next("out");
+            (params.q, params.k, params.v, params.o) = (qs, ks, vs, os);
+            let lse_b = match &lse {
+                Some(_) => {
+                    let (b, s) = next("lse");
+                    params.lse_off = s.offset;
+                    b
+                }
+                None => dummy_lse.clone(),
+            };
+            let bias_b = match &opts.bias {
+                Some(_) => {
+                    let (b, s) = next("bias");
+                    params.bias = s;
+                    b
+                }
+                None => dummy.clone(),
+            };
+            let mask_b = match &opts.mask {
+                Some(_) => {
+                    let (b, s) = next("mask");
+                    params.mask = s;
+                    b
+                }
+                None => dummy.clone(),
+            };
+            let params_buf = kernels::params_buffer(ctx, &params);
+            allocated += params_buf.size();
+            steps.push(kernels::flash_forward::step(
+                ctx,
+                cfg,
+                q.dtype(),
+                &params,
+                &params_buf,
+                [&qb, &kb, &vb],
+                &ob,
+                &lse_b,
+                [&bias_b, &mask_b, &lengths],
+            )?);
+        }
         Ok(Self {
             ctx: ctx.clone(),
             problem,
-            steps: vec![step],
+            steps,
             output: AttentionOutput {
                 out,
                 lse,

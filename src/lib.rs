@@ -55,6 +55,7 @@
 
 pub mod attention;
 pub mod bench;
+mod chunks;
 pub mod context;
 pub mod error;
 pub mod kernels;

@@ -154,18 +154,19 @@ pub fn compose_variant(kernel: Kernel, dtype: DType, variant: Variant) -> String
         src.push('\n');
     }
     src.push_str(kernel.body());
-    let src = expand(&src, "//@each_row", "{r}", variant.rows);
-    expand(&src, "//@each_lane", "{l}", variant.subgroup)
+    let src = expand(&src, "row", "{r}", variant.rows);
+    expand(&src, "lane", "{l}", variant.subgroup)
 }
 
-/// Repeats every `marker` … `//@end` block `count` times with `var` replaced by 0, 1, ….
-fn expand(body: &str, marker: &str, var: &str, count: u32) -> String {
+/// Repeats every `//@each_NAME` … `//@end_NAME` block `count` times with `var` replaced by 0, 1, ….
+fn expand(body: &str, name: &str, var: &str, count: u32) -> String {
+    let (open, close) = (format!("//@each_{name}"), format!("//@end_{name}"));
     let mut out = String::with_capacity(body.len() * 2);
     let mut block: Option<Vec<&str>> = None;
     for line in body.lines() {
         match (line.trim(), &mut block) {
-            (m, None) if m == marker => block = Some(Vec::new()),
-            ("//@end", Some(lines)) => {
+            (m, None) if m == open => block = Some(Vec::new()),
+            (m, Some(lines)) if m == close => {
                 for r in 0..count {
                     for l in lines.iter() {
                         out.push_str(&l.replace(var, &r.to_string()));

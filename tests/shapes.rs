@@ -2,7 +2,7 @@
 
 mod common;
 use common::*;
-use wgpu_attention::{attention, Alignment, AttentionOptions, DType, KernelChoice, Tensor};
+use wgpu_attention::{attention, Alignment, AttentionOptions, DType, FlashConfig, KernelChoice, Tensor};
 
 fn both(case: Case) -> [Case; 2] {
     [
@@ -36,14 +36,44 @@ fn gqa_ratios() {
     );
 }
 
+/// Every multiple of 8 up to 256, with a tile that compiles fast on CPU drivers (one row per
+/// invocation, plain fetch); the default tiles are checked at representative dims below.
 #[test]
 fn head_dims_fused_every_multiple_of_8() {
+    let mut plain = FlashConfig::new(32, 1);
+    plain.subgroups = false;
     let cases = (8..=256).step_by(8).map(|d| {
         Case::new(problem(1, 1, 1, 5, 19, d, d))
             .kernel(KernelChoice::Fused)
             .seed(d as u64)
+            .tile(plain)
             .opts(|o| o.causal = Some(Alignment::BottomRight))
     });
+    check_all(cases);
+}
+
+/// The default tile choice (rows per invocation, subgroup fetch) at small, medium and large heads,
+/// and explicit tiles covering rows 1..8 with and without subgroups.
+#[test]
+fn head_dims_fused_default_and_explicit_tiles() {
+    let mut cases: Vec<Case> = [64, 128, 256]
+        .into_iter()
+        .map(|d| {
+            Case::new(problem(1, 2, 1, 70, 33, d, d))
+                .kernel(KernelChoice::Fused)
+                .seed(d as u64)
+        })
+        .collect();
+    for (rows, subgroups) in [(1, true), (3, true), (5, false), (8, true), (8, false)] {
+        let mut tile = FlashConfig::new(16, rows);
+        tile.subgroups = subgroups;
+        cases.push(
+            Case::new(problem(2, 2, 2, 41, 29, 32, 32))
+                .kernel(KernelChoice::Fused)
+                .tile(tile)
+                .opts(|o| o.causal = Some(Alignment::TopLeft)),
+        );
+    }
     check_all(cases);
 }
 

@@ -1,8 +1,8 @@
 // K/V rows fetched cooperatively: lane l of each subgroup loads vector c + l of the row and
 // subgroupBroadcast hands every vector to every lane, so a row costs DK4 / SUBGROUP loads per lane
 // instead of DK4 (the standard warp-cooperative load; on SIMD CPU drivers each load is a per-lane
-// loop and the broadcasts are register shuffles). `//@each_lane` blocks are repeated SUBGROUP
-// times with `{l}` replaced. Requires the whole subgroup to be active: the key loop is uniform.
+// loop and the broadcasts are register shuffles). `//@each_lane` … `//@end_lane` blocks are repeated
+// SUBGROUP times with `{l}` replaced. Requires the whole subgroup to be active: the key loop is uniform.
 
 struct KernelInputs {
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -25,7 +25,7 @@ fn fetch_k(row: u32, lane: u32) {
         }
         //@each_lane
         kv[c + {l}u] = subgroupBroadcast(mine, {l}u);
-        //@end
+        //@end_lane
     }
 }
 
@@ -37,6 +37,6 @@ fn fetch_v(row: u32, lane: u32) {
         }
         //@each_lane
         kv[c + {l}u] = subgroupBroadcast(mine, {l}u);
-        //@end
+        //@end_lane
     }
 }

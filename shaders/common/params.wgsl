@@ -1,5 +1,7 @@
 // Problem description shared by every attention kernel; mirrors `kernels::Params` on the host.
 // Offsets and strides are in elements. `bh` indexes (batch, query head) pairs: bh = b * heads_q + h.
+// Offsets are relative to the binding and may wrap around 2^32 (u32 arithmetic is modular): when a
+// problem is split into chunks, each chunk binds only the window of a tensor it touches.
 struct Params {
     batch: u32,
     heads_q: u32,
@@ -25,6 +27,11 @@ struct Params {
     window_offset: i32,
     window_left: i32,
     window_right: i32,
+    // Element offset of LSE row 0 in its binding (wrapping: chunks bind a window of the tensor).
+    lse_off: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;

@@ -21,7 +21,7 @@ pub const FULL_CHECK_MACS: u64 = 1 << 27;
 /// Multiply-adds per checked head above which only a block of rows is checked.
 pub const HEAD_CHECK_MACS: u64 = 1 << 29;
 /// Multiply-adds up to which the CPU reference is timed as its own `reference` row.
-pub const REFERENCE_MACS: u64 = 1 << 28;
+pub const REFERENCE_MACS: u64 = 1 << 31;
 
 /// Which implementation a row measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]

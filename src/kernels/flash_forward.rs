@@ -92,8 +92,10 @@ impl FlashConfig {
         self.workgroup * self.rows
     }
 
-    /// The built-in default: many rows per invocation on CPU adapters (each loaded vector is
-    /// reused across rows), few on GPUs (registers are the limit). Fewer rows for large heads.
+    /// The built-in default. CPU adapters (lavapipe) favour many rows per invocation (each loaded
+    /// vector is reused across rows) but compile time grows with rows × head dim (LLVM unrolls the
+    /// register code: ~8 s for 8 rows at D=64, ~35 s at D=128), so rows shrink as heads grow. GPUs
+    /// are register-bound: few rows.
     pub fn default_for(ctx: &Context, dk: u32, dv: u32) -> Result<Self> {
         check_head_dims(dk, dv)?;
         let cpu = ctx
@@ -102,15 +104,19 @@ impl FlashConfig {
             .as_ref()
             .is_some_and(|a| a.device_type == wgpu::DeviceType::Cpu);
         let head = dk + dv;
-        let rows = match (cpu, head) {
-            (true, 0..=256) => 8,
-            (true, 257..=512) => 4,
-            (true, _) => 2,
-            (false, 0..=256) => 2,
-            (false, _) => 1,
+        let (rows, subgroups) = match (cpu, head) {
+            (true, 0..=128) => (8, true),
+            (true, 129..=256) => (4, true),
+            (true, _) => (2, false),
+            (false, 0..=256) => (2, true),
+            (false, _) => (1, true),
         };
         let workgroup = 64.min(ctx.limits().max_compute_invocations_per_workgroup);
-        Ok(Self::new(workgroup, rows))
+        Ok(Self {
+            workgroup,
+            rows,
+            subgroups,
+        })
     }
 
     /// Checks the tile against the kernel's rules and the device's limits.

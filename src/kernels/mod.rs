@@ -40,6 +40,8 @@ pub struct Params {
     pub window_offset: i32,
     pub window_left: i32,
     pub window_right: i32,
+    pub lse_off: u32,
+    pub _pad: [u32; 3],
 }
 
 /// Element offset and (batch, head, row) strides of a 4-D operand; the last dim is contiguous.

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use wgpu_attention::reference::{self, Broadcast, HostInputs, Tolerance};
-use wgpu_attention::{attention, AttentionOptions, Context, DType, KernelChoice, Problem, Tensor};
+use wgpu_attention::{Attention, AttentionOptions, Context, DType, FlashConfig, KernelChoice, Problem, Tensor, Tuning};
 
 /// The test context (lavapipe in CI). Panics with install advice when no adapter exists.
 pub fn ctx() -> &'static Context {
@@ -67,6 +67,8 @@ pub struct Case {
     pub key_lengths: Option<Vec<u32>>,
     pub magnitude: f32,
     pub seed: u64,
+    /// Fused tile; `None` uses the library's default choice.
+    pub tile: Option<FlashConfig>,
 }
 
 impl Case {
@@ -80,6 +82,7 @@ impl Case {
             key_lengths: None,
             magnitude: 1.0,
             seed: 7,
+            tile: None,
         }
     }
     pub fn opts(mut self, f: impl FnOnce(&mut AttentionOptions)) -> Self {
@@ -111,6 +114,10 @@ impl Case {
     }
     pub fn seed(mut self, s: u64) -> Self {
         self.seed = s;
+        self
+    }
+    pub fn tile(mut self, t: FlashConfig) -> Self {
+        self.tile = Some(t);
         self
     }
 
@@ -150,14 +157,21 @@ impl Case {
         if let Some(l) = &self.key_lengths {
             opts.key_lengths = Some(Tensor::from_slice(ctx, l, &[p.b]).unwrap());
         }
-        let gpu = attention(
+        let tuning = Tuning {
+            flash: self.tile,
+            ..Default::default()
+        };
+        let call = Attention::with_tuning(
             ctx,
             &upload(ctx, &q, &qs, self.dtype),
             &upload(ctx, &k, &ks, self.dtype),
             &upload(ctx, &v, &vs, self.dtype),
             &opts,
+            &tuning,
         )
         .map_err(|e| format!("{self:?}: attention failed: {e}"))?;
+        call.submit().map_err(|e| format!("{self:?}: submit failed: {e}"))?;
+        let gpu = call.into_output();
 
         let expected = reference::sdpa(
             &HostInputs {
