@@ -101,7 +101,7 @@ pub struct Attention {
 /// Runs attention and returns O (and LSE / P on request). One submission; returns without
 /// waiting for the GPU (downloading a result waits).
 ///
-/// ```no_run
+/// ```
 /// # fn main() -> Result<(), wgpu_attention::Error> {
 /// use wgpu_attention::{attention, AttentionOptions, Context, Tensor};
 /// let ctx = Context::new()?;
@@ -458,20 +458,18 @@ impl Attention {
     ) -> Result<Self> {
         let p = &problem;
         let (out, lse) = Self::outputs(ctx, p, q.dtype(), opts)?;
-        for t in [
-            Some(q),
-            Some(k),
-            Some(v),
-            opts.bias.as_ref(),
-            opts.mask.as_ref(),
-            opts.key_lengths.as_ref(),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            if !t.buffer().usage().contains(wgpu::BufferUsages::STORAGE) {
+        let inputs = [
+            ("q", Some(q)),
+            ("k", Some(k)),
+            ("v", Some(v)),
+            ("bias", opts.bias.as_ref()),
+            ("mask", opts.mask.as_ref()),
+            ("key_lengths", opts.key_lengths.as_ref()),
+        ];
+        for (name, t) in inputs {
+            if let Some(t) = t.filter(|t| !t.buffer().usage().contains(wgpu::BufferUsages::STORAGE)) {
                 return Err(Error::BufferUsage {
-                    name: "input",
+                    name,
                     needed: wgpu::BufferUsages::STORAGE,
                     has: t.buffer().usage(),
                 });

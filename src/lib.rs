@@ -21,7 +21,7 @@
 //!   error scopes and returned as [`Error`]. Nothing global is installed on a borrowed device.
 //!
 //! ## Example: owned context
-//! ```no_run
+//! ```
 //! use wgpu_attention::{attention, Alignment, AttentionOptions, Context, Tensor};
 //! # fn main() -> Result<(), wgpu_attention::Error> {
 //! let ctx = Context::new()?; // honours WGPU_BACKEND / WGPU_ADAPTER_NAME / WGPU_POWER_PREF
@@ -32,24 +32,42 @@
 //! let res = attention(&ctx, &q, &q, &q, &opts)?;
 //! let o: Vec<f32> = res.out.to_vec(&ctx)?;
 //! assert_eq!(o.len(), b * h * l * d);
+//! // Causal top-left: query 0 sees only key 0, so its output is V[0].
+//! assert!((o[0] - data[0]).abs() < 1e-6);
 //! # Ok(()) }
 //! ```
 //!
 //! ## Example: your own device, buffers and encoder
-//! ```no_run
+//! ```
 //! use wgpu_attention::{attention_encode, wgpu, AttentionOptions, Context, DType, Tensor};
-//! # fn run(device: &wgpu::Device, queue: &wgpu::Queue, qkv: &wgpu::Buffer) -> Result<(), wgpu_attention::Error> {
-//! let ctx = Context::from_device(device, queue); // borrows; installs nothing on the device
-//! let (b, h, l, d) = (2, 8, 128, 64);
-//! let n = (b * h * l * d * 4) as u64;
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Your program's device (here created on the first adapter).
+//! let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+//! let adapter = pollster::block_on(instance.request_adapter(&Default::default()))?;
+//! let (device, queue) = pollster::block_on(adapter.request_device(&Default::default()))?;
+//!
+//! let ctx = Context::from_device(&device, &queue); // borrows; installs nothing on the device
+//! let (b, h, l, d) = (2, 4, 16, 8);
+//! let n = b * h * l * d;
 //! // Q, K and V packed one after another in one of your buffers (STORAGE usage).
-//! let q = Tensor::from_buffer(qkv, 0, &[b, h, l, d], DType::F32)?;
-//! let k = Tensor::from_buffer(qkv, n, &[b, h, l, d], DType::F32)?;
-//! let v = Tensor::from_buffer(qkv, 2 * n, &[b, h, l, d], DType::F32)?;
+//! let qkv = device.create_buffer(&wgpu::BufferDescriptor {
+//!     label: Some("qkv"),
+//!     size: (3 * n * 4) as u64,
+//!     usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+//!     mapped_at_creation: false,
+//! });
+//! let host: Vec<f32> = (0..3 * n).map(|i| (i % 13) as f32 * 0.1).collect();
+//! queue.write_buffer(&qkv, 0, bytemuck::cast_slice(&host));
+//! let bytes = (n * 4) as u64;
+//! let q = Tensor::from_buffer(&qkv, 0, &[b, h, l, d], DType::F32)?;
+//! let k = Tensor::from_buffer(&qkv, bytes, &[b, h, l, d], DType::F32)?;
+//! let v = Tensor::from_buffer(&qkv, 2 * bytes, &[b, h, l, d], DType::F32)?;
+//!
 //! let mut encoder = device.create_command_encoder(&Default::default());
 //! let res = attention_encode(&ctx, &mut encoder, &q, &k, &v, &AttentionOptions::default())?;
 //! queue.submit([encoder.finish()]);
-//! let _o: &wgpu::Buffer = res.out.buffer();
+//! let o: Vec<f32> = res.out.to_vec(&ctx)?; // O stays on the GPU until you read it
+//! assert_eq!(o.len(), n);
 //! # Ok(()) }
 //! ```
 

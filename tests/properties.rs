@@ -3,7 +3,7 @@
 mod common;
 use common::*;
 use proptest::prelude::*;
-use wgpu_attention::{Alignment, DType, KernelChoice, Window};
+use wgpu_attention::{Alignment, DType, FlashConfig, KernelChoice, Window};
 
 fn alignment() -> impl Strategy<Value = Alignment> {
     prop_oneof![Just(Alignment::TopLeft), Just(Alignment::BottomRight)]
@@ -19,6 +19,7 @@ prop_compose! {
         scale in proptest::option::of(-1.0f32..1.0),
         bias in any::<bool>(), mask in any::<bool>(), lengths in any::<bool>(),
         fused in any::<bool>(), f16 in any::<bool>(), seed in any::<u64>(),
+        rows in 1u32..=3, workgroup in prop_oneof![Just(8u32), Just(16), Just(64)], subgroups in any::<bool>(),
     ) -> Case {
         let p = problem(b, hkv * group, hkv, lq, lk, dk, dv);
         let mut c = Case::new(p).seed(seed).opts(|o| {
@@ -31,7 +32,10 @@ prop_compose! {
         if mask { c = c.mask(MaskKind::Random { shape: [b, 1, lq, lk] }); }
         if lengths { c = c.key_lengths((0..b as u32).map(|i| (i * 7 + 3) % (lk as u32 + 1)).collect()); }
         if fused {
-            c = c.kernel(KernelChoice::Fused);
+            // Random tiles too; few rows keep lavapipe's pipeline compiles short.
+            let mut tile = FlashConfig::new(workgroup, rows);
+            tile.subgroups = subgroups;
+            c = c.kernel(KernelChoice::Fused).tile(tile);
             if f16 { c = c.dtype(DType::F16); }
         } else {
             c = c.kernel(KernelChoice::Staged).opts(|o| o.return_weights = true);

@@ -27,6 +27,26 @@ fn awkward_lengths() {
     check_all(cases);
 }
 
+/// Decoding: one query against a long cache, with bottom-right causal and a sliding window.
+#[test]
+fn decode_one_query_long_keys() {
+    check_all([
+        Case::new(problem(2, 8, 2, 1, 3001, 64, 64)).kernel(KernelChoice::Fused),
+        Case::new(problem(1, 8, 1, 1, 2048, 64, 64))
+            .kernel(KernelChoice::Fused)
+            .opts(|o| o.causal = Some(Alignment::BottomRight)),
+        Case::new(problem(1, 4, 4, 3, 2500, 64, 64))
+            .kernel(KernelChoice::Fused)
+            .opts(|o| {
+                o.causal = Some(Alignment::BottomRight);
+                o.window = Some(wgpu_attention::Window::causal_local(100, Alignment::BottomRight));
+            }),
+        Case::new(problem(1, 2, 1, 1, 1500, 32, 32))
+            .kernel(KernelChoice::Staged)
+            .opts(|o| o.return_weights = true),
+    ]);
+}
+
 #[test]
 fn gqa_ratios() {
     check_all(
