@@ -111,7 +111,9 @@ impl FlashConfig {
             (false, 0..=256) => (2, true),
             (false, _) => (1, true),
         };
-        let workgroup = 64.min(ctx.limits().max_compute_invocations_per_workgroup);
+        // CPU: 16 invocations × 8 rows = 128 query rows per workgroup, so causal and window masks can
+        // skip key ranges at a fine grain; GPUs want more invocations per workgroup.
+        let workgroup = if cpu { 16 } else { 64 }.min(ctx.limits().max_compute_invocations_per_workgroup);
         Ok(Self {
             workgroup,
             rows,
