@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 source scripts/ensure-vulkan.sh
 mkdir -p bench-out
 args=("$@")
-if [ ${#args[@]} -eq 0 ]; then args=(--preset default); fi
+if [ ${#args[@]} -eq 0 ]; then args=(--preset default --kernel all); fi
 cargo run --quiet --release -- bench "${args[@]}" \
     --json bench-out/bench.json --csv bench-out/bench.csv --plot bench-out/bench.svg
 echo "wrote bench-out/bench.json, bench-out/bench.csv, bench-out/bench.svg" >&2
