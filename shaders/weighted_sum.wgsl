@@ -35,13 +35,5 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
-    let tiles_m = (params.len_q + WG_Y * 4u - 1u) / (WG_Y * 4u);
-    let tiles_n = (params.dim_v + WG_X * 4u - 1u) / (WG_X * 4u);
-    let t = linear_workgroup(wid, nwg);
-    if (t >= params.bh_count * tiles_m * tiles_n) {
-        return;
-    }
-    let bh = params.bh_base + t / (tiles_m * tiles_n);
-    let r = t % (tiles_m * tiles_n);
-    gemm_tile(bh, (r / tiles_n) * WG_Y * 4u, (r % tiles_n) * WG_X * 4u, params.len_k, lid.x, lid.y);
+    gemm_dispatch(wid, nwg, lid, params.len_q, params.dim_v, params.len_k);
 }

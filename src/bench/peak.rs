@@ -4,10 +4,11 @@
 use super::timer::{Stamps, Timer, TimerKind};
 use super::AdapterReport;
 use crate::context::Context;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::kernels;
-use crate::pipeline::{self, Kernel, Slot};
+use crate::pipeline::{self, CompiledKernel, Kernel, Slot};
 use crate::tensor::DType;
+use std::sync::Arc;
 
 const FMA_SLOTS: &[(u32, Slot)] = &[(0, Slot::ReadWrite)];
 const BANDWIDTH_SLOTS: &[(u32, Slot)] = &[(0, Slot::Read), (1, Slot::ReadWrite)];
@@ -86,74 +87,20 @@ fn record_dispatch(
     pass.dispatch_workgroups(groups.0, groups.1, 1);
 }
 
-/// A calibration pipeline with its own explicit layout (its bindings are arrays of
-/// `vec4<elem>`, so the minimum binding size is one vector, not the crate's usual 4 bytes).
-struct Calibration {
-    pipeline: wgpu::ComputePipeline,
-    layout: wgpu::BindGroupLayout,
-}
-
+/// The cached calibration pipeline (no uniform; storage slots only).
 fn calibration(
     ctx: &Context,
     kernel: Kernel,
     dtype: DType,
-    slots: &[(u32, Slot)],
-    constants: &[(&str, f64)],
-) -> Result<Calibration> {
-    if dtype == DType::F16 && !ctx.features().contains(wgpu::Features::SHADER_F16) {
-        return Err(Error::MissingFeature {
-            what: "f16 calibration",
-            feature: wgpu::Features::SHADER_F16,
-        });
-    }
-    ctx.scoped("calibration pipeline creation", || {
-        let device = ctx.device();
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(kernel.file()),
-            source: wgpu::ShaderSource::Wgsl(pipeline::compose(kernel, dtype).into()),
-        });
-        let entries: Vec<wgpu::BindGroupLayoutEntry> = slots
-            .iter()
-            .map(|&(binding, slot)| wgpu::BindGroupLayoutEntry {
-                binding,
-                visibility: wgpu::ShaderStages::COMPUTE,
-                ty: wgpu::BindingType::Buffer {
-                    ty: wgpu::BufferBindingType::Storage {
-                        read_only: slot == Slot::Read,
-                    },
-                    has_dynamic_offset: false,
-                    min_binding_size: wgpu::BufferSize::new(4 * dtype.size() as u64),
-                },
-                count: None,
-            })
-            .collect();
-        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some(kernel.file()),
-            entries: &entries,
-        });
-        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: Some(kernel.file()),
-            bind_group_layouts: &[Some(&layout)],
-            immediate_size: 0,
-        });
-        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(kernel.file()),
-            layout: Some(&pipeline_layout),
-            module: &module,
-            entry_point: Some("main"),
-            compilation_options: wgpu::PipelineCompilationOptions {
-                constants,
-                zero_initialize_workgroup_memory: false,
-            },
-            cache: None,
-        });
-        Ok(Calibration { pipeline, layout })
-    })
+    slots: &'static [(u32, Slot)],
+    constants: &[(&'static str, f64)],
+) -> Result<Arc<CompiledKernel>> {
+    pipeline::get(ctx, kernel, dtype, Default::default(), slots, constants)
 }
 
 fn bind(
     ctx: &Context,
-    kernel: &Calibration,
+    kernel: &CompiledKernel,
     slots: &[(u32, Slot)],
     buffers: &[&wgpu::Buffer],
 ) -> Result<wgpu::BindGroup> {

@@ -323,6 +323,34 @@ impl GemmTile {
     }
 }
 
+/// One dispatch of a GEMM kernel (`qk_scores` or `weighted_sum`) over the chunk's (b, h) pairs:
+/// an `m × n` output per pair, `buffers` in the kernel's slot order.
+#[allow(clippy::too_many_arguments, reason = "the GEMM kernels differ only in these")]
+pub(crate) fn gemm_step(
+    ctx: &Context,
+    kernel: crate::pipeline::Kernel,
+    slots: &'static [(u32, crate::pipeline::Slot)],
+    b_k_contiguous: bool,
+    tile: GemmTile,
+    dtype: crate::tensor::DType,
+    p: &Params,
+    params: &wgpu::Buffer,
+    (m, n): (u32, u32),
+    buffers: [&BoundBuffer; 3],
+) -> Result<Step> {
+    tile.check(ctx)?;
+    let compiled = crate::pipeline::get(
+        ctx,
+        kernel,
+        dtype,
+        Default::default(),
+        slots,
+        &tile.constants(b_k_contiguous),
+    )?;
+    let groups = grid(ctx, p.bh_count as u64 * tile.tiles(m, n), kernel.file())?;
+    Ok(dispatch_step(ctx, compiled, params, &buffers, groups))
+}
+
 /// Checks a workgroup's invocation count and memory against the device limits.
 pub(crate) fn check_workgroup(ctx: &Context, invocations: u32, bytes: u64) -> Result<()> {
     let l = ctx.limits();

@@ -1,9 +1,9 @@
 //! Host side of `shaders/qk_scores.wgsl`: S = scale · Q Kᵀ into a [bh_count, Lq, Lk] scratch.
 
-use super::{dispatch_step, grid, BoundBuffer, GemmTile, Params, Step};
+use super::{gemm_step, BoundBuffer, GemmTile, Params, Step};
 use crate::context::Context;
 use crate::error::Result;
-use crate::pipeline::{self, Kernel, Slot};
+use crate::pipeline::{Kernel, Slot};
 use crate::tensor::DType;
 
 /// Bindings: params, Q, K, S.
@@ -25,16 +25,16 @@ pub(crate) fn step(
     k: &BoundBuffer,
     scores: &BoundBuffer,
 ) -> Result<Step> {
-    tile.check(ctx)?;
-    let kernel = pipeline::get(
+    gemm_step(
         ctx,
         Kernel::QkScores,
-        dtype,
-        Default::default(),
         SLOTS,
-        &tile.constants(true),
-    )?;
-    let tiles = p.bh_count as u64 * tile.tiles(p.len_q, p.len_k);
-    let groups = grid(ctx, tiles, "qk_scores")?;
-    Ok(dispatch_step(ctx, kernel, params, &[q, k, scores], groups))
+        true,
+        tile,
+        dtype,
+        p,
+        params,
+        (p.len_q, p.len_k),
+        [q, k, scores],
+    )
 }

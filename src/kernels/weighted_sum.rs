@@ -1,9 +1,9 @@
 //! Host side of `shaders/weighted_sum.wgsl`: O = P V from the [bh_count, Lq, Lk] weights.
 
-use super::{dispatch_step, grid, BoundBuffer, GemmTile, Params, Step};
+use super::{gemm_step, BoundBuffer, GemmTile, Params, Step};
 use crate::context::Context;
 use crate::error::Result;
-use crate::pipeline::{self, Kernel, Slot};
+use crate::pipeline::{Kernel, Slot};
 use crate::tensor::DType;
 
 /// Bindings: params, P, V, O.
@@ -25,16 +25,16 @@ pub(crate) fn step(
     v: &BoundBuffer,
     out: &BoundBuffer,
 ) -> Result<Step> {
-    tile.check(ctx)?;
-    let kernel = pipeline::get(
+    gemm_step(
         ctx,
         Kernel::WeightedSum,
-        dtype,
-        Default::default(),
         SLOTS,
-        &tile.constants(false),
-    )?;
-    let tiles = p.bh_count as u64 * tile.tiles(p.len_q, p.dim_v);
-    let groups = grid(ctx, tiles, "weighted_sum")?;
-    Ok(dispatch_step(ctx, kernel, params, &[weights, v, out], groups))
+        false,
+        tile,
+        dtype,
+        p,
+        params,
+        (p.len_q, p.dim_v),
+        [weights, v, out],
+    )
 }
