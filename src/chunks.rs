@@ -6,7 +6,7 @@
 
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::kernels::{BoundBuffer, Strides};
+use crate::kernels::{self, BoundBuffer, Strides};
 use crate::tensor::Tensor;
 
 /// One operand as the shader addresses it: `index = offset + b·batch + h·head + row·row_stride + col`.
@@ -33,11 +33,8 @@ impl Operand {
 
     /// Bytes a binding of the element range [lo, hi) needs, and where it starts.
     fn window(&self, ctx: &Context, lo: u64, hi: u64) -> (u64, u64) {
-        let es = self.tensor.dtype().size() as u64;
-        let align = ctx.limits().min_storage_buffer_offset_alignment as u64;
-        let start = (self.tensor.offset() + lo * es) / align * align;
-        let end = crate::tensor::padded_size(self.tensor.offset() + hi * es).min(self.tensor.buffer().size());
-        (start, end.max(start + 4) - start)
+        let (t, es) = (&self.tensor, self.tensor.dtype().size() as u64);
+        kernels::binding_window(ctx, t.buffer(), t.offset() + lo * es, t.offset() + hi * es)
     }
 
     /// The binding for pairs with spans [lo, hi) and the wrapping element offset of element 0.

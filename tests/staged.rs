@@ -45,18 +45,8 @@ fn tile_variants_match_the_reference() {
         return_weights: true,
         ..Default::default()
     };
-    let expected = wgpu_attention::reference::sdpa(
-        &wgpu_attention::reference::HostInputs {
-            problem: p,
-            q: &qd,
-            k: &kd,
-            v: &vd,
-            bias: None,
-            mask: None,
-            key_lengths: None,
-        },
-        &opts,
-    );
+    let expected =
+        wgpu_attention::reference::sdpa(&wgpu_attention::reference::HostInputs::new(p, &qd, &kd, &vd), &opts);
     let tiles = [(16, 16, 16), (8, 8, 4), (4, 16, 8), (16, 4, 32), (1, 1, 1)];
     for ((wg_x, wg_y, tile_k), softmax) in tiles.into_iter().zip([64, 32, 8, 128, 1]) {
         let tuning = Tuning {

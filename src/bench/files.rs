@@ -205,47 +205,33 @@ pub fn read_safetensors_bytes(path: &Path, bytes: &[u8], name: &str) -> Result<H
     Ok(HostTensor { shape, data })
 }
 
+/// The `.npy` encoding of `data` with `shape` (C order, the element's default dtype).
+fn npy_bytes<T: npyz::AutoSerialize + Copy>(shape: &[u64], data: &[T]) -> std::io::Result<Vec<u8>> {
+    use npyz::WriterBuilder;
+    let mut buf = Vec::new();
+    let mut w = npyz::WriteOptions::new()
+        .default_dtype()
+        .shape(shape)
+        .writer(&mut buf)
+        .begin_nd()?;
+    w.extend(data.iter().copied())?;
+    w.finish()?;
+    Ok(buf)
+}
+
 /// Writes a tensor as `.npy` (C order, little-endian).
 pub fn write_npy(path: &Path, t: &HostTensor) -> Result<()> {
-    use npyz::WriterBuilder;
     let io = |e: std::io::Error| Error::Io {
         path: path.display().to_string(),
         source: e,
     };
     let shape: Vec<u64> = t.shape.iter().map(|&n| n as u64).collect();
-    let mut buf = Vec::new();
-    match &t.data {
-        HostData::F32(v) => {
-            let mut w = npyz::WriteOptions::new()
-                .default_dtype()
-                .shape(&shape)
-                .writer(&mut buf)
-                .begin_nd()
-                .map_err(io)?;
-            w.extend(v.iter().copied()).map_err(io)?;
-            w.finish().map_err(io)?;
-        }
-        HostData::F16(v) => {
-            let mut w = npyz::WriteOptions::new()
-                .default_dtype()
-                .shape(&shape)
-                .writer(&mut buf)
-                .begin_nd()
-                .map_err(io)?;
-            w.extend(v.iter().copied()).map_err(io)?;
-            w.finish().map_err(io)?;
-        }
-        HostData::Bool(v) => {
-            let mut w = npyz::WriteOptions::new()
-                .default_dtype()
-                .shape(&shape)
-                .writer(&mut buf)
-                .begin_nd()
-                .map_err(io)?;
-            w.extend(v.iter().copied()).map_err(io)?;
-            w.finish().map_err(io)?;
-        }
+    let buf = match &t.data {
+        HostData::F32(v) => npy_bytes(&shape, v),
+        HostData::F16(v) => npy_bytes(&shape, v),
+        HostData::Bool(v) => npy_bytes(&shape, v),
     }
+    .map_err(io)?;
     std::fs::write(path, buf).map_err(io)
 }
 

@@ -324,15 +324,7 @@ pub(super) fn check_plan(p: &Problem, align: Alignment) -> CheckPlan {
 /// The reference output of the checked elements (in the order [`gather`] lists them).
 pub(super) fn reference_subset(p: &Problem, inputs: &Inputs, opts: &AttentionOptions, plan: &CheckPlan) -> Vec<f64> {
     let Some((heads, rows)) = &plan.subset else {
-        let host = HostInputs {
-            problem: *p,
-            q: &inputs.q,
-            k: &inputs.k,
-            v: &inputs.v,
-            bias: None,
-            mask: None,
-            key_lengths: None,
-        };
+        let host = HostInputs::new(*p, &inputs.q, &inputs.k, &inputs.v);
         return reference::sdpa(&host, opts).out;
     };
     let group = p.hq / p.hkv;
@@ -347,15 +339,12 @@ pub(super) fn reference_subset(p: &Problem, inputs: &Inputs, opts: &AttentionOpt
             lq: rows.len(),
             ..*p
         };
-        let host = HostInputs {
-            problem: sub,
-            q: &inputs.q[(qh + rows.start) * p.dk..(qh + rows.end) * p.dk],
-            k: &inputs.k[kh * p.lk * p.dk..(kh + 1) * p.lk * p.dk],
-            v: &inputs.v[kh * p.lk * p.dv..(kh + 1) * p.lk * p.dv],
-            bias: None,
-            mask: None,
-            key_lengths: None,
-        };
+        let host = HostInputs::new(
+            sub,
+            &inputs.q[(qh + rows.start) * p.dk..(qh + rows.end) * p.dk],
+            &inputs.k[kh * p.lk * p.dk..(kh + 1) * p.lk * p.dk],
+            &inputs.v[kh * p.lk * p.dv..(kh + 1) * p.lk * p.dv],
+        );
         expected.extend(reference::sdpa(&host, opts).out);
     }
     expected
@@ -485,15 +474,7 @@ pub fn run_bench(ctx: &Context, opts: &BenchOptions) -> Result<BenchReport> {
                 if kernel == KernelKind::Reference {
                     row.timer = "wall-clock".into();
                     if macs(p) <= REFERENCE_MACS {
-                        let host = HostInputs {
-                            problem: *p,
-                            q: &inputs.q,
-                            k: &inputs.k,
-                            v: &inputs.v,
-                            bias: None,
-                            mask: None,
-                            key_lengths: None,
-                        };
+                        let host = HostInputs::new(*p, &inputs.q, &inputs.k, &inputs.v);
                         let timing = time_host(opts.iters.min(3), || {
                             std::hint::black_box(reference::sdpa(&host, &attn_opts));
                         });

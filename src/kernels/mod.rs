@@ -89,10 +89,7 @@ impl BoundBuffer {
 /// The range starts at the tensor's offset rounded down to the device's storage-offset alignment
 /// and ends after the last reachable element (rounded up to 4 bytes).
 pub(crate) fn bind_tensor(ctx: &Context, t: &Tensor, name: &'static str) -> Result<(BoundBuffer, u32)> {
-    let align = ctx.limits().min_storage_buffer_offset_alignment as u64;
-    let start = t.offset() / align * align;
-    let end = crate::tensor::padded_size(t.end_byte()).min(t.buffer().size());
-    let size = (end - start).max(4);
+    let (start, size) = binding_window(ctx, t.buffer(), t.offset(), t.end_byte());
     let max = ctx.limits().max_storage_buffer_binding_size;
     if size > max {
         return Err(Error::Limit {
@@ -118,6 +115,15 @@ pub(crate) fn bind_tensor(ctx: &Context, t: &Tensor, name: &'static str) -> Resu
         },
         elem,
     ))
+}
+
+/// The binding range `(start, size)` covering bytes `[from, to)` of `buffer`: the start rounded
+/// down to the device's storage-offset alignment, the end up to 4 bytes (at least 4 bytes).
+pub(crate) fn binding_window(ctx: &Context, buffer: &wgpu::Buffer, from: u64, to: u64) -> (u64, u64) {
+    let align = ctx.limits().min_storage_buffer_offset_alignment as u64;
+    let start = from / align * align;
+    let end = crate::tensor::padded_size(to).min(buffer.size());
+    (start, end.max(start + 4) - start)
 }
 
 /// Strides of a 4-D tensor view (or a 2-D [L, D] one broadcast over batch and head) for the uniform.

@@ -40,6 +40,21 @@ pub struct HostInputs<'a> {
     pub key_lengths: Option<&'a [u32]>,
 }
 
+impl<'a> HostInputs<'a> {
+    /// Q, K, V with no bias, mask or key padding.
+    pub fn new(problem: Problem, q: &'a [f32], k: &'a [f32], v: &'a [f32]) -> Self {
+        Self {
+            problem,
+            q,
+            k,
+            v,
+            bias: None,
+            mask: None,
+            key_lengths: None,
+        }
+    }
+}
+
 /// Reference outputs, in f64.
 #[derive(Debug, Clone)]
 pub struct ReferenceOutput {
