@@ -3,8 +3,10 @@
 // once: Q rows and O accumulators live in registers, each loaded K/V vector feeds ROWS rows, and
 // the Lq×Lk score matrix never exists. Composed after common/params.wgsl, common/mask.wgsl, a
 // loader piece (common/load_vec4.wgsl or common/load_scalar.wgsl: the Q/K/V/O bindings and
-// `load_q4`, `load_k4`, `load_v4`, `store_o4`) and a fetch piece (common/fetch_plain.wgsl or
-// common/fetch_subgroup.wgsl: `KernelInputs`, `fetch_k`, `fetch_v` filling the `kv` registers).
+// `load_q4`, `load_k4`, `load_v4`, `store_o4`), a fetch piece (common/fetch_plain.wgsl or
+// common/fetch_subgroup.wgsl: `KernelInputs`, `fetch_k`, `fetch_v` filling the `kv` registers,
+// `uniform_min`/`uniform_max`) and a score piece (common/score_dot.wgsl or
+// common/score_additive.wgsl: `score_term`).
 //
 // Design notes:
 // - No workgroup memory and no barriers: every lane needs the same K/V row at the same time, so
@@ -16,7 +18,10 @@
 // - Lazy rescaling: the running max only moves when a score exceeds it by RESCALE_THRESHOLD, so
 //   probabilities stay ≤ e^8 and the O accumulator is rescaled rarely; the result is exact math.
 // - Key range: keys no row can see are never visited; keys every row fully sees skip the per-element
-//   mask test (the causal/window band pays for it).
+//   mask test (the causal/window band pays for it). Local-p rows each have their own window: the
+//   range is the union over the subgroup's rows and every key is tested.
+// - Dropout and the local-p Gaussian weight P in the weighted sum only (`value_weight`); the
+//   softmax denominator and LSE use the unweighted probabilities.
 
 override WORKGROUP: u32 = 64u;
 override DK: u32 = 64u;  // head dim of Q and K
@@ -32,7 +37,7 @@ const RESCALE_THRESHOLD: f32 = 8.0;
 // Score of one (row, key) pair after masks; `masked_range` is uniform across the workgroup.
 fn score(acc: vec4<f32>, masked_range: bool, b: u32, h: u32, i: u32, j: u32) -> f32 {
     let s = (acc.x + acc.y) + (acc.z + acc.w);
-    if (masked_range || has_flag(FLAG_SOFTCAP) || has_flag(FLAG_BIAS) || has_flag(FLAG_MASK)) {
+    if (masked_range || (params.flags & (FLAG_SOFTCAP | FLAG_BIAS | FLAG_MASK | FLAG_ZERO_SCORE)) != 0u) {
         return finish_score(s, b, h, i, j);
     }
     return s;
@@ -42,6 +47,7 @@ fn score(acc: vec4<f32>, masked_range: bool, b: u32, h: u32, i: u32, j: u32) -> 
 fn main(input: KernelInputs) {
     let lid = input.lid;
     let lane = lane_of(input);
+    init_score_weights();
     let rows_per_group = WORKGROUP * ROWS;
     let q_blocks = (params.len_q + rows_per_group - 1u) / rows_per_group;
     let t = linear_workgroup(input.wid, input.nwg);
@@ -75,6 +81,22 @@ fn main(input: KernelInputs) {
         full_begin = max(full_begin, i32(i_last) + params.window_offset - params.window_left);
         full_end = min(full_end, i32(i0) + params.window_offset + params.window_right + 1);
     }
+    let weighted = has_flag(FLAG_DROPOUT) || has_flag(FLAG_LOCAL);
+    //@each_row
+    let c_{r} = row_center(b, h, min(i0 + lid + {r}u * WORKGROUP, params.len_q - 1u));
+    //@end_row
+    if (has_flag(FLAG_LOCAL)) {
+        // Keys with |j − pᵢ| ≤ radius for some row of this invocation, then of its subgroup.
+        var lo = i32(params.len_k);
+        var hi = 0i;
+        //@each_row
+        lo = min(lo, i32(ceil(c_{r} - params.local_radius)));
+        hi = max(hi, i32(floor(c_{r} + params.local_radius)) + 1);
+        //@end_row
+        k_begin = max(k_begin, uniform_min(lo));
+        k_end = min(k_end, uniform_max(hi));
+        full_end = full_begin; // every key is tested
+    }
     full_begin = clamp(full_begin, k_begin, max(k_begin, k_end));
     full_end = clamp(full_end, full_begin, max(full_begin, k_end));
 
@@ -103,7 +125,7 @@ fn main(input: KernelInputs) {
         //@each_row
         var acc_{r} = vec4<f32>(0.0);
         for (var d4 = 0u; d4 < DK4; d4++) {
-            acc_{r} += q_{r}[d4] * kv[d4];
+            acc_{r} += score_term(q_{r}[d4], kv[d4], d4);
         }
         let s_{r} = score(acc_{r}, masked_range, b, h, im_{r}, ju);
         var p_{r} = 0.0;
@@ -118,6 +140,9 @@ fn main(input: KernelInputs) {
             }
             p_{r} = exp(s_{r} - m_{r});
             l_{r} += p_{r};
+            if (weighted) {
+                p_{r} *= value_weight(b, h, im_{r}, ju, c_{r});
+            }
         }
         //@end_row
         fetch_v(v_head + ju * params.v_sl, lane);

@@ -1,5 +1,6 @@
-// Fused masked softmax over each row of S (in place: S in, P out) and the row's LSE.
-// One workgroup per row. Composed after common/params.wgsl and common/mask.wgsl.
+// Fused masked softmax over each row of S (in place: S in, P out) and the row's LSE; P includes
+// the dropout and local-p factors (`value_weight`). One workgroup per row. Composed after
+// common/params.wgsl, common/grid.wgsl, common/philox.wgsl and common/mask.wgsl.
 
 override WORKGROUP: u32 = 64u; // a power of two (tree reduction)
 
@@ -60,10 +61,15 @@ fn main(
     let empty = is_masked(row_max);
 
     // Pass 2: normalized probabilities; a fully masked row is all zeros.
+    let center = row_center(b, h, i);
+    let weighted = has_flag(FLAG_DROPOUT) || has_flag(FLAG_LOCAL);
     for (var j = lid; j < params.len_k; j += WORKGROUP) {
         var p = 0.0;
         if (!empty) {
             p = exp(scores[base + j] - row_max) / row_sum;
+            if (weighted && p > 0.0) {
+                p *= value_weight(b, h, i, j, center);
+            }
         }
         scores[base + j] = p;
     }

@@ -35,5 +35,5 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
-    gemm_dispatch(wid, nwg, lid, params.len_q, params.dim_v, params.len_k);
+    gemm_dispatch(wid, nwg, lid, params.len_q, params.dim_v, params.len_k, params.bh_base, params.bh_count);
 }

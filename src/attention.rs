@@ -9,6 +9,31 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::kernels::{self, flags, BoundBuffer, FlashConfig, GemmTile, Params, Step};
 use crate::options::{AttentionOptions, KernelChoice};
+
+/// Inputs of the family members that reuse the attention kernels (crate-private: the public
+/// entry points are in [`crate::family`]).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Extras {
+    /// Additive (Bahdanau) score vector v [Da]: Q and K are then the projections W_q q + b and
+    /// W_k k, and score(q, k) = vᵀ tanh(q + k). Fused: reduced in the tile; staged: the naive path
+    /// through the [rows, Lk, Da] tanh tensor.
+    pub score_vector: Option<Tensor>,
+    /// Local-p windows (§4).
+    pub local: Option<LocalWindows>,
+    /// Precomputed scores S [B, Hq, Lq, Lk] (f32, contiguous) for the staged path (location-based
+    /// attention, §3): copied in place of QKᵀ; Q and K are then only shape carriers.
+    pub scores: Option<Tensor>,
+}
+
+/// Per-row windows of local-p attention: row i sees keys with |j − centers[i]| ≤ radius, each
+/// weight multiplied by exp(−(j − centers[i])² / (2σ²)) with σ = radius / 2 when `gaussian`.
+#[derive(Debug, Clone)]
+pub(crate) struct LocalWindows {
+    /// Aligned positions [B, Hq, Lq], f32, contiguous.
+    pub centers: Tensor,
+    pub radius: f32,
+    pub gaussian: bool,
+}
 use crate::tensor::{DType, Tensor};
 
 /// The sizes of one attention problem.
@@ -276,6 +301,33 @@ pub fn validate(ctx: &Context, q: &Tensor, k: &Tensor, v: &Tensor, opts: &Attent
             });
         }
     }
+    if let Some(d) = &opts.dropout {
+        if !(d.p.is_finite() && (0.0..1.0).contains(&d.p)) {
+            return Err(Error::InvalidOption {
+                name: "dropout.p",
+                value: d.p as f64,
+                why: "must be in [0, 1)",
+            });
+        }
+    }
+    if let Some(out) = &opts.out {
+        let expected = vec![p.b, p.hq, p.lq, p.dv];
+        if out.shape() != expected.as_slice() {
+            return Err(Error::ShapeMismatch {
+                name: "out",
+                expected,
+                got: out.shape().to_vec(),
+            });
+        }
+        if out.dtype() != q.dtype() {
+            return Err(Error::DType {
+                name: "out",
+                got: out.dtype(),
+                expected: q.dtype().name(),
+            });
+        }
+        check_rows_contiguous("out", out)?;
+    }
     if opts.return_weights && opts.kernel == KernelChoice::Fused {
         return Err(Error::Unsupported(
             "the fused kernel never materializes the weights; use KernelChoice::Staged (or Auto) with return_weights"
@@ -325,7 +377,7 @@ fn check_broadcast(name: &'static str, t: &Tensor, target: [usize; 4]) -> Result
 /// Window bounds are clamped to this (equivalent to unbounded: no sequence is this long).
 const UNBOUNDED: i64 = 1 << 30;
 
-fn base_params(p: &Problem, opts: &AttentionOptions) -> Params {
+pub(crate) fn base_params(p: &Problem, opts: &AttentionOptions) -> Params {
     let mut f = 0;
     let mut params = Params {
         batch: p.b as u32,
@@ -364,8 +416,32 @@ fn base_params(p: &Problem, opts: &AttentionOptions) -> Params {
     if opts.return_lse {
         f |= flags::LSE;
     }
+    if let Some(d) = opts.dropout.filter(|d| d.p > 0.0) {
+        f |= flags::DROPOUT;
+        params.dropout_threshold = d.threshold();
+        params.dropout_scale = (1.0 / (1.0 - d.p as f64)) as f32;
+        params.seed_lo = d.seed as u32;
+        params.seed_hi = (d.seed >> 32) as u32;
+    }
+    if opts.zero_score_mask {
+        f |= flags::ZERO_SCORE;
+    }
     params.flags = f;
     params
+}
+
+/// Sets the local-p fields of `params`; the centers' element offset is set by the caller.
+fn local_params(params: &mut Params, local: &Option<LocalWindows>) {
+    if let Some(l) = local {
+        params.flags |= flags::LOCAL;
+        params.local_radius = l.radius;
+        params.local_gauss = if l.gaussian {
+            // σ = radius / 2, so 1 / (2σ²) = 2 / radius².
+            2.0 / (l.radius * l.radius)
+        } else {
+            0.0
+        };
+    }
 }
 
 fn storage_buffer(ctx: &Context, label: &str, size: u64) -> Result<wgpu::Buffer> {
@@ -393,6 +469,19 @@ impl Attention {
         opts: &AttentionOptions,
         tuning: &Tuning,
     ) -> Result<Self> {
+        Self::plan(ctx, q, k, v, opts, &Extras::default(), tuning)
+    }
+
+    /// Validates and plans a call with the family's extra inputs.
+    pub(crate) fn plan(
+        ctx: &Context,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        opts: &AttentionOptions,
+        extras: &Extras,
+        tuning: &Tuning,
+    ) -> Result<Self> {
         let problem = validate(ctx, q, k, v, opts)?;
         let kernel = match opts.kernel {
             KernelChoice::Auto if opts.return_weights => KernelChoice::Staged,
@@ -400,20 +489,21 @@ impl Attention {
             other => other,
         };
         ctx.scoped("attention setup", || match kernel {
-            KernelChoice::Staged => Self::plan_staged(ctx, problem, q, k, v, opts, tuning),
-            _ => Self::plan_fused(ctx, problem, q, k, v, opts, tuning),
+            KernelChoice::Staged => Self::plan_staged(ctx, problem, q, k, v, opts, extras, tuning),
+            _ => Self::plan_fused(ctx, problem, q, k, v, opts, extras, tuning),
         })
     }
 
     /// Binds Q, K, V and the optional mask inputs; fills their strides into `params`.
-    fn bind_inputs(
+    pub(crate) fn bind_inputs(
         ctx: &Context,
         params: &mut Params,
         q: &Tensor,
         k: &Tensor,
         v: &Tensor,
         opts: &AttentionOptions,
-    ) -> Result<([BoundBuffer; 3], [BoundBuffer; 3])> {
+        extras: &Extras,
+    ) -> Result<([BoundBuffer; 3], [BoundBuffer; 4])> {
         let (qb, qo) = kernels::bind_tensor(ctx, q, "q")?;
         let (kb, ko) = kernels::bind_tensor(ctx, k, "k")?;
         let (vb, vo) = kernels::bind_tensor(ctx, v, "v")?;
@@ -433,13 +523,19 @@ impl Attention {
         let (bias, bias_strides) = bind_opt(&opts.bias, "bias")?;
         let (mask, mask_strides) = bind_opt(&opts.mask, "mask")?;
         let (lens, _) = bind_opt(&opts.key_lengths, "key_lengths")?;
+        let (centers, centers_strides) = bind_opt(&extras.local.as_ref().map(|l| l.centers.clone()), "centers")?;
         params.bias = bias_strides;
         params.mask = mask_strides;
-        Ok(([qb, kb, vb], [bias, mask, lens]))
+        params.centers_off = centers_strides.offset;
+        local_params(params, &extras.local);
+        Ok(([qb, kb, vb], [bias, mask, lens, centers]))
     }
 
     fn outputs(ctx: &Context, p: &Problem, dtype: DType, opts: &AttentionOptions) -> Result<(Tensor, Option<Tensor>)> {
-        let out = Tensor::zeros(ctx, &[p.b, p.hq, p.lq, p.dv], dtype)?;
+        let out = match &opts.out {
+            Some(t) => t.clone(),
+            None => Tensor::zeros(ctx, &[p.b, p.hq, p.lq, p.dv], dtype)?,
+        };
         let lse = match opts.return_lse {
             true => Some(Tensor::zeros(ctx, &[p.b, p.hq, p.lq], DType::F32)?),
             false => None,
@@ -447,6 +543,7 @@ impl Attention {
         Ok((out, lse))
     }
 
+    #[allow(clippy::too_many_arguments, reason = "internal planner of the public constructors")]
     fn plan_fused(
         ctx: &Context,
         problem: Problem,
@@ -454,6 +551,7 @@ impl Attention {
         k: &Tensor,
         v: &Tensor,
         opts: &AttentionOptions,
+        extras: &Extras,
         tuning: &Tuning,
     ) -> Result<Self> {
         let p = &problem;
@@ -501,6 +599,10 @@ impl Attention {
         if let Some(mask) = &opts.mask {
             operands.push(operand("mask", mask, p.lq, p.lk, 1));
         }
+        if let Some(local) = &extras.local {
+            let view = local.centers.reshape(&[p.b, p.hq, p.lq, 1])?;
+            operands.push(operand("centers", &view, p.lq, 1, 1));
+        }
         let plan = chunks::plan(ctx, &operands, p.b as u64, p.hq as u64)?;
 
         let cfg = match tuning.flash {
@@ -513,9 +615,19 @@ impl Attention {
             Some(t) => kernels::bind_tensor(ctx, t, "key_lengths")?.0,
             None => dummy.clone(),
         };
-        let base = base_params(p, opts);
+        let score_vector = match &extras.score_vector {
+            Some(t) => {
+                let (b, off) = kernels::bind_tensor(ctx, t, "score_vector")?;
+                Some((b, off))
+            }
+            None => None,
+        };
+        let mut base = base_params(p, opts);
+        local_params(&mut base, &extras.local);
+        base.score_off = score_vector.as_ref().map_or(0, |s| s.1);
         let mut steps = Vec::with_capacity(plan.len());
-        let mut allocated = out.buffer().size() + lse.as_ref().map_or(16, |t| t.buffer().size()) + 32;
+        let out_bytes = if opts.out.is_some() { 0 } else { out.buffer().size() };
+        let mut allocated = out_bytes + lse.as_ref().map_or(16, |t| t.buffer().size()) + 32;
         for chunk in &plan {
             let mut params = base;
             params.bh_base = chunk.bh_base;
@@ -557,6 +669,14 @@ impl Attention {
                 }
                 None => dummy.clone(),
             };
+            let centers_b = match &extras.local {
+                Some(_) => {
+                    let (b, s) = next("centers");
+                    params.centers_off = s.offset;
+                    b
+                }
+                None => dummy.clone(),
+            };
             let params_buf = kernels::params_buffer(ctx, &params);
             allocated += params_buf.size();
             steps.push(kernels::flash_forward::step(
@@ -568,7 +688,8 @@ impl Attention {
                 [&qb, &kb, &vb],
                 &ob,
                 &lse_b,
-                [&bias_b, &mask_b, &lengths],
+                [&bias_b, &mask_b, &lengths, &centers_b],
+                score_vector.as_ref().map(|s| &s.0),
             )?);
         }
         Ok(Self {
@@ -586,6 +707,7 @@ impl Attention {
         })
     }
 
+    #[allow(clippy::too_many_arguments, reason = "internal planner of the public constructors")]
     fn plan_staged(
         ctx: &Context,
         problem: Problem,
@@ -593,10 +715,15 @@ impl Attention {
         k: &Tensor,
         v: &Tensor,
         opts: &AttentionOptions,
+        extras: &Extras,
         tuning: &Tuning,
     ) -> Result<Self> {
         let mut params = base_params(&problem, opts);
-        let (qkv, masks) = Self::bind_inputs(ctx, &mut params, q, k, v, opts)?;
+        let (qkv, masks) = Self::bind_inputs(ctx, &mut params, q, k, v, opts, extras)?;
+        let additive = match &extras.score_vector {
+            Some(sv) => Some(NaiveAdditive::new(ctx, &problem, q.dtype(), sv)?),
+            None => None,
+        };
         let (out, lse) = Self::outputs(ctx, &problem, q.dtype(), opts)?;
         let (ob, oo) = kernels::bind_tensor(ctx, &out, "out")?;
         params.o = kernels::strides_of(&out, oo);
@@ -643,8 +770,10 @@ impl Attention {
         );
         let dtype = q.dtype();
         let mut steps = Vec::new();
-        let mut allocated = out.buffer().size() + lse.as_ref().map_or(16, |t| t.buffer().size()) + 16;
+        let out_bytes = if opts.out.is_some() { 0 } else { out.buffer().size() };
+        let mut allocated = out_bytes + lse.as_ref().map_or(16, |t| t.buffer().size()) + 16;
         allocated += weights.as_ref().map_or(0, |w| w.buffer().size());
+        allocated += additive.as_ref().map_or(0, |a| a.hidden.size);
         if weights.is_none() || n_chunks > 1 {
             allocated += scratch.size();
         }
@@ -661,9 +790,19 @@ impl Attention {
                 offset: 0,
                 size: count * per_head,
             };
-            steps.push(kernels::qk_scores::step(
-                ctx, gemm, dtype, &p, &pb, &qkv[0], &qkv[1], &s,
-            )?);
+            match (&additive, &extras.scores) {
+                (Some(a), _) => allocated += a.score_steps(ctx, &p, &qkv, &s, &mut steps)?,
+                (None, Some(given)) => steps.push(Step::Copy {
+                    src: given.buffer().clone(),
+                    src_offset: given.offset() + base * per_head,
+                    dst: scratch.clone(),
+                    dst_offset: 0,
+                    size: count * per_head,
+                }),
+                (None, None) => steps.push(kernels::qk_scores::step(
+                    ctx, gemm, dtype, &p, &pb, &qkv[0], &qkv[1], &s,
+                )?),
+            }
             steps.push(kernels::masked_softmax::step(
                 ctx,
                 softmax_wg,
@@ -672,7 +811,7 @@ impl Attention {
                 &pb,
                 &s,
                 &lse_b,
-                [&masks[0], &masks[1], &masks[2]],
+                [&masks[0], &masks[1], &masks[2], &masks[3]],
             )?);
             steps.push(kernels::weighted_sum::step(
                 ctx, gemm, dtype, &p, &pb, &s, &qkv[2], &ob,
@@ -680,6 +819,7 @@ impl Attention {
             if let (Some(w), true) = (&weights, n_chunks > 1) {
                 steps.push(Step::Copy {
                     src: scratch.clone(),
+                    src_offset: 0,
                     dst: w.buffer().clone(),
                     dst_offset: base * per_head,
                     size: count * per_head,
@@ -745,5 +885,128 @@ impl Attention {
     /// Number of compute dispatches per run.
     pub fn dispatch_count(&self) -> usize {
         self.steps.iter().filter(|s| matches!(s, Step::Dispatch { .. })).count()
+    }
+
+    /// The call as a one-phase [`Prepared`] named `phase`.
+    pub fn into_prepared(self, phase: &'static str) -> crate::Prepared<AttentionOutput> {
+        let flops = self.problem.flops(self.causal);
+        let mut prepared = crate::Prepared::new(&self.ctx, self.output);
+        prepared.push(phase, self.steps, self.allocated, flops);
+        prepared
+    }
+}
+
+/// The naive additive scores of the staged path (the baseline of the fused additive kernel), as a
+/// framework computes them: for blocks of query rows, T = tanh(Q'ᵢ + K'ⱼ) materialized as
+/// [rows, Lk, Da] (`additive_hidden`), then S = T v with the GEMM kernel.
+struct NaiveAdditive {
+    hidden: BoundBuffer,
+    score_vector: (BoundBuffer, u32),
+    rows_per_block: u32,
+}
+
+impl NaiveAdditive {
+    fn new(ctx: &Context, p: &Problem, dtype: DType, score_vector: &Tensor) -> Result<Self> {
+        if dtype != DType::F32 {
+            return Err(Error::Unsupported(
+                "the naive additive path is f32 only (its f32 score GEMM reads the hidden tensor); use the fused path for f16".into(),
+            ));
+        }
+        let row_bytes = p.lk as u64 * p.dk as u64 * 4;
+        let max_bind = ctx
+            .limits()
+            .max_storage_buffer_binding_size
+            .min(ctx.limits().max_buffer_size);
+        if row_bytes > max_bind {
+            return Err(Error::Limit {
+                what: format!("naive additive hidden tensor of one query row ({}x{} f32)", p.lk, p.dk),
+                limit: "max_storage_buffer_binding_size",
+                needed: row_bytes,
+                max: max_bind,
+            });
+        }
+        let rows_per_block = (max_bind / row_bytes).min(p.lq as u64) as u32;
+        let size = rows_per_block as u64 * row_bytes;
+        let hidden = storage_buffer(ctx, "wgpu-attention additive hidden", size)?;
+        Ok(Self {
+            hidden: BoundBuffer::whole(&hidden),
+            score_vector: kernels::bind_tensor(ctx, score_vector, "score_vector")?,
+            rows_per_block,
+        })
+    }
+
+    /// Steps writing the scores of the chunk `p` (its (b, h) pairs) into `scores`; returns the
+    /// bytes of uniforms allocated.
+    fn score_steps(
+        &self,
+        ctx: &Context,
+        p: &Params,
+        qkv: &[BoundBuffer; 3],
+        scores: &BoundBuffer,
+        steps: &mut Vec<Step>,
+    ) -> Result<u64> {
+        use kernels::gemm::{GemmParams, MatrixStrides};
+        let tile = GemmTile {
+            wg_x: 1,
+            wg_y: 64,
+            tile_k: 16,
+        };
+        let mut allocated = 0;
+        for bh in p.bh_base..p.bh_base + p.bh_count {
+            for row_base in (0..p.len_q).step_by(self.rows_per_block as usize) {
+                let rows = self.rows_per_block.min(p.len_q - row_base);
+                let mut hp = *p;
+                hp.bh_base = bh;
+                hp.bh_count = 1;
+                hp.row_base = row_base;
+                hp.row_count = rows;
+                let hb = kernels::params_buffer(ctx, &hp);
+                steps.push(kernels::additive_hidden::step(
+                    ctx,
+                    DType::F32,
+                    &hp,
+                    &hb,
+                    &qkv[0],
+                    &qkv[1],
+                    &self.hidden,
+                )?);
+                let gp = GemmParams {
+                    m: rows * p.len_k,
+                    n: 1,
+                    k: p.dim_k,
+                    batch: 1,
+                    inner: 1,
+                    alpha: 1.0,
+                    post_scale: 1.0,
+                    a: MatrixStrides {
+                        row: p.dim_k,
+                        col: 1,
+                        ..Default::default()
+                    },
+                    b: MatrixStrides {
+                        offset: self.score_vector.1,
+                        row: 1,
+                        ..Default::default()
+                    },
+                    c: MatrixStrides {
+                        offset: ((bh - p.bh_base) * p.len_q + row_base) * p.len_k,
+                        row: 1,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                };
+                let gb = kernels::params_buffer(ctx, &gp);
+                allocated += hb.size() + gb.size();
+                steps.push(kernels::gemm::step(
+                    ctx,
+                    tile,
+                    DType::F32,
+                    &gp,
+                    &gb,
+                    [&self.hidden, &self.score_vector.0, scores, &self.score_vector.0],
+                )?);
+            }
+        }
+        Ok(allocated)
     }
 }

@@ -107,4 +107,32 @@ pub struct AttentionOptions {
     pub return_lse: bool,
     /// Kernel path.
     pub kernel: KernelChoice,
+    /// Dropout on P (training-style): each weight is kept with probability 1 − p and scaled by
+    /// 1/(1 − p), from a Philox-4x32-10 stream keyed by (seed, b, h, i, j), so equal seeds give
+    /// identical masks on every path and on the CPU reference. The LSE is unaffected.
+    pub dropout: Option<Dropout>,
+    /// Zero-score masking (NeurJudge, §6): a score exactly 0.0 (before cap and bias) is masked,
+    /// so zero-vector padding rows of K take no part.
+    pub zero_score_mask: bool,
+    /// Write O into this tensor instead of allocating one: shape [B, Hq, Lq, Dv], dtype of Q,
+    /// any strides with a contiguous last dim (e.g. a [`Tensor::from_blhd`] view, so heads land
+    /// already concatenated for an output projection).
+    pub out: Option<Tensor>,
+}
+
+/// Dropout on the attention weights (ATTENTION.md §1 step 6).
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Dropout {
+    /// Drop probability, in [0, 1).
+    pub p: f32,
+    /// Seed of the Philox stream; the same seed gives the same mask.
+    pub seed: u64,
+}
+
+impl Dropout {
+    /// The integer threshold the kernels compare Philox words with: an element is dropped when
+    /// its word is below `⌊p · 2³²⌋`, so the keep rate is exactly 1 − threshold / 2³².
+    pub fn threshold(&self) -> u32 {
+        ((self.p as f64) * 4294967296.0).floor().clamp(0.0, u32::MAX as f64) as u32
+    }
 }

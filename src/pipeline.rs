@@ -17,7 +17,16 @@ use crate::tensor::DType;
 pub mod common {
     /// The `Params` uniform, flags and small helpers.
     pub const PARAMS: &str = include_str!("../shaders/common/params.wgsl");
-    /// Bias, boolean mask, key padding, causal and window predicates (`finish_score`).
+    /// `linear_workgroup`: large grids spread over x and y.
+    pub const GRID: &str = include_str!("../shaders/common/grid.wgsl");
+    /// Philox-4x32-10 counter-based random words keyed by (seed, b, h, i, j).
+    pub const PHILOX: &str = include_str!("../shaders/common/philox.wgsl");
+    /// Dot-product score term of the fused kernel.
+    pub const SCORE_DOT: &str = include_str!("../shaders/common/score_dot.wgsl");
+    /// Additive (Bahdanau) score term of the fused kernel.
+    pub const SCORE_ADDITIVE: &str = include_str!("../shaders/common/score_additive.wgsl");
+    /// Bias, boolean mask, key padding, causal, window, zero-score and local-p predicates
+    /// (`finish_score`) and the post-softmax dropout / Gaussian factor (`value_weight`).
     pub const MASK: &str = include_str!("../shaders/common/mask.wgsl");
     /// The register-tiled GEMM tile loop shared by QKᵀ and P·V.
     pub const GEMM_TILE: &str = include_str!("../shaders/common/gemm_tile.wgsl");
@@ -41,6 +50,8 @@ pub struct Variant {
     pub vec4_io: bool,
     /// Subgroup size for `common/fetch_subgroup.wgsl` (`//@each_lane` blocks); 0 = `fetch_plain`.
     pub subgroup: u32,
+    /// Additive (Bahdanau) score instead of the dot product (`common/score_additive.wgsl`).
+    pub additive: bool,
 }
 
 /// Every kernel of the crate: its shader file and the common pieces it is composed from.
@@ -59,17 +70,29 @@ pub enum Kernel {
     PeakFma,
     /// `shaders/peak_bandwidth.wgsl`: calibration kernel, vec4 stream copy (memory ceiling).
     PeakBandwidth,
+    /// `shaders/gemm.wgsl`: batched GEMM with bias, accumulation and tanh (projections).
+    Gemm,
+    /// `shaders/hard_attention.wgsl`: one sampled key per query (Gumbel-max over Philox words).
+    HardAttention,
+    /// `shaders/additive_hidden.wgsl`: the naive additive path's [Lq, Lk, Da] tanh tensor.
+    AdditiveHidden,
+    /// `shaders/pool.wgsl`: sequence pooling (softmax, feed-forward or sum weights).
+    Pool,
 }
 
 impl Kernel {
     /// All kernels, for tests and pre-compilation.
-    pub const ALL: [Kernel; 6] = [
+    pub const ALL: [Kernel; 10] = [
         Kernel::QkScores,
         Kernel::MaskedSoftmax,
         Kernel::WeightedSum,
         Kernel::FlashForward,
         Kernel::PeakFma,
         Kernel::PeakBandwidth,
+        Kernel::Gemm,
+        Kernel::HardAttention,
+        Kernel::AdditiveHidden,
+        Kernel::Pool,
     ];
 
     /// Shader file name (without directory).
@@ -81,6 +104,10 @@ impl Kernel {
             Kernel::FlashForward => "flash_forward.wgsl",
             Kernel::PeakFma => "peak_fma.wgsl",
             Kernel::PeakBandwidth => "peak_bandwidth.wgsl",
+            Kernel::Gemm => "gemm.wgsl",
+            Kernel::HardAttention => "hard_attention.wgsl",
+            Kernel::AdditiveHidden => "additive_hidden.wgsl",
+            Kernel::Pool => "pool.wgsl",
         }
     }
 
@@ -92,13 +119,27 @@ impl Kernel {
             Kernel::FlashForward => include_str!("../shaders/flash_forward.wgsl"),
             Kernel::PeakFma => include_str!("../shaders/peak_fma.wgsl"),
             Kernel::PeakBandwidth => include_str!("../shaders/peak_bandwidth.wgsl"),
+            Kernel::Gemm => include_str!("../shaders/gemm.wgsl"),
+            Kernel::HardAttention => include_str!("../shaders/hard_attention.wgsl"),
+            Kernel::AdditiveHidden => include_str!("../shaders/additive_hidden.wgsl"),
+            Kernel::Pool => include_str!("../shaders/pool.wgsl"),
         }
     }
 
     fn pieces(self, variant: Variant) -> Vec<&'static str> {
         match self {
-            Kernel::QkScores | Kernel::WeightedSum => vec![common::PARAMS, common::GEMM_TILE],
-            Kernel::MaskedSoftmax => vec![common::PARAMS, common::MASK],
+            Kernel::QkScores | Kernel::WeightedSum => vec![common::PARAMS, common::GRID, common::GEMM_TILE],
+            Kernel::MaskedSoftmax => vec![common::PARAMS, common::GRID, common::PHILOX, common::MASK],
+            Kernel::Gemm => vec![common::GRID, common::GEMM_TILE],
+            Kernel::HardAttention => vec![
+                common::PARAMS,
+                common::GRID,
+                common::PHILOX,
+                common::MASK,
+                common::LOAD_SCALAR,
+            ],
+            Kernel::AdditiveHidden => vec![common::PARAMS, common::GRID],
+            Kernel::Pool => vec![common::GRID],
             Kernel::FlashForward => {
                 let io = if variant.vec4_io {
                     common::LOAD_VEC4
@@ -110,7 +151,20 @@ impl Kernel {
                 } else {
                     common::FETCH_PLAIN
                 };
-                vec![common::PARAMS, common::MASK, io, fetch]
+                let score = if variant.additive {
+                    common::SCORE_ADDITIVE
+                } else {
+                    common::SCORE_DOT
+                };
+                vec![
+                    common::PARAMS,
+                    common::GRID,
+                    common::PHILOX,
+                    common::MASK,
+                    io,
+                    fetch,
+                    score,
+                ]
             }
             // Calibration kernels are self-contained.
             Kernel::PeakFma | Kernel::PeakBandwidth => vec![],
@@ -256,6 +310,16 @@ pub(crate) fn get(
             feature: wgpu::Features::SHADER_F16,
         });
     }
+    let storage = slots.iter().filter(|(_, s)| *s != Slot::Uniform).count() as u32;
+    let max_storage = ctx.limits().max_storage_buffers_per_shader_stage;
+    if storage > max_storage {
+        return Err(Error::Limit {
+            what: format!("{} storage bindings", kernel.file()),
+            limit: "max_storage_buffers_per_shader_stage",
+            needed: storage as u64,
+            max: max_storage as u64,
+        });
+    }
     let compiled = ctx.scoped("pipeline creation", || {
         let device = ctx.device();
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -274,12 +338,9 @@ pub(crate) fn get(
                         Slot::ReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
                     },
                     has_dynamic_offset: false,
-                    // Storage element types differ per variant (scalar or vec4); wgpu checks
-                    // bound sizes against the shader at dispatch.
-                    min_binding_size: match slot {
-                        Slot::Uniform => wgpu::BufferSize::new(std::mem::size_of::<crate::kernels::Params>() as u64),
-                        _ => None,
-                    },
+                    // Storage element types differ per variant (scalar or vec4) and uniforms per
+                    // kernel; wgpu checks bound sizes against the shader at dispatch.
+                    min_binding_size: None,
                 },
                 count: None,
             })

@@ -226,6 +226,28 @@ impl Tensor {
         Ok(self)
     }
 
+    /// A view of the same buffer starting `offset` elements past this tensor's first element, with
+    /// any shape and strides (in elements): sub-matrices, broadcasts (stride 0), head splits.
+    pub fn view(&self, offset: usize, shape: &[usize], strides: &[usize]) -> Result<Self> {
+        if strides.len() != shape.len() {
+            return Err(Error::Strides {
+                name: "view",
+                shape: shape.to_vec(),
+                strides: strides.to_vec(),
+                why: "one stride per dimension is needed",
+            });
+        }
+        let t = Self {
+            buffer: self.buffer.clone(),
+            offset: self.offset + (offset * self.dtype.size()) as u64,
+            strides: strides.to_vec(),
+            shape: shape.to_vec(),
+            dtype: self.dtype,
+        };
+        t.check_fits("view")?;
+        Ok(t)
+    }
+
     /// The same buffer viewed with another shape (contiguous strides); the element count must match.
     pub fn reshape(&self, shape: &[usize]) -> Result<Self> {
         if !self.is_contiguous() || shape.iter().product::<usize>() != self.numel() {

@@ -255,6 +255,8 @@ fn expected(
         bias: None,
         mask: mask.map(|(data, shape)| Broadcast { data, shape }),
         key_lengths: None,
+        score: Default::default(),
+        local: None,
     };
     reference::sdpa(&host, opts)
 }

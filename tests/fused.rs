@@ -95,6 +95,8 @@ fn tensors_larger_than_one_binding_are_chunked() {
                 shape: [p.b, 1, p.lq, p.lk],
             }),
             key_lengths: None,
+            score: Default::default(),
+            local: None,
         },
         &opts,
     );

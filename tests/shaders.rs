@@ -34,14 +34,17 @@ fn every_kernel_validates_with_naga() {
         for rows in 1..=8 {
             for vec4_io in [false, true] {
                 for subgroup in [0, 4, 8, 32, 64] {
-                    let variant = Variant {
-                        rows,
-                        vec4_io,
-                        subgroup,
-                    };
-                    let src = compose_variant(Kernel::FlashForward, dtype, variant);
-                    if let Err(e) = validate(&src, &HashMap::new()) {
-                        failures.push(format!("FlashForward/{dtype}/{variant:?}: {e}"));
+                    for additive in [false, true] {
+                        let variant = Variant {
+                            rows,
+                            vec4_io,
+                            subgroup,
+                            additive,
+                        };
+                        let src = compose_variant(Kernel::FlashForward, dtype, variant);
+                        if let Err(e) = validate(&src, &HashMap::new()) {
+                            failures.push(format!("FlashForward/{dtype}/{variant:?}: {e}"));
+                        }
                     }
                 }
             }
@@ -59,6 +62,7 @@ fn flash_kernel_validates_for_odd_head_dims() {
             rows: 3,
             vec4_io: false,
             subgroup: 8,
+            additive: true,
         },
     );
     for (dk, dv) in [(8, 8), (24, 40), (256, 256), (3, 5)] {

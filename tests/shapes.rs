@@ -235,6 +235,8 @@ fn tensors_at_offsets_in_one_buffer() {
             bias: None,
             mask: None,
             key_lengths: None,
+            score: Default::default(),
+            local: None,
         },
         &AttentionOptions::default(),
     );

@@ -25,3 +25,12 @@ fn fetch_v(row: u32, lane: u32) {
         kv[c4] = load_v4(row, c4);
     }
 }
+
+// Loop bounds need no agreement between invocations here.
+fn uniform_min(x: i32) -> i32 {
+    return x;
+}
+
+fn uniform_max(x: i32) -> i32 {
+    return x;
+}

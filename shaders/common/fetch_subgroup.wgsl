@@ -40,3 +40,12 @@ fn fetch_v(row: u32, lane: u32) {
         //@end_lane
     }
 }
+
+// Loop bounds agreed by the whole subgroup (the broadcasts need every lane active).
+fn uniform_min(x: i32) -> i32 {
+    return subgroupMin(x);
+}
+
+fn uniform_max(x: i32) -> i32 {
+    return subgroupMax(x);
+}

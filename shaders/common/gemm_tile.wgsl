@@ -63,15 +63,18 @@ fn gemm_tile(batch: u32, m0: u32, n0: u32, k_len: u32, tx: u32, ty: u32) {
 }
 
 // Entry logic shared by the GEMM kernels: maps the (linearized) workgroup to one output tile of
-// one (b, h) pair of the chunk, for an m_len × n_len output reduced over k_len.
-fn gemm_dispatch(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>, m_len: u32, n_len: u32, k_len: u32) {
+// one of `batches` matrices (numbered from `batch_base`), for an m_len × n_len output reduced over k_len.
+fn gemm_dispatch(
+    wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>,
+    m_len: u32, n_len: u32, k_len: u32, batch_base: u32, batches: u32,
+) {
     let tiles_m = (m_len + WG_Y * 4u - 1u) / (WG_Y * 4u);
     let tiles_n = (n_len + WG_X * 4u - 1u) / (WG_X * 4u);
     let t = linear_workgroup(wid, nwg);
-    if (t >= params.bh_count * tiles_m * tiles_n) {
+    if (t >= batches * tiles_m * tiles_n) {
         return;
     }
-    let bh = params.bh_base + t / (tiles_m * tiles_n);
+    let bh = batch_base + t / (tiles_m * tiles_n);
     let r = t % (tiles_m * tiles_n);
     gemm_tile(bh, (r / tiles_n) * WG_Y * 4u, (r % tiles_n) * WG_X * 4u, k_len, lid.x, lid.y);
 }

@@ -1,10 +1,21 @@
-// Score post-processing of ATTENTION.md §1 steps 2–4: soft cap, additive bias, masks.
-// Bindings 8–10 are bound to a dummy buffer when the matching flag is off.
+// Score post-processing of ATTENTION.md §1 steps 2–4 (soft cap, additive bias, masks) and the
+// post-softmax weighting of step 6 and §4 (dropout, local-p Gaussian). Composed after
+// common/philox.wgsl. Bindings 8–11 are bound to a dummy buffer when the matching flag is off.
 
 @group(0) @binding(8) var<storage, read> bias: array<elem>;
 // Bool mask, one byte per element (NumPy/PyTorch layout), read four to a word.
 @group(0) @binding(9) var<storage, read> mask_bytes: array<u32>;
 @group(0) @binding(10) var<storage, read> key_lengths: array<u32>;
+// Local-p aligned positions pᵢ, one per (b, h, i) row.
+@group(0) @binding(11) var<storage, read> centers: array<f32>;
+
+// The local-p position of a query row (0 when local-p is off).
+fn row_center(b: u32, h: u32, i: u32) -> f32 {
+    if (!has_flag(FLAG_LOCAL)) {
+        return 0.0;
+    }
+    return centers[params.centers_off + (b * params.heads_q + h) * params.len_q + i];
+}
 
 // Structural masks (key padding, causal, window, boolean) of key j for query i, batch b, head h.
 fn key_allowed(b: u32, h: u32, i: u32, j: u32) -> bool {
@@ -20,6 +31,9 @@ fn key_allowed(b: u32, h: u32, i: u32, j: u32) -> bool {
             return false;
         }
     }
+    if (has_flag(FLAG_LOCAL) && abs(f32(j) - row_center(b, h, i)) > params.local_radius) {
+        return false;
+    }
     if (has_flag(FLAG_MASK)) {
         let e = params.mask_off + b * params.mask_sb + h * params.mask_sh + i * params.mask_sl + j;
         if (((mask_bytes[e >> 2u] >> ((e & 3u) * 8u)) & 0xffu) == 0u) {
@@ -29,9 +43,10 @@ fn key_allowed(b: u32, h: u32, i: u32, j: u32) -> bool {
     return true;
 }
 
-// Soft cap then bias, for an already scaled score; -inf when the key is masked.
+// Soft cap then bias, for an already scaled score; -inf when the key is masked (zero-score
+// masking tests the score before cap and bias: NeurJudge pads with zero vectors).
 fn finish_score(scaled: f32, b: u32, h: u32, i: u32, j: u32) -> f32 {
-    if (!key_allowed(b, h, i, j)) {
+    if (!key_allowed(b, h, i, j) || (has_flag(FLAG_ZERO_SCORE) && scaled == 0.0)) {
         return neg_inf();
     }
     var s = scaled;
@@ -43,4 +58,21 @@ fn finish_score(scaled: f32, b: u32, h: u32, i: u32, j: u32) -> f32 {
         s += f32(bias[params.bias_off + b * params.bias_sb + h * params.bias_sh + i * params.bias_sl + j]);
     }
     return s;
+}
+
+// Factor applied to probability P[i, j] after the softmax, in the weighted sum only (the LSE and
+// the softmax denominator are unaffected): dropout keep/scale, then the local-p Gaussian.
+fn value_weight(b: u32, h: u32, i: u32, j: u32, center: f32) -> f32 {
+    var w = 1.0;
+    if (has_flag(FLAG_DROPOUT)) {
+        if (random_u32(b, h, i, j) < params.dropout_threshold) {
+            return 0.0;
+        }
+        w = params.dropout_scale;
+    }
+    if (has_flag(FLAG_LOCAL)) {
+        let d = f32(j) - center;
+        w *= exp(-d * d * params.local_gauss);
+    }
+    return w;
 }

@@ -29,9 +29,23 @@ struct Params {
     window_right: i32,
     // Element offset of LSE row 0 in its binding (wrapping: chunks bind a window of the tensor).
     lse_off: u32,
+    // Dropout (§1 step 6): an element is dropped when its Philox word is below the threshold
+    // (p · 2^32); kept elements are scaled by 1 / (1 − p).
+    dropout_threshold: u32,
+    seed_lo: u32,
+    seed_hi: u32,
+    dropout_scale: f32,
+    // Local-p (§4): query row i sees keys with |j − centers[i]| ≤ local_radius, each weight then
+    // multiplied by exp(−(j − centers[i])² · local_gauss).
+    local_radius: f32,
+    local_gauss: f32,
+    centers_off: u32,
+    // Element offset of the additive score vector v (§2).
+    score_off: u32,
+    // Query rows [row_base, row_base + row_count) of a row-chunked kernel (additive_hidden).
+    row_base: u32,
+    row_count: u32,
     _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -43,6 +57,9 @@ const FLAG_CAUSAL: u32 = 8u;
 const FLAG_WINDOW: u32 = 16u;
 const FLAG_LSE: u32 = 32u;
 const FLAG_SOFTCAP: u32 = 64u;
+const FLAG_DROPOUT: u32 = 128u;
+const FLAG_ZERO_SCORE: u32 = 256u;
+const FLAG_LOCAL: u32 = 512u;
 
 fn has_flag(flag: u32) -> bool {
     return (params.flags & flag) != 0u;
@@ -55,11 +72,6 @@ fn neg_inf() -> f32 {
 // True for -inf (a masked score); NaN stays unmasked so that it propagates like in PyTorch.
 fn is_masked(s: f32) -> bool {
     return s < -3.0e38;
-}
-
-// The host spreads large grids over x and y (each at most maxComputeWorkgroupsPerDimension).
-fn linear_workgroup(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return wid.x + wid.y * nwg.x;
 }
 
 // Query head h reads key/value head h / (heads_q / heads_kv) (GQA; MQA when heads_kv = 1).

@@ -95,14 +95,14 @@ impl HostTensor {
     }
 }
 
-fn bad(path: &Path, msg: impl Into<String>) -> Error {
+pub(crate) fn bad(path: &Path, msg: impl Into<String>) -> Error {
     Error::Io {
         path: path.display().to_string(),
         source: std::io::Error::new(std::io::ErrorKind::InvalidData, msg.into()),
     }
 }
 
-fn read_all(path: &Path) -> Result<Vec<u8>> {
+pub(crate) fn read_all(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|source| Error::Io {
         path: path.display().to_string(),
         source,
@@ -363,6 +363,8 @@ pub fn run_attention(ctx: &Context, inputs: &RunInputs, opts: &AttentionOptions,
                     shape: broadcast_shape(&m.shape),
                 }),
                 key_lengths: None,
+                score: Default::default(),
+                local: None,
             };
             let expected = reference::sdpa(&host, &full).out;
             let tol = match dtype {

@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::pipeline::{self, Kernel, Slot, Variant};
 use crate::tensor::DType;
 
-/// Bindings: params, Q, K, V, O, LSE, bias, mask, key lengths.
+/// Bindings: params, Q, K, V, O, LSE, bias, mask, key lengths, local-p centers.
 pub const SLOTS: &[(u32, Slot)] = &[
     (0, Slot::Uniform),
     (1, Slot::Read),
@@ -17,6 +17,22 @@ pub const SLOTS: &[(u32, Slot)] = &[
     (8, Slot::Read),
     (9, Slot::Read),
     (10, Slot::Read),
+    (11, Slot::Read),
+];
+
+/// [`SLOTS`] plus the additive score vector v (binding 12).
+pub const SLOTS_ADDITIVE: &[(u32, Slot)] = &[
+    (0, Slot::Uniform),
+    (1, Slot::Read),
+    (2, Slot::Read),
+    (3, Slot::Read),
+    (4, Slot::ReadWrite),
+    (5, Slot::ReadWrite),
+    (8, Slot::Read),
+    (9, Slot::Read),
+    (10, Slot::Read),
+    (11, Slot::Read),
+    (12, Slot::Read),
 ];
 
 /// Largest head dim the fused kernel keeps in registers.
@@ -173,7 +189,8 @@ pub(crate) fn step(
     qkv: [&BoundBuffer; 3],
     out: &BoundBuffer,
     lse: &BoundBuffer,
-    masks: [&BoundBuffer; 3],
+    masks: [&BoundBuffer; 4],
+    score_vector: Option<&BoundBuffer>,
 ) -> Result<Step> {
     cfg.check(ctx, p.dim_k, p.dim_v)?;
     let constants = [
@@ -187,17 +204,18 @@ pub(crate) fn step(
         rows: cfg.rows,
         vec4_io: vec4_ok(p),
         subgroup: cfg.subgroup_size(ctx),
+        additive: score_vector.is_some(),
     };
-    let kernel = pipeline::get(ctx, Kernel::FlashForward, dtype, variant, SLOTS, &constants)?;
+    let slots = match score_vector {
+        Some(_) => SLOTS_ADDITIVE,
+        None => SLOTS,
+    };
+    let kernel = pipeline::get(ctx, Kernel::FlashForward, dtype, variant, slots, &constants)?;
     let blocks = p.bh_count as u64 * p.len_q.div_ceil(cfg.block_q()) as u64;
     let groups = grid(ctx, blocks, "flash_forward")?;
     let [q, k, v] = qkv;
-    let [bias, mask, lengths] = masks;
-    Ok(dispatch_step(
-        ctx,
-        kernel,
-        params,
-        &[q, k, v, out, lse, bias, mask, lengths],
-        groups,
-    ))
+    let [bias, mask, lengths, centers] = masks;
+    let mut buffers = vec![q, k, v, out, lse, bias, mask, lengths, centers];
+    buffers.extend(score_vector);
+    Ok(dispatch_step(ctx, kernel, params, &buffers, groups))
 }

@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::pipeline::{self, Kernel, Slot};
 use crate::tensor::DType;
 
-/// Bindings: params, S/P (in place), LSE, bias, mask, key lengths.
+/// Bindings: params, S/P (in place), LSE, bias, mask, key lengths, local-p centers.
 pub const SLOTS: &[(u32, Slot)] = &[
     (0, Slot::Uniform),
     (1, Slot::ReadWrite),
@@ -14,6 +14,7 @@ pub const SLOTS: &[(u32, Slot)] = &[
     (8, Slot::Read),
     (9, Slot::Read),
     (10, Slot::Read),
+    (11, Slot::Read),
 ];
 
 /// Invocations per row (a power of two).
@@ -28,7 +29,7 @@ pub(crate) fn step(
     params: &wgpu::Buffer,
     scores: &BoundBuffer,
     lse: &BoundBuffer,
-    masks: [&BoundBuffer; 3],
+    masks: [&BoundBuffer; 4],
 ) -> Result<Step> {
     if !workgroup.is_power_of_two() {
         return Err(Error::InvalidOption {
@@ -47,12 +48,12 @@ pub(crate) fn step(
         &[("WORKGROUP", workgroup as f64)],
     )?;
     let groups = grid(ctx, p.bh_count as u64 * p.len_q as u64, "masked_softmax")?;
-    let [bias, mask, lengths] = masks;
+    let [bias, mask, lengths, centers] = masks;
     Ok(dispatch_step(
         ctx,
         kernel,
         params,
-        &[scores, lse, bias, mask, lengths],
+        &[scores, lse, bias, mask, lengths, centers],
         groups,
     ))
 }

@@ -1,8 +1,12 @@
 //! Host side of the kernels: one module per shader (bindings, override constants, dispatch size),
 //! plus the uniform they share and the small helpers every launch needs.
 
+pub mod additive_hidden;
 pub mod flash_forward;
+pub mod gemm;
+pub mod hard_attention;
 pub mod masked_softmax;
+pub mod pool;
 pub mod qk_scores;
 pub mod weighted_sum;
 
@@ -41,7 +45,17 @@ pub struct Params {
     pub window_left: i32,
     pub window_right: i32,
     pub lse_off: u32,
-    pub _pad: [u32; 3],
+    pub dropout_threshold: u32,
+    pub seed_lo: u32,
+    pub seed_hi: u32,
+    pub dropout_scale: f32,
+    pub local_radius: f32,
+    pub local_gauss: f32,
+    pub centers_off: u32,
+    pub score_off: u32,
+    pub row_base: u32,
+    pub row_count: u32,
+    pub _pad: u32,
 }
 
 /// Element offset and (batch, head, row) strides of a 4-D operand; the last dim is contiguous.
@@ -63,6 +77,9 @@ pub mod flags {
     pub const WINDOW: u32 = 16;
     pub const LSE: u32 = 32;
     pub const SOFTCAP: u32 = 64;
+    pub const DROPOUT: u32 = 128;
+    pub const ZERO_SCORE: u32 = 256;
+    pub const LOCAL: u32 = 512;
 }
 
 /// A buffer range bound to one slot.
@@ -177,6 +194,7 @@ pub(crate) enum Step {
     /// A buffer copy (e.g. a chunk of attention weights into the returned tensor).
     Copy {
         src: wgpu::Buffer,
+        src_offset: u64,
         dst: wgpu::Buffer,
         dst_offset: u64,
         size: u64,
@@ -222,8 +240,8 @@ pub(crate) fn dispatch_step(
     }
 }
 
-/// A uniform buffer holding `params`.
-pub(crate) fn params_buffer(ctx: &Context, params: &Params) -> wgpu::Buffer {
+/// A uniform buffer holding `params` (any kernel's uniform struct).
+pub(crate) fn params_buffer<T: bytemuck::Pod>(ctx: &Context, params: &T) -> wgpu::Buffer {
     use wgpu::util::DeviceExt;
     ctx.device().create_buffer_init(&wgpu::util::BufferInitDescriptor {
         label: Some("wgpu-attention params"),
@@ -246,11 +264,12 @@ pub(crate) fn encode_steps(
         match &steps[i] {
             Step::Copy {
                 src,
+                src_offset,
                 dst,
                 dst_offset,
                 size,
             } => {
-                encoder.copy_buffer_to_buffer(src, 0, dst, *dst_offset, *size);
+                encoder.copy_buffer_to_buffer(src, *src_offset, dst, *dst_offset, *size);
                 i += 1;
             }
             Step::Dispatch { .. } => {

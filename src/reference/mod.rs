@@ -3,7 +3,8 @@
 //! kernel, and [`compare`] to measure the difference.
 
 mod compare;
+pub mod philox;
 mod sdpa;
 
 pub use compare::{compare, Comparison, Tolerance};
-pub use sdpa::{sdpa, Broadcast, HostInputs, ReferenceOutput};
+pub use sdpa::{sdpa, Broadcast, HostInputs, HostScore, ReferenceOutput};

@@ -38,6 +38,40 @@ pub struct HostInputs<'a> {
     pub mask: Option<Broadcast<'a, bool>>,
     /// Valid key count per batch.
     pub key_lengths: Option<&'a [u32]>,
+    /// The score function (§2); [`HostScore::Dot`] is §1's scaled dot product.
+    pub score: HostScore<'a>,
+    /// Local-p windows (§4): aligned positions [B, Hq, Lq], the radius W, and whether weights are
+    /// multiplied by the Gaussian exp(−(j − pᵢ)² / (2σ²)), σ = W / 2.
+    pub local: Option<(&'a [f32], f64, bool)>,
+}
+
+/// Score functions of ATTENTION.md §2, computed literally from the raw inputs.
+#[derive(Debug, Clone, Copy, Default)]
+pub enum HostScore<'a> {
+    /// scale · qᵀk.
+    #[default]
+    Dot,
+    /// scale · qᵀ W k, W [Dq, Dk] row-major (Q has head dim Dq = `w.len() / Dk`).
+    General {
+        /// W, row-major [Dq, Dk].
+        w: &'a [f32],
+    },
+    /// vᵀ tanh(W_q q + W_k k + b), unscaled. Q has head dim Dq, K head dim Dk; `problem.dk` is
+    /// ignored.
+    Additive {
+        /// W_q [Da, Dq].
+        w_q: &'a [f32],
+        /// W_k [Da, Dk].
+        w_k: &'a [f32],
+        /// b [Da].
+        b: &'a [f32],
+        /// v [Da].
+        v: &'a [f32],
+        /// Query head dim Dq.
+        dq: usize,
+        /// Key head dim Dk.
+        dk: usize,
+    },
 }
 
 impl<'a> HostInputs<'a> {
@@ -51,6 +85,8 @@ impl<'a> HostInputs<'a> {
             bias: None,
             mask: None,
             key_lengths: None,
+            score: HostScore::Dot,
+            local: None,
         }
     }
 }
@@ -72,6 +108,8 @@ pub fn sdpa(inputs: &HostInputs, opts: &AttentionOptions) -> ReferenceOutput {
     let p = inputs.problem;
     let group = p.hq / p.hkv;
     let scale = opts.scale.map_or(1.0 / (p.dk as f64).sqrt(), |s| s as f64);
+    let score = Scorer::new(inputs);
+    let dropout = opts.dropout.filter(|d| d.p > 0.0);
     let mut out = vec![0.0; p.b * p.hq * p.lq * p.dv];
     let mut lse = vec![f64::NEG_INFINITY; p.b * p.hq * p.lq];
     let mut weights = vec![0.0; p.b * p.hq * p.lq * p.lk];
@@ -81,12 +119,13 @@ pub fn sdpa(inputs: &HostInputs, opts: &AttentionOptions) -> ReferenceOutput {
             let hk = h / group;
             for i in 0..p.lq {
                 let row = (b * p.hq + h) * p.lq + i;
-                let q = &inputs.q[row * p.dk..(row + 1) * p.dk];
                 // 1–4: scores, soft cap, bias, masks.
                 for (j, sj) in s.iter_mut().enumerate() {
-                    let krow = ((b * p.hkv + hk) * p.lk + j) * p.dk;
-                    let dot: f64 = (0..p.dk).map(|d| q[d] as f64 * inputs.k[krow + d] as f64).sum();
-                    let mut x = scale * dot;
+                    let mut x = match inputs.score {
+                        HostScore::Additive { .. } => score.at(row, (b * p.hkv + hk) * p.lk + j),
+                        _ => scale * score.at(row, (b * p.hkv + hk) * p.lk + j),
+                    };
+                    let zero = x == 0.0;
                     if let Some(c) = opts.softcap {
                         let c = c as f64;
                         x = c * (x / c).tanh();
@@ -94,7 +133,7 @@ pub fn sdpa(inputs: &HostInputs, opts: &AttentionOptions) -> ReferenceOutput {
                     if let Some(bias) = &inputs.bias {
                         x += bias.at(b, h, i, j) as f64;
                     }
-                    *sj = if allowed(inputs, opts, &p, b, h, i, j) {
+                    *sj = if allowed(inputs, opts, &p, b, h, i, j) && !(opts.zero_score_mask && zero) {
                         x
                     } else {
                         f64::NEG_INFINITY
@@ -111,9 +150,20 @@ pub fn sdpa(inputs: &HostInputs, opts: &AttentionOptions) -> ReferenceOutput {
                 }
                 let sum: f64 = s.iter().map(|&x| (x - m).exp()).sum();
                 lse[row] = m + sum.ln();
-                // 7: O = P V.
+                // 6: dropout and the local-p Gaussian weight P (not the LSE); 7: O = P V.
                 for (j, &x) in s.iter().enumerate() {
-                    let pj = (x - m).exp() / sum;
+                    let mut pj = (x - m).exp() / sum;
+                    if let Some(d) = dropout {
+                        pj *= match super::philox::dropout_keeps(d.seed, d.threshold(), b, h, i, j) {
+                            true => 1.0 / (1.0 - d.p as f64),
+                            false => 0.0,
+                        };
+                    }
+                    if let Some((centers, radius, true)) = inputs.local {
+                        let dist = j as f64 - centers[row] as f64;
+                        let sigma = radius / 2.0;
+                        pj *= (-dist * dist / (2.0 * sigma * sigma)).exp();
+                    }
                     weights[row * p.lk + j] = pj;
                     let vrow = ((b * p.hkv + hk) * p.lk + j) * p.dv;
                     for d in 0..p.dv {
@@ -150,5 +200,73 @@ fn allowed(inputs: &HostInputs, opts: &AttentionOptions, p: &Problem, b: usize, 
             return false;
         }
     }
+    if let Some((centers, radius, _)) = inputs.local {
+        let center = centers[(b * p.hq + h) * p.lq + i as usize] as f64;
+        if (j as f64 - center).abs() > radius {
+            return false;
+        }
+    }
     true
+}
+
+/// Raw scores of §2 for (query row, key row) pairs; projections are precomputed in f64.
+struct Scorer<'a> {
+    inputs: &'a HostInputs<'a>,
+    /// General: Q W [rows, Dk]; additive: W_q q + b [rows, Da].
+    q_proj: Vec<f64>,
+    /// Additive: W_k k [key rows, Da].
+    k_proj: Vec<f64>,
+}
+
+impl<'a> Scorer<'a> {
+    fn new(inputs: &'a HostInputs<'a>) -> Self {
+        // y[r, o] = Σ_d x[r, d] · w(o, d) (+ b[o]) for every row r of x.
+        fn project(x: &[f32], dim: usize, outs: usize, w: impl Fn(usize, usize) -> f64, b: Option<&[f32]>) -> Vec<f64> {
+            let rows = x.len() / dim;
+            let mut y = vec![0.0; rows * outs];
+            for r in 0..rows {
+                for o in 0..outs {
+                    let acc: f64 = (0..dim).map(|d| x[r * dim + d] as f64 * w(o, d)).sum();
+                    y[r * outs + o] = acc + b.map_or(0.0, |b| b[o] as f64);
+                }
+            }
+            y
+        }
+        let dk = inputs.problem.dk;
+        let (q_proj, k_proj) = match inputs.score {
+            HostScore::Dot => (Vec::new(), Vec::new()),
+            HostScore::General { w } => {
+                let dq = w.len() / dk;
+                (project(inputs.q, dq, dk, |o, d| w[d * dk + o] as f64, None), Vec::new())
+            }
+            HostScore::Additive {
+                w_q, w_k, b, v, dq, dk, ..
+            } => {
+                let da = v.len();
+                (
+                    project(inputs.q, dq, da, |o, d| w_q[o * dq + d] as f64, Some(b)),
+                    project(inputs.k, dk, da, |o, d| w_k[o * dk + d] as f64, None),
+                )
+            }
+        };
+        Self { inputs, q_proj, k_proj }
+    }
+
+    /// The unscaled score of query row `qr` and key row `kr` (flat row indices).
+    fn at(&self, qr: usize, kr: usize) -> f64 {
+        let dk = self.inputs.problem.dk;
+        let k = &self.inputs.k;
+        match self.inputs.score {
+            HostScore::Dot => (0..dk)
+                .map(|d| self.inputs.q[qr * dk + d] as f64 * k[kr * dk + d] as f64)
+                .sum(),
+            HostScore::General { .. } => (0..dk).map(|d| self.q_proj[qr * dk + d] * k[kr * dk + d] as f64).sum(),
+            HostScore::Additive { v, .. } => {
+                let da = v.len();
+                (0..da)
+                    .map(|a| v[a] as f64 * (self.q_proj[qr * da + a] + self.k_proj[kr * da + a]).tanh())
+                    .sum()
+            }
+        }
+    }
 }

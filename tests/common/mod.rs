@@ -185,6 +185,8 @@ impl Case {
                 }),
                 mask: mask.as_ref().map(|(m, s)| Broadcast { data: m, shape: *s }),
                 key_lengths: self.key_lengths.as_deref(),
+                score: Default::default(),
+                local: None,
             },
             &self.opts,
         );

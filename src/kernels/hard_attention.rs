@@ -1,0 +1,55 @@
+//! Host side of `shaders/hard_attention.wgsl`: one sampled key per query row.
+
+use super::{dispatch_step, grid, BoundBuffer, Params, Step};
+use crate::context::Context;
+use crate::error::Result;
+use crate::pipeline::{self, Kernel, Slot};
+use crate::tensor::DType;
+
+/// Bindings: params, Q, K, V, O, indices, bias, mask, key lengths, local-p centers.
+pub const SLOTS: &[(u32, Slot)] = &[
+    (0, Slot::Uniform),
+    (1, Slot::Read),
+    (2, Slot::Read),
+    (3, Slot::Read),
+    (4, Slot::ReadWrite),
+    (6, Slot::ReadWrite),
+    (8, Slot::Read),
+    (9, Slot::Read),
+    (10, Slot::Read),
+    (11, Slot::Read),
+];
+
+/// Invocations per workgroup (one query row each).
+pub const WORKGROUP: u32 = 64;
+
+#[allow(clippy::too_many_arguments, reason = "one buffer per shader binding")]
+pub(crate) fn step(
+    ctx: &Context,
+    dtype: DType,
+    p: &Params,
+    params: &wgpu::Buffer,
+    qkv: [&BoundBuffer; 3],
+    out: &BoundBuffer,
+    indices: &BoundBuffer,
+    masks: [&BoundBuffer; 4],
+) -> Result<Step> {
+    let workgroup = WORKGROUP.min(ctx.limits().max_compute_invocations_per_workgroup);
+    let constants = [
+        ("WORKGROUP", workgroup as f64),
+        ("DK", p.dim_k as f64),
+        ("DV", p.dim_v as f64),
+    ];
+    let kernel = pipeline::get(ctx, Kernel::HardAttention, dtype, Default::default(), SLOTS, &constants)?;
+    let rows = p.bh_count as u64 * p.len_q as u64;
+    let groups = grid(ctx, rows.div_ceil(workgroup as u64), "hard_attention")?;
+    let [q, k, v] = qkv;
+    let [bias, mask, lengths, centers] = masks;
+    Ok(dispatch_step(
+        ctx,
+        kernel,
+        params,
+        &[q, k, v, out, indices, bias, mask, lengths, centers],
+        groups,
+    ))
+}
