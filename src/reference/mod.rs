@@ -3,6 +3,7 @@
 //! kernel, and [`compare`] to measure the difference.
 
 mod compare;
+pub mod family;
 pub mod philox;
 mod sdpa;
 

@@ -72,6 +72,12 @@ pub enum HostScore<'a> {
         /// Key head dim Dk.
         dk: usize,
     },
+    /// Precomputed raw scores [B, Hq, Lq, Lk], used as they are (no scale): location-based
+    /// attention (§3). Q and K are ignored.
+    Given {
+        /// The scores.
+        s: &'a [f64],
+    },
 }
 
 impl<'a> HostInputs<'a> {
@@ -123,6 +129,7 @@ pub fn sdpa(inputs: &HostInputs, opts: &AttentionOptions) -> ReferenceOutput {
                 for (j, sj) in s.iter_mut().enumerate() {
                     let mut x = match inputs.score {
                         HostScore::Additive { .. } => score.at(row, (b * p.hkv + hk) * p.lk + j),
+                        HostScore::Given { s } => s[row * p.lk + j],
                         _ => scale * score.at(row, (b * p.hkv + hk) * p.lk + j),
                     };
                     let zero = x == 0.0;
@@ -234,7 +241,7 @@ impl<'a> Scorer<'a> {
         }
         let dk = inputs.problem.dk;
         let (q_proj, k_proj) = match inputs.score {
-            HostScore::Dot => (Vec::new(), Vec::new()),
+            HostScore::Dot | HostScore::Given { .. } => (Vec::new(), Vec::new()),
             HostScore::General { w } => {
                 let dq = w.len() / dk;
                 (project(inputs.q, dq, dk, |o, d| w[d * dk + o] as f64, None), Vec::new())
@@ -257,6 +264,7 @@ impl<'a> Scorer<'a> {
         let dk = self.inputs.problem.dk;
         let k = &self.inputs.k;
         match self.inputs.score {
+            HostScore::Given { .. } => unreachable!("given scores are read directly"),
             HostScore::Dot => (0..dk)
                 .map(|d| self.inputs.q[qr * dk + d] as f64 * k[kr * dk + d] as f64)
                 .sum(),
