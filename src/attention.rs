@@ -510,7 +510,7 @@ impl Attention {
         params.q = kernels::strides_of(q, qo);
         params.k = kernels::strides_of(k, ko);
         params.v = kernels::strides_of(v, vo);
-        let dummy = BoundBuffer::whole(&storage_buffer(ctx, "wgpu-attention unused input", 16)?);
+        let dummy = kernels::unused_input(ctx);
         let bind_opt = |t: &Option<Tensor>, name: &'static str| -> Result<(BoundBuffer, kernels::Strides)> {
             match t {
                 Some(t) => {
@@ -609,7 +609,7 @@ impl Attention {
             Some(c) => c,
             None => crate::tune::flash_config(ctx, p, q.dtype())?,
         };
-        let dummy = BoundBuffer::whole(&storage_buffer(ctx, "wgpu-attention unused input", 16)?);
+        let dummy = kernels::unused_input(ctx);
         let dummy_lse = BoundBuffer::whole(&storage_buffer(ctx, "wgpu-attention unused lse", 16)?);
         let lengths = match &opts.key_lengths {
             Some(t) => kernels::bind_tensor(ctx, t, "key_lengths")?.0,

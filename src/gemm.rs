@@ -292,7 +292,7 @@ pub fn prepare(ctx: &Context, a: &Tensor, b: &Tensor, opts: &GemmOptions) -> Res
         let (cb, co) = kernels::bind_tensor(ctx, &out, "out")?;
         let (biasb, bias_off) = match &opts.bias {
             Some(t) => kernels::bind_tensor(ctx, t, "bias")?,
-            None => (cb.clone(), 0),
+            None => (kernels::unused_input(ctx), 0),
         };
         let mut f = 0;
         if opts.bias.is_some() {

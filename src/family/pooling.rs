@@ -214,7 +214,7 @@ pub(crate) fn pool(
                 pp.mask_sb = m.strides()[0] as u32;
                 mb
             }
-            None => wb.clone(),
+            None => kernels::unused_input(ctx),
         };
         let bb = match bias {
             Some(t) => {

@@ -143,6 +143,17 @@ pub(crate) fn binding_window(ctx: &Context, buffer: &wgpu::Buffer, from: u64, to
     (start, end.max(start + 4) - start)
 }
 
+/// A 16-byte storage buffer bound to the slots of inputs a call does not use (a fresh one, so it
+/// never aliases a buffer the dispatch writes).
+pub(crate) fn unused_input(ctx: &Context) -> BoundBuffer {
+    BoundBuffer::whole(&ctx.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some("wgpu-attention unused input"),
+        size: 16,
+        usage: wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: false,
+    }))
+}
+
 /// Strides of a 4-D tensor view (or a 2-D [L, D] one broadcast over batch and head) for the uniform.
 pub(crate) fn strides_of(t: &Tensor, elem_offset: u32) -> Strides {
     let s = t.strides();

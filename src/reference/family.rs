@@ -255,7 +255,14 @@ pub fn self_sum(x: &[f32], (b, l, d): (usize, usize, usize)) -> Vec<f64> {
         let mut s: Vec<f64> = Vec::with_capacity(l * l);
         for t in 0..l {
             for u in 0..l {
-                s.push(scale * row(t).iter().zip(row(u)).map(|(&p, &q)| p as f64 * q as f64).sum::<f64>());
+                s.push(
+                    scale
+                        * row(t)
+                            .iter()
+                            .zip(row(u))
+                            .map(|(&p, &q)| p as f64 * q as f64)
+                            .sum::<f64>(),
+                );
             }
         }
         let a = softmax_rows(&s, l, |_| true);
@@ -314,14 +321,17 @@ pub struct HostLocationWeights<'a> {
     pub b_c: &'a [f32],
 }
 
-/// a = softmax(W_a [q; h] + b_a) (with the masks of `opts`, applied by [`sdpa`] to the given
-/// scores), context = a V, out = W_c [q; context] + b_c. q [B, Lq, Dq], h [B, Lq, Dh], v [B, Lk, Dv].
+/// a = softmax(W_a [q; h] + b_a) (with the scalar masks of `opts` and the key lengths, applied
+/// by [`sdpa`] to the given scores), context = a V, out = W_c [q; context] + b_c.
+/// q [B, Lq, Dq], h [B, Lq, Dh], v [B, Lk, Dv].
+#[allow(clippy::too_many_arguments, reason = "one argument per input of the formula")]
 pub fn location(
     q: &[f32],
     h: &[f32],
     v: &[f32],
     (b, lq, dq, dh, lk, dv): (usize, usize, usize, usize, usize, usize),
     w: HostLocationWeights,
+    key_lengths: Option<&[u32]>,
     opts: &AttentionOptions,
 ) -> LocationReference {
     let qh: Vec<f32> = (0..b * lq)
@@ -339,6 +349,7 @@ pub fn location(
     };
     let inputs = HostInputs {
         score: HostScore::Given { s: &s },
+        key_lengths,
         ..HostInputs::new(problem, q, q, v)
     };
     let r = sdpa(&inputs, opts);
@@ -433,7 +444,8 @@ pub fn mha(
         dk: dh,
         dv: dh,
     };
-    let mask: Option<Vec<bool>> = key_keep.map(|m| (0..b * lq * lk).map(|x| m[(x / (lq * lk)) * lk + x % lk]).collect());
+    let mask: Option<Vec<bool>> =
+        key_keep.map(|m| (0..b * lq * lk).map(|x| m[(x / (lq * lk)) * lk + x % lk]).collect());
     let inputs = HostInputs {
         mask: mask.as_deref().map(|data| super::Broadcast {
             data,
