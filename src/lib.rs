@@ -9,6 +9,10 @@
 //! - **staged** (`qk_scores` → `masked_softmax` → `weighted_sum`): materializes the scores and can
 //!   return the attention weights P.
 //!
+//! The attention family of `ATTENTION.md` §2–§8 (score functions incl. a fused additive kernel,
+//! location-based, local-m/p, hard, NeurJudge, pooling, multi-head) lives in [`family`], built on
+//! the same kernels plus a batched [`gemm`]; dropout on P is [`AttentionOptions::dropout`].
+//!
 //! ## Conventions
 //! - Layout: Q [B, Hq, Lq, Dk], K [B, Hkv, Lk, Dk], V [B, Hkv, Lk, Dv], O [B, Hq, Lq, Dv], row-major
 //!   by default; any strides with a contiguous last dim are accepted ([`Tensor::from_blhd`] views a
@@ -17,6 +21,8 @@
 //! - Causal alignment is explicit: [`Alignment::TopLeft`] keeps j ≤ i (PyTorch `is_causal`),
 //!   [`Alignment::BottomRight`] keeps j ≤ i + Lk − Lq (FlashAttention, KV-cache decoding).
 //! - A row whose keys are all masked yields O = 0 and LSE = −∞, never NaN.
+//! - Dropout is counter-based (Philox-4x32-10 keyed by (seed, b, h, i, j)): the same seed gives the
+//!   same mask on both paths and in [`reference`]; it weights P in the sum, not the LSE.
 //! - Every input is validated on the host before any GPU work; wgpu errors are captured with
 //!   error scopes and returned as [`Error`]. Nothing global is installed on a borrowed device.
 //!
