@@ -688,7 +688,8 @@ impl Attention {
                 [&qb, &kb, &vb],
                 &ob,
                 &lse_b,
-                [&bias_b, &mask_b, &lengths, &centers_b],
+                [&bias_b, &mask_b, &lengths],
+                extras.local.as_ref().map(|_| &centers_b),
                 score_vector.as_ref().map(|s| &s.0),
             )?);
         }

@@ -23,6 +23,10 @@ pub mod common {
     pub const PHILOX: &str = include_str!("../shaders/common/philox.wgsl");
     /// Dot-product score term of the fused kernel.
     pub const SCORE_DOT: &str = include_str!("../shaders/common/score_dot.wgsl");
+    /// Local-p positions binding and `row_center`.
+    pub const CENTERS: &str = include_str!("../shaders/common/centers.wgsl");
+    /// `row_center` without a binding (kernels compiled without local-p).
+    pub const NO_CENTERS: &str = include_str!("../shaders/common/no_centers.wgsl");
     /// Additive (Bahdanau) score term of the fused kernel.
     pub const SCORE_ADDITIVE: &str = include_str!("../shaders/common/score_additive.wgsl");
     /// Bias, boolean mask, key padding, causal, window, zero-score and local-p predicates
@@ -52,6 +56,8 @@ pub struct Variant {
     pub subgroup: u32,
     /// Additive (Bahdanau) score instead of the dot product (`common/score_additive.wgsl`).
     pub additive: bool,
+    /// Local-p positions binding (`common/centers.wgsl`; otherwise `common/no_centers.wgsl`).
+    pub local: bool,
 }
 
 /// Every kernel of the crate: its shader file and the common pieces it is composed from.
@@ -129,12 +135,19 @@ impl Kernel {
     fn pieces(self, variant: Variant) -> Vec<&'static str> {
         match self {
             Kernel::QkScores | Kernel::WeightedSum => vec![common::PARAMS, common::GRID, common::GEMM_TILE],
-            Kernel::MaskedSoftmax => vec![common::PARAMS, common::GRID, common::PHILOX, common::MASK],
+            Kernel::MaskedSoftmax => vec![
+                common::PARAMS,
+                common::GRID,
+                common::PHILOX,
+                common::CENTERS,
+                common::MASK,
+            ],
             Kernel::Gemm => vec![common::GRID, common::GEMM_TILE],
             Kernel::HardAttention => vec![
                 common::PARAMS,
                 common::GRID,
                 common::PHILOX,
+                common::NO_CENTERS,
                 common::MASK,
                 common::LOAD_SCALAR,
             ],
@@ -156,10 +169,16 @@ impl Kernel {
                 } else {
                     common::SCORE_DOT
                 };
+                let centers = if variant.local {
+                    common::CENTERS
+                } else {
+                    common::NO_CENTERS
+                };
                 vec![
                     common::PARAMS,
                     common::GRID,
                     common::PHILOX,
+                    centers,
                     common::MASK,
                     io,
                     fetch,

@@ -34,12 +34,13 @@ fn every_kernel_validates_with_naga() {
         for rows in 1..=8 {
             for vec4_io in [false, true] {
                 for subgroup in [0, 4, 8, 32, 64] {
-                    for additive in [false, true] {
+                    for (additive, local) in [(false, false), (true, false), (false, true), (true, true)] {
                         let variant = Variant {
                             rows,
                             vec4_io,
                             subgroup,
                             additive,
+                            local,
                         };
                         let src = compose_variant(Kernel::FlashForward, dtype, variant);
                         if let Err(e) = validate(&src, &HashMap::new()) {
@@ -63,6 +64,7 @@ fn flash_kernel_validates_for_odd_head_dims() {
             vec4_io: false,
             subgroup: 8,
             additive: true,
+            local: true,
         },
     );
     for (dk, dv) in [(8, 8), (24, 40), (256, 256), (3, 5)] {

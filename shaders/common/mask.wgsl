@@ -1,21 +1,12 @@
 // Score post-processing of ATTENTION.md §1 steps 2–4 (soft cap, additive bias, masks) and the
 // post-softmax weighting of step 6 and §4 (dropout, local-p Gaussian). Composed after
-// common/philox.wgsl. Bindings 8–11 are bound to a dummy buffer when the matching flag is off.
+// common/philox.wgsl and a centers piece (common/centers.wgsl or common/no_centers.wgsl:
+// `row_center`). Bindings 8–10 are bound to a dummy buffer when the matching flag is off.
 
 @group(0) @binding(8) var<storage, read> bias: array<elem>;
 // Bool mask, one byte per element (NumPy/PyTorch layout), read four to a word.
 @group(0) @binding(9) var<storage, read> mask_bytes: array<u32>;
 @group(0) @binding(10) var<storage, read> key_lengths: array<u32>;
-// Local-p aligned positions pᵢ, one per (b, h, i) row.
-@group(0) @binding(11) var<storage, read> centers: array<f32>;
-
-// The local-p position of a query row (0 when local-p is off).
-fn row_center(b: u32, h: u32, i: u32) -> f32 {
-    if (!has_flag(FLAG_LOCAL)) {
-        return 0.0;
-    }
-    return centers[params.centers_off + (b * params.heads_q + h) * params.len_q + i];
-}
 
 // Structural masks (key padding, causal, window, boolean) of key j for query i, batch b, head h.
 fn key_allowed(b: u32, h: u32, i: u32, j: u32) -> bool {

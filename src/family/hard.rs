@@ -62,7 +62,7 @@ pub fn hard(
             [&qkv[0], &qkv[1], &qkv[2]],
             &ob,
             &ib,
-            [&masks[0], &masks[1], &masks[2], &masks[3]],
+            [&masks[0], &masks[1], &masks[2]],
         )?;
         let allocated = indices.buffer().size() + pb.size() + if opts.out.is_none() { out.buffer().size() } else { 0 };
         let flops = 2.0 * (p.b * p.hq) as f64 * p.lq as f64 * p.lk as f64 * p.dk as f64;

@@ -21,6 +21,27 @@
 //! | multi-head | [`mha::MultiHeadAttention`] | concat(headᵢ) W_oᵀ + b_o, GQA | Vaswani 2017 |
 //!
 //! Every member has a CPU twin in [`crate::reference::family`] (or [`crate::reference::sdpa`]).
+//!
+//! ```
+//! # fn main() -> Result<(), wgpu_attention::Error> {
+//! use wgpu_attention::family::score::{additive, AdditiveWeights};
+//! use wgpu_attention::{AttentionOptions, Context, Tensor};
+//! let ctx = Context::new()?;
+//! let (l, d, da) = (8, 4, 6);
+//! let x: Vec<f32> = (0..l * d).map(|i| (i as f32 * 0.37).sin()).collect();
+//! let q = Tensor::from_slice(&ctx, &x, &[1, 1, l, d])?; // [B, H, L, D]
+//! let w: Vec<f32> = (0..da * d).map(|i| (i as f32 * 0.11).cos() * 0.3).collect();
+//! let weights = AdditiveWeights {
+//!     w_q: Tensor::from_slice(&ctx, &w, &[da, d])?,
+//!     w_k: Tensor::from_slice(&ctx, &w, &[da, d])?,
+//!     bias: None,
+//!     v: Tensor::from_slice(&ctx, &w[..da], &[da])?,
+//! };
+//! // Fused: vᵀ tanh(W_q q + W_k k) is reduced inside the kernel's tile.
+//! let out = additive(&ctx, &q, &q, &q, &weights, &AttentionOptions::default())?.run()?;
+//! assert_eq!(out.out.to_vec::<f32>(&ctx)?.len(), l * d);
+//! # Ok(()) }
+//! ```
 
 pub mod hard;
 pub mod local;

@@ -6,34 +6,64 @@ use crate::error::{Error, Result};
 use crate::pipeline::{self, Kernel, Slot, Variant};
 use crate::tensor::DType;
 
-/// Bindings: params, Q, K, V, O, LSE, bias, mask, key lengths, local-p centers.
-pub const SLOTS: &[(u32, Slot)] = &[
-    (0, Slot::Uniform),
-    (1, Slot::Read),
-    (2, Slot::Read),
-    (3, Slot::Read),
-    (4, Slot::ReadWrite),
-    (5, Slot::ReadWrite),
-    (8, Slot::Read),
-    (9, Slot::Read),
-    (10, Slot::Read),
-    (11, Slot::Read),
-];
-
-/// [`SLOTS`] plus the additive score vector v (binding 12).
-pub const SLOTS_ADDITIVE: &[(u32, Slot)] = &[
-    (0, Slot::Uniform),
-    (1, Slot::Read),
-    (2, Slot::Read),
-    (3, Slot::Read),
-    (4, Slot::ReadWrite),
-    (5, Slot::ReadWrite),
-    (8, Slot::Read),
-    (9, Slot::Read),
-    (10, Slot::Read),
-    (11, Slot::Read),
-    (12, Slot::Read),
-];
+/// Bindings: params, Q, K, V, O, LSE, bias, mask, key lengths (8 storage buffers: the default
+/// limit), then local-p positions (11) and the additive score vector (12) for those variants.
+fn slots(local: bool, additive: bool) -> &'static [(u32, Slot)] {
+    const BASE: &[(u32, Slot)] = &[
+        (0, Slot::Uniform),
+        (1, Slot::Read),
+        (2, Slot::Read),
+        (3, Slot::Read),
+        (4, Slot::ReadWrite),
+        (5, Slot::ReadWrite),
+        (8, Slot::Read),
+        (9, Slot::Read),
+        (10, Slot::Read),
+    ];
+    const LOCAL: &[(u32, Slot)] = &[
+        (0, Slot::Uniform),
+        (1, Slot::Read),
+        (2, Slot::Read),
+        (3, Slot::Read),
+        (4, Slot::ReadWrite),
+        (5, Slot::ReadWrite),
+        (8, Slot::Read),
+        (9, Slot::Read),
+        (10, Slot::Read),
+        (11, Slot::Read),
+    ];
+    const ADDITIVE: &[(u32, Slot)] = &[
+        (0, Slot::Uniform),
+        (1, Slot::Read),
+        (2, Slot::Read),
+        (3, Slot::Read),
+        (4, Slot::ReadWrite),
+        (5, Slot::ReadWrite),
+        (8, Slot::Read),
+        (9, Slot::Read),
+        (10, Slot::Read),
+        (12, Slot::Read),
+    ];
+    const BOTH: &[(u32, Slot)] = &[
+        (0, Slot::Uniform),
+        (1, Slot::Read),
+        (2, Slot::Read),
+        (3, Slot::Read),
+        (4, Slot::ReadWrite),
+        (5, Slot::ReadWrite),
+        (8, Slot::Read),
+        (9, Slot::Read),
+        (10, Slot::Read),
+        (11, Slot::Read),
+        (12, Slot::Read),
+    ];
+    match (local, additive) {
+        (false, false) => BASE,
+        (true, false) => LOCAL,
+        (false, true) => ADDITIVE,
+        (true, true) => BOTH,
+    }
+}
 
 /// Largest head dim the fused kernel keeps in registers.
 pub const MAX_HEAD_DIM: u32 = 256;
@@ -189,7 +219,8 @@ pub(crate) fn step(
     qkv: [&BoundBuffer; 3],
     out: &BoundBuffer,
     lse: &BoundBuffer,
-    masks: [&BoundBuffer; 4],
+    masks: [&BoundBuffer; 3],
+    centers: Option<&BoundBuffer>,
     score_vector: Option<&BoundBuffer>,
 ) -> Result<Step> {
     cfg.check(ctx, p.dim_k, p.dim_v)?;
@@ -205,17 +236,16 @@ pub(crate) fn step(
         vec4_io: vec4_ok(p),
         subgroup: cfg.subgroup_size(ctx),
         additive: score_vector.is_some(),
+        local: centers.is_some(),
     };
-    let slots = match score_vector {
-        Some(_) => SLOTS_ADDITIVE,
-        None => SLOTS,
-    };
+    let slots = slots(variant.local, variant.additive);
     let kernel = pipeline::get(ctx, Kernel::FlashForward, dtype, variant, slots, &constants)?;
     let blocks = p.bh_count as u64 * p.len_q.div_ceil(cfg.block_q()) as u64;
     let groups = grid(ctx, blocks, "flash_forward")?;
     let [q, k, v] = qkv;
-    let [bias, mask, lengths, centers] = masks;
-    let mut buffers = vec![q, k, v, out, lse, bias, mask, lengths, centers];
+    let [bias, mask, lengths] = masks;
+    let mut buffers = vec![q, k, v, out, lse, bias, mask, lengths];
+    buffers.extend(centers);
     buffers.extend(score_vector);
     Ok(dispatch_step(ctx, kernel, params, &buffers, groups))
 }

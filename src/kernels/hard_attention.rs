@@ -6,7 +6,7 @@ use crate::error::Result;
 use crate::pipeline::{self, Kernel, Slot};
 use crate::tensor::DType;
 
-/// Bindings: params, Q, K, V, O, indices, bias, mask, key lengths, local-p centers.
+/// Bindings: params, Q, K, V, O, indices, bias, mask, key lengths.
 pub const SLOTS: &[(u32, Slot)] = &[
     (0, Slot::Uniform),
     (1, Slot::Read),
@@ -17,7 +17,6 @@ pub const SLOTS: &[(u32, Slot)] = &[
     (8, Slot::Read),
     (9, Slot::Read),
     (10, Slot::Read),
-    (11, Slot::Read),
 ];
 
 /// Invocations per workgroup (one query row each).
@@ -32,7 +31,7 @@ pub(crate) fn step(
     qkv: [&BoundBuffer; 3],
     out: &BoundBuffer,
     indices: &BoundBuffer,
-    masks: [&BoundBuffer; 4],
+    masks: [&BoundBuffer; 3],
 ) -> Result<Step> {
     let workgroup = WORKGROUP.min(ctx.limits().max_compute_invocations_per_workgroup);
     let constants = [
@@ -44,12 +43,12 @@ pub(crate) fn step(
     let rows = p.bh_count as u64 * p.len_q as u64;
     let groups = grid(ctx, rows.div_ceil(workgroup as u64), "hard_attention")?;
     let [q, k, v] = qkv;
-    let [bias, mask, lengths, centers] = masks;
+    let [bias, mask, lengths] = masks;
     Ok(dispatch_step(
         ctx,
         kernel,
         params,
-        &[q, k, v, out, indices, bias, mask, lengths, centers],
+        &[q, k, v, out, indices, bias, mask, lengths],
         groups,
     ))
 }
