@@ -167,20 +167,7 @@ pub fn attention_encode(
 /// Checks Q, K, V and every option against each other and the device; returns the problem sizes.
 pub fn validate(ctx: &Context, q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttentionOptions) -> Result<Problem> {
     for (name, t) in [("q", q), ("k", k), ("v", v)] {
-        if t.shape().len() != 4 {
-            return Err(Error::Rank {
-                name,
-                expected: 4,
-                shape: t.shape().to_vec(),
-            });
-        }
-        if let Some(axis) = t.shape().iter().position(|&n| n == 0) {
-            return Err(Error::ZeroDim {
-                name,
-                axis,
-                shape: t.shape().to_vec(),
-            });
-        }
+        crate::tensor::check_operand(name, t, 4..=4)?;
         if !matches!(t.dtype(), DType::F32 | DType::F16) {
             return Err(Error::DType {
                 name,
@@ -736,10 +723,7 @@ impl Attention {
         // The score matrix is processed in chunks of (b, h) pairs that fit one storage binding.
         let total_bh = (problem.b * problem.hq) as u64;
         let per_head = problem.lq as u64 * problem.lk as u64 * 4;
-        let max_bind = ctx
-            .limits()
-            .max_storage_buffer_binding_size
-            .min(ctx.limits().max_buffer_size);
+        let max_bind = ctx.max_binding_size();
         if per_head > max_bind {
             return Err(Error::Limit {
                 what: format!(
@@ -914,10 +898,7 @@ impl NaiveAdditive {
             ));
         }
         let row_bytes = p.lk as u64 * p.dk as u64 * 4;
-        let max_bind = ctx
-            .limits()
-            .max_storage_buffer_binding_size
-            .min(ctx.limits().max_buffer_size);
+        let max_bind = ctx.max_binding_size();
         if row_bytes > max_bind {
             return Err(Error::Limit {
                 what: format!("naive additive hidden tensor of one query row ({}x{} f32)", p.lk, p.dk),

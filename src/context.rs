@@ -212,6 +212,12 @@ impl Context {
     pub fn limits(&self) -> &wgpu::Limits {
         &self.inner.info.limits
     }
+
+    /// The largest storage binding a kernel can use: the binding limit, capped by the buffer limit.
+    pub fn max_binding_size(&self) -> u64 {
+        let l = self.limits();
+        l.max_storage_buffer_binding_size.min(l.max_buffer_size)
+    }
     pub(crate) fn pipelines(&self) -> &PipelineCache {
         &self.inner.pipelines
     }

@@ -110,21 +110,7 @@ impl GemmShape {
 /// Checks shapes, dtypes and options; returns the sizes.
 pub fn validate(ctx: &Context, a: &Tensor, b: &Tensor, opts: &GemmOptions) -> Result<GemmShape> {
     for (name, t) in [("a", a), ("b", b)] {
-        let r = t.shape().len();
-        if !(2..=4).contains(&r) {
-            return Err(Error::Rank {
-                name,
-                expected: 2,
-                shape: t.shape().to_vec(),
-            });
-        }
-        if let Some(axis) = t.shape().iter().position(|&n| n == 0) {
-            return Err(Error::ZeroDim {
-                name,
-                axis,
-                shape: t.shape().to_vec(),
-            });
-        }
+        crate::tensor::check_operand(name, t, 2..=4)?;
         if !matches!(t.dtype(), DType::F32 | DType::F16) || t.dtype() != a.dtype() {
             return Err(Error::DType {
                 name,

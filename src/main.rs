@@ -4,9 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use wgpu_attention::bench::{self, files, peak, plot, report, tuner, BenchOptions, KernelKind};
+use wgpu_attention::bench::variant::{self, VariantParams};
+use wgpu_attention::bench::{self, files, peak, plot, report, tuner, BenchOptions, KernelKind, Variant};
+use wgpu_attention::family::mha::MultiHeadAttention;
+use wgpu_attention::reference::Comparison;
 use wgpu_attention::{Alignment, AttentionOptions, Context, DType, KernelChoice, Problem, Window};
 
 #[derive(Parser)]
@@ -33,10 +36,11 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
     },
-    /// Benchmark attention kernels over shapes and check them against the CPU reference.
+    /// Benchmark attention kernels (any variant of the family) over shapes and check them against
+    /// the CPU reference.
     Bench(BenchArgs),
-    /// Run attention on tensors from .npy or .safetensors files.
-    Run(RunArgs),
+    /// Run attention (any variant of the family) on tensors from .npy or .safetensors files.
+    Run(Box<RunArgs>),
     /// Tune the fused kernel's tiles for this adapter and store them in the tuning cache.
     Tune(TuneArgs),
 }
@@ -104,6 +108,15 @@ fn parse_window(s: &str) -> std::result::Result<(Option<u32>, Option<u32>), Stri
 
 #[derive(Args)]
 struct BenchArgs {
+    /// Attention variants; repeatable (default: sdpa). See --help for the inputs of each shape.
+    #[arg(long = "variant", value_name = "VARIANT", long_help = variant::bench_help())]
+    variants: Vec<Variant>,
+    /// Hidden size Da of additive, local-p and han-pool (default: Dk).
+    #[arg(long, value_name = "N")]
+    da: Option<usize>,
+    /// Window half-width W of local-m and local-p.
+    #[arg(long, value_name = "N", default_value_t = VariantParams::default().half_width)]
+    half_width: u32,
     /// Problem shape B,Hq,Hkv,Lq,Lk,Dk,Dv (or B,H,L,D, or B,Hq,Hkv,L,D); repeatable.
     #[arg(long = "shape", value_name = "SHAPE", value_parser = bench::parse_shape)]
     shapes: Vec<Problem>,
@@ -144,6 +157,9 @@ struct BenchArgs {
 
 #[derive(Args)]
 struct RunArgs {
+    /// Attention variant; all but sdpa and dot read --safetensors (see --help for the tensor names).
+    #[arg(long, value_name = "VARIANT", default_value = "sdpa", long_help = variant::run_help())]
+    variant: Variant,
     /// Q [B, Hq, Lq, Dk] as .npy (f32 or f16).
     #[arg(long, value_name = "FILE.npy")]
     q: Option<PathBuf>,
@@ -159,7 +175,8 @@ struct RunArgs {
     /// Additive bias as .npy, same shapes as the mask.
     #[arg(long, value_name = "FILE.npy")]
     bias: Option<PathBuf>,
-    /// Read the tensors from a .safetensors file instead (names: --q-name etc.).
+    /// Read the tensors from a .safetensors file instead (sdpa and dot: names --q-name etc.; other
+    /// variants: the names of --variant's help).
     #[arg(long, value_name = "FILE", conflicts_with_all = ["q", "k", "v", "mask", "bias"])]
     safetensors: Option<PathBuf>,
     #[arg(long, default_value = "q")]
@@ -177,8 +194,8 @@ struct RunArgs {
     /// Kernel path.
     #[arg(long, value_enum, default_value = "auto")]
     kernel: RunKernelArg,
-    /// Causal mask alignment.
-    #[arg(long, value_enum, default_value = "none")]
+    /// Causal mask alignment (`--causal` alone: top-left).
+    #[arg(long, value_enum, default_value = "none", num_args = 0..=1, default_missing_value = "top-left")]
     causal: CausalArg,
     /// Sliding window LEFT,RIGHT (`-` = unbounded), aligned like the causal mask.
     #[arg(long, value_parser = parse_window, allow_hyphen_values = true)]
@@ -189,16 +206,36 @@ struct RunArgs {
     /// Soft cap c: scores become c·tanh(s/c).
     #[arg(long)]
     softcap: Option<f32>,
-    /// Write O as .npy (dtype of Q).
+    /// Write the main output `out` as .npy (O in the dtype of Q; the pooled vectors; the layer output).
     #[arg(long, value_name = "FILE.npy")]
     out: Option<PathBuf>,
     /// Write LSE [B, Hq, Lq] (f32) as .npy.
     #[arg(long, value_name = "FILE.npy")]
     lse: Option<PathBuf>,
-    /// Write the attention weights P (f32) as .npy (staged path).
+    /// Write the weights (f32) as .npy: P (staged path), the pooling weights, mha's weights averaged
+    /// over heads, location's a.
     #[arg(long, value_name = "FILE.npy")]
     weights: Option<PathBuf>,
-    /// Compare O with the CPU reference and print the error.
+    /// Write the sampled key indices [B, Hq, Lq] (hard) as u32 .npy.
+    #[arg(long, value_name = "FILE.npy")]
+    indices: Option<PathBuf>,
+    /// Window half-width W (local-m, local-p; required there).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    half_width: Option<i64>,
+    /// Sampling seed (hard; default 0).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// ε of the normalization (ff-pool; default 1e-7, must be > 0).
+    #[arg(long, allow_negative_numbers = true)]
+    eps: Option<f32>,
+    /// Query heads (mha; required there).
+    #[arg(long, value_name = "N")]
+    heads: Option<usize>,
+    /// Key/value heads (mha; default: --heads).
+    #[arg(long, value_name = "N")]
+    kv_heads: Option<usize>,
+    /// Compare the outputs with the CPU reference and print the errors and PASS/FAIL (non-zero
+    /// exit on FAIL).
     #[arg(long)]
     check: bool,
 }
@@ -332,6 +369,11 @@ fn bench_cmd(a: &BenchArgs) -> Result<()> {
     opts.warmup = a.warmup;
     opts.iters = a.iters.max(1);
     opts.progress = !a.quiet;
+    if !a.variants.is_empty() {
+        opts.variants = a.variants.clone();
+    }
+    opts.da = a.da;
+    opts.half_width = a.half_width;
     let ctx = context()?;
     let r = bench::run_bench(&ctx, &opts)?;
     print!("{}", report::table(&r));
@@ -348,6 +390,81 @@ fn bench_cmd(a: &BenchArgs) -> Result<()> {
 }
 
 fn run_cmd(a: &RunArgs) -> Result<()> {
+    check_run_flags(a)?;
+    match a.variant {
+        Variant::Sdpa | Variant::Dot => run_sdpa(a),
+        _ => run_variant(a),
+    }
+}
+
+/// Rejects a flag the chosen variant does not use, in one line naming both.
+fn check_run_flags(a: &RunArgs) -> Result<()> {
+    let v = a.variant;
+    let qkv_files = matches!(v, Variant::Sdpa | Variant::Dot);
+    let npy = [&a.q, &a.k, &a.v, &a.mask, &a.bias].iter().any(|p| p.is_some());
+    let names = a.q_name != "q" || a.k_name != "k" || a.v_name != "v" || a.mask_name.is_some() || a.bias_name.is_some();
+    let attention = v.takes_attention_options();
+    let rules = [
+        ("--q/--k/--v/--mask/--bias", npy, qkv_files),
+        ("--q-name/--k-name/--v-name/--mask-name/--bias-name", names, qkv_files),
+        (
+            "--half-width",
+            a.half_width.is_some(),
+            matches!(v, Variant::LocalM | Variant::LocalP),
+        ),
+        ("--seed", a.seed.is_some(), v == Variant::Hard),
+        ("--indices", a.indices.is_some(), v == Variant::Hard),
+        ("--eps", a.eps.is_some(), v == Variant::FfPool),
+        (
+            "--heads/--kv-heads",
+            a.heads.is_some() || a.kv_heads.is_some(),
+            v == Variant::Mha,
+        ),
+        ("--causal", a.causal != CausalArg::None, attention),
+        ("--window", a.window.is_some(), attention && v != Variant::LocalM),
+        ("--scale", a.scale.is_some(), attention && v != Variant::Location),
+        ("--softcap", a.softcap.is_some(), attention),
+        ("--kernel", a.kernel != RunKernelArg::Auto, v.has_kernel_choice()),
+    ];
+    match rules.iter().find(|(_, given, applies)| *given && !applies) {
+        Some((flag, ..)) => bail!("{flag} does not apply to --variant {v}"),
+        None => Ok(()),
+    }
+}
+
+/// The options of §1 the flags set (tensor options come from the files).
+fn attention_options(a: &RunArgs) -> AttentionOptions {
+    let causal = a.causal.alignment();
+    AttentionOptions {
+        scale: a.scale,
+        softcap: a.softcap,
+        causal,
+        window: a.window.map(|(left, right)| Window {
+            left,
+            right,
+            alignment: causal.unwrap_or_default(),
+        }),
+        return_lse: a.lse.is_some(),
+        return_weights: a.weights.is_some(),
+        kernel: match a.kernel {
+            RunKernelArg::Auto => KernelChoice::Auto,
+            RunKernelArg::Fused => KernelChoice::Fused,
+            RunKernelArg::Staged => KernelChoice::Staged,
+        },
+        ..Default::default()
+    }
+}
+
+/// Prints one check line (errors and PASS/FAIL); true when it passed.
+fn report_check(output: Option<&str>, c: &Comparison) -> bool {
+    let what = output.map_or(String::new(), |o| format!(" {o}"));
+    let verdict = if c.ok() { "PASS" } else { "FAIL" };
+    println!("check{what} against the CPU reference: {c}: {verdict}");
+    c.ok()
+}
+
+/// sdpa and dot (scale 1 unless given) on .npy files or named tensors of a .safetensors file.
+fn run_sdpa(a: &RunArgs) -> Result<()> {
     let inputs = match &a.safetensors {
         Some(path) => {
             let bytes = std::fs::read(path).with_context(|| path.display().to_string())?;
@@ -356,7 +473,7 @@ fn run_cmd(a: &RunArgs) -> Result<()> {
                 match name {
                     Some(n) => Ok(Some(get(n)?)),
                     None => {
-                        let st = safetensors_names(&bytes);
+                        let st = files::safetensors_names(path, &bytes)?;
                         Ok(match st.iter().any(|n| n == default) {
                             true => Some(get(default)?),
                             false => None,
@@ -387,25 +504,10 @@ fn run_cmd(a: &RunArgs) -> Result<()> {
             }
         }
     };
-    let causal = a.causal.alignment();
-    let opts = AttentionOptions {
-        scale: a.scale,
-        softcap: a.softcap,
-        causal,
-        window: a.window.map(|(left, right)| Window {
-            left,
-            right,
-            alignment: causal.unwrap_or_default(),
-        }),
-        return_lse: a.lse.is_some(),
-        return_weights: a.weights.is_some(),
-        kernel: match a.kernel {
-            RunKernelArg::Auto => KernelChoice::Auto,
-            RunKernelArg::Fused => KernelChoice::Fused,
-            RunKernelArg::Staged => KernelChoice::Staged,
-        },
-        ..Default::default()
-    };
+    let mut opts = attention_options(a);
+    if a.variant == Variant::Dot {
+        opts.scale = Some(a.scale.unwrap_or(1.0));
+    }
     let ctx = context()?;
     let res = files::run_attention(&ctx, &inputs, &opts, a.check)?;
     println!(
@@ -414,9 +516,7 @@ fn run_cmd(a: &RunArgs) -> Result<()> {
         res.out.dtype(),
         res.kernel
     );
-    if let Some(c) = &res.check {
-        println!("check against the CPU reference: {c}");
-    }
+    let passed = res.check.as_ref().is_none_or(|c| report_check(None, c));
     for (path, t) in [
         (&a.out, Some(&res.out)),
         (&a.lse, res.lse.as_ref()),
@@ -427,17 +527,70 @@ fn run_cmd(a: &RunArgs) -> Result<()> {
             println!("wrote {}", path.display());
         }
     }
-    if res.check.as_ref().is_some_and(|c| !c.ok()) {
+    if !passed {
         bail!("output outside the reference tolerance");
     }
     Ok(())
 }
 
-/// Tensor names of a .safetensors file (empty when unreadable; reading a tensor reports the error).
-fn safetensors_names(bytes: &[u8]) -> Vec<String> {
-    safetensors::SafeTensors::deserialize(bytes)
-        .map(|st| st.names().into_iter().map(String::from).collect())
-        .unwrap_or_default()
+/// Any other variant on the named tensors of a .safetensors file.
+fn run_variant(a: &RunArgs) -> Result<()> {
+    let v = a.variant;
+    let path = a
+        .safetensors
+        .as_deref()
+        .with_context(|| format!("--variant {v} reads its tensors from --safetensors FILE"))?;
+    let half_width = match a.half_width {
+        Some(w) => u32::try_from(w).map_err(|_| anyhow!("--half-width must be at least 0, got {w}"))?,
+        None if matches!(v, Variant::LocalM | Variant::LocalP) => bail!("--variant {v} needs --half-width N"),
+        None => 0,
+    };
+    let defaults = VariantParams::default();
+    let params = VariantParams {
+        attention: attention_options(a),
+        half_width,
+        seed: a.seed.unwrap_or(defaults.seed),
+        eps: a.eps.unwrap_or(defaults.eps),
+    };
+    let ctx = context()?;
+    let mut inputs = variant::read_inputs(path, v).with_context(|| format!("--variant {v}"))?;
+    if v == Variant::Mha {
+        let heads = a.heads.context("--variant mha needs --heads N")?;
+        let layer = MultiHeadAttention::from_safetensors(&ctx, path, heads, a.kv_heads.unwrap_or(heads))
+            .with_context(|| format!("--variant {v}"))?;
+        inputs = inputs.with_layer(&ctx, layer)?;
+    }
+    let res = variant::run_variant(&ctx, &inputs, &params, a.check)?;
+    let names: Vec<&str> = res.outputs.iter().map(|(n, _)| *n).collect();
+    let targets = [
+        (&a.out, "out"),
+        (&a.lse, "lse"),
+        (&a.weights, "weights"),
+        (&a.indices, "indices"),
+    ];
+    if let Some((_, name)) = targets.iter().find(|(p, n)| p.is_some() && !names.contains(n)) {
+        bail!("--variant {v} has no {name} output (it returns {})", names.join(", "));
+    }
+    let shapes: Vec<String> = res
+        .outputs
+        .iter()
+        .map(|(n, t)| format!("{n} {:?} {}", t.shape, t.dtype()))
+        .collect();
+    println!("{v}: {}", shapes.join(", "));
+    let mut passed = true;
+    for (name, c) in &res.checks {
+        passed &= report_check(Some(name), c);
+    }
+    for (path, name) in targets {
+        if let (Some(path), Some((_, t))) = (path, res.outputs.iter().find(|(n, _)| *n == name)) {
+            files::write_npy(path, t)?;
+            println!("wrote {}", path.display());
+        }
+    }
+    if !passed {
+        bail!("output outside the reference tolerance");
+    }
+    Ok(())
 }
 
 fn tune_cmd(a: &TuneArgs) -> Result<()> {

@@ -401,3 +401,22 @@ impl Tensor {
 pub(crate) fn padded_size(bytes: u64) -> u64 {
     bytes.max(4).div_ceil(wgpu::COPY_BUFFER_ALIGNMENT) * wgpu::COPY_BUFFER_ALIGNMENT
 }
+
+/// Checks that an input has a rank in `ranks` and no zero-sized axis.
+pub(crate) fn check_operand(name: &'static str, t: &Tensor, ranks: std::ops::RangeInclusive<usize>) -> Result<()> {
+    if !ranks.contains(&t.shape().len()) {
+        return Err(Error::Rank {
+            name,
+            expected: *ranks.start(),
+            shape: t.shape().to_vec(),
+        });
+    }
+    if let Some(axis) = t.shape().iter().position(|&n| n == 0) {
+        return Err(Error::ZeroDim {
+            name,
+            axis,
+            shape: t.shape().to_vec(),
+        });
+    }
+    Ok(())
+}

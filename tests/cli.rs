@@ -1,7 +1,7 @@
 //! The `wgpu-attention` CLI end to end, on tiny shapes: info, peak, bench (JSON/CSV/SVG and
 //! errors against the reference), run on .npy and .safetensors files (checked against the
-//! reference), one-line errors for every bad input file, and tune with a temporary cache that the
-//! library then picks up.
+//! reference), the attention family's variants in run and bench, one-line errors for every bad
+//! input file or parameter, and tune with a temporary cache that the library then picks up.
 
 use std::path::{Path, PathBuf};
 
@@ -48,16 +48,23 @@ fn ok(cmd: &mut Command) -> std::process::Output {
 
 /// Runs a command that must fail with exactly one `error: …` line containing `needle`.
 fn fails_with(cmd: &mut Command, needle: &str) {
+    fails_with_all(cmd, &[needle]);
+}
+
+/// Runs a command that must fail with exactly one `error: …` line containing every needle.
+fn fails_with_all(cmd: &mut Command, needles: &[&str]) {
     let out = cmd.output().expect("runs");
     assert!(!out.status.success(), "expected failure, got success: {}", stdout(&out));
     let lines = stderr_lines(&out);
     assert_eq!(lines.len(), 1, "expected one error line, got {lines:#?}");
     assert!(lines[0].starts_with("error: "), "{}", lines[0]);
-    assert!(
-        lines[0].to_lowercase().contains(&needle.to_lowercase()),
-        "error line {:?} does not mention {needle:?}",
-        lines[0]
-    );
+    for needle in needles {
+        assert!(
+            lines[0].to_lowercase().contains(&needle.to_lowercase()),
+            "error line {:?} does not mention {needle:?}",
+            lines[0]
+        );
+    }
 }
 
 fn json(path: &Path) -> Value {
@@ -578,4 +585,314 @@ fn tune_writes_a_cache_the_library_uses() {
         ])
         .arg(&j));
     assert_ne!(json(&j)["rows"][0]["tile"], "wg32 q8 k8");
+}
+
+/// A named tensor of a test .safetensors file.
+type StTensor = (&'static str, safetensors::Dtype, Vec<usize>, Vec<u8>);
+
+/// A random f32 tensor, values in [-scale, scale].
+fn st_random(rng: &mut ChaCha8Rng, name: &'static str, shape: &[usize], scale: f32) -> StTensor {
+    let data = random(rng, shape.iter().product());
+    let bytes = data.iter().flat_map(|&x| (x * scale).to_le_bytes()).collect();
+    (name, safetensors::Dtype::F32, shape.to_vec(), bytes)
+}
+
+/// A bool tensor.
+fn st_bool(name: &'static str, shape: &[usize], keep: impl Fn(usize) -> bool) -> StTensor {
+    let n = shape.iter().product();
+    (
+        name,
+        safetensors::Dtype::BOOL,
+        shape.to_vec(),
+        (0..n).map(|i| u8::from(keep(i))).collect(),
+    )
+}
+
+/// `run --variant NAME --safetensors FILE` plus `extra`.
+fn run_variant(variant: &str, file: &Path, extra: &[&str]) -> Command {
+    let mut c = cli();
+    c.args(["run", "--variant", variant, "--safetensors"])
+        .arg(file)
+        .args(extra);
+    c
+}
+
+/// The check lines of `run --check`, each of which must say PASS.
+fn assert_checks_pass(out: &std::process::Output, outputs: &[&str]) {
+    let s = stdout(out);
+    for name in outputs {
+        let line = s
+            .lines()
+            .find(|l| l.starts_with(&format!("check {name} against the CPU reference")))
+            .unwrap_or_else(|| panic!("no check of {name} in\n{s}"));
+        assert!(line.ends_with("PASS") && line.contains("max_abs="), "{line}");
+    }
+}
+
+fn additive_tensors(rng: &mut ChaCha8Rng) -> Vec<StTensor> {
+    vec![
+        st_random(rng, "q", &[1, 2, 6, 8], 1.0),
+        st_random(rng, "k", &[1, 2, 10, 8], 1.0),
+        st_random(rng, "v", &[1, 2, 10, 8], 1.0),
+        st_random(rng, "w_q", &[16, 8], 0.35),
+        st_random(rng, "w_k", &[16, 8], 0.35),
+        st_random(rng, "v_a", &[16], 0.25),
+        st_random(rng, "b", &[16], 0.35),
+    ]
+}
+
+#[test]
+fn run_additive_variant_matches_the_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("additive.safetensors");
+    let mut rng = ChaCha8Rng::seed_from_u64(10);
+    write_safetensors(&file, &additive_tensors(&mut rng));
+    let (o, w) = (dir.path().join("o.npy"), dir.path().join("w.npy"));
+    let out = ok(run_variant("additive", &file, &["--check", "--causal", "--out"]).arg(&o));
+    assert_checks_pass(&out, &["out"]);
+    assert_eq!(read_npy(&o, "o").unwrap().shape, vec![1, 2, 6, 8]);
+    // The naive staged path, with the weights.
+    let out = ok(run_variant("additive", &file, &["--check", "--kernel", "staged", "--weights"]).arg(&w));
+    assert_checks_pass(&out, &["out", "weights"]);
+    assert_eq!(read_npy(&w, "w").unwrap().shape, vec![1, 2, 6, 10]);
+}
+
+#[test]
+fn run_hard_variant_is_reproducible() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hard.safetensors");
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    write_safetensors(
+        &file,
+        &[
+            st_random(&mut rng, "q", &[2, 2, 7, 8], 2.0),
+            st_random(&mut rng, "k", &[2, 1, 9, 8], 2.0),
+            st_random(&mut rng, "v", &[2, 1, 9, 8], 1.0),
+        ],
+    );
+    let indices = |n: &str, seed: &str| -> Vec<u8> {
+        let path = dir.path().join(n);
+        let out = ok(run_variant("hard", &file, &["--check", "--seed", seed, "--indices"]).arg(&path));
+        assert_checks_pass(&out, &["out", "indices"]);
+        std::fs::read(path).unwrap()
+    };
+    let (first, again) = (indices("i1.npy", "7"), indices("i2.npy", "7"));
+    assert_eq!(first, again, "the same seed samples the same keys");
+    let npy = npyz::NpyFile::new(&first[..]).unwrap();
+    assert_eq!(npy.shape(), &[2, 2, 7]);
+    assert_eq!(npy.dtype(), npyz::DType::Plain("<u4".parse().unwrap()));
+    assert!(npy.into_vec::<u32>().unwrap().iter().all(|&j| j < 9));
+}
+
+#[test]
+fn run_ff_pool_variant_matches_the_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ff.safetensors");
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    write_safetensors(
+        &file,
+        &[
+            st_random(&mut rng, "x", &[2, 6, 8], 1.0),
+            st_random(&mut rng, "w", &[8], 0.35),
+            st_random(&mut rng, "b", &[6], 1.0),
+            // The second sequence has two padding steps.
+            st_bool("mask", &[2, 6], |i| i < 10),
+        ],
+    );
+    let (o, w) = (dir.path().join("o.npy"), dir.path().join("w.npy"));
+    let out = ok(run_variant("ff-pool", &file, &["--check", "--eps", "1e-6", "--out"])
+        .arg(&o)
+        .arg("--weights")
+        .arg(&w));
+    assert_checks_pass(&out, &["out", "weights"]);
+    assert_eq!(read_npy(&o, "o").unwrap().shape, vec![2, 8]);
+    let weights = read_npy(&w, "w").unwrap().to_f32().unwrap();
+    assert_eq!(weights.len(), 12);
+    assert!(weights[10] == 0.0 && weights[11] == 0.0, "masked steps get no weight");
+}
+
+#[test]
+fn run_mha_variant_matches_the_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("mha.safetensors");
+    let mut rng = ChaCha8Rng::seed_from_u64(13);
+    // E = 16, two query heads and one key/value head of dim 8, cross-attention over 7 keys.
+    let mut tensors = vec![
+        st_random(&mut rng, "x_q", &[2, 5, 16], 1.0),
+        st_random(&mut rng, "x_kv", &[2, 7, 16], 1.0),
+        st_bool("key_padding_mask", &[2, 7], |i| i != 3 && i != 13),
+    ];
+    for (name, shape) in [
+        ("q_proj.weight", vec![16, 16]),
+        ("q_proj.bias", vec![16]),
+        ("k_proj.weight", vec![8, 16]),
+        ("k_proj.bias", vec![8]),
+        ("v_proj.weight", vec![8, 16]),
+        ("v_proj.bias", vec![8]),
+        ("out_proj.weight", vec![16, 16]),
+        ("out_proj.bias", vec![16]),
+    ] {
+        tensors.push(st_random(&mut rng, name, &shape, 0.25));
+    }
+    write_safetensors(&file, &tensors);
+    let (o, w) = (dir.path().join("o.npy"), dir.path().join("w.npy"));
+    let args = [
+        "--check",
+        "--heads",
+        "2",
+        "--kv-heads",
+        "1",
+        "--causal",
+        "bottom-right",
+        "--out",
+    ];
+    let out = ok(run_variant("mha", &file, &args).arg(&o).arg("--weights").arg(&w));
+    assert_checks_pass(&out, &["out", "weights"]);
+    assert_eq!(read_npy(&o, "o").unwrap().shape, vec![2, 5, 16]);
+    assert_eq!(read_npy(&w, "w").unwrap().shape, vec![2, 5, 7]);
+}
+
+#[test]
+fn run_variant_rejects_bad_parameters() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |n: &str| dir.path().join(n);
+    let mut rng = ChaCha8Rng::seed_from_u64(14);
+    // Additive without w_k: the error names the tensor and the variant.
+    let mut tensors = additive_tensors(&mut rng);
+    tensors.retain(|t| t.0 != "w_k");
+    write_safetensors(&d("no_wk.safetensors"), &tensors);
+    fails_with_all(
+        &mut run_variant("additive", &d("no_wk.safetensors"), &[]),
+        &["--variant additive", "\"w_k\""],
+    );
+    // Additive scores take no scale (the family function's error).
+    write_safetensors(&d("additive.safetensors"), &additive_tensors(&mut rng));
+    fails_with(
+        &mut run_variant("additive", &d("additive.safetensors"), &["--scale", "0.5"]),
+        "scale",
+    );
+    // ε ≤ 0 for feed-forward pooling.
+    let x = d("x.safetensors");
+    write_safetensors(
+        &x,
+        &[
+            st_random(&mut rng, "x", &[1, 4, 8], 1.0),
+            st_random(&mut rng, "w", &[8], 1.0),
+            st_bool("mask", &[1, 4], |_| true),
+        ],
+    );
+    fails_with_all(&mut run_variant("ff-pool", &x, &["--eps", "0"]), &["eps", "> 0"]);
+    fails_with(&mut run_variant("ff-pool", &x, &["--eps", "-1"]), "eps");
+    // Flags of other variants, missing or negative parameters, no tensor file.
+    fails_with(
+        &mut run_variant("ff-pool", &x, &["--half-width", "3"]),
+        "--half-width does not apply to --variant ff-pool",
+    );
+    let qkv = d("qkv.safetensors");
+    write_safetensors(
+        &qkv,
+        &[
+            st_random(&mut rng, "q", &[1, 1, 4, 8], 1.0),
+            st_random(&mut rng, "k", &[1, 1, 4, 8], 1.0),
+            st_random(&mut rng, "v", &[1, 1, 4, 8], 1.0),
+        ],
+    );
+    fails_with(&mut run_variant("local-m", &qkv, &[]), "needs --half-width");
+    fails_with(
+        &mut run_variant("local-m", &qkv, &["--half-width", "-2"]),
+        "--half-width must be at least 0",
+    );
+    fails_with(&mut run_variant("local-p", &qkv, &["--half-width", "2"]), "\"w_p\"");
+    fails_with(&mut run_variant("mha", &x, &[]), "\"x_q\"");
+    fails_with(&mut run_variant("ff-pool", &x, &["--lse", "l.npy"]), "no lse output");
+    fails_with(
+        cli().args(["run", "--variant", "codewise", "--q"]).arg(d("q.npy")),
+        "does not apply to --variant codewise",
+    );
+    fails_with(
+        cli().args(["run", "--variant", "hard"]),
+        "--variant hard reads its tensors from --safetensors",
+    );
+}
+
+#[test]
+fn bench_variant_additive_reports_both_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let (j, c) = (dir.path().join("b.json"), dir.path().join("b.csv"));
+    let out = ok(cli()
+        .args([
+            "bench",
+            "--variant",
+            "additive",
+            "--kernel",
+            "all",
+            "--shape",
+            "1,1,16,8",
+        ])
+        .args(["--warmup", "0", "--iters", "1", "--quiet", "--json"])
+        .arg(&j)
+        .arg("--csv")
+        .arg(&c));
+    assert!(
+        stdout(&out).lines().any(|l| l.starts_with("variant ")),
+        "{}",
+        stdout(&out)
+    );
+    let v = json(&j);
+    let rows = v["rows"].as_array().unwrap();
+    let kernels: Vec<&str> = rows.iter().map(|r| r["kernel"].as_str().unwrap()).collect();
+    assert_eq!(kernels, ["fused", "staged", "reference"]);
+    for r in rows {
+        assert_eq!(r["variant"], "additive");
+        assert!(r["median_ms"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["gflops"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["note"].as_str().unwrap().contains("w_q[8,8]"), "{r}");
+        if r["kernel"] != "reference" {
+            assert_eq!(r["checked"], "all", "{r}");
+            assert_eq!(r["within_tolerance"], true, "{r}");
+            assert!(r["alloc_bytes"].as_u64().unwrap() > 0);
+        }
+    }
+    let csv = std::fs::read_to_string(&c).unwrap();
+    assert!(csv.lines().next().unwrap().ends_with(",variant,phases_ms"));
+    assert_eq!(csv.lines().count(), 1 + rows.len());
+}
+
+#[test]
+fn bench_variant_mha_reports_phase_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = dir.path().join("b.json");
+    let out = ok(cli()
+        .args([
+            "bench",
+            "--variant",
+            "mha",
+            "--kernel",
+            "fused",
+            "--shape",
+            "1,2,1,16,16,8,8",
+        ])
+        .args(["--warmup", "0", "--iters", "1", "--quiet", "--json"])
+        .arg(&j));
+    let v = json(&j);
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 1);
+    let r = &rows[0];
+    assert_eq!(
+        (r["variant"].as_str(), r["kernel"].as_str()),
+        (Some("mha"), Some("fused"))
+    );
+    assert_eq!(r["within_tolerance"], true, "{r}");
+    assert!(r["note"].as_str().unwrap().contains("heads 2/1 of dim 8"), "{r}");
+    if v["timer"] == "gpu-timestamps" {
+        let phases = r["phases_ms"].as_object().expect("phase times");
+        let names: Vec<&str> = phases.keys().map(String::as_str).collect();
+        for name in ["projections", "attention", "output projection"] {
+            assert!(names.contains(&name), "{names:?}");
+            assert!(phases[name].as_f64().unwrap() > 0.0);
+        }
+        assert!(stdout(&out).contains("phases (ms): projections"), "{}", stdout(&out));
+    } else {
+        assert!(r["phases_ms"].is_null());
+    }
 }

@@ -1,5 +1,5 @@
-//! Tensors from and to files for `wgpu-attention run`: `.npy` (f32, f16 or bool, C order) and
-//! named tensors of a `.safetensors` file; plus the `run` operation itself (upload, attention,
+//! Tensors from and to files for `wgpu-attention run`: `.npy` (f32, f16 or bool, C order; u32 is
+//! written too) and named tensors of a `.safetensors` file; plus the `run` operation itself (upload, attention,
 //! download, optional check against the reference).
 //!
 //! Every failure is an [`Error::Io`] naming the file and saying what is wrong in one line.
@@ -22,6 +22,8 @@ pub enum HostData {
     F16(Vec<half::f16>),
     /// Booleans (one byte each on disk and on the GPU).
     Bool(Vec<bool>),
+    /// 32-bit unsigned integers (sampled indices of hard attention).
+    U32(Vec<u32>),
 }
 
 /// A tensor read from a file.
@@ -40,19 +42,20 @@ impl HostTensor {
             HostData::F32(_) => DType::F32,
             HostData::F16(_) => DType::F16,
             HostData::Bool(_) => DType::Bool,
+            HostData::U32(_) => DType::U32,
         }
     }
 
-    /// Float data widened to f32 (`None` for bool).
+    /// Float data widened to f32 (`None` for bool and u32).
     pub fn to_f32(&self) -> Option<Vec<f32>> {
         match &self.data {
             HostData::F32(v) => Some(v.clone()),
             HostData::F16(v) => Some(v.iter().map(|x| x.to_f32()).collect()),
-            HostData::Bool(_) => None,
+            HostData::Bool(_) | HostData::U32(_) => None,
         }
     }
 
-    /// Float data converted to `dtype` (f32 or f16); bool data is returned unchanged.
+    /// Float data converted to `dtype` (f32 or f16); bool and u32 data are returned unchanged.
     pub fn converted(&self, dtype: DType) -> HostTensor {
         let data = match (&self.data, dtype) {
             (HostData::F16(v), DType::F32) => HostData::F32(v.iter().map(|x| x.to_f32()).collect()),
@@ -71,22 +74,17 @@ impl HostTensor {
             HostData::F32(v) => Tensor::from_slice(ctx, v, &self.shape),
             HostData::F16(v) => Tensor::from_slice(ctx, v, &self.shape),
             HostData::Bool(v) => Tensor::from_slice(ctx, v, &self.shape),
+            HostData::U32(v) => Tensor::from_slice(ctx, v, &self.shape),
         }
     }
 
-    /// Downloads a tensor (f32, f16 or bool).
+    /// Downloads a tensor (any dtype).
     pub fn download(ctx: &Context, t: &Tensor) -> Result<HostTensor> {
         let data = match t.dtype() {
             DType::F32 => HostData::F32(t.to_vec(ctx)?),
             DType::F16 => HostData::F16(t.to_vec(ctx)?),
             DType::Bool => HostData::Bool(t.to_vec(ctx)?),
-            other => {
-                return Err(Error::DType {
-                    name: "download",
-                    got: other,
-                    expected: "f32, f16 or bool",
-                })
-            }
+            DType::U32 => HostData::U32(t.to_vec(ctx)?),
         };
         Ok(HostTensor {
             shape: t.shape().to_vec(),
@@ -163,6 +161,15 @@ pub fn read_npy(path: &Path, role: &str) -> Result<HostTensor> {
     Ok(HostTensor { shape, data })
 }
 
+/// Sorted tensor names of a `.safetensors` file read from `path`.
+pub fn safetensors_names(path: &Path, bytes: &[u8]) -> Result<Vec<String>> {
+    let st = safetensors::SafeTensors::deserialize(bytes)
+        .map_err(|e| bad(path, format!("not a valid .safetensors file ({e})")))?;
+    let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
+    names.sort();
+    Ok(names)
+}
+
 /// Reads tensor `name` (F32, F16 or BOOL) of a `.safetensors` file.
 pub fn read_safetensors(path: &Path, name: &str) -> Result<HostTensor> {
     let bytes = read_all(path)?;
@@ -219,7 +226,7 @@ fn npy_bytes<T: npyz::AutoSerialize + Copy>(shape: &[u64], data: &[T]) -> std::i
     Ok(buf)
 }
 
-/// Writes a tensor as `.npy` (C order, little-endian).
+/// Writes a tensor as `.npy` (C order, little-endian; u32 as `<u4`).
 pub fn write_npy(path: &Path, t: &HostTensor) -> Result<()> {
     let io = |e: std::io::Error| Error::Io {
         path: path.display().to_string(),
@@ -230,6 +237,7 @@ pub fn write_npy(path: &Path, t: &HostTensor) -> Result<()> {
         HostData::F32(v) => npy_bytes(&shape, v),
         HostData::F16(v) => npy_bytes(&shape, v),
         HostData::Bool(v) => npy_bytes(&shape, v),
+        HostData::U32(v) => npy_bytes(&shape, v),
     }
     .map_err(io)?;
     std::fs::write(path, buf).map_err(io)
@@ -282,7 +290,7 @@ fn check_role(t: &HostTensor, role: &'static str, float: bool) -> Result<()> {
 }
 
 /// Broadcast shape [B|1, H|1, Lq, Lk] of a 2-D or 4-D mask/bias (for the reference).
-fn broadcast_shape(shape: &[usize]) -> [usize; 4] {
+pub(crate) fn broadcast_shape(shape: &[usize]) -> [usize; 4] {
     match shape {
         [lq, lk] => [1, 1, *lq, *lk],
         [b, h, lq, lk] => [*b, *h, *lq, *lk],

@@ -1,7 +1,8 @@
 //! Benchmarks and tools behind the `wgpu-attention` CLI: GPU timing ([`timer`]), the adapter's
 //! ceilings ([`peak`]), attention benchmarks checked against the CPU reference ([`runner`]) with
 //! table/CSV/JSON reports ([`report`]) and SVG plots ([`plot`]), tensor files for `run`
-//! ([`files`]) and the tile tuner ([`tuner`]) that writes the cache the library reads.
+//! ([`files`]), the attention family's variants with their inputs and references ([`variant`])
+//! and the tile tuner ([`tuner`]) that writes the cache the library reads.
 
 pub mod files;
 pub mod peak;
@@ -10,6 +11,7 @@ pub mod report;
 pub mod runner;
 pub mod timer;
 pub mod tuner;
+pub mod variant;
 
 pub use crate::tune::{
     adapter_key, bucket_key, cache_path, config_fits, head_dim_bucket, length_bucket, selected_flash_config, TuneCache,
@@ -17,6 +19,7 @@ pub use crate::tune::{
 };
 pub use runner::{parse_shape, preset, run_bench, BenchOptions, BenchReport, KernelKind, Row};
 pub use timer::{Timer, TimerKind, Timing};
+pub use variant::Variant;
 
 use crate::context::Context;
 

@@ -1,5 +1,5 @@
 //! SVG plot of a benchmark: GFLOP/s against sequence length (Lk), one line per
-//! kernel (+ causal variant, + head dim when several were run).
+//! (attention variant other than sdpa +) kernel (+ causal variant, + head dim when several were run).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -23,7 +23,10 @@ pub fn series(report: &BenchReport) -> BTreeMap<String, Vec<(f64, f64)>> {
     let mut out: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
     for r in &report.rows {
         let Some(g) = r.gflops else { continue };
-        let mut label = r.kernel.name().to_string();
+        let mut label = match r.variant.as_str() {
+            "sdpa" => r.kernel.name().to_string(),
+            v => format!("{v} {}", r.kernel.name()),
+        };
         if r.causal != "none" {
             label += &format!(" causal {}", r.causal);
         }

@@ -22,6 +22,18 @@ const COLUMNS: [&str; 14] = [
     "note",
 ];
 
+/// Right-aligned (numeric) columns.
+const NUMERIC: [&str; 8] = [
+    "median_ms",
+    "min_ms",
+    "GFLOP/s",
+    "GB/s",
+    "%peak",
+    "max_abs",
+    "max_rel",
+    "alloc_KiB",
+];
+
 fn shape(r: &Row) -> String {
     let p = r.shape;
     format!("{},{},{},{},{},{},{}", p.b, p.hq, p.hkv, p.lq, p.lk, p.dk, p.dv)
@@ -35,7 +47,16 @@ fn sci(x: Option<f64>) -> String {
     x.map_or("-".into(), |v| format!("{v:.1e}"))
 }
 
-fn cells(r: &Row) -> Vec<String> {
+/// A row's phase times: `name{pair}ms` joined by `join` (empty without phases).
+fn phases(r: &Row, pair: &str, join: &str) -> String {
+    let p = r.phases_ms.iter().flatten();
+    p.map(|(name, ms)| format!("{name}{pair}{ms:.4}"))
+        .collect::<Vec<_>>()
+        .join(join)
+}
+
+/// The cells of a row; `variant` first when the table has that column.
+fn cells(r: &Row, variant: bool) -> Vec<String> {
     let mut causal = r.causal.clone();
     if let Some([l, rr]) = r.window {
         let side = |x: Option<u32>| x.map_or("inf".to_string(), |v| v.to_string());
@@ -48,26 +69,38 @@ fn cells(r: &Row) -> Vec<String> {
     if let Some(t) = &r.tile {
         note = format!("{t} {note}").trim().to_string();
     }
-    vec![
-        r.kernel.name().to_string(),
-        r.dtype.clone(),
-        shape(r),
-        causal,
-        num(r.median_ms, 3),
-        num(r.min_ms, 3),
-        num(r.gflops, 2),
-        num(r.gbps, 2),
-        num(r.pct_peak, 1),
-        sci(r.max_abs_err),
-        sci(r.max_rel_err),
-        r.checked.clone(),
-        r.alloc_bytes
-            .map_or("-".into(), |b| format!("{:.1}", b as f64 / 1024.0)),
-        note,
-    ]
+    if r.phases_ms.is_some() {
+        let p = format!("phases (ms): {}", phases(r, " ", ", "));
+        note = match note.is_empty() {
+            true => p,
+            false => format!("{note}; {p}"),
+        };
+    }
+    let variant = variant.then(|| r.variant.clone());
+    variant
+        .into_iter()
+        .chain([
+            r.kernel.name().to_string(),
+            r.dtype.clone(),
+            shape(r),
+            causal,
+            num(r.median_ms, 3),
+            num(r.min_ms, 3),
+            num(r.gflops, 2),
+            num(r.gbps, 2),
+            num(r.pct_peak, 1),
+            sci(r.max_abs_err),
+            sci(r.max_rel_err),
+            r.checked.clone(),
+            r.alloc_bytes
+                .map_or("-".into(), |b| format!("{:.1}", b as f64 / 1024.0)),
+            note,
+        ])
+        .collect()
 }
 
-/// The report as an aligned text table with a header naming the adapter, timer and ceiling.
+/// The report as an aligned text table with a header naming the adapter, timer and ceiling (and a
+/// `variant` column when other variants than sdpa ran).
 pub fn table(report: &BenchReport) -> String {
     let mut out = format!(
         "adapter: {}\ntimer: {}   peak FMA ({}): {}\n",
@@ -78,8 +111,10 @@ pub fn table(report: &BenchReport) -> String {
             .peak_gflops
             .map_or("-".to_string(), |g| format!("{g:.1} GFLOP/s")),
     );
-    let body: Vec<Vec<String>> = report.rows.iter().map(cells).collect();
-    let mut width: Vec<usize> = COLUMNS.iter().map(|c| c.len()).collect();
+    let variant = report.rows.iter().any(|r| r.variant != "sdpa");
+    let header: Vec<&str> = variant.then_some("variant").into_iter().chain(COLUMNS).collect();
+    let body: Vec<Vec<String>> = report.rows.iter().map(|r| cells(r, variant)).collect();
+    let mut width: Vec<usize> = header.iter().map(|c| c.len()).collect();
     for row in &body {
         for (w, c) in width.iter_mut().zip(row) {
             *w = (*w).max(c.chars().count());
@@ -90,7 +125,7 @@ pub fn table(report: &BenchReport) -> String {
         for (i, (c, w)) in cells.iter().zip(&width).enumerate() {
             let last = i + 1 == cells.len();
             // Text columns left-aligned, numbers right-aligned.
-            let numeric = (4..=10).contains(&i) || i == 12;
+            let numeric = NUMERIC.contains(&header[i]);
             match (last, numeric) {
                 (true, _) => s += c,
                 (_, true) => s += &format!("{c:>w$}  "),
@@ -99,7 +134,7 @@ pub fn table(report: &BenchReport) -> String {
         }
         s.trim_end().to_string() + "\n"
     };
-    out += &line(COLUMNS.iter().map(|c| c.to_string()).collect());
+    out += &line(header.iter().map(|c| c.to_string()).collect());
     for row in body {
         out += &line(row);
     }
@@ -114,7 +149,7 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-/// The rows as CSV (one header line; empty fields for missing values).
+/// The rows as CSV (one header line; empty fields for missing values; phases as `name=ms;…`).
 pub fn csv(report: &BenchReport) -> String {
     let header = [
         "kernel",
@@ -142,6 +177,8 @@ pub fn csv(report: &BenchReport) -> String {
         "checked",
         "alloc_bytes",
         "note",
+        "variant",
+        "phases_ms",
     ];
     let mut out = header.join(",") + "\n";
     let f = |x: Option<f64>| x.map_or(String::new(), |v| format!("{v}"));
@@ -175,6 +212,8 @@ pub fn csv(report: &BenchReport) -> String {
             r.checked.clone(),
             r.alloc_bytes.map_or(String::new(), |b| b.to_string()),
             r.note.clone().unwrap_or_default(),
+            r.variant.clone(),
+            phases(r, "=", ";"),
         ];
         out += &fields.iter().map(|s| csv_field(s)).collect::<Vec<_>>().join(",");
         out += "\n";

@@ -1,6 +1,6 @@
-//! Attention benchmarks: time each (kernel, dtype, shape, causal) on the GPU, count FLOPs and
-//! bytes, and check the output against the f64 CPU reference (on a subset of heads/rows when the
-//! problem is too large for the naive reference).
+//! Attention benchmarks: time each (variant, kernel, dtype, shape, causal) on the GPU, count FLOPs
+//! and bytes, and check the output against the f64 CPU reference (sdpa: on a subset of heads/rows
+//! when the problem is too large for the naive reference; other variants: when it is small enough).
 
 use std::ops::Range;
 
@@ -8,12 +8,14 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::peak::measure_fma;
-use super::timer::{time_host, Stamps, Timer, Timing};
+use super::timer::{time_host, Stamps, Timer, TimerKind, Timing};
+use super::variant::{self, Variant, VariantInputs, VariantParams};
 use crate::attention::{Attention, Problem};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::options::{Alignment, AttentionOptions, KernelChoice, Window};
-use crate::reference::{self, HostInputs, Tolerance};
+use crate::prepared::Prepared;
+use crate::reference::{self, Comparison, HostInputs, Tolerance};
 use crate::tensor::{DType, Tensor};
 
 /// Multiply-adds (B·Hq·Lq·Lk·(Dk+Dv)) up to which every output element is checked.
@@ -33,6 +35,9 @@ pub enum KernelKind {
     Staged,
     /// The naive f64 CPU reference (wall clock).
     Reference,
+    /// The only GPU path of a variant without a fused/staged choice (hard attention, pooling,
+    /// code-wise, location).
+    Gpu,
 }
 
 impl KernelKind {
@@ -42,9 +47,10 @@ impl KernelKind {
             KernelKind::Fused => "fused",
             KernelKind::Staged => "staged",
             KernelKind::Reference => "reference",
+            KernelKind::Gpu => "gpu",
         }
     }
-    /// Every kind, in table order.
+    /// Every kind a user selects (`--kernel all`), in table order.
     pub const ALL: [KernelKind; 3] = [KernelKind::Fused, KernelKind::Staged, KernelKind::Reference];
 }
 
@@ -67,6 +73,12 @@ pub struct BenchOptions {
     pub iters: u32,
     /// Show a progress bar on stderr.
     pub progress: bool,
+    /// Attention variants (default: sdpa only).
+    pub variants: Vec<Variant>,
+    /// Hidden size Da of additive, local-p and han-pool (`None` = Dk).
+    pub da: Option<usize>,
+    /// Window half-width of local-m and local-p.
+    pub half_width: u32,
 }
 
 impl Default for BenchOptions {
@@ -81,6 +93,9 @@ impl Default for BenchOptions {
             warmup: 2,
             iters: 10,
             progress: false,
+            variants: vec![Variant::Sdpa],
+            da: None,
+            half_width: VariantParams::default().half_width,
         }
     }
 }
@@ -180,10 +195,12 @@ pub fn causal_label(c: Option<Alignment>) -> &'static str {
     }
 }
 
-/// One measured (kernel, dtype, shape, options).
+/// One measured (variant, kernel, dtype, shape, options).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Row {
-    /// `fused`, `staged` or `reference`.
+    /// The attention variant (`sdpa`, `additive`, `mha`, …).
+    pub variant: String,
+    /// `fused`, `staged`, `gpu` (a variant's only GPU path) or `reference`.
     pub kernel: KernelKind,
     /// `f32` or `f16`.
     pub dtype: String,
@@ -221,8 +238,30 @@ pub struct Row {
     pub runs_per_sample: Option<u32>,
     /// Measured samples.
     pub samples: usize,
-    /// Why the row has no measurement, or anything else worth knowing.
+    /// Why the row has no measurement, or anything else worth knowing (other variants: the input
+    /// shapes the benchmark shape became).
     pub note: Option<String>,
+    /// Median GPU time of each phase of a multi-phase call, ms, in recording order (a JSON object;
+    /// needs GPU timestamps).
+    #[serde(serialize_with = "serialize_phases")]
+    pub phases_ms: Option<Vec<(String, f64)>>,
+}
+
+fn serialize_phases<S: serde::Serializer>(
+    phases: &Option<Vec<(String, f64)>>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    match phases {
+        None => s.serialize_none(),
+        Some(p) => {
+            let mut map = s.serialize_map(Some(p.len()))?;
+            for (name, ms) in p {
+                map.serialize_entry(name, ms)?;
+            }
+            map.end()
+        }
+    }
 }
 
 /// A whole benchmark run.
@@ -363,22 +402,58 @@ pub(super) fn gather(p: &Problem, out: &[f32], plan: &CheckPlan) -> Vec<f32> {
     got
 }
 
-/// The FLOPs, bytes and percentages of a timed row.
-fn fill_metrics(row: &mut Row, p: &Problem, causal: bool, dtype: DType, timing: &Timing, peak: Option<f64>) {
+/// The times, FLOP rate, byte rate and percentage of the ceiling of a timed row.
+fn fill_metrics(row: &mut Row, flops: f64, bytes: u64, timing: &Timing, peak: Option<f64>) {
     let median = timing.median_s();
     row.median_ms = Some(median * 1e3);
     row.min_ms = Some(timing.min_s() * 1e3);
     row.samples = timing.per_run_s.len();
     row.runs_per_sample = Some(timing.runs_per_sample);
-    let gflops = p.flops(causal) / median / 1e9;
+    let gflops = flops / median / 1e9;
     row.gflops = Some(gflops);
-    let elems = p.b * (p.hq * p.lq * (p.dk + p.dv) + p.hkv * p.lk * (p.dk + p.dv));
-    row.gbps = Some((elems * dtype.size()) as f64 / median / 1e9);
+    row.gbps = Some(bytes as f64 / median / 1e9);
     row.pct_peak = peak.map(|pk| 100.0 * gflops / pk);
 }
 
-fn empty_row(kernel: KernelKind, p: &Problem, dtype: DType, causal: Option<Alignment>, opts: &BenchOptions) -> Row {
+/// Bytes of Q, K, V read and O written once.
+fn sdpa_bytes(p: &Problem, dtype: DType) -> u64 {
+    let elems = p.b * (p.hq * p.lq * (p.dk + p.dv) + p.hkv * p.lk * (p.dk + p.dv));
+    (elems * dtype.size()) as u64
+}
+
+/// Records the largest errors of `comparisons` and whether all of them passed.
+fn set_check<'c>(row: &mut Row, comparisons: impl IntoIterator<Item = &'c Comparison>, checked: String) {
+    let (mut abs, mut rel, mut ok) = (0.0f64, 0.0f64, true);
+    for c in comparisons {
+        abs = abs.max(c.max_abs);
+        rel = rel.max(c.max_rel);
+        ok &= c.ok();
+    }
+    row.max_abs_err = Some(abs);
+    row.max_rel_err = Some(rel);
+    row.within_tolerance = Some(ok);
+    row.checked = checked;
+}
+
+/// Appends `text` to the row's note (`; ` between parts).
+fn add_note(row: &mut Row, text: &str) {
+    let text = super::one_line(text);
+    row.note = Some(match row.note.take() {
+        Some(note) => format!("{note}; {text}"),
+        None => text,
+    });
+}
+
+fn empty_row(
+    variant: Variant,
+    kernel: KernelKind,
+    p: &Problem,
+    dtype: DType,
+    causal: Option<Alignment>,
+    opts: &BenchOptions,
+) -> Row {
     Row {
+        variant: variant.name().into(),
         kernel,
         dtype: dtype.name().into(),
         shape: *p,
@@ -399,11 +474,33 @@ fn empty_row(kernel: KernelKind, p: &Problem, dtype: DType, causal: Option<Align
         runs_per_sample: None,
         samples: 0,
         note: None,
+        phases_ms: None,
     }
 }
 
-/// Benchmarks every (shape, causal, kernel) of `opts` on `ctx`. A row that cannot run (a limit,
-/// a missing feature) is reported with a note instead of aborting the run.
+/// The rows of a variant: the requested kernels; for a variant without a fused/staged choice, one
+/// `gpu` row (when any GPU kernel is requested) and the reference row (when requested).
+fn row_kinds(variant: Variant, kernels: &[KernelKind]) -> Vec<KernelKind> {
+    if variant.has_kernel_choice() {
+        return kernels.to_vec();
+    }
+    let gpu = kernels.iter().any(|&k| k != KernelKind::Reference);
+    let reference = kernels.contains(&KernelKind::Reference);
+    let kinds = [(gpu, KernelKind::Gpu), (reference, KernelKind::Reference)];
+    kinds.into_iter().filter(|k| k.0).map(|k| k.1).collect()
+}
+
+/// The causal variants a variant runs: all of them where the options of §1 apply, else none.
+fn variant_causals(variant: Variant, causals: &[Option<Alignment>]) -> Vec<Option<Alignment>> {
+    match variant.takes_attention_options() {
+        true => causals.to_vec(),
+        false => vec![None],
+    }
+}
+
+/// Benchmarks every (variant, shape, causal, kernel) of `opts` on `ctx`. A row that cannot run (a
+/// limit, a missing feature, an invalid combination) is reported with a note instead of aborting
+/// the run.
 pub fn run_bench(ctx: &Context, opts: &BenchOptions) -> Result<BenchReport> {
     let dtype = opts.dtype;
     if !matches!(dtype, DType::F32 | DType::F16) {
@@ -429,7 +526,12 @@ pub fn run_bench(ctx: &Context, opts: &BenchOptions) -> Result<BenchReport> {
         true => vec![None],
         false => opts.causal.clone(),
     };
-    let total = opts.shapes.len() * causals.len() * opts.kernels.len();
+    let per_shape: usize = opts
+        .variants
+        .iter()
+        .map(|&v| variant_causals(v, &causals).len() * row_kinds(v, &opts.kernels).len())
+        .sum();
+    let total = opts.shapes.len() * per_shape;
     let bar = match opts.progress {
         true => indicatif::ProgressBar::new(total as u64),
         false => indicatif::ProgressBar::hidden(),
@@ -443,31 +545,119 @@ pub fn run_bench(ctx: &Context, opts: &BenchOptions) -> Result<BenchReport> {
         DType::F16 => Tolerance::F16,
         _ => Tolerance::F32,
     };
-    let mut rows = Vec::with_capacity(total);
-    for (si, p) in opts.shapes.iter().enumerate() {
-        let inputs = make_inputs(ctx, p, dtype, 0x5eed_0000 + si as u64);
-        for &causal in &causals {
-            let align = causal.unwrap_or(Alignment::TopLeft);
-            let attn_opts = AttentionOptions {
-                causal,
-                window: opts.window.map(|(left, right)| Window {
-                    left,
-                    right,
-                    alignment: align,
-                }),
-                ..Default::default()
+    let mut bench = Bench {
+        ctx,
+        opts,
+        timer,
+        peak,
+        tol,
+        causals,
+        bar,
+        rows: Vec::with_capacity(total),
+    };
+    for &v in &opts.variants {
+        for (si, p) in opts.shapes.iter().enumerate() {
+            let seed = 0x5eed_0000 + si as u64;
+            match v {
+                Variant::Sdpa => bench.sdpa_shape(p, seed),
+                _ => bench.variant_shape(v, p, seed),
+            }
+        }
+    }
+    bench.bar.finish_and_clear();
+    Ok(BenchReport {
+        adapter: super::AdapterReport::of(ctx),
+        timer: bench.timer.kind().label().into(),
+        peak_gflops: peak,
+        dtype: dtype.name().into(),
+        warmup: opts.warmup,
+        iters: opts.iters,
+        rows: bench.rows,
+    })
+}
+
+/// What every row of a run shares, and the rows so far.
+struct Bench<'a> {
+    ctx: &'a Context,
+    opts: &'a BenchOptions,
+    timer: Timer,
+    peak: Option<f64>,
+    tol: Tolerance,
+    causals: Vec<Option<Alignment>>,
+    bar: indicatif::ProgressBar,
+    rows: Vec<Row>,
+}
+
+impl Bench<'_> {
+    fn push(&mut self, row: Row) {
+        self.rows.push(row);
+        self.bar.inc(1);
+    }
+
+    /// The causal mask and the window of the run, aligned like the causal mask.
+    fn attention_options(&self, causal: Option<Alignment>) -> AttentionOptions {
+        AttentionOptions {
+            causal,
+            window: self.opts.window.map(|(left, right)| Window {
+                left,
+                right,
+                alignment: causal.unwrap_or(Alignment::TopLeft),
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Times a prepared call (GPU timestamps when available).
+    fn time<O>(&self, call: &Prepared<O>) -> Result<Timing> {
+        let mut record = |enc: &mut wgpu::CommandEncoder, stamps: Stamps| match stamps {
+            Some((set, i)) => call.encode_timed(enc, set, i),
+            None => call.encode(enc),
+        };
+        self.timer.measure(self.opts.warmup, self.opts.iters, &mut record)
+    }
+
+    /// Median ms of each phase of a multi-phase call, each phase timed alone after full runs.
+    /// `None` for a single phase, and with the wall clock (a phase cannot be recorded alone
+    /// without timestamps).
+    fn time_phases<O>(&self, call: &Prepared<O>) -> Result<Option<Vec<(String, f64)>>> {
+        let phases = call.phases();
+        if phases.len() < 2 || self.timer.kind() != TimerKind::GpuTimestamps {
+            return Ok(None);
+        }
+        let mut times = Vec::with_capacity(phases.len());
+        for (i, name) in phases.into_iter().enumerate() {
+            let mut record = |enc: &mut wgpu::CommandEncoder, stamps: Stamps| {
+                // A timestamp timer always passes stamps.
+                if let Some((set, first)) = stamps {
+                    call.encode_phase_timed(enc, i, set, first);
+                }
             };
+            let timing = self.timer.measure(self.opts.warmup, self.opts.iters, &mut record)?;
+            times.push((name.to_string(), timing.median_s() * 1e3));
+        }
+        Ok(Some(times))
+    }
+
+    /// The rows of scaled dot-product attention for one shape (checked on a subset of heads and
+    /// rows when the shape is large).
+    fn sdpa_shape(&mut self, p: &Problem, seed: u64) {
+        let (ctx, opts) = (self.ctx, self.opts);
+        let dtype = opts.dtype;
+        let inputs = make_inputs(ctx, p, dtype, seed);
+        for causal in self.causals.clone() {
+            let align = causal.unwrap_or(Alignment::TopLeft);
+            let attn_opts = self.attention_options(causal);
             let plan = check_plan(p, align);
             let mut expected: Option<Vec<f64>> = None;
             for &kernel in &opts.kernels {
-                bar.set_message(format!("{} {} causal={}", kernel.name(), p, causal_label(causal)));
-                let mut row = empty_row(kernel, p, dtype, causal, opts);
+                self.bar
+                    .set_message(format!("{} {} causal={}", kernel.name(), p, causal_label(causal)));
+                let mut row = empty_row(Variant::Sdpa, kernel, p, dtype, causal, opts);
                 let inputs = match &inputs {
                     Ok(i) => i,
                     Err(e) => {
                         row.note = Some(super::one_line(&format!("inputs: {e}")));
-                        rows.push(row);
-                        bar.inc(1);
+                        self.push(row);
                         continue;
                     }
                 };
@@ -478,8 +668,7 @@ pub fn run_bench(ctx: &Context, opts: &BenchOptions) -> Result<BenchReport> {
                         let timing = time_host(opts.iters.min(3), || {
                             std::hint::black_box(reference::sdpa(&host, &attn_opts));
                         });
-                        fill_metrics(&mut row, p, causal.is_some(), dtype, &timing, None);
-                        row.pct_peak = None;
+                        fill_metrics(&mut row, p.flops(causal.is_some()), 0, &timing, None);
                         row.gbps = None;
                         row.note = Some("CPU f64 reference, wall clock".into());
                     } else {
@@ -490,82 +679,142 @@ pub fn run_bench(ctx: &Context, opts: &BenchOptions) -> Result<BenchReport> {
                     }
                 } else {
                     let exp = expected.get_or_insert_with(|| reference_subset(p, inputs, &attn_opts, &plan));
-                    if let Err(e) = run_gpu(
-                        ctx,
-                        &timer,
-                        &mut row,
-                        p,
-                        inputs,
-                        &attn_opts,
-                        &plan,
-                        exp,
-                        tol,
-                        peak,
-                        (opts.warmup, opts.iters),
-                    ) {
+                    if let Err(e) = self.sdpa_row(&mut row, p, inputs, &attn_opts, &plan, exp) {
                         row.note = Some(super::one_line(&e.to_string()));
                     }
                 }
-                rows.push(row);
-                bar.inc(1);
+                self.push(row);
             }
         }
     }
-    bar.finish_and_clear();
-    Ok(BenchReport {
-        adapter: super::AdapterReport::of(ctx),
-        timer: timer.kind().label().into(),
-        peak_gflops: peak,
-        dtype: dtype.name().into(),
-        warmup: opts.warmup,
-        iters: opts.iters,
-        rows,
-    })
-}
 
-#[allow(clippy::too_many_arguments, reason = "one row's full context")]
-fn run_gpu(
-    ctx: &Context,
-    timer: &Timer,
-    row: &mut Row,
-    p: &Problem,
-    inputs: &Inputs,
-    attn_opts: &AttentionOptions,
-    plan: &CheckPlan,
-    expected: &[f64],
-    tol: Tolerance,
-    peak: Option<f64>,
-    (warmup, iters): (u32, u32),
-) -> Result<()> {
-    let choice = match row.kernel {
-        KernelKind::Staged => KernelChoice::Staged,
-        _ => KernelChoice::Fused,
-    };
-    let dtype = inputs.tensors[0].dtype();
-    if choice == KernelChoice::Fused {
-        let c = crate::tune::flash_config(ctx, p, dtype)?;
-        row.tile = Some(format!("wg{} rows{}", c.workgroup, c.rows));
+    fn sdpa_row(
+        &self,
+        row: &mut Row,
+        p: &Problem,
+        inputs: &Inputs,
+        attn_opts: &AttentionOptions,
+        plan: &CheckPlan,
+        expected: &[f64],
+    ) -> Result<()> {
+        let ctx = self.ctx;
+        let choice = match row.kernel {
+            KernelKind::Staged => KernelChoice::Staged,
+            _ => KernelChoice::Fused,
+        };
+        let dtype = inputs.tensors[0].dtype();
+        if choice == KernelChoice::Fused {
+            let c = crate::tune::flash_config(ctx, p, dtype)?;
+            row.tile = Some(format!("wg{} rows{}", c.workgroup, c.rows));
+        }
+        let opts = AttentionOptions {
+            kernel: choice,
+            ..attn_opts.clone()
+        };
+        let [q, k, v] = &inputs.tensors;
+        let call = Attention::new(ctx, q, k, v, &opts)?.into_prepared("attention");
+        row.timer = self.timer.kind().label().into();
+        row.alloc_bytes = Some(call.allocated_bytes());
+        let timing = self.time(&call)?;
+        fill_metrics(row, call.flops(), sdpa_bytes(p, dtype), &timing, self.peak);
+        let out = call.output().out.to_f32_vec(ctx)?;
+        let got = gather(p, &out, plan);
+        set_check(row, [&reference::compare(&got, expected, self.tol)], plan.label.clone());
+        Ok(())
     }
-    let opts = AttentionOptions {
-        kernel: choice,
-        ..attn_opts.clone()
-    };
-    let [q, k, v] = &inputs.tensors;
-    let call = Attention::new(ctx, q, k, v, &opts)?;
-    row.timer = timer.kind().label().into();
-    row.alloc_bytes = Some(call.allocated_bytes());
-    let mut record = |enc: &mut wgpu::CommandEncoder, stamps: Stamps| match stamps {
-        Some((set, i)) => call.encode_timed(enc, set, i),
-        None => call.encode(enc),
-    };
-    let timing = timer.measure(warmup, iters, &mut record)?;
-    fill_metrics(row, p, call.is_causal(), dtype, &timing, peak);
-    let out = call.output().out.to_f32_vec(ctx)?;
-    let got = gather(p, &out, plan);
-    let cmp = reference::compare(&got, expected, tol);
-    row.max_abs_err = Some(cmp.max_abs);
-    row.max_rel_err = Some(cmp.max_rel);
-    row.within_tolerance = Some(cmp.ok());
-    row.checked = plan.label.clone();
-    Ok(())
+
+    /// The rows of another variant for one shape: seeded inputs after the mapping of
+    /// [`variant::bench_help`], checked in full when the reference is cheap enough.
+    fn variant_shape(&mut self, v: Variant, p: &Problem, seed: u64) {
+        let (ctx, opts) = (self.ctx, self.opts);
+        let inputs = variant::random_inputs(ctx, v, p, opts.da.unwrap_or(p.dk), opts.dtype, seed);
+        for causal in variant_causals(v, &self.causals) {
+            let params = VariantParams {
+                attention: self.attention_options(causal),
+                half_width: opts.half_width,
+                ..Default::default()
+            };
+            for kernel in row_kinds(v, &opts.kernels) {
+                self.bar
+                    .set_message(format!("{v} {} {p} causal={}", kernel.name(), causal_label(causal)));
+                let mut row = empty_row(v, kernel, p, opts.dtype, causal, opts);
+                if !v.takes_attention_options() {
+                    row.window = None;
+                }
+                match &inputs {
+                    Err(e) => add_note(&mut row, &format!("inputs: {e}")),
+                    Ok(inputs) => {
+                        let mut shapes = inputs.describe();
+                        if matches!(v, Variant::LocalM | Variant::LocalP) {
+                            shapes += &format!(", W={}", params.half_width);
+                        }
+                        add_note(&mut row, &shapes);
+                        if let Err(e) = self.variant_row(&mut row, inputs, &params) {
+                            add_note(&mut row, &e.to_string());
+                        }
+                    }
+                }
+                self.push(row);
+            }
+        }
+    }
+
+    fn variant_row(&self, row: &mut Row, inputs: &VariantInputs, params: &VariantParams) -> Result<()> {
+        let params = VariantParams {
+            attention: AttentionOptions {
+                kernel: match row.kernel {
+                    KernelKind::Fused => KernelChoice::Fused,
+                    KernelKind::Staged => KernelChoice::Staged,
+                    _ => KernelChoice::Auto,
+                },
+                ..params.attention.clone()
+            },
+            ..params.clone()
+        };
+        // The reference row prepares the GPU call too: it validates the inputs and counts the FLOPs.
+        let call = variant::prepare(self.ctx, inputs, &params)?;
+        let macs = call.flops() / 2.0;
+        if row.kernel == KernelKind::Reference {
+            row.timer = "wall-clock".into();
+            if macs > REFERENCE_MACS as f64 {
+                add_note(
+                    row,
+                    &format!("skipped: {macs:.0} multiply-adds exceed the reference limit of {REFERENCE_MACS}"),
+                );
+                return Ok(());
+            }
+            let mut result = Ok(Vec::new());
+            let timing = time_host(self.opts.iters.min(3), || {
+                result = variant::reference(inputs, &params, None);
+            });
+            result?;
+            fill_metrics(row, call.flops(), 0, &timing, None);
+            row.gbps = None;
+            add_note(row, "CPU f64 reference, wall clock");
+            return Ok(());
+        }
+        row.timer = self.timer.kind().label().into();
+        row.alloc_bytes = Some(call.allocated_bytes());
+        let timing = self.time(&call)?;
+        // Every input read and every output written once.
+        let outputs = call.output().iter().map(|(_, t)| t.numel() * t.dtype().size());
+        let bytes = inputs.bytes() + outputs.sum::<usize>() as u64;
+        fill_metrics(row, call.flops(), bytes, &timing, self.peak);
+        match self.time_phases(&call) {
+            Ok(phases) => row.phases_ms = phases,
+            Err(e) => add_note(row, &format!("phases: {e}")),
+        }
+        if macs > FULL_CHECK_MACS as f64 {
+            add_note(
+                row,
+                &format!("not checked: {macs:.0} multiply-adds exceed the check limit of {FULL_CHECK_MACS}"),
+            );
+            return Ok(());
+        }
+        let got = variant::download(self.ctx, call.output())?;
+        let expected = variant::reference(inputs, &params, Some(&got))?;
+        let comparisons = variant::compare_outputs(&got, &expected, self.tol)?;
+        set_check(row, comparisons.iter().map(|(_, c)| c), "all".into());
+        Ok(())
+    }
 }

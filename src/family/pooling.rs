@@ -150,15 +150,8 @@ pub(crate) fn pool(
     bias: Option<&Tensor>,
     eps: f32,
 ) -> Result<Prepared<PoolOutput>> {
-    let xs = expect_rank("x", x, 3)?.to_vec();
-    let (b, l, d) = (xs[0], xs[1], xs[2]);
-    if let Some(axis) = xs.iter().position(|&n| n == 0) {
-        return Err(Error::ZeroDim {
-            name: "x",
-            axis,
-            shape: xs.clone(),
-        });
-    }
+    crate::tensor::check_operand("x", x, 3..=3)?;
+    let (b, l, d) = (x.shape()[0], x.shape()[1], x.shape()[2]);
     if !matches!(x.dtype(), DType::F32 | DType::F16) {
         return Err(Error::DType {
             name: "x",

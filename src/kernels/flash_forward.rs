@@ -9,59 +9,27 @@ use crate::tensor::DType;
 /// Bindings: params, Q, K, V, O, LSE, bias, mask, key lengths (8 storage buffers: the default
 /// limit), then local-p positions (11) and the additive score vector (12) for those variants.
 fn slots(local: bool, additive: bool) -> &'static [(u32, Slot)] {
-    const BASE: &[(u32, Slot)] = &[
-        (0, Slot::Uniform),
-        (1, Slot::Read),
-        (2, Slot::Read),
-        (3, Slot::Read),
-        (4, Slot::ReadWrite),
-        (5, Slot::ReadWrite),
-        (8, Slot::Read),
-        (9, Slot::Read),
-        (10, Slot::Read),
-    ];
-    const LOCAL: &[(u32, Slot)] = &[
-        (0, Slot::Uniform),
-        (1, Slot::Read),
-        (2, Slot::Read),
-        (3, Slot::Read),
-        (4, Slot::ReadWrite),
-        (5, Slot::ReadWrite),
-        (8, Slot::Read),
-        (9, Slot::Read),
-        (10, Slot::Read),
-        (11, Slot::Read),
-    ];
-    const ADDITIVE: &[(u32, Slot)] = &[
-        (0, Slot::Uniform),
-        (1, Slot::Read),
-        (2, Slot::Read),
-        (3, Slot::Read),
-        (4, Slot::ReadWrite),
-        (5, Slot::ReadWrite),
-        (8, Slot::Read),
-        (9, Slot::Read),
-        (10, Slot::Read),
-        (12, Slot::Read),
-    ];
-    const BOTH: &[(u32, Slot)] = &[
-        (0, Slot::Uniform),
-        (1, Slot::Read),
-        (2, Slot::Read),
-        (3, Slot::Read),
-        (4, Slot::ReadWrite),
-        (5, Slot::ReadWrite),
-        (8, Slot::Read),
-        (9, Slot::Read),
-        (10, Slot::Read),
-        (11, Slot::Read),
-        (12, Slot::Read),
-    ];
+    macro_rules! flash_slots {
+        ($($extra:literal),*) => {
+            &[
+                (0, Slot::Uniform),
+                (1, Slot::Read),
+                (2, Slot::Read),
+                (3, Slot::Read),
+                (4, Slot::ReadWrite),
+                (5, Slot::ReadWrite),
+                (8, Slot::Read),
+                (9, Slot::Read),
+                (10, Slot::Read),
+                $(($extra, Slot::Read),)*
+            ]
+        };
+    }
     match (local, additive) {
-        (false, false) => BASE,
-        (true, false) => LOCAL,
-        (false, true) => ADDITIVE,
-        (true, true) => BOTH,
+        (false, false) => flash_slots!(),
+        (true, false) => flash_slots!(11),
+        (false, true) => flash_slots!(12),
+        (true, true) => flash_slots!(11, 12),
     }
 }
 

@@ -8,8 +8,8 @@ use super::sdpa::{sdpa, HostInputs, HostScore};
 use crate::attention::Problem;
 use crate::options::AttentionOptions;
 
-/// y = act(alpha · x W (+ bias)) for x [rows, k] and W given by `w(k_index, n_index)`.
-fn linear(x: &[f32], k: usize, n: usize, w: impl Fn(usize, usize) -> f64, bias: Option<&[f32]>) -> Vec<f64> {
+/// y = x W (+ bias) for x [rows, k] and W given by `w(k_index, n_index)`, in f64.
+pub(crate) fn linear(x: &[f32], k: usize, n: usize, w: impl Fn(usize, usize) -> f64, bias: Option<&[f32]>) -> Vec<f64> {
     let rows = x.len() / k;
     let mut y = vec![0.0; rows * n];
     for r in 0..rows {

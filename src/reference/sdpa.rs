@@ -227,32 +227,21 @@ struct Scorer<'a> {
 
 impl<'a> Scorer<'a> {
     fn new(inputs: &'a HostInputs<'a>) -> Self {
-        // y[r, o] = Σ_d x[r, d] · w(o, d) (+ b[o]) for every row r of x.
-        fn project(x: &[f32], dim: usize, outs: usize, w: impl Fn(usize, usize) -> f64, b: Option<&[f32]>) -> Vec<f64> {
-            let rows = x.len() / dim;
-            let mut y = vec![0.0; rows * outs];
-            for r in 0..rows {
-                for o in 0..outs {
-                    let acc: f64 = (0..dim).map(|d| x[r * dim + d] as f64 * w(o, d)).sum();
-                    y[r * outs + o] = acc + b.map_or(0.0, |b| b[o] as f64);
-                }
-            }
-            y
-        }
+        use super::family::linear as project;
         let dk = inputs.problem.dk;
         let (q_proj, k_proj) = match inputs.score {
             HostScore::Dot | HostScore::Given { .. } => (Vec::new(), Vec::new()),
             HostScore::General { w } => {
                 let dq = w.len() / dk;
-                (project(inputs.q, dq, dk, |o, d| w[d * dk + o] as f64, None), Vec::new())
+                (project(inputs.q, dq, dk, |d, o| w[d * dk + o] as f64, None), Vec::new())
             }
             HostScore::Additive {
                 w_q, w_k, b, v, dq, dk, ..
             } => {
                 let da = v.len();
                 (
-                    project(inputs.q, dq, da, |o, d| w_q[o * dq + d] as f64, Some(b)),
-                    project(inputs.k, dk, da, |o, d| w_k[o * dk + d] as f64, None),
+                    project(inputs.q, dq, da, |d, o| w_q[o * dq + d] as f64, Some(b)),
+                    project(inputs.k, dk, da, |d, o| w_k[o * dk + d] as f64, None),
                 )
             }
         };
