@@ -14,7 +14,7 @@ use crate::options::{AttentionOptions, KernelChoice};
 /// entry points are in [`crate::family`]).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Extras {
-    /// Additive (Bahdanau) score vector v [Da]: Q and K are then the projections W_q q + b and
+    /// Additive (Bahdanau) score vector v \[Da\]: Q and K are then the projections W_q q + b and
     /// W_k k, and score(q, k) = vᵀ tanh(q + k). Fused: reduced in the tile; staged: the naive path
     /// through the [rows, Lk, Da] tanh tensor.
     pub score_vector: Option<Tensor>,
@@ -25,8 +25,8 @@ pub(crate) struct Extras {
     pub scores: Option<Tensor>,
 }
 
-/// Per-row windows of local-p attention: row i sees keys with |j − centers[i]| ≤ radius, each
-/// weight multiplied by exp(−(j − centers[i])² / (2σ²)) with σ = radius / 2 when `gaussian`.
+/// Per-row windows of local-p attention: row i sees keys with |j − centers\[i\]| ≤ radius, each
+/// weight multiplied by exp(−(j − centers\[i\])² / (2σ²)) with σ = radius / 2 when `gaussian`.
 #[derive(Debug, Clone)]
 pub(crate) struct LocalWindows {
     /// Aligned positions [B, Hq, Lq], f32, contiguous.
@@ -872,7 +872,7 @@ impl Attention {
         self.steps.iter().filter(|s| matches!(s, Step::Dispatch { .. })).count()
     }
 
-    /// The call as a one-phase [`Prepared`] named `phase`.
+    /// The call as a one-phase [`crate::Prepared`] named `phase`.
     pub fn into_prepared(self, phase: &'static str) -> crate::Prepared<AttentionOutput> {
         let flops = self.problem.flops(self.causal);
         let mut prepared = crate::Prepared::new(&self.ctx, self.output);

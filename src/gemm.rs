@@ -46,7 +46,7 @@ pub struct GemmOptions {
     pub trans_b: bool,
     /// Multiplier of the product (default 1).
     pub alpha: f32,
-    /// Bias added to every row, shape [N], dtype of A.
+    /// Bias added to every row, shape \[N\], dtype of A.
     pub bias: Option<Tensor>,
     /// Applied after bias and accumulation.
     pub activation: Activation,

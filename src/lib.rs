@@ -1,6 +1,6 @@
 //! # wgpu-attention
 //!
-//! GPU attention kernels written in WGSL and run through [wgpu] on any Vulkan, Metal or DX12
+//! GPU attention kernels written in WGSL and run through \[wgpu\] on any Vulkan, Metal or DX12
 //! device (and on Mesa's lavapipe CPU driver), with a naive f64 CPU reference for every kernel.
 //!
 //! Two paths compute scaled dot-product attention (`ATTENTION.md` §1):
@@ -22,7 +22,7 @@
 //!   [`Alignment::BottomRight`] keeps j ≤ i + Lk − Lq (FlashAttention, KV-cache decoding).
 //! - A row whose keys are all masked yields O = 0 and LSE = −∞, never NaN.
 //! - Dropout is counter-based (Philox-4x32-10 keyed by (seed, b, h, i, j)): the same seed gives the
-//!   same mask on both paths and in [`reference`]; it weights P in the sum, not the LSE.
+//!   same mask on both paths and in [`mod@reference`]; it weights P in the sum, not the LSE.
 //! - Every input is validated on the host before any GPU work; wgpu errors are captured with
 //!   error scopes and returned as [`Error`]. Nothing global is installed on a borrowed device.
 //!

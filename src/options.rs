@@ -79,7 +79,7 @@ pub enum KernelChoice {
     Staged,
 }
 
-/// Options of [`crate::attention`]. See the crate docs for the semantics of each mask.
+/// Options of [`crate::attention()`]. See the crate docs for the semantics of each mask.
 ///
 /// Masks combine by AND; a row whose keys are all masked yields O = 0 and LSE = −∞.
 #[derive(Debug, Clone, Default)]
@@ -94,7 +94,7 @@ pub struct AttentionOptions {
     /// Boolean mask, dtype [`crate::DType::Bool`], shape [B|1, Hq|1, Lq, Lk] or [Lq, Lk].
     /// **true = this key takes part** (PyTorch's `attn_mask` polarity for bool masks).
     pub mask: Option<Tensor>,
-    /// Key padding: a [`crate::DType::U32`] tensor of shape [B] holding the number of valid keys
+    /// Key padding: a [`crate::DType::U32`] tensor of shape \[B\] holding the number of valid keys
     /// of each batch; keys at or past it are masked.
     pub key_lengths: Option<Tensor>,
     /// Causal mask with its alignment: key `j` takes part when `j ≤ i'`.

@@ -193,7 +193,7 @@ pub(crate) fn flash_config(ctx: &Context, problem: &Problem, dtype: DType) -> Re
     }
 }
 
-/// The tile [`crate::attention`] would use for `problem` (for reports).
+/// The tile [`crate::attention()`] would use for `problem` (for reports).
 pub fn selected_flash_config(ctx: &Context, problem: &Problem, dtype: DType) -> Result<FlashConfig> {
     flash_config(ctx, problem, dtype)
 }

@@ -1,6 +1,6 @@
 //! The attention family behind `wgpu-attention run --variant` and `bench --variant`: every
 //! variant's name and input tensors, its GPU call ([`prepare`]) and its CPU reference
-//! ([`reference`]) on named host tensors, read from a `.safetensors` file ([`read_inputs`]) or
+//! ([`reference()`]) on named host tensors, read from a `.safetensors` file ([`read_inputs`]) or
 //! seeded at random for a benchmark shape ([`random_inputs`]).
 
 use std::fmt;

@@ -43,7 +43,7 @@ pub fn local_m(
 pub struct LocalPWeights {
     /// W_p [Dp, Dk].
     pub w_p: Tensor,
-    /// v_p [Dp].
+    /// v_p \[Dp\].
     pub v_p: Tensor,
 }
 

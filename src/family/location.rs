@@ -17,11 +17,11 @@ use crate::tensor::{DType, Tensor};
 pub struct LocationWeights {
     /// W_a [Lk, Dq + Dh].
     pub w_a: Tensor,
-    /// b_a [Lk].
+    /// b_a \[Lk\].
     pub b_a: Tensor,
     /// W_c [Do, Dq + Dv].
     pub w_c: Tensor,
-    /// b_c [Do].
+    /// b_c \[Do\].
     pub b_c: Tensor,
 }
 

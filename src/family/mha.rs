@@ -10,7 +10,7 @@
 //! from a `.safetensors` file ([`MultiHeadAttention::from_safetensors`]) with the Hugging Face
 //! names `q_proj.weight`, `q_proj.bias`, `k_proj.*`, `v_proj.*`, `out_proj.weight`,
 //! `out_proj.bias` (biases optional), or PyTorch `nn.MultiheadAttention`'s packed
-//! `in_proj_weight` [3E, E], `in_proj_bias` [3E] plus `out_proj.*`.
+//! `in_proj_weight` [3E, E], `in_proj_bias` \[3E\] plus `out_proj.*`.
 
 use std::path::Path;
 
@@ -29,7 +29,7 @@ use crate::tensor::{DType, Tensor};
 pub struct Linear {
     /// W [out, in].
     pub weight: Tensor,
-    /// b [out].
+    /// b \[out\].
     pub bias: Option<Tensor>,
 }
 
@@ -80,7 +80,7 @@ pub struct MultiHeadAttention {
 
 impl MultiHeadAttention {
     /// Checks the weight shapes against the head counts: W_q [Hq·Dh, E], W_k and W_v
-    /// [Hkv·Dh, E_kv], W_o [E_out, Hq·Dh], biases [out].
+    /// [Hkv·Dh, E_kv], W_o [E_out, Hq·Dh], biases \[out\].
     pub fn new(weights: MhaWeights, heads_q: usize, heads_kv: usize) -> Result<Self> {
         if heads_q == 0 || heads_kv == 0 || !heads_q.is_multiple_of(heads_kv) {
             return Err(Error::HeadRatio {

@@ -5,13 +5,13 @@
 //!
 //! | member | module | formula | paper |
 //! |---|---|---|---|
-//! | dot / scaled dot | [`score::dot`], [`crate::attention`] | qᵀk, qᵀk/√d | Luong 2015; Vaswani 2017 |
+//! | dot / scaled dot | [`score::dot`], [`crate::attention()`] | qᵀk, qᵀk/√d | Luong 2015; Vaswani 2017 |
 //! | general (bilinear) | [`score::general`] | qᵀ W k = (qᵀW)·k | Luong 2015 |
 //! | additive, fused | [`score::additive`] | vᵀ tanh(W_q q + W_k k + b), reduced in the tile | Bahdanau 2015 |
 //! | location-based | [`location::location`] | a = softmax(W_a [q; h] + b_a), out = W_c [q; aV] + b_c | Luong 2015 |
 //! | local-m | [`local::local_m`] | keys with \|j − i\| ≤ W | Luong 2015 |
 //! | local-p | [`local::local_p`] | pᵢ = Lk·σ(v_pᵀ tanh(W_p qᵢ)), window \|j − pᵢ\| ≤ W, × exp(−(j−pᵢ)²/(2(W/2)²)) | Luong 2015 |
-//! | hard (stochastic) | [`hard::hard`] | j ~ Categorical(Pᵢ), out = V[j] | Xu 2015 |
+//! | hard (stochastic) | [`hard::hard`] | j ~ Categorical(Pᵢ), out = V\[j\] | Xu 2015 |
 //! | dropout on P | [`crate::AttentionOptions::dropout`] | Philox-4x32-10 keep mask, × 1/(1−p) | Srivastava 2014 |
 //! | zero-score masked | [`neurjudge::zero_masked`] | softmax(C Gᵀ, scores = 0 masked) G | Yue 2021 (NeurJudge) |
 //! | code-wise | [`neurjudge::codewise`] | α = softmaxᵢ(maxⱼ (C Gᵀ)ᵢⱼ), out = αᵀC | Yue 2021 (NeurJudge) |
@@ -96,7 +96,7 @@ pub(crate) fn one_head(t: &Tensor) -> Result<Tensor> {
     t.view(0, &[s[0], 1, s[1], s[2]], &[st[0], 0, st[1], st[2]])
 }
 
-/// A 1-D tensor [n] viewed as an [n, 1] column.
+/// A 1-D tensor \[n\] viewed as an [n, 1] column.
 pub(crate) fn column(t: &Tensor) -> Result<Tensor> {
     t.view(0, &[t.shape()[0], 1], &[t.strides()[0], 1])
 }

@@ -27,9 +27,9 @@ pub struct PoolOutput {
 pub struct HanWeights {
     /// W [D, Da].
     pub w: Tensor,
-    /// b [Da].
+    /// b \[Da\].
     pub b: Tensor,
-    /// Context vector u_w [Da].
+    /// Context vector u_w \[Da\].
     pub u: Tensor,
 }
 
@@ -63,9 +63,9 @@ pub fn han(ctx: &Context, x: &Tensor, weights: &HanWeights, mask: Option<&Tensor
 /// Weights of feed-forward attention.
 #[derive(Debug, Clone)]
 pub struct FeedForwardWeights {
-    /// w [D].
+    /// w \[D\].
     pub w: Tensor,
-    /// Per-step bias b [L] (optional).
+    /// Per-step bias b \[L\] (optional).
     pub b: Option<Tensor>,
 }
 
@@ -140,7 +140,7 @@ pub fn self_sum(ctx: &Context, x: &Tensor) -> Result<Prepared<PoolOutput>> {
 }
 
 /// The pooling kernel over X [B, L, D] with step scores [B, L, W] (max over W), `mode` from
-/// [`mode`], optional step mask [B, L] and per-step bias [L].
+/// [`mode`], optional step mask [B, L] and per-step bias \[L\].
 pub(crate) fn pool(
     ctx: &Context,
     scores: Option<&Tensor>,

@@ -15,7 +15,7 @@ use crate::prepared::Prepared;
 use crate::tensor::Tensor;
 
 /// Dot score qᵀk: §1 with scale 1 unless `opts.scale` says otherwise (scaled dot is
-/// [`crate::attention`] itself).
+/// [`crate::attention()`] itself).
 pub fn dot(
     ctx: &Context,
     q: &Tensor,
@@ -59,9 +59,9 @@ pub struct AdditiveWeights {
     pub w_q: Tensor,
     /// W_k [Da, Dk].
     pub w_k: Tensor,
-    /// b [Da] (optional: zero).
+    /// b \[Da\] (optional: zero).
     pub bias: Option<Tensor>,
-    /// v [Da].
+    /// v \[Da\].
     pub v: Tensor,
 }
 

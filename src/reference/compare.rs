@@ -27,7 +27,7 @@ pub struct Comparison {
     pub worst: Option<usize>,
     /// Elements outside the tolerance.
     pub failures: usize,
-    /// got[worst], expected[worst].
+    /// got\[worst\], expected\[worst\].
     pub worst_pair: Option<(f64, f64)>,
 }
 

@@ -87,7 +87,7 @@ pub fn gemm(
 }
 
 /// Local-p positions pᵢ = Lk · sigmoid(v_pᵀ tanh(W_p qᵢ)) for every row of q [rows, Dk];
-/// W_p [Dp, Dk], v_p [Dp].
+/// W_p [Dp, Dk], v_p \[Dp\].
 pub fn local_p_positions(q: &[f32], dk: usize, w_p: &[f32], v_p: &[f32], lk: usize) -> Vec<f64> {
     let dp = v_p.len();
     let hidden = linear(q, dk, dp, |i, o| w_p[o * dk + i] as f64, None);
@@ -104,7 +104,7 @@ pub fn local_p_positions(q: &[f32], dk: usize, w_p: &[f32], v_p: &[f32], lk: usi
 /// among keys with Pᵢⱼ > 0 (the Gumbel-max draw from Categorical(Pᵢ,:)).
 #[derive(Debug, Clone)]
 pub struct HardReference {
-    /// Output rows V[j] [B, Hq, Lq, Dv] (0 for fully masked rows).
+    /// Output rows V\[j\] [B, Hq, Lq, Dv] (0 for fully masked rows).
     pub out: Vec<f64>,
     /// Sampled index per row (`u32::MAX` for fully masked rows).
     pub indices: Vec<u32>,
@@ -195,7 +195,7 @@ fn softmax_rows(s: &[f64], n: usize, keep: impl Fn(usize) -> bool) -> Vec<f64> {
 }
 
 /// Hierarchical attention pooling: uₜ = tanh(xₜ W + b), sₜ = uₜᵀu_w, α = softmax over kept t.
-/// X [B, L, D], W [D, Da], b [Da], u_w [Da], mask [B, L] (true = kept).
+/// X [B, L, D], W [D, Da], b \[Da\], u_w \[Da\], mask [B, L] (true = kept).
 #[allow(clippy::too_many_arguments, reason = "one argument per input of the formula")]
 pub fn han(
     x: &[f32],
@@ -313,11 +313,11 @@ pub struct LocationReference {
 pub struct HostLocationWeights<'a> {
     /// W_a [Lk, Dq + Dh].
     pub w_a: &'a [f32],
-    /// b_a [Lk].
+    /// b_a \[Lk\].
     pub b_a: &'a [f32],
     /// W_c [Do, Dq + Dv].
     pub w_c: &'a [f32],
-    /// b_c [Do].
+    /// b_c \[Do\].
     pub b_c: &'a [f32],
 }
 
@@ -385,7 +385,7 @@ pub fn location(
 pub struct HostLinear<'a> {
     /// W [out, in].
     pub w: &'a [f32],
-    /// b [out].
+    /// b \[out\].
     pub b: Option<&'a [f32]>,
 }
 

@@ -63,9 +63,9 @@ pub enum HostScore<'a> {
         w_q: &'a [f32],
         /// W_k [Da, Dk].
         w_k: &'a [f32],
-        /// b [Da].
+        /// b \[Da\].
         b: &'a [f32],
-        /// v [Da].
+        /// v \[Da\].
         v: &'a [f32],
         /// Query head dim Dq.
         dq: usize,
