@@ -333,15 +333,7 @@ fn check_rows_contiguous(name: &'static str, t: &Tensor) -> Result<()> {
             why: "the last dimension must be contiguous (stride 1)",
         });
     }
-    if t.strides().iter().any(|&s| s > u32::MAX as usize) {
-        return Err(Error::Strides {
-            name,
-            shape: t.shape().to_vec(),
-            strides: t.strides().to_vec(),
-            why: "strides must fit in 32 bits",
-        });
-    }
-    Ok(())
+    crate::tensor::check_strides_fit(name, t)
 }
 
 fn check_broadcast(name: &'static str, t: &Tensor, target: [usize; 4]) -> Result<()> {

@@ -118,7 +118,7 @@ pub fn validate(ctx: &Context, a: &Tensor, b: &Tensor, opts: &GemmOptions) -> Re
                 expected: "f32 or f16, both operands alike",
             });
         }
-        check_strides(name, t)?;
+        crate::tensor::check_strides_fit(name, t)?;
     }
     if a.dtype() == DType::F16 && !ctx.features().contains(wgpu::Features::SHADER_F16) {
         return Err(Error::MissingFeature {
@@ -174,7 +174,7 @@ pub fn validate(ctx: &Context, a: &Tensor, b: &Tensor, opts: &GemmOptions) -> Re
                 expected: a.dtype().name(),
             });
         }
-        check_strides("bias", bias)?;
+        crate::tensor::check_strides_fit("bias", bias)?;
     }
     if let Some(out) = &opts.out {
         if out.shape() != shape.out_shape().as_slice() {
@@ -191,7 +191,7 @@ pub fn validate(ctx: &Context, a: &Tensor, b: &Tensor, opts: &GemmOptions) -> Re
                 expected: a.dtype().name(),
             });
         }
-        check_strides("out", out)?;
+        crate::tensor::check_strides_fit("out", out)?;
     }
     for (what, x) in [("m", m), ("n", n), ("k", ka)] {
         if x > u32::MAX as usize {
@@ -213,18 +213,6 @@ fn matrix_dims(shape: &[usize], trans: bool) -> (usize, usize) {
         false => (shape[r - 2], shape[r - 1]),
         true => (shape[r - 1], shape[r - 2]),
     }
-}
-
-fn check_strides(name: &'static str, t: &Tensor) -> Result<()> {
-    if t.strides().iter().any(|&s| s > u32::MAX as usize) {
-        return Err(Error::Strides {
-            name,
-            shape: t.shape().to_vec(),
-            strides: t.strides().to_vec(),
-            why: "strides must fit in 32 bits",
-        });
-    }
-    Ok(())
 }
 
 /// Offset and strides of an operand; `trans` swaps the matrix axes; missing batch dims broadcast.

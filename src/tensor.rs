@@ -420,3 +420,16 @@ pub(crate) fn check_operand(name: &'static str, t: &Tensor, ranks: std::ops::Ran
     }
     Ok(())
 }
+
+/// Checks that every stride fits the kernels' 32-bit index arithmetic.
+pub(crate) fn check_strides_fit(name: &'static str, t: &Tensor) -> Result<()> {
+    if t.strides().iter().any(|&s| s > u32::MAX as usize) {
+        return Err(Error::Strides {
+            name,
+            shape: t.shape().to_vec(),
+            strides: t.strides().to_vec(),
+            why: "strides must fit in 32 bits",
+        });
+    }
+    Ok(())
+}
