@@ -35,10 +35,10 @@ const RESCALE_THRESHOLD: f32 = 8.0;
 @group(0) @binding(5) var<storage, read_write> lse: array<f32>;
 
 // Score of one (row, key) pair after masks; `masked_range` is uniform across the workgroup.
-fn score(acc: vec4<f32>, masked_range: bool, b: u32, h: u32, i: u32, j: u32) -> f32 {
+fn score(acc: vec4<f32>, masked_range: bool, b: u32, h: u32, i: u32, j: u32, center: f32) -> f32 {
     let s = (acc.x + acc.y) + (acc.z + acc.w);
     if (masked_range || (params.flags & (FLAG_SOFTCAP | FLAG_BIAS | FLAG_MASK | FLAG_ZERO_SCORE)) != 0u) {
-        return finish_score(s, b, h, i, j);
+        return finish_score(s, b, h, i, j, center);
     }
     return s;
 }
@@ -83,7 +83,9 @@ fn main(input: KernelInputs) {
     }
     let weighted = has_flag(FLAG_DROPOUT) || has_flag(FLAG_LOCAL);
     //@each_row
-    let c_{r} = row_center(b, h, min(i0 + lid + {r}u * WORKGROUP, params.len_q - 1u));
+    let i_{r} = i0 + lid + {r}u * WORKGROUP;
+    let im_{r} = min(i_{r}, params.len_q - 1u); // rows past Lq compute on a valid row, never written
+    let c_{r} = row_center(b, h, im_{r});
     //@end_row
     if (has_flag(FLAG_LOCAL)) {
         // Keys with |j − pᵢ| ≤ radius for some row of this invocation, then of its subgroup.
@@ -104,8 +106,6 @@ fn main(input: KernelInputs) {
     let k_head = params.k_off + b * params.k_sb + hk * params.k_sh;
     let v_head = params.v_off + b * params.v_sb + hk * params.v_sh;
     //@each_row
-    let i_{r} = i0 + lid + {r}u * WORKGROUP;
-    let im_{r} = min(i_{r}, params.len_q - 1u); // rows past Lq compute on a valid row, never written
     var q_{r}: array<vec4<f32>, MAX_HEAD_VEC4>;
     for (var d4 = 0u; d4 < DK4; d4++) {
         q_{r}[d4] = load_q4(q_head + im_{r} * params.q_sl, d4) * params.scale;
@@ -127,7 +127,7 @@ fn main(input: KernelInputs) {
         for (var d4 = 0u; d4 < DK4; d4++) {
             acc_{r} += score_term(q_{r}[d4], kv[d4], d4);
         }
-        let s_{r} = score(acc_{r}, masked_range, b, h, im_{r}, ju);
+        let s_{r} = score(acc_{r}, masked_range, b, h, im_{r}, ju, c_{r});
         var p_{r} = 0.0;
         if (!is_masked(s_{r})) {
             if (s_{r} > m_{r} + RESCALE_THRESHOLD) {

@@ -42,6 +42,7 @@ fn main(
         qv[d4] = load_q4(params.q_off + b * params.q_sb + h * params.q_sh + i * params.q_sl, d4);
     }
     let k_head = params.k_off + b * params.k_sb + hk * params.k_sh;
+    let center = row_center(b, h, i);
     var best = neg_inf();
     var best_j = NO_KEY;
     for (var j = 0u; j < params.len_k; j++) {
@@ -49,7 +50,7 @@ fn main(
         for (var d4 = 0u; d4 < dk4; d4++) {
             acc += qv[d4] * load_k4(k_head + j * params.k_sl, d4);
         }
-        let s = finish_score(params.scale * ((acc.x + acc.y) + (acc.z + acc.w)), b, h, i, j);
+        let s = finish_score(params.scale * ((acc.x + acc.y) + (acc.z + acc.w)), b, h, i, j, center);
         if (is_masked(s)) {
             continue;
         }

@@ -26,11 +26,12 @@ fn main(
     let h = bh % params.heads_q;
     let base = row * params.len_k;
 
+    let center = row_center(b, h, i);
     // Pass 1: finished scores written back; running (max, sum of exp) per invocation.
     var m = neg_inf();
     var l = 0.0;
     for (var j = lid; j < params.len_k; j += WORKGROUP) {
-        let s = finish_score(scores[base + j], b, h, i, j);
+        let s = finish_score(scores[base + j], b, h, i, j, center);
         scores[base + j] = s;
         if (!is_masked(s)) {
             if (s > m) {
@@ -61,7 +62,6 @@ fn main(
     let empty = is_masked(row_max);
 
     // Pass 2: normalized probabilities; a fully masked row is all zeros.
-    let center = row_center(b, h, i);
     let weighted = has_flag(FLAG_DROPOUT) || has_flag(FLAG_LOCAL);
     for (var j = lid; j < params.len_k; j += WORKGROUP) {
         var p = 0.0;

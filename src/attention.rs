@@ -510,7 +510,12 @@ impl Attention {
         Ok(([qb, kb, vb], [bias, mask, lens, centers]))
     }
 
-    fn outputs(ctx: &Context, p: &Problem, dtype: DType, opts: &AttentionOptions) -> Result<(Tensor, Option<Tensor>)> {
+    pub(crate) fn outputs(
+        ctx: &Context,
+        p: &Problem,
+        dtype: DType,
+        opts: &AttentionOptions,
+    ) -> Result<(Tensor, Option<Tensor>)> {
         let out = match &opts.out {
             Some(t) => t.clone(),
             None => Tensor::zeros(ctx, &[p.b, p.hq, p.lq, p.dv], dtype)?,

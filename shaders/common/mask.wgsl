@@ -8,8 +8,9 @@
 @group(0) @binding(9) var<storage, read> mask_bytes: array<u32>;
 @group(0) @binding(10) var<storage, read> key_lengths: array<u32>;
 
-// Structural masks (key padding, causal, window, boolean) of key j for query i, batch b, head h.
-fn key_allowed(b: u32, h: u32, i: u32, j: u32) -> bool {
+// Structural masks (key padding, causal, window, local-p, boolean) of key j for query i, batch b,
+// head h; `center` is the row's local-p position (`row_center`, read once per row by the caller).
+fn key_allowed(b: u32, h: u32, i: u32, j: u32, center: f32) -> bool {
     if (has_flag(FLAG_KEY_LENGTHS) && j >= key_lengths[b]) {
         return false;
     }
@@ -22,7 +23,7 @@ fn key_allowed(b: u32, h: u32, i: u32, j: u32) -> bool {
             return false;
         }
     }
-    if (has_flag(FLAG_LOCAL) && abs(f32(j) - row_center(b, h, i)) > params.local_radius) {
+    if (has_flag(FLAG_LOCAL) && abs(f32(j) - center) > params.local_radius) {
         return false;
     }
     if (has_flag(FLAG_MASK)) {
@@ -36,8 +37,8 @@ fn key_allowed(b: u32, h: u32, i: u32, j: u32) -> bool {
 
 // Soft cap then bias, for an already scaled score; -inf when the key is masked (zero-score
 // masking tests the score before cap and bias: NeurJudge pads with zero vectors).
-fn finish_score(scaled: f32, b: u32, h: u32, i: u32, j: u32) -> f32 {
-    if (!key_allowed(b, h, i, j) || (has_flag(FLAG_ZERO_SCORE) && scaled == 0.0)) {
+fn finish_score(scaled: f32, b: u32, h: u32, i: u32, j: u32, center: f32) -> f32 {
+    if (!key_allowed(b, h, i, j, center) || (has_flag(FLAG_ZERO_SCORE) && scaled == 0.0)) {
         return neg_inf();
     }
     var s = scaled;

@@ -45,10 +45,7 @@ pub fn hard(
         params.seed_hi = (seed >> 32) as u32;
         params.bh_count = (p.b * p.hq) as u32;
         let (qkv, masks) = Attention::bind_inputs(ctx, &mut params, q, k, v, opts, &Extras::default())?;
-        let out = match &opts.out {
-            Some(t) => t.clone(),
-            None => Tensor::zeros(ctx, &[p.b, p.hq, p.lq, p.dv], q.dtype())?,
-        };
+        let (out, _) = Attention::outputs(ctx, &p, q.dtype(), opts)?;
         let indices = Tensor::zeros(ctx, &[p.b, p.hq, p.lq], DType::U32)?;
         let (ob, oo) = kernels::bind_tensor(ctx, &out, "out")?;
         params.o = kernels::strides_of(&out, oo);

@@ -76,13 +76,7 @@ pub fn local_p(
     expect_shape("w_p", &weights.w_p, &[dp, qs[3]])?;
     expect_dtype("w_p", &weights.w_p, DType::F32)?;
     expect_dtype("v_p", &weights.v_p, DType::F32)?;
-    if half_width == 0 {
-        return Err(Error::InvalidOption {
-            name: "half_width",
-            value: 0.0,
-            why: "local-p needs a window of at least 1 (σ = W / 2 must be positive)",
-        });
-    }
+    check_half_width(half_width)?;
     let lk = ks[2];
     let mut call = Prepared::new(ctx, ());
     let hidden = GemmOptions {
@@ -120,11 +114,13 @@ pub fn local_p_at(
     let qs = expect_rank("q", q, 4)?;
     expect_shape("positions", positions, &qs[..3])?;
     expect_dtype("positions", positions, DType::F32)?;
-    if half_width == 0 || !positions.is_contiguous() {
-        return Err(Error::InvalidOption {
-            name: "half_width",
-            value: half_width as f64,
-            why: "local-p needs a window of at least 1 and contiguous positions",
+    check_half_width(half_width)?;
+    if !positions.is_contiguous() {
+        return Err(Error::Strides {
+            name: "positions",
+            shape: positions.shape().to_vec(),
+            strides: positions.strides().to_vec(),
+            why: "must be contiguous",
         });
     }
     let extras = Extras {
@@ -136,4 +132,16 @@ pub fn local_p_at(
         ..Default::default()
     };
     Ok(Attention::plan(ctx, q, k, v, opts, &extras, &Tuning::default())?.into_prepared("attention"))
+}
+
+/// Local-p's Gaussian has σ = W / 2, so the window must be at least 1.
+fn check_half_width(half_width: u32) -> Result<()> {
+    if half_width == 0 {
+        return Err(Error::InvalidOption {
+            name: "half_width",
+            value: 0.0,
+            why: "local-p needs a window of at least 1 (σ = W / 2 must be positive)",
+        });
+    }
+    Ok(())
 }
