@@ -37,7 +37,8 @@ pub(crate) struct LocalWindows {
 use crate::tensor::{DType, Tensor};
 
 /// The sizes of one attention problem.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Problem {
     /// Batch size B.
     pub b: usize,

@@ -166,9 +166,13 @@ impl Context {
     }
 
     /// Borrows a caller's device and queue. Nothing global is installed on them (no uncaptured
-    /// error handler); errors of our work are captured with error scopes.
+    /// error handler); errors of our work are captured with error scopes. The adapter is read from
+    /// the device, so default tiles and the tuning cache are the same as for [`Context::new`] on
+    /// that adapter. Request [`WANTED_FEATURES`] (those your adapter has) on your device for the
+    /// fast paths: `SUBGROUP` for the cooperative K/V fetch, `SHADER_F16` for f16 tensors,
+    /// `TIMESTAMP_QUERY` for GPU timings.
     pub fn from_device(device: &wgpu::Device, queue: &wgpu::Queue) -> Self {
-        Self::build(device.clone(), queue.clone(), None)
+        Self::build(device.clone(), queue.clone(), Some(device.adapter_info()))
     }
 
     /// Like [`Context::from_device`], also recording the adapter's information for reports.

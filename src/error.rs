@@ -91,6 +91,17 @@ pub enum Error {
         available: u64,
     },
 
+    /// A size computed from a shape, strides or offset does not fit in 64 bits.
+    #[error(
+        "{name}: shape {shape:?} with strides {strides:?} at byte offset {offset} overflows 64-bit byte arithmetic"
+    )]
+    SizeOverflow {
+        name: &'static str,
+        shape: Vec<usize>,
+        strides: Vec<usize>,
+        offset: u64,
+    },
+
     /// A buffer offset is not aligned as the element type or the device requires.
     #[error("{name}: byte offset {offset} is not a multiple of {align}")]
     Misaligned {

@@ -25,7 +25,8 @@ use crate::prepared::Prepared;
 use crate::tensor::{DType, Tensor};
 
 /// Element-wise function applied to each output element last.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub enum Activation {
     /// Identity.

@@ -78,11 +78,14 @@
 //! ```
 
 pub mod attention;
+#[cfg(feature = "cli")]
 pub mod bench;
 mod chunks;
 pub mod context;
 pub mod error;
 pub mod family;
+#[cfg(feature = "files")]
+pub mod files;
 pub mod gemm;
 pub mod kernels;
 pub mod options;
@@ -90,7 +93,7 @@ pub mod pipeline;
 mod prepared;
 pub mod reference;
 pub mod tensor;
-mod tune;
+pub mod tune;
 
 pub use attention::{attention, attention_encode, validate, Attention, AttentionOutput, Problem, Tuning};
 pub use context::{Context, ContextOptions, DeviceInfo};

@@ -16,7 +16,8 @@ use crate::tensor::Tensor;
 ///
 /// The aligned query position is `i' = i` (top-left) or `i' = i + (Lk − Lq)` (bottom-right).
 /// The two coincide when Lq = Lk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Alignment {
     /// `i' = i`: PyTorch's `is_causal=True` convention.
     #[default]
@@ -37,7 +38,8 @@ impl Alignment {
 
 /// A sliding window: key `j` takes part when `i' − left ≤ j ≤ i' + right`, where `i'` is the
 /// query position aligned by `alignment`. `None` leaves that side unbounded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Window {
     /// Keys allowed before the aligned position.
     pub left: Option<u32>,
@@ -67,7 +69,8 @@ impl Window {
 }
 
 /// Which kernel path runs the attention.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub enum KernelChoice {
     /// The fused kernel unless attention weights are requested (then staged).
@@ -121,7 +124,8 @@ pub struct AttentionOptions {
 }
 
 /// Dropout on the attention weights (ATTENTION.md §1 step 6).
-#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Dropout {
     /// Drop probability, in [0, 1).
     pub p: f32,

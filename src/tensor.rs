@@ -8,7 +8,8 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 
 /// Element type of a tensor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub enum DType {
     /// IEEE binary32.
@@ -98,11 +99,12 @@ impl Element for bool {
     }
 }
 
-/// Row-major (C-order) strides, in elements, for `shape`.
+/// Row-major (C-order) strides, in elements, for `shape` (saturating at `usize::MAX`: such a
+/// shape is refused by every constructor with [`Error::SizeOverflow`]).
 pub fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
-    let mut strides = vec![1; shape.len()];
+    let mut strides = vec![1usize; shape.len()];
     for i in (0..shape.len().saturating_sub(1)).rev() {
-        strides[i] = strides[i + 1] * shape[i + 1];
+        strides[i] = strides[i + 1].saturating_mul(shape[i + 1]);
     }
     strides
 }
@@ -125,7 +127,7 @@ pub(crate) const TENSOR_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
 impl Tensor {
     /// Uploads a host slice as a new contiguous tensor of `shape`.
     pub fn from_slice<T: Element>(ctx: &Context, data: &[T], shape: &[usize]) -> Result<Self> {
-        let count: usize = shape.iter().product();
+        let count = checked_numel("host data", shape)?;
         if data.len() != count {
             return Err(Error::ShapeMismatch {
                 name: "host data",
@@ -142,16 +144,16 @@ impl Tensor {
 
     /// Uploads raw little-endian bytes as a new contiguous tensor.
     pub fn from_bytes(ctx: &Context, bytes: &[u8], shape: &[usize], dtype: DType) -> Result<Self> {
-        let needed = shape.iter().product::<usize>() * dtype.size();
-        if bytes.len() != needed {
+        let needed = checked_bytes("host bytes", shape, dtype)?;
+        if bytes.len() as u64 != needed {
             return Err(Error::BufferTooSmall {
                 name: "host bytes",
-                needed: needed as u64,
+                needed,
                 offset: 0,
                 available: bytes.len() as u64,
             });
         }
-        let size = padded_size(needed as u64);
+        let size = padded_size(needed);
         ctx.check_buffer_size("tensor upload", size)?;
         let buffer = ctx.device().create_buffer(&wgpu::BufferDescriptor {
             label: Some("wgpu-attention tensor"),
@@ -176,8 +178,7 @@ impl Tensor {
 
     /// A new zero-filled contiguous tensor.
     pub fn zeros(ctx: &Context, shape: &[usize], dtype: DType) -> Result<Self> {
-        let bytes = shape.iter().product::<usize>() as u64 * dtype.size() as u64;
-        let size = padded_size(bytes);
+        let size = padded_size(checked_bytes("tensor allocation", shape, dtype)?);
         ctx.check_buffer_size("tensor allocation", size)?;
         let buffer = ctx.device().create_buffer(&wgpu::BufferDescriptor {
             label: Some("wgpu-attention tensor"),
@@ -237,9 +238,19 @@ impl Tensor {
                 why: "one stride per dimension is needed",
             });
         }
+        let overflow = || Error::SizeOverflow {
+            name: "view",
+            shape: shape.to_vec(),
+            strides: strides.to_vec(),
+            offset: self.offset,
+        };
+        let offset = (offset as u64)
+            .checked_mul(self.dtype.size() as u64)
+            .and_then(|bytes| bytes.checked_add(self.offset))
+            .ok_or_else(overflow)?;
         let t = Self {
             buffer: self.buffer.clone(),
-            offset: self.offset + (offset * self.dtype.size()) as u64,
+            offset,
             strides: strides.to_vec(),
             shape: shape.to_vec(),
             dtype: self.dtype,
@@ -250,7 +261,7 @@ impl Tensor {
 
     /// The same buffer viewed with another shape (contiguous strides); the element count must match.
     pub fn reshape(&self, shape: &[usize]) -> Result<Self> {
-        if !self.is_contiguous() || shape.iter().product::<usize>() != self.numel() {
+        if !self.is_contiguous() || checked_numel("reshape", shape)? != self.numel() {
             return Err(Error::ShapeMismatch {
                 name: "reshape",
                 expected: self.shape.clone(),
@@ -308,13 +319,25 @@ impl Tensor {
         self.strides == contiguous_strides(&self.shape)
     }
 
+    /// Bytes from the buffer start to one past the last reachable element (`None` on overflow;
+    /// every constructor checks it, so a constructed tensor always has one).
+    pub(crate) fn checked_end_byte(&self) -> Option<u64> {
+        if self.shape.contains(&0) {
+            return Some(self.offset);
+        }
+        let mut last: u64 = 0;
+        for (&n, &s) in self.shape.iter().zip(&self.strides) {
+            last = last.checked_add((n as u64 - 1).checked_mul(s as u64)?)?;
+        }
+        last.checked_add(1)?
+            .checked_mul(self.dtype.size() as u64)?
+            .checked_add(self.offset)
+    }
+
     /// Bytes from the buffer start to one past the last reachable element.
     pub(crate) fn end_byte(&self) -> u64 {
-        if self.numel() == 0 {
-            return self.offset;
-        }
-        let last: usize = self.shape.iter().zip(&self.strides).map(|(&n, &s)| (n - 1) * s).sum();
-        self.offset + ((last + 1) * self.dtype.size()) as u64
+        self.checked_end_byte()
+            .expect("tensor extents are checked at construction")
     }
 
     pub(crate) fn check_fits(&self, name: &'static str) -> Result<()> {
@@ -325,7 +348,13 @@ impl Tensor {
                 align: self.dtype.size() as u64,
             });
         }
-        let end = self.end_byte();
+        let end = self.checked_end_byte().ok_or_else(|| Error::SizeOverflow {
+            name,
+            shape: self.shape.clone(),
+            strides: self.strides.clone(),
+            offset: self.offset,
+        })?;
+        checked_numel(name, &self.shape)?;
         if end > self.buffer.size() {
             return Err(Error::BufferTooSmall {
                 name,
@@ -397,9 +426,37 @@ impl Tensor {
     }
 }
 
+/// The element count of `shape`, or [`Error::SizeOverflow`].
+pub(crate) fn checked_numel(name: &'static str, shape: &[usize]) -> Result<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| Error::SizeOverflow {
+            name,
+            shape: shape.to_vec(),
+            strides: contiguous_strides(shape),
+            offset: 0,
+        })
+}
+
+/// The byte size of a contiguous `shape` of `dtype`, or [`Error::SizeOverflow`].
+pub(crate) fn checked_bytes(name: &'static str, shape: &[usize], dtype: DType) -> Result<u64> {
+    (checked_numel(name, shape)? as u64)
+        .checked_mul(dtype.size() as u64)
+        .ok_or_else(|| Error::SizeOverflow {
+            name,
+            shape: shape.to_vec(),
+            strides: contiguous_strides(shape),
+            offset: 0,
+        })
+}
+
 /// Rounds a byte size up to wgpu's copy alignment (and at least 4 bytes).
 pub(crate) fn padded_size(bytes: u64) -> u64 {
-    bytes.max(4).div_ceil(wgpu::COPY_BUFFER_ALIGNMENT) * wgpu::COPY_BUFFER_ALIGNMENT
+    bytes
+        .max(4)
+        .div_ceil(wgpu::COPY_BUFFER_ALIGNMENT)
+        .saturating_mul(wgpu::COPY_BUFFER_ALIGNMENT)
 }
 
 /// Checks that an input has a rank in `ranks` and no zero-sized axis.

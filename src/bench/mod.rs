@@ -4,7 +4,7 @@
 //! ([`files`]), the attention family's variants with their inputs and references ([`variant`])
 //! and the tile tuner ([`tuner`]) that writes the cache the library reads.
 
-pub mod files;
+pub use crate::files;
 pub mod peak;
 pub mod plot;
 pub mod report;

@@ -12,10 +12,7 @@
 //! `out_proj.bias` (biases optional), or PyTorch `nn.MultiheadAttention`'s packed
 //! `in_proj_weight` [3E, E], `in_proj_bias` \[3E\] plus `out_proj.*`.
 
-use std::path::Path;
-
 use crate::attention::{Attention, AttentionOutput};
-use crate::bench::files::{bad, read_all, read_safetensors_bytes};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::family::{expect_dtype, expect_rank, expect_shape};
@@ -123,8 +120,11 @@ impl MultiHeadAttention {
         })
     }
 
-    /// Loads the weights from a `.safetensors` file (names in the module docs) and uploads them.
-    pub fn from_safetensors(ctx: &Context, path: &Path, heads_q: usize, heads_kv: usize) -> Result<Self> {
+    /// Loads the weights from a `.safetensors` file (names in the module docs) and uploads them
+    /// (feature `files`).
+    #[cfg(feature = "files")]
+    pub fn from_safetensors(ctx: &Context, path: &std::path::Path, heads_q: usize, heads_kv: usize) -> Result<Self> {
+        use crate::files::{bad, read_all, read_safetensors_bytes};
         let bytes = read_all(path)?;
         let names: Vec<String> = safetensors::SafeTensors::deserialize(&bytes)
             .map_err(|e| bad(path, format!("not a valid .safetensors file ({e})")))?

@@ -43,7 +43,8 @@ pub const MAX_ROWS: u32 = 16;
 ///
 /// More rows per invocation reuse every loaded K/V vector more often but hold more registers:
 /// CPU drivers (lavapipe) favour many rows, GPUs few. `wgpu-attention tune` measures it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct FlashConfig {
     /// Invocations per workgroup.
     pub workgroup: u32,
@@ -51,10 +52,11 @@ pub struct FlashConfig {
     pub rows: u32,
     /// Fetch K/V rows cooperatively with subgroup broadcasts when the device has `SUBGROUP` and a
     /// fixed subgroup size dividing the workgroup; otherwise every invocation loads them.
-    #[serde(default = "yes")]
+    #[cfg_attr(feature = "serde", serde(default = "yes"))]
     pub subgroups: bool,
 }
 
+#[cfg(feature = "serde")]
 fn yes() -> bool {
     true
 }

@@ -321,7 +321,8 @@ pub(crate) fn encode_steps(
 
 /// Tile of the shared GEMM core (`shaders/common/gemm_tile.wgsl`): a `wg_y × wg_x` workgroup
 /// computes a `4·wg_y × 4·wg_x` output tile, stepping `tile_k` along the reduction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct GemmTile {
     pub wg_x: u32,
     pub wg_y: u32,

@@ -110,7 +110,12 @@ pub(crate) fn read_all(path: &Path) -> Result<Vec<u8>> {
 /// Reads a `.npy` file holding f32 (`<f4`), f16 (`<f2`) or bool (`|b1`) data in C order.
 pub fn read_npy(path: &Path, role: &str) -> Result<HostTensor> {
     let bytes = read_all(path)?;
-    let mut rest: &[u8] = &bytes;
+    read_npy_bytes(path, &bytes, role)
+}
+
+/// Like [`read_npy`] on the bytes of a `.npy` file; `path` only names it in errors.
+pub fn read_npy_bytes(path: &Path, bytes: &[u8], role: &str) -> Result<HostTensor> {
+    let mut rest: &[u8] = bytes;
     let header = npyz::NpyHeader::from_reader(&mut rest)
         .map_err(|e| bad(path, format!("{role}: not a valid .npy file ({e})")))?;
     let npy = npyz::NpyFile::with_header(header, rest);
