@@ -1,8 +1,34 @@
 #!/usr/bin/env bash
-# Runs the whole test suite (GPU kernels against the CPU reference on the default adapter,
-# lavapipe when there is no GPU), then clippy. Usage: scripts/test.sh [extra cargo test args]
+# Runs everything the README promises (what CI runs): formatting, clippy on every target and on
+# the minimal (no-default-features) library, the docs with warnings denied, the whole test suite
+# (GPU kernels against the CPU reference on the default adapter, lavapipe when there is no GPU),
+# the examples, and a short bounded fuzzing pass.
+# Usage: scripts/test.sh [extra cargo test args]   (WGPU_ATTENTION_FUZZ_SECONDS=0 skips fuzzing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/ensure-vulkan.sh
+step() { echo "== $*" >&2; }
+
+step "adapter"
 cargo run --quiet -- info
+step "format"
+cargo fmt --check
+step "clippy (all targets, default features)"
+cargo clippy --quiet --all-targets -- -D warnings
+step "clippy (library and examples without default features: wgpu, bytemuck, half, thiserror, pollster)"
+cargo clippy --quiet --no-default-features --lib --examples -- -D warnings
+step "docs"
+RUSTDOCFLAGS="-D warnings" cargo doc --quiet --no-deps
+step "tests"
 cargo test "$@"
+step "examples"
+for example in examples/*.rs; do
+    name="$(basename "$example" .rs)"
+    step "example $name"
+    cargo run --quiet --example "$name"
+done
+fuzz_seconds="${WGPU_ATTENTION_FUZZ_SECONDS:-20}"
+if [ "$fuzz_seconds" != 0 ]; then
+    step "fuzzing (${fuzz_seconds}s per target)"
+    bash scripts/fuzz.sh "$fuzz_seconds"
+fi

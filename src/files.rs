@@ -115,6 +115,7 @@ pub fn read_npy(path: &Path, role: &str) -> Result<HostTensor> {
 
 /// Like [`read_npy`] on the bytes of a `.npy` file; `path` only names it in errors.
 pub fn read_npy_bytes(path: &Path, bytes: &[u8], role: &str) -> Result<HostTensor> {
+    check_npy_header(bytes).map_err(|why| bad(path, format!("{role}: not a valid .npy file ({why})")))?;
     let mut rest: &[u8] = bytes;
     let header = npyz::NpyHeader::from_reader(&mut rest)
         .map_err(|e| bad(path, format!("{role}: not a valid .npy file ({e})")))?;
@@ -135,8 +136,7 @@ pub fn read_npy_bytes(path: &Path, bytes: &[u8], role: &str) -> Result<HostTenso
         }
     };
     let shape: Vec<usize> = npy.shape().iter().map(|&n| n as usize).collect();
-    let count: usize = shape.iter().product();
-    let size = match type_str.as_str() {
+    let size: usize = match type_str.as_str() {
         "<f4" | ">f4" => 4,
         "<f2" | ">f2" => 2,
         "|b1" => 1,
@@ -147,12 +147,15 @@ pub fn read_npy_bytes(path: &Path, bytes: &[u8], role: &str) -> Result<HostTenso
             ))
         }
     };
-    if rest.len() < count * size {
+    let needed = shape
+        .iter()
+        .try_fold(size, |n, &d| n.checked_mul(d))
+        .filter(|&n| n <= rest.len());
+    if needed.is_none() {
         return Err(bad(
             path,
             format!(
-                "{role}: truncated data: shape {shape:?} of {type_str} needs {} bytes, the file has {}",
-                count * size,
+                "{role}: truncated data: shape {shape:?} of {type_str} needs more than the {} bytes the file has",
                 rest.len()
             ),
         ));
@@ -164,6 +167,63 @@ pub fn read_npy_bytes(path: &Path, bytes: &[u8], role: &str) -> Result<HostTenso
         _ => HostData::Bool(npy.into_vec().map_err(read_err)?),
     };
     Ok(HostTensor { shape, data })
+}
+
+/// Checks the fixed part of a `.npy` header before the dictionary parser sees it: the magic, a
+/// header length within the file, and a single flat dictionary (a valid header never nests one;
+/// deeply nested braces would make the parser take exponential time).
+fn check_npy_header(bytes: &[u8]) -> std::result::Result<(), &'static str> {
+    const MAGIC: &[u8] = b"\x93NUMPY";
+    if bytes.len() < 10 || !bytes.starts_with(MAGIC) {
+        return Err("no .npy magic");
+    }
+    let (len, start): (usize, usize) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        2 | 3 if bytes.len() >= 12 => (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        ),
+        _ => return Err("unknown format version"),
+    };
+    let header = bytes
+        .get(start..start.saturating_add(len))
+        .ok_or("header longer than the file")?;
+    let braces = |c: u8| header.iter().filter(|&&b| b == c).count();
+    if braces(b'{') != 1 || braces(b'}') != 1 || header.len() > 1 << 16 {
+        return Err("the header is not one flat dictionary");
+    }
+    let mut depth = 0usize;
+    for &b in header {
+        match b {
+            b'(' | b'[' | b'{' => depth += 1,
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if depth > 4 {
+            return Err("the header nests too deeply");
+        }
+    }
+    // The parser multiplies the dimensions (and their suffixes for strides) unchecked: refuse
+    // shapes whose nonzero dimensions overflow 64 bits before it sees them.
+    let text = String::from_utf8_lossy(header);
+    if let Some(dims) = text
+        .split_once("shape")
+        .and_then(|(_, rest)| rest.split_once('('))
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(dims, _)| dims)
+    {
+        let mut product: u64 = 1;
+        for dim in dims.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+            let n: u64 = dim
+                .trim_end_matches('L')
+                .parse()
+                .map_err(|_| "a dimension is not an integer")?;
+            product = product
+                .checked_mul(n.max(1))
+                .ok_or("the shape's element count overflows 64 bits")?;
+        }
+    }
+    Ok(())
 }
 
 /// Sorted tensor names of a `.safetensors` file read from `path`.
@@ -394,4 +454,53 @@ pub fn run_attention(ctx: &Context, inputs: &RunInputs, opts: &AttentionOptions,
         kernel: res.kernel,
         check,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn npy_with_header(dict: &str) -> Vec<u8> {
+        let mut header = dict.to_string();
+        while (10 + header.len() + 1) % 64 != 0 {
+            header.push(' ');
+        }
+        header.push('\n');
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(header.as_bytes());
+        bytes
+    }
+
+    #[test]
+    fn npy_headers_found_by_fuzzing_are_refused_quickly() {
+        let path = Path::new("x.npy");
+        // A shape whose element count overflows 64 bits (the parser multiplies unchecked).
+        let overflow =
+            npy_with_header("{'descr': '<f2', 'fortran_order': False, 'shape': (14917696395384193024, 3), }");
+        let e = read_npy_bytes(path, &overflow, "q").unwrap_err().to_string();
+        assert!(e.contains("overflows"), "{e}");
+        // Zero-sized leading dimension, huge trailing ones: strides would overflow.
+        let strides =
+            npy_with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (0, 4294967296, 4294967296), }");
+        assert!(read_npy_bytes(path, &strides, "q").is_err());
+        // Nested braces made the dictionary parser take exponential time.
+        let nested = npy_with_header(&format!("{{'descr': {}'<f4'{}, }}", "{".repeat(30), "}".repeat(30)));
+        let started = std::time::Instant::now();
+        assert!(read_npy_bytes(path, &nested, "q").is_err());
+        assert!(started.elapsed().as_secs() < 1);
+        // A header length past the end of the file.
+        assert!(read_npy_bytes(path, b"\x93NUMPY\x01\x00\xff\xff{", "q").is_err());
+    }
+
+    #[test]
+    fn npy_truncated_data_is_an_error() {
+        let mut bytes = npy_with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }");
+        bytes.extend_from_slice(&[0; 20]); // 24 needed
+        let e = read_npy_bytes(Path::new("x.npy"), &bytes, "q").unwrap_err().to_string();
+        assert!(e.contains("truncated"), "{e}");
+        bytes.extend_from_slice(&[0; 4]);
+        let t = read_npy_bytes(Path::new("x.npy"), &bytes, "q").unwrap();
+        assert_eq!(t.shape, vec![2, 3]);
+    }
 }

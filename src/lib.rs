@@ -3,13 +3,13 @@
 //! GPU attention kernels written in WGSL and run through \[wgpu\] on any Vulkan, Metal or DX12
 //! device (and on Mesa's lavapipe CPU driver), with a naive f64 CPU reference for every kernel.
 //!
-//! Two paths compute scaled dot-product attention (`ATTENTION.md` §1):
+//! Two paths compute scaled dot-product attention (`docs/ATTENTION.md` §1):
 //! - **fused** (`shaders/flash_forward.wgsl`): one pass with online softmax, O(B·H·Lq) extra
 //!   memory, masked key blocks skipped, f32 or f16 storage;
 //! - **staged** (`qk_scores` → `masked_softmax` → `weighted_sum`): materializes the scores and can
 //!   return the attention weights P.
 //!
-//! The attention family of `ATTENTION.md` §2–§8 (score functions incl. a fused additive kernel,
+//! The attention family of `docs/ATTENTION.md` §2–§8 (score functions incl. a fused additive kernel,
 //! location-based, local-m/p, hard, NeurJudge, pooling, multi-head) lives in [`family`], built on
 //! the same kernels plus a batched [`gemm`]; dropout on P is [`AttentionOptions::dropout`].
 //!

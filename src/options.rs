@@ -123,7 +123,7 @@ pub struct AttentionOptions {
     pub out: Option<Tensor>,
 }
 
-/// Dropout on the attention weights (ATTENTION.md §1 step 6).
+/// Dropout on the attention weights (docs/ATTENTION.md §1 step 6).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Dropout {

@@ -1,4 +1,4 @@
-//! Hard (stochastic) attention (ATTENTION.md §5, Xu et al. 2015): each query samples one key
+//! Hard (stochastic) attention (docs/ATTENTION.md §5, Xu et al. 2015): each query samples one key
 //! j ~ Categorical(Pᵢ,:) and outputs V\[j\]. Sampling is the Gumbel-max trick over the Philox
 //! stream keyed by (seed, b, h, i, j) (`shaders/hard_attention.wgsl`), so the same seed gives the
 //! same indices on every run and the CPU reference draws the identical ones.

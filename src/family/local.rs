@@ -1,4 +1,4 @@
-//! Local attention (ATTENTION.md §4, Luong et al. 2015): each query attends to a window of keys
+//! Local attention (docs/ATTENTION.md §4, Luong et al. 2015): each query attends to a window of keys
 //! around an aligned position. The fused kernel skips key blocks outside every window.
 
 use crate::attention::{Attention, AttentionOutput, Extras, LocalWindows, Tuning};

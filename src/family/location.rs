@@ -1,4 +1,4 @@
-//! Location-based attention (ATTENTION.md §3, Luong et al. 2015; the seq2seq decoder of seed 002):
+//! Location-based attention (docs/ATTENTION.md §3, Luong et al. 2015):
 //! the weights come from the query alone, a = softmax(W_a [q; h] + b_a) over the Lk positions,
 //! context = a V, output = W_c [q; context] + b_c. Concatenations are never built: W_a and W_c are
 //! split into column blocks (strided views) and the two GEMMs of each accumulate into one output.

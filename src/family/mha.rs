@@ -1,4 +1,4 @@
-//! Multi-head attention (ATTENTION.md §8, Vaswani et al. 2017) built from the crate's GEMM and
+//! Multi-head attention (docs/ATTENTION.md §8, Vaswani et al. 2017) built from the crate's GEMM and
 //! attention kernels: Q = X_q W_qᵀ + b_q, K = X_kv W_kᵀ + b_k, V = X_kv W_vᵀ + b_v, split into heads
 //! (Hkv ≤ Hq: GQA/MQA), §1 per head, heads concatenated, output O W_oᵀ + b_o.
 //!

@@ -1,4 +1,4 @@
-//! The attention family of `ATTENTION.md` §2–§8 on the GPU, one module per member. Every member
+//! The attention family of `docs/ATTENTION.md` §2–§8 on the GPU, one module per member. Every member
 //! returns a [`Prepared`](crate::Prepared) call: `.run()?` submits it and hands back the outputs,
 //! `.encode(&mut encoder)` records it into your own encoder. Inputs are [`Tensor`]s (f32; f16
 //! where noted), options are structs with defaults, errors are the crate's [`Error`].

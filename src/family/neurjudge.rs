@@ -1,4 +1,4 @@
-//! NeurJudge attentions (ATTENTION.md §6, Yue et al. 2021; seed 000). C [B, Lc, H] is the context
+//! NeurJudge attentions (docs/ATTENTION.md §6, Yue et al. 2021). C [B, Lc, H] is the context
 //! (fact) sequence, G [B, Lg, H] the guide (charge/article) sequence; padding rows are zero vectors.
 
 use crate::attention::{Attention, AttentionOutput};

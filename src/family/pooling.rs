@@ -1,4 +1,4 @@
-//! Attention pooling, sequence → one vector (ATTENTION.md §7). X is [B, L, D]; outputs are
+//! Attention pooling, sequence → one vector (docs/ATTENTION.md §7). X is [B, L, D]; outputs are
 //! [B, D] plus the pooling weights α [B, L]. `shaders/pool.wgsl` does the weighting and the sum;
 //! projections use the GEMM kernel. f32, or f16 storage where the adapter has `SHADER_F16`.
 
@@ -124,7 +124,7 @@ pub fn feed_forward(
     Ok(call.with_output(out))
 }
 
-/// Self-attention sum (seed 003 `attention_1`): A = softmax(X Xᵀ / √D) (the fused kernel with
+/// Self-attention sum: A = softmax(X Xᵀ / √D) (the fused kernel with
 /// Q = K = V = X), C = A X, output Σₜ Cₜ. `weights` is all ones.
 pub fn self_sum(ctx: &Context, x: &Tensor) -> Result<Prepared<PoolOutput>> {
     expect_rank("x", x, 3)?;

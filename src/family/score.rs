@@ -1,4 +1,4 @@
-//! Score functions (ATTENTION.md §2, Luong et al. 2015; Bahdanau et al. 2015). Each combines with
+//! Score functions (docs/ATTENTION.md §2, Luong et al. 2015; Bahdanau et al. 2015). Each combines with
 //! every option of §1 (masks, soft cap, bias, dropout, LSE, weights on the staged path).
 //!
 //! Q [B, Hq, Lq, Dq], K [B, Hkv, Lk, Dk], V [B, Hkv, Lk, Dv] as in §1.

@@ -1,4 +1,4 @@
-//! CPU references of the attention family (ATTENTION.md §2–§8), naive and in f64, written from
+//! CPU references of the attention family (docs/ATTENTION.md §2–§8), naive and in f64, written from
 //! the formulas (not from the GPU algorithms). Score functions, local-p windows, dropout and
 //! zero-score masking are options of [`super::sdpa`]; this module holds the rest. Host arrays are
 //! row-major f32 slices; results are f64.

@@ -1,5 +1,5 @@
 //! The CPU reference: naive, materializes every score, accumulates in f64, follows
-//! `ATTENTION.md` line by line and shares no code with the GPU algorithms. Use it to check any
+//! `docs/ATTENTION.md` line by line and shares no code with the GPU algorithms. Use it to check any
 //! kernel, and [`compare`] to measure the difference.
 
 mod compare;

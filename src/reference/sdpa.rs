@@ -1,4 +1,4 @@
-//! Reference scaled dot-product attention (ATTENTION.md §1), naive and in f64.
+//! Reference scaled dot-product attention (docs/ATTENTION.md §1), naive and in f64.
 
 use crate::attention::Problem;
 use crate::options::AttentionOptions;
@@ -45,7 +45,7 @@ pub struct HostInputs<'a> {
     pub local: Option<(&'a [f32], f64, bool)>,
 }
 
-/// Score functions of ATTENTION.md §2, computed literally from the raw inputs.
+/// Score functions of docs/ATTENTION.md §2, computed literally from the raw inputs.
 #[derive(Debug, Clone, Copy, Default)]
 pub enum HostScore<'a> {
     /// scale · qᵀk.
