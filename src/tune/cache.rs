@@ -35,7 +35,7 @@ pub struct TuneEntry {
 pub struct TuneCache {
     /// [`CACHE_VERSION`].
     pub version: u32,
-    /// Entries per adapter ([`adapter_key`]), then per bucket ([`bucket_key`]).
+    /// Entries per adapter ([`super::adapter_key`]), then per bucket ([`super::bucket_key`]).
     pub adapters: BTreeMap<String, BTreeMap<String, TuneEntry>>,
 }
 
