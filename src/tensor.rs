@@ -404,6 +404,16 @@ pub(crate) fn padded_size(bytes: u64) -> u64 {
 
 /// Checks that an input has a rank in `ranks` and no zero-sized axis.
 pub(crate) fn check_operand(name: &'static str, t: &Tensor, ranks: std::ops::RangeInclusive<usize>) -> Result<()> {
+    check_operand_axes(name, t, ranks, &[])
+}
+
+/// Checks that an input has a rank in `ranks` and no zero-sized axis except those in `may_be_empty`.
+pub(crate) fn check_operand_axes(
+    name: &'static str,
+    t: &Tensor,
+    ranks: std::ops::RangeInclusive<usize>,
+    may_be_empty: &[usize],
+) -> Result<()> {
     if !ranks.contains(&t.shape().len()) {
         return Err(Error::Rank {
             name,
@@ -411,7 +421,7 @@ pub(crate) fn check_operand(name: &'static str, t: &Tensor, ranks: std::ops::Ran
             shape: t.shape().to_vec(),
         });
     }
-    if let Some(axis) = t.shape().iter().position(|&n| n == 0) {
+    if let Some(axis) = (0..t.shape().len()).find(|&a| t.shape()[a] == 0 && !may_be_empty.contains(&a)) {
         return Err(Error::ZeroDim {
             name,
             axis,
