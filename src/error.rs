@@ -135,6 +135,11 @@ pub enum Error {
         source: wgpu::Error,
     },
 
+    /// The device was lost or destroyed (`Device::destroy`, a driver reset, ...): no further work
+    /// can run on it. Create a new [`crate::Context`].
+    #[error("the device is lost or destroyed (during {during})")]
+    DeviceLost { during: &'static str },
+
     /// Mapping a buffer for readback failed.
     #[error("buffer readback failed: {0}")]
     Map(#[from] wgpu::BufferAsyncError),

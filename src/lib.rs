@@ -101,3 +101,16 @@ pub use options::{Alignment, AttentionOptions, Dropout, KernelChoice, Window};
 pub use prepared::Prepared;
 pub use tensor::{DType, Element, Tensor};
 pub use wgpu;
+
+// The handles downstream crates share across threads: one `Context` (and its pipeline cache)
+// serves concurrent calls; tensors, prepared calls and their outputs move and share freely.
+const _: fn() = || {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Context>();
+    assert_send_sync::<pipeline::PipelineCache>();
+    assert_send_sync::<Tensor>();
+    assert_send_sync::<Attention>();
+    assert_send_sync::<AttentionOutput>();
+    assert_send_sync::<Prepared<AttentionOutput>>();
+    assert_send_sync::<Error>();
+};

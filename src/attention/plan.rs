@@ -85,7 +85,6 @@ impl Attention {
     ) -> Result<Self> {
         let problem = validate(ctx, q, k, v, opts)?;
         let kernel = resolve_kernel(opts);
-        ctx.check_alive("attention setup")?;
         ctx.scoped("attention setup", || {
             if problem.b == 0 || problem.lq == 0 {
                 Self::without_rows(ctx, problem, q.dtype(), opts, kernel)
