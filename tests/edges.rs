@@ -35,7 +35,11 @@ fn empty_batch_or_query_rows_give_empty_outputs() {
     for (b, lq, lk) in [(0, 5, 7), (2, 0, 7), (0, 0, 0), (2, 0, 0)] {
         let p = problem(b, 4, 2, lq, lk, 8, 12);
         let [qs, ks, vs] = p.qkv_shapes();
-        let (q, k, v) = (zeros(ctx, &qs, DType::F32), zeros(ctx, &ks, DType::F32), zeros(ctx, &vs, DType::F32));
+        let (q, k, v) = (
+            zeros(ctx, &qs, DType::F32),
+            zeros(ctx, &ks, DType::F32),
+            zeros(ctx, &vs, DType::F32),
+        );
         for kernel in KERNELS {
             for lse in [false, true] {
                 let opts = full_options(ctx, p, kernel, lse);
@@ -149,9 +153,23 @@ fn no_keys_overwrite_a_callers_strided_output_and_encode_into_a_callers_encoder(
 fn zero_heads_and_head_dims_are_still_errors() {
     let ctx = ctx();
     let ok = zeros(ctx, &[1, 2, 4, 8], DType::F32);
-    let e = attention(ctx, &zeros(ctx, &[1, 0, 4, 8], DType::F32), &ok, &ok, &Default::default()).unwrap_err();
+    let e = attention(
+        ctx,
+        &zeros(ctx, &[1, 0, 4, 8], DType::F32),
+        &ok,
+        &ok,
+        &Default::default(),
+    )
+    .unwrap_err();
     assert!(matches!(e, Error::ZeroDim { name: "q", axis: 1, .. }), "{e}");
-    let e = attention(ctx, &ok, &ok, &zeros(ctx, &[1, 2, 4, 0], DType::F32), &Default::default()).unwrap_err();
+    let e = attention(
+        ctx,
+        &ok,
+        &ok,
+        &zeros(ctx, &[1, 2, 4, 0], DType::F32),
+        &Default::default(),
+    )
+    .unwrap_err();
     assert!(matches!(e, Error::ZeroDim { name: "v", axis: 3, .. }), "{e}");
     // Hard attention samples one key per query: no keys is an error there.
     let no_keys = zeros(ctx, &[1, 2, 0, 8], DType::F32);
@@ -282,7 +300,10 @@ fn calls_after_destroy_are_errors(ctx: Context) {
         lost("Attention::new", Attention::new(&ctx, &q, &q, &q, &opts).map(|_| ()));
     }
     lost("submit", prepared.submit());
-    lost("into_prepared().run()", prepared.into_prepared("attention").run().map(|_| ()));
+    lost(
+        "into_prepared().run()",
+        prepared.into_prepared("attention").run().map(|_| ()),
+    );
     lost("download", earlier.out.to_vec::<f32>(&ctx).map(|_| ()));
     assert!(Tensor::from_slice(&ctx, &[1.0f32; 4], &[4]).is_err(), "upload");
     lost("check_alive", ctx.check_alive("test"));
