@@ -21,6 +21,8 @@
 //! - Causal alignment is explicit: [`Alignment::TopLeft`] keeps j ≤ i (PyTorch `is_causal`),
 //!   [`Alignment::BottomRight`] keeps j ≤ i + Lk − Lq (FlashAttention, KV-cache decoding).
 //! - A row whose keys are all masked yields O = 0 and LSE = −∞, never NaN.
+//! - Empty axes: B = 0 or Lq = 0 gives empty outputs; Lk = 0 masks every key (O = 0, LSE = −∞).
+//! - A lost or destroyed device gives [`Error::DeviceLost`]; limits give [`Error::Limit`].
 //! - Dropout is counter-based (Philox-4x32-10 keyed by (seed, b, h, i, j)): the same seed gives the
 //!   same mask on both paths and in [`mod@reference`]; it weights P in the sum, not the LSE.
 //! - Every input is validated on the host before any GPU work; wgpu errors are captured with

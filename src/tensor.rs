@@ -153,18 +153,21 @@ impl Tensor {
         }
         let size = padded_size(needed as u64);
         ctx.check_buffer_size("tensor upload", size)?;
-        let buffer = ctx.device().create_buffer(&wgpu::BufferDescriptor {
-            label: Some("wgpu-attention tensor"),
-            size,
-            usage: TENSOR_USAGE,
-            mapped_at_creation: true,
-        });
-        buffer
-            .slice(..)
-            .get_mapped_range_mut()?
-            .slice(..bytes.len())
-            .copy_from_slice(bytes);
-        buffer.unmap();
+        let buffer = ctx.scoped("tensor upload", || {
+            let buffer = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some("wgpu-attention tensor"),
+                size,
+                usage: TENSOR_USAGE,
+                mapped_at_creation: true,
+            });
+            buffer
+                .slice(..)
+                .get_mapped_range_mut()?
+                .slice(..bytes.len())
+                .copy_from_slice(bytes);
+            buffer.unmap();
+            Ok(buffer)
+        })?;
         Ok(Self {
             buffer,
             offset: 0,
@@ -179,12 +182,15 @@ impl Tensor {
         let bytes = shape.iter().product::<usize>() as u64 * dtype.size() as u64;
         let size = padded_size(bytes);
         ctx.check_buffer_size("tensor allocation", size)?;
-        let buffer = ctx.device().create_buffer(&wgpu::BufferDescriptor {
-            label: Some("wgpu-attention tensor"),
-            size,
-            usage: TENSOR_USAGE,
-            mapped_at_creation: false,
-        });
+        // Out of memory or a lost device is an error here, not an unusable tensor later.
+        let buffer = ctx.scoped("tensor allocation", || {
+            Ok(ctx.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some("wgpu-attention tensor"),
+                size,
+                usage: TENSOR_USAGE,
+                mapped_at_creation: false,
+            }))
+        })?;
         Ok(Self {
             buffer,
             offset: 0,

@@ -54,7 +54,7 @@ fn call(ctx: &Context, i: usize, f16: bool, rng: &mut ChaCha8Rng) {
     let mut opts = AttentionOptions {
         kernel,
         causal: [None, Some(Alignment::TopLeft), Some(Alignment::BottomRight)][i % 3],
-        return_lse: i % 4 != 0,
+        return_lse: !i.is_multiple_of(4),
         return_weights: kernel == KernelChoice::Staged && i % 6 == 1,
         dropout: (i % 11 == 5).then_some(Dropout {
             p: 0.25,
