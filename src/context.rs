@@ -232,28 +232,38 @@ impl Context {
     }
 
     /// Runs `f` inside validation and out-of-memory error scopes, turning captured errors into
-    /// [`Error::Wgpu`]; a device lost before or during `f` gives [`Error::DeviceLost`].
+    /// [`Error::Wgpu`]; a device lost before `f` (which then does not run) or during it gives
+    /// [`Error::DeviceLost`].
     pub(crate) fn scoped<T>(&self, during: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
-        self.check_alive(during)?;
         let oom = self.device().push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = self.device().push_error_scope(wgpu::ErrorFilter::Validation);
-        let out = f();
+        let out = self.probe_alive().then(f);
+        let alive = out.is_some() && self.probe_alive();
         let v = pollster::block_on(validation.pop());
         let o = pollster::block_on(oom.pop());
         if let Some(source) = v.or(o) {
             return Err(Error::Wgpu { during, source });
         }
-        self.check_alive(during)?;
-        out
+        match out {
+            Some(out) if alive => out,
+            _ => Err(Error::DeviceLost { during }),
+        }
     }
 
-    /// Fails with [`Error::DeviceLost`] when the device is lost or destroyed.
+    /// Fails with [`Error::DeviceLost`] when the device is lost or destroyed (and with
+    /// [`Error::Wgpu`] when it cannot even allocate 4 bytes).
+    pub fn check_alive(&self, during: &'static str) -> Result<()> {
+        self.scoped(during, || Ok(()))
+    }
+
+    /// Whether the device still accepts work.
     ///
     /// wgpu reports nothing for work on a lost device (its errors are dropped, as WebGPU
     /// specifies) and the device-lost callback is the owner's to install, so this probes: a
     /// 4-byte buffer mapped at creation has no mapped range on a lost device. The probe is only
-    /// dropped, never used otherwise, so nothing is reported to the device's error handler.
-    pub fn check_alive(&self, during: &'static str) -> Result<()> {
+    /// dropped, never used otherwise, so nothing is reported to the device's error handler; run
+    /// it inside error scopes (an allocation failure would be reported).
+    fn probe_alive(&self) -> bool {
         let probe = self.device().create_buffer(&wgpu::BufferDescriptor {
             label: Some("wgpu-attention device probe"),
             size: 4,
@@ -262,10 +272,7 @@ impl Context {
         });
         let alive = probe.slice(..).get_mapped_range_mut().is_ok();
         drop(probe);
-        match alive {
-            true => Ok(()),
-            false => Err(Error::DeviceLost { during }),
-        }
+        alive
     }
 
     /// Checks a buffer allocation against `max_buffer_size`.
