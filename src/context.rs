@@ -22,6 +22,10 @@ pub struct ContextOptions {
     pub adapter_name: Option<String>,
     /// Power preference used to rank adapters.
     pub power_preference: wgpu::PowerPreference,
+    /// Most compiled pipelines kept; the least recently used is dropped beyond it (default
+    /// [`crate::pipeline::DEFAULT_CACHE_CAPACITY`]). Borrowed devices use the default; change it
+    /// with [`PipelineCache::set_capacity`].
+    pub pipeline_cache_capacity: usize,
 }
 
 impl Default for ContextOptions {
@@ -30,6 +34,7 @@ impl Default for ContextOptions {
             backends: wgpu::Backends::all(),
             adapter_name: None,
             power_preference: wgpu::PowerPreference::HighPerformance,
+            pipeline_cache_capacity: crate::pipeline::DEFAULT_CACHE_CAPACITY,
         }
     }
 }
@@ -42,6 +47,7 @@ impl ContextOptions {
             backends: wgpu::Backends::from_env().unwrap_or(d.backends),
             adapter_name: std::env::var("WGPU_ADAPTER_NAME").ok().filter(|s| !s.is_empty()),
             power_preference: wgpu::PowerPreference::from_env().unwrap_or(d.power_preference),
+            ..d
         }
     }
 }
@@ -147,7 +153,9 @@ impl Context {
                     .unwrap_or_default()
             ))
         })?;
-        Self::from_adapter(&adapter)
+        let ctx = Self::from_adapter(&adapter)?;
+        ctx.pipelines().set_capacity(opts.pipeline_cache_capacity);
+        Ok(ctx)
     }
 
     /// Creates a device on a given adapter.
@@ -222,22 +230,53 @@ impl Context {
         let l = self.limits();
         l.max_storage_buffer_binding_size.min(l.max_buffer_size)
     }
-    pub(crate) fn pipelines(&self) -> &PipelineCache {
+    /// The pipeline cache shared by the clones of this context.
+    pub fn pipelines(&self) -> &PipelineCache {
         &self.inner.pipelines
     }
 
     /// Runs `f` inside validation and out-of-memory error scopes, turning captured errors into
-    /// [`Error::Wgpu`].
+    /// [`Error::Wgpu`]; a device lost before `f` (which then does not run) or during it gives
+    /// [`Error::DeviceLost`].
     pub(crate) fn scoped<T>(&self, during: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
         let oom = self.device().push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = self.device().push_error_scope(wgpu::ErrorFilter::Validation);
-        let out = f();
+        let out = self.probe_alive().then(f);
+        let alive = out.is_some() && self.probe_alive();
         let v = pollster::block_on(validation.pop());
         let o = pollster::block_on(oom.pop());
         if let Some(source) = v.or(o) {
             return Err(Error::Wgpu { during, source });
         }
-        out
+        match out {
+            Some(out) if alive => out,
+            _ => Err(Error::DeviceLost { during }),
+        }
+    }
+
+    /// Fails with [`Error::DeviceLost`] when the device is lost or destroyed (and with
+    /// [`Error::Wgpu`] when it cannot even allocate 4 bytes).
+    pub fn check_alive(&self, during: &'static str) -> Result<()> {
+        self.scoped(during, || Ok(()))
+    }
+
+    /// Whether the device still accepts work.
+    ///
+    /// wgpu reports nothing for work on a lost device (its errors are dropped, as WebGPU
+    /// specifies) and the device-lost callback is the owner's to install, so this probes: a
+    /// 4-byte buffer mapped at creation has no mapped range on a lost device. The probe is only
+    /// dropped, never used otherwise, so nothing is reported to the device's error handler; run
+    /// it inside error scopes (an allocation failure would be reported).
+    fn probe_alive(&self) -> bool {
+        let probe = self.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some("wgpu-attention device probe"),
+            size: 4,
+            usage: wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: true,
+        });
+        let alive = probe.slice(..).get_mapped_range_mut().is_ok();
+        drop(probe);
+        alive
     }
 
     /// Checks a buffer allocation against `max_buffer_size`.

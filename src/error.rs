@@ -35,7 +35,8 @@ pub enum Error {
         got: Vec<usize>,
     },
 
-    /// A dimension is zero; attention over an empty axis is undefined.
+    /// A dimension that must be at least 1 is zero (attention heads and head dims, GEMM and
+    /// family operands; an empty B, Lq or Lk is valid attention, see [`crate::attention()`]).
     #[error("{name}: dimension {axis} is zero (shape {shape:?})")]
     ZeroDim {
         name: &'static str,
@@ -145,6 +146,11 @@ pub enum Error {
         #[source]
         source: wgpu::Error,
     },
+
+    /// The device was lost or destroyed (`Device::destroy`, a driver reset, ...): no further work
+    /// can run on it. Create a new [`crate::Context`].
+    #[error("the device is lost or destroyed (during {during})")]
+    DeviceLost { during: &'static str },
 
     /// Mapping a buffer for readback failed.
     #[error("buffer readback failed: {0}")]

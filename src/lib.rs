@@ -21,6 +21,8 @@
 //! - Causal alignment is explicit: [`Alignment::TopLeft`] keeps j ≤ i (PyTorch `is_causal`),
 //!   [`Alignment::BottomRight`] keeps j ≤ i + Lk − Lq (FlashAttention, KV-cache decoding).
 //! - A row whose keys are all masked yields O = 0 and LSE = −∞, never NaN.
+//! - Empty axes: B = 0 or Lq = 0 gives empty outputs; Lk = 0 masks every key (O = 0, LSE = −∞).
+//! - A lost or destroyed device gives [`Error::DeviceLost`]; limits give [`Error::Limit`].
 //! - Dropout is counter-based (Philox-4x32-10 keyed by (seed, b, h, i, j)): the same seed gives the
 //!   same mask on both paths and in [`mod@reference`]; it weights P in the sum, not the LSE.
 //! - Every input is validated on the host before any GPU work; wgpu errors are captured with
@@ -104,3 +106,16 @@ pub use options::{Alignment, AttentionOptions, Dropout, KernelChoice, Window};
 pub use prepared::Prepared;
 pub use tensor::{DType, Element, Tensor};
 pub use wgpu;
+
+// The handles downstream crates share across threads: one `Context` (and its pipeline cache)
+// serves concurrent calls; tensors, prepared calls and their outputs move and share freely.
+const _: fn() = || {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Context>();
+    assert_send_sync::<pipeline::PipelineCache>();
+    assert_send_sync::<Tensor>();
+    assert_send_sync::<Attention>();
+    assert_send_sync::<AttentionOutput>();
+    assert_send_sync::<Prepared<AttentionOutput>>();
+    assert_send_sync::<Error>();
+};

@@ -4,7 +4,8 @@
 //! `shaders/common/` are concatenated in front of it, after a generated prelude that fixes the
 //! storage element type (`alias elem = f32;` or `f16`). Tile and workgroup sizes are WGSL
 //! `override` constants set at pipeline creation; shapes travel in a uniform buffer, so one
-//! pipeline serves every shape. Pipelines are cached by (kernel, dtype, constants).
+//! pipeline serves every shape. Pipelines are cached by (kernel, dtype, variant, constants), in a
+//! bounded least-recently-used cache per context.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -287,20 +288,117 @@ pub struct CompiledKernel {
     pub(crate) pipeline_label: &'static str,
 }
 
-/// Pipelines created so far on one device.
-#[derive(Default)]
+/// Default bound of a context's pipeline cache ([`crate::ContextOptions::pipeline_cache_capacity`]).
+pub const DEFAULT_CACHE_CAPACITY: usize = 256;
+
+/// Pipelines created so far on one device, at most [`PipelineCache::capacity`] of them: when a new
+/// one would exceed it, the least recently used is dropped (calls prepared with it keep it alive).
 pub struct PipelineCache {
-    map: Mutex<HashMap<Key, Arc<CompiledKernel>>>,
+    lru: Mutex<Lru<Key, Arc<CompiledKernel>>>,
+}
+
+impl Default for PipelineCache {
+    fn default() -> Self {
+        Self::with_capacity(DEFAULT_CACHE_CAPACITY)
+    }
+}
+
+impl std::fmt::Debug for PipelineCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PipelineCache")
+            .field("len", &self.len())
+            .field("capacity", &self.capacity())
+            .finish()
+    }
 }
 
 impl PipelineCache {
+    /// An empty cache holding at most `capacity` pipelines (at least 1).
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            lru: Mutex::new(Lru::new(capacity)),
+        }
+    }
+    fn lock(&self) -> std::sync::MutexGuard<'_, Lru<Key, Arc<CompiledKernel>>> {
+        // The lock is never held across code that can panic; a poisoned map is still consistent.
+        self.lru.lock().unwrap_or_else(|e| e.into_inner())
+    }
     /// Number of cached pipelines.
     pub fn len(&self) -> usize {
-        self.map.lock().map(|m| m.len()).unwrap_or(0)
+        self.lock().len()
     }
     /// True when nothing is cached yet.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+    /// The most pipelines kept.
+    pub fn capacity(&self) -> usize {
+        self.lock().capacity
+    }
+    /// Changes the bound, dropping the least recently used pipelines beyond it.
+    pub fn set_capacity(&self, capacity: usize) {
+        self.lock().set_capacity(capacity);
+    }
+    /// Pipelines dropped so far to stay within the bound.
+    pub fn evictions(&self) -> u64 {
+        self.lock().evicted
+    }
+}
+
+/// A map bounded to `capacity` entries that drops the least recently used one on overflow.
+/// Lookups and inserts stamp entries with a counter; eviction scans for the oldest stamp, which is
+/// cheap next to what a miss costs here (compiling a pipeline).
+#[derive(Debug)]
+struct Lru<K, V> {
+    map: HashMap<K, (V, u64)>,
+    clock: u64,
+    capacity: usize,
+    evicted: u64,
+}
+
+impl<K: std::hash::Hash + Eq + Clone, V: Clone> Lru<K, V> {
+    fn new(capacity: usize) -> Self {
+        Self {
+            map: HashMap::new(),
+            clock: 0,
+            capacity: capacity.max(1),
+            evicted: 0,
+        }
+    }
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+    fn tick(&mut self) -> u64 {
+        self.clock += 1;
+        self.clock
+    }
+    fn get(&mut self, key: &K) -> Option<V> {
+        let now = self.tick();
+        self.map.get_mut(key).map(|(v, used)| {
+            *used = now;
+            v.clone()
+        })
+    }
+    fn insert(&mut self, key: K, value: V) {
+        let now = self.tick();
+        self.map.insert(key, (value, now));
+        self.shrink();
+    }
+    fn set_capacity(&mut self, capacity: usize) {
+        self.capacity = capacity.max(1);
+        self.shrink();
+    }
+    fn shrink(&mut self) {
+        while self.map.len() > self.capacity {
+            let oldest = self
+                .map
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone())
+                .expect("an over-full map has entries");
+            self.map.remove(&oldest);
+            self.evicted += 1;
+        }
     }
 }
 
@@ -320,8 +418,8 @@ pub(crate) fn get(
         variant,
         constants: constants.iter().map(|&(n, v)| (n, v.to_bits())).collect(),
     };
-    if let Some(hit) = ctx.pipelines().map.lock().expect("pipeline cache poisoned").get(&key) {
-        return Ok(hit.clone());
+    if let Some(hit) = ctx.pipelines().lock().get(&key) {
+        return Ok(hit);
     }
     if dtype == DType::F16 && !ctx.features().contains(wgpu::Features::SHADER_F16) {
         return Err(Error::MissingFeature {
@@ -392,10 +490,29 @@ pub(crate) fn get(
             pipeline_label: kernel.file(),
         }))
     })?;
-    ctx.pipelines()
-        .map
-        .lock()
-        .expect("pipeline cache poisoned")
-        .insert(key, compiled.clone());
+    ctx.pipelines().lock().insert(key, compiled.clone());
     Ok(compiled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Lru;
+
+    #[test]
+    fn lru_keeps_the_most_recently_used() {
+        let mut lru = Lru::new(2);
+        lru.insert("a", 1);
+        lru.insert("b", 2);
+        assert_eq!(lru.get(&"a"), Some(1)); // b is now the oldest
+        lru.insert("c", 3);
+        assert_eq!(lru.len(), 2);
+        assert_eq!(lru.get(&"b"), None);
+        assert_eq!((lru.get(&"a"), lru.get(&"c")), (Some(1), Some(3)));
+        assert_eq!(lru.evicted, 1);
+        lru.set_capacity(1);
+        assert_eq!(lru.len(), 1);
+        assert_eq!(lru.get(&"c"), Some(3));
+        lru.set_capacity(0); // at least one entry
+        assert_eq!(lru.len(), 1);
+    }
 }

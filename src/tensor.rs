@@ -155,18 +155,21 @@ impl Tensor {
         }
         let size = padded_size(needed);
         ctx.check_buffer_size("tensor upload", size)?;
-        let buffer = ctx.device().create_buffer(&wgpu::BufferDescriptor {
-            label: Some("wgpu-attention tensor"),
-            size,
-            usage: TENSOR_USAGE,
-            mapped_at_creation: true,
-        });
-        buffer
-            .slice(..)
-            .get_mapped_range_mut()?
-            .slice(..bytes.len())
-            .copy_from_slice(bytes);
-        buffer.unmap();
+        let buffer = ctx.scoped("tensor upload", || {
+            let buffer = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some("wgpu-attention tensor"),
+                size,
+                usage: TENSOR_USAGE,
+                mapped_at_creation: true,
+            });
+            buffer
+                .slice(..)
+                .get_mapped_range_mut()?
+                .slice(..bytes.len())
+                .copy_from_slice(bytes);
+            buffer.unmap();
+            Ok(buffer)
+        })?;
         Ok(Self {
             buffer,
             offset: 0,
@@ -180,12 +183,15 @@ impl Tensor {
     pub fn zeros(ctx: &Context, shape: &[usize], dtype: DType) -> Result<Self> {
         let size = padded_size(checked_bytes("tensor allocation", shape, dtype)?);
         ctx.check_buffer_size("tensor allocation", size)?;
-        let buffer = ctx.device().create_buffer(&wgpu::BufferDescriptor {
-            label: Some("wgpu-attention tensor"),
-            size,
-            usage: TENSOR_USAGE,
-            mapped_at_creation: false,
-        });
+        // Out of memory or a lost device is an error here, not an unusable tensor later.
+        let buffer = ctx.scoped("tensor allocation", || {
+            Ok(ctx.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some("wgpu-attention tensor"),
+                size,
+                usage: TENSOR_USAGE,
+                mapped_at_creation: false,
+            }))
+        })?;
         Ok(Self {
             buffer,
             offset: 0,
@@ -461,6 +467,16 @@ pub(crate) fn padded_size(bytes: u64) -> u64 {
 
 /// Checks that an input has a rank in `ranks` and no zero-sized axis.
 pub(crate) fn check_operand(name: &'static str, t: &Tensor, ranks: std::ops::RangeInclusive<usize>) -> Result<()> {
+    check_operand_axes(name, t, ranks, &[])
+}
+
+/// Checks that an input has a rank in `ranks` and no zero-sized axis except those in `may_be_empty`.
+pub(crate) fn check_operand_axes(
+    name: &'static str,
+    t: &Tensor,
+    ranks: std::ops::RangeInclusive<usize>,
+    may_be_empty: &[usize],
+) -> Result<()> {
     if !ranks.contains(&t.shape().len()) {
         return Err(Error::Rank {
             name,
@@ -468,7 +484,7 @@ pub(crate) fn check_operand(name: &'static str, t: &Tensor, ranks: std::ops::Ran
             shape: t.shape().to_vec(),
         });
     }
-    if let Some(axis) = t.shape().iter().position(|&n| n == 0) {
+    if let Some(axis) = (0..t.shape().len()).find(|&a| t.shape()[a] == 0 && !may_be_empty.contains(&a)) {
         return Err(Error::ZeroDim {
             name,
             axis,

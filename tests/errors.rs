@@ -27,9 +27,14 @@ fn rank_and_zero_dims() {
     ));
     let e = run(&t(&[1, 0, 4, 8]), &ok, &ok, &Default::default());
     assert!(matches!(e, Error::ZeroDim { name: "q", axis: 1, .. }), "{e}");
+    // Lk = 0 is a valid (fully masked) problem, so K and V must agree on it.
     assert!(matches!(
         run(&ok, &t(&[1, 2, 0, 8]), &ok, &Default::default()),
-        Error::ZeroDim { name: "k", axis: 2, .. }
+        Error::ShapeMismatch { name: "v", .. }
+    ));
+    assert!(matches!(
+        run(&ok, &t(&[1, 2, 4, 0]), &ok, &Default::default()),
+        Error::ZeroDim { name: "k", axis: 3, .. }
     ));
 }
 

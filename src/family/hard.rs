@@ -34,6 +34,7 @@ pub fn hard(
     opts: &AttentionOptions,
 ) -> Result<Prepared<HardOutput>> {
     let p = attention::validate(ctx, q, k, v, opts)?;
+    attention::require_nonempty(q, k, v)?;
     if opts.dropout.is_some() || opts.return_lse || opts.return_weights {
         return Err(Error::Unsupported(
             "hard attention returns sampled rows and indices: dropout, LSE and weights do not apply".into(),

@@ -252,13 +252,28 @@ pub(crate) fn dispatch_step(
 }
 
 /// A uniform buffer holding `params` (any kernel's uniform struct).
+///
+/// Unlike `DeviceExt::create_buffer_init`, never panics: on a lost device the buffer is invalid
+/// and left unwritten, and the caller's error scope (see `Context::scoped`) reports the loss.
 pub(crate) fn params_buffer<T: bytemuck::Pod>(ctx: &Context, params: &T) -> wgpu::Buffer {
-    use wgpu::util::DeviceExt;
-    ctx.device().create_buffer_init(&wgpu::util::BufferInitDescriptor {
+    let contents = bytemuck::bytes_of(params);
+    let buffer = ctx.device().create_buffer(&wgpu::BufferDescriptor {
         label: Some("wgpu-attention params"),
-        contents: bytemuck::bytes_of(params),
+        size: crate::tensor::padded_size(contents.len() as u64),
         usage: wgpu::BufferUsages::UNIFORM,
-    })
+        mapped_at_creation: true,
+    });
+    let written = match buffer.slice(..).get_mapped_range_mut() {
+        Ok(mut range) => {
+            range.slice(..contents.len()).copy_from_slice(contents);
+            true
+        }
+        Err(_) => false,
+    };
+    if written {
+        buffer.unmap();
+    }
+    buffer
 }
 
 /// Records `steps` into `encoder`: consecutive dispatches share one compute pass. With

@@ -110,6 +110,9 @@ pub struct ReferenceOutput {
 
 /// Scaled dot-product attention. Uses the scalar options of `opts` (scale, softcap, causal,
 /// window); its tensor fields are ignored in favour of `inputs`.
+///
+/// Empty axes follow [`crate::attention()`]: B = 0 or Lq = 0 gives empty outputs; Lk = 0 leaves
+/// every row fully masked (O = 0, LSE = −∞, no weights).
 pub fn sdpa(inputs: &HostInputs, opts: &AttentionOptions) -> ReferenceOutput {
     let p = inputs.problem;
     let group = p.hq / p.hkv;

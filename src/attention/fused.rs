@@ -1,0 +1,252 @@
+//! The fused path: one `flash_forward` dispatch per chunk of (b, h) pairs, each chunk binding
+//! only the window of every operand it touches so that each fits one storage binding.
+
+use super::params::{base_params, local_params};
+use super::plan::storage_buffer;
+use super::{Attention, AttentionOutput, Extras, Problem, Tuning};
+use crate::chunks::{self, Chunk, Operand};
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::kernels::{self, BoundBuffer, FlashConfig, Params, Step};
+use crate::options::{AttentionOptions, KernelChoice};
+use crate::tensor::{DType, Tensor};
+
+/// Bindings every chunk shares: stand-ins for unused slots, key lengths, the additive score vector.
+struct SharedBindings {
+    unused: BoundBuffer,
+    unused_lse: BoundBuffer,
+    key_lengths: BoundBuffer,
+    /// The additive score vector and its element offset.
+    score_vector: Option<(BoundBuffer, u32)>,
+}
+
+impl SharedBindings {
+    fn new(ctx: &Context, opts: &AttentionOptions, extras: &Extras) -> Result<Self> {
+        let unused = kernels::unused_input(ctx);
+        let unused_lse = BoundBuffer::whole(&storage_buffer(ctx, "wgpu-attention unused lse", 16)?);
+        let key_lengths = match &opts.key_lengths {
+            Some(t) => kernels::bind_tensor(ctx, t, "key_lengths")?.0,
+            None => unused.clone(),
+        };
+        let score_vector = match &extras.score_vector {
+            Some(t) => Some(kernels::bind_tensor(ctx, t, "score_vector")?),
+            None => None,
+        };
+        Ok(Self {
+            unused,
+            unused_lse,
+            key_lengths,
+            score_vector,
+        })
+    }
+}
+
+/// Every input the kernel reads must be a storage buffer.
+fn require_storage_usage(q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttentionOptions) -> Result<()> {
+    let inputs = [
+        ("q", Some(q)),
+        ("k", Some(k)),
+        ("v", Some(v)),
+        ("bias", opts.bias.as_ref()),
+        ("mask", opts.mask.as_ref()),
+        ("key_lengths", opts.key_lengths.as_ref()),
+    ];
+    for (name, t) in inputs {
+        if let Some(t) = t.filter(|t| !t.buffer().usage().contains(wgpu::BufferUsages::STORAGE)) {
+            return Err(Error::BufferUsage {
+                name,
+                needed: wgpu::BufferUsages::STORAGE,
+                has: t.buffer().usage(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Every windowed operand, as the kernel addresses it, in binding order: Q, K, V, O, then LSE,
+/// bias, mask and local-p centers when present.
+#[allow(clippy::too_many_arguments, reason = "one argument per operand")]
+fn windowed_operands(
+    p: &Problem,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    out: &Tensor,
+    lse: &Option<Tensor>,
+    opts: &AttentionOptions,
+    extras: &Extras,
+) -> Result<Vec<Operand>> {
+    let group = (p.hq / p.hkv) as u64;
+    let operand = |name, t: &Tensor, rows: usize, row_len: usize, group: u64| Operand {
+        name,
+        tensor: t.clone(),
+        strides: kernels::strides_of(t, 0),
+        rows: rows as u64,
+        row_len: row_len as u64,
+        group,
+    };
+    let mut operands = vec![
+        operand("q", q, p.lq, p.dk, 1),
+        operand("k", k, p.lk, p.dk, group),
+        operand("v", v, p.lk, p.dv, group),
+        operand("out", out, p.lq, p.dv, 1),
+    ];
+    if let Some(l) = lse {
+        let view = l.reshape(&[p.b, p.hq, p.lq, 1])?;
+        operands.push(operand("lse", &view, p.lq, 1, 1));
+    }
+    if let Some(bias) = &opts.bias {
+        operands.push(operand("bias", bias, p.lq, p.lk, 1));
+    }
+    if let Some(mask) = &opts.mask {
+        operands.push(operand("mask", mask, p.lq, p.lk, 1));
+    }
+    if let Some(local) = &extras.local {
+        let view = local.centers.reshape(&[p.b, p.hq, p.lq, 1])?;
+        operands.push(operand("centers", &view, p.lq, 1, 1));
+    }
+    Ok(operands)
+}
+
+/// What the dispatch of every chunk shares: the kernel configuration, the uniform without its
+/// chunk fields, the operands and the bindings that do not depend on the chunk.
+struct ChunkRecorder<'a> {
+    ctx: &'a Context,
+    cfg: FlashConfig,
+    dtype: DType,
+    base: Params,
+    operands: &'a [Operand],
+    shared: SharedBindings,
+    local: bool,
+}
+
+impl ChunkRecorder<'_> {
+    /// The dispatch of one chunk: its operand windows and element offsets go into a copy of the
+    /// base uniform. Returns the step and the bytes of its uniform.
+    fn record(&self, chunk: &Chunk) -> Result<(Step, u64)> {
+        let mut params = self.base;
+        params.bh_base = chunk.bh_base;
+        params.bh_count = chunk.bh_count;
+        // Bindings come in the order of `windowed_operands`.
+        let mut windows = self
+            .operands
+            .iter()
+            .zip(&chunk.bindings)
+            .map(|(op, (bound, offset))| {
+                let mut strides = op.strides;
+                strides.offset = *offset;
+                (op.name, bound.clone(), strides)
+            })
+            .peekable();
+        let mut next = |name: &str| {
+            windows
+                .next_if(|w| w.0 == name)
+                .map(|(_, bound, strides)| (bound, strides))
+        };
+        let (qb, qs) = next("q").expect("q is always bound");
+        let (kb, ks) = next("k").expect("k is always bound");
+        let (vb, vs) = next("v").expect("v is always bound");
+        let (ob, os) = next("out").expect("out is always bound");
+        (params.q, params.k, params.v, params.o) = (qs, ks, vs, os);
+        let shared = &self.shared;
+        let lse = match next("lse") {
+            Some((b, s)) => {
+                params.lse_off = s.offset;
+                b
+            }
+            None => shared.unused_lse.clone(),
+        };
+        let bias = match next("bias") {
+            Some((b, s)) => {
+                params.bias = s;
+                b
+            }
+            None => shared.unused.clone(),
+        };
+        let mask = match next("mask") {
+            Some((b, s)) => {
+                params.mask = s;
+                b
+            }
+            None => shared.unused.clone(),
+        };
+        let centers = next("centers").map(|(b, s)| {
+            params.centers_off = s.offset;
+            b
+        });
+        debug_assert_eq!(centers.is_some(), self.local);
+        let params_buf = kernels::params_buffer(self.ctx, &params);
+        let step = kernels::flash_forward::step(
+            self.ctx,
+            self.cfg,
+            self.dtype,
+            &params,
+            &params_buf,
+            [&qb, &kb, &vb],
+            &ob,
+            &lse,
+            [&bias, &mask, &shared.key_lengths],
+            centers.as_ref(),
+            shared.score_vector.as_ref().map(|s| &s.0),
+        )?;
+        Ok((step, params_buf.size()))
+    }
+}
+
+impl Attention {
+    #[allow(clippy::too_many_arguments, reason = "internal planner of the public constructors")]
+    pub(super) fn plan_fused(
+        ctx: &Context,
+        problem: Problem,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        opts: &AttentionOptions,
+        extras: &Extras,
+        tuning: &Tuning,
+    ) -> Result<Self> {
+        let p = &problem;
+        let (out, lse) = Self::outputs(ctx, p, q.dtype(), opts)?;
+        require_storage_usage(q, k, v, opts)?;
+        let operands = windowed_operands(p, q, k, v, &out, &lse, opts, extras)?;
+        let plan = chunks::plan(ctx, &operands, p.b as u64, p.hq as u64)?;
+        let cfg = match tuning.flash {
+            Some(c) => c,
+            None => crate::tune::flash_config(ctx, p, q.dtype())?,
+        };
+        let shared = SharedBindings::new(ctx, opts, extras)?;
+        let mut base = base_params(p, opts);
+        local_params(&mut base, &extras.local);
+        base.score_off = shared.score_vector.as_ref().map_or(0, |s| s.1);
+        let recorder = ChunkRecorder {
+            ctx,
+            cfg,
+            dtype: q.dtype(),
+            base,
+            operands: &operands,
+            shared,
+            local: extras.local.is_some(),
+        };
+
+        let mut steps = Vec::with_capacity(plan.len());
+        let mut allocated = Self::output_bytes(opts, &out, &lse) + 32;
+        for chunk in &plan {
+            let (step, uniform_bytes) = recorder.record(chunk)?;
+            steps.push(step);
+            allocated += uniform_bytes;
+        }
+        Ok(Self {
+            ctx: ctx.clone(),
+            problem,
+            steps,
+            output: AttentionOutput {
+                out,
+                lse,
+                weights: None,
+                kernel: KernelChoice::Fused,
+            },
+            causal: opts.causal.is_some(),
+            allocated,
+        })
+    }
+}

@@ -1,0 +1,179 @@
+//! Planning an attention call: validation, the kernel path, the outputs and the input bindings
+//! every path shares. The recording itself is in `fused.rs` and `staged.rs`; problems with an
+//! empty axis are planned in `empty.rs`.
+
+use super::params::local_params;
+use super::{validate, Attention, Problem, Tuning};
+use crate::context::Context;
+use crate::error::Result;
+use crate::kernels::{self, BoundBuffer, Params};
+use crate::options::{AttentionOptions, KernelChoice};
+use crate::tensor::{DType, Tensor};
+
+/// Inputs of the family members that reuse the attention kernels (crate-private: the public
+/// entry points are in [`crate::family`]).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Extras {
+    /// Additive (Bahdanau) score vector v \[Da\]: Q and K are then the projections W_q q + b and
+    /// W_k k, and score(q, k) = vᵀ tanh(q + k). Fused: reduced in the tile; staged: the naive path
+    /// through the [rows, Lk, Da] tanh tensor.
+    pub score_vector: Option<Tensor>,
+    /// Local-p windows (§4).
+    pub local: Option<LocalWindows>,
+    /// Precomputed scores S [B, Hq, Lq, Lk] (f32, contiguous) for the staged path (location-based
+    /// attention, §3): copied in place of QKᵀ; Q and K are then only shape carriers.
+    pub scores: Option<Tensor>,
+}
+
+/// Per-row windows of local-p attention: row i sees keys with |j − centers\[i\]| ≤ radius, each
+/// weight multiplied by exp(−(j − centers\[i\])² / (2σ²)) with σ = radius / 2 when `gaussian`.
+#[derive(Debug, Clone)]
+pub(crate) struct LocalWindows {
+    /// Aligned positions [B, Hq, Lq], f32, contiguous.
+    pub centers: Tensor,
+    pub radius: f32,
+    pub gaussian: bool,
+}
+
+/// A scratch buffer of `size` bytes with the usages of a tensor, checked against `max_buffer_size`.
+pub(super) fn storage_buffer(ctx: &Context, label: &str, size: u64) -> Result<wgpu::Buffer> {
+    ctx.check_buffer_size(label, size)?;
+    Ok(ctx.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: crate::tensor::padded_size(size),
+        usage: crate::tensor::TENSOR_USAGE,
+        mapped_at_creation: false,
+    }))
+}
+
+/// The path `opts.kernel` resolves to: staged when weights are requested under `Auto`.
+fn resolve_kernel(opts: &AttentionOptions) -> KernelChoice {
+    match opts.kernel {
+        KernelChoice::Auto if opts.return_weights => KernelChoice::Staged,
+        KernelChoice::Auto => KernelChoice::Fused,
+        other => other,
+    }
+}
+
+impl Attention {
+    /// Validates, plans and prepares an attention call with default tiles.
+    pub fn new(ctx: &Context, q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttentionOptions) -> Result<Self> {
+        Self::with_tuning(ctx, q, k, v, opts, &Tuning::default())
+    }
+
+    /// Like [`Attention::new`] with explicit tile settings (for benchmarks and the tuner).
+    pub fn with_tuning(
+        ctx: &Context,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        opts: &AttentionOptions,
+        tuning: &Tuning,
+    ) -> Result<Self> {
+        Self::plan(ctx, q, k, v, opts, &Extras::default(), tuning)
+    }
+
+    /// Validates and plans a call with the family's extra inputs.
+    pub(crate) fn plan(
+        ctx: &Context,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        opts: &AttentionOptions,
+        extras: &Extras,
+        tuning: &Tuning,
+    ) -> Result<Self> {
+        let problem = validate(ctx, q, k, v, opts)?;
+        let kernel = resolve_kernel(opts);
+        ctx.scoped("attention setup", || {
+            if problem.b == 0 || problem.lq == 0 {
+                Self::without_rows(ctx, problem, q.dtype(), opts, kernel)
+            } else if problem.lk == 0 {
+                Self::without_keys(ctx, problem, q, opts, extras, tuning, kernel)
+            } else {
+                Self::record(ctx, problem, kernel, q, k, v, opts, extras, tuning)
+            }
+        })
+    }
+
+    /// Records a non-empty problem on the resolved kernel path.
+    #[allow(clippy::too_many_arguments, reason = "internal planner of the public constructors")]
+    pub(super) fn record(
+        ctx: &Context,
+        problem: Problem,
+        kernel: KernelChoice,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        opts: &AttentionOptions,
+        extras: &Extras,
+        tuning: &Tuning,
+    ) -> Result<Self> {
+        match kernel {
+            KernelChoice::Staged => Self::plan_staged(ctx, problem, q, k, v, opts, extras, tuning),
+            _ => Self::plan_fused(ctx, problem, q, k, v, opts, extras, tuning),
+        }
+    }
+
+    /// Binds Q, K, V and the optional mask inputs; fills their strides into `params`.
+    pub(crate) fn bind_inputs(
+        ctx: &Context,
+        params: &mut Params,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        opts: &AttentionOptions,
+        extras: &Extras,
+    ) -> Result<([BoundBuffer; 3], [BoundBuffer; 4])> {
+        let (qb, qo) = kernels::bind_tensor(ctx, q, "q")?;
+        let (kb, ko) = kernels::bind_tensor(ctx, k, "k")?;
+        let (vb, vo) = kernels::bind_tensor(ctx, v, "v")?;
+        params.q = kernels::strides_of(q, qo);
+        params.k = kernels::strides_of(k, ko);
+        params.v = kernels::strides_of(v, vo);
+        let dummy = kernels::unused_input(ctx);
+        let bind_opt = |t: &Option<Tensor>, name: &'static str| -> Result<(BoundBuffer, kernels::Strides)> {
+            match t {
+                Some(t) => {
+                    let (b, o) = kernels::bind_tensor(ctx, t, name)?;
+                    Ok((b, kernels::strides_of(t, o)))
+                }
+                None => Ok((dummy.clone(), Default::default())),
+            }
+        };
+        let (bias, bias_strides) = bind_opt(&opts.bias, "bias")?;
+        let (mask, mask_strides) = bind_opt(&opts.mask, "mask")?;
+        let (lens, _) = bind_opt(&opts.key_lengths, "key_lengths")?;
+        let (centers, centers_strides) = bind_opt(&extras.local.as_ref().map(|l| l.centers.clone()), "centers")?;
+        params.bias = bias_strides;
+        params.mask = mask_strides;
+        params.centers_off = centers_strides.offset;
+        local_params(params, &extras.local);
+        Ok(([qb, kb, vb], [bias, mask, lens, centers]))
+    }
+
+    /// O (the caller's `opts.out`, or a new tensor) and, when requested, LSE.
+    pub(crate) fn outputs(
+        ctx: &Context,
+        p: &Problem,
+        dtype: DType,
+        opts: &AttentionOptions,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let out = match &opts.out {
+            Some(t) => t.clone(),
+            None => Tensor::zeros(ctx, &[p.b, p.hq, p.lq, p.dv], dtype)?,
+        };
+        let lse = match opts.return_lse {
+            true => Some(Tensor::zeros(ctx, &[p.b, p.hq, p.lq], DType::F32)?),
+            false => None,
+        };
+        Ok((out, lse))
+    }
+
+    /// Bytes of the outputs this call allocated: O (unless it is the caller's `opts.out`) and LSE
+    /// or the 16-byte buffer bound in its place.
+    pub(super) fn output_bytes(opts: &AttentionOptions, out: &Tensor, lse: &Option<Tensor>) -> u64 {
+        let out_bytes = if opts.out.is_some() { 0 } else { out.buffer().size() };
+        out_bytes + lse.as_ref().map_or(16, |t| t.buffer().size())
+    }
+}

@@ -1,0 +1,212 @@
+//! Host validation of an attention call: shapes, dtypes, broadcasts, strides, options and device
+//! features, before any GPU work.
+
+use super::Problem;
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::options::{AttentionOptions, KernelChoice};
+use crate::tensor::{DType, Tensor};
+
+/// Checks Q, K, V and every option against each other and the device; returns the problem sizes.
+pub fn validate(ctx: &Context, q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttentionOptions) -> Result<Problem> {
+    for (name, t) in [("q", q), ("k", k), ("v", v)] {
+        check_qkv_operand(name, t)?;
+        if !matches!(t.dtype(), DType::F32 | DType::F16) {
+            return Err(Error::DType {
+                name,
+                got: t.dtype(),
+                expected: "f32 or f16",
+            });
+        }
+        if t.dtype() != q.dtype() {
+            return Err(Error::DType {
+                name,
+                got: t.dtype(),
+                expected: q.dtype().name(),
+            });
+        }
+        check_rows_contiguous(name, t)?;
+        if t.shape().iter().any(|&n| n > i32::MAX as usize) {
+            return Err(Error::Limit {
+                what: format!("{name} dimension"),
+                limit: "2^31 - 1 elements per axis",
+                needed: *t.shape().iter().max().unwrap_or(&0) as u64,
+                max: i32::MAX as u64,
+            });
+        }
+    }
+    if q.dtype() == DType::F16 && !ctx.features().contains(wgpu::Features::SHADER_F16) {
+        return Err(Error::MissingFeature {
+            what: "f16 attention",
+            feature: wgpu::Features::SHADER_F16,
+        });
+    }
+    let (qs, ks, vs) = (q.shape(), k.shape(), v.shape());
+    let p = Problem {
+        b: qs[0],
+        hq: qs[1],
+        hkv: ks[1],
+        lq: qs[2],
+        lk: ks[2],
+        dk: qs[3],
+        dv: vs[3],
+    };
+    if ks[0] != p.b || ks[3] != p.dk {
+        return Err(Error::ShapeMismatch {
+            name: "k",
+            expected: vec![p.b, ks[1], ks[2], p.dk],
+            got: ks.to_vec(),
+        });
+    }
+    if vs[0] != p.b || vs[1] != p.hkv || vs[2] != p.lk {
+        return Err(Error::ShapeMismatch {
+            name: "v",
+            expected: vec![p.b, p.hkv, p.lk, vs[3]],
+            got: vs.to_vec(),
+        });
+    }
+    if !p.hq.is_multiple_of(p.hkv) {
+        return Err(Error::HeadRatio { hq: p.hq, hkv: p.hkv });
+    }
+    if let Some(s) = opts.scale {
+        if !s.is_finite() {
+            return Err(Error::InvalidOption {
+                name: "scale",
+                value: s as f64,
+                why: "must be finite",
+            });
+        }
+    }
+    if let Some(c) = opts.softcap {
+        if !(c.is_finite() && c > 0.0) {
+            return Err(Error::InvalidOption {
+                name: "softcap",
+                value: c as f64,
+                why: "must be finite and > 0",
+            });
+        }
+    }
+    let target = [p.b, p.hq, p.lq, p.lk];
+    if let Some(bias) = &opts.bias {
+        check_broadcast("bias", bias, target)?;
+        if bias.dtype() != q.dtype() {
+            return Err(Error::DType {
+                name: "bias",
+                got: bias.dtype(),
+                expected: q.dtype().name(),
+            });
+        }
+    }
+    if let Some(mask) = &opts.mask {
+        check_broadcast("mask", mask, target)?;
+        if mask.dtype() != DType::Bool {
+            return Err(Error::DType {
+                name: "mask",
+                got: mask.dtype(),
+                expected: "bool",
+            });
+        }
+    }
+    if let Some(lens) = &opts.key_lengths {
+        if lens.shape() != [p.b] {
+            return Err(Error::ShapeMismatch {
+                name: "key_lengths",
+                expected: vec![p.b],
+                got: lens.shape().to_vec(),
+            });
+        }
+        if lens.dtype() != DType::U32 {
+            return Err(Error::DType {
+                name: "key_lengths",
+                got: lens.dtype(),
+                expected: "u32",
+            });
+        }
+        if !lens.is_contiguous() {
+            return Err(Error::Strides {
+                name: "key_lengths",
+                shape: lens.shape().to_vec(),
+                strides: lens.strides().to_vec(),
+                why: "must be contiguous",
+            });
+        }
+    }
+    if let Some(d) = &opts.dropout {
+        if !(d.p.is_finite() && (0.0..1.0).contains(&d.p)) {
+            return Err(Error::InvalidOption {
+                name: "dropout.p",
+                value: d.p as f64,
+                why: "must be in [0, 1)",
+            });
+        }
+    }
+    if let Some(out) = &opts.out {
+        let expected = vec![p.b, p.hq, p.lq, p.dv];
+        if out.shape() != expected.as_slice() {
+            return Err(Error::ShapeMismatch {
+                name: "out",
+                expected,
+                got: out.shape().to_vec(),
+            });
+        }
+        if out.dtype() != q.dtype() {
+            return Err(Error::DType {
+                name: "out",
+                got: out.dtype(),
+                expected: q.dtype().name(),
+            });
+        }
+        check_rows_contiguous("out", out)?;
+    }
+    if opts.return_weights && opts.kernel == KernelChoice::Fused {
+        return Err(Error::Unsupported(
+            "the fused kernel never materializes the weights; use KernelChoice::Staged (or Auto) with return_weights"
+                .into(),
+        ));
+    }
+    Ok(p)
+}
+
+/// Q, K and V are rank 4; B and L may be 0 (an empty problem, see [`crate::attention()`]), heads
+/// and head dims may not.
+fn check_qkv_operand(name: &'static str, t: &Tensor) -> Result<()> {
+    crate::tensor::check_operand_axes(name, t, 4..=4, &[0, 2])
+}
+
+/// Rejects an empty B, Lq or Lk for the family members that have no meaning on them (e.g. hard
+/// attention, which samples one key per query).
+pub(crate) fn require_nonempty(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<()> {
+    for (name, t) in [("q", q), ("k", k), ("v", v)] {
+        crate::tensor::check_operand(name, t, 4..=4)?;
+    }
+    Ok(())
+}
+
+fn check_rows_contiguous(name: &'static str, t: &Tensor) -> Result<()> {
+    if t.strides().last() != Some(&1) && t.shape().last() != Some(&1) {
+        return Err(Error::Strides {
+            name,
+            shape: t.shape().to_vec(),
+            strides: t.strides().to_vec(),
+            why: "the last dimension must be contiguous (stride 1)",
+        });
+    }
+    crate::tensor::check_strides_fit(name, t)
+}
+
+fn check_broadcast(name: &'static str, t: &Tensor, target: [usize; 4]) -> Result<()> {
+    let s = t.shape();
+    let ok = match s.len() {
+        2 => s == &target[2..],
+        4 => (s[0] == 1 || s[0] == target[0]) && (s[1] == 1 || s[1] == target[1]) && s[2..] == target[2..],
+        _ => false,
+    };
+    if !ok {
+        return Err(Error::Broadcast {
+            name,
+            got: s.to_vec(),
+            target,
+        });
+    }
+    check_rows_contiguous(name, t)
+}
