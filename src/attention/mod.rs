@@ -1,4 +1,4 @@
-//! Scaled dot-product attention (ATTENTION.md §1), as a pipeline of host steps:
+//! Scaled dot-product attention (docs/ATTENTION.md §1), as a pipeline of host steps:
 //!
 //! 1. [`validate`] (`validate.rs`): shapes, dtypes, masks, options and device limits, on the host,
 //!    before any GPU work;
@@ -31,7 +31,8 @@ use crate::options::{AttentionOptions, KernelChoice};
 use crate::tensor::Tensor;
 
 /// The sizes of one attention problem.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Problem {
     /// Batch size B.
     pub b: usize,
