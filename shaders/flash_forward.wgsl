@@ -68,7 +68,7 @@ fn main(input: KernelInputs) {
     var full_begin = 0i;
     var full_end = i32(params.len_k);
     if (has_flag(FLAG_KEY_LENGTHS)) {
-        k_end = min(k_end, i32(key_lengths[b]));
+        k_end = min(k_end, i32(min(key_lengths[b], params.len_k))); // lengths are unsigned
         full_end = min(full_end, k_end);
     }
     if (has_flag(FLAG_CAUSAL)) {
@@ -147,18 +147,23 @@ fn main(input: KernelInputs) {
         //@end_row
         fetch_v(v_head + ju * params.v_sl, lane);
         //@each_row
-        for (var c4 = 0u; c4 < DV4; c4++) {
-            o_{r}[c4] += p_{r} * kv[c4];
+        // A key of weight 0 (masked or dropped) contributes nothing: a NaN or inf in its V row
+        // must not reach rows that do not weigh it (0 · inf is NaN).
+        if (!(p_{r} == 0.0)) { // not `!=`: it may compile to an ordered compare, false for NaN
+            for (var c4 = 0u; c4 < DV4; c4++) {
+                o_{r}[c4] += p_{r} * kv[c4];
+            }
         }
         //@end_row
     }
 
-    // Normalize and write; a row with no visible key gets O = 0 and LSE = -inf.
+    // Normalize and write; a row with no visible key (l = 0) gets O = 0 and LSE = -inf; a NaN
+    // score anywhere in the row made l NaN, which reaches O and the LSE.
     let o_head = params.o_off + b * params.o_sb + h * params.o_sh;
     //@each_row
     if (i_{r} < params.len_q) {
         var inv_{r} = 0.0;
-        if (l_{r} > 0.0) {
+        if (!(l_{r} == 0.0)) {
             inv_{r} = 1.0 / l_{r};
         }
         for (var c4 = 0u; c4 < DV4; c4++) {
@@ -166,7 +171,7 @@ fn main(input: KernelInputs) {
         }
         if (has_flag(FLAG_LSE)) {
             var x = neg_inf();
-            if (l_{r} > 0.0) {
+            if (!(l_{r} == 0.0)) {
                 x = m_{r} + log(l_{r});
             }
             lse[params.lse_off + bh * params.len_q + i_{r}] = x;

@@ -65,6 +65,10 @@ fn store_c(t: u32, m: u32, n: u32, value: f32) {
     c[e] = elem(gp.post_scale * x);
 }
 
+fn accumulate(acc: vec4<f32>, a: f32, b: vec4<f32>) -> vec4<f32> {
+    return acc + a * b;
+}
+
 @compute @workgroup_size(WG_X, WG_Y)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,

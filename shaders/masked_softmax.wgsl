@@ -53,13 +53,16 @@ fn main(
             if (!is_masked(mm)) {
                 red_sum[lid] = red_sum[lid] * exp(m1 - mm) + red_sum[lid + stride] * exp(m2 - mm);
                 red_max[lid] = mm;
+            } else {
+                red_sum[lid] += red_sum[lid + stride]; // 0, or NaN from NaN scores
             }
         }
         workgroupBarrier();
     }
     let row_max = red_max[0];
     let row_sum = red_sum[0];
-    let empty = is_masked(row_max);
+    // No key took part (a row whose only unmasked scores are NaN is not empty: its sum is NaN).
+    let empty = is_masked(row_max) && row_sum == 0.0;
 
     // Pass 2: normalized probabilities; a fully masked row is all zeros.
     let weighted = has_flag(FLAG_DROPOUT) || has_flag(FLAG_LOCAL);

@@ -29,6 +29,10 @@ fn store_c(bh: u32, i: u32, j: u32, value: f32) {
     }
 }
 
+fn accumulate(acc: vec4<f32>, a: f32, b: vec4<f32>) -> vec4<f32> {
+    return acc + a * b;
+}
+
 @compute @workgroup_size(WG_X, WG_Y)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,

@@ -21,6 +21,12 @@ fn load_b(bh: u32, j: u32, d: u32) -> f32 {
     return f32(v[params.v_off + b * params.v_sb + h * params.v_sh + j * params.v_sl + d]);
 }
 
+// A key of weight 0 (masked or dropped) contributes nothing: a NaN or inf in its V row must not
+// reach rows that do not weigh it (0 · inf is NaN).
+fn accumulate(acc: vec4<f32>, a: f32, b: vec4<f32>) -> vec4<f32> {
+    return select(acc + a * b, acc, a == 0.0);
+}
+
 fn store_c(bh: u32, i: u32, d: u32, value: f32) {
     if (i < params.len_q && d < params.dim_v) {
         let b = bh / params.heads_q;

@@ -118,6 +118,23 @@ fn adapter_rank(info: &wgpu::AdapterInfo, power: wgpu::PowerPreference) -> (u8, 
     (kind, api)
 }
 
+/// One wgpu instance per backend set for every owned context of the process. wgpu tells devices
+/// apart by ids that are unique within an instance only, so owned devices from one instance are
+/// what lets a tensor's device be checked against a context's (and an instance is costly to make).
+fn shared_instance(backends: wgpu::Backends) -> wgpu::Instance {
+    static INSTANCES: std::sync::Mutex<Vec<(wgpu::Backends, wgpu::Instance)>> = std::sync::Mutex::new(Vec::new());
+    let mut instances = INSTANCES.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some((_, instance)) = instances.iter().find(|(b, _)| *b == backends) {
+        return instance.clone();
+    }
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends,
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    });
+    instances.push((backends, instance.clone()));
+    instance
+}
+
 impl Context {
     /// Creates a device on the best adapter, honoring `WGPU_BACKEND`, `WGPU_ADAPTER_NAME` and
     /// `WGPU_POWER_PREF`. Requests every feature of [`WANTED_FEATURES`] the adapter has and the
@@ -128,10 +145,7 @@ impl Context {
 
     /// Creates a device with explicit adapter-selection options.
     pub fn with_options(opts: &ContextOptions) -> Result<Self> {
-        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
-            backends: opts.backends,
-            ..wgpu::InstanceDescriptor::new_without_display_handle()
-        });
+        let instance = shared_instance(opts.backends);
         let mut adapters = pollster::block_on(instance.enumerate_adapters(opts.backends));
         if let Some(want) = &opts.adapter_name {
             let want = want.to_lowercase();

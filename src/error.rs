@@ -103,6 +103,16 @@ pub enum Error {
         offset: u64,
     },
 
+    /// A tensor created on one device was passed to a call on another.
+    #[error(
+        "{name} belongs to another device than the context's (tensors move between devices only through the host)"
+    )]
+    DeviceMismatch { name: &'static str },
+
+    /// An output would overwrite an input while the kernel still reads it.
+    #[error("{output} overlaps {input}: an output must not share bytes with an input of the same call")]
+    Aliasing { output: &'static str, input: &'static str },
+
     /// A buffer offset is not aligned as the element type or the device requires.
     #[error("{name}: byte offset {offset} is not a multiple of {align}")]
     Misaligned {

@@ -109,17 +109,76 @@ pub(crate) fn read_all(path: &Path) -> Result<Vec<u8>> {
 
 /// Reads a `.npy` file holding f32 (`<f4`), f16 (`<f2`) or bool (`|b1`) data in C order.
 pub fn read_npy(path: &Path, role: &str) -> Result<HostTensor> {
-    let bytes = read_all(path)?;
-    read_npy_bytes(path, &bytes, role)
+    read_npy_limited(path, role, u64::MAX)
+}
+
+/// Like [`read_npy`], refusing data larger than `max_bytes` (e.g. the device's buffer limit)
+/// from the header alone, before any data is read. The data goes from the file straight into
+/// the returned tensor: one host copy.
+pub fn read_npy_limited(path: &Path, role: &str, max_bytes: u64) -> Result<HostTensor> {
+    use std::io::Read;
+    let io = |source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let file_len = file.metadata().map_err(io)?.len();
+    // Magic (6), version (2), header length (2 or 4), then the header itself.
+    let mut prefix = vec![0u8; 12.min(file_len as usize)];
+    file.read_exact(&mut prefix).map_err(io)?;
+    let header_end = npy_header_end(&prefix).unwrap_or(prefix.len());
+    if header_end > prefix.len() {
+        let mut rest = vec![0u8; header_end - prefix.len()];
+        file.read_exact(&mut rest).map_err(|_| {
+            bad(
+                path,
+                format!("{role}: not a valid .npy file (header longer than the file)"),
+            )
+        })?;
+        prefix.extend_from_slice(&rest);
+    }
+    let (header, data_start) = parse_npy_header(path, &prefix, role)?;
+    let data_len = file_len - data_start as u64;
+    let data = std::io::BufReader::new(file);
+    // The header was read whole; skip what `prefix` holds past it (version 1 reads 12 bytes).
+    let extra = &prefix[data_start.min(prefix.len())..];
+    npy_data(path, role, header, extra.chain(data), data_len, max_bytes)
 }
 
 /// Like [`read_npy`] on the bytes of a `.npy` file; `path` only names it in errors.
 pub fn read_npy_bytes(path: &Path, bytes: &[u8], role: &str) -> Result<HostTensor> {
-    check_npy_header(bytes).map_err(|why| bad(path, format!("{role}: not a valid .npy file ({why})")))?;
+    let (header, data_start) = parse_npy_header(path, bytes, role)?;
+    let data = &bytes[data_start..];
+    npy_data(path, role, header, data, data.len() as u64, u64::MAX)
+}
+
+/// Where the header of a `.npy` file ends, from its first 10 or 12 bytes.
+fn npy_header_end(prefix: &[u8]) -> Option<usize> {
+    match prefix.get(6)? {
+        1 => Some(10 + u16::from_le_bytes([*prefix.get(8)?, *prefix.get(9)?]) as usize),
+        2 | 3 => Some(12 + u32::from_le_bytes(prefix.get(8..12)?.try_into().ok()?) as usize),
+        _ => None,
+    }
+}
+
+fn parse_npy_header(path: &Path, bytes: &[u8], role: &str) -> Result<(npyz::NpyHeader, usize)> {
+    let invalid = |why: String| bad(path, format!("{role}: not a valid .npy file ({why})"));
+    check_npy_header(bytes).map_err(|why| invalid(why.to_string()))?;
     let mut rest: &[u8] = bytes;
-    let header = npyz::NpyHeader::from_reader(&mut rest)
-        .map_err(|e| bad(path, format!("{role}: not a valid .npy file ({e})")))?;
-    let npy = npyz::NpyFile::with_header(header, rest);
+    let header = npyz::NpyHeader::from_reader(&mut rest).map_err(|e| invalid(e.to_string()))?;
+    Ok((header, bytes.len() - rest.len()))
+}
+
+/// Checks the header's dtype, order and size, then reads the data from `data` (`data_len` bytes).
+fn npy_data(
+    path: &Path,
+    role: &str,
+    header: npyz::NpyHeader,
+    data: impl std::io::Read,
+    data_len: u64,
+    max_bytes: u64,
+) -> Result<HostTensor> {
+    let npy = npyz::NpyFile::with_header(header, data);
     if npy.order() == npyz::Order::Fortran {
         return Err(bad(
             path,
@@ -147,18 +206,21 @@ pub fn read_npy_bytes(path: &Path, bytes: &[u8], role: &str) -> Result<HostTenso
             ))
         }
     };
-    let needed = shape
-        .iter()
-        .try_fold(size, |n, &d| n.checked_mul(d))
-        .filter(|&n| n <= rest.len());
-    if needed.is_none() {
-        return Err(bad(
-            path,
-            format!(
-                "{role}: truncated data: shape {shape:?} of {type_str} needs more than the {} bytes the file has",
-                rest.len()
-            ),
-        ));
+    let needed = shape.iter().try_fold(size as u64, |n, &d| n.checked_mul(d as u64));
+    match needed {
+        Some(n) if n > max_bytes => {
+            return Err(bad(
+                path,
+                format!("{role}: shape {shape:?} of {type_str} is {n} bytes, more than the device's limit of {max_bytes}"),
+            ))
+        }
+        Some(n) if n <= data_len => {}
+        _ => {
+            return Err(bad(
+                path,
+                format!("{role}: truncated data: shape {shape:?} of {type_str} needs more than the {data_len} bytes the file has"),
+            ))
+        }
     }
     let read_err = |e: std::io::Error| bad(path, format!("{role}: {e}"));
     let data = match size {
@@ -491,6 +553,33 @@ mod tests {
         assert!(started.elapsed().as_secs() < 1);
         // A header length past the end of the file.
         assert!(read_npy_bytes(path, b"\x93NUMPY\x01\x00\xff\xff{", "q").is_err());
+    }
+
+    #[test]
+    fn npy_files_are_checked_against_the_limit_before_their_data_is_read() {
+        let dir = std::env::temp_dir().join(format!("wgpu-attention-npy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // A header claiming 2^28 f32 (1 GiB) followed by 16 bytes: refused from the header.
+        let path = dir.join("big.npy");
+        let mut bytes = npy_with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (268435456,), }");
+        bytes.extend_from_slice(&[0; 16]);
+        std::fs::write(&path, &bytes).unwrap();
+        let e = read_npy_limited(&path, "q", 1 << 20).unwrap_err().to_string();
+        assert!(e.contains("limit of 1048576"), "{e}");
+        let e = read_npy(&path, "q").unwrap_err().to_string();
+        assert!(e.contains("truncated"), "{e}");
+        // A small file reads the same from disk as from bytes.
+        let path = dir.join("small.npy");
+        let mut bytes = npy_with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }");
+        for x in [1.5f32, -2.0, 3.25] {
+            bytes.extend_from_slice(&x.to_le_bytes());
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let t = read_npy_limited(&path, "q", 12).unwrap();
+        assert_eq!(t.data, HostData::F32(vec![1.5, -2.0, 3.25]));
+        assert_eq!(t, read_npy_bytes(&path, &bytes, "q").unwrap());
+        assert!(read_npy_limited(&path, "q", 11).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -21,6 +21,10 @@
 //! - Causal alignment is explicit: [`Alignment::TopLeft`] keeps j ≤ i (PyTorch `is_causal`),
 //!   [`Alignment::BottomRight`] keeps j ≤ i + Lk − Lq (FlashAttention, KV-cache decoding).
 //! - A row whose keys are all masked yields O = 0 and LSE = −∞, never NaN.
+//! - Numbers at the edges follow one policy on every kernel (docs/ATTENTION.md): a NaN a row
+//!   sees makes that row NaN and nothing else; a finite bias (even `f32::MIN`) is a number, only
+//!   −∞ masks; a +∞ score (f32 overflow) makes its row NaN, as PyTorch's softmax; a soft cap maps
+//!   ±∞ to ±c; keys of weight 0 never reach O; key lengths are unsigned (≥ Lk means Lk).
 //! - Empty axes: B = 0 or Lq = 0 gives empty outputs; Lk = 0 masks every key (O = 0, LSE = −∞).
 //! - A lost or destroyed device gives [`Error::DeviceLost`]; limits give [`Error::Limit`].
 //! - Dropout is counter-based (Philox-4x32-10 keyed by (seed, b, h, i, j)): the same seed gives the

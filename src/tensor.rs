@@ -53,16 +53,16 @@ impl std::fmt::Display for DType {
 pub trait Element: Copy + 'static {
     /// The matching [`DType`].
     const DTYPE: DType;
-    /// Appends the little-endian bytes of `self`.
-    fn write_bytes(self, out: &mut Vec<u8>);
+    /// Writes the little-endian bytes of `self` into exactly `DTYPE.size()` bytes.
+    fn write_le(self, out: &mut [u8]);
     /// Reads one element from exactly `DTYPE.size()` bytes.
     fn read_bytes(bytes: &[u8]) -> Self;
 }
 
 impl Element for f32 {
     const DTYPE: DType = DType::F32;
-    fn write_bytes(self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.to_le_bytes());
+    fn write_le(self, out: &mut [u8]) {
+        out.copy_from_slice(&self.to_le_bytes());
     }
     fn read_bytes(b: &[u8]) -> Self {
         f32::from_le_bytes([b[0], b[1], b[2], b[3]])
@@ -71,8 +71,8 @@ impl Element for f32 {
 
 impl Element for half::f16 {
     const DTYPE: DType = DType::F16;
-    fn write_bytes(self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.to_le_bytes());
+    fn write_le(self, out: &mut [u8]) {
+        out.copy_from_slice(&self.to_le_bytes());
     }
     fn read_bytes(b: &[u8]) -> Self {
         half::f16::from_le_bytes([b[0], b[1]])
@@ -81,8 +81,8 @@ impl Element for half::f16 {
 
 impl Element for u32 {
     const DTYPE: DType = DType::U32;
-    fn write_bytes(self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.to_le_bytes());
+    fn write_le(self, out: &mut [u8]) {
+        out.copy_from_slice(&self.to_le_bytes());
     }
     fn read_bytes(b: &[u8]) -> Self {
         u32::from_le_bytes([b[0], b[1], b[2], b[3]])
@@ -91,8 +91,8 @@ impl Element for u32 {
 
 impl Element for bool {
     const DTYPE: DType = DType::Bool;
-    fn write_bytes(self, out: &mut Vec<u8>) {
-        out.push(self as u8);
+    fn write_le(self, out: &mut [u8]) {
+        out[0] = self as u8;
     }
     fn read_bytes(b: &[u8]) -> Self {
         b[0] != 0
@@ -113,6 +113,9 @@ pub fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
 #[derive(Debug, Clone)]
 pub struct Tensor {
     buffer: wgpu::Buffer,
+    /// The device the buffer was created on, when the crate created it (a caller's buffer
+    /// wrapped with [`Tensor::from_buffer`] has none: wgpu itself refuses it on another device).
+    device: Option<wgpu::Device>,
     offset: u64,
     shape: Vec<usize>,
     strides: Vec<usize>,
@@ -125,7 +128,8 @@ pub(crate) const TENSOR_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
     .union(wgpu::BufferUsages::COPY_DST);
 
 impl Tensor {
-    /// Uploads a host slice as a new contiguous tensor of `shape`.
+    /// Uploads a host slice as a new contiguous tensor of `shape` (written straight into the
+    /// mapped buffer: no intermediate host copy).
     pub fn from_slice<T: Element>(ctx: &Context, data: &[T], shape: &[usize]) -> Result<Self> {
         let count = checked_numel("host data", shape)?;
         if data.len() != count {
@@ -135,11 +139,21 @@ impl Tensor {
                 got: vec![data.len()],
             });
         }
-        let mut bytes = Vec::with_capacity(count * T::DTYPE.size() + 4);
-        for &x in data {
-            x.write_bytes(&mut bytes);
-        }
-        Self::from_bytes(ctx, &bytes, shape, T::DTYPE)
+        let size = T::DTYPE.size();
+        Self::upload_with(ctx, shape, T::DTYPE, |mut dst| {
+            // Through a small staging block: mapped memory is write-only.
+            let mut staging = [0u8; 16 * 1024];
+            for block in data.chunks(staging.len() / size) {
+                let bytes = &mut staging[..block.len() * size];
+                for (x, out) in block.iter().zip(bytes.chunks_exact_mut(size)) {
+                    x.write_le(out);
+                }
+                let (mut head, rest) = dst.split_at(bytes.len());
+                head.copy_from_slice(bytes);
+                dst = rest;
+            }
+            Ok(())
+        })
     }
 
     /// Uploads raw little-endian bytes as a new contiguous tensor.
@@ -153,6 +167,23 @@ impl Tensor {
                 available: bytes.len() as u64,
             });
         }
+        Self::upload_with(ctx, shape, dtype, |mut dst| {
+            dst.copy_from_slice(bytes);
+            Ok(())
+        })
+    }
+
+    /// Creates a contiguous tensor and lets `fill` write its little-endian bytes (exactly
+    /// numel · size bytes, zero-initialised) directly into the mapped buffer, so data can be
+    /// streamed into the GPU without a full host copy. The size is checked against the device's
+    /// limits before `fill` runs; an error from `fill` is returned as it is.
+    pub fn upload_with(
+        ctx: &Context,
+        shape: &[usize],
+        dtype: DType,
+        fill: impl FnOnce(wgpu::WriteOnly<'_, [u8]>) -> Result<()>,
+    ) -> Result<Self> {
+        let needed = checked_bytes("tensor upload", shape, dtype)?;
         let size = padded_size(needed);
         ctx.check_buffer_size("tensor upload", size)?;
         let buffer = ctx.scoped("tensor upload", || {
@@ -162,16 +193,13 @@ impl Tensor {
                 usage: TENSOR_USAGE,
                 mapped_at_creation: true,
             });
-            buffer
-                .slice(..)
-                .get_mapped_range_mut()?
-                .slice(..bytes.len())
-                .copy_from_slice(bytes);
+            let filled = fill(buffer.slice(..).get_mapped_range_mut()?.slice(..needed as usize));
             buffer.unmap();
-            Ok(buffer)
+            filled.map(|()| buffer)
         })?;
         Ok(Self {
             buffer,
+            device: Some(ctx.device().clone()),
             offset: 0,
             strides: contiguous_strides(shape),
             shape: shape.to_vec(),
@@ -194,6 +222,7 @@ impl Tensor {
         })?;
         Ok(Self {
             buffer,
+            device: Some(ctx.device().clone()),
             offset: 0,
             strides: contiguous_strides(shape),
             shape: shape.to_vec(),
@@ -204,10 +233,14 @@ impl Tensor {
     /// Wraps a caller's buffer (no copy): contiguous `shape` of `dtype` starting at byte `offset`.
     ///
     /// The buffer needs `STORAGE` usage to be read by kernels (and `COPY_SRC` to be read back).
-    /// Use [`Tensor::with_strides`] for non-contiguous layouts such as [B, L, H, D].
+    /// Use [`Tensor::with_strides`] for non-contiguous layouts such as [B, L, H, D]. The buffer
+    /// must belong to the device of the context it is used with: the crate records the device of
+    /// the tensors it creates and refuses them elsewhere ([`Error::DeviceMismatch`]), but it cannot
+    /// see which device a caller's buffer was made on.
     pub fn from_buffer(buffer: &wgpu::Buffer, offset: u64, shape: &[usize], dtype: DType) -> Result<Self> {
         let t = Self {
             buffer: buffer.clone(),
+            device: None,
             offset,
             strides: contiguous_strides(shape),
             shape: shape.to_vec(),
@@ -256,6 +289,7 @@ impl Tensor {
             .ok_or_else(overflow)?;
         let t = Self {
             buffer: self.buffer.clone(),
+            device: self.device.clone(),
             offset,
             strides: strides.to_vec(),
             shape: shape.to_vec(),
@@ -276,6 +310,7 @@ impl Tensor {
         }
         Ok(Self {
             buffer: self.buffer.clone(),
+            device: self.device.clone(),
             offset: self.offset,
             strides: contiguous_strides(shape),
             shape: shape.to_vec(),
@@ -294,6 +329,15 @@ impl Tensor {
             ..t
         }
         .with_strides(&[s[0], s[2], s[1], s[3]])
+    }
+
+    /// Checks that the tensor can be used on `ctx`'s device: [`Error::DeviceMismatch`] when the
+    /// crate created it on another device (contexts sharing one device share tensors).
+    pub fn check_device(&self, name: &'static str, ctx: &Context) -> Result<()> {
+        match &self.device {
+            Some(device) if device != ctx.device() => Err(Error::DeviceMismatch { name }),
+            _ => Ok(()),
+        }
     }
 
     /// The wgpu buffer holding the data.
@@ -320,6 +364,14 @@ impl Tensor {
     pub fn numel(&self) -> usize {
         self.shape.iter().product()
     }
+    /// True when both tensors live in the same buffer and their byte spans (first to one past
+    /// the last reachable element) intersect. Empty tensors overlap nothing.
+    pub fn overlaps(&self, other: &Tensor) -> bool {
+        let span = |t: &Tensor| (t.offset, t.end_byte());
+        let ((a0, a1), (b0, b1)) = (span(self), span(other));
+        self.buffer == other.buffer && a0 < a1 && b0 < b1 && a0 < b1 && b0 < a1
+    }
+
     /// True when the strides are row-major for the shape.
     pub fn is_contiguous(&self) -> bool {
         self.strides == contiguous_strides(&self.shape)
@@ -416,6 +468,7 @@ impl Tensor {
 
     /// Reads the bytes covering every reachable element, starting at element 0.
     fn read_span(&self, ctx: &Context) -> Result<Vec<u8>> {
+        self.check_device("download", ctx)?;
         if !self.buffer.usage().contains(wgpu::BufferUsages::COPY_SRC) {
             return Err(Error::BufferUsage {
                 name: "download",

@@ -306,10 +306,56 @@ fn borrowed_device_reports_errors_without_a_global_handler() {
     let adapter = pollster::block_on(instance.request_adapter(&Default::default())).unwrap();
     let (device, queue) = pollster::block_on(adapter.request_device(&Default::default())).unwrap();
     let ctx = Context::from_device(&device, &queue);
-    assert!(ctx.info().adapter.is_none());
+    // The adapter is read from the device: same defaults and tuning cache as `Context::new`.
+    assert_eq!(
+        ctx.info().adapter.as_ref().map(|a| a.name.clone()),
+        Some(adapter.get_info().name)
+    );
     let q = Tensor::zeros(&ctx, &[1, 1, 4, 8], DType::F32).unwrap();
     let bad = Tensor::zeros(&ctx, &[1, 1, 4, 9], DType::F32).unwrap();
     assert!(attention(&ctx, &q, &bad, &bad, &Default::default()).is_err());
     let ok = attention(&ctx, &q, &q, &q, &Default::default()).unwrap();
     assert_eq!(ok.out.to_vec::<f32>(&ctx).unwrap(), vec![0.0; 32]);
+}
+
+#[test]
+fn an_output_overlapping_an_input_is_refused() {
+    let ctx = ctx();
+    let n = 2 * 8 * 4;
+    // Q, K, V packed in one buffer, then views of it as the output.
+    let qkv = Tensor::from_slice(ctx, &vec![0.5f32; 3 * n], &[3 * n]).unwrap();
+    let view = |elements: usize| qkv.view(elements, &[1, 2, 8, 4], &[64, 32, 4, 1]).unwrap();
+    let (q, k, v) = (view(0), view(n), view(2 * n));
+    for (out, input) in [(view(0), "q"), (view(2 * n), "v"), (view(2 * n - 32), "k")] {
+        let opts = AttentionOptions {
+            out: Some(out),
+            ..Default::default()
+        };
+        let e = run(&q, &k, &v, &opts);
+        assert!(
+            matches!(e, Error::Aliasing { output: "out", input: i } if i == input),
+            "{e}"
+        );
+        assert_eq!(e.to_string().lines().count(), 1, "{e}");
+    }
+    // A mask in the same buffer as the output, but elsewhere, is fine; overlapping is not.
+    let other = Tensor::zeros(ctx, &[2 * n], DType::F32).unwrap();
+    let out = other.view(0, &[1, 2, 8, 4], &[64, 32, 4, 1]).unwrap();
+    let opts = AttentionOptions {
+        out: Some(out.clone()),
+        ..Default::default()
+    };
+    attention(ctx, &q, &k, &v, &opts).unwrap();
+    let bias = other.view(n - 8, &[1, 1, 8, 8], &[0, 0, 8, 1]).unwrap();
+    let e = run(
+        &q,
+        &k,
+        &v,
+        &AttentionOptions {
+            out: Some(out),
+            bias: Some(bias),
+            ..Default::default()
+        },
+    );
+    assert!(matches!(e, Error::Aliasing { input: "bias", .. }), "{e}");
 }

@@ -7,7 +7,10 @@ use common::ctx;
 use wgpu_attention::{DType, Error, Tensor};
 
 fn is_size_error(r: Result<Tensor, Error>) -> bool {
-    matches!(r, Err(Error::SizeOverflow { .. }) | Err(Error::Limit { .. }) | Err(Error::BufferTooSmall { .. }))
+    matches!(
+        r,
+        Err(Error::SizeOverflow { .. }) | Err(Error::Limit { .. }) | Err(Error::BufferTooSmall { .. })
+    )
 }
 
 #[test]
@@ -17,9 +20,15 @@ fn huge_shapes_are_refused() {
     let e = Tensor::zeros(ctx, &[big, big], DType::F32);
     assert!(is_size_error(e), "zeros([2^31, 2^31])");
     let e = Tensor::zeros(ctx, &[1 << 32, 1 << 32], DType::F32);
-    assert!(matches!(e, Err(Error::SizeOverflow { .. })), "zeros([2^32, 2^32]): {e:?}");
+    assert!(
+        matches!(e, Err(Error::SizeOverflow { .. })),
+        "zeros([2^32, 2^32]): {e:?}"
+    );
     let e = Tensor::from_slice::<f32>(ctx, &[], &[1 << 32, 1 << 32]);
-    assert!(matches!(e, Err(Error::SizeOverflow { .. })), "from_slice(&[], [2^32, 2^32]): {e:?}");
+    assert!(
+        matches!(e, Err(Error::SizeOverflow { .. })),
+        "from_slice(&[], [2^32, 2^32]): {e:?}"
+    );
     let e = Tensor::from_bytes(ctx, &[], &[usize::MAX, 2], DType::F16);
     assert!(matches!(e, Err(Error::SizeOverflow { .. })), "{e:?}");
 }
@@ -49,6 +58,8 @@ fn wrapped_views_reshapes_and_offsets_are_refused() {
 
 #[test]
 fn error_messages_name_the_operation() {
-    let e = Tensor::zeros(ctx(), &[1 << 32, 1 << 32], DType::F32).unwrap_err().to_string();
+    let e = Tensor::zeros(ctx(), &[1 << 32, 1 << 32], DType::F32)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("tensor allocation") && e.contains("overflows"), "{e}");
 }

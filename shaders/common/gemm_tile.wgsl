@@ -5,6 +5,7 @@
 //   fn load_a(batch: u32, m: u32, k: u32) -> f32   (0 outside the problem)
 //   fn load_b(batch: u32, k: u32, n: u32) -> f32   (0 outside the problem)
 //   fn store_c(batch: u32, m: u32, n: u32, value: f32)   (ignores m, n outside the problem)
+//   fn accumulate(acc: vec4<f32>, a: f32, b: vec4<f32>) -> vec4<f32>   (acc + a·b, or a variant)
 
 override WG_X: u32 = 16u;
 override WG_Y: u32 = 16u;
@@ -45,10 +46,10 @@ fn gemm_tile(batch: u32, m0: u32, n0: u32, k_len: u32, tx: u32, ty: u32) {
             let br = kk * tile_n + tx;
             let a = vec4<f32>(a_tile[ar], a_tile[ar + 1u], a_tile[ar + 2u], a_tile[ar + 3u]);
             let bv = vec4<f32>(b_tile[br], b_tile[br + WG_X], b_tile[br + 2u * WG_X], b_tile[br + 3u * WG_X]);
-            acc0 += a.x * bv;
-            acc1 += a.y * bv;
-            acc2 += a.z * bv;
-            acc3 += a.w * bv;
+            acc0 = accumulate(acc0, a.x, bv);
+            acc1 = accumulate(acc1, a.y, bv);
+            acc2 = accumulate(acc2, a.z, bv);
+            acc3 = accumulate(acc3, a.w, bv);
         }
         workgroupBarrier();
     }

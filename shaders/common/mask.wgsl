@@ -43,8 +43,8 @@ fn finish_score(scaled: f32, b: u32, h: u32, i: u32, j: u32, center: f32) -> f32
     }
     var s = scaled;
     if (has_flag(FLAG_SOFTCAP)) {
-        // tanh saturates to ±1 in f32 beyond |x| = 15; clamping keeps drivers' exp-based tanh finite.
-        s = params.softcap * tanh(clamp(s / params.softcap, -15.0, 15.0));
+        // ±inf scores cap to ±c; NaN stays NaN (no clamp: clamp of NaN may return a bound).
+        s = params.softcap * tanh_precise(s / params.softcap);
     }
     if (has_flag(FLAG_BIAS)) {
         s += f32(bias[params.bias_off + b * params.bias_sb + h * params.bias_sh + i * params.bias_sl + j]);

@@ -69,9 +69,25 @@ fn neg_inf() -> f32 {
     return bitcast<f32>(0xff800000u);
 }
 
-// True for -inf (a masked score); NaN stays unmasked so that it propagates like in PyTorch.
+// True for a masked score: exactly -inf. Every finite score takes part, however negative (a bias of
+// f32::MIN is a number, not a mask), and NaN stays unmasked so that it propagates.
 fn is_masked(s: f32) -> bool {
-    return s < -3.0e38;
+    return s == neg_inf();
+}
+
+// tanh with a small relative error for every x: drivers' tanh (often (e^2x - 1)/(e^2x + 1)) loses
+// relative precision near 0, which made a soft cap of 1e6 differ from no cap. An odd Taylor series
+// below 0.125 (truncation error < 1e-9 relative), (1 - e)/(1 + e) with e = exp(-2|x|) above.
+// tanh(±inf) = ±1 and tanh(NaN) = NaN.
+fn tanh_precise(x: f32) -> f32 {
+    let a = abs(x);
+    if (a < 0.125) {
+        let x2 = x * x;
+        return x * (1.0 + x2 * (-0.33333334 + x2 * (0.13333334 + x2 * -0.05396825)));
+    }
+    let e = exp(-2.0 * a);
+    let t = (1.0 - e) / (1.0 + e);
+    return select(-t, t, x >= 0.0);
 }
 
 // Query head h reads key/value head h / (heads_q / heads_kv) (GQA; MQA when heads_kv = 1).

@@ -9,6 +9,17 @@ use crate::tensor::{DType, Tensor};
 
 /// Checks Q, K, V and every option against each other and the device; returns the problem sizes.
 pub fn validate(ctx: &Context, q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttentionOptions) -> Result<Problem> {
+    let tensors = [("q", Some(q)), ("k", Some(k)), ("v", Some(v))].into_iter().chain([
+        ("bias", opts.bias.as_ref()),
+        ("mask", opts.mask.as_ref()),
+        ("key_lengths", opts.key_lengths.as_ref()),
+        ("out", opts.out.as_ref()),
+    ]);
+    for (name, t) in tensors {
+        if let Some(t) = t {
+            t.check_device(name, ctx)?;
+        }
+    }
     for (name, t) in [("q", q), ("k", k), ("v", v)] {
         check_qkv_operand(name, t)?;
         if !matches!(t.dtype(), DType::F32 | DType::F16) {
@@ -157,6 +168,19 @@ pub fn validate(ctx: &Context, q: &Tensor, k: &Tensor, v: &Tensor, opts: &Attent
             });
         }
         check_rows_contiguous("out", out)?;
+        let inputs = [("q", Some(q)), ("k", Some(k)), ("v", Some(v))].into_iter().chain([
+            ("bias", opts.bias.as_ref()),
+            ("mask", opts.mask.as_ref()),
+            ("key_lengths", opts.key_lengths.as_ref()),
+        ]);
+        for (name, input) in inputs {
+            if input.is_some_and(|t| out.overlaps(t)) {
+                return Err(Error::Aliasing {
+                    output: "out",
+                    input: name,
+                });
+            }
+        }
     }
     if opts.return_weights && opts.kernel == KernelChoice::Fused {
         return Err(Error::Unsupported(

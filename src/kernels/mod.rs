@@ -106,6 +106,7 @@ impl BoundBuffer {
 /// The range starts at the tensor's offset rounded down to the device's storage-offset alignment
 /// and ends after the last reachable element (rounded up to 4 bytes).
 pub(crate) fn bind_tensor(ctx: &Context, t: &Tensor, name: &'static str) -> Result<(BoundBuffer, u32)> {
+    t.check_device(name, ctx)?;
     let (start, size) = binding_window(ctx, t.buffer(), t.offset(), t.end_byte());
     let max = ctx.limits().max_storage_buffer_binding_size;
     if size > max {

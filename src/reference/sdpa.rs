@@ -130,18 +130,20 @@ pub fn sdpa(inputs: &HostInputs, opts: &AttentionOptions) -> ReferenceOutput {
                 let row = (b * p.hq + h) * p.lq + i;
                 // 1–4: scores, soft cap, bias, masks.
                 for (j, sj) in s.iter_mut().enumerate() {
-                    let mut x = match inputs.score {
+                    // Scores are f32 quantities (numeric policy): each step is rounded to f32, so a
+                    // score beyond f32's range is ±∞ and f32::MIN + x is f32::MIN, as on the GPU.
+                    let mut x = f32_round(match inputs.score {
                         HostScore::Additive { .. } => score.at(row, (b * p.hkv + hk) * p.lk + j),
                         HostScore::Given { s } => s[row * p.lk + j],
                         _ => scale * score.at(row, (b * p.hkv + hk) * p.lk + j),
-                    };
+                    });
                     let zero = x == 0.0;
                     if let Some(c) = opts.softcap {
                         let c = c as f64;
-                        x = c * (x / c).tanh();
+                        x = f32_round(c * (x / c).tanh()); // ±∞ caps to ±c; NaN stays NaN
                     }
                     if let Some(bias) = &inputs.bias {
-                        x += bias.at(b, h, i, j) as f64;
+                        x = f32_round(x + bias.at(b, h, i, j) as f64);
                     }
                     *sj = if allowed(inputs, opts, &p, b, h, i, j) && !(opts.zero_score_mask && zero) {
                         x
@@ -149,7 +151,15 @@ pub fn sdpa(inputs: &HostInputs, opts: &AttentionOptions) -> ReferenceOutput {
                         f64::NEG_INFINITY
                     };
                 }
-                // 5: softmax over keys, max subtracted; −∞ scores (masked) contribute nothing.
+                // A NaN score among the keys taking part makes the whole row NaN (O, P and LSE).
+                if s.iter().any(|x| x.is_nan()) {
+                    lse[row] = f64::NAN;
+                    out[row * p.dv..(row + 1) * p.dv].fill(f64::NAN);
+                    weights[row * p.lk..(row + 1) * p.lk].fill(f64::NAN);
+                    continue;
+                }
+                // 5: softmax over keys, max subtracted; −∞ scores (masked) contribute nothing. A +∞
+                // score makes the row NaN through ∞ − ∞, as PyTorch's softmax does.
                 let m = s
                     .iter()
                     .copied()
@@ -175,6 +185,9 @@ pub fn sdpa(inputs: &HostInputs, opts: &AttentionOptions) -> ReferenceOutput {
                         pj *= (-dist * dist / (2.0 * sigma * sigma)).exp();
                     }
                     weights[row * p.lk + j] = pj;
+                    if pj == 0.0 {
+                        continue; // weight 0 (masked or dropped): its V row does not reach O
+                    }
                     let vrow = ((b * p.hkv + hk) * p.lk + j) * p.dv;
                     for d in 0..p.dv {
                         out[row * p.dv + d] += pj * inputs.v[vrow + d] as f64;
@@ -184,6 +197,11 @@ pub fn sdpa(inputs: &HostInputs, opts: &AttentionOptions) -> ReferenceOutput {
         }
     }
     ReferenceOutput { out, lse, weights }
+}
+
+/// `x` rounded to the nearest f32 (±∞ beyond its range, NaN kept).
+fn f32_round(x: f64) -> f64 {
+    x as f32 as f64
 }
 
 /// Whether key `j` takes part for query `i` (every mask of §1 step 4, combined by AND).
