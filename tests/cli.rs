@@ -320,7 +320,7 @@ fn run_npy_inputs_match_the_reference() {
         .arg(d("o.npy"))
         .arg("--lse")
         .arg(d("lse.npy")));
-    assert!(stdout(&out).contains("check against the CPU reference"));
+    assert!(stdout(&out).contains("check out against the CPU reference"));
     let opts = AttentionOptions {
         causal: Some(Alignment::BottomRight),
         ..Default::default()
@@ -803,11 +803,15 @@ fn run_variant_rejects_bad_parameters() {
         "--half-width must be at least 0",
     );
     fails_with(&mut run_variant("local-p", &qkv, &["--half-width", "2"]), "\"w_p\"");
-    fails_with(&mut run_variant("mha", &x, &[]), "\"x_q\"");
-    fails_with(&mut run_variant("ff-pool", &x, &["--lse", "l.npy"]), "no lse output");
+    fails_with(&mut run_variant("mha", &x, &["--heads", "1"]), "\"x_q\"");
+    fails_with(&mut run_variant("mha", &x, &[]), "needs --heads");
+    fails_with(
+        &mut run_variant("ff-pool", &x, &["--lse", "l.npy"]),
+        "--lse does not apply to --variant ff-pool: it returns out, weights",
+    );
     fails_with(
         cli().args(["run", "--variant", "codewise", "--q"]).arg(d("q.npy")),
-        "does not apply to --variant codewise",
+        "do not apply to --variant codewise",
     );
     fails_with(
         cli().args(["run", "--variant", "hard"]),
