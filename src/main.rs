@@ -8,7 +8,6 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use wgpu_attention::bench::variant::{self, Flag, VariantParams};
 use wgpu_attention::bench::{self, files, peak, plot, report, tuner, BenchOptions, KernelKind, Variant};
-use wgpu_attention::family::mha::MultiHeadAttention;
 use wgpu_attention::reference::Comparison;
 use wgpu_attention::{Alignment, AttentionOptions, Context, DType, Dropout, KernelChoice, Problem, Window};
 
@@ -437,9 +436,9 @@ fn run_cmd(a: &RunArgs) -> Result<()> {
             .as_deref()
             .context("--variant mha reads --safetensors FILE")?;
         let (heads, kv_heads) = mha_heads(a, path)?;
-        let layer = MultiHeadAttention::from_safetensors(&ctx, path, heads, kv_heads)
+        inputs = variant::with_layer_from_inputs(&ctx, inputs, heads, kv_heads)
+            .map_err(cli_error)
             .with_context(|| format!("--variant {v}"))?;
-        inputs = inputs.with_layer(&ctx, layer)?;
     }
     let notice = pipeline_notice();
     let res = variant::run_variant(&ctx, &inputs, &params, a.check).map_err(cli_error);
@@ -610,7 +609,10 @@ fn mha_heads(a: &RunArgs, path: &Path) -> Result<(usize, usize)> {
         },
     };
     let divisors = |n: usize| -> String {
-        let d: Vec<String> = (1..=n).filter(|d| n.is_multiple_of(*d)).map(|d| d.to_string()).collect();
+        let d: Vec<String> = (1..=n)
+            .filter(|d| n.is_multiple_of(*d))
+            .map(|d| d.to_string())
+            .collect();
         d.join(", ")
     };
     if !q_rows.is_multiple_of(heads) {
@@ -688,7 +690,7 @@ fn note_unused_tensors(path: &Path, v: Variant) -> Result<()> {
         .into_iter()
         .filter(|n| known(n) && !used.contains(&n.as_str()))
         .collect();
-    if !unused.is_empty() && v != Variant::Mha {
+    if !unused.is_empty() {
         eprintln!(
             "note: --variant {v} does not read the tensors {} of {}",
             unused.join(", "),

@@ -900,3 +900,395 @@ fn bench_variant_mha_reports_phase_times() {
         assert!(r["phases_ms"].is_null());
     }
 }
+
+/// One variant's inputs for the flag audit: the tensors every run reads, the flags it always
+/// needs, the tensor a `mask` / `bias` column adds, and the shape of each output file.
+struct Fixture {
+    variant: &'static str,
+    tensors: Vec<StTensor>,
+    required_flags: &'static [&'static str],
+    mask: Option<StTensor>,
+    bias: Option<StTensor>,
+    shapes: Vec<(&'static str, Vec<usize>)>,
+}
+
+/// Inputs of every variant: Lq = 6 queries over Lk = 10 keys of dim 8 (pooling: L = 6; mha and
+/// location: 5 queries over 7 keys), a key padding row in zero-masked's G.
+fn fixtures(rng: &mut ChaCha8Rng) -> Vec<Fixture> {
+    let qkv = |rng: &mut ChaCha8Rng| {
+        vec![
+            st_random(rng, "q", &[1, 2, 6, 8], 1.0),
+            st_random(rng, "k", &[1, 2, 10, 8], 1.0),
+            st_random(rng, "v", &[1, 2, 10, 8], 1.0),
+        ]
+    };
+    let masks = |rng: &mut ChaCha8Rng| {
+        (
+            Some(st_bool("mask", &[6, 10], |i| i % 4 != 1)),
+            Some(st_random(rng, "bias", &[6, 10], 2.0)),
+        )
+    };
+    let attention_shapes = || {
+        vec![
+            ("out", vec![1, 2, 6, 8]),
+            ("lse", vec![1, 2, 6]),
+            ("weights", vec![1, 2, 6, 10]),
+        ]
+    };
+    let with = |mut base: Vec<StTensor>, extra: Vec<StTensor>| {
+        base.extend(extra);
+        base
+    };
+    let mut f = Vec::new();
+    for variant in ["sdpa", "dot", "local-m", "hard"] {
+        let (mask, bias) = masks(rng);
+        let mut shapes = attention_shapes();
+        if variant == "hard" {
+            shapes = vec![("out", vec![1, 2, 6, 8]), ("indices", vec![1, 2, 6])];
+        }
+        f.push(Fixture {
+            variant,
+            tensors: qkv(rng),
+            required_flags: if variant == "local-m" {
+                &["--half-width", "2"]
+            } else {
+                &[]
+            },
+            mask,
+            bias,
+            shapes,
+        });
+    }
+    let (mask, bias) = masks(rng);
+    let tensors = with(qkv(rng), vec![st_random(rng, "w", &[8, 8], 0.35)]);
+    f.push(Fixture {
+        variant: "general",
+        tensors,
+        required_flags: &[],
+        mask,
+        bias,
+        shapes: attention_shapes(),
+    });
+    let (mask, bias) = masks(rng);
+    let tensors = with(qkv(rng), additive_tensors(rng).split_off(3));
+    f.push(Fixture {
+        variant: "additive",
+        tensors,
+        required_flags: &[],
+        mask,
+        bias,
+        shapes: attention_shapes(),
+    });
+    let (mask, bias) = masks(rng);
+    let tensors = with(
+        qkv(rng),
+        vec![st_random(rng, "w_p", &[16, 8], 0.35), st_random(rng, "v_p", &[16], 0.5)],
+    );
+    let mut shapes = attention_shapes();
+    shapes.push(("positions", vec![1, 2, 6]));
+    f.push(Fixture {
+        variant: "local-p",
+        tensors,
+        required_flags: &["--half-width", "3"],
+        mask,
+        bias,
+        shapes,
+    });
+    // C and G; G's row 3 of each batch is zero padding.
+    let guide = |rng: &mut ChaCha8Rng| {
+        let (name, dt, shape, mut bytes) = st_random(rng, "g", &[2, 10, 8], 1.0);
+        for b in 0..2 {
+            let row = (b * 10 + 3) * 8 * 4;
+            bytes[row..row + 32].fill(0);
+        }
+        (name, dt, shape, bytes)
+    };
+    let cg = |rng: &mut ChaCha8Rng| vec![st_random(rng, "c", &[2, 6, 8], 1.0), guide(rng)];
+    let (mask, bias) = masks(rng);
+    f.push(Fixture {
+        variant: "zero-masked",
+        tensors: cg(rng),
+        required_flags: &[],
+        mask,
+        bias,
+        shapes: vec![("out", vec![2, 6, 8]), ("lse", vec![2, 6]), ("weights", vec![2, 6, 10])],
+    });
+    let (mask, bias) = masks(rng);
+    f.push(Fixture {
+        variant: "codewise",
+        tensors: cg(rng),
+        required_flags: &[],
+        mask,
+        bias,
+        shapes: vec![("out", vec![2, 1, 8]), ("weights", vec![2, 6])],
+    });
+    let pool_mask = Some(st_bool("mask", &[2, 6], |i| i < 10));
+    let pool_shapes = vec![("out", vec![2, 8]), ("weights", vec![2, 6])];
+    f.push(Fixture {
+        variant: "han-pool",
+        tensors: vec![
+            st_random(rng, "x", &[2, 6, 8], 1.0),
+            st_random(rng, "w", &[8, 16], 0.35),
+            st_random(rng, "b", &[16], 0.35),
+            st_random(rng, "u", &[16], 0.5),
+        ],
+        required_flags: &[],
+        mask: pool_mask.clone(),
+        bias: Some(st_random(rng, "bias", &[6, 10], 1.0)),
+        shapes: pool_shapes.clone(),
+    });
+    f.push(Fixture {
+        variant: "ff-pool",
+        tensors: vec![
+            st_random(rng, "x", &[2, 6, 8], 1.0),
+            st_random(rng, "w", &[8], 0.35),
+            st_random(rng, "b", &[6], 1.0),
+        ],
+        required_flags: &[],
+        mask: pool_mask,
+        bias: Some(st_random(rng, "bias", &[6, 10], 1.0)),
+        shapes: pool_shapes,
+    });
+    f.push(Fixture {
+        variant: "self-sum",
+        tensors: vec![st_random(rng, "x", &[2, 6, 8], 1.0)],
+        required_flags: &[],
+        mask: Some(st_bool("mask", &[2, 6], |i| i < 10)),
+        bias: Some(st_random(rng, "bias", &[6, 6], 1.0)),
+        shapes: vec![("out", vec![2, 8])],
+    });
+    let mut mha = vec![
+        st_random(rng, "x_q", &[2, 5, 16], 1.0),
+        st_random(rng, "x_kv", &[2, 7, 16], 1.0),
+    ];
+    for (name, shape) in [
+        ("q_proj.weight", vec![16, 16]),
+        ("q_proj.bias", vec![16]),
+        ("k_proj.weight", vec![8, 16]),
+        ("v_proj.weight", vec![8, 16]),
+        ("out_proj.weight", vec![16, 16]),
+        ("out_proj.bias", vec![16]),
+    ] {
+        mha.push(st_random(rng, name, &shape, 0.25));
+    }
+    f.push(Fixture {
+        variant: "mha",
+        tensors: mha,
+        required_flags: &["--heads", "2", "--kv-heads", "1"],
+        mask: Some(st_bool("key_padding_mask", &[2, 7], |i| i != 3 && i != 13)),
+        bias: Some(st_random(rng, "bias", &[5, 7], 1.0)),
+        shapes: vec![("out", vec![2, 5, 16]), ("weights", vec![2, 5, 7])],
+    });
+    f.push(Fixture {
+        variant: "location",
+        tensors: vec![
+            st_random(rng, "q", &[2, 5, 8], 1.0),
+            st_random(rng, "h", &[2, 5, 8], 1.0),
+            st_random(rng, "v", &[2, 7, 8], 1.0),
+            st_random(rng, "w_a", &[7, 16], 0.5),
+            st_random(rng, "b_a", &[7], 0.5),
+            st_random(rng, "w_c", &[8, 16], 0.35),
+            st_random(rng, "b_c", &[8], 0.35),
+        ],
+        required_flags: &[],
+        mask: Some(st_bool("mask", &[5, 7], |i| i % 3 != 0)),
+        bias: Some(st_random(rng, "bias", &[5, 7], 1.0)),
+        shapes: vec![
+            ("out", vec![2, 5, 8]),
+            ("context", vec![2, 5, 8]),
+            ("weights", vec![2, 5, 7]),
+        ],
+    });
+    f
+}
+
+/// The flag audit's columns: the arguments each adds to a variant's run (`FILE` = an output
+/// path). `--mask`/`--bias` stand for the tensors added to the `.safetensors` file.
+const FLAG_COLUMNS: [(&str, &[&str]); 18] = [
+    ("--scale", &["--scale", "0.5"]),
+    ("--softcap", &["--softcap", "0.5"]),
+    ("--causal", &["--causal"]),
+    ("--window", &["--window", "1,1"]),
+    ("--dropout", &["--dropout", "0.5", "--seed", "3"]),
+    ("--seed", &["--seed", "5"]),
+    ("--kernel", &[]),
+    ("--lse", &["--lse", "FILE"]),
+    ("--weights", &["--weights", "FILE"]),
+    ("--indices", &["--indices", "FILE"]),
+    ("--positions", &["--positions", "FILE"]),
+    ("--context", &["--context", "FILE"]),
+    ("--half-width", &["--half-width", "1"]),
+    ("--eps", &["--eps", "0.5"]),
+    ("--heads", &["--heads", "4", "--kv-heads", "2"]),
+    ("--dtype f16", &["--dtype", "f16"]),
+    ("mask", &[]),
+    ("bias", &[]),
+];
+
+/// What `run` does with each variant × flag, one letter per column of [`FLAG_COLUMNS`]:
+/// `A` applied (the check passes and the output differs from the run without it), `K` both
+/// kernel paths pass the check and agree, `W` the output file is written with its shape,
+/// `F` f16 inputs pass the f16 check, `R` refused with one error line naming the flag and the
+/// variant, `N` a tensor the variant does not read: it runs and says so on stderr.
+const FLAG_TABLE: [(&str, &str); 14] = [
+    //              scale softcap causal window dropout seed kernel lse weights indices positions context half-width eps heads f16 mask bias
+    ("sdpa", "AAAAARKWWRRRRRRFAA"),
+    ("dot", "AAAAARKWWRRRRRRFAA"),
+    ("local-m", "AAARARKWWRRRARRFAA"),
+    ("hard", "AAAARARRRWRRRRRFAA"),
+    ("general", "AAAAARKWWRRRRRRFAA"),
+    ("additive", "RAAAARKWWRRRRRRFAA"),
+    ("local-p", "AAAAARKWWRWRARRRAA"),
+    ("zero-masked", "RAAAARKWWRRRRRRFAA"),
+    ("codewise", "RRRRRRRRWRRRRRRFNN"),
+    ("han-pool", "RRRRRRRRWRRRRRRFAN"),
+    ("ff-pool", "RRRRRRRRWRRRRARFAN"),
+    ("self-sum", "RRRRRRRRRRRRRRRFNN"),
+    ("mha", "AAAAARKRWRRRRRAFAN"),
+    ("location", "RAAAARRRWRRWRRRRNN"),
+];
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// Every variant × flag pair of `run`: each flag is applied on the GPU and in the CPU reference
+/// alike (so `--check` passes *and* the result changes) or refused with a CLI error.
+#[test]
+fn run_applies_or_refuses_every_flag_of_every_variant() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let fixtures = fixtures(&mut rng);
+    assert_eq!(fixtures.len(), FLAG_TABLE.len());
+    let mut cells = Vec::new();
+    for fx in &fixtures {
+        let (_, row) = FLAG_TABLE.iter().find(|(v, _)| *v == fx.variant).expect("a table row");
+        assert_eq!(row.len(), FLAG_COLUMNS.len(), "{}", fx.variant);
+        let file = |suffix: &str, extra: Option<&StTensor>| -> PathBuf {
+            let path = dir.path().join(format!("{}{suffix}.safetensors", fx.variant));
+            let mut tensors = fx.tensors.clone();
+            tensors.extend(extra.cloned());
+            write_safetensors(&path, &tensors);
+            path
+        };
+        let base = file("", None);
+        let files = [file("-mask", fx.mask.as_ref()), file("-bias", fx.bias.as_ref())];
+        for (col, expect) in FLAG_COLUMNS.iter().zip(row.chars()) {
+            cells.push((fx, base.clone(), files.clone(), *col, expect));
+        }
+    }
+    let run = |fx: &Fixture, file: &Path, args: &[&str], tag: &str| -> (Command, PathBuf) {
+        let out = dir.path().join(format!("{}-{tag}.npy", fx.variant));
+        // The variant's own flags (flag, value pairs), unless the column sets them.
+        let own: Vec<&str> = fx
+            .required_flags
+            .chunks(2)
+            .filter(|pair| !args.contains(&pair[0]))
+            .flatten()
+            .copied()
+            .collect();
+        let mut c = run_variant(fx.variant, file, &own);
+        c.args(["--check", "--out"]).arg(&out).args(args);
+        (c, out)
+    };
+    // Baselines: every variant without the audited flag.
+    let baselines: Vec<Vec<f32>> = fixtures
+        .iter()
+        .map(|fx| {
+            let (mut c, out) = run(fx, &dir.path().join(format!("{}.safetensors", fx.variant)), &[], "base");
+            let o = ok(&mut c);
+            assert_checks_pass(&o, &["out"]);
+            out_f32(&out)
+        })
+        .collect();
+    let baseline = |fx: &Fixture| &baselines[fixtures.iter().position(|f| f.variant == fx.variant).unwrap()];
+    let mut report = Vec::new();
+    for (i, (fx, base, [mask_file, bias_file], (flag, args), expect)) in cells.into_iter().enumerate() {
+        let v = fx.variant;
+        let tag = format!("c{i}");
+        let path = dir.path().join(format!("{v}-{tag}-file.npy"));
+        let args: Vec<&str> = args
+            .iter()
+            .map(|&a| if a == "FILE" { path.to_str().unwrap() } else { a })
+            .collect();
+        let file = match flag {
+            "mask" => &mask_file,
+            "bias" => &bias_file,
+            _ => &base,
+        };
+        match expect {
+            'R' => {
+                let args = match flag {
+                    "--kernel" => vec!["--kernel", "staged"],
+                    _ => args.clone(),
+                };
+                fails_with_all(&mut run(fx, file, &args, &tag).0, &[flag, &format!("--variant {v}")]);
+            }
+            'A' | 'N' | 'F' | 'W' => {
+                let (mut c, out) = run(fx, file, &args, &tag);
+                let o = ok(&mut c);
+                let text = stdout(&o);
+                let checked: Vec<&str> = text
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("check ")?.split(' ').next())
+                    .collect();
+                assert!(checked.contains(&"out"), "{v} {flag}: {}", stdout(&o));
+                assert!(
+                    stdout(&o)
+                        .lines()
+                        .filter(|l| l.starts_with("check "))
+                        .all(|l| l.ends_with("PASS")),
+                    "{v} {flag}: {}",
+                    stdout(&o)
+                );
+                let got = read_npy(&out, "out").unwrap();
+                let diff = max_abs_diff(&got.to_f32().unwrap(), baseline(fx));
+                match expect {
+                    'A' => assert!(diff > 1e-3, "{v} {flag} did not change the output (max diff {diff})"),
+                    'N' => {
+                        assert!(diff == 0.0, "{v} {flag}: the unread tensor changed the output");
+                        let note = stderr_lines(&o).join("\n");
+                        assert!(note.contains("does not read the tensors"), "{v} {flag}: {note}");
+                    }
+                    'F' => assert_eq!(got.dtype(), DType::F16, "{v} {flag}"),
+                    _ => {
+                        let name = flag.trim_start_matches("--");
+                        assert!(checked.contains(&name), "{v} {flag} is not checked: {}", stdout(&o));
+                        let (_, shape) = fx.shapes.iter().find(|(n, _)| *n == name).expect("a shape");
+                        let bytes = std::fs::read(&path).unwrap();
+                        let written: Vec<usize> = npyz::NpyFile::new(&bytes[..])
+                            .unwrap()
+                            .shape()
+                            .iter()
+                            .map(|&n| n as usize)
+                            .collect();
+                        assert_eq!(&written, shape, "{v} {flag}");
+                        // The weights come from the staged path: the same output up to rounding.
+                        assert!(diff < 1e-4, "{v} {flag} changed the output (max diff {diff})");
+                    }
+                }
+            }
+            'K' => {
+                let outs: Vec<Vec<f32>> = ["fused", "staged"]
+                    .into_iter()
+                    .map(|k| {
+                        let (mut c, out) = run(fx, file, &["--kernel", k], &format!("{tag}{k}"));
+                        let o = ok(&mut c);
+                        assert_checks_pass(&o, &["out"]);
+                        let kernel = format!("({k} kernel)");
+                        assert!(stdout(&o).contains(&kernel), "{v}: {}", stdout(&o));
+                        out_f32(&out)
+                    })
+                    .collect();
+                assert!(
+                    max_abs_diff(&outs[0], &outs[1]) < 1e-4,
+                    "{v}: the kernel paths disagree"
+                );
+            }
+            other => panic!("unknown table entry {other}"),
+        }
+        report.push(format!("{v} {flag}: {expect}"));
+    }
+    assert_eq!(report.len(), 14 * FLAG_COLUMNS.len());
+}

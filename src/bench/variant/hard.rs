@@ -33,6 +33,7 @@ pub(super) static HARD: Spec = Spec {
         Flag::Seed,
         Flag::F16,
     ],
+    chained: false,
     flags_doc: "--seed S is the sampling seed (default 0); --scale defaults to 1/sqrt(Dk)",
     bench_doc: "as sdpa, seed 0",
     random: |_, _| Ok(Vec::new()),

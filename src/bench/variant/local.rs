@@ -23,6 +23,7 @@ pub(super) static LOCAL_M: Spec = Spec {
         Flag::HalfWidth,
         Flag::F16,
     ],
+    chained: false,
     flags_doc: "--half-width W (required): keys with |j - i| <= W (the window is the variant's own); \
          --scale defaults to 1/sqrt(Dk)",
     bench_doc: "as sdpa, window W = --half-width (default 16)",
@@ -64,6 +65,7 @@ pub(super) static LOCAL_P: Spec = Spec {
         Flag::Kernel,
         Flag::HalfWidth,
     ],
+    chained: true,
     flags_doc: "--half-width W >= 1 (required): keys with |j - p_i| <= W; --scale defaults to 1/sqrt(Dk)",
     bench_doc: "as sdpa, W_p [Da,Dk], v_p [Da], window W = --half-width (default 16)",
     random: |p, da| Ok(vec![("w_p", vec![da, p.dk], p.dk), ("v_p", vec![da], da)]),

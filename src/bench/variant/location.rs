@@ -16,6 +16,7 @@ pub(super) static LOCATION: Spec = Spec {
         ("weights", "[B,Lq,Lk] f32: a"),
     ],
     flags: &[Flag::Softcap, Flag::Causal, Flag::Window, Flag::Dropout],
+    chained: true,
     flags_doc: "the options apply to the location scores W_a [q; h] + b_a, which are not scaled",
     bench_doc: "q and h [B*Hq,Lq,Dk], v [B*Hq,Lk,Dv], W_a [Lk,2Dk], W_c [Dv,Dk+Dv]",
     random: |p, _| {

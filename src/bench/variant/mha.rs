@@ -1,5 +1,6 @@
 //! Multi-head attention (§8): the layer's projections around §1.
 
+use super::super::files::{HostData, HostTensor};
 use super::inputs::VariantInputs;
 use super::{named, Expected, Flag, Outputs, Spec, Variant};
 use crate::attention::Problem;
@@ -40,6 +41,7 @@ pub(super) static MHA: Spec = Spec {
         Flag::Heads,
         Flag::F16,
     ],
+    chained: true,
     flags_doc: "--heads N (required) must divide q_proj.weight's rows (Hq*Dh), --kv-heads (default --heads) \
          must divide --heads; --scale defaults to 1/sqrt(Dh)",
     bench_doc: "X_q [B,Lq,E], X_kv [B,Lk,E], E = Hq*Dk, Hq and Hkv heads of dim Dk (needs Dk = Dv)",
@@ -96,6 +98,87 @@ pub(super) static MHA: Spec = Spec {
     },
     reference: |inputs, params, _| mha_expected(inputs, &params.attention),
 };
+
+/// Every weight name of the layer a `.safetensors` file may hold: [`WEIGHTS`] or PyTorch's packed
+/// `in_proj_weight` [3E, E] / `in_proj_bias` [3E] with `out_proj.*`.
+pub(super) const FILE_WEIGHTS: [&str; 10] = [
+    "q_proj.weight",
+    "q_proj.bias",
+    "k_proj.weight",
+    "k_proj.bias",
+    "v_proj.weight",
+    "v_proj.bias",
+    "out_proj.weight",
+    "out_proj.bias",
+    "in_proj_weight",
+    "in_proj_bias",
+];
+
+/// Rows [start, start + count) of a float tensor (the first axis).
+fn rows(t: &HostTensor, start: usize, count: usize) -> HostTensor {
+    let width: usize = t.shape[1..].iter().product();
+    let (a, b) = (start * width, (start + count) * width);
+    let data = match &t.data {
+        HostData::F32(v) => HostData::F32(v[a..b].to_vec()),
+        HostData::F16(v) => HostData::F16(v[a..b].to_vec()),
+        HostData::Bool(v) => HostData::Bool(v[a..b].to_vec()),
+        HostData::U32(v) => HostData::U32(v[a..b].to_vec()),
+    };
+    let mut shape = t.shape.clone();
+    shape[0] = count;
+    HostTensor { shape, data }
+}
+
+/// Adds the layer of `heads` query and `kv_heads` key/value heads built from the weights among
+/// `inputs` (names of [`FILE_WEIGHTS`], already in the inputs' dtype), so `--dtype` applies to
+/// the weights too.
+pub fn with_layer_from_inputs(
+    ctx: &Context,
+    inputs: VariantInputs,
+    heads: usize,
+    kv_heads: usize,
+) -> Result<VariantInputs> {
+    let host = |name: &'static str| inputs.require(name).cloned();
+    let optional = |name: &str| inputs.get(name).cloned();
+    let [(qw, qb), (kw, kb), (vw, vb), (ow, ob)] = WEIGHTS;
+    let (q, k, v) = match inputs.get("in_proj_weight") {
+        Some(w) => {
+            if w.shape.len() != 2 || w.shape[0] % 3 != 0 {
+                return Err(Error::ShapeMismatch {
+                    name: "in_proj_weight",
+                    expected: vec![
+                        3 * w.shape.last().copied().unwrap_or(0),
+                        w.shape.last().copied().unwrap_or(0),
+                    ],
+                    got: w.shape.clone(),
+                });
+            }
+            let n = w.shape[0] / 3;
+            let b = optional("in_proj_bias");
+            let part = |i: usize| (rows(w, i * n, n), b.as_ref().map(|b| rows(b, i * n, n)));
+            (part(0), part(1), part(2))
+        }
+        None => (
+            (host(qw)?, optional(qb)),
+            (host(kw)?, optional(kb)),
+            (host(vw)?, optional(vb)),
+        ),
+    };
+    let linear = |(w, b): (HostTensor, Option<HostTensor>)| -> Result<Linear> {
+        Ok(Linear {
+            weight: w.upload(ctx)?,
+            bias: b.map(|b| b.upload(ctx)).transpose()?,
+        })
+    };
+    let weights = MhaWeights {
+        q: linear(q)?,
+        k: linear(k)?,
+        v: linear(v)?,
+        out: linear((host(ow)?, optional(ob)))?,
+    };
+    let layer = MultiHeadAttention::new(weights, heads, kv_heads)?;
+    inputs.with_layer(ctx, layer)
+}
 
 /// The layer of a benchmark shape, from the seeded weights of `inputs`.
 pub(super) fn with_random_layer(ctx: &Context, inputs: VariantInputs, p: &Problem) -> Result<VariantInputs> {

@@ -27,6 +27,7 @@ mod score;
 
 pub use check::{compare_outputs, download, run_variant, VariantRun};
 pub use inputs::{random_inputs, read_inputs, VariantInputs};
+pub use mha::with_layer_from_inputs;
 
 use inputs::RandomTensor;
 
@@ -185,6 +186,9 @@ pub(super) struct Spec {
     outputs: &'static [(&'static str, &'static str)],
     /// The `run` flags that apply.
     flags: &'static [Flag],
+    /// Whether GEMM stages feed the attention or pooling (each rounds to the storage type), which
+    /// widens the check's tolerance as in the family tests (see [`VariantInputs::tolerance`]).
+    chained: bool,
     /// Defaults and rules of those flags, for the help text.
     flags_doc: &'static str,
     /// How a benchmark shape B,Hq,Hkv,Lq,Lk,Dk,Dv maps to the inputs, for the help text.
@@ -264,6 +268,10 @@ impl Variant {
     /// Whether the options of §1 (causal, window, soft cap, dropout) apply.
     pub fn takes_attention_options(self) -> bool {
         self.accepts(Flag::Causal)
+    }
+    /// Whether GEMM stages chain into the attention or pooling (see [`VariantInputs::tolerance`]).
+    pub fn chained(self) -> bool {
+        self.spec().chained
     }
     /// Whether the attention can run on either the fused or the staged path.
     pub fn has_kernel_choice(self) -> bool {

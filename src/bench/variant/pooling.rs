@@ -33,6 +33,7 @@ pub(super) static HAN_POOL: Spec = Spec {
         ("weights", "[B,L] f32, the softmax weights"),
     ],
     flags: &[Flag::F16],
+    chained: true,
     flags_doc: "",
     bench_doc: "X [B*Hq,Lq,Dk], W [Dk,Da], b and u [Da]",
     random: |p, da| {
@@ -78,6 +79,7 @@ pub(super) static FF_POOL: Spec = Spec {
         ("weights", "[B,L] f32, a_t / (sum a + eps)"),
     ],
     flags: &[Flag::Eps, Flag::F16],
+    chained: true,
     flags_doc: "--eps defaults to 1e-7 and must be > 0",
     bench_doc: "X [B*Hq,Lq,Dk], w [Dk], b [Lq]",
     random: |p, _| Ok(vec![sequence(p), ("w", vec![p.dk], p.dk), ("b", vec![p.lq], 1)]),
@@ -115,6 +117,7 @@ pub(super) static SELF_SUM: Spec = Spec {
     inputs_doc: "x [B,L,D]",
     outputs: &[("out", "[B,D] (dtype of x)")],
     flags: &[Flag::F16],
+    chained: true,
     flags_doc: "",
     bench_doc: "X [B*Hq,Lq,Dk]",
     random: |p, _| Ok(vec![sequence(p)]),
