@@ -429,6 +429,8 @@ fn run_cmd(a: &RunArgs) -> Result<()> {
         seed: a.seed.unwrap_or(defaults.seed),
         eps: a.eps.unwrap_or(defaults.eps),
     };
+    // One call per process: on CPU adapters small problems get a fused tile that compiles fast.
+    bench::prefer_short_compiles(true);
     let ctx = context()?;
     if v == Variant::Mha {
         let path = a
@@ -666,7 +668,7 @@ fn pipeline_notice() -> impl Drop {
         }
     }
     wgpu_attention::pipeline::set_compile_hook(Some(Box::new(|what: &str| {
-        eprintln!("compiling the {what} pipeline (first use on this device; cached afterwards)…");
+        eprintln!("compiling the {what} pipeline (first use; can take a while on a CPU adapter)…");
     })));
     Reset
 }

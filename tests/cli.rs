@@ -819,6 +819,90 @@ fn run_variant_rejects_bad_parameters() {
     );
 }
 
+/// Errors name the CLI's flags and rules, not the Rust API or a made-up shape.
+#[test]
+fn run_errors_speak_in_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |n: &str| dir.path().join(n);
+    let mut rng = ChaCha8Rng::seed_from_u64(15);
+    let not_api = |cmd: &mut Command, needles: &[&str]| {
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success());
+        let line = stderr_lines(&out).join(" ");
+        assert!(!line.contains("KernelChoice") && !line.contains("option `"), "{line}");
+        for n in needles {
+            assert!(line.contains(n), "{line:?} lacks {n:?}");
+        }
+    };
+    write_safetensors(&d("additive.safetensors"), &additive_tensors(&mut rng));
+    not_api(
+        run_variant(
+            "additive",
+            &d("additive.safetensors"),
+            &["--kernel", "fused", "--weights"],
+        )
+        .arg(d("w.npy")),
+        &["--weights needs the staged path", "--kernel staged"],
+    );
+    // Head dims beyond the fused kernel's registers: the library's advice, in flags.
+    let wide = d("wide.safetensors");
+    write_safetensors(
+        &wide,
+        &[
+            st_random(&mut rng, "q", &[1, 1, 2, 260], 1.0),
+            st_random(&mut rng, "k", &[1, 1, 2, 260], 1.0),
+            st_random(&mut rng, "v", &[1, 1, 2, 260], 1.0),
+        ],
+    );
+    not_api(
+        &mut run_variant("local-m", &wide, &["--half-width", "1", "--kernel", "fused"]),
+        &["--kernel staged"],
+    );
+    not_api(
+        &mut run_variant("local-p", &wide, &["--half-width", "0"]),
+        &["--half-width must be at least 1"],
+    );
+    // MHA: E = 16 in two query heads, one key/value head of dim 8.
+    let mut tensors = vec![st_random(&mut rng, "x_q", &[1, 3, 16], 1.0)];
+    for (name, shape) in [
+        ("q_proj.weight", vec![16, 16]),
+        ("k_proj.weight", vec![8, 16]),
+        ("v_proj.weight", vec![8, 16]),
+        ("out_proj.weight", vec![16, 16]),
+    ] {
+        tensors.push(st_random(&mut rng, name, &shape, 0.25));
+    }
+    let mha = d("mha.safetensors");
+    write_safetensors(&mha, &tensors);
+    not_api(
+        &mut run_variant("mha", &mha, &["--heads", "3"]),
+        &[
+            "--heads 3 does not divide the 16 rows of q_proj.weight",
+            "1, 2, 4, 8, 16",
+        ],
+    );
+    not_api(
+        &mut run_variant("mha", &mha, &["--heads", "2"]),
+        &["--kv-heads 2", "needs 16 rows", "it has 8", "use --kv-heads 1"],
+    );
+    not_api(
+        &mut run_variant("mha", &mha, &["--heads", "4", "--kv-heads", "3"]),
+        &["--heads 4 must be a multiple of --kv-heads 3"],
+    );
+    not_api(
+        &mut run_variant("zero-masked", &mha, &["--scale", "0.5"]),
+        &["--scale does not apply to --variant zero-masked"],
+    );
+    not_api(
+        &mut run_variant("hard", &wide, &["--dropout", "0.1"]),
+        &["--dropout does not apply to --variant hard"],
+    );
+    not_api(
+        &mut run_variant("local-m", &wide, &["--half-width", "1", "--dropout", "1"]),
+        &["--dropout must be in [0, 1)"],
+    );
+}
+
 #[test]
 fn bench_variant_additive_reports_both_paths() {
     let dir = tempfile::tempdir().unwrap();
