@@ -6,7 +6,7 @@
 //! `override` constants set at pipeline creation; shapes travel in a uniform buffer, so one
 //! pipeline serves every shape. Pipelines are cached by (kernel, dtype, constants) per context,
 //! and, where the device has `Features::PIPELINE_CACHE`, the driver's compiled code is persisted
-//! across processes ([`DiskCache`]).
+//! across processes (see [`PIPELINE_CACHE_ENV`]).
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;

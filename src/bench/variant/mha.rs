@@ -130,7 +130,8 @@ fn rows(t: &HostTensor, start: usize, count: usize) -> HostTensor {
 }
 
 /// Adds the layer of `heads` query and `kv_heads` key/value heads built from the weights among
-/// `inputs` (names of [`FILE_WEIGHTS`], already in the inputs' dtype), so `--dtype` applies to
+/// `inputs` (`q_proj.weight`/`.bias` … `out_proj.*`, or the packed `in_proj_weight`/`in_proj_bias`,
+/// already in the inputs' dtype), so `--dtype` applies to
 /// the weights too.
 pub fn with_layer_from_inputs(
     ctx: &Context,

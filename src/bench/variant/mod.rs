@@ -1,9 +1,10 @@
 //! The attention family behind `wgpu-attention run --variant` and `bench --variant`, described by
-//! data: one [`Spec`] per variant (its tensors, outputs and the `run` flags that apply, the help
+//! data: one spec per variant (its tensors, outputs and the `run` flags that apply, the help
 //! text, and three functions: seeded benchmark tensors, the GPU call and the CPU reference),
-//! registered in [`SPECS`]. The members live in one small module per family module (`score`,
-//! `local`, `hard`, `neurjudge`, `pooling`, `mha`, `location`); the inputs in [`inputs`] (read from
-//! a `.safetensors` file or seeded at random); running and checking in [`check`].
+//! registered in one table in [`Variant::ALL`] order. The members live in one small module per
+//! family module (`score`, `local`, `hard`, `neurjudge`, `pooling`, `mha`, `location`); the inputs
+//! in `inputs` ([`read_inputs`] from a `.safetensors` file, [`random_inputs`] for a benchmark
+//! shape); running and checking in `check` ([`run_variant`]).
 
 use std::fmt;
 use std::str::FromStr;
