@@ -555,9 +555,8 @@ fn check_run_flags(a: &RunArgs) -> Result<()> {
         let min = if v == Variant::LocalP { 1 } else { 0 };
         match a.half_width {
             None => bail!("--variant {v} needs --half-width N"),
-            Some(w) if w < min || w > u32::MAX as i64 => {
-                bail!("--half-width must be at least {min} for --variant {v}, got {w}")
-            }
+            Some(w) if w < min => bail!("--half-width must be at least {min} for --variant {v}, got {w}"),
+            Some(w) if w > u32::MAX as i64 => bail!("--half-width must be at most {}, got {w}", u32::MAX),
             Some(_) => {}
         }
     }

@@ -8,13 +8,17 @@
 //! and, where the device has `Features::PIPELINE_CACHE`, the driver's compiled code is persisted
 //! across processes (see [`PIPELINE_CACHE_ENV`]).
 
-use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::tensor::DType;
+
+mod persist;
+
+pub(crate) use persist::DiskCache;
+pub use persist::{pipeline_cache_dir, set_compile_hook, CompileHook, PIPELINE_CACHE_ENV};
 
 /// The shared WGSL pieces, by file name.
 pub mod common {
@@ -307,143 +311,6 @@ impl PipelineCache {
     }
 }
 
-/// Environment variable naming the directory of the persisted pipeline caches; empty or `off`
-/// disables them (default: `wgpu-attention/pipelines` under the user cache directory).
-pub const PIPELINE_CACHE_ENV: &str = "WGPU_ATTENTION_PIPELINE_CACHE";
-
-/// The directory of the persisted pipeline caches, `None` when disabled or unknown.
-pub fn pipeline_cache_dir() -> Option<PathBuf> {
-    match std::env::var_os(PIPELINE_CACHE_ENV) {
-        Some(p) if p.is_empty() || p == "off" => None,
-        Some(p) => Some(PathBuf::from(p)),
-        None => dirs::cache_dir().map(|d| d.join("wgpu-attention").join("pipelines")),
-    }
-}
-
-/// FNV-1a: a hash that stays the same across builds (file names and pipeline keys on disk).
-fn fnv1a(parts: &[&[u8]]) -> u64 {
-    let mut h = 0xcbf2_9ce4_8422_2325u64;
-    for part in parts {
-        for &b in part.iter().chain(&[0xff]) {
-            h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    h
-}
-
-/// Magic of a pipeline cache file: the hashes of the pipelines it holds, then the driver's data.
-const DISK_MAGIC: &[u8; 8] = b"wgpuatt1";
-
-/// The driver's pipeline cache (`wgpu::PipelineCache`) of a context the crate created, loaded
-/// from and written back to one file per adapter and driver. The file also lists which pipelines
-/// were compiled into it, so the crate can tell a cache hit from a compile (see
-/// [`set_compile_hook`]). A file from another driver version is ignored by wgpu and replaced.
-pub(crate) struct DiskCache {
-    cache: wgpu::PipelineCache,
-    path: PathBuf,
-    known: Mutex<HashSet<u64>>,
-}
-
-impl DiskCache {
-    /// The cache of `device` (created from the adapter `info`), when it has
-    /// `Features::PIPELINE_CACHE` and persisting is enabled.
-    pub(crate) fn open(device: &wgpu::Device, info: &wgpu::AdapterInfo) -> Option<Self> {
-        if !device.features().contains(wgpu::Features::PIPELINE_CACHE) {
-            return None;
-        }
-        let key = wgpu::util::pipeline_cache_key(info)?;
-        let driver = fnv1a(&[
-            info.name.as_bytes(),
-            info.driver.as_bytes(),
-            info.driver_info.as_bytes(),
-        ]);
-        let path = pipeline_cache_dir()?.join(format!("{key}_{driver:016x}.bin"));
-        let (known, data) = std::fs::read(&path)
-            .ok()
-            .and_then(|bytes| Self::parse(&bytes))
-            .unwrap_or_default();
-        // SAFETY: `data` is what `PipelineCache::get_data` returned for an adapter with the same
-        // `pipeline_cache_key`, driver name and version (the file name), written whole (temporary
-        // file, then rename); wgpu validates its header and falls back to an empty cache.
-        let cache = unsafe {
-            device.create_pipeline_cache(&wgpu::PipelineCacheDescriptor {
-                label: Some("wgpu-attention"),
-                data: (!data.is_empty()).then_some(data.as_slice()),
-                fallback: true,
-            })
-        };
-        Some(Self {
-            cache,
-            path,
-            known: Mutex::new(known),
-        })
-    }
-
-    fn parse(bytes: &[u8]) -> Option<(HashSet<u64>, Vec<u8>)> {
-        let rest = bytes.strip_prefix(DISK_MAGIC)?;
-        let count = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
-        let keys = rest.get(4..4 + 8 * count)?;
-        let known = keys
-            .chunks_exact(8)
-            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
-            .collect();
-        Some((known, rest[4 + 8 * count..].to_vec()))
-    }
-
-    fn knows(&self, key: u64) -> bool {
-        self.known.lock().is_ok_and(|k| k.contains(&key))
-    }
-
-    /// Records `key` and writes the driver's data back (best effort: a cache that cannot be
-    /// written only costs the next process a compile).
-    fn save(&self, key: u64) {
-        let Some(data) = self.cache.get_data() else {
-            return;
-        };
-        let Ok(mut known) = self.known.lock() else {
-            return;
-        };
-        known.insert(key);
-        let mut bytes = Vec::with_capacity(12 + 8 * known.len() + data.len());
-        bytes.extend_from_slice(DISK_MAGIC);
-        bytes.extend_from_slice(&(known.len() as u32).to_le_bytes());
-        for k in known.iter() {
-            bytes.extend_from_slice(&k.to_le_bytes());
-        }
-        bytes.extend_from_slice(&data);
-        let tmp = self.path.with_extension(format!("tmp{}", std::process::id()));
-        let written = self
-            .path
-            .parent()
-            .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|_| std::fs::write(&tmp, &bytes))
-            .and_then(|_| std::fs::rename(&tmp, &self.path));
-        if written.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-    }
-}
-
-/// A function told about every pipeline the crate is about to compile (see [`set_compile_hook`]).
-pub type CompileHook = Box<dyn Fn(&str) + Send + Sync>;
-
-static COMPILE_HOOK: RwLock<Option<CompileHook>> = RwLock::new(None);
-
-/// Installs (or with `None` removes) a process-wide hook called with a short description of each
-/// pipeline (e.g. `flash_forward.wgsl f32`) just before the crate compiles it, when neither this
-/// context's pipelines nor the on-disk pipeline cache have it. Driver compiles of large kernels
-/// can take seconds to minutes on CPU adapters, so a front end may say what it is waiting for;
-/// the library itself never prints.
-pub fn set_compile_hook(hook: Option<CompileHook>) {
-    *COMPILE_HOOK.write().unwrap_or_else(|e| e.into_inner()) = hook;
-}
-
-fn notify_compile(what: &str) {
-    if let Some(hook) = COMPILE_HOOK.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
-        hook(what);
-    }
-}
-
 /// Returns the cached pipeline of `kernel` for (dtype, constants), creating it on first use
 /// inside an error scope.
 pub(crate) fn get(
@@ -480,12 +347,10 @@ pub(crate) fn get(
         });
     }
     let source = compose_variant(kernel, dtype, variant);
-    let constants_text = format!("{:?}", key.constants);
-    let disk_key = fnv1a(&[source.as_bytes(), constants_text.as_bytes()]);
     let disk = ctx.disk_cache();
-    let on_disk = disk.is_some_and(|d| d.knows(disk_key));
-    if !on_disk {
-        notify_compile(&format!("{} {}", kernel.file(), dtype.name()));
+    let disk_key = persist::key(&source, &key.constants);
+    if !disk.is_some_and(|d| d.knows(disk_key)) {
+        persist::notify_compile(&format!("{} {}", kernel.file(), dtype.name()));
     }
     let compiled = ctx.scoped("pipeline creation", || {
         let device = ctx.device();
@@ -531,8 +396,11 @@ pub(crate) fn get(
                 // Every workgroup array is written before it is read.
                 zero_initialize_workgroup_memory: false,
             },
-            cache: disk.map(|d| &d.cache),
+            cache: disk.map(DiskCache::cache),
         });
+        if let Some(d) = disk {
+            d.save(disk_key);
+        }
         Ok(Arc::new(CompiledKernel {
             pipeline,
             layout,
@@ -540,9 +408,6 @@ pub(crate) fn get(
             pipeline_label: kernel.file(),
         }))
     })?;
-    if let (Some(d), false) = (disk, on_disk) {
-        d.save(disk_key);
-    }
     ctx.pipelines()
         .map
         .lock()

@@ -7,7 +7,7 @@ use crate::attention::Problem;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::family::mha::{Linear, MhaOptions, MhaWeights, MultiHeadAttention};
-use crate::options::AttentionOptions;
+use crate::options::{AttentionOptions, KernelChoice};
 use crate::reference::family::{self as rf, HostLinear};
 
 /// Names of the multi-head attention weights (weight, bias) as `run` documents them and as
@@ -86,8 +86,8 @@ pub(super) static MHA: Spec = Spec {
             tensors.extend(o.weights.clone().map(|w| ("weights", w)));
             // The layer runs the staged path exactly when it averages the weights (or when asked).
             let kernel = match a.kernel {
-                crate::options::KernelChoice::Auto if a.return_weights => crate::options::KernelChoice::Staged,
-                crate::options::KernelChoice::Auto => crate::options::KernelChoice::Fused,
+                KernelChoice::Auto if a.return_weights => KernelChoice::Staged,
+                KernelChoice::Auto => KernelChoice::Fused,
                 k => k,
             };
             Outputs {
