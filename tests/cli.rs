@@ -1376,3 +1376,37 @@ fn run_applies_or_refuses_every_flag_of_every_variant() {
     }
     assert_eq!(report.len(), 14 * FLAG_COLUMNS.len());
 }
+
+/// `run` says on stderr when it compiles a pipeline no cache holds, and the persisted pipeline
+/// cache (where the device has PIPELINE_CACHE) remembers it for the next process.
+#[test]
+fn run_notices_first_compiles_and_persists_pipelines() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("pipelines");
+    let file = dir.path().join("qkv.safetensors");
+    let mut rng = ChaCha8Rng::seed_from_u64(16);
+    write_safetensors(
+        &file,
+        &[
+            st_random(&mut rng, "q", &[1, 1, 5, 12], 1.0),
+            st_random(&mut rng, "k", &[1, 1, 7, 12], 1.0),
+            st_random(&mut rng, "v", &[1, 1, 7, 12], 1.0),
+        ],
+    );
+    let notices = || -> Vec<String> {
+        let mut c = run_variant("local-m", &file, &["--half-width", "2"]);
+        c.env(wgpu_attention::pipeline::PIPELINE_CACHE_ENV, &cache);
+        stderr_lines(&ok(&mut c))
+            .into_iter()
+            .filter(|l| l.starts_with("compiling the "))
+            .collect()
+    };
+    let first = notices();
+    assert!(first.iter().any(|l| l.contains("flash_forward.wgsl f32")), "{first:?}");
+    let ctx = Context::new().unwrap();
+    if ctx.features().contains(wgpu_attention::wgpu::Features::PIPELINE_CACHE) {
+        let files: Vec<_> = std::fs::read_dir(&cache).unwrap().collect();
+        assert_eq!(files.len(), 1, "one cache file per adapter and driver");
+        assert_eq!(notices(), Vec::<String>::new(), "the second process finds it cached");
+    }
+}
