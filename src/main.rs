@@ -459,7 +459,7 @@ fn run_cmd(a: &RunArgs) -> Result<()> {
     println!("{v}{kernel}: {}", shapes.join(", "));
     let mut passed = true;
     for (name, c) in &res.checks {
-        passed &= report_check(Some(name), c);
+        passed &= report_check(name, c);
     }
     for (path, name) in output_files(a) {
         if let (Some(path), Some((_, t))) = (path, res.outputs.iter().find(|(n, _)| *n == name)) {
@@ -652,6 +652,7 @@ fn cli_error(e: wgpu_attention::Error) -> anyhow::Error {
         ("option `scale`", "--scale"),
         ("option `dropout.p`", "--dropout"),
         ("option `heads_q`", "--heads"),
+        ("use the fused path for f16", "use --kernel fused (or auto) for f16"),
     ] {
         msg = msg.replace(api, flag);
     }
@@ -729,10 +730,9 @@ fn attention_options(a: &RunArgs) -> AttentionOptions {
 }
 
 /// Prints one check line (errors and PASS/FAIL); true when it passed.
-fn report_check(output: Option<&str>, c: &Comparison) -> bool {
-    let what = output.map_or(String::new(), |o| format!(" {o}"));
+fn report_check(output: &str, c: &Comparison) -> bool {
     let verdict = if c.ok() { "PASS" } else { "FAIL" };
-    println!("check{what} against the CPU reference: {c}: {verdict}");
+    println!("check {output} against the CPU reference: {c}: {verdict}");
     c.ok()
 }
 

@@ -844,6 +844,20 @@ fn run_errors_speak_in_flags() {
         .arg(d("w.npy")),
         &["--weights needs the staged path", "--kernel staged"],
     );
+    if Context::new()
+        .unwrap()
+        .features()
+        .contains(wgpu_attention::wgpu::Features::SHADER_F16)
+    {
+        not_api(
+            &mut run_variant(
+                "additive",
+                &d("additive.safetensors"),
+                &["--dtype", "f16", "--kernel", "staged"],
+            ),
+            &["use --kernel fused (or auto) for f16"],
+        );
+    }
     // Head dims beyond the fused kernel's registers: the library's advice, in flags.
     let wide = d("wide.safetensors");
     write_safetensors(
