@@ -157,3 +157,34 @@ pub(super) fn notify_compile(what: &str) {
         hook(what);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_files_parse_or_are_ignored() {
+        let mut bytes = DISK_MAGIC.to_vec();
+        bytes.extend_from_slice(&2u32.to_le_bytes());
+        bytes.extend_from_slice(&7u64.to_le_bytes());
+        bytes.extend_from_slice(&9u64.to_le_bytes());
+        bytes.extend_from_slice(b"driver data");
+        let (known, data) = DiskCache::parse(&bytes).expect("a valid file");
+        assert_eq!(known, HashSet::from([7, 9]));
+        assert_eq!(data, b"driver data");
+        // Another format, a truncated key list: ignored (an empty cache), never a panic.
+        assert!(DiskCache::parse(b"something else").is_none());
+        assert!(DiskCache::parse(&bytes[..20]).is_none());
+        let mut huge = DISK_MAGIC.to_vec();
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(DiskCache::parse(&huge).is_none());
+    }
+
+    #[test]
+    fn keys_depend_on_source_and_constants() {
+        let k = key("fn main() {}", &[("WG", 16)]);
+        assert_eq!(k, key("fn main() {}", &[("WG", 16)]));
+        assert_ne!(k, key("fn main() { }", &[("WG", 16)]));
+        assert_ne!(k, key("fn main() {}", &[("WG", 32)]));
+    }
+}
