@@ -4,12 +4,14 @@
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::pipeline::PipelineCache;
+use crate::pipeline::{DiskCache, PipelineCache};
 
-/// Features the crate uses when the adapter offers them; none is required.
+/// Features the crate uses when the adapter offers them; none is required. `PIPELINE_CACHE`
+/// persists compiled pipelines across processes (see [`crate::pipeline::PIPELINE_CACHE_ENV`]).
 pub const WANTED_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
     .union(wgpu::Features::SUBGROUP)
-    .union(wgpu::Features::TIMESTAMP_QUERY);
+    .union(wgpu::Features::TIMESTAMP_QUERY)
+    .union(wgpu::Features::PIPELINE_CACHE);
 
 /// How [`Context::with_options`] chooses an adapter. [`ContextOptions::from_env`] reads the
 /// standard wgpu variables: `WGPU_BACKEND` (e.g. `vulkan`, `metal`, `dx12`, `gl`),
@@ -89,6 +91,8 @@ struct Inner {
     queue: wgpu::Queue,
     info: DeviceInfo,
     pipelines: PipelineCache,
+    /// The persisted driver pipeline cache (own devices with `PIPELINE_CACHE` only).
+    disk_cache: Option<DiskCache>,
 }
 
 impl std::fmt::Debug for Context {
@@ -184,7 +188,9 @@ impl Context {
         // Our own device: every operation runs in an error scope, so anything uncaptured is a bug;
         // log it instead of wgpu's default panic.
         device.on_uncaptured_error(Arc::new(|e| eprintln!("wgpu-attention: uncaptured wgpu error: {e}")));
-        Ok(Self::build(device, queue, Some(adapter.get_info())))
+        let info = adapter.get_info();
+        let disk_cache = DiskCache::open(&device, &info);
+        Ok(Self::build(device, queue, Some(info), disk_cache))
     }
 
     /// Borrows a caller's device and queue. Nothing global is installed on them (no uncaptured
@@ -194,15 +200,22 @@ impl Context {
     /// fast paths: `SUBGROUP` for the cooperative K/V fetch, `SHADER_F16` for f16 tensors,
     /// `TIMESTAMP_QUERY` for GPU timings.
     pub fn from_device(device: &wgpu::Device, queue: &wgpu::Queue) -> Self {
-        Self::build(device.clone(), queue.clone(), Some(device.adapter_info()))
+        let info = device.adapter_info();
+        let disk_cache = DiskCache::open(device, &info);
+        Self::build(device.clone(), queue.clone(), Some(info), disk_cache)
     }
 
     /// Like [`Context::from_device`], also recording the adapter's information for reports.
     pub fn from_device_with_adapter_info(device: &wgpu::Device, queue: &wgpu::Queue, info: wgpu::AdapterInfo) -> Self {
-        Self::build(device.clone(), queue.clone(), Some(info))
+        Self::build(device.clone(), queue.clone(), Some(info), None)
     }
 
-    fn build(device: wgpu::Device, queue: wgpu::Queue, adapter: Option<wgpu::AdapterInfo>) -> Self {
+    fn build(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        adapter: Option<wgpu::AdapterInfo>,
+        disk_cache: Option<DiskCache>,
+    ) -> Self {
         let info = DeviceInfo {
             adapter,
             features: device.features(),
@@ -214,6 +227,7 @@ impl Context {
                 queue,
                 info,
                 pipelines: PipelineCache::default(),
+                disk_cache,
             }),
         }
     }
@@ -247,6 +261,9 @@ impl Context {
     /// The pipeline cache shared by the clones of this context.
     pub fn pipelines(&self) -> &PipelineCache {
         &self.inner.pipelines
+    }
+    pub(crate) fn disk_cache(&self) -> Option<&DiskCache> {
+        self.inner.disk_cache.as_ref()
     }
 
     /// Runs `f` inside validation and out-of-memory error scopes, turning captured errors into

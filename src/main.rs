@@ -6,11 +6,10 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use wgpu_attention::bench::variant::{self, VariantParams};
+use wgpu_attention::bench::variant::{self, Flag, VariantParams};
 use wgpu_attention::bench::{self, files, peak, plot, report, tuner, BenchOptions, KernelKind, Variant};
-use wgpu_attention::family::mha::MultiHeadAttention;
 use wgpu_attention::reference::Comparison;
-use wgpu_attention::{Alignment, AttentionOptions, Context, DType, KernelChoice, Problem, Window};
+use wgpu_attention::{Alignment, AttentionOptions, Context, DType, Dropout, KernelChoice, Problem, Window};
 
 #[derive(Parser)]
 #[command(
@@ -157,10 +156,11 @@ struct BenchArgs {
 
 #[derive(Args)]
 struct RunArgs {
-    /// Attention variant; all but sdpa and dot read --safetensors (see --help for the tensor names).
+    /// Attention variant; all but sdpa and dot read --safetensors (see --help for the tensor names,
+    /// the output shapes and the flags of each).
     #[arg(long, value_name = "VARIANT", default_value = "sdpa", long_help = variant::run_help())]
     variant: Variant,
-    /// Q [B, Hq, Lq, Dk] as .npy (f32 or f16).
+    /// Q [B, Hq, Lq, Dk] as .npy (f32 or f16; sdpa and dot).
     #[arg(long, value_name = "FILE.npy")]
     q: Option<PathBuf>,
     /// K [B, Hkv, Lk, Dk] as .npy.
@@ -191,7 +191,10 @@ struct RunArgs {
     /// Name of the bias tensor in the .safetensors file (used when present, or required when given).
     #[arg(long)]
     bias_name: Option<String>,
-    /// Kernel path.
+    /// Storage dtype the float inputs are converted to (default: the dtype of the first input).
+    #[arg(long, value_enum)]
+    dtype: Option<DTypeArg>,
+    /// Kernel path (variants with a fused/staged choice).
     #[arg(long, value_enum, default_value = "auto")]
     kernel: RunKernelArg,
     /// Causal mask alignment (`--causal` alone: top-left).
@@ -200,29 +203,40 @@ struct RunArgs {
     /// Sliding window LEFT,RIGHT (`-` = unbounded), aligned like the causal mask.
     #[arg(long, value_parser = parse_window, allow_hyphen_values = true)]
     window: Option<(Option<u32>, Option<u32>)>,
-    /// Score scale (default 1/sqrt(Dk)).
+    /// Score scale (default 1/sqrt(Dk); dot and general: 1).
     #[arg(long, allow_hyphen_values = true)]
     scale: Option<f32>,
-    /// Soft cap c: scores become c·tanh(s/c).
-    #[arg(long)]
+    /// Soft cap c > 0: scores become c·tanh(s/c).
+    #[arg(long, allow_hyphen_values = true)]
     softcap: Option<f32>,
-    /// Write the main output `out` as .npy (O in the dtype of Q; the pooled vectors; the layer output).
+    /// Dropout on the attention weights: each is kept with probability 1 - P and scaled by
+    /// 1/(1 - P), P in [0, 1); the mask comes from --seed (default 0), reproduced by --check.
+    #[arg(long, value_name = "P", allow_hyphen_values = true)]
+    dropout: Option<f32>,
+    /// Write the main output `out` as .npy (shapes in --variant's help).
     #[arg(long, value_name = "FILE.npy")]
     out: Option<PathBuf>,
-    /// Write LSE [B, Hq, Lq] (f32) as .npy.
+    /// Write the LSE (f32) as .npy.
     #[arg(long, value_name = "FILE.npy")]
     lse: Option<PathBuf>,
     /// Write the weights (f32) as .npy: P (staged path), the pooling weights, mha's weights averaged
     /// over heads, location's a.
     #[arg(long, value_name = "FILE.npy")]
     weights: Option<PathBuf>,
-    /// Write the sampled key indices [B, Hq, Lq] (hard) as u32 .npy.
+    /// Write the sampled key indices (hard) as u32 .npy; 4294967295 (u32::MAX) marks a row with no
+    /// visible key.
     #[arg(long, value_name = "FILE.npy")]
     indices: Option<PathBuf>,
+    /// Write the predicted positions p_i [B, Hq, Lq] (local-p) as f32 .npy.
+    #[arg(long, value_name = "FILE.npy")]
+    positions: Option<PathBuf>,
+    /// Write the context a·v [B, Lq, Dv] (location) as .npy.
+    #[arg(long, value_name = "FILE.npy")]
+    context: Option<PathBuf>,
     /// Window half-width W (local-m, local-p; required there).
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     half_width: Option<i64>,
-    /// Sampling seed (hard; default 0).
+    /// Sampling seed (hard), or the dropout seed with --dropout (default 0).
     #[arg(long)]
     seed: Option<u64>,
     /// ε of the normalization (ff-pool; default 1e-7, must be > 0).
@@ -391,45 +405,301 @@ fn bench_cmd(a: &BenchArgs) -> Result<()> {
 
 fn run_cmd(a: &RunArgs) -> Result<()> {
     check_run_flags(a)?;
-    match a.variant {
-        Variant::Sdpa | Variant::Dot => run_sdpa(a),
-        _ => run_variant(a),
+    let v = a.variant;
+    let dtype = a.dtype.map(DTypeArg::dtype);
+    let mut inputs = match v {
+        Variant::Sdpa | Variant::Dot => sdpa_inputs(a, dtype)?,
+        _ => {
+            let path = a
+                .safetensors
+                .as_deref()
+                .with_context(|| format!("--variant {v} reads its tensors from --safetensors FILE"))?;
+            let inputs = variant::read_inputs(path, v, dtype).with_context(|| format!("--variant {v}"))?;
+            note_unused_tensors(path, v)?;
+            inputs
+        }
+    };
+    if inputs.dtype() == DType::F16 && !v.accepts(Flag::F16) {
+        bail!("--variant {v} is f32 only, the inputs are f16: pass --dtype f32 to convert them");
     }
+    let defaults = VariantParams::default();
+    let params = VariantParams {
+        attention: attention_options(a),
+        half_width: a.half_width.map_or(0, |w| w as u32),
+        seed: a.seed.unwrap_or(defaults.seed),
+        eps: a.eps.unwrap_or(defaults.eps),
+    };
+    // One call per process: on CPU adapters small problems get a fused tile that compiles fast.
+    bench::prefer_short_compiles(true);
+    let ctx = context()?;
+    if v == Variant::Mha {
+        let path = a
+            .safetensors
+            .as_deref()
+            .context("--variant mha reads --safetensors FILE")?;
+        let (heads, kv_heads) = mha_heads(a, path)?;
+        inputs = variant::with_layer_from_inputs(&ctx, inputs, heads, kv_heads)
+            .map_err(cli_error)
+            .with_context(|| format!("--variant {v}"))?;
+    }
+    let notice = pipeline_notice();
+    let res = variant::run_variant(&ctx, &inputs, &params, a.check).map_err(cli_error);
+    drop(notice);
+    let res = res?;
+    let shapes: Vec<String> = res
+        .outputs
+        .iter()
+        .map(|(n, t)| format!("{n} {:?} {}", t.shape, t.dtype()))
+        .collect();
+    let kernel = match res.kernel {
+        Some(KernelChoice::Staged) => " (staged kernel)",
+        Some(_) => " (fused kernel)",
+        None => "",
+    };
+    println!("{v}{kernel}: {}", shapes.join(", "));
+    let mut passed = true;
+    for (name, c) in &res.checks {
+        passed &= report_check(name, c);
+    }
+    for (path, name) in output_files(a) {
+        if let (Some(path), Some((_, t))) = (path, res.outputs.iter().find(|(n, _)| *n == name)) {
+            files::write_npy(path, t)?;
+            println!("wrote {}", path.display());
+        }
+    }
+    if !passed {
+        bail!("output outside the reference tolerance");
+    }
+    Ok(())
 }
 
-/// Rejects a flag the chosen variant does not use, in one line naming both.
+/// Every output file flag with the output it writes.
+fn output_files(a: &RunArgs) -> [(&Option<PathBuf>, &'static str); 6] {
+    [
+        (&a.out, "out"),
+        (&a.lse, "lse"),
+        (&a.weights, "weights"),
+        (&a.indices, "indices"),
+        (&a.positions, "positions"),
+        (&a.context, "context"),
+    ]
+}
+
+/// Refuses a flag the chosen variant does not apply, or a value outside its range, in one line
+/// naming the flag (before any file is read or any device is created).
 fn check_run_flags(a: &RunArgs) -> Result<()> {
     let v = a.variant;
     let qkv_files = matches!(v, Variant::Sdpa | Variant::Dot);
     let npy = [&a.q, &a.k, &a.v, &a.mask, &a.bias].iter().any(|p| p.is_some());
     let names = a.q_name != "q" || a.k_name != "k" || a.v_name != "v" || a.mask_name.is_some() || a.bias_name.is_some();
-    let attention = v.takes_attention_options();
-    let rules = [
-        ("--q/--k/--v/--mask/--bias", npy, qkv_files),
-        ("--q-name/--k-name/--v-name/--mask-name/--bias-name", names, qkv_files),
-        (
-            "--half-width",
-            a.half_width.is_some(),
-            matches!(v, Variant::LocalM | Variant::LocalP),
-        ),
-        ("--seed", a.seed.is_some(), v == Variant::Hard),
-        ("--indices", a.indices.is_some(), v == Variant::Hard),
-        ("--eps", a.eps.is_some(), v == Variant::FfPool),
-        (
-            "--heads/--kv-heads",
-            a.heads.is_some() || a.kv_heads.is_some(),
-            v == Variant::Mha,
-        ),
-        ("--causal", a.causal != CausalArg::None, attention),
-        ("--window", a.window.is_some(), attention && v != Variant::LocalM),
-        ("--scale", a.scale.is_some(), attention && v != Variant::Location),
-        ("--softcap", a.softcap.is_some(), attention),
-        ("--kernel", a.kernel != RunKernelArg::Auto, v.has_kernel_choice()),
-    ];
-    match rules.iter().find(|(_, given, applies)| *given && !applies) {
-        Some((flag, ..)) => bail!("{flag} does not apply to --variant {v}"),
-        None => Ok(()),
+    if npy && !qkv_files {
+        bail!("--q/--k/--v/--mask/--bias do not apply to --variant {v} (it reads --safetensors FILE)");
     }
+    if names && !qkv_files {
+        bail!("--q-name/--k-name/--v-name/--mask-name/--bias-name do not apply to --variant {v}");
+    }
+    let given = [
+        (Flag::Scale, a.scale.is_some()),
+        (Flag::Softcap, a.softcap.is_some()),
+        (Flag::Causal, a.causal != CausalArg::None),
+        (Flag::Window, a.window.is_some()),
+        (Flag::Dropout, a.dropout.is_some()),
+        (Flag::Kernel, a.kernel != RunKernelArg::Auto),
+        (Flag::HalfWidth, a.half_width.is_some()),
+        (Flag::Eps, a.eps.is_some()),
+        (Flag::Heads, a.heads.is_some() || a.kv_heads.is_some()),
+        (Flag::F16, a.dtype == Some(DTypeArg::F16)),
+    ];
+    if let Some((flag, _)) = given.iter().find(|(flag, given)| *given && !v.accepts(*flag)) {
+        bail!(
+            "{} does not apply to --variant {v}{}",
+            flag.cli(),
+            refusal_reason(v, *flag)
+        );
+    }
+    if a.seed.is_some() && !v.accepts(Flag::Seed) {
+        match v.accepts(Flag::Dropout) {
+            true if a.dropout.is_none() => {
+                bail!("--seed is the dropout seed of --variant {v}: give --dropout P too")
+            }
+            true => {}
+            false => bail!("--seed does not apply to --variant {v}"),
+        }
+    }
+    let outputs: Vec<&str> = v.outputs().iter().map(|(n, _)| *n).collect();
+    for (path, name) in output_files(a) {
+        if path.is_some() && !v.has_output(name) {
+            bail!(
+                "--{name} does not apply to --variant {v}: it returns {}",
+                outputs.join(", ")
+            );
+        }
+    }
+    if a.weights.is_some() && a.kernel == RunKernelArg::Fused {
+        bail!("--weights needs the staged path: use --kernel staged (or auto); the fused kernel never materializes the weights");
+    }
+    // Values, in the CLI's words (the library would name its option fields).
+    if let Some(s) = a.scale.filter(|s| !s.is_finite()) {
+        bail!("--scale must be finite, got {s}");
+    }
+    if let Some(c) = a.softcap.filter(|c| !(c.is_finite() && *c > 0.0)) {
+        bail!("--softcap must be finite and > 0, got {c}");
+    }
+    if let Some(p) = a.dropout.filter(|p| !(p.is_finite() && (0.0..1.0).contains(p))) {
+        bail!("--dropout must be in [0, 1), got {p}");
+    }
+    if let Some(e) = a.eps.filter(|e| !(e.is_finite() && *e > 0.0)) {
+        bail!("--eps must be finite and > 0, got {e}");
+    }
+    if v.accepts(Flag::HalfWidth) {
+        let min = if v == Variant::LocalP { 1 } else { 0 };
+        match a.half_width {
+            None => bail!("--variant {v} needs --half-width N"),
+            Some(w) if w < min => bail!("--half-width must be at least {min} for --variant {v}, got {w}"),
+            Some(w) if w > u32::MAX as i64 => bail!("--half-width must be at most {}, got {w}", u32::MAX),
+            Some(_) => {}
+        }
+    }
+    if v.accepts(Flag::Heads) {
+        let heads = a.heads.context("--variant mha needs --heads N")?;
+        let kv_heads = a.kv_heads.unwrap_or(heads);
+        if heads == 0 || kv_heads == 0 {
+            bail!("--heads and --kv-heads must be at least 1");
+        }
+        if !heads.is_multiple_of(kv_heads) {
+            bail!("--heads {heads} must be a multiple of --kv-heads {kv_heads}");
+        }
+    }
+    Ok(())
+}
+
+/// Why a variant refuses a flag, when the reason is not just "it has no such option".
+fn refusal_reason(v: Variant, flag: Flag) -> &'static str {
+    match (v, flag) {
+        (Variant::Additive | Variant::ZeroMasked, Flag::Scale) => " (its scores are not scaled)",
+        (Variant::Location, Flag::Scale) => " (the location scores W_a [q; h] + b_a are not scaled)",
+        (Variant::LocalM, Flag::Window) => " (its window is --half-width)",
+        (Variant::Hard, Flag::Dropout) => " (it samples one key per row)",
+        (_, Flag::F16) => " (f32 only)",
+        (_, Flag::Kernel) => " (it has one GPU path)",
+        _ => "",
+    }
+}
+
+/// The heads of `--variant mha`, checked against the weights' rows in the CLI's words.
+fn mha_heads(a: &RunArgs, path: &Path) -> Result<(usize, usize)> {
+    let heads = a.heads.context("--variant mha needs --heads N")?;
+    let kv_heads = a.kv_heads.unwrap_or(heads);
+    let bytes = std::fs::read(path).with_context(|| path.display().to_string())?;
+    let names = files::safetensors_names(path, &bytes)?;
+    let rows = |name: &str| -> Result<Option<usize>> {
+        match names.iter().any(|n| n == name) {
+            true => Ok(files::read_safetensors_bytes(path, &bytes, name)?
+                .shape
+                .first()
+                .copied()),
+            false => Ok(None),
+        }
+    };
+    let (q_rows, k_rows, q_name) = match rows("in_proj_weight")? {
+        Some(r) => (r / 3, r / 3, "in_proj_weight's query block"),
+        None => match (rows("q_proj.weight")?, rows("k_proj.weight")?) {
+            (Some(q), Some(k)) => (q, k, "q_proj.weight"),
+            // Missing weights: the layer's loader names them.
+            _ => return Ok((heads, kv_heads)),
+        },
+    };
+    let divisors = |n: usize| -> String {
+        let d: Vec<String> = (1..=n)
+            .filter(|d| n.is_multiple_of(*d))
+            .map(|d| d.to_string())
+            .collect();
+        d.join(", ")
+    };
+    if !q_rows.is_multiple_of(heads) {
+        bail!(
+            "--heads {heads} does not divide the {q_rows} rows of {q_name} (rows = heads x head dim): \
+             use one of {}",
+            divisors(q_rows)
+        );
+    }
+    let dh = q_rows / heads;
+    if k_rows != kv_heads * dh {
+        let hint = match k_rows.is_multiple_of(dh) {
+            true => format!(": use --kv-heads {}", k_rows / dh),
+            false => String::new(),
+        };
+        bail!(
+            "--kv-heads {kv_heads} of head dim {dh} ({q_rows} rows of {q_name} / --heads {heads}) needs \
+             {} rows in the key projection, it has {k_rows}{hint}",
+            kv_heads * dh
+        );
+    }
+    Ok((heads, kv_heads))
+}
+
+/// Library messages name the Rust API; the CLI names its flags instead.
+fn cli_error(e: wgpu_attention::Error) -> anyhow::Error {
+    let mut msg = e.to_string();
+    for (api, flag) in [
+        ("KernelChoice::Staged (or Auto)", "--kernel staged (or auto)"),
+        ("KernelChoice::Staged", "--kernel staged"),
+        ("KernelChoice::Fused", "--kernel fused"),
+        ("with return_weights", "with --weights"),
+        ("option `half_width`", "--half-width"),
+        ("option `eps`", "--eps"),
+        ("option `softcap`", "--softcap"),
+        ("option `scale`", "--scale"),
+        ("option `dropout.p`", "--dropout"),
+        ("option `heads_q`", "--heads"),
+        ("use the fused path for f16", "use --kernel fused (or auto) for f16"),
+    ] {
+        msg = msg.replace(api, flag);
+    }
+    anyhow!(msg)
+}
+
+/// Prints a one-line notice on stderr while the library compiles a pipeline no cache holds.
+fn pipeline_notice() -> impl Drop {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            wgpu_attention::pipeline::set_compile_hook(None);
+        }
+    }
+    wgpu_attention::pipeline::set_compile_hook(Some(Box::new(|what: &str| {
+        eprintln!("compiling the {what} pipeline (first use; can take a while on a CPU adapter)…");
+    })));
+    Reset
+}
+
+/// Tensors of the file that another variant would read but this one ignores: a one-line note on
+/// stderr, so that a mask meant for another variant is not silently dropped.
+fn note_unused_tensors(path: &Path, v: Variant) -> Result<()> {
+    let bytes = std::fs::read(path).with_context(|| path.display().to_string())?;
+    let used: Vec<&str> = v
+        .required_tensors()
+        .iter()
+        .chain(v.optional_tensors())
+        .copied()
+        .collect();
+    let known = |n: &str| {
+        Variant::ALL
+            .iter()
+            .any(|o| o.required_tensors().contains(&n) || o.optional_tensors().contains(&n))
+    };
+    let unused: Vec<String> = files::safetensors_names(path, &bytes)?
+        .into_iter()
+        .filter(|n| known(n) && !used.contains(&n.as_str()))
+        .collect();
+    if !unused.is_empty() {
+        eprintln!(
+            "note: --variant {v} does not read the tensors {} of {}",
+            unused.join(", "),
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 /// The options of §1 the flags set (tensor options come from the files).
@@ -451,146 +721,59 @@ fn attention_options(a: &RunArgs) -> AttentionOptions {
             RunKernelArg::Fused => KernelChoice::Fused,
             RunKernelArg::Staged => KernelChoice::Staged,
         },
+        dropout: a.dropout.map(|p| Dropout {
+            p,
+            seed: a.seed.unwrap_or(0),
+        }),
         ..Default::default()
     }
 }
 
 /// Prints one check line (errors and PASS/FAIL); true when it passed.
-fn report_check(output: Option<&str>, c: &Comparison) -> bool {
-    let what = output.map_or(String::new(), |o| format!(" {o}"));
+fn report_check(output: &str, c: &Comparison) -> bool {
     let verdict = if c.ok() { "PASS" } else { "FAIL" };
-    println!("check{what} against the CPU reference: {c}: {verdict}");
+    println!("check {output} against the CPU reference: {c}: {verdict}");
     c.ok()
 }
 
-/// sdpa and dot (scale 1 unless given) on .npy files or named tensors of a .safetensors file.
-fn run_sdpa(a: &RunArgs) -> Result<()> {
-    let inputs = match &a.safetensors {
+/// The inputs of sdpa and dot: .npy files, or named tensors of a .safetensors file.
+fn sdpa_inputs(a: &RunArgs, dtype: Option<DType>) -> Result<variant::VariantInputs> {
+    let mut tensors: Vec<(String, files::HostTensor)> = Vec::new();
+    match &a.safetensors {
         Some(path) => {
             let bytes = std::fs::read(path).with_context(|| path.display().to_string())?;
+            let names = files::safetensors_names(path, &bytes)?;
             let get = |name: &str| files::read_safetensors_bytes(path, &bytes, name);
-            let optional = |name: &Option<String>, default: &str| -> Result<Option<files::HostTensor>> {
+            for (role, name) in [("q", &a.q_name), ("k", &a.k_name), ("v", &a.v_name)] {
+                tensors.push((role.into(), get(name)?));
+            }
+            for (role, name) in [("mask", &a.mask_name), ("bias", &a.bias_name)] {
                 match name {
-                    Some(n) => Ok(Some(get(n)?)),
-                    None => {
-                        let st = files::safetensors_names(path, &bytes)?;
-                        Ok(match st.iter().any(|n| n == default) {
-                            true => Some(get(default)?),
-                            false => None,
-                        })
-                    }
+                    Some(n) => tensors.push((role.into(), get(n)?)),
+                    None if names.iter().any(|n| n == role) => tensors.push((role.into(), get(role)?)),
+                    None => {}
                 }
-            };
-            files::RunInputs {
-                q: get(&a.q_name)?,
-                k: get(&a.k_name)?,
-                v: get(&a.v_name)?,
-                mask: optional(&a.mask_name, "mask")?,
-                bias: optional(&a.bias_name, "bias")?,
             }
         }
         None => {
-            let need = |p: &Option<PathBuf>, flag: &str| -> Result<PathBuf> {
-                p.clone()
-                    .ok_or_else(|| anyhow::anyhow!("missing --{flag} (or give --safetensors FILE)"))
-            };
-            let (q, k, v) = (need(&a.q, "q")?, need(&a.k, "k")?, need(&a.v, "v")?);
-            files::RunInputs {
-                q: files::read_npy(&q, "q")?,
-                k: files::read_npy(&k, "k")?,
-                v: files::read_npy(&v, "v")?,
-                mask: a.mask.as_deref().map(|p| files::read_npy(p, "mask")).transpose()?,
-                bias: a.bias.as_deref().map(|p| files::read_npy(p, "bias")).transpose()?,
+            for (role, path) in [("q", &a.q), ("k", &a.k), ("v", &a.v)] {
+                let path = path
+                    .as_deref()
+                    .ok_or_else(|| anyhow!("missing --{role} (or give --safetensors FILE)"))?;
+                tensors.push((role.into(), files::read_npy(path, role)?));
+            }
+            for (role, path) in [("mask", &a.mask), ("bias", &a.bias)] {
+                if let Some(path) = path {
+                    tensors.push((role.into(), files::read_npy(path, role)?));
+                }
             }
         }
-    };
-    let mut opts = attention_options(a);
-    if a.variant == Variant::Dot {
-        opts.scale = Some(a.scale.unwrap_or(1.0));
     }
-    let ctx = context()?;
-    let res = files::run_attention(&ctx, &inputs, &opts, a.check)?;
-    println!(
-        "O {:?} {} computed with the {:?} kernel",
-        res.out.shape,
-        res.out.dtype(),
-        res.kernel
-    );
-    let passed = res.check.as_ref().is_none_or(|c| report_check(None, c));
-    for (path, t) in [
-        (&a.out, Some(&res.out)),
-        (&a.lse, res.lse.as_ref()),
-        (&a.weights, res.weights.as_ref()),
-    ] {
-        if let (Some(path), Some(t)) = (path, t) {
-            files::write_npy(path, t)?;
-            println!("wrote {}", path.display());
-        }
-    }
-    if !passed {
-        bail!("output outside the reference tolerance");
-    }
-    Ok(())
-}
-
-/// Any other variant on the named tensors of a .safetensors file.
-fn run_variant(a: &RunArgs) -> Result<()> {
-    let v = a.variant;
-    let path = a
-        .safetensors
-        .as_deref()
-        .with_context(|| format!("--variant {v} reads its tensors from --safetensors FILE"))?;
-    let half_width = match a.half_width {
-        Some(w) => u32::try_from(w).map_err(|_| anyhow!("--half-width must be at least 0, got {w}"))?,
-        None if matches!(v, Variant::LocalM | Variant::LocalP) => bail!("--variant {v} needs --half-width N"),
-        None => 0,
-    };
-    let defaults = VariantParams::default();
-    let params = VariantParams {
-        attention: attention_options(a),
-        half_width,
-        seed: a.seed.unwrap_or(defaults.seed),
-        eps: a.eps.unwrap_or(defaults.eps),
-    };
-    let ctx = context()?;
-    let mut inputs = variant::read_inputs(path, v).with_context(|| format!("--variant {v}"))?;
-    if v == Variant::Mha {
-        let heads = a.heads.context("--variant mha needs --heads N")?;
-        let layer = MultiHeadAttention::from_safetensors(&ctx, path, heads, a.kv_heads.unwrap_or(heads))
-            .with_context(|| format!("--variant {v}"))?;
-        inputs = inputs.with_layer(&ctx, layer)?;
-    }
-    let res = variant::run_variant(&ctx, &inputs, &params, a.check)?;
-    let names: Vec<&str> = res.outputs.iter().map(|(n, _)| *n).collect();
-    let targets = [
-        (&a.out, "out"),
-        (&a.lse, "lse"),
-        (&a.weights, "weights"),
-        (&a.indices, "indices"),
-    ];
-    if let Some((_, name)) = targets.iter().find(|(p, n)| p.is_some() && !names.contains(n)) {
-        bail!("--variant {v} has no {name} output (it returns {})", names.join(", "));
-    }
-    let shapes: Vec<String> = res
-        .outputs
-        .iter()
-        .map(|(n, t)| format!("{n} {:?} {}", t.shape, t.dtype()))
-        .collect();
-    println!("{v}: {}", shapes.join(", "));
-    let mut passed = true;
-    for (name, c) in &res.checks {
-        passed &= report_check(Some(name), c);
-    }
-    for (path, name) in targets {
-        if let (Some(path), Some((_, t))) = (path, res.outputs.iter().find(|(n, _)| *n == name)) {
-            files::write_npy(path, t)?;
-            println!("wrote {}", path.display());
-        }
-    }
-    if !passed {
-        bail!("output outside the reference tolerance");
-    }
-    Ok(())
+    let dtype = dtype.unwrap_or(match tensors[0].1.dtype() {
+        DType::F16 => DType::F16,
+        _ => DType::F32,
+    });
+    Ok(variant::VariantInputs::new(a.variant, tensors, dtype))
 }
 
 fn tune_cmd(a: &TuneArgs) -> Result<()> {

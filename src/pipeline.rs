@@ -5,7 +5,9 @@
 //! storage element type (`alias elem = f32;` or `f16`). Tile and workgroup sizes are WGSL
 //! `override` constants set at pipeline creation; shapes travel in a uniform buffer, so one
 //! pipeline serves every shape. Pipelines are cached by (kernel, dtype, variant, constants), in a
-//! bounded least-recently-used cache per context.
+//! bounded least-recently-used cache per context, and, where the device has
+//! `Features::PIPELINE_CACHE`, the driver's compiled code is persisted across processes (see
+//! [`PIPELINE_CACHE_ENV`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,6 +15,11 @@ use std::sync::{Arc, Mutex};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::tensor::DType;
+
+mod persist;
+
+pub(crate) use persist::DiskCache;
+pub use persist::{pipeline_cache_dir, set_compile_hook, CompileHook, PIPELINE_CACHE_ENV};
 
 /// The shared WGSL pieces, by file name.
 pub mod common {
@@ -437,11 +444,17 @@ pub(crate) fn get(
             max: max_storage as u64,
         });
     }
+    let source = compose_variant(kernel, dtype, variant);
+    let disk = ctx.disk_cache();
+    let disk_key = persist::key(&source, &key.constants);
+    if !disk.is_some_and(|d| d.knows(disk_key)) {
+        persist::notify_compile(&format!("{} {}", kernel.file(), dtype.name()));
+    }
     let compiled = ctx.scoped("pipeline creation", || {
         let device = ctx.device();
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(kernel.file()),
-            source: wgpu::ShaderSource::Wgsl(compose_variant(kernel, dtype, variant).into()),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
         });
         let entries: Vec<wgpu::BindGroupLayoutEntry> = slots
             .iter()
@@ -481,8 +494,11 @@ pub(crate) fn get(
                 // Every workgroup array is written before it is read.
                 zero_initialize_workgroup_memory: false,
             },
-            cache: None,
+            cache: disk.map(DiskCache::cache),
         });
+        if let Some(d) = disk {
+            d.save(disk_key);
+        }
         Ok(Arc::new(CompiledKernel {
             pipeline,
             layout,

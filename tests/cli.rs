@@ -320,7 +320,7 @@ fn run_npy_inputs_match_the_reference() {
         .arg(d("o.npy"))
         .arg("--lse")
         .arg(d("lse.npy")));
-    assert!(stdout(&out).contains("check against the CPU reference"));
+    assert!(stdout(&out).contains("check out against the CPU reference"));
     let opts = AttentionOptions {
         causal: Some(Alignment::BottomRight),
         ..Default::default()
@@ -803,15 +803,117 @@ fn run_variant_rejects_bad_parameters() {
         "--half-width must be at least 0",
     );
     fails_with(&mut run_variant("local-p", &qkv, &["--half-width", "2"]), "\"w_p\"");
-    fails_with(&mut run_variant("mha", &x, &[]), "\"x_q\"");
-    fails_with(&mut run_variant("ff-pool", &x, &["--lse", "l.npy"]), "no lse output");
+    fails_with(&mut run_variant("mha", &x, &["--heads", "1"]), "\"x_q\"");
+    fails_with(&mut run_variant("mha", &x, &[]), "needs --heads");
+    fails_with(
+        &mut run_variant("ff-pool", &x, &["--lse", "l.npy"]),
+        "--lse does not apply to --variant ff-pool: it returns out, weights",
+    );
     fails_with(
         cli().args(["run", "--variant", "codewise", "--q"]).arg(d("q.npy")),
-        "does not apply to --variant codewise",
+        "do not apply to --variant codewise",
     );
     fails_with(
         cli().args(["run", "--variant", "hard"]),
         "--variant hard reads its tensors from --safetensors",
+    );
+}
+
+/// Errors name the CLI's flags and rules, not the Rust API or a made-up shape.
+#[test]
+fn run_errors_speak_in_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |n: &str| dir.path().join(n);
+    let mut rng = ChaCha8Rng::seed_from_u64(15);
+    let not_api = |cmd: &mut Command, needles: &[&str]| {
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success());
+        let line = stderr_lines(&out).join(" ");
+        assert!(!line.contains("KernelChoice") && !line.contains("option `"), "{line}");
+        for n in needles {
+            assert!(line.contains(n), "{line:?} lacks {n:?}");
+        }
+    };
+    write_safetensors(&d("additive.safetensors"), &additive_tensors(&mut rng));
+    not_api(
+        run_variant(
+            "additive",
+            &d("additive.safetensors"),
+            &["--kernel", "fused", "--weights"],
+        )
+        .arg(d("w.npy")),
+        &["--weights needs the staged path", "--kernel staged"],
+    );
+    if Context::new()
+        .unwrap()
+        .features()
+        .contains(wgpu_attention::wgpu::Features::SHADER_F16)
+    {
+        not_api(
+            &mut run_variant(
+                "additive",
+                &d("additive.safetensors"),
+                &["--dtype", "f16", "--kernel", "staged"],
+            ),
+            &["use --kernel fused (or auto) for f16"],
+        );
+    }
+    // Head dims beyond the fused kernel's registers: the library's advice, in flags.
+    let wide = d("wide.safetensors");
+    write_safetensors(
+        &wide,
+        &[
+            st_random(&mut rng, "q", &[1, 1, 2, 260], 1.0),
+            st_random(&mut rng, "k", &[1, 1, 2, 260], 1.0),
+            st_random(&mut rng, "v", &[1, 1, 2, 260], 1.0),
+        ],
+    );
+    not_api(
+        &mut run_variant("local-m", &wide, &["--half-width", "1", "--kernel", "fused"]),
+        &["--kernel staged"],
+    );
+    not_api(
+        &mut run_variant("local-p", &wide, &["--half-width", "0"]),
+        &["--half-width must be at least 1"],
+    );
+    // MHA: E = 16 in two query heads, one key/value head of dim 8.
+    let mut tensors = vec![st_random(&mut rng, "x_q", &[1, 3, 16], 1.0)];
+    for (name, shape) in [
+        ("q_proj.weight", vec![16, 16]),
+        ("k_proj.weight", vec![8, 16]),
+        ("v_proj.weight", vec![8, 16]),
+        ("out_proj.weight", vec![16, 16]),
+    ] {
+        tensors.push(st_random(&mut rng, name, &shape, 0.25));
+    }
+    let mha = d("mha.safetensors");
+    write_safetensors(&mha, &tensors);
+    not_api(
+        &mut run_variant("mha", &mha, &["--heads", "3"]),
+        &[
+            "--heads 3 does not divide the 16 rows of q_proj.weight",
+            "1, 2, 4, 8, 16",
+        ],
+    );
+    not_api(
+        &mut run_variant("mha", &mha, &["--heads", "2"]),
+        &["--kv-heads 2", "needs 16 rows", "it has 8", "use --kv-heads 1"],
+    );
+    not_api(
+        &mut run_variant("mha", &mha, &["--heads", "4", "--kv-heads", "3"]),
+        &["--heads 4 must be a multiple of --kv-heads 3"],
+    );
+    not_api(
+        &mut run_variant("zero-masked", &mha, &["--scale", "0.5"]),
+        &["--scale does not apply to --variant zero-masked"],
+    );
+    not_api(
+        &mut run_variant("hard", &wide, &["--dropout", "0.1"]),
+        &["--dropout does not apply to --variant hard"],
+    );
+    not_api(
+        &mut run_variant("local-m", &wide, &["--half-width", "1", "--dropout", "1"]),
+        &["--dropout must be in [0, 1)"],
     );
 }
 
@@ -894,5 +996,431 @@ fn bench_variant_mha_reports_phase_times() {
         assert!(stdout(&out).contains("phases (ms): projections"), "{}", stdout(&out));
     } else {
         assert!(r["phases_ms"].is_null());
+    }
+}
+
+/// One variant's inputs for the flag audit: the tensors every run reads, the flags it always
+/// needs, the tensor a `mask` / `bias` column adds, and the shape of each output file.
+struct Fixture {
+    variant: &'static str,
+    tensors: Vec<StTensor>,
+    required_flags: &'static [&'static str],
+    mask: Option<StTensor>,
+    bias: Option<StTensor>,
+    shapes: Vec<(&'static str, Vec<usize>)>,
+}
+
+/// Inputs of every variant: Lq = 6 queries over Lk = 10 keys of dim 8 (pooling: L = 6; mha and
+/// location: 5 queries over 7 keys), a key padding row in zero-masked's G.
+fn fixtures(rng: &mut ChaCha8Rng) -> Vec<Fixture> {
+    let qkv = |rng: &mut ChaCha8Rng| {
+        vec![
+            st_random(rng, "q", &[1, 2, 6, 8], 1.0),
+            st_random(rng, "k", &[1, 2, 10, 8], 1.0),
+            st_random(rng, "v", &[1, 2, 10, 8], 1.0),
+        ]
+    };
+    let masks = |rng: &mut ChaCha8Rng| {
+        (
+            Some(st_bool("mask", &[6, 10], |i| i % 4 != 1)),
+            Some(st_random(rng, "bias", &[6, 10], 2.0)),
+        )
+    };
+    let attention_shapes = || {
+        vec![
+            ("out", vec![1, 2, 6, 8]),
+            ("lse", vec![1, 2, 6]),
+            ("weights", vec![1, 2, 6, 10]),
+        ]
+    };
+    let with = |mut base: Vec<StTensor>, extra: Vec<StTensor>| {
+        base.extend(extra);
+        base
+    };
+    let mut f = Vec::new();
+    for variant in ["sdpa", "dot", "local-m", "hard"] {
+        let (mask, bias) = masks(rng);
+        let mut shapes = attention_shapes();
+        if variant == "hard" {
+            shapes = vec![("out", vec![1, 2, 6, 8]), ("indices", vec![1, 2, 6])];
+        }
+        f.push(Fixture {
+            variant,
+            tensors: qkv(rng),
+            required_flags: if variant == "local-m" {
+                &["--half-width", "2"]
+            } else {
+                &[]
+            },
+            mask,
+            bias,
+            shapes,
+        });
+    }
+    let (mask, bias) = masks(rng);
+    let tensors = with(qkv(rng), vec![st_random(rng, "w", &[8, 8], 0.35)]);
+    f.push(Fixture {
+        variant: "general",
+        tensors,
+        required_flags: &[],
+        mask,
+        bias,
+        shapes: attention_shapes(),
+    });
+    let (mask, bias) = masks(rng);
+    let tensors = with(qkv(rng), additive_tensors(rng).split_off(3));
+    f.push(Fixture {
+        variant: "additive",
+        tensors,
+        required_flags: &[],
+        mask,
+        bias,
+        shapes: attention_shapes(),
+    });
+    let (mask, bias) = masks(rng);
+    let tensors = with(
+        qkv(rng),
+        vec![st_random(rng, "w_p", &[16, 8], 0.35), st_random(rng, "v_p", &[16], 0.5)],
+    );
+    let mut shapes = attention_shapes();
+    shapes.push(("positions", vec![1, 2, 6]));
+    f.push(Fixture {
+        variant: "local-p",
+        tensors,
+        required_flags: &["--half-width", "3"],
+        mask,
+        bias,
+        shapes,
+    });
+    // C and G; G's row 3 of each batch is zero padding.
+    let guide = |rng: &mut ChaCha8Rng| {
+        let (name, dt, shape, mut bytes) = st_random(rng, "g", &[2, 10, 8], 1.0);
+        for b in 0..2 {
+            let row = (b * 10 + 3) * 8 * 4;
+            bytes[row..row + 32].fill(0);
+        }
+        (name, dt, shape, bytes)
+    };
+    let cg = |rng: &mut ChaCha8Rng| vec![st_random(rng, "c", &[2, 6, 8], 1.0), guide(rng)];
+    let (mask, bias) = masks(rng);
+    f.push(Fixture {
+        variant: "zero-masked",
+        tensors: cg(rng),
+        required_flags: &[],
+        mask,
+        bias,
+        shapes: vec![("out", vec![2, 6, 8]), ("lse", vec![2, 6]), ("weights", vec![2, 6, 10])],
+    });
+    let (mask, bias) = masks(rng);
+    f.push(Fixture {
+        variant: "codewise",
+        tensors: cg(rng),
+        required_flags: &[],
+        mask,
+        bias,
+        shapes: vec![("out", vec![2, 1, 8]), ("weights", vec![2, 6])],
+    });
+    let pool_mask = Some(st_bool("mask", &[2, 6], |i| i < 10));
+    let pool_shapes = vec![("out", vec![2, 8]), ("weights", vec![2, 6])];
+    f.push(Fixture {
+        variant: "han-pool",
+        tensors: vec![
+            st_random(rng, "x", &[2, 6, 8], 1.0),
+            st_random(rng, "w", &[8, 16], 0.35),
+            st_random(rng, "b", &[16], 0.35),
+            st_random(rng, "u", &[16], 0.5),
+        ],
+        required_flags: &[],
+        mask: pool_mask.clone(),
+        bias: Some(st_random(rng, "bias", &[6, 10], 1.0)),
+        shapes: pool_shapes.clone(),
+    });
+    f.push(Fixture {
+        variant: "ff-pool",
+        tensors: vec![
+            st_random(rng, "x", &[2, 6, 8], 1.0),
+            st_random(rng, "w", &[8], 0.35),
+            st_random(rng, "b", &[6], 1.0),
+        ],
+        required_flags: &[],
+        mask: pool_mask,
+        bias: Some(st_random(rng, "bias", &[6, 10], 1.0)),
+        shapes: pool_shapes,
+    });
+    f.push(Fixture {
+        variant: "self-sum",
+        tensors: vec![st_random(rng, "x", &[2, 6, 8], 1.0)],
+        required_flags: &[],
+        mask: Some(st_bool("mask", &[2, 6], |i| i < 10)),
+        bias: Some(st_random(rng, "bias", &[6, 6], 1.0)),
+        shapes: vec![("out", vec![2, 8])],
+    });
+    let mut mha = vec![
+        st_random(rng, "x_q", &[2, 5, 16], 1.0),
+        st_random(rng, "x_kv", &[2, 7, 16], 1.0),
+    ];
+    for (name, shape) in [
+        ("q_proj.weight", vec![16, 16]),
+        ("q_proj.bias", vec![16]),
+        ("k_proj.weight", vec![8, 16]),
+        ("v_proj.weight", vec![8, 16]),
+        ("out_proj.weight", vec![16, 16]),
+        ("out_proj.bias", vec![16]),
+    ] {
+        mha.push(st_random(rng, name, &shape, 0.25));
+    }
+    f.push(Fixture {
+        variant: "mha",
+        tensors: mha,
+        required_flags: &["--heads", "2", "--kv-heads", "1"],
+        mask: Some(st_bool("key_padding_mask", &[2, 7], |i| i != 3 && i != 13)),
+        bias: Some(st_random(rng, "bias", &[5, 7], 1.0)),
+        shapes: vec![("out", vec![2, 5, 16]), ("weights", vec![2, 5, 7])],
+    });
+    f.push(Fixture {
+        variant: "location",
+        tensors: vec![
+            st_random(rng, "q", &[2, 5, 8], 1.0),
+            st_random(rng, "h", &[2, 5, 8], 1.0),
+            st_random(rng, "v", &[2, 7, 8], 1.0),
+            st_random(rng, "w_a", &[7, 16], 0.5),
+            st_random(rng, "b_a", &[7], 0.5),
+            st_random(rng, "w_c", &[8, 16], 0.35),
+            st_random(rng, "b_c", &[8], 0.35),
+        ],
+        required_flags: &[],
+        mask: Some(st_bool("mask", &[5, 7], |i| i % 3 != 0)),
+        bias: Some(st_random(rng, "bias", &[5, 7], 1.0)),
+        shapes: vec![
+            ("out", vec![2, 5, 8]),
+            ("context", vec![2, 5, 8]),
+            ("weights", vec![2, 5, 7]),
+        ],
+    });
+    f
+}
+
+/// The flag audit's columns: the arguments each adds to a variant's run (`FILE` = an output
+/// path). `--mask`/`--bias` stand for the tensors added to the `.safetensors` file.
+const FLAG_COLUMNS: [(&str, &[&str]); 18] = [
+    ("--scale", &["--scale", "0.5"]),
+    ("--softcap", &["--softcap", "0.5"]),
+    ("--causal", &["--causal"]),
+    ("--window", &["--window", "1,1"]),
+    ("--dropout", &["--dropout", "0.5", "--seed", "3"]),
+    ("--seed", &["--seed", "5"]),
+    ("--kernel", &[]),
+    ("--lse", &["--lse", "FILE"]),
+    ("--weights", &["--weights", "FILE"]),
+    ("--indices", &["--indices", "FILE"]),
+    ("--positions", &["--positions", "FILE"]),
+    ("--context", &["--context", "FILE"]),
+    ("--half-width", &["--half-width", "1"]),
+    ("--eps", &["--eps", "0.5"]),
+    ("--heads", &["--heads", "4", "--kv-heads", "2"]),
+    ("--dtype f16", &["--dtype", "f16"]),
+    ("mask", &[]),
+    ("bias", &[]),
+];
+
+/// What `run` does with each variant × flag, one letter per column of [`FLAG_COLUMNS`]:
+/// `A` applied (the check passes and the output differs from the run without it), `K` both
+/// kernel paths pass the check and agree, `W` the output file is written with its shape,
+/// `F` f16 inputs pass the f16 check, `R` refused with one error line naming the flag and the
+/// variant, `N` a tensor the variant does not read: it runs and says so on stderr.
+const FLAG_TABLE: [(&str, &str); 14] = [
+    //              scale softcap causal window dropout seed kernel lse weights indices positions context half-width eps heads f16 mask bias
+    ("sdpa", "AAAAARKWWRRRRRRFAA"),
+    ("dot", "AAAAARKWWRRRRRRFAA"),
+    ("local-m", "AAARARKWWRRRARRFAA"),
+    ("hard", "AAAARARRRWRRRRRFAA"),
+    ("general", "AAAAARKWWRRRRRRFAA"),
+    ("additive", "RAAAARKWWRRRRRRFAA"),
+    ("local-p", "AAAAARKWWRWRARRRAA"),
+    ("zero-masked", "RAAAARKWWRRRRRRFAA"),
+    ("codewise", "RRRRRRRRWRRRRRRFNN"),
+    ("han-pool", "RRRRRRRRWRRRRRRFAN"),
+    ("ff-pool", "RRRRRRRRWRRRRARFAN"),
+    ("self-sum", "RRRRRRRRRRRRRRRFNN"),
+    ("mha", "AAAAARKRWRRRRRAFAN"),
+    ("location", "RAAAARRRWRRWRRRRNN"),
+];
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// Every variant × flag pair of `run`: each flag is applied on the GPU and in the CPU reference
+/// alike (so `--check` passes *and* the result changes) or refused with a CLI error.
+#[test]
+fn run_applies_or_refuses_every_flag_of_every_variant() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let fixtures = fixtures(&mut rng);
+    assert_eq!(fixtures.len(), FLAG_TABLE.len());
+    let mut cells = Vec::new();
+    for fx in &fixtures {
+        let (_, row) = FLAG_TABLE.iter().find(|(v, _)| *v == fx.variant).expect("a table row");
+        assert_eq!(row.len(), FLAG_COLUMNS.len(), "{}", fx.variant);
+        let file = |suffix: &str, extra: Option<&StTensor>| -> PathBuf {
+            let path = dir.path().join(format!("{}{suffix}.safetensors", fx.variant));
+            let mut tensors = fx.tensors.clone();
+            tensors.extend(extra.cloned());
+            write_safetensors(&path, &tensors);
+            path
+        };
+        let base = file("", None);
+        let files = [file("-mask", fx.mask.as_ref()), file("-bias", fx.bias.as_ref())];
+        for (col, expect) in FLAG_COLUMNS.iter().zip(row.chars()) {
+            cells.push((fx, base.clone(), files.clone(), *col, expect));
+        }
+    }
+    let run = |fx: &Fixture, file: &Path, args: &[&str], tag: &str| -> (Command, PathBuf) {
+        let out = dir.path().join(format!("{}-{tag}.npy", fx.variant));
+        // The variant's own flags (flag, value pairs), unless the column sets them.
+        let own: Vec<&str> = fx
+            .required_flags
+            .chunks(2)
+            .filter(|pair| !args.contains(&pair[0]))
+            .flatten()
+            .copied()
+            .collect();
+        let mut c = run_variant(fx.variant, file, &own);
+        c.args(["--check", "--out"]).arg(&out).args(args);
+        (c, out)
+    };
+    // Baselines: every variant without the audited flag.
+    let baselines: Vec<Vec<f32>> = fixtures
+        .iter()
+        .map(|fx| {
+            let (mut c, out) = run(fx, &dir.path().join(format!("{}.safetensors", fx.variant)), &[], "base");
+            let o = ok(&mut c);
+            assert_checks_pass(&o, &["out"]);
+            out_f32(&out)
+        })
+        .collect();
+    let baseline = |fx: &Fixture| &baselines[fixtures.iter().position(|f| f.variant == fx.variant).unwrap()];
+    let mut report = Vec::new();
+    for (i, (fx, base, [mask_file, bias_file], (flag, args), expect)) in cells.into_iter().enumerate() {
+        let v = fx.variant;
+        let tag = format!("c{i}");
+        let path = dir.path().join(format!("{v}-{tag}-file.npy"));
+        let args: Vec<&str> = args
+            .iter()
+            .map(|&a| if a == "FILE" { path.to_str().unwrap() } else { a })
+            .collect();
+        let file = match flag {
+            "mask" => &mask_file,
+            "bias" => &bias_file,
+            _ => &base,
+        };
+        match expect {
+            'R' => {
+                let args = match flag {
+                    "--kernel" => vec!["--kernel", "staged"],
+                    _ => args.clone(),
+                };
+                fails_with_all(&mut run(fx, file, &args, &tag).0, &[flag, &format!("--variant {v}")]);
+            }
+            'A' | 'N' | 'F' | 'W' => {
+                let (mut c, out) = run(fx, file, &args, &tag);
+                let o = ok(&mut c);
+                let text = stdout(&o);
+                let checked: Vec<&str> = text
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("check ")?.split(' ').next())
+                    .collect();
+                assert!(checked.contains(&"out"), "{v} {flag}: {}", stdout(&o));
+                assert!(
+                    stdout(&o)
+                        .lines()
+                        .filter(|l| l.starts_with("check "))
+                        .all(|l| l.ends_with("PASS")),
+                    "{v} {flag}: {}",
+                    stdout(&o)
+                );
+                let got = read_npy(&out, "out").unwrap();
+                let diff = max_abs_diff(&got.to_f32().unwrap(), baseline(fx));
+                match expect {
+                    'A' => assert!(diff > 1e-3, "{v} {flag} did not change the output (max diff {diff})"),
+                    'N' => {
+                        assert!(diff == 0.0, "{v} {flag}: the unread tensor changed the output");
+                        let note = stderr_lines(&o).join("\n");
+                        assert!(note.contains("does not read the tensors"), "{v} {flag}: {note}");
+                    }
+                    'F' => assert_eq!(got.dtype(), DType::F16, "{v} {flag}"),
+                    _ => {
+                        let name = flag.trim_start_matches("--");
+                        assert!(checked.contains(&name), "{v} {flag} is not checked: {}", stdout(&o));
+                        let (_, shape) = fx.shapes.iter().find(|(n, _)| *n == name).expect("a shape");
+                        let bytes = std::fs::read(&path).unwrap();
+                        let written: Vec<usize> = npyz::NpyFile::new(&bytes[..])
+                            .unwrap()
+                            .shape()
+                            .iter()
+                            .map(|&n| n as usize)
+                            .collect();
+                        assert_eq!(&written, shape, "{v} {flag}");
+                        // The weights come from the staged path: the same output up to rounding.
+                        assert!(diff < 1e-4, "{v} {flag} changed the output (max diff {diff})");
+                    }
+                }
+            }
+            'K' => {
+                let outs: Vec<Vec<f32>> = ["fused", "staged"]
+                    .into_iter()
+                    .map(|k| {
+                        let (mut c, out) = run(fx, file, &["--kernel", k], &format!("{tag}{k}"));
+                        let o = ok(&mut c);
+                        assert_checks_pass(&o, &["out"]);
+                        let kernel = format!("({k} kernel)");
+                        assert!(stdout(&o).contains(&kernel), "{v}: {}", stdout(&o));
+                        out_f32(&out)
+                    })
+                    .collect();
+                assert!(
+                    max_abs_diff(&outs[0], &outs[1]) < 1e-4,
+                    "{v}: the kernel paths disagree"
+                );
+            }
+            other => panic!("unknown table entry {other}"),
+        }
+        report.push(format!("{v} {flag}: {expect}"));
+    }
+    assert_eq!(report.len(), 14 * FLAG_COLUMNS.len());
+}
+
+/// `run` says on stderr when it compiles a pipeline no cache holds, and the persisted pipeline
+/// cache (where the device has PIPELINE_CACHE) remembers it for the next process.
+#[test]
+fn run_notices_first_compiles_and_persists_pipelines() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("pipelines");
+    let file = dir.path().join("qkv.safetensors");
+    let mut rng = ChaCha8Rng::seed_from_u64(16);
+    write_safetensors(
+        &file,
+        &[
+            st_random(&mut rng, "q", &[1, 1, 5, 12], 1.0),
+            st_random(&mut rng, "k", &[1, 1, 7, 12], 1.0),
+            st_random(&mut rng, "v", &[1, 1, 7, 12], 1.0),
+        ],
+    );
+    let notices = || -> Vec<String> {
+        let mut c = run_variant("local-m", &file, &["--half-width", "2"]);
+        c.env(wgpu_attention::pipeline::PIPELINE_CACHE_ENV, &cache);
+        stderr_lines(&ok(&mut c))
+            .into_iter()
+            .filter(|l| l.starts_with("compiling the "))
+            .collect()
+    };
+    let first = notices();
+    assert!(first.iter().any(|l| l.contains("flash_forward.wgsl f32")), "{first:?}");
+    let ctx = Context::new().unwrap();
+    if ctx.features().contains(wgpu_attention::wgpu::Features::PIPELINE_CACHE) {
+        let files: Vec<_> = std::fs::read_dir(&cache).unwrap().collect();
+        assert_eq!(files.len(), 1, "one cache file per adapter and driver");
+        assert_eq!(notices(), Vec::<String>::new(), "the second process finds it cached");
     }
 }

@@ -87,10 +87,10 @@ impl MultiHeadAttention {
         }
         let wq = expect_rank("q_proj.weight", &weights.q.weight, 2)?;
         if !wq[0].is_multiple_of(heads_q) {
-            return Err(Error::ShapeMismatch {
-                name: "q_proj.weight",
-                expected: vec![heads_q * wq[0].div_ceil(heads_q), wq[1]],
-                got: wq.to_vec(),
+            return Err(Error::InvalidOption {
+                name: "heads_q",
+                value: heads_q as f64,
+                why: "must divide the rows of q_proj.weight (Hq · head dim)",
             });
         }
         let head_dim = wq[0] / heads_q;

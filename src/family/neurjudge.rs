@@ -29,7 +29,9 @@ fn check_pair(c: &Tensor, g: &Tensor) -> Result<()> {
 /// Zero-score masked attention ("Mask_Attention"): A = C Gᵀ with every score exactly 0.0 masked,
 /// softmax over Lg (fully masked rows give 0), output A G [B, Lc, H]. This is §1 with Q = C,
 /// K = V = G, scale 1 and [`AttentionOptions::zero_score_mask`]; `opts` may add the other options
-/// (e.g. `return_weights`), its `scale` and `zero_score_mask` are overridden.
+/// (e.g. `return_weights`), its `scale` and `zero_score_mask` are overridden. Every output drops
+/// §1's head axis like `out`: LSE is [B, Lc], the weights [B, Lc, Lg]; a mask or bias is
+/// [B|1, 1, Lc, Lg] or [Lc, Lg].
 pub fn zero_masked(
     ctx: &Context,
     c: &Tensor,
@@ -45,8 +47,10 @@ pub fn zero_masked(
     let (q, kv) = (one_head(c)?, one_head(g)?);
     let call = Attention::new(ctx, &q, &kv, &kv, &opts)?.into_prepared("attention");
     let mut out = call.output().clone();
-    let s = out.out.shape().to_vec();
-    out.out = out.out.reshape(&[s[0], s[2], s[3]])?;
+    let (b, lc, h, lg) = (c.shape()[0], c.shape()[1], c.shape()[2], g.shape()[1]);
+    out.out = out.out.reshape(&[b, lc, h])?;
+    out.lse = out.lse.map(|t| t.reshape(&[b, lc])).transpose()?;
+    out.weights = out.weights.map(|t| t.reshape(&[b, lc, lg])).transpose()?;
     Ok(call.with_output(out))
 }
 

@@ -1,4 +1,4 @@
-//! The tuning cache file (feature `tuning-cache`): JSON, adapter → bucket → winning tile.
+//! The tuning cache file (feature `cache-files`): JSON, adapter → bucket → winning tile.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
