@@ -407,8 +407,11 @@ fn run_cmd(a: &RunArgs) -> Result<()> {
     check_run_flags(a)?;
     let v = a.variant;
     let dtype = a.dtype.map(DTypeArg::dtype);
+    // One call per process: on CPU adapters small problems get a fused tile that compiles fast.
+    bench::prefer_short_compiles(true);
+    let ctx = context()?;
     let mut inputs = match v {
-        Variant::Sdpa | Variant::Dot => sdpa_inputs(a, dtype)?,
+        Variant::Sdpa | Variant::Dot => sdpa_inputs(a, dtype, ctx.limits().max_buffer_size)?,
         _ => {
             let path = a
                 .safetensors
@@ -429,9 +432,6 @@ fn run_cmd(a: &RunArgs) -> Result<()> {
         seed: a.seed.unwrap_or(defaults.seed),
         eps: a.eps.unwrap_or(defaults.eps),
     };
-    // One call per process: on CPU adapters small problems get a fused tile that compiles fast.
-    bench::prefer_short_compiles(true);
-    let ctx = context()?;
     if v == Variant::Mha {
         let path = a
             .safetensors
@@ -737,7 +737,9 @@ fn report_check(output: &str, c: &Comparison) -> bool {
 }
 
 /// The inputs of sdpa and dot: .npy files, or named tensors of a .safetensors file.
-fn sdpa_inputs(a: &RunArgs, dtype: Option<DType>) -> Result<variant::VariantInputs> {
+/// Q, K, V (and mask, bias) of `run --variant sdpa|dot`; `.npy` data larger than `max_bytes`
+/// (the device's buffer limit) is refused from its header, before it is read.
+fn sdpa_inputs(a: &RunArgs, dtype: Option<DType>, max_bytes: u64) -> Result<variant::VariantInputs> {
     let mut tensors: Vec<(String, files::HostTensor)> = Vec::new();
     match &a.safetensors {
         Some(path) => {
@@ -760,11 +762,11 @@ fn sdpa_inputs(a: &RunArgs, dtype: Option<DType>) -> Result<variant::VariantInpu
                 let path = path
                     .as_deref()
                     .ok_or_else(|| anyhow!("missing --{role} (or give --safetensors FILE)"))?;
-                tensors.push((role.into(), files::read_npy(path, role)?));
+                tensors.push((role.into(), files::read_npy_limited(path, role, max_bytes)?));
             }
             for (role, path) in [("mask", &a.mask), ("bias", &a.bias)] {
                 if let Some(path) = path {
-                    tensors.push((role.into(), files::read_npy(path, role)?));
+                    tensors.push((role.into(), files::read_npy_limited(path, role, max_bytes)?));
                 }
             }
         }
