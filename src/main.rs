@@ -271,7 +271,11 @@ struct TuneArgs {
     /// Sequence lengths to tune, comma-separated (default 256,1024 on GPUs, 128,512 on CPU adapters; quick: 128).
     #[arg(long, value_delimiter = ',')]
     lengths: Vec<usize>,
-    /// Heads of the benchmark shape.
+    /// Kinds of call to tune, comma-separated: prefill, prefill-causal, decode (one query row,
+    /// 4 query heads per KV head); each is its own cache class (default: all; quick: prefill).
+    #[arg(long, value_delimiter = ',', value_enum)]
+    kinds: Vec<TuneKindArg>,
+    /// KV heads of the benchmark shape (decode uses 4 query heads per KV head).
     #[arg(long)]
     heads: Option<usize>,
     /// Measured samples per candidate.
@@ -280,6 +284,23 @@ struct TuneArgs {
     /// Hide the progress bar.
     #[arg(long)]
     quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum TuneKindArg {
+    Prefill,
+    PrefillCausal,
+    Decode,
+}
+
+impl TuneKindArg {
+    fn kind(self) -> tuner::TuneKind {
+        match self {
+            TuneKindArg::Prefill => tuner::TuneKind::Prefill,
+            TuneKindArg::PrefillCausal => tuner::TuneKind::PrefillCausal,
+            TuneKindArg::Decode => tuner::TuneKind::Decode,
+        }
+    }
 }
 
 fn context() -> Result<Context> {
@@ -792,6 +813,9 @@ fn tune_cmd(a: &TuneArgs) -> Result<()> {
     if !a.lengths.is_empty() {
         opts.lengths = a.lengths.clone();
     }
+    if !a.kinds.is_empty() {
+        opts.kinds = a.kinds.iter().map(|k| k.kind()).collect();
+    }
     if let Some(h) = a.heads {
         opts.heads = h;
     }
@@ -811,7 +835,7 @@ fn tune_cmd(a: &TuneArgs) -> Result<()> {
             format!(" (default {d:.3} ms, {:.2}x)", d / r.entry.median_ms)
         });
         println!(
-            "{:<18} wg{:<4} rows{:<2} {:.3} ms{speedup}; {} candidates, {} rejected",
+            "{:<40} wg{:<4} rows{:<2} {:.3} ms{speedup}; {} candidates, {} rejected",
             r.bucket,
             c.workgroup,
             c.rows,

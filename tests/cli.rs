@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 use wgpu_attention::bench::files::{read_npy, write_npy, HostData, HostTensor};
-use wgpu_attention::bench::{adapter_key, bucket_key, TuneCache, TuneEntry, CACHE_ENV};
+use wgpu_attention::bench::{adapter_key, ShapeClass, TuneCache, TuneEntry, CACHE_ENV};
 use wgpu_attention::reference::{self, Broadcast, HostInputs, Tolerance};
 use wgpu_attention::{Alignment, AttentionOptions, Context, DType, FlashConfig, Problem};
 
@@ -515,13 +515,11 @@ fn tune_writes_a_cache_the_library_uses() {
     let out = ok(cli()
         .args(["tune", "--quick", "--quiet", "--iters", "1", "--cache"])
         .arg(&cache));
-    assert!(stdout(&out).contains("f32/d32/lk128"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("f32/d32/lq64/g1/none/lk128"), "{}", stdout(&out));
     let ctx = Context::new().unwrap();
     let key = adapter_key(ctx.info().adapter.as_ref().unwrap());
     let parsed = TuneCache::load(&cache).expect("the cache parses");
     let entries = &parsed.adapters[&key];
-    let entry = &entries[&bucket_key(DType::F32, 32, 128)];
-    assert!(entry.median_ms > 0.0);
     let p = Problem {
         b: 1,
         hq: 1,
@@ -531,7 +529,14 @@ fn tune_writes_a_cache_the_library_uses() {
         dk: 32,
         dv: 32,
     };
-    assert_eq!(parsed.lookup(&key, DType::F32, &p), Some(entry.config));
+    let plain = AttentionOptions::default();
+    let class = ShapeClass::of(&p, DType::F32, &plain);
+    let entry = &entries[&class.key(128)];
+    assert!(entry.median_ms > 0.0);
+    assert_eq!(parsed.lookup(&key, &class, p.lk), Some(entry.config));
+    // A decode call (one query row, GQA) is another class: the prefill entry does not serve it.
+    let decode = Problem { lq: 1, hq: 4, ..p };
+    assert_eq!(parsed.lookup(&key, &ShapeClass::of(&decode, DType::F32, &plain), p.lk), None);
 
     // A hand-written cache with an unusual (valid) tile: the library must use it.
     let mine = dir.path().join("mine.json");
@@ -539,7 +544,7 @@ fn tune_writes_a_cache_the_library_uses() {
     let mut c = TuneCache::default();
     c.insert(
         &key,
-        bucket_key(DType::F32, 16, 64),
+        ShapeClass::of(&Problem { dk: 16, dv: 16, ..p }, DType::F32, &plain).key(64),
         TuneEntry {
             config: cfg,
             median_ms: 1.0,

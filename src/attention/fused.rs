@@ -212,7 +212,7 @@ impl Attention {
         let plan = chunks::plan(ctx, &operands, p.b as u64, p.hq as u64)?;
         let cfg = match tuning.flash {
             Some(c) => c,
-            None => crate::tune::flash_config(ctx, p, q.dtype())?,
+            None => crate::tune::flash_config(ctx, p, q.dtype(), opts)?,
         };
         let shared = SharedBindings::new(ctx, opts, extras)?;
         let mut base = base_params(p, opts);

@@ -14,8 +14,8 @@ pub mod tuner;
 pub mod variant;
 
 pub use crate::tune::{
-    adapter_key, bucket_key, cache_path, config_fits, head_dim_bucket, length_bucket, prefer_short_compiles,
-    selected_flash_config, TuneCache, TuneEntry, CACHE_ENV, CACHE_VERSION, SHORT_COMPILE_MACS,
+    adapter_key, cache_path, config_fits, head_dim_bucket, length_bucket, prefer_short_compiles, selected_flash_config,
+    MaskClass, ShapeClass, TuneCache, TuneEntry, CACHE_ENV, CACHE_VERSION, SHORT_COMPILE_MACS,
 };
 pub use runner::{parse_shape, preset, run_bench, BenchOptions, BenchReport, KernelKind, Row};
 pub use timer::{Timer, TimerKind, Timing};

@@ -704,7 +704,7 @@ impl Bench<'_> {
         };
         let dtype = inputs.tensors[0].dtype();
         if choice == KernelChoice::Fused {
-            let c = crate::tune::flash_config(ctx, p, dtype)?;
+            let c = crate::tune::flash_config(ctx, p, dtype, attn_opts)?;
             row.tile = Some(format!("wg{} rows{}", c.workgroup, c.rows));
         }
         let opts = AttentionOptions {

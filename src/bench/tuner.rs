@@ -14,7 +14,58 @@ use crate::kernels::FlashConfig;
 use crate::options::{Alignment, AttentionOptions, KernelChoice};
 use crate::reference::{self, Tolerance};
 use crate::tensor::DType;
-use crate::tune::{adapter_key, bucket_key, config_fits, head_dim_bucket, length_bucket, TuneCache, TuneEntry};
+use crate::tune::{adapter_key, config_fits, length_bucket, ShapeClass, TuneCache, TuneEntry};
+
+/// The kinds of call the tuner measures; each is its own [`ShapeClass`] in the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TuneKind {
+    /// Lq = Lk = L, Hq = Hkv, no mask.
+    Prefill,
+    /// Lq = Lk = L, Hq = Hkv, causal.
+    PrefillCausal,
+    /// One query row, Lk = L, four query heads per KV head (GQA decoding).
+    Decode,
+}
+
+impl TuneKind {
+    /// Every kind.
+    pub const ALL: [TuneKind; 3] = [TuneKind::Prefill, TuneKind::PrefillCausal, TuneKind::Decode];
+
+    /// The benchmark shape of this kind at head dim `d`, length `l`, `heads` KV heads (B = 1).
+    pub fn problem(self, d: usize, l: usize, heads: usize) -> Problem {
+        let (hq, lq) = match self {
+            TuneKind::Decode => (4 * heads, 1),
+            _ => (heads, l),
+        };
+        Problem {
+            b: 1,
+            hq,
+            hkv: heads,
+            lq,
+            lk: l,
+            dk: d,
+            dv: d,
+        }
+    }
+
+    /// The options of this kind.
+    pub fn options(self) -> AttentionOptions {
+        AttentionOptions {
+            kernel: KernelChoice::Fused,
+            causal: (self == TuneKind::PrefillCausal).then_some(Alignment::BottomRight),
+            ..Default::default()
+        }
+    }
+
+    /// Its name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            TuneKind::Prefill => "prefill",
+            TuneKind::PrefillCausal => "prefill-causal",
+            TuneKind::Decode => "decode",
+        }
+    }
+}
 
 /// What to tune.
 #[derive(Debug, Clone)]
@@ -23,8 +74,10 @@ pub struct TuneOptions {
     pub dtype: DType,
     /// Head dims to tune (each is its own bucket; use powers of two).
     pub head_dims: Vec<usize>,
-    /// Sequence lengths Lq = Lk to tune (each is its own bucket; use powers of two).
+    /// Key lengths to tune (each is its own bucket; use powers of two); Lq = Lk except decode.
     pub lengths: Vec<usize>,
+    /// The kinds of call to tune (each is its own shape class).
+    pub kinds: Vec<TuneKind>,
     /// Heads of the benchmark shape (B = 1).
     pub heads: usize,
     /// Workgroup sizes tried with every candidate tile.
@@ -40,12 +93,14 @@ pub struct TuneOptions {
 }
 
 impl TuneOptions {
-    /// The default run: f32, D ∈ {64, 128}, L ∈ {256, 1024}, 4 heads, every tile × {32, 64, 128}.
+    /// The default run: f32, D ∈ {64, 128}, L ∈ {256, 1024}, prefill, causal prefill and GQA
+    /// decode, 4 KV heads, every tile × {32, 64, 128}.
     pub fn standard() -> Self {
         Self {
             dtype: DType::F32,
             head_dims: vec![64, 128],
             lengths: vec![256, 1024],
+            kinds: TuneKind::ALL.to_vec(),
             heads: 4,
             workgroups: vec![32, 64, 128],
             max_tiles: None,
@@ -74,11 +129,13 @@ impl TuneOptions {
         }
     }
 
-    /// A quick run (seconds): f32, D = 32, L = 128, 2 heads, the first 3 tiles × {32, 64}.
+    /// A quick run (seconds): f32, D = 32, L = 128, prefill only, 2 heads, the first 3 tiles ×
+    /// {32, 64}.
     pub fn quick() -> Self {
         Self {
             head_dims: vec![32],
             lengths: vec![128],
+            kinds: vec![TuneKind::Prefill],
             heads: 2,
             workgroups: vec![32, 64],
             max_tiles: Some(3),
@@ -127,12 +184,16 @@ pub fn run_tune(ctx: &Context, opts: &TuneOptions) -> Result<(String, Vec<Bucket
         DType::F16 => Tolerance::F16,
         _ => Tolerance::F32,
     };
-    let buckets: Vec<(usize, usize)> = opts
-        .head_dims
+    let buckets: Vec<(TuneKind, usize, usize)> = opts
+        .kinds
         .iter()
-        .flat_map(|&d| opts.lengths.iter().map(move |&l| (d, l)))
+        .flat_map(|&kind| {
+            opts.head_dims
+                .iter()
+                .flat_map(move |&d| opts.lengths.iter().map(move |&l| (kind, d, l)))
+        })
         .collect();
-    let total: usize = buckets.iter().map(|&(d, _)| candidates(ctx, d, d, opts).len()).sum();
+    let total: usize = buckets.iter().map(|&(_, d, _)| candidates(ctx, d, d, opts).len()).sum();
     let bar = match opts.progress {
         true => indicatif::ProgressBar::new(total as u64),
         false => indicatif::ProgressBar::hidden(),
@@ -143,21 +204,10 @@ pub fn run_tune(ctx: &Context, opts: &TuneOptions) -> Result<(String, Vec<Bucket
             .progress_chars("=> "),
     );
     let mut results = Vec::new();
-    for (bi, &(d, l)) in buckets.iter().enumerate() {
-        let p = Problem {
-            b: 1,
-            hq: opts.heads,
-            hkv: opts.heads,
-            lq: l,
-            lk: l,
-            dk: d,
-            dv: d,
-        };
+    for (bi, &(kind, d, l)) in buckets.iter().enumerate() {
+        let p = kind.problem(d, l, opts.heads);
         let inputs = make_inputs(ctx, &p, opts.dtype, 0x7u64 << 32 | bi as u64)?;
-        let attn = AttentionOptions {
-            kernel: KernelChoice::Fused,
-            ..Default::default()
-        };
+        let attn = kind.options();
         let plan = check_plan(&p, Alignment::TopLeft);
         let expected = reference_subset(&p, &inputs, &attn, &plan);
         let default_cfg = FlashConfig::default_for(ctx, d as u32, d as u32)?;
@@ -166,7 +216,7 @@ pub fn run_tune(ctx: &Context, opts: &TuneOptions) -> Result<(String, Vec<Bucket
         let mut rejected = Vec::new();
         let cands = candidates(ctx, d, d, opts);
         for cfg in &cands {
-            bar.set_message(format!("D={d} L={l} wg{} rows{}", cfg.workgroup, cfg.rows));
+            bar.set_message(format!("{} D={d} L={l} wg{} rows{}", kind.name(), cfg.workgroup, cfg.rows));
             let measured = (|| -> Result<f64> {
                 let [q, k, v] = &inputs.tensors;
                 let tuning = Tuning {
@@ -206,12 +256,13 @@ pub fn run_tune(ctx: &Context, opts: &TuneOptions) -> Result<(String, Vec<Bucket
         }
         let Some((t, config)) = best else {
             return Err(Error::Unsupported(format!(
-                "no candidate tile ran for D={d}, L={l}: {}",
+                "no candidate tile ran for {} D={d}, L={l}: {}",
+                kind.name(),
                 rejected.join("; ")
             )));
         };
         results.push(BucketResult {
-            bucket: bucket_key(opts.dtype, head_dim_bucket(d, d), length_bucket(l)),
+            bucket: ShapeClass::of(&p, opts.dtype, &attn).key(length_bucket(l)),
             entry: TuneEntry {
                 config,
                 median_ms: t * 1e3,

@@ -4,16 +4,15 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use super::{bucket_key, head_dim_bucket, length_bucket};
+use super::{length_bucket, ShapeClass};
 use crate::attention::Problem;
 use crate::error::{Error, Result};
 use crate::kernels::FlashConfig;
-use crate::tensor::DType;
 
 /// Environment variable overriding the cache path.
 pub const CACHE_ENV: &str = "WGPU_ATTENTION_TUNE_CACHE";
 /// Format version written into the cache; files of another version are ignored.
-pub const CACHE_VERSION: u32 = 1;
+pub const CACHE_VERSION: u32 = 2;
 
 /// One tuned bucket: the winner and what it was measured against.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -35,7 +34,7 @@ pub struct TuneEntry {
 pub struct TuneCache {
     /// [`CACHE_VERSION`].
     pub version: u32,
-    /// Entries per adapter ([`super::adapter_key`]), then per bucket ([`super::bucket_key`]).
+    /// Entries per adapter ([`super::adapter_key`]), then per bucket ([`ShapeClass::key`]).
     pub adapters: BTreeMap<String, BTreeMap<String, TuneEntry>>,
 }
 
@@ -48,12 +47,9 @@ impl Default for TuneCache {
     }
 }
 
-fn parse_bucket(key: &str) -> Option<(&str, usize, usize)> {
-    let mut parts = key.split('/');
-    let dtype = parts.next()?;
-    let d = parts.next()?.strip_prefix('d')?.parse().ok()?;
-    let lk = parts.next()?.strip_prefix("lk")?.parse().ok()?;
-    parts.next().is_none().then_some((dtype, d, lk))
+/// The Lk bucket of a key of `class`, `None` for another class's key.
+fn lk_of(key: &str, class_prefix: &str) -> Option<usize> {
+    key.strip_prefix(class_prefix)?.strip_prefix("/lk")?.parse().ok()
 }
 
 fn io_error(path: &Path, msg: impl Into<String>) -> Error {
@@ -110,22 +106,19 @@ impl TuneCache {
             .insert(bucket, entry);
     }
 
-    /// The cached tile for `problem`: the exact bucket, else the bucket of the same dtype and head
-    /// dim whose Lk is nearest (in powers of two).
-    pub fn lookup(&self, adapter: &str, dtype: DType, problem: &Problem) -> Option<FlashConfig> {
+    /// The cached tile for a call of `class` with `lk` keys: the exact bucket, else the bucket of
+    /// the same class whose Lk is nearest (in powers of two). Another class's entry never serves.
+    pub fn lookup(&self, adapter: &str, class: &ShapeClass, lk: usize) -> Option<FlashConfig> {
         let entries = self.adapters.get(adapter)?;
-        let d = head_dim_bucket(problem.dk, problem.dv);
-        let lk = length_bucket(problem.lk);
-        if let Some(e) = entries.get(&bucket_key(dtype, d, lk)) {
+        let lk = length_bucket(lk);
+        if let Some(e) = entries.get(&class.key(lk)) {
             return Some(e.config);
         }
+        let prefix = class.prefix();
         let log = |x: usize| x.max(1).ilog2() as i64;
         entries
             .iter()
-            .filter_map(|(key, e)| {
-                let (t, bd, blk) = parse_bucket(key)?;
-                (t == dtype.name() && bd == d).then_some(((log(blk) - log(lk)).abs(), blk, e.config))
-            })
+            .filter_map(|(key, e)| lk_of(key, &prefix).map(|blk| ((log(blk) - log(lk)).abs(), blk, e.config)))
             .min_by_key(|&(dist, blk, _)| (dist, blk))
             .map(|(_, _, c)| c)
     }
@@ -169,22 +162,54 @@ mod tests {
         }
     }
 
+    fn class(p: &Problem, dtype: crate::tensor::DType, opts: &crate::options::AttentionOptions) -> ShapeClass {
+        ShapeClass::of(p, dtype, opts)
+    }
+
     #[test]
-    fn buckets_and_nearest_lookup() {
-        assert_eq!(head_dim_bucket(80, 64), 128);
+    fn buckets_and_nearest_lookup_within_a_class() {
+        use crate::options::{Alignment, AttentionOptions};
+        use crate::tensor::DType;
+        assert_eq!(super::super::head_dim_bucket(80, 64), 128);
         assert_eq!(length_bucket(1000), 1024);
-        assert_eq!(parse_bucket("f16/d64/lk256"), Some(("f16", 64, 256)));
+        let plain = AttentionOptions::default();
+        let prefill = Problem {
+            b: 1,
+            hq: 4,
+            hkv: 4,
+            lq: 256,
+            lk: 256,
+            dk: 64,
+            dv: 64,
+        };
+        let c256 = class(&prefill, DType::F32, &plain);
+        assert_eq!(c256.key(256), "register/f32/d64/lq64/g1/none/lk256");
+        assert_eq!(lk_of("register/f32/d64/lq64/g1/none/lk256", &c256.prefix()), Some(256));
         let mut c = TuneCache::default();
-        c.insert("a", bucket_key(DType::F32, 64, 256), entry(8));
-        c.insert("a", bucket_key(DType::F32, 64, 4096), entry(16));
-        let mut p = entry(4).problem;
-        p.lk = 300; // bucket 512: nearest is 256 (distance 1) before 4096 (distance 3)
-        assert_eq!(c.lookup("a", DType::F32, &p).map(|c| c.rows), Some(8));
-        p.lk = 2048;
-        assert_eq!(c.lookup("a", DType::F32, &p).map(|c| c.rows), Some(16));
-        assert_eq!(c.lookup("a", DType::F16, &p), None);
-        assert_eq!(c.lookup("b", DType::F32, &p), None);
-        p.dk = 128;
-        assert_eq!(c.lookup("a", DType::F32, &p), None);
+        c.insert("a", c256.key(256), entry(8));
+        c.insert("a", c256.key(4096), entry(16));
+        // Nearest Lk within the class: 300 → bucket 512, nearest 256 (distance 1) before 4096.
+        assert_eq!(c.lookup("a", &c256, 300).map(|c| c.rows), Some(8));
+        assert_eq!(c.lookup("a", &c256, 2048).map(|c| c.rows), Some(16));
+        assert_eq!(c.lookup("b", &c256, 2048), None);
+        // Every other class is served nothing: dtype, head dim, Lq class, GQA ratio, masks.
+        let decode = Problem { lq: 1, hq: 16, ..prefill };
+        let causal = AttentionOptions {
+            causal: Some(Alignment::BottomRight),
+            ..Default::default()
+        };
+        for other in [
+            class(&prefill, DType::F16, &plain),
+            class(&Problem { dk: 128, dv: 128, ..prefill }, DType::F32, &plain),
+            class(&Problem { lq: 1, ..prefill }, DType::F32, &plain),
+            class(&Problem { hq: 16, ..prefill }, DType::F32, &plain),
+            class(&decode, DType::F32, &plain),
+            class(&prefill, DType::F32, &causal),
+        ] {
+            assert_ne!(other, c256);
+            assert_eq!(c.lookup("a", &other, 256), None, "{}", other.prefix());
+        }
+        // Lq ≥ 64 is one class: a 1024-row prefill shares the 256-row entries.
+        assert_eq!(class(&Problem { lq: 1024, ..prefill }, DType::F32, &plain), c256);
     }
 }

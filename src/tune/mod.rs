@@ -2,8 +2,10 @@
 //!
 //! The cache is a JSON file (default `$XDG_CACHE_HOME/wgpu-attention/tune.json`, else
 //! `~/.cache/wgpu-attention/tune.json`; overridden by `WGPU_ATTENTION_TUNE_CACHE`) mapping
-//! adapter → bucket → winning [`FlashConfig`]. A bucket is (dtype, head dim rounded up to a power
-//! of two, Lk rounded up to a power of two). The library reads the file once per process; a
+//! adapter → bucket → winning [`FlashConfig`]. A bucket is a [`ShapeClass`] (dtype, head dim,
+//! Lq class, GQA ratio, mask class, kernel design) plus Lk rounded up to a power of two; a call is
+//! served the entry of its own class only (the nearest Lk within it), never another class's. The
+//! library reads the file once per process; a
 //! missing, unreadable or stale entry (one that no longer fits the device limits) falls back to
 //! [`FlashConfig::default_for`]. The cache never makes a call fail. Without the `cache-files`
 //! feature the library always takes the built-in defaults.
@@ -18,6 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::attention::Problem;
 use crate::context::Context;
+use crate::options::AttentionOptions;
 use crate::error::Result;
 use crate::kernels::FlashConfig;
 use crate::tensor::DType;
@@ -38,9 +41,95 @@ pub fn length_bucket(lk: usize) -> usize {
     lk.max(1).next_power_of_two()
 }
 
-/// The bucket key of a (dtype, head dim bucket, Lk bucket): e.g. `f32/d64/lk1024`.
-pub fn bucket_key(dtype: DType, d_bucket: usize, lk_bucket: usize) -> String {
-    format!("{}/d{d_bucket}/lk{lk_bucket}", dtype.name())
+/// Which masks a call applies, as far as tiles care: none, causal only (block skipping), or any
+/// other (per-element tests: mask, bias, key lengths, window, local-p, zero-score).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MaskClass {
+    /// Every key of every row.
+    None,
+    /// Causal and nothing else.
+    Causal,
+    /// Any other mask or bias.
+    Masked,
+}
+
+impl MaskClass {
+    /// The class of `opts`.
+    pub fn of(opts: &AttentionOptions) -> Self {
+        let masked = opts.mask.is_some()
+            || opts.bias.is_some()
+            || opts.key_lengths.is_some()
+            || opts.window.is_some()
+            || opts.zero_score_mask;
+        match (masked, opts.causal.is_some()) {
+            (true, _) => Self::Masked,
+            (false, true) => Self::Causal,
+            (false, false) => Self::None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Causal => "causal",
+            Self::Masked => "masked",
+        }
+    }
+}
+
+/// Everything besides Lk that decides which tile is fastest: calls of one class share tuned
+/// tiles, and a class is never served another's (a decode call never gets a prefill tile).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ShapeClass {
+    /// Storage dtype.
+    pub dtype: DType,
+    /// max(Dk, Dv) rounded up to a power of two.
+    pub head_dim: usize,
+    /// Lq rounded up to a power of two, capped at [`ShapeClass::LQ_CAP`] (every longer query
+    /// block fills a tile the same way).
+    pub lq: usize,
+    /// Hq / Hkv rounded up to a power of two.
+    pub group: usize,
+    /// Mask class.
+    pub masks: MaskClass,
+}
+
+impl ShapeClass {
+    /// Query lengths at or above this are one class.
+    pub const LQ_CAP: usize = 64;
+    /// The fused kernel's design, part of every key (other designs get their own entries).
+    pub const DESIGN: &'static str = "register";
+
+    /// The class of a call.
+    pub fn of(problem: &Problem, dtype: DType, opts: &AttentionOptions) -> Self {
+        let p = problem;
+        Self {
+            dtype,
+            head_dim: head_dim_bucket(p.dk, p.dv),
+            lq: p.lq.max(1).next_power_of_two().min(Self::LQ_CAP),
+            group: (p.hq / p.hkv.max(1)).max(1).next_power_of_two(),
+            masks: MaskClass::of(opts),
+        }
+    }
+
+    /// The bucket key of this class at Lk bucket `lk_bucket`, e.g.
+    /// `register/f32/d128/lq1/g4/none/lk4096`.
+    pub fn key(&self, lk_bucket: usize) -> String {
+        format!("{}/lk{lk_bucket}", self.prefix())
+    }
+
+    /// The key without its Lk part: entries with this prefix belong to the class.
+    pub fn prefix(&self) -> String {
+        format!(
+            "{}/{}/d{}/lq{}/g{}/{}",
+            Self::DESIGN,
+            self.dtype.name(),
+            self.head_dim,
+            self.lq,
+            self.group,
+            self.masks.name()
+        )
+    }
 }
 
 /// True when `cfg` is a valid tile for head dims `dk`, `dv` on this device.
@@ -69,8 +158,13 @@ pub fn prefer_short_compiles(on: bool) {
 /// The tile the fused kernel uses for `problem`: the tuning cache's winner for this adapter and
 /// bucket when present and still valid, else the largest built-in candidate that fits (fewer
 /// rows for small problems on CPU adapters with [`prefer_short_compiles`]).
-pub(crate) fn flash_config(ctx: &Context, problem: &Problem, dtype: DType) -> Result<FlashConfig> {
-    if let Some(cfg) = cached_config(ctx, problem, dtype) {
+pub(crate) fn flash_config(
+    ctx: &Context,
+    problem: &Problem,
+    dtype: DType,
+    opts: &AttentionOptions,
+) -> Result<FlashConfig> {
+    if let Some(cfg) = cached_config(ctx, problem, &ShapeClass::of(problem, dtype, opts)) {
         return Ok(cfg);
     }
     let mut cfg = FlashConfig::default_for(ctx, problem.dk as u32, problem.dv as u32)?;
@@ -88,19 +182,24 @@ pub(crate) fn flash_config(ctx: &Context, problem: &Problem, dtype: DType) -> Re
 }
 
 #[cfg(feature = "cache-files")]
-fn cached_config(ctx: &Context, problem: &Problem, dtype: DType) -> Option<FlashConfig> {
+fn cached_config(ctx: &Context, problem: &Problem, class: &ShapeClass) -> Option<FlashConfig> {
     let info = ctx.info().adapter.as_ref()?;
-    let cfg = cache::process_cache()?.lookup(&adapter_key(info), dtype, problem)?;
+    let cfg = cache::process_cache()?.lookup(&adapter_key(info), class, problem.lk)?;
     config_fits(ctx, &cfg, problem.dk, problem.dv).then_some(cfg)
 }
 
 /// Without the `cache-files` feature every call takes the built-in defaults.
 #[cfg(not(feature = "cache-files"))]
-fn cached_config(_: &Context, _: &Problem, _: DType) -> Option<FlashConfig> {
+fn cached_config(_: &Context, _: &Problem, _: &ShapeClass) -> Option<FlashConfig> {
     None
 }
 
 /// The tile [`crate::attention()`] would use for `problem` (for reports).
-pub fn selected_flash_config(ctx: &Context, problem: &Problem, dtype: DType) -> Result<FlashConfig> {
-    flash_config(ctx, problem, dtype)
+pub fn selected_flash_config(
+    ctx: &Context,
+    problem: &Problem,
+    dtype: DType,
+    opts: &AttentionOptions,
+) -> Result<FlashConfig> {
+    flash_config(ctx, problem, dtype, opts)
 }
