@@ -42,6 +42,25 @@ enum Command {
     Run(Box<RunArgs>),
     /// Tune the fused kernel's tiles for this adapter and store them in the tuning cache.
     Tune(TuneArgs),
+    /// Compile the pipelines of call shapes ahead of their first use (later processes start warm
+    /// where the device has PIPELINE_CACHE or the driver caches compiled shaders on disk).
+    WarmUp(WarmUpArgs),
+}
+
+#[derive(Args)]
+struct WarmUpArgs {
+    /// Problem shape B,Hq,Hkv,Lq,Lk,Dk,Dv (or B,H,L,D, or B,Hq,Hkv,L,D); repeatable.
+    #[arg(long = "shape", value_name = "SHAPE", value_parser = bench::parse_shape, required = true)]
+    shapes: Vec<Problem>,
+    /// Storage dtype.
+    #[arg(long, value_enum, default_value = "f32")]
+    dtype: DTypeArg,
+    /// Causal variants; repeatable (default: none).
+    #[arg(long = "causal", value_enum)]
+    causal: Vec<CausalArg>,
+    /// Kernel paths; repeatable (default: auto, the fused kernel).
+    #[arg(long = "kernel", value_enum)]
+    kernels: Vec<RunKernelArg>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -799,6 +818,45 @@ fn sdpa_inputs(a: &RunArgs, dtype: Option<DType>, max_bytes: u64) -> Result<vari
     Ok(variant::VariantInputs::new(a.variant, tensors, dtype))
 }
 
+fn warm_up_cmd(a: &WarmUpArgs) -> Result<()> {
+    let ctx = context()?;
+    let causal = if a.causal.is_empty() {
+        vec![CausalArg::None]
+    } else {
+        a.causal.clone()
+    };
+    let kernels = if a.kernels.is_empty() {
+        vec![RunKernelArg::Auto]
+    } else {
+        a.kernels.clone()
+    };
+    for p in &a.shapes {
+        for &c in &causal {
+            for &k in &kernels {
+                let opts = AttentionOptions {
+                    causal: c.alignment(),
+                    kernel: match k {
+                        RunKernelArg::Auto => KernelChoice::Auto,
+                        RunKernelArg::Fused => KernelChoice::Fused,
+                        RunKernelArg::Staged => KernelChoice::Staged,
+                    },
+                    ..Default::default()
+                };
+                let started = std::time::Instant::now();
+                wgpu_attention::Attention::warm_up(&ctx, p, a.dtype.dtype(), &opts)?;
+                println!(
+                    "{p} {} causal={} kernel={}: ready in {:.2} s",
+                    a.dtype.dtype().name(),
+                    c.to_possible_value().map_or("?".into(), |v| v.get_name().to_string()),
+                    k.to_possible_value().map_or("?".into(), |v| v.get_name().to_string()),
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 fn tune_cmd(a: &TuneArgs) -> Result<()> {
     let ctx = context()?;
     let mut opts = if a.quick {
@@ -857,6 +915,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => bench_cmd(a),
         Command::Run(a) => run_cmd(a),
         Command::Tune(a) => tune_cmd(a),
+        Command::WarmUp(a) => warm_up_cmd(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -536,7 +536,10 @@ fn tune_writes_a_cache_the_library_uses() {
     assert_eq!(parsed.lookup(&key, &class, p.lk), Some(entry.config));
     // A decode call (one query row, GQA) is another class: the prefill entry does not serve it.
     let decode = Problem { lq: 1, hq: 4, ..p };
-    assert_eq!(parsed.lookup(&key, &ShapeClass::of(&decode, DType::F32, &plain), p.lk), None);
+    assert_eq!(
+        parsed.lookup(&key, &ShapeClass::of(&decode, DType::F32, &plain), p.lk),
+        None
+    );
 
     // A hand-written cache with an unusual (valid) tile: the library must use it.
     let mine = dir.path().join("mine.json");
@@ -1428,4 +1431,26 @@ fn run_notices_first_compiles_and_persists_pipelines() {
         assert_eq!(files.len(), 1, "one cache file per adapter and driver");
         assert_eq!(notices(), Vec::<String>::new(), "the second process finds it cached");
     }
+}
+
+#[test]
+fn warm_up_prepares_the_pipelines_of_given_shapes() {
+    let out = ok(cli().args([
+        "warm-up",
+        "--shape",
+        "1,4,1,1,64,32,32",
+        "--shape",
+        "1,2,40,16",
+        "--causal",
+        "none",
+        "--causal",
+        "bottom-right",
+        "--kernel",
+        "fused",
+        "--kernel",
+        "staged",
+    ]));
+    let text = stdout(&out);
+    assert_eq!(text.matches("ready in").count(), 8, "{text}");
+    assert!(text.contains("causal=bottom-right kernel=staged"), "{text}");
 }

@@ -109,7 +109,8 @@ fn borrowed_device_picks_the_tiles_of_an_owned_one() {
     for p in shapes {
         for dtype in [DType::F32, DType::F16] {
             assert_eq!(
-                wgpu_attention::tune::selected_flash_config(&borrowed, &p, dtype, &AttentionOptions::default()).unwrap(),
+                wgpu_attention::tune::selected_flash_config(&borrowed, &p, dtype, &AttentionOptions::default())
+                    .unwrap(),
                 wgpu_attention::tune::selected_flash_config(owned, &p, dtype, &AttentionOptions::default()).unwrap(),
                 "{p} {dtype:?}"
             );

@@ -18,6 +18,7 @@ mod params;
 mod plan;
 mod staged;
 mod validate;
+mod warm;
 
 pub(crate) use params::base_params;
 pub(crate) use plan::{Extras, LocalWindows};

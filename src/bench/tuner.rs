@@ -216,7 +216,12 @@ pub fn run_tune(ctx: &Context, opts: &TuneOptions) -> Result<(String, Vec<Bucket
         let mut rejected = Vec::new();
         let cands = candidates(ctx, d, d, opts);
         for cfg in &cands {
-            bar.set_message(format!("{} D={d} L={l} wg{} rows{}", kind.name(), cfg.workgroup, cfg.rows));
+            bar.set_message(format!(
+                "{} D={d} L={l} wg{} rows{}",
+                kind.name(),
+                cfg.workgroup,
+                cfg.rows
+            ));
             let measured = (|| -> Result<f64> {
                 let [q, k, v] = &inputs.tensors;
                 let tuning = Tuning {

@@ -193,14 +193,26 @@ mod tests {
         assert_eq!(c.lookup("a", &c256, 2048).map(|c| c.rows), Some(16));
         assert_eq!(c.lookup("b", &c256, 2048), None);
         // Every other class is served nothing: dtype, head dim, Lq class, GQA ratio, masks.
-        let decode = Problem { lq: 1, hq: 16, ..prefill };
+        let decode = Problem {
+            lq: 1,
+            hq: 16,
+            ..prefill
+        };
         let causal = AttentionOptions {
             causal: Some(Alignment::BottomRight),
             ..Default::default()
         };
         for other in [
             class(&prefill, DType::F16, &plain),
-            class(&Problem { dk: 128, dv: 128, ..prefill }, DType::F32, &plain),
+            class(
+                &Problem {
+                    dk: 128,
+                    dv: 128,
+                    ..prefill
+                },
+                DType::F32,
+                &plain,
+            ),
             class(&Problem { lq: 1, ..prefill }, DType::F32, &plain),
             class(&Problem { hq: 16, ..prefill }, DType::F32, &plain),
             class(&decode, DType::F32, &plain),

@@ -20,9 +20,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::attention::Problem;
 use crate::context::Context;
-use crate::options::AttentionOptions;
 use crate::error::Result;
 use crate::kernels::FlashConfig;
+use crate::options::AttentionOptions;
 use crate::tensor::DType;
 
 /// The cache key of an adapter: its name and driver (with the driver's version information).

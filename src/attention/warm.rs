@@ -1,0 +1,46 @@
+//! Compiling a call's pipelines ahead of its first use.
+
+use super::{Attention, Problem, Tuning};
+use crate::context::Context;
+use crate::error::Result;
+use crate::options::AttentionOptions;
+use crate::tensor::{DType, Tensor};
+
+impl Attention {
+    /// Compiles (and runs once, so that drivers which compile at the first dispatch do so) the
+    /// pipelines a call of `problem` in `dtype` with `opts` will use, without allocating its
+    /// tensors: the same tile, kernel variant and options on a tiny stand-in problem. A later call
+    /// of that shape class finds every pipeline in the context's cache (and, where the device has
+    /// `PIPELINE_CACHE` or the driver caches shaders on disk, later processes start warm too).
+    ///
+    /// Tensor-valued options (`bias`, `mask`, `key_lengths`) only need to be present: stand-ins of
+    /// the tiny shape are used in their place. `out` is ignored.
+    pub fn warm_up(ctx: &Context, problem: &Problem, dtype: DType, opts: &AttentionOptions) -> Result<()> {
+        let p = problem;
+        let tuning = Tuning {
+            flash: Some(crate::tune::flash_config(ctx, p, dtype, opts)?),
+            ..Default::default()
+        };
+        let (lq, lk) = (p.lq.clamp(1, 4), p.lk.clamp(1, 4));
+        let group = (p.hq / p.hkv.max(1)).max(1);
+        let zeros = |shape: &[usize], dtype| Tensor::zeros(ctx, shape, dtype);
+        let q = zeros(&[1, group, lq, p.dk], dtype)?;
+        let k = zeros(&[1, 1, lk, p.dk], dtype)?;
+        let v = zeros(&[1, 1, lk, p.dv], dtype)?;
+        let stand_in = AttentionOptions {
+            bias: opts.bias.as_ref().map(|_| zeros(&[1, 1, lq, lk], dtype)).transpose()?,
+            mask: match &opts.mask {
+                Some(_) => Some(Tensor::from_slice(ctx, &vec![true; lq * lk], &[1, 1, lq, lk])?),
+                None => None,
+            },
+            key_lengths: match &opts.key_lengths {
+                Some(_) => Some(Tensor::from_slice(ctx, &[lk as u32], &[1])?),
+                None => None,
+            },
+            out: None,
+            ..opts.clone()
+        };
+        Self::with_tuning(ctx, &q, &k, &v, &stand_in, &tuning)?.submit()?;
+        ctx.wait()
+    }
+}
