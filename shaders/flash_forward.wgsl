@@ -54,7 +54,7 @@ fn main(input: KernelInputs) {
     if (t >= params.bh_count * q_blocks) {
         return;
     }
-    let bh = params.bh_base + t / q_blocks;
+    let bh = params.bh_base + ((t / q_blocks) * params.bh_stride) % params.bh_count;
     let i0 = (t % q_blocks) * rows_per_group;
     let b = bh / params.heads_q;
     let h = bh % params.heads_q;

@@ -150,6 +150,13 @@ struct BenchArgs {
     /// Causal variants to run; repeatable (default: the preset's, else none).
     #[arg(long = "causal", value_enum)]
     causal: Vec<CausalArg>,
+    /// Valid keys per batch, comma-separated (one per batch of every shape): uneven sequences.
+    #[arg(long, value_delimiter = ',')]
+    key_lengths: Vec<u32>,
+    /// Run through `Context::from_device` on a device created here, as a downstream crate does,
+    /// instead of the crate's own context.
+    #[arg(long)]
+    borrowed_device: bool,
     /// Sliding window LEFT,RIGHT (`-` = unbounded), aligned like the causal mask.
     #[arg(long, value_parser = parse_window, allow_hyphen_values = true)]
     window: Option<(Option<u32>, Option<u32>)>,
@@ -322,6 +329,22 @@ impl TuneKindArg {
     }
 }
 
+/// A device made the way a downstream crate makes its own (default adapter, the features the
+/// crate's fast paths use, full limits), lent to `Context::from_device`.
+fn borrowed_context() -> Result<Context> {
+    use wgpu_attention::wgpu;
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+    let adapter = pollster::block_on(instance.request_adapter(&Default::default())).context("no adapter")?;
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        label: Some("borrowed"),
+        required_features: adapter.features() & wgpu_attention::context::WANTED_FEATURES,
+        required_limits: adapter.limits(),
+        ..Default::default()
+    }))
+    .context("requesting a device")?;
+    Ok(Context::from_device(&device, &queue))
+}
+
 fn context() -> Result<Context> {
     Context::new().context("creating the GPU context")
 }
@@ -420,6 +443,7 @@ fn bench_cmd(a: &BenchArgs) -> Result<()> {
     }
     opts.dtype = a.dtype.dtype();
     opts.window = a.window;
+    opts.key_lengths = (!a.key_lengths.is_empty()).then(|| a.key_lengths.clone());
     opts.warmup = a.warmup;
     opts.iters = a.iters.max(1);
     opts.progress = !a.quiet;
@@ -428,7 +452,10 @@ fn bench_cmd(a: &BenchArgs) -> Result<()> {
     }
     opts.da = a.da;
     opts.half_width = a.half_width;
-    let ctx = context()?;
+    let ctx = match a.borrowed_device {
+        true => borrowed_context()?,
+        false => context()?,
+    };
     let r = bench::run_bench(&ctx, &opts)?;
     print!("{}", report::table(&r));
     if let Some(p) = &a.json {

@@ -1454,3 +1454,57 @@ fn warm_up_prepares_the_pipelines_of_given_shapes() {
     assert_eq!(text.matches("ready in").count(), 8, "{text}");
     assert!(text.contains("causal=bottom-right kernel=staged"), "{text}");
 }
+
+#[test]
+fn bench_uneven_key_lengths_and_a_borrowed_device_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = dir.path().join("b.json");
+    ok(cli()
+        .args([
+            "bench",
+            "--shape",
+            "2,4,2,3,40,16,16",
+            "--key-lengths",
+            "40,7",
+            "--kernel",
+            "fused",
+            "--kernel",
+            "staged",
+            "--causal",
+            "bottom-right",
+            "--borrowed-device",
+            "--iters",
+            "1",
+            "--warmup",
+            "0",
+            "--quiet",
+            "--json",
+        ])
+        .arg(&j));
+    let rows = json(&j)["rows"].as_array().unwrap().clone();
+    assert_eq!(rows.len(), 2);
+    for row in rows {
+        assert_eq!(row["within_tolerance"], true, "{row}");
+    }
+    // One length per batch is required.
+    let out = cli()
+        .args([
+            "bench",
+            "--shape",
+            "2,4,40,16",
+            "--key-lengths",
+            "40",
+            "--kernel",
+            "fused",
+            "--iters",
+            "1",
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&out).contains("--key-lengths has 1 values, the shape has B = 2"),
+        "{}",
+        stdout(&out)
+    );
+}

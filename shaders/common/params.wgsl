@@ -45,7 +45,9 @@ struct Params {
     // Query rows [row_base, row_base + row_count) of a row-chunked kernel (additive_hidden).
     row_base: u32,
     row_count: u32,
-    _pad0: u32,
+    // The fused kernel visits pair p of its dispatch as (p * bh_stride) % bh_count: coprime with
+    // bh_count, so every contiguous run of workgroups mixes batches (uneven key lengths).
+    bh_stride: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;

@@ -127,6 +127,7 @@ impl ChunkRecorder<'_> {
         let mut params = self.base;
         params.bh_base = chunk.bh_base;
         params.bh_count = chunk.bh_count;
+        params.bh_stride = crate::kernels::pair_stride(chunk.bh_count);
         // Bindings come in the order of `windowed_operands`.
         let mut windows = self
             .operands

@@ -67,6 +67,9 @@ pub struct BenchOptions {
     pub causal: Vec<Option<Alignment>>,
     /// Sliding window (left, right), aligned like the causal mask (top-left when not causal).
     pub window: Option<(Option<u32>, Option<u32>)>,
+    /// Valid keys per batch (`key_lengths`, one per batch of every sdpa shape); keys past a
+    /// sequence's length are skipped like causal blocks, so uneven batches cost their real work.
+    pub key_lengths: Option<Vec<u32>>,
     /// Unmeasured warm-up samples.
     pub warmup: u32,
     /// Measured samples.
@@ -90,6 +93,7 @@ impl Default for BenchOptions {
             dtype: DType::F32,
             causal,
             window: None,
+            key_lengths: None,
             warmup: 2,
             iters: 10,
             progress: false,
@@ -361,9 +365,18 @@ pub(super) fn check_plan(p: &Problem, align: Alignment) -> CheckPlan {
 }
 
 /// The reference output of the checked elements (in the order [`gather`] lists them).
-pub(super) fn reference_subset(p: &Problem, inputs: &Inputs, opts: &AttentionOptions, plan: &CheckPlan) -> Vec<f64> {
+pub(super) fn reference_subset(
+    p: &Problem,
+    inputs: &Inputs,
+    opts: &AttentionOptions,
+    key_lengths: Option<&[u32]>,
+    plan: &CheckPlan,
+) -> Vec<f64> {
     let Some((heads, rows)) = &plan.subset else {
-        let host = HostInputs::new(*p, &inputs.q, &inputs.k, &inputs.v);
+        let host = HostInputs {
+            key_lengths,
+            ..HostInputs::new(*p, &inputs.q, &inputs.k, &inputs.v)
+        };
         return reference::sdpa(&host, opts).out;
     };
     let group = p.hq / p.hkv;
@@ -378,12 +391,15 @@ pub(super) fn reference_subset(p: &Problem, inputs: &Inputs, opts: &AttentionOpt
             lq: rows.len(),
             ..*p
         };
-        let host = HostInputs::new(
-            sub,
-            &inputs.q[(qh + rows.start) * p.dk..(qh + rows.end) * p.dk],
-            &inputs.k[kh * p.lk * p.dk..(kh + 1) * p.lk * p.dk],
-            &inputs.v[kh * p.lk * p.dv..(kh + 1) * p.lk * p.dv],
-        );
+        let host = HostInputs {
+            key_lengths: key_lengths.map(|l| &l[b..b + 1]),
+            ..HostInputs::new(
+                sub,
+                &inputs.q[(qh + rows.start) * p.dk..(qh + rows.end) * p.dk],
+                &inputs.k[kh * p.lk * p.dk..(kh + 1) * p.lk * p.dk],
+                &inputs.v[kh * p.lk * p.dv..(kh + 1) * p.lk * p.dv],
+            )
+        };
         expected.extend(reference::sdpa(&host, opts).out);
     }
     expected
@@ -644,19 +660,36 @@ impl Bench<'_> {
         let (ctx, opts) = (self.ctx, self.opts);
         let dtype = opts.dtype;
         let inputs = make_inputs(ctx, p, dtype, seed);
+        let lengths = match &opts.key_lengths {
+            Some(l) if l.len() != p.b => Err(format!(
+                "--key-lengths has {} values, the shape has B = {}",
+                l.len(),
+                p.b
+            )),
+            Some(l) => Tensor::from_slice(ctx, l, &[p.b]).map(Some).map_err(|e| e.to_string()),
+            None => Ok(None),
+        };
         for causal in self.causals.clone() {
             let align = causal.unwrap_or(Alignment::TopLeft);
-            let attn_opts = self.attention_options(causal);
+            let attn_opts = AttentionOptions {
+                key_lengths: lengths.clone().unwrap_or(None),
+                ..self.attention_options(causal)
+            };
             let plan = check_plan(p, align);
             let mut expected: Option<Vec<f64>> = None;
             for &kernel in &opts.kernels {
                 self.bar
                     .set_message(format!("{} {} causal={}", kernel.name(), p, causal_label(causal)));
                 let mut row = empty_row(Variant::Sdpa, kernel, p, dtype, causal, opts);
-                let inputs = match &inputs {
-                    Ok(i) => i,
-                    Err(e) => {
+                let inputs = match (&inputs, &lengths) {
+                    (Ok(i), Ok(_)) => i,
+                    (Err(e), _) => {
                         row.note = Some(super::one_line(&format!("inputs: {e}")));
+                        self.push(row);
+                        continue;
+                    }
+                    (_, Err(e)) => {
+                        row.note = Some(e.clone());
                         self.push(row);
                         continue;
                     }
@@ -664,7 +697,10 @@ impl Bench<'_> {
                 if kernel == KernelKind::Reference {
                     row.timer = "wall-clock".into();
                     if macs(p) <= REFERENCE_MACS {
-                        let host = HostInputs::new(*p, &inputs.q, &inputs.k, &inputs.v);
+                        let host = HostInputs {
+                            key_lengths: opts.key_lengths.as_deref(),
+                            ..HostInputs::new(*p, &inputs.q, &inputs.k, &inputs.v)
+                        };
                         let timing = time_host(opts.iters.min(3), || {
                             std::hint::black_box(reference::sdpa(&host, &attn_opts));
                         });
@@ -678,7 +714,9 @@ impl Bench<'_> {
                         ));
                     }
                 } else {
-                    let exp = expected.get_or_insert_with(|| reference_subset(p, inputs, &attn_opts, &plan));
+                    let exp = expected.get_or_insert_with(|| {
+                        reference_subset(p, inputs, &attn_opts, opts.key_lengths.as_deref(), &plan)
+                    });
                     if let Err(e) = self.sdpa_row(&mut row, p, inputs, &attn_opts, &plan, exp) {
                         row.note = Some(super::one_line(&e.to_string()));
                     }

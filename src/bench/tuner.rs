@@ -209,7 +209,7 @@ pub fn run_tune(ctx: &Context, opts: &TuneOptions) -> Result<(String, Vec<Bucket
         let inputs = make_inputs(ctx, &p, opts.dtype, 0x7u64 << 32 | bi as u64)?;
         let attn = kind.options();
         let plan = check_plan(&p, Alignment::TopLeft);
-        let expected = reference_subset(&p, &inputs, &attn, &plan);
+        let expected = reference_subset(&p, &inputs, &attn, None, &plan);
         let default_cfg = FlashConfig::default_for(ctx, d as u32, d as u32)?;
         let mut best: Option<(f64, FlashConfig)> = None;
         let mut default_ms = None;

@@ -55,7 +55,31 @@ pub struct Params {
     pub score_off: u32,
     pub row_base: u32,
     pub row_count: u32,
-    pub _pad: u32,
+    /// The fused kernel visits its (b, h) pairs in the order p · bh_stride mod bh_count
+    /// ([`pair_stride`]), so that every contiguous run of workgroups mixes batches.
+    pub bh_stride: u32,
+}
+
+/// A stride coprime with `pairs` near `pairs` / φ: visiting pair p · stride mod pairs spreads the
+/// (b, h) pairs evenly over the dispatch order. Drivers that hand each thread a contiguous range
+/// of workgroups (lavapipe) then give every thread a fair share of a batch of uneven sequence
+/// lengths, instead of one thread all the long ones. 1 (identity) when the product could
+/// overflow 32 bits.
+pub(crate) fn pair_stride(pairs: u32) -> u32 {
+    if pairs <= 2 || pairs > u16::MAX as u32 {
+        return 1;
+    }
+    let gcd = |mut a: u32, mut b: u32| {
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        a
+    };
+    let mut s = ((pairs as f64) * 0.618_034).round() as u32;
+    while gcd(s, pairs) != 1 {
+        s += 1;
+    }
+    s
 }
 
 /// Element offset and (batch, head, row) strides of a 4-D operand; the last dim is contiguous.
