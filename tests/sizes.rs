@@ -63,3 +63,17 @@ fn error_messages_name_the_operation() {
         .to_string();
     assert!(e.contains("tensor allocation") && e.contains("overflows"), "{e}");
 }
+
+#[test]
+fn row_counts_beyond_32_bits_are_refused_not_truncated() {
+    use wgpu_attention::{attention, family::hard::hard, AttentionOptions};
+    let ctx = ctx();
+    // Broadcast views (stride 0) make a B·Hq of 2^32 without memory: it must not run truncated.
+    let one = Tensor::from_slice(ctx, &[0.5f32; 8], &[8]).unwrap();
+    let q = one.view(0, &[1 << 16, 1 << 16, 1, 8], &[0, 0, 0, 1]).unwrap();
+    let k = one.view(0, &[1 << 16, 1, 1, 8], &[0, 0, 0, 1]).unwrap();
+    let e = attention(ctx, &q, &k, &k, &AttentionOptions::default()).unwrap_err();
+    assert!(e.to_string().contains("32-bit row indices"), "{e}");
+    let e = hard(ctx, &q, &k, &k, 1, &AttentionOptions::default()).unwrap_err();
+    assert!(e.to_string().contains("32-bit row indices"), "{e}");
+}

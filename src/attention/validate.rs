@@ -79,6 +79,19 @@ pub fn validate(ctx: &Context, q: &Tensor, k: &Tensor, v: &Tensor, opts: &Attent
     if !p.hq.is_multiple_of(p.hkv) {
         return Err(Error::HeadRatio { hq: p.hq, hkv: p.hkv });
     }
+    // The kernels index (b, h) pairs and their query rows with 32-bit integers: refuse what would
+    // wrap instead of computing a truncated problem.
+    let rows = (p.b as u64)
+        .checked_mul(p.hq as u64)
+        .and_then(|bh| bh.checked_mul(p.lq.max(1) as u64));
+    if rows.is_none_or(|r| r > u32::MAX as u64) {
+        return Err(Error::Limit {
+            what: format!("B·Hq·Lq = {}·{}·{} query rows", p.b, p.hq, p.lq),
+            limit: "2^32 - 1 query rows (32-bit row indices)",
+            needed: rows.unwrap_or(u64::MAX),
+            max: u32::MAX as u64,
+        });
+    }
     if let Some(s) = opts.scale {
         if !s.is_finite() {
             return Err(Error::InvalidOption {
