@@ -288,6 +288,65 @@ fn check_npy_header(bytes: &[u8]) -> std::result::Result<(), &'static str> {
     Ok(())
 }
 
+/// Checks a `.safetensors` file from its header alone, before any tensor data is read: every
+/// tensor of a supported dtype (F32, F16, BOOL) must be at most `max_bytes` (e.g. the device's
+/// buffer limit) and the file must hold the data its header declares.
+pub fn check_safetensors(path: &Path, max_bytes: u64) -> Result<()> {
+    use std::io::Read;
+    let io = |source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let invalid = |why: String| bad(path, format!("not a valid .safetensors file ({why})"));
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let file_len = file.metadata().map_err(io)?.len();
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).map_err(|_| invalid("no header".into()))?;
+    let header_len = u64::from_le_bytes(len);
+    if header_len > (100 << 20) || 8 + header_len > file_len {
+        return Err(invalid(format!(
+            "header length {header_len} for a file of {file_len} bytes"
+        )));
+    }
+    let mut header = vec![0u8; header_len as usize];
+    file.read_exact(&mut header).map_err(io)?;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&header).map_err(|e| invalid(e.to_string()))?;
+    let mut data_end = 0u64;
+    for (name, entry) in header.iter().filter(|(name, _)| *name != "__metadata__") {
+        let size = match entry["dtype"].as_str() {
+            Some("F32") => 4u64,
+            Some("F16") => 2,
+            Some("BOOL") => 1,
+            _ => continue, // refused with its name when read
+        };
+        let bytes = entry["shape"]
+            .as_array()
+            .and_then(|dims| dims.iter().try_fold(size, |n, d| n.checked_mul(d.as_u64()?)))
+            .ok_or_else(|| {
+                invalid(format!(
+                    "tensor {name:?}: shape {} is not a list of sizes",
+                    entry["shape"]
+                ))
+            })?;
+        if bytes > max_bytes {
+            return Err(bad(
+                path,
+                format!("tensor {name:?} is {bytes} bytes, more than the device's limit of {max_bytes}"),
+            ));
+        }
+        let end = entry["data_offsets"].get(1).and_then(|e| e.as_u64()).unwrap_or(0);
+        data_end = data_end.max(end);
+    }
+    if 8 + header_len + data_end > file_len {
+        return Err(invalid(format!(
+            "truncated: the header declares {data_end} bytes of data, the file has {}",
+            file_len - 8 - header_len
+        )));
+    }
+    Ok(())
+}
+
 /// Sorted tensor names of a `.safetensors` file read from `path`.
 pub fn safetensors_names(path: &Path, bytes: &[u8]) -> Result<Vec<String>> {
     let st = safetensors::SafeTensors::deserialize(bytes)
@@ -579,6 +638,44 @@ mod tests {
         assert_eq!(t.data, HostData::F32(vec![1.5, -2.0, 3.25]));
         assert_eq!(t, read_npy_bytes(&path, &bytes, "q").unwrap());
         assert!(read_npy_limited(&path, "q", 11).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn safetensors_files_are_checked_from_their_header() {
+        let dir = std::env::temp_dir().join(format!("wgpu-attention-st-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = |name: &str, header: &str, data: usize| {
+            let path = dir.join(name);
+            let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+            bytes.extend_from_slice(header.as_bytes());
+            bytes.extend(std::iter::repeat_n(0u8, data));
+            std::fs::write(&path, bytes).unwrap();
+            path
+        };
+        // A header declaring 1 GiB with 16 bytes of data: refused by the limit, then as truncated.
+        let big = file(
+            "big.safetensors",
+            r#"{"q":{"dtype":"F32","shape":[268435456],"data_offsets":[0,1073741824]}}"#,
+            16,
+        );
+        let e = check_safetensors(&big, 1 << 20).unwrap_err().to_string();
+        assert!(e.contains("\"q\" is 1073741824 bytes"), "{e}");
+        let e = check_safetensors(&big, u64::MAX).unwrap_err().to_string();
+        assert!(e.contains("truncated"), "{e}");
+        let small = file(
+            "small.safetensors",
+            r#"{"__metadata__":{"a":"b"},"k":{"dtype":"F16","shape":[2,3],"data_offsets":[0,12]}}"#,
+            12,
+        );
+        check_safetensors(&small, 12).unwrap();
+        assert!(check_safetensors(&small, 11).is_err());
+        let overflow = file(
+            "overflow.safetensors",
+            r#"{"k":{"dtype":"F32","shape":[4294967296,4294967296,4],"data_offsets":[0,4]}}"#,
+            4,
+        );
+        assert!(check_safetensors(&overflow, u64::MAX).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

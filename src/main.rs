@@ -477,6 +477,10 @@ fn run_cmd(a: &RunArgs) -> Result<()> {
     // One call per process: on CPU adapters small problems get a fused tile that compiles fast.
     bench::prefer_short_compiles(true);
     let ctx = context()?;
+    if let Some(path) = &a.safetensors {
+        // Tensors larger than the device can hold are refused from the header, before reading.
+        files::check_safetensors(path, ctx.limits().max_buffer_size)?;
+    }
     let mut inputs = match v {
         Variant::Sdpa | Variant::Dot => sdpa_inputs(a, dtype, ctx.limits().max_buffer_size)?,
         _ => {

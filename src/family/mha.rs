@@ -124,7 +124,8 @@ impl MultiHeadAttention {
     /// (feature `files`).
     #[cfg(feature = "files")]
     pub fn from_safetensors(ctx: &Context, path: &std::path::Path, heads_q: usize, heads_kv: usize) -> Result<Self> {
-        use crate::files::{bad, read_all, read_safetensors_bytes};
+        use crate::files::{bad, check_safetensors, read_all, read_safetensors_bytes};
+        check_safetensors(path, ctx.limits().max_buffer_size)?;
         let bytes = read_all(path)?;
         let names: Vec<String> = safetensors::SafeTensors::deserialize(&bytes)
             .map_err(|e| bad(path, format!("not a valid .safetensors file ({e})")))?
