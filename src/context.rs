@@ -327,7 +327,8 @@ impl Context {
     /// Blocks until all submitted work is done.
     pub fn wait(&self) -> Result<()> {
         self.device().poll(wgpu::PollType::wait_indefinitely())?;
-        Ok(())
+        // A lost device "completes" everything: say so instead of reporting success.
+        self.check_alive("wait")
     }
 
     /// Copies `size` bytes at `offset` of `buffer` (which needs `COPY_SRC`) to the host.
