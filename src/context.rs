@@ -199,6 +199,11 @@ impl Context {
     /// that adapter. Request [`WANTED_FEATURES`] (those your adapter has) on your device for the
     /// fast paths: `SUBGROUP` for the cooperative K/V fetch, `SHADER_F16` for f16 tensors,
     /// `TIMESTAMP_QUERY` for GPU timings.
+    ///
+    /// Make one context per device and clone it (a cheap handle): clones share the pipeline
+    /// cache, while each `from_device` call starts an empty one. (wgpu identifies devices by ids
+    /// that are unique only within one `Instance`, so the crate cannot tell on its own that two
+    /// borrowed handles are the same device.)
     pub fn from_device(device: &wgpu::Device, queue: &wgpu::Queue) -> Self {
         let info = device.adapter_info();
         let disk_cache = DiskCache::open(device, &info);
