@@ -86,6 +86,7 @@
 pub mod attention;
 #[cfg(feature = "cli")]
 pub mod bench;
+pub mod cache;
 mod chunks;
 pub mod context;
 pub mod error;
@@ -98,16 +99,19 @@ pub mod options;
 pub mod pipeline;
 mod prepared;
 pub mod reference;
+pub mod rope;
 pub mod tensor;
 pub mod tune;
 
 pub use attention::{attention, attention_encode, validate, Attention, AttentionOutput, Problem, Tuning};
+pub use cache::{AppendOptions, KvCache};
 pub use context::{Context, ContextOptions, DeviceInfo};
 pub use error::{Error, Result};
 pub use gemm::{Activation, GemmOptions};
 pub use kernels::{FlashConfig, GemmTile};
 pub use options::{Alignment, AttentionOptions, Dropout, KernelChoice, Window};
 pub use prepared::Prepared;
+pub use rope::{rope, rope_encode, Rope, RopeStyle};
 pub use tensor::{DType, Element, Tensor};
 pub use wgpu;
 
@@ -122,4 +126,6 @@ const _: fn() = || {
     assert_send_sync::<AttentionOutput>();
     assert_send_sync::<Prepared<AttentionOutput>>();
     assert_send_sync::<Error>();
+    assert_send_sync::<KvCache>();
+    assert_send_sync::<Rope>();
 };
