@@ -82,13 +82,15 @@ impl KvCache {
         dv: usize,
         dtype: DType,
     ) -> Result<Self> {
-        let shape = [b, hkv, capacity, dk.max(dv)];
-        if let Some(axis) = shape.iter().position(|&n| n == 0).or((dk.min(dv) == 0).then_some(3)) {
-            return Err(Error::ZeroDim {
-                name: "kv cache [B, Hkv, capacity, D]",
-                axis,
-                shape: vec![b, hkv, capacity, dk.min(dv)],
-            });
+        for (name, d) in [("kv cache K", dk), ("kv cache V", dv)] {
+            let shape = [b, hkv, capacity, d];
+            if let Some(axis) = shape.iter().position(|&n| n == 0) {
+                return Err(Error::ZeroDim {
+                    name,
+                    axis,
+                    shape: shape.to_vec(),
+                });
+            }
         }
         if !matches!(dtype, DType::F32 | DType::F16) {
             return Err(Error::DType {

@@ -68,11 +68,11 @@ impl HostRope<'_> {
 pub fn rope(x: &[f32], shape: [usize; 4], starts: &[u32], rope: &HostRope) -> Vec<f64> {
     let [b, h, l, d] = shape;
     let mut out = Vec::with_capacity(x.len());
-    for bi in 0..b {
+    for (bi, &start) in starts.iter().enumerate().take(b) {
         for hi in 0..h {
             for li in 0..l {
                 let row = ((bi * h + hi) * l + li) * d;
-                out.extend(rope.rotate_row(&x[row..row + d], starts[bi] as usize + li));
+                out.extend(rope.rotate_row(&x[row..row + d], start as usize + li));
             }
         }
     }
