@@ -60,7 +60,11 @@ pub struct AppendOptions {
 
 /// A contiguous KV cache: K [B, Hkv, capacity, Dk], V [B, Hkv, capacity, Dv] and the length of
 /// every sequence (GPU buffer and host mirror). See the [module docs](self).
-#[derive(Debug, Clone)]
+///
+/// Not `Clone`: two handles appending to the same buffers would each advance their own host
+/// mirror. Share it behind a lock, or wrap [`KvCache::k`], [`KvCache::v`] and
+/// [`KvCache::seqlens`] for read-only use.
+#[derive(Debug)]
 pub struct KvCache {
     k: Tensor,
     v: Tensor,
@@ -470,8 +474,10 @@ impl KvCache {
         Ok(call.into_output())
     }
 
-    /// The prepared attention call over the cache's current lengths (valid until they change: its
-    /// key length is the longest sequence at preparation).
+    /// The prepared attention call over the cache as it is now: its key length Lk is
+    /// [`KvCache::max_len`] at preparation. It reads the lengths on the GPU when it runs, but a
+    /// replay after further appends still sees at most Lk rows per sequence (longer lengths count
+    /// as Lk, for the key range and the alignment alike): prepare again after appending.
     pub fn prepare_attend(&self, ctx: &Context, q: &Tensor, opts: &AttentionOptions) -> Result<Attention> {
         if opts.key_lengths.is_some() {
             return Err(Error::Unsupported(
