@@ -9,8 +9,8 @@
 // - FLAG_ADVANCE: instead of rows, adds each batch's row count (counts[b], or L) to starts[b]
 //   (a second dispatch after the writes, so that every write read the old length).
 // A destination row at or past dst_rows (the capacity) is never written; the host refuses such an
-// append before recording it. One invocation per element (per batch when advancing). Composed after
-// common/grid.wgsl.
+// append before recording it. One invocation per row (per batch when advancing): on CPU drivers a
+// per-element grid spends its time in index arithmetic. Composed after common/grid.wgsl.
 
 override WORKGROUP: u32 = 64u;
 
@@ -70,15 +70,13 @@ fn main(
         }
         return;
     }
-    let per_batch = params.heads * params.rows * params.dim;
-    if (t >= params.batch * per_batch) {
+    // One invocation per source row (b, h, r).
+    if (t >= params.batch * params.heads * params.rows) {
         return;
     }
-    let b = t / per_batch;
-    let rest = t % per_batch;
-    let h = rest / (params.rows * params.dim);
-    let r = (rest / params.dim) % params.rows;
-    let d = rest % params.dim;
+    let b = t / (params.heads * params.rows);
+    let h = (t / params.rows) % params.heads;
+    let r = t % params.rows;
     if (r >= row_count(b)) {
         return;
     }
@@ -94,29 +92,30 @@ fn main(
         return;
     }
     let src_row = params.src_off + b * params.src_sb + h * params.src_sh + r * params.src_sl;
-    var x = f32(src[src_row + d]);
-    if (has(FLAG_ROPE) && d < params.rotary_dim) {
+    let dst_row = params.dst_off + b * params.dst_sb + h * params.dst_sh + row * params.dst_sl;
+    var copy_from = 0u;
+    if (has(FLAG_ROPE)) {
         let pos = start + r;
         let half = params.rotary_dim / 2u;
-        var i: u32;
-        var partner: u32;
-        var first: bool;
-        if (has(FLAG_HALF_SPLIT)) {
-            first = d < half;
-            i = select(d - half, d, first);
-            partner = select(d - half, d + half, first);
-        } else {
-            first = (d & 1u) == 0u;
-            i = d / 2u;
-            partner = d ^ 1u;
+        let split = has(FLAG_HALF_SPLIT);
+        for (var i = 0u; i < half; i++) {
+            // Pair i: columns (2i, 2i + 1) interleaved, (i, i + half) half-split.
+            let a = select(2u * i, i, split);
+            let a2 = select(2u * i + 1u, i + half, split);
+            var c = 1.0;
+            var s = 0.0;
+            if (pos < params.table_rows) {
+                c = cos_table[params.cos_off + pos * half + i];
+                s = sin_table[params.sin_off + pos * half + i];
+            }
+            let x0 = f32(src[src_row + a]);
+            let x1 = f32(src[src_row + a2]);
+            dst[dst_row + a] = elem(x0 * c - x1 * s);
+            dst[dst_row + a2] = elem(x1 * c + x0 * s);
         }
-        if (pos < params.table_rows) {
-            let c = cos_table[params.cos_off + pos * half + i];
-            let s = sin_table[params.sin_off + pos * half + i];
-            let y = f32(src[src_row + partner]);
-            // (x0, x1) → (x0·c − x1·s, x1·c + x0·s)
-            x = select(x * c + y * s, x * c - y * s, first);
-        }
+        copy_from = params.rotary_dim;
     }
-    dst[params.dst_off + b * params.dst_sb + h * params.dst_sh + row * params.dst_sl + d] = elem(x);
+    for (var d = copy_from; d < params.dim; d++) {
+        dst[dst_row + d] = src[src_row + d];
+    }
 }

@@ -18,7 +18,7 @@ pub const SLOTS: &[(u32, Slot)] = &[
     (6, Slot::Read),
 ];
 
-/// Invocations per workgroup (one element each).
+/// Invocations per workgroup (one row each).
 pub const WORKGROUP: u32 = 64;
 
 /// The uniform of `kv_write.wgsl` (`struct WriteParams`); offsets and strides in elements.
@@ -60,7 +60,7 @@ pub(crate) struct WriteBindings<'a> {
     pub sin: &'a BoundBuffer,
 }
 
-/// One dispatch: every element of the source (or one invocation per batch when advancing).
+/// One dispatch: every row of the source (or one invocation per batch when advancing).
 pub(crate) fn step(ctx: &Context, dtype: DType, p: &WriteParams, b: WriteBindings<'_>) -> Result<Step> {
     let workgroup = WORKGROUP.min(ctx.limits().max_compute_invocations_per_workgroup);
     let kernel = pipeline::get(
@@ -74,7 +74,7 @@ pub(crate) fn step(ctx: &Context, dtype: DType, p: &WriteParams, b: WriteBinding
     let invocations = if p.flags & flags::ADVANCE != 0 {
         p.batch as u64
     } else {
-        p.batch as u64 * p.heads as u64 * p.rows as u64 * p.dim as u64
+        p.batch as u64 * p.heads as u64 * p.rows as u64
     };
     let groups = grid(ctx, invocations.div_ceil(workgroup as u64), "kv_write")?;
     let params = super::params_buffer(ctx, p);
