@@ -573,3 +573,72 @@ fn misuse_is_refused_before_any_work() {
     assert_eq!(cache.max_len(), 8);
     assert!(KvCache::new(ctx, 2, 0, 8, 8, 8, DType::F32).is_err());
 }
+
+#[test]
+fn append_from_blhd_projections_and_empty_appends() {
+    // New keys and values as the projections write them, [B, L, Hkv, D], viewed without a copy;
+    // queries likewise for the rotary embedding.
+    let (b, hkv, hq, l, d) = (2, 2, 4, 3, 8);
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let k_blhd = random(&mut rng, b * l * hkv * d, 1.0);
+    let v_blhd = random(&mut rng, b * l * hkv * d, 1.0);
+    let q_blhd = random(&mut rng, b * l * hq * d, 1.0);
+    let to_bhld = |x: &[f32], h: usize| {
+        let mut y = vec![0.0; x.len()];
+        for (e, &v) in x.iter().enumerate() {
+            let (bi, li, hi, di) = (e / (l * h * d), e / (h * d) % l, e / d % h, e % d);
+            y[((bi * h + hi) * l + li) * d + di] = v;
+        }
+        y
+    };
+    let buffer = |x: &[f32]| Tensor::from_slice(ctx(), x, &[x.len()]).unwrap().buffer().clone();
+    let (kb, vb, qb) = (buffer(&k_blhd), buffer(&v_blhd), buffer(&q_blhd));
+    let k = Tensor::from_blhd(&kb, 0, [b, l, hkv, d], DType::F32).unwrap();
+    let v = Tensor::from_blhd(&vb, 0, [b, l, hkv, d], DType::F32).unwrap();
+    let q = Tensor::from_blhd(&qb, 0, [b, l, hq, d], DType::F32).unwrap();
+    let rope = Rope::new(ctx(), RopeStyle::Interleaved, d, 16).unwrap();
+    let host_rope = HostRope {
+        style: RopeStyle::Interleaved,
+        rotary_dim: d,
+        angles: HostAngles::ThetaBase(10000.0),
+    };
+    let mut cache = KvCache::new(ctx(), b, hkv, 16, d, d, DType::F32).unwrap();
+    let mut host = HostKvCache::new(b, hkv, 16, d, d);
+    cache.set_lengths(ctx(), &[2, 5]).unwrap();
+    host.lengths = vec![2, 5];
+    let q_rot = cache.rope_q(ctx(), &q, &rope).unwrap();
+    let expected_q = reference::cache::rope(&to_bhld(&q_blhd, hq), [b, hq, l, d], &host.lengths, &host_rope);
+    let c = reference::compare(&q_rot.to_vec::<f32>(ctx()).unwrap(), &expected_q, Tolerance::F32);
+    assert!(c.ok(), "q: {c}");
+    let opts = AppendOptions {
+        rope: Some(rope),
+        ..Default::default()
+    };
+    cache.append_with(ctx(), &k, &v, &opts).unwrap();
+    host.append(
+        &to_bhld(&k_blhd, hkv),
+        &to_bhld(&v_blhd, hkv),
+        l,
+        None,
+        Some(&host_rope),
+    )
+    .unwrap();
+    let q_host: Vec<f32> = expected_q.iter().map(|&x| x as f32).collect();
+    let got = cache.attend(ctx(), &q_rot, &causal()).unwrap();
+    let expected = host.attend(&q_host, hq, l, &causal());
+    let c = reference::compare(&got.out.to_vec::<f32>(ctx()).unwrap(), &expected.out, Tolerance::F32);
+    assert!(c.ok(), "attend: {c}");
+    // Rows 0..2 of sequence 0 were never written (set_lengths exposes what the rows hold: zeros).
+    let k_rows = cache.k().to_vec::<f32>(ctx()).unwrap();
+    assert!(k_rows[..2 * d].iter().all(|&x| x == 0.0));
+    // An append of zero rows, or of zero rows per sequence, changes nothing.
+    let none = Tensor::zeros(ctx(), &[b, hkv, 0, d], DType::F32).unwrap();
+    cache.append(ctx(), &none, &none).unwrap();
+    let zero_counts = AppendOptions {
+        lengths: Some(vec![0, 0]),
+        ..Default::default()
+    };
+    cache.append_with(ctx(), &k, &v, &zero_counts).unwrap();
+    assert_eq!(cache.lengths(), &[5, 8]);
+    assert_eq!(cache.seqlens().to_vec::<u32>(ctx()).unwrap(), vec![5, 8]);
+}
