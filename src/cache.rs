@@ -454,7 +454,9 @@ impl KvCache {
     /// first [`KvCache::max_len`] rows ([`KvCache::views`]), the GPU lengths as key lengths (no
     /// readback) and bottom-right masks aligned per sequence (j ≤ i + len_b − Lq). `opts` may set
     /// everything but `key_lengths`; masks and bias have Lk = [`KvCache::max_len`]. A sequence of
-    /// length 0 gives O = 0, LSE = −∞. One submission.
+    /// length 0 gives O = 0, LSE = −∞. Q holds the Lq newest tokens of every sequence: after an
+    /// uneven append, a sequence that took fewer than Lq rows is misaligned (docs/ATTENTION.md
+    /// §9). One submission.
     pub fn attend(&self, ctx: &Context, q: &Tensor, opts: &AttentionOptions) -> Result<AttentionOutput> {
         let call = self.prepare_attend(ctx, q, opts)?;
         call.submit()?;
