@@ -72,14 +72,16 @@ fn main(input: KernelInputs) {
         full_end = min(full_end, k_end);
     }
     if (has_flag(FLAG_CAUSAL)) {
-        k_end = min(k_end, i32(i_last) + params.causal_offset + 1);
-        full_end = min(full_end, i32(i0) + params.causal_offset + 1);
+        let off = causal_offset(b);
+        k_end = min(k_end, i32(i_last) + off + 1);
+        full_end = min(full_end, i32(i0) + off + 1);
     }
     if (has_flag(FLAG_WINDOW)) {
-        k_begin = max(k_begin, i32(i0) + params.window_offset - params.window_left);
-        k_end = min(k_end, i32(i_last) + params.window_offset + params.window_right + 1);
-        full_begin = max(full_begin, i32(i_last) + params.window_offset - params.window_left);
-        full_end = min(full_end, i32(i0) + params.window_offset + params.window_right + 1);
+        let off = window_offset(b);
+        k_begin = max(k_begin, i32(i0) + off - params.window_left);
+        k_end = min(k_end, i32(i_last) + off + params.window_right + 1);
+        full_begin = max(full_begin, i32(i_last) + off - params.window_left);
+        full_end = min(full_end, i32(i0) + off + params.window_right + 1);
     }
     let weighted = has_flag(FLAG_DROPOUT) || has_flag(FLAG_LOCAL);
     //@each_row

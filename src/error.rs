@@ -145,6 +145,21 @@ pub enum Error {
         feature: wgpu::Features,
     },
 
+    /// An append would take a KV-cache sequence past the cache's capacity (nothing was written).
+    #[error(
+        "KV cache sequence {batch}: {length} rows + {appended} appended exceed the capacity of {capacity} rows (nothing was written)"
+    )]
+    CacheFull {
+        batch: usize,
+        length: u32,
+        appended: u32,
+        capacity: usize,
+    },
+
+    /// A rotary-embedding position lies beyond the rope's cos/sin tables.
+    #[error("rotary position {position} is beyond the rope tables ({max_positions} positions)")]
+    PositionOutOfRange { position: u64, max_positions: usize },
+
     /// The operation or combination of options is not supported by the selected kernel.
     #[error("unsupported: {0}")]
     Unsupported(String),

@@ -13,13 +13,19 @@
 //! location-based, local-m/p, hard, NeurJudge, pooling, multi-head) lives in [`family`], built on
 //! the same kernels plus a batched [`gemm`]; dropout on P is [`AttentionOptions::dropout`].
 //!
+//! For token-by-token generation, [`KvCache`] keeps K/V per sequence with GPU-held lengths: an
+//! in-kernel append (optionally rotating the keys with a [`Rope`]), [`KvCache::rope_q`] for the
+//! queries, and [`KvCache::attend`], attention with per-sequence bottom-right alignment
+//! (`docs/ATTENTION.md` §9; `examples/decode.rs` is a full loop).
+//!
 //! ## Conventions
 //! - Layout: Q [B, Hq, Lq, Dk], K [B, Hkv, Lk, Dk], V [B, Hkv, Lk, Dv], O [B, Hq, Lq, Dv], row-major
 //!   by default; any strides with a contiguous last dim are accepted ([`Tensor::from_blhd`] views a
 //!   [B, L, H, D] buffer). Hq must be a multiple of Hkv (GQA/MQA; K and V are never copied).
 //! - Boolean masks: **true = the key takes part** (PyTorch polarity). Additive bias: −∞ masks.
 //! - Causal alignment is explicit: [`Alignment::TopLeft`] keeps j ≤ i (PyTorch `is_causal`),
-//!   [`Alignment::BottomRight`] keeps j ≤ i + Lk − Lq (FlashAttention, KV-cache decoding).
+//!   [`Alignment::BottomRight`] keeps j ≤ i + Lk − Lq (FlashAttention, KV-cache decoding), or
+//!   j ≤ i + min(len_b, Lk) − Lq per sequence with [`AttentionOptions::align_to_key_lengths`].
 //! - A row whose keys are all masked yields O = 0 and LSE = −∞, never NaN.
 //! - Numbers at the edges follow one policy on every kernel (docs/ATTENTION.md): a NaN a row
 //!   sees makes that row NaN and nothing else; a finite bias (even `f32::MIN`) is a number, only
@@ -86,6 +92,7 @@
 pub mod attention;
 #[cfg(feature = "cli")]
 pub mod bench;
+pub mod cache;
 mod chunks;
 pub mod context;
 pub mod error;
@@ -98,16 +105,19 @@ pub mod options;
 pub mod pipeline;
 mod prepared;
 pub mod reference;
+pub mod rope;
 pub mod tensor;
 pub mod tune;
 
 pub use attention::{attention, attention_encode, validate, Attention, AttentionOutput, Problem, Tuning};
+pub use cache::{AppendOptions, KvCache};
 pub use context::{Context, ContextOptions, DeviceInfo};
 pub use error::{Error, Result};
 pub use gemm::{Activation, GemmOptions};
 pub use kernels::{FlashConfig, GemmTile};
 pub use options::{Alignment, AttentionOptions, Dropout, KernelChoice, Window};
 pub use prepared::Prepared;
+pub use rope::{rope, rope_encode, Rope, RopeStyle};
 pub use tensor::{DType, Element, Tensor};
 pub use wgpu;
 
@@ -122,4 +132,6 @@ const _: fn() = || {
     assert_send_sync::<AttentionOutput>();
     assert_send_sync::<Prepared<AttentionOutput>>();
     assert_send_sync::<Error>();
+    assert_send_sync::<KvCache>();
+    assert_send_sync::<Rope>();
 };

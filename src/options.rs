@@ -102,6 +102,12 @@ pub struct AttentionOptions {
     pub key_lengths: Option<Tensor>,
     /// Causal mask with its alignment: key `j` takes part when `j ≤ i'`.
     pub causal: Option<Alignment>,
+    /// Align bottom-right masks (causal and window) per sequence: with `key_lengths` given, batch
+    /// `b`'s aligned position is `i' = i + min(len_b, Lk) − Lq`, so the last query of every
+    /// sequence lines up with that sequence's last valid key (a KV cache of uneven lengths, a
+    /// chunk of new queries per sequence). Needs `key_lengths`; top-left alignments are
+    /// unaffected. Off by default: bottom-right then uses the one offset Lk − Lq for every batch.
+    pub align_to_key_lengths: bool,
     /// Sliding-window mask.
     pub window: Option<Window>,
     /// Also return the attention weights P [B, Hq, Lq, Lk] (staged path only).

@@ -92,11 +92,14 @@ pub enum Kernel {
     AdditiveHidden,
     /// `shaders/pool.wgsl`: sequence pooling (softmax, feed-forward or sum weights).
     Pool,
+    /// `shaders/kv_write.wgsl`: KV-cache append (rows at each sequence's length, lengths advanced)
+    /// and rotary embedding.
+    KvWrite,
 }
 
 impl Kernel {
     /// All kernels, for tests and pre-compilation.
-    pub const ALL: [Kernel; 10] = [
+    pub const ALL: [Kernel; 11] = [
         Kernel::QkScores,
         Kernel::MaskedSoftmax,
         Kernel::WeightedSum,
@@ -107,6 +110,7 @@ impl Kernel {
         Kernel::HardAttention,
         Kernel::AdditiveHidden,
         Kernel::Pool,
+        Kernel::KvWrite,
     ];
 
     /// Shader file name (without directory).
@@ -122,6 +126,7 @@ impl Kernel {
             Kernel::HardAttention => "hard_attention.wgsl",
             Kernel::AdditiveHidden => "additive_hidden.wgsl",
             Kernel::Pool => "pool.wgsl",
+            Kernel::KvWrite => "kv_write.wgsl",
         }
     }
 
@@ -137,6 +142,7 @@ impl Kernel {
             Kernel::HardAttention => include_str!("../shaders/hard_attention.wgsl"),
             Kernel::AdditiveHidden => include_str!("../shaders/additive_hidden.wgsl"),
             Kernel::Pool => include_str!("../shaders/pool.wgsl"),
+            Kernel::KvWrite => include_str!("../shaders/kv_write.wgsl"),
         }
     }
 
@@ -160,7 +166,7 @@ impl Kernel {
                 common::LOAD_SCALAR,
             ],
             Kernel::AdditiveHidden => vec![common::PARAMS, common::GRID],
-            Kernel::Pool => vec![common::GRID],
+            Kernel::Pool | Kernel::KvWrite => vec![common::GRID],
             Kernel::FlashForward => {
                 let io = if variant.vec4_io {
                     common::LOAD_VEC4

@@ -13,6 +13,13 @@ fn both(case: Case) -> [Case; 2] {
     ]
 }
 
+/// Key lengths from Lk down, one of them 0 when B > 2.
+fn uneven(b: usize, lk: usize) -> Vec<u32> {
+    (0..b)
+        .map(|i| (lk - lk * i / b.max(2)) as u32 * (i != 2) as u32)
+        .collect()
+}
+
 fn cases(p: Problem) -> Vec<Case> {
     let [b, hq, lq, lk] = [p.b, p.hq, p.lq, p.lk];
     let c = || Case::new(p);
@@ -64,6 +71,16 @@ fn cases(p: Problem) -> Vec<Case> {
         .bias([b, hq, lq, lk]),
         c().mask(MaskKind::WithEmptyRow { shape: [b, hq, lq, lk] })
             .opts(|o| o.causal = Some(Alignment::TopLeft)),
+        // Bottom-right aligned per sequence to its key length (KV caches, chunked prefill).
+        c().key_lengths(uneven(b, lk)).opts(|o| {
+            o.causal = Some(Alignment::BottomRight);
+            o.align_to_key_lengths = true;
+        }),
+        c().key_lengths(uneven(b, lk)).opts(|o| {
+            o.causal = Some(Alignment::BottomRight);
+            o.window = Some(Window::causal_local(4, Alignment::BottomRight));
+            o.align_to_key_lengths = true;
+        }),
     ];
     for (i, case) in v.iter_mut().enumerate() {
         case.seed = 100 + i as u64;

@@ -8,17 +8,38 @@
 @group(0) @binding(9) var<storage, read> mask_bytes: array<u32>;
 @group(0) @binding(10) var<storage, read> key_lengths: array<u32>;
 
+// Aligned-position offsets of batch b (i' = i + offset): the uniform's, or, with the per-sequence
+// flags (bottom-right alignment with key lengths), min(len_b, Lk) − Lq so that each sequence's
+// last query lines up with its last valid key. Kernels that skip key ranges use these too.
+fn seq_offset(b: u32) -> i32 {
+    return i32(min(key_lengths[b], params.len_k)) - i32(params.len_q);
+}
+
+fn causal_offset(b: u32) -> i32 {
+    if (has_flag(FLAG_CAUSAL_PER_SEQ)) {
+        return seq_offset(b);
+    }
+    return params.causal_offset;
+}
+
+fn window_offset(b: u32) -> i32 {
+    if (has_flag(FLAG_WINDOW_PER_SEQ)) {
+        return seq_offset(b);
+    }
+    return params.window_offset;
+}
+
 // Structural masks (key padding, causal, window, local-p, boolean) of key j for query i, batch b,
 // head h; `center` is the row's local-p position (`row_center`, read once per row by the caller).
 fn key_allowed(b: u32, h: u32, i: u32, j: u32, center: f32) -> bool {
     if (has_flag(FLAG_KEY_LENGTHS) && j >= key_lengths[b]) {
         return false;
     }
-    if (has_flag(FLAG_CAUSAL) && i32(j) > i32(i) + params.causal_offset) {
+    if (has_flag(FLAG_CAUSAL) && i32(j) > i32(i) + causal_offset(b)) {
         return false;
     }
     if (has_flag(FLAG_WINDOW)) {
-        let pos = i32(i) + params.window_offset;
+        let pos = i32(i) + window_offset(b);
         if (i32(j) < pos - params.window_left || i32(j) > pos + params.window_right) {
             return false;
         }

@@ -62,6 +62,9 @@ const FLAG_SOFTCAP: u32 = 64u;
 const FLAG_DROPOUT: u32 = 128u;
 const FLAG_ZERO_SCORE: u32 = 256u;
 const FLAG_LOCAL: u32 = 512u;
+// Bottom-right causal / window aligned per batch to the key length: i' = i + min(len_b, Lk) − Lq.
+const FLAG_CAUSAL_PER_SEQ: u32 = 1024u;
+const FLAG_WINDOW_PER_SEQ: u32 = 2048u;
 
 fn has_flag(flag: u32) -> bool {
     return (params.flags & flag) != 0u;

@@ -2,7 +2,7 @@
 
 use super::{LocalWindows, Problem};
 use crate::kernels::{flags, Params};
-use crate::options::AttentionOptions;
+use crate::options::{Alignment, AttentionOptions};
 
 /// Window bounds are clamped to this (equivalent to unbounded: no sequence is this long).
 const UNBOUNDED: i64 = 1 << 30;
@@ -36,12 +36,18 @@ pub(crate) fn base_params(p: &Problem, opts: &AttentionOptions) -> Params {
     if let Some(a) = opts.causal {
         f |= flags::CAUSAL;
         params.causal_offset = a.offset(p.lq, p.lk).clamp(-UNBOUNDED, UNBOUNDED) as i32;
+        if per_sequence(opts, a) {
+            f |= flags::CAUSAL_PER_SEQ;
+        }
     }
     if let Some(w) = opts.window {
         f |= flags::WINDOW;
         params.window_offset = w.alignment.offset(p.lq, p.lk).clamp(-UNBOUNDED, UNBOUNDED) as i32;
         params.window_left = w.left.map_or(UNBOUNDED, |x| (x as i64).min(UNBOUNDED)) as i32;
         params.window_right = w.right.map_or(UNBOUNDED, |x| (x as i64).min(UNBOUNDED)) as i32;
+        if per_sequence(opts, w.alignment) {
+            f |= flags::WINDOW_PER_SEQ;
+        }
     }
     if opts.return_lse {
         f |= flags::LSE;
@@ -58,6 +64,12 @@ pub(crate) fn base_params(p: &Problem, opts: &AttentionOptions) -> Params {
     }
     params.flags = f;
     params
+}
+
+/// Whether an alignment is taken per batch from the key lengths (bottom-right with
+/// `align_to_key_lengths` and key lengths given): i' = i + min(len_b, Lk) − Lq.
+fn per_sequence(opts: &AttentionOptions, a: Alignment) -> bool {
+    a == Alignment::BottomRight && opts.align_to_key_lengths && opts.key_lengths.is_some()
 }
 
 /// Sets the local-p fields of `params`; the centers' element offset is set by the caller.

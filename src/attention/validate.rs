@@ -155,6 +155,13 @@ pub fn validate(ctx: &Context, q: &Tensor, k: &Tensor, v: &Tensor, opts: &Attent
             });
         }
     }
+    if opts.align_to_key_lengths && opts.key_lengths.is_none() {
+        return Err(Error::InvalidOption {
+            name: "align_to_key_lengths",
+            value: 1.0,
+            why: "aligns to the key lengths: give key_lengths too",
+        });
+    }
     if let Some(d) = &opts.dropout {
         if !(d.p.is_finite() && (0.0..1.0).contains(&d.p)) {
             return Err(Error::InvalidOption {

@@ -5,6 +5,7 @@ pub mod additive_hidden;
 pub mod flash_forward;
 pub mod gemm;
 pub mod hard_attention;
+pub mod kv_write;
 pub mod masked_softmax;
 pub mod pool;
 pub mod qk_scores;
@@ -104,6 +105,10 @@ pub mod flags {
     pub const DROPOUT: u32 = 128;
     pub const ZERO_SCORE: u32 = 256;
     pub const LOCAL: u32 = 512;
+    /// Bottom-right causal aligned per batch to its key length.
+    pub const CAUSAL_PER_SEQ: u32 = 1024;
+    /// Bottom-right window aligned per batch to its key length.
+    pub const WINDOW_PER_SEQ: u32 = 2048;
 }
 
 /// A buffer range bound to one slot.

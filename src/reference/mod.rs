@@ -2,10 +2,12 @@
 //! `docs/ATTENTION.md` line by line and shares no code with the GPU algorithms. Use it to check any
 //! kernel, and [`compare`] to measure the difference.
 
+pub mod cache;
 mod compare;
 pub mod family;
 pub mod philox;
 mod sdpa;
 
+pub use cache::{HostAngles, HostKvCache, HostRope};
 pub use compare::{compare, Comparison, Tolerance};
 pub use sdpa::{sdpa, Broadcast, HostInputs, HostScore, ReferenceOutput};

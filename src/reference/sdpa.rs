@@ -1,7 +1,7 @@
 //! Reference scaled dot-product attention (docs/ATTENTION.md §1), naive and in f64.
 
 use crate::attention::Problem;
-use crate::options::AttentionOptions;
+use crate::options::{Alignment, AttentionOptions};
 
 /// A host array broadcastable to [B, Hq, Lq, Lk]: `shape` is [B|1, Hq|1, Lq, Lk], row-major.
 #[derive(Debug, Clone, Copy)]
@@ -217,13 +217,20 @@ fn allowed(inputs: &HostInputs, opts: &AttentionOptions, p: &Problem, b: usize, 
             return false;
         }
     }
+    // Bottom-right alignment per sequence (`align_to_key_lengths`): Lk is the batch's key length.
+    let offset = |a: Alignment| match (a, inputs.key_lengths) {
+        (Alignment::BottomRight, Some(lens)) if opts.align_to_key_lengths => {
+            a.offset(p.lq, (lens[b] as usize).min(p.lk))
+        }
+        _ => a.offset(p.lq, p.lk),
+    };
     if let Some(a) = opts.causal {
-        if j > i + a.offset(p.lq, p.lk) {
+        if j > i + offset(a) {
             return false;
         }
     }
     if let Some(w) = opts.window {
-        let pos = i + w.alignment.offset(p.lq, p.lk);
+        let pos = i + offset(w.alignment);
         if w.left.is_some_and(|l| j < pos - l as i64) || w.right.is_some_and(|r| j > pos + r as i64) {
             return false;
         }

@@ -1,0 +1,88 @@
+//! Host side of `shaders/kv_write.wgsl`: rows written into a KV cache at each sequence's length,
+//! the lengths advanced, and the rotary embedding.
+
+use super::{dispatch_step, grid, BoundBuffer, Step};
+use crate::context::Context;
+use crate::error::Result;
+use crate::pipeline::{self, Kernel, Slot};
+use crate::tensor::DType;
+
+/// Bindings: params, source, destination, starts (lengths), counts, cos table, sin table.
+pub const SLOTS: &[(u32, Slot)] = &[
+    (0, Slot::Uniform),
+    (1, Slot::Read),
+    (2, Slot::ReadWrite),
+    (3, Slot::ReadWrite),
+    (4, Slot::Read),
+    (5, Slot::Read),
+    (6, Slot::Read),
+];
+
+/// Invocations per workgroup (one row each).
+pub const WORKGROUP: u32 = 64;
+
+/// The uniform of `kv_write.wgsl` (`struct WriteParams`); offsets and strides in elements.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct WriteParams {
+    pub batch: u32,
+    pub heads: u32,
+    pub rows: u32,
+    pub dim: u32,
+    pub src: super::Strides,
+    pub dst: super::Strides,
+    pub dst_rows: u32,
+    pub flags: u32,
+    pub rotary_dim: u32,
+    pub table_rows: u32,
+    pub cos_off: u32,
+    pub sin_off: u32,
+    pub starts_off: u32,
+    pub counts_off: u32,
+}
+
+/// Flag bits of `WriteParams::flags`.
+pub mod flags {
+    pub const AT_START: u32 = 1;
+    pub const COUNTS: u32 = 2;
+    pub const ROPE: u32 = 4;
+    pub const HALF_SPLIT: u32 = 8;
+    pub const ADVANCE: u32 = 16;
+}
+
+/// The bindings of one dispatch, in slot order after the uniform.
+pub(crate) struct WriteBindings<'a> {
+    pub src: &'a BoundBuffer,
+    pub dst: &'a BoundBuffer,
+    pub starts: &'a BoundBuffer,
+    pub counts: &'a BoundBuffer,
+    pub cos: &'a BoundBuffer,
+    pub sin: &'a BoundBuffer,
+}
+
+/// One dispatch: every row of the source (or one invocation per batch when advancing).
+pub(crate) fn step(ctx: &Context, dtype: DType, p: &WriteParams, b: WriteBindings<'_>) -> Result<Step> {
+    let workgroup = WORKGROUP.min(ctx.limits().max_compute_invocations_per_workgroup);
+    let kernel = pipeline::get(
+        ctx,
+        Kernel::KvWrite,
+        dtype,
+        Default::default(),
+        SLOTS,
+        &[("WORKGROUP", workgroup as f64)],
+    )?;
+    let invocations = if p.flags & flags::ADVANCE != 0 {
+        p.batch as u64
+    } else {
+        p.batch as u64 * p.heads as u64 * p.rows as u64
+    };
+    let groups = grid(ctx, invocations.div_ceil(workgroup as u64), "kv_write")?;
+    let params = super::params_buffer(ctx, p);
+    Ok(dispatch_step(
+        ctx,
+        kernel,
+        &params,
+        &[b.src, b.dst, b.starts, b.counts, b.cos, b.sin],
+        groups,
+    ))
+}
