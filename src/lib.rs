@@ -94,6 +94,7 @@ pub mod family;
 pub mod files;
 pub mod gemm;
 pub mod kernels;
+pub mod merge;
 pub mod options;
 pub mod pipeline;
 mod prepared;
@@ -105,7 +106,8 @@ pub use attention::{attention, attention_encode, validate, Attention, AttentionO
 pub use context::{Context, ContextOptions, DeviceInfo};
 pub use error::{Error, Result};
 pub use gemm::{Activation, GemmOptions};
-pub use kernels::{FlashConfig, GemmTile};
+pub use kernels::{DecodeConfig, FlashConfig, GemmTile};
+pub use merge::merge_attention_states;
 pub use options::{Alignment, AttentionOptions, Dropout, KernelChoice, Window};
 pub use prepared::Prepared;
 pub use tensor::{DType, Element, Tensor};

@@ -92,11 +92,15 @@ pub enum Kernel {
     AdditiveHidden,
     /// `shaders/pool.wgsl`: sequence pooling (softmax, feed-forward or sum weights).
     Pool,
+    /// `shaders/flash_decode.wgsl`: split-KV decode kernel with GQA packing (partial states).
+    FlashDecode,
+    /// `shaders/decode_merge.wgsl`: merge of partial attention states (O, LSE).
+    DecodeMerge,
 }
 
 impl Kernel {
     /// All kernels, for tests and pre-compilation.
-    pub const ALL: [Kernel; 10] = [
+    pub const ALL: [Kernel; 12] = [
         Kernel::QkScores,
         Kernel::MaskedSoftmax,
         Kernel::WeightedSum,
@@ -107,6 +111,8 @@ impl Kernel {
         Kernel::HardAttention,
         Kernel::AdditiveHidden,
         Kernel::Pool,
+        Kernel::FlashDecode,
+        Kernel::DecodeMerge,
     ];
 
     /// Shader file name (without directory).
@@ -122,6 +128,8 @@ impl Kernel {
             Kernel::HardAttention => "hard_attention.wgsl",
             Kernel::AdditiveHidden => "additive_hidden.wgsl",
             Kernel::Pool => "pool.wgsl",
+            Kernel::FlashDecode => "flash_decode.wgsl",
+            Kernel::DecodeMerge => "decode_merge.wgsl",
         }
     }
 
@@ -137,6 +145,8 @@ impl Kernel {
             Kernel::HardAttention => include_str!("../shaders/hard_attention.wgsl"),
             Kernel::AdditiveHidden => include_str!("../shaders/additive_hidden.wgsl"),
             Kernel::Pool => include_str!("../shaders/pool.wgsl"),
+            Kernel::FlashDecode => include_str!("../shaders/flash_decode.wgsl"),
+            Kernel::DecodeMerge => include_str!("../shaders/decode_merge.wgsl"),
         }
     }
 
@@ -160,7 +170,24 @@ impl Kernel {
                 common::LOAD_SCALAR,
             ],
             Kernel::AdditiveHidden => vec![common::PARAMS, common::GRID],
-            Kernel::Pool => vec![common::GRID],
+            Kernel::Pool | Kernel::DecodeMerge => vec![common::GRID],
+            Kernel::FlashDecode => {
+                let io = if variant.vec4_io {
+                    common::LOAD_VEC4
+                } else {
+                    common::LOAD_SCALAR
+                };
+                vec![
+                    common::PARAMS,
+                    common::GRID,
+                    common::PHILOX,
+                    common::NO_CENTERS,
+                    common::MASK,
+                    io,
+                    common::FETCH_PLAIN,
+                    common::SCORE_DOT,
+                ]
+            }
             Kernel::FlashForward => {
                 let io = if variant.vec4_io {
                     common::LOAD_VEC4
@@ -207,7 +234,7 @@ impl Kernel {
 /// The full WGSL source of `kernel` for storage type `dtype` with the default [`Variant`].
 pub fn compose(kernel: Kernel, dtype: DType) -> String {
     let variant = match kernel {
-        Kernel::FlashForward => Variant {
+        Kernel::FlashForward | Kernel::FlashDecode => Variant {
             rows: 1,
             ..Variant::default()
         },

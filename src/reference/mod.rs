@@ -4,8 +4,10 @@
 
 mod compare;
 pub mod family;
+mod merge;
 pub mod philox;
 mod sdpa;
 
 pub use compare::{compare, Comparison, Tolerance};
+pub use merge::merge_states;
 pub use sdpa::{sdpa, Broadcast, HostInputs, HostScore, ReferenceOutput};
