@@ -97,7 +97,10 @@ pub fn merge_attention_states(ctx: &Context, parts: &[(&Tensor, &Tensor)]) -> Re
             });
         }
         let max = ctx.limits().max_storage_buffer_binding_size;
-        for (what, bytes) in [("merge scratch (O parts)", o_bytes), ("merge scratch (LSE parts)", lse_bytes)] {
+        for (what, bytes) in [
+            ("merge scratch (O parts)", o_bytes),
+            ("merge scratch (LSE parts)", lse_bytes),
+        ] {
             if bytes > max {
                 return Err(Error::Limit {
                     what: format!("{what}, {bytes} bytes"),

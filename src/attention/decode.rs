@@ -41,7 +41,14 @@ pub(crate) fn unsupported(
         ));
     }
     let max = ctx.limits().max_storage_buffer_binding_size;
-    let operands = [Some(q), Some(k), Some(v), opts.out.as_ref(), opts.bias.as_ref(), opts.mask.as_ref()];
+    let operands = [
+        Some(q),
+        Some(k),
+        Some(v),
+        opts.out.as_ref(),
+        opts.bias.as_ref(),
+        opts.mask.as_ref(),
+    ];
     if operands.iter().flatten().any(|t| t.end_byte() - t.offset() > max) {
         return Some(
             "an operand exceeds one storage binding: the decode kernel binds every tensor whole (the fused kernel chunks them)"

@@ -256,7 +256,14 @@ pub(crate) fn merge_step(
         ("WORKGROUP", workgroup as f64),
         ("PARTS_F16", if parts_f16 { 1.0 } else { 0.0 }),
     ];
-    let kernel = pipeline::get(ctx, Kernel::DecodeMerge, dtype, Variant::default(), MERGE_SLOTS, &constants)?;
+    let kernel = pipeline::get(
+        ctx,
+        Kernel::DecodeMerge,
+        dtype,
+        Variant::default(),
+        MERGE_SLOTS,
+        &constants,
+    )?;
     let elements = m.batch as u64 * m.heads as u64 * m.len as u64 * m.dim as u64;
     if elements > u32::MAX as u64 {
         return Err(Error::Limit {
