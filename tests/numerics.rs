@@ -1,9 +1,10 @@
 //! The numeric policy (docs/ATTENTION.md, "Numbers at the edges"), case by case: every case runs
 //! through the CPU reference and through every kernel (fused with subgroup and with plain K/V
-//! fetch, staged, decode with one, two and the default number of keys per split; f32 and, where the values exist in half precision, f16). For each case an
-//! oracle written from the policy states what every row must be (NaN, empty, the uniform average,
-//! or an ordinary finite row); the reference must meet the oracle, and every kernel must match the
-//! reference element by element (NaN only matches NaN, ±∞ only itself).
+//! fetch, staged, decode with one key, two keys and the default number of keys per split; f32
+//! and, where the values exist in half precision, f16). For each case an oracle written from the
+//! policy states what every row must be (NaN, empty, the uniform average, or an ordinary finite
+//! row); the reference must meet the oracle, and every kernel must match the reference element by
+//! element (NaN only matches NaN, ±∞ only itself).
 
 mod common;
 
