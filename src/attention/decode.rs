@@ -66,8 +66,13 @@ pub(crate) fn auto_prefers(
     opts: &AttentionOptions,
     extras: &Extras,
 ) -> bool {
+    auto_prefers_shape(p) && unsupported(ctx, p, qkv, opts, extras).is_none()
+}
+
+/// The shape part of [`auto_prefers`]: few query rows and packed rows, head dims that fit.
+pub(crate) fn auto_prefers_shape(p: &Problem) -> bool {
     let packed = flash_decode::packed_rows(p) as usize;
-    p.lq <= AUTO_MAX_LQ && packed <= AUTO_MAX_PACKED_ROWS && unsupported(ctx, p, qkv, opts, extras).is_none()
+    p.lq <= AUTO_MAX_LQ && packed <= AUTO_MAX_PACKED_ROWS && p.dk.max(p.dv) <= flash_decode::MAX_HEAD_DIM as usize
 }
 
 impl Attention {
