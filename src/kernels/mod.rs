@@ -58,7 +58,7 @@ pub struct Params {
     pub row_base: u32,
     pub row_count: u32,
     /// The fused kernel visits its (b, h) pairs in the order p · bh_stride mod bh_count
-    /// ([`pair_stride`]), so that every contiguous run of workgroups mixes batches.
+    /// (`pair_stride`), so that every contiguous run of workgroups mixes batches.
     pub bh_stride: u32,
 }
 

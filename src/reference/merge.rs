@@ -1,8 +1,8 @@
 //! CPU twin of [`crate::merge_attention_states`] (and of the decode path's merge kernel): naive,
 //! f64.
 
-/// Merges partial states: each part is (O [rows, dim], LSE [rows]) contiguous, f32 (f16 parts
-/// converted by the caller). Returns (O [rows, dim], LSE [rows]) in f64:
+/// Merges partial states: each part is (O \[rows, dim\], LSE \[rows\]) contiguous, f32 (f16 parts
+/// converted by the caller). Returns (O \[rows, dim\], LSE \[rows\]) in f64:
 /// LSE = log Σᵢ e^{LSEᵢ}, O = Σᵢ e^{LSEᵢ − LSE} Oᵢ. Parts with LSEᵢ = −∞ contribute nothing (nor
 /// does a part whose weight is exactly 0); a row with none left is O = 0, LSE = −∞; a NaN or +∞
 /// LSEᵢ makes the row NaN.
