@@ -527,6 +527,7 @@ fn run_cmd(a: &RunArgs) -> Result<()> {
         .collect();
     let kernel = match res.kernel {
         Some(KernelChoice::Staged) => " (staged kernel)",
+        Some(KernelChoice::Decode) => " (decode kernel)",
         Some(_) => " (fused kernel)",
         None => "",
     };

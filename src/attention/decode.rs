@@ -49,7 +49,16 @@ pub(crate) fn unsupported(
         opts.bias.as_ref(),
         opts.mask.as_ref(),
     ];
-    if operands.iter().flatten().any(|t| t.end_byte() - t.offset() > max) {
+    // A binding starts at the offset rounded down to the storage alignment; the partial O of one
+    // split per row must fit one binding too.
+    let align = ctx.limits().min_storage_buffer_offset_alignment as u64;
+    let one_split = (p.b * p.hq * p.lq) as u64 * p.dv.div_ceil(4) as u64 * 16;
+    if one_split > max
+        || operands
+            .iter()
+            .flatten()
+            .any(|t| t.end_byte() - t.offset() + align > max)
+    {
         return Some(
             "an operand exceeds one storage binding: the decode kernel binds every tensor whole (the fused kernel chunks them)"
                 .into(),
@@ -97,7 +106,12 @@ impl Attention {
         };
         cfg.check(ctx, p.dk as u32, p.dv as u32)?;
         let rows = cfg.rows_for(p);
-        let splits = cfg.splits_for(ctx, p);
+        // As many splits as asked for, as far as the partial O fits one storage binding.
+        let max = ctx.limits().max_storage_buffer_binding_size;
+        let one_split = (p.b * p.hq * p.lq) as u64 * p.dv.div_ceil(4) as u64 * 16;
+        let splits = cfg
+            .splits_for(ctx, p)
+            .min((max / one_split).clamp(1, u32::MAX as u64) as u32);
         let packed = flash_decode::packed_rows(p);
         let d = DecodeParams {
             splits,
@@ -116,7 +130,6 @@ impl Attention {
         let part_rows = (p.b * p.hq * p.lq) as u64 * splits as u64;
         let lse_bytes = part_rows * 4;
         let o_bytes = part_rows * dv4 * 4;
-        let max = ctx.limits().max_storage_buffer_binding_size;
         if o_bytes > max {
             return Err(Error::Limit {
                 what: format!("decode scratch ({o_bytes} bytes)"),
