@@ -4,7 +4,7 @@
 // split of the key range, streams that split's visible keys once for all of its rows (each K/V
 // vector loaded feeds every query head of the group) and writes, per row, the split's normalized
 // partial output O_s = Σ p v / Σ p (f32) and its LSE_s = m + log Σ p into scratch laid out as
-// [B, Hq, Lq, S] rows. `shaders/decode_merge.wgsl` then combines the S splits of every row.
+// [B, Hq, Lq, S] rows (of the dispatch's batches). `shaders/decode_merge.wgsl` then combines the S splits of every row.
 // Composed after common/params.wgsl, common/grid.wgsl, common/philox.wgsl, common/no_centers.wgsl,
 // common/mask.wgsl, a loader piece (common/load_vec4.wgsl or common/load_scalar.wgsl: only
 // `load_q4`, `load_k4`, `load_v4` are used), common/fetch_plain.wgsl and common/score_dot.wgsl.
@@ -35,6 +35,13 @@ struct Decode {
     // Packed rows G·Lq of one (b, kv head) and row blocks ⌈G·Lq / ROWS⌉.
     packed_rows: u32,
     row_blocks: u32,
+    // Batches [batch_base, batch_base + batch_count) of this dispatch (problems whose tensors
+    // exceed one storage binding are split by batch). Q/K/V offsets in `params` and the scratch
+    // rows are relative to batch_base; masks, key lengths and dropout use the global batch.
+    batch_base: u32,
+    batch_count: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(11) var<uniform> decode: Decode;
@@ -54,14 +61,15 @@ fn score(acc: vec4<f32>, masked_range: bool, b: u32, h: u32, i: u32, j: u32) -> 
 @compute @workgroup_size(WORKGROUP)
 fn main(input: KernelInputs) {
     let t = linear_workgroup(input.wid, input.nwg) * WORKGROUP + input.lid;
-    let pairs = params.batch * params.heads_kv;
+    let pairs = decode.batch_count * params.heads_kv;
     if (t >= pairs * decode.row_blocks * decode.splits) {
         return;
     }
     let split = t % decode.splits;
     let rb = (t / decode.splits) % decode.row_blocks;
     let pair = t / (decode.splits * decode.row_blocks);
-    let b = pair / params.heads_kv;
+    let bl = pair / params.heads_kv; // batch within this dispatch
+    let b = decode.batch_base + bl;
     let hk = pair % params.heads_kv;
     let group = params.heads_q / params.heads_kv;
     let len_k = i32(params.len_k);
@@ -103,10 +111,10 @@ fn main(input: KernelInputs) {
     full_begin = clamp(full_begin, k_begin, max(k_begin, k_end));
     full_end = clamp(full_end, full_begin, max(full_begin, k_end));
 
-    let k_head = params.k_off + b * params.k_sb + hk * params.k_sh;
-    let v_head = params.v_off + b * params.v_sb + hk * params.v_sh;
+    let k_head = params.k_off + bl * params.k_sb + hk * params.k_sh;
+    let v_head = params.v_off + bl * params.v_sb + hk * params.v_sh;
     //@each_row
-    let q_row_{r} = params.q_off + b * params.q_sb + h_{r} * params.q_sh + i_{r} * params.q_sl;
+    let q_row_{r} = params.q_off + bl * params.q_sb + h_{r} * params.q_sh + i_{r} * params.q_sl;
     var q_{r}: array<vec4<f32>, MAX_HEAD_VEC4>;
     for (var d4 = 0u; d4 < DK4; d4++) {
         q_{r}[d4] = load_q4(q_row_{r}, d4) * params.scale;
@@ -162,7 +170,7 @@ fn main(input: KernelInputs) {
     // O_s = 0 and LSE_s = −∞, a NaN score a NaN l (reaching O_s and LSE_s).
     //@each_row
     if (pr_{r} < decode.packed_rows) {
-        let part_{r} = ((b * params.heads_q + h_{r}) * params.len_q + i_{r}) * decode.splits + split;
+        let part_{r} = ((bl * params.heads_q + h_{r}) * params.len_q + i_{r}) * decode.splits + split;
         var inv_{r} = 0.0;
         var x_{r} = neg_inf();
         if (!(l_{r} == 0.0)) {

@@ -214,3 +214,80 @@ fn no_keys() {
         decode(problem(1, 4, 1, 3, 0, 8, 16)).opts(|o| o.causal = Some(Alignment::BottomRight)),
     ]);
 }
+
+/// A device whose storage bindings are tiny: the decode path splits the batch into dispatches
+/// that each bind a window of Q, K, V and O, and still matches the reference; what cannot fit
+/// even one batch is refused (and `Auto` takes the fused kernel).
+#[test]
+fn batches_beyond_one_binding_are_split() {
+    use wgpu_attention::reference::{self, HostInputs, Tolerance};
+    use wgpu_attention::{attention, wgpu, AttentionOptions, Context, Error, Tensor};
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+    let adapter = pollster::block_on(instance.request_adapter(&Default::default())).unwrap();
+    let limits = wgpu::Limits {
+        max_storage_buffer_binding_size: 16 << 10,
+        ..adapter.limits()
+    };
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        required_limits: limits,
+        required_features: adapter.features() & wgpu_attention::context::WANTED_FEATURES,
+        ..Default::default()
+    }))
+    .unwrap();
+    let ctx = Context::from_device_with_adapter_info(&device, &queue, adapter.get_info());
+    let p = problem(5, 4, 2, 2, 60, 16, 16); // K: 7.5 KiB per batch, 37.5 KiB in all
+    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(8);
+    let [qs, ks, vs] = p.qkv_shapes();
+    let (q, k, v) = (
+        random(&mut rng, qs.iter().product(), 1.0),
+        random(&mut rng, ks.iter().product(), 1.0),
+        random(&mut rng, vs.iter().product(), 1.0),
+    );
+    let lens = [60u32, 0, 17, 59, 3];
+    let opts = AttentionOptions {
+        kernel: KernelChoice::Decode,
+        causal: Some(Alignment::BottomRight),
+        key_lengths: Some(Tensor::from_slice(&ctx, &lens, &[p.b]).unwrap()),
+        dropout: Some(Dropout { p: 0.2, seed: 5 }),
+        return_lse: true,
+        ..Default::default()
+    };
+    let t = |d: &[f32], s: [usize; 4]| Tensor::from_slice(&ctx, d, &s).unwrap();
+    let res = attention(&ctx, &t(&q, qs), &t(&k, ks), &t(&v, vs), &opts).unwrap();
+    assert_eq!(res.kernel, KernelChoice::Decode);
+    let expected = reference::sdpa(
+        &HostInputs {
+            key_lengths: Some(&lens),
+            ..HostInputs::new(p, &q, &k, &v)
+        },
+        &opts,
+    );
+    let c = reference::compare(&res.out.to_vec::<f32>(&ctx).unwrap(), &expected.out, Tolerance::F32);
+    assert!(c.ok(), "O: {c}");
+    let c = reference::compare(
+        &res.lse.unwrap().to_vec::<f32>(&ctx).unwrap(),
+        &expected.lse,
+        Tolerance::F32,
+    );
+    assert!(c.ok(), "LSE: {c}");
+
+    // One batch of K alone beyond a binding: refused by Decode, fused under Auto.
+    let big = problem(2, 2, 2, 1, 300, 16, 16); // 37.5 KiB of K per batch
+    let [qs, ks, vs] = big.qkv_shapes();
+    let z = |s: [usize; 4]| Tensor::zeros(&ctx, &s, DType::F32).unwrap();
+    let e = attention(
+        &ctx,
+        &z(qs),
+        &z(ks),
+        &z(vs),
+        &AttentionOptions {
+            kernel: KernelChoice::Decode,
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(e, Error::Unsupported(_)), "{e}");
+    let auto = attention(&ctx, &z(qs), &z(ks), &z(vs), &AttentionOptions::default());
+    // The fused kernel chunks by heads; a head of 18.75 KiB is itself beyond the binding.
+    assert!(matches!(auto, Err(Error::Limit { .. })) || auto.unwrap().kernel == KernelChoice::Fused);
+}

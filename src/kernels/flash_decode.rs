@@ -161,6 +161,9 @@ pub struct DecodeParams {
     pub split_keys: u32,
     pub packed_rows: u32,
     pub row_blocks: u32,
+    pub batch_base: u32,
+    pub batch_count: u32,
+    pub _pad: [u32; 2],
 }
 
 /// The merge uniform; mirrors `struct Merge` in `shaders/decode_merge.wgsl`.
@@ -228,7 +231,7 @@ pub(crate) fn decode_step(
     };
     let kernel = pipeline::get(ctx, Kernel::FlashDecode, dtype, variant, DECODE_SLOTS, &constants)?;
     let (d, decode_buf) = decode;
-    let invocations = (p.batch as u64 * p.heads_kv as u64) * d.row_blocks as u64 * d.splits as u64;
+    let invocations = (d.batch_count as u64 * p.heads_kv as u64) * d.row_blocks as u64 * d.splits as u64;
     let groups = grid(ctx, invocations.div_ceil(cfg.workgroup as u64), "flash_decode")?;
     let [q, k, v] = qkv;
     let [part_lse, part_o] = parts;
