@@ -201,6 +201,13 @@ impl Attention {
         // A window of `t` for batches [b0, b1) and the element offset of batch b0 in it.
         let window = |t: &Tensor, name: &'static str, b0: usize, b1: usize| -> Result<(BoundBuffer, u32)> {
             t.check_device(name, ctx)?;
+            if !t.buffer().usage().contains(wgpu::BufferUsages::STORAGE) {
+                return Err(Error::BufferUsage {
+                    name,
+                    needed: wgpu::BufferUsages::STORAGE,
+                    has: t.buffer().usage(),
+                });
+            }
             let (from, to) = batch_window(t, b0, b1);
             let (start, size) = kernels::binding_window(ctx, t.buffer(), from, to);
             if size > max {
