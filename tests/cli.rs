@@ -1531,7 +1531,7 @@ fn decode_kernel_from_the_command_line() {
         .lines()
         .find(|l| l.starts_with("decode"))
         .unwrap_or_else(|| panic!("{s}"));
-    assert!(row.contains("splits") && row.contains("all"), "{row}");
+    assert!(row.contains("rows") && row.contains("all"), "{row}");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("qkv.safetensors");
     let mut rng = ChaCha8Rng::seed_from_u64(21);

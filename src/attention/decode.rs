@@ -149,8 +149,13 @@ impl Attention {
         // As many splits as asked for, as far as the partial O of a dispatch fits one binding.
         let max = ctx.limits().max_storage_buffer_binding_size;
         let one_split = (per_dispatch * p.hq * p.lq) as u64 * p.dv.div_ceil(4) as u64 * 16;
+        // Splits fill the machine with the batches of one dispatch (dispatches run in order).
+        let dispatch = Problem {
+            b: per_dispatch,
+            ..problem
+        };
         let splits = cfg
-            .splits_for(ctx, p)
+            .splits_for(ctx, &dispatch)
             .min((max / one_split).clamp(1, u32::MAX as u64) as u32);
         let packed = flash_decode::packed_rows(p);
         let s = splits;

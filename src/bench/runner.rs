@@ -757,13 +757,10 @@ impl Bench<'_> {
             row.tile = Some(format!("wg{} rows{}", c.workgroup, c.rows));
         }
         if choice == KernelChoice::Decode {
+            // The split count also depends on how many batches fit one binding (decided when
+            // the call is planned), so only the tile is reported.
             let c = crate::DecodeConfig::default_for(ctx, p)?;
-            row.tile = Some(format!(
-                "wg{} rows{} splits{}",
-                c.workgroup,
-                c.rows_for(p),
-                c.splits_for(ctx, p)
-            ));
+            row.tile = Some(format!("wg{} rows{}", c.workgroup, c.rows_for(p)));
         }
         let opts = AttentionOptions {
             kernel: choice,
