@@ -60,7 +60,7 @@ pub(crate) fn unsupported(
 /// batch axis of its own).
 fn batch_window(t: &Tensor, b0: usize, b1: usize) -> (u64, u64) {
     let (sh, st) = (t.shape(), t.strides());
-    if sh.len() != 4 || sh[0] <= 1 || sh.iter().any(|&n| n == 0) {
+    if sh.len() != 4 || sh[0] <= 1 || sh.contains(&0) {
         return (t.offset(), t.end_byte());
     }
     let size = t.dtype().size() as u64;
