@@ -67,6 +67,7 @@ struct WarmUpArgs {
 enum KernelArg {
     Fused,
     Staged,
+    Decode,
     Reference,
     All,
 }
@@ -76,6 +77,7 @@ enum RunKernelArg {
     Auto,
     Fused,
     Staged,
+    Decode,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -432,6 +434,7 @@ fn bench_cmd(a: &BenchArgs) -> Result<()> {
                 let kind = match k {
                     KernelArg::Fused => KernelKind::Fused,
                     KernelArg::Staged => KernelKind::Staged,
+                    KernelArg::Decode => KernelKind::Decode,
                     _ => KernelKind::Reference,
                 };
                 if !ks.contains(&kind) {
@@ -524,6 +527,7 @@ fn run_cmd(a: &RunArgs) -> Result<()> {
         .collect();
     let kernel = match res.kernel {
         Some(KernelChoice::Staged) => " (staged kernel)",
+        Some(KernelChoice::Decode) => " (decode kernel)",
         Some(_) => " (fused kernel)",
         None => "",
     };
@@ -606,8 +610,13 @@ fn check_run_flags(a: &RunArgs) -> Result<()> {
             );
         }
     }
-    if a.weights.is_some() && a.kernel == RunKernelArg::Fused {
-        bail!("--weights needs the staged path: use --kernel staged (or auto); the fused kernel never materializes the weights");
+    if a.weights.is_some() && matches!(a.kernel, RunKernelArg::Fused | RunKernelArg::Decode) {
+        let k = if a.kernel == RunKernelArg::Fused {
+            "fused"
+        } else {
+            "decode"
+        };
+        bail!("--weights needs the staged path: use --kernel staged (or auto); the {k} kernel never materializes the weights");
     }
     // Values, in the CLI's words (the library would name its option fields).
     if let Some(s) = a.scale.filter(|s| !s.is_finite()) {
@@ -791,6 +800,7 @@ fn attention_options(a: &RunArgs) -> AttentionOptions {
             RunKernelArg::Auto => KernelChoice::Auto,
             RunKernelArg::Fused => KernelChoice::Fused,
             RunKernelArg::Staged => KernelChoice::Staged,
+            RunKernelArg::Decode => KernelChoice::Decode,
         },
         dropout: a.dropout.map(|p| Dropout {
             p,
@@ -870,6 +880,7 @@ fn warm_up_cmd(a: &WarmUpArgs) -> Result<()> {
                         RunKernelArg::Auto => KernelChoice::Auto,
                         RunKernelArg::Fused => KernelChoice::Fused,
                         RunKernelArg::Staged => KernelChoice::Staged,
+                        RunKernelArg::Decode => KernelChoice::Decode,
                     },
                     ..Default::default()
                 };

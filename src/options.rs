@@ -73,13 +73,18 @@ impl Window {
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub enum KernelChoice {
-    /// The fused kernel unless attention weights are requested (then staged).
+    /// The decode kernel when few query rows share each KV head (Lq ≤ 16 and Hq / Hkv · Lq ≤ 64)
+    /// and it supports the call, else the fused kernel; staged when weights are requested.
     #[default]
     Auto,
     /// The single-pass online-softmax kernel; O(Lq) extra memory, cannot return weights.
     Fused,
     /// Three kernels (QKᵀ, masked softmax, P·V) through a materialized score matrix.
     Staged,
+    /// Split-KV decoding (flash-decoding): the query heads sharing a KV head are packed into the
+    /// rows of one invocation and the key range is split across the machine; a second kernel
+    /// merges the partial states. For few query rows (Lq ≤ 16); cannot return weights.
+    Decode,
 }
 
 /// Options of [`crate::attention()`]. See the crate docs for the semantics of each mask.

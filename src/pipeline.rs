@@ -95,11 +95,15 @@ pub enum Kernel {
     /// `shaders/kv_write.wgsl`: KV-cache append (rows at each sequence's length, lengths advanced)
     /// and rotary embedding.
     KvWrite,
+    /// `shaders/flash_decode.wgsl`: split-KV decode kernel with GQA packing (partial states).
+    FlashDecode,
+    /// `shaders/decode_merge.wgsl`: merge of partial attention states (O, LSE).
+    DecodeMerge,
 }
 
 impl Kernel {
     /// All kernels, for tests and pre-compilation.
-    pub const ALL: [Kernel; 11] = [
+    pub const ALL: [Kernel; 13] = [
         Kernel::QkScores,
         Kernel::MaskedSoftmax,
         Kernel::WeightedSum,
@@ -111,6 +115,8 @@ impl Kernel {
         Kernel::AdditiveHidden,
         Kernel::Pool,
         Kernel::KvWrite,
+        Kernel::FlashDecode,
+        Kernel::DecodeMerge,
     ];
 
     /// Shader file name (without directory).
@@ -127,6 +133,8 @@ impl Kernel {
             Kernel::AdditiveHidden => "additive_hidden.wgsl",
             Kernel::Pool => "pool.wgsl",
             Kernel::KvWrite => "kv_write.wgsl",
+            Kernel::FlashDecode => "flash_decode.wgsl",
+            Kernel::DecodeMerge => "decode_merge.wgsl",
         }
     }
 
@@ -143,6 +151,8 @@ impl Kernel {
             Kernel::AdditiveHidden => include_str!("../shaders/additive_hidden.wgsl"),
             Kernel::Pool => include_str!("../shaders/pool.wgsl"),
             Kernel::KvWrite => include_str!("../shaders/kv_write.wgsl"),
+            Kernel::FlashDecode => include_str!("../shaders/flash_decode.wgsl"),
+            Kernel::DecodeMerge => include_str!("../shaders/decode_merge.wgsl"),
         }
     }
 
@@ -166,7 +176,24 @@ impl Kernel {
                 common::LOAD_SCALAR,
             ],
             Kernel::AdditiveHidden => vec![common::PARAMS, common::GRID],
-            Kernel::Pool | Kernel::KvWrite => vec![common::GRID],
+            Kernel::Pool | Kernel::KvWrite | Kernel::DecodeMerge => vec![common::GRID],
+            Kernel::FlashDecode => {
+                let io = if variant.vec4_io {
+                    common::LOAD_VEC4
+                } else {
+                    common::LOAD_SCALAR
+                };
+                vec![
+                    common::PARAMS,
+                    common::GRID,
+                    common::PHILOX,
+                    common::NO_CENTERS,
+                    common::MASK,
+                    io,
+                    common::FETCH_PLAIN,
+                    common::SCORE_DOT,
+                ]
+            }
             Kernel::FlashForward => {
                 let io = if variant.vec4_io {
                     common::LOAD_VEC4
@@ -213,7 +240,7 @@ impl Kernel {
 /// The full WGSL source of `kernel` for storage type `dtype` with the default [`Variant`].
 pub fn compose(kernel: Kernel, dtype: DType) -> String {
     let variant = match kernel {
-        Kernel::FlashForward => Variant {
+        Kernel::FlashForward | Kernel::FlashDecode => Variant {
             rows: 1,
             ..Variant::default()
         },

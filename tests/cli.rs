@@ -1424,7 +1424,8 @@ fn run_notices_first_compiles_and_persists_pipelines() {
             .collect()
     };
     let first = notices();
-    assert!(first.iter().any(|l| l.contains("flash_forward.wgsl f32")), "{first:?}");
+    // Five query rows: `Auto` takes the decode kernel (and its merge).
+    assert!(first.iter().any(|l| l.contains("flash_decode.wgsl f32")), "{first:?}");
     let ctx = Context::new().unwrap();
     if ctx.features().contains(wgpu_attention::wgpu::Features::PIPELINE_CACHE) {
         let files: Vec<_> = std::fs::read_dir(&cache).unwrap().collect();
@@ -1506,5 +1507,51 @@ fn bench_uneven_key_lengths_and_a_borrowed_device_are_checked() {
         stdout(&out).contains("--key-lengths has 1 values, the shape has B = 2"),
         "{}",
         stdout(&out)
+    );
+}
+
+/// `bench --kernel decode` and `run --kernel decode` run the split-KV decode kernel and check it.
+#[test]
+fn decode_kernel_from_the_command_line() {
+    let out = ok(cli().args([
+        "bench",
+        "--shape",
+        "1,8,2,1,100,16,16",
+        "--kernel",
+        "decode",
+        "--kernel",
+        "fused",
+        "--warmup",
+        "0",
+        "--iters",
+        "1",
+    ]));
+    let s = stdout(&out);
+    let row = s
+        .lines()
+        .find(|l| l.starts_with("decode"))
+        .unwrap_or_else(|| panic!("{s}"));
+    assert!(row.contains("rows") && row.contains("all"), "{row}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("qkv.safetensors");
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    write_safetensors(
+        &file,
+        &[
+            st_random(&mut rng, "q", &[2, 8, 1, 16], 1.0),
+            st_random(&mut rng, "k", &[2, 2, 33, 16], 1.0),
+            st_random(&mut rng, "v", &[2, 2, 33, 16], 1.0),
+        ],
+    );
+    let o = ok(&mut run_variant(
+        "sdpa",
+        &file,
+        &["--kernel", "decode", "--causal", "bottom-right", "--check"],
+    ));
+    assert_checks_pass(&o, &["out"]);
+    assert!(stdout(&o).contains("(decode kernel)"), "{}", stdout(&o));
+    fails_with(
+        &mut run_variant("sdpa", &file, &["--kernel", "decode", "--weights", "w.npy"]),
+        "the decode kernel never materializes the weights",
     );
 }

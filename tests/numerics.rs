@@ -1,16 +1,17 @@
 //! The numeric policy (docs/ATTENTION.md, "Numbers at the edges"), case by case: every case runs
 //! through the CPU reference and through every kernel (fused with subgroup and with plain K/V
-//! fetch, staged; f32 and, where the values exist in half precision, f16). For each case an
-//! oracle written from the policy states what every row must be (NaN, empty, the uniform average,
-//! or an ordinary finite row); the reference must meet the oracle, and every kernel must match the
-//! reference element by element (NaN only matches NaN, ±∞ only itself).
+//! fetch, staged, decode with one key, two keys and the default number of keys per split; f32
+//! and, where the values exist in half precision, f16). For each case an oracle written from the
+//! policy states what every row must be (NaN, empty, the uniform average, or an ordinary finite
+//! row); the reference must meet the oracle, and every kernel must match the reference element by
+//! element (NaN only matches NaN, ±∞ only itself).
 
 mod common;
 
 use common::ctx;
 use wgpu_attention::reference::{self, Broadcast, HostInputs, Tolerance};
 use wgpu_attention::{
-    Alignment, Attention, AttentionOptions, DType, FlashConfig, KernelChoice, Problem, Tensor, Tuning,
+    Alignment, Attention, AttentionOptions, DType, DecodeConfig, FlashConfig, KernelChoice, Problem, Tensor, Tuning,
 };
 
 const P: Problem = Problem {
@@ -370,15 +371,32 @@ fn check_oracle(case: &Case, x: &Inputs, opts: &AttentionOptions, out: &[f64], l
 }
 
 /// The kernels every case runs through.
-fn kernels() -> Vec<(&'static str, KernelChoice, Option<FlashConfig>)> {
+fn kernels() -> Vec<(&'static str, KernelChoice, Tuning)> {
     let plain = FlashConfig {
         subgroups: false,
         ..FlashConfig::new(16, 2)
     };
+    let tile = |flash| Tuning {
+        flash,
+        ..Default::default()
+    };
+    // Decode with one key per split (every key's state goes through the merge), with two, and
+    // with the default split count.
+    let split = |splits| Tuning {
+        decode: Some(DecodeConfig {
+            workgroup: 8,
+            rows: 0,
+            splits,
+        }),
+        ..Default::default()
+    };
     vec![
-        ("fused", KernelChoice::Fused, None),
-        ("fused/plain-fetch", KernelChoice::Fused, Some(plain)),
-        ("staged", KernelChoice::Staged, None),
+        ("fused", KernelChoice::Fused, tile(None)),
+        ("fused/plain-fetch", KernelChoice::Fused, tile(Some(plain))),
+        ("staged", KernelChoice::Staged, tile(None)),
+        ("decode/6 splits", KernelChoice::Decode, split(6)),
+        ("decode/3 splits", KernelChoice::Decode, split(3)),
+        ("decode", KernelChoice::Decode, tile(None)),
     ]
 }
 
@@ -443,13 +461,9 @@ fn run_case(case: &Case, dtype: DType) -> Vec<String> {
         DType::F16 => Tolerance::F16,
         _ => Tolerance::F32,
     };
-    for (name, kernel, tile) in kernels() {
+    for (name, kernel, tuning) in kernels() {
         let mut opts = opts.clone();
         opts.kernel = kernel;
-        let tuning = Tuning {
-            flash: tile,
-            ..Default::default()
-        };
         let label = format!("{} [{name}, {}]", case.name, dtype.name());
         let call = match Attention::with_tuning(
             ctx,

@@ -51,6 +51,22 @@ fn every_kernel_validates_with_naga() {
             }
         }
     }
+    // The decode kernel's row counts and loaders.
+    for dtype in [wgpu_attention::DType::F32, wgpu_attention::DType::F16] {
+        for rows in 1..=16 {
+            for vec4_io in [false, true] {
+                let variant = Variant {
+                    rows,
+                    vec4_io,
+                    ..Variant::default()
+                };
+                let src = compose_variant(Kernel::FlashDecode, dtype, variant);
+                if let Err(e) = validate(&src, &HashMap::new()) {
+                    failures.push(format!("FlashDecode/{dtype}/{variant:?}: {e}"));
+                }
+            }
+        }
+    }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 

@@ -11,6 +11,7 @@
 //!
 //! `params.rs` fills the uniform every attention kernel reads from the options.
 
+mod decode;
 mod empty;
 mod fused;
 mod naive_additive;
@@ -27,7 +28,7 @@ pub use validate::validate;
 
 use crate::context::Context;
 use crate::error::Result;
-use crate::kernels::{self, FlashConfig, GemmTile, Step};
+use crate::kernels::{self, DecodeConfig, FlashConfig, GemmTile, Step};
 use crate::options::{AttentionOptions, KernelChoice};
 use crate::tensor::Tensor;
 
@@ -105,6 +106,8 @@ pub struct Tuning {
     pub gemm: Option<GemmTile>,
     /// Invocations per row of the staged softmax.
     pub softmax_workgroup: Option<u32>,
+    /// Decode-kernel tile and split count.
+    pub decode: Option<DecodeConfig>,
 }
 
 /// A validated, fully prepared attention call that can be recorded any number of times.

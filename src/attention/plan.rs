@@ -46,10 +46,18 @@ pub(super) fn storage_buffer(ctx: &Context, label: &str, size: u64) -> Result<wg
     }))
 }
 
-/// The path `opts.kernel` resolves to: staged when weights are requested under `Auto`.
-fn resolve_kernel(opts: &AttentionOptions) -> KernelChoice {
+/// The path `opts.kernel` resolves to: under `Auto`, staged when weights are requested, decode
+/// for few packed rows when it supports the call, else fused.
+fn resolve_kernel(
+    ctx: &Context,
+    p: &Problem,
+    qkv: [&Tensor; 3],
+    opts: &AttentionOptions,
+    extras: &Extras,
+) -> KernelChoice {
     match opts.kernel {
         KernelChoice::Auto if opts.return_weights => KernelChoice::Staged,
+        KernelChoice::Auto if super::decode::auto_prefers(ctx, p, qkv, opts, extras) => KernelChoice::Decode,
         KernelChoice::Auto => KernelChoice::Fused,
         other => other,
     }
@@ -84,7 +92,7 @@ impl Attention {
         tuning: &Tuning,
     ) -> Result<Self> {
         let problem = validate(ctx, q, k, v, opts)?;
-        let kernel = resolve_kernel(opts);
+        let kernel = resolve_kernel(ctx, &problem, [q, k, v], opts, extras);
         ctx.scoped("attention setup", || {
             if problem.b == 0 || problem.lq == 0 {
                 Self::without_rows(ctx, problem, q.dtype(), opts, kernel)
@@ -111,6 +119,7 @@ impl Attention {
     ) -> Result<Self> {
         match kernel {
             KernelChoice::Staged => Self::plan_staged(ctx, problem, q, k, v, opts, extras, tuning),
+            KernelChoice::Decode => Self::plan_decode(ctx, problem, q, k, v, opts, extras, tuning),
             _ => Self::plan_fused(ctx, problem, q, k, v, opts, extras, tuning),
         }
     }

@@ -202,11 +202,15 @@ pub fn validate(ctx: &Context, q: &Tensor, k: &Tensor, v: &Tensor, opts: &Attent
             }
         }
     }
-    if opts.return_weights && opts.kernel == KernelChoice::Fused {
-        return Err(Error::Unsupported(
-            "the fused kernel never materializes the weights; use KernelChoice::Staged (or Auto) with return_weights"
-                .into(),
-        ));
+    if opts.return_weights && matches!(opts.kernel, KernelChoice::Fused | KernelChoice::Decode) {
+        return Err(Error::Unsupported(format!(
+            "the {} kernel never materializes the weights; use KernelChoice::Staged (or Auto) with return_weights",
+            if opts.kernel == KernelChoice::Fused {
+                "fused"
+            } else {
+                "decode"
+            }
+        )));
     }
     Ok(p)
 }

@@ -3,7 +3,7 @@
 use super::{Attention, Problem, Tuning};
 use crate::context::Context;
 use crate::error::Result;
-use crate::options::AttentionOptions;
+use crate::options::{AttentionOptions, KernelChoice};
 use crate::tensor::{DType, Tensor};
 
 impl Attention {
@@ -17,9 +17,28 @@ impl Attention {
     /// the tiny shape are used in their place. `out` is ignored.
     pub fn warm_up(ctx: &Context, problem: &Problem, dtype: DType, opts: &AttentionOptions) -> Result<()> {
         let p = problem;
-        let tuning = Tuning {
-            flash: Some(crate::tune::flash_config(ctx, p, dtype, opts)?),
-            ..Default::default()
+        // The path is chosen on the real problem: the stand-in's shorter Lq must not change it.
+        let kernel = match opts.kernel {
+            KernelChoice::Auto if opts.return_weights => KernelChoice::Staged,
+            KernelChoice::Auto if super::decode::auto_prefers_shape(p) => KernelChoice::Decode,
+            KernelChoice::Auto => KernelChoice::Fused,
+            other => other,
+        };
+        let tuning = match kernel {
+            KernelChoice::Decode => {
+                let cfg = crate::kernels::DecodeConfig::default_for(ctx, p)?;
+                Tuning {
+                    decode: Some(crate::kernels::DecodeConfig {
+                        rows: cfg.rows_for(p),
+                        ..cfg
+                    }),
+                    ..Default::default()
+                }
+            }
+            _ => Tuning {
+                flash: Some(crate::tune::flash_config(ctx, p, dtype, opts)?),
+                ..Default::default()
+            },
         };
         let (lq, lk) = (p.lq.clamp(1, 4), p.lk.clamp(1, 4));
         let group = (p.hq / p.hkv.max(1)).max(1);
@@ -38,6 +57,7 @@ impl Attention {
                 None => None,
             },
             out: None,
+            kernel,
             ..opts.clone()
         };
         Self::with_tuning(ctx, &q, &k, &v, &stand_in, &tuning)?.submit()?;

@@ -33,6 +33,8 @@ pub enum KernelKind {
     Fused,
     /// The three staged kernels.
     Staged,
+    /// The split-KV decode kernel and its merge.
+    Decode,
     /// The naive f64 CPU reference (wall clock).
     Reference,
     /// The only GPU path of a variant without a fused/staged choice (hard attention, pooling,
@@ -46,6 +48,7 @@ impl KernelKind {
         match self {
             KernelKind::Fused => "fused",
             KernelKind::Staged => "staged",
+            KernelKind::Decode => "decode",
             KernelKind::Reference => "reference",
             KernelKind::Gpu => "gpu",
         }
@@ -122,20 +125,27 @@ pub const PRESETS: [&str; 4] = ["default", "seq", "headdim", "decode"];
 /// A named sweep: its shapes and the causal variants it runs by default.
 /// - `seq`: B=1, H=8, D=64, L ∈ {512, 1024, 2048};
 /// - `headdim`: B=1, H=8, L=1024, D ∈ {32, 64, 128, 256};
-/// - `decode`: B=1, H=8, D=64, Lq=1, Lk ∈ {1024, 4096, 16384};
+/// - `decode`: B ∈ {1, 8}, Hq=32, Hkv=8, D=128, Lq=1, Lk ∈ {1024, 4096, 16384};
 /// - `default`: B=1, H=4, D=64, L ∈ {128, 256, 512}, non-causal and causal (a couple of minutes on lavapipe).
 pub fn preset(name: &str) -> std::result::Result<(Vec<Problem>, Vec<Option<Alignment>>), String> {
     Ok(match name {
         "seq" => ([512, 1024, 2048].map(|l| square(1, 8, l, 64)).to_vec(), vec![None]),
         "headdim" => ([32, 64, 128, 256].map(|d| square(1, 8, 1024, d)).to_vec(), vec![None]),
         "decode" => (
-            [1024, 4096, 16384]
-                .map(|lk| Problem {
-                    lq: 1,
-                    lk,
-                    ..square(1, 8, 1, 64)
+            [1, 8]
+                .into_iter()
+                .flat_map(|b| {
+                    [1024, 4096, 16384].map(|lk| Problem {
+                        b,
+                        hq: 32,
+                        hkv: 8,
+                        lq: 1,
+                        lk,
+                        dk: 128,
+                        dv: 128,
+                    })
                 })
-                .to_vec(),
+                .collect(),
             vec![None],
         ),
         "default" => (
@@ -738,12 +748,19 @@ impl Bench<'_> {
         let ctx = self.ctx;
         let choice = match row.kernel {
             KernelKind::Staged => KernelChoice::Staged,
+            KernelKind::Decode => KernelChoice::Decode,
             _ => KernelChoice::Fused,
         };
         let dtype = inputs.tensors[0].dtype();
         if choice == KernelChoice::Fused {
             let c = crate::tune::flash_config(ctx, p, dtype, attn_opts)?;
             row.tile = Some(format!("wg{} rows{}", c.workgroup, c.rows));
+        }
+        if choice == KernelChoice::Decode {
+            // The split count also depends on how many batches fit one binding (decided when
+            // the call is planned), so only the tile is reported.
+            let c = crate::DecodeConfig::default_for(ctx, p)?;
+            row.tile = Some(format!("wg{} rows{}", c.workgroup, c.rows_for(p)));
         }
         let opts = AttentionOptions {
             kernel: choice,
@@ -803,6 +820,7 @@ impl Bench<'_> {
                 kernel: match row.kernel {
                     KernelKind::Fused => KernelChoice::Fused,
                     KernelKind::Staged => KernelChoice::Staged,
+                    KernelKind::Decode => KernelChoice::Decode,
                     _ => KernelChoice::Auto,
                 },
                 ..params.attention.clone()

@@ -5,9 +5,11 @@
 pub mod cache;
 mod compare;
 pub mod family;
+mod merge;
 pub mod philox;
 mod sdpa;
 
 pub use cache::{HostAngles, HostKvCache, HostRope};
 pub use compare::{compare, Comparison, Tolerance};
+pub use merge::merge_states;
 pub use sdpa::{sdpa, Broadcast, HostInputs, HostScore, ReferenceOutput};

@@ -6,7 +6,9 @@ use std::sync::OnceLock;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use wgpu_attention::reference::{self, Broadcast, HostInputs, Tolerance};
-use wgpu_attention::{Attention, AttentionOptions, Context, DType, FlashConfig, KernelChoice, Problem, Tensor, Tuning};
+use wgpu_attention::{
+    Attention, AttentionOptions, Context, DType, DecodeConfig, FlashConfig, KernelChoice, Problem, Tensor, Tuning,
+};
 
 /// The test context (lavapipe in CI). Panics with install advice when no adapter exists.
 pub fn ctx() -> &'static Context {
@@ -69,6 +71,8 @@ pub struct Case {
     pub seed: u64,
     /// Fused tile; `None` uses the library's default choice.
     pub tile: Option<FlashConfig>,
+    /// Decode tile and splits; `None` uses the library's default choice.
+    pub decode: Option<DecodeConfig>,
 }
 
 impl Case {
@@ -83,6 +87,7 @@ impl Case {
             magnitude: 1.0,
             seed: 7,
             tile: None,
+            decode: None,
         }
     }
     pub fn opts(mut self, f: impl FnOnce(&mut AttentionOptions)) -> Self {
@@ -118,6 +123,10 @@ impl Case {
     }
     pub fn tile(mut self, t: FlashConfig) -> Self {
         self.tile = Some(t);
+        self
+    }
+    pub fn decode(mut self, d: DecodeConfig) -> Self {
+        self.decode = Some(d);
         self
     }
 
@@ -159,6 +168,7 @@ impl Case {
         }
         let tuning = Tuning {
             flash: self.tile,
+            decode: self.decode,
             ..Default::default()
         };
         let call = Attention::with_tuning(

@@ -1,0 +1,186 @@
+// Split-KV decode attention (flash-decoding) with GQA packing. The query heads that share a KV
+// head, times the Lq query rows, are the "packed rows" of one (b, kv head): packed row p is query
+// head hk·G + p / Lq, row p % Lq (G = Hq / Hkv). Every invocation owns ROWS packed rows and one
+// split of the key range, streams that split's visible keys once for all of its rows (each K/V
+// vector loaded feeds every query head of the group) and writes, per row, the split's normalized
+// partial output O_s = Σ p v / Σ p (f32) and its LSE_s = m + log Σ p into scratch laid out as
+// [B, Hq, Lq, S] rows (of the dispatch's batches). `shaders/decode_merge.wgsl` then combines the S splits of every row.
+// Composed after common/params.wgsl, common/grid.wgsl, common/philox.wgsl, common/no_centers.wgsl,
+// common/mask.wgsl, a loader piece (common/load_vec4.wgsl or common/load_scalar.wgsl: only
+// `load_q4`, `load_k4`, `load_v4` are used), common/fetch_plain.wgsl and common/score_dot.wgsl.
+//
+// Design notes:
+// - Invocation t of the dispatch is (pair, row block, split) with the split fastest: the lanes of
+//   a workgroup share their Q rows and walk neighbouring key ranges, so a decode step with few
+//   (b, kv head) pairs still spreads its K/V stream over the whole machine.
+// - No workgroup memory and no barriers (as flash_forward.wgsl): the splits are combined by the
+//   merge kernel, not inside the workgroup.
+// - Masks, scores, dropout keying and lazy rescaling are those of flash_forward.wgsl, so both
+//   kernels follow one numeric policy; a split no row can see writes O_s = 0 and LSE_s = −∞.
+
+override WORKGROUP: u32 = 16u;
+override DK: u32 = 64u;  // head dim of Q and K
+override DV: u32 = 64u;  // head dim of V and O
+override DK4: u32 = 16u; // DK / 4 rounded up
+override DV4: u32 = 16u; // DV / 4 rounded up
+
+const MAX_HEAD_VEC4: u32 = 64u; // head dims up to 256
+const RESCALE_THRESHOLD: f32 = 8.0;
+
+// The split layout; mirrors `kernels::flash_decode::DecodeParams`.
+struct Decode {
+    // Splits S of each (b, kv head) key range and keys per split (the last may be shorter).
+    splits: u32,
+    split_keys: u32,
+    // Packed rows G·Lq of one (b, kv head) and row blocks ⌈G·Lq / ROWS⌉.
+    packed_rows: u32,
+    row_blocks: u32,
+    // Batches [batch_base, batch_base + batch_count) of this dispatch (problems whose tensors
+    // exceed one storage binding are split by batch). Q/K/V offsets in `params` and the scratch
+    // rows are relative to batch_base; masks, key lengths and dropout use the global batch.
+    batch_base: u32,
+    batch_count: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(11) var<uniform> decode: Decode;
+// Partial LSE [B, Hq, Lq, S] and partial O [B, Hq, Lq, S, DV4] (vec4 of f32).
+@group(0) @binding(5) var<storage, read_write> part_lse: array<f32>;
+@group(0) @binding(6) var<storage, read_write> part_o: array<vec4<f32>>;
+
+// Score of one (row, key) pair after masks (as flash_forward.wgsl).
+fn score(acc: vec4<f32>, masked_range: bool, b: u32, h: u32, i: u32, j: u32) -> f32 {
+    let s = (acc.x + acc.y) + (acc.z + acc.w);
+    if (masked_range || (params.flags & (FLAG_SOFTCAP | FLAG_BIAS | FLAG_MASK | FLAG_ZERO_SCORE)) != 0u) {
+        return finish_score(s, b, h, i, j, 0.0);
+    }
+    return s;
+}
+
+@compute @workgroup_size(WORKGROUP)
+fn main(input: KernelInputs) {
+    let t = linear_workgroup(input.wid, input.nwg) * WORKGROUP + input.lid;
+    let pairs = decode.batch_count * params.heads_kv;
+    if (t >= pairs * decode.row_blocks * decode.splits) {
+        return;
+    }
+    let split = t % decode.splits;
+    let rb = (t / decode.splits) % decode.row_blocks;
+    let pair = t / (decode.splits * decode.row_blocks);
+    let bl = pair / params.heads_kv; // batch within this dispatch
+    let b = decode.batch_base + bl;
+    let hk = pair % params.heads_kv;
+    let group = params.heads_q / params.heads_kv;
+    let len_k = i32(params.len_k);
+    let split_lo = min(i32(split * decode.split_keys), len_k);
+    let split_hi = min(split_lo + i32(decode.split_keys), len_k);
+    var key_len = len_k;
+    if (has_flag(FLAG_KEY_LENGTHS)) {
+        key_len = i32(min(key_lengths[b], params.len_k)); // lengths are unsigned
+    }
+
+    // Rows of this invocation and the keys each can see as far as key lengths, causal and window
+    // go; [k_begin, k_end) is their union within the split, [full_begin, full_end) their
+    // intersection (keys there skip the per-element structural test).
+    var k_begin = len_k;
+    var k_end = 0i;
+    var full_begin = 0i;
+    var full_end = len_k;
+    //@each_row
+    let pr_{r} = rb * ROWS + {r}u;
+    let pm_{r} = min(pr_{r}, decode.packed_rows - 1u); // rows past the group compute, never written
+    let h_{r} = hk * group + pm_{r} / params.len_q;
+    let i_{r} = pm_{r} % params.len_q;
+    var lo_{r} = 0i;
+    var hi_{r} = key_len;
+    if (has_flag(FLAG_CAUSAL)) {
+        hi_{r} = min(hi_{r}, i32(i_{r}) + causal_offset(b) + 1);
+    }
+    if (has_flag(FLAG_WINDOW)) {
+        lo_{r} = max(lo_{r}, i32(i_{r}) + window_offset(b) - params.window_left);
+        hi_{r} = min(hi_{r}, i32(i_{r}) + window_offset(b) + params.window_right + 1);
+    }
+    k_begin = min(k_begin, lo_{r});
+    k_end = max(k_end, hi_{r});
+    full_begin = max(full_begin, lo_{r});
+    full_end = min(full_end, hi_{r});
+    //@end_row
+    k_begin = max(k_begin, split_lo);
+    k_end = min(k_end, split_hi);
+    full_begin = clamp(full_begin, k_begin, max(k_begin, k_end));
+    full_end = clamp(full_end, full_begin, max(full_begin, k_end));
+
+    let k_head = params.k_off + bl * params.k_sb + hk * params.k_sh;
+    let v_head = params.v_off + bl * params.v_sb + hk * params.v_sh;
+    //@each_row
+    let q_row_{r} = params.q_off + bl * params.q_sb + h_{r} * params.q_sh + i_{r} * params.q_sl;
+    var q_{r}: array<vec4<f32>, MAX_HEAD_VEC4>;
+    for (var d4 = 0u; d4 < DK4; d4++) {
+        q_{r}[d4] = load_q4(q_row_{r}, d4) * params.scale;
+    }
+    var o_{r}: array<vec4<f32>, MAX_HEAD_VEC4>;
+    for (var c4 = 0u; c4 < DV4; c4++) {
+        o_{r}[c4] = vec4<f32>(0.0);
+    }
+    var m_{r} = neg_inf();
+    var l_{r} = 0.0;
+    //@end_row
+
+    let weighted = has_flag(FLAG_DROPOUT);
+    for (var j = k_begin; j < k_end; j++) {
+        let ju = u32(j);
+        let masked_range = j < full_begin || j >= full_end;
+        fetch_k(k_head + ju * params.k_sl, 0u);
+        //@each_row
+        var acc_{r} = vec4<f32>(0.0);
+        for (var d4 = 0u; d4 < DK4; d4++) {
+            acc_{r} += score_term(q_{r}[d4], kv[d4], d4);
+        }
+        let s_{r} = score(acc_{r}, masked_range, b, h_{r}, i_{r}, ju);
+        var p_{r} = 0.0;
+        if (!is_masked(s_{r})) {
+            if (s_{r} > m_{r} + RESCALE_THRESHOLD) {
+                let alpha = exp(m_{r} - s_{r});
+                l_{r} *= alpha;
+                for (var c4 = 0u; c4 < DV4; c4++) {
+                    o_{r}[c4] *= alpha;
+                }
+                m_{r} = s_{r};
+            }
+            p_{r} = exp(s_{r} - m_{r});
+            l_{r} += p_{r};
+            if (weighted) {
+                p_{r} *= value_weight(b, h_{r}, i_{r}, ju, 0.0);
+            }
+        }
+        //@end_row
+        fetch_v(v_head + ju * params.v_sl, 0u);
+        //@each_row
+        // A key of weight 0 (masked or dropped) never reaches O (0 · inf is NaN).
+        if (!(p_{r} == 0.0)) {
+            for (var c4 = 0u; c4 < DV4; c4++) {
+                o_{r}[c4] += p_{r} * kv[c4];
+            }
+        }
+        //@end_row
+    }
+
+    // The split's partial state of every row: normalized O and LSE; no visible key (l = 0) gives
+    // O_s = 0 and LSE_s = −∞, a NaN score a NaN l (reaching O_s and LSE_s).
+    //@each_row
+    if (pr_{r} < decode.packed_rows) {
+        let part_{r} = ((bl * params.heads_q + h_{r}) * params.len_q + i_{r}) * decode.splits + split;
+        var inv_{r} = 0.0;
+        var x_{r} = neg_inf();
+        if (!(l_{r} == 0.0)) {
+            inv_{r} = 1.0 / l_{r};
+            x_{r} = m_{r} + log(l_{r});
+        }
+        for (var c4 = 0u; c4 < DV4; c4++) {
+            part_o[part_{r} * DV4 + c4] = o_{r}[c4] * inv_{r};
+        }
+        part_lse[part_{r}] = x_{r};
+    }
+    //@end_row
+}

@@ -1,0 +1,321 @@
+//! Host side of `shaders/flash_decode.wgsl` (split-KV decode with GQA packing) and
+//! `shaders/decode_merge.wgsl` (the merge of partial attention states).
+
+use super::{check_workgroup, dispatch_step, grid, BoundBuffer, Params, Step};
+use crate::attention::Problem;
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::pipeline::{self, Kernel, Slot, Variant};
+use crate::tensor::DType;
+
+/// Largest head dim the decode kernel keeps in registers.
+pub const MAX_HEAD_DIM: u32 = 256;
+/// Largest number of packed rows one invocation may own.
+pub const MAX_ROWS: u32 = 16;
+/// Most splits of one (b, kv head) key range.
+pub const MAX_SPLITS: u32 = 1024;
+
+/// Bindings of the decode kernel: params, Q, K, V, partial LSE, partial O, bias, mask, key
+/// lengths, the split uniform.
+const DECODE_SLOTS: &[(u32, Slot)] = &[
+    (0, Slot::Uniform),
+    (1, Slot::Read),
+    (2, Slot::Read),
+    (3, Slot::Read),
+    (5, Slot::ReadWrite),
+    (6, Slot::ReadWrite),
+    (8, Slot::Read),
+    (9, Slot::Read),
+    (10, Slot::Read),
+    (11, Slot::Uniform),
+];
+
+/// Bindings of the merge kernel: uniform, parts' O words, parts' LSE, part table, O, LSE.
+const MERGE_SLOTS: &[(u32, Slot)] = &[
+    (0, Slot::Uniform),
+    (1, Slot::Read),
+    (2, Slot::Read),
+    (3, Slot::Read),
+    (4, Slot::ReadWrite),
+    (5, Slot::ReadWrite),
+];
+
+/// Tile of the decode kernel: `workgroup` invocations, each owning `rows` packed rows (query
+/// heads of one KV head × query rows) and one of `splits` key ranges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct DecodeConfig {
+    /// Invocations per workgroup.
+    pub workgroup: u32,
+    /// Packed rows per invocation (1 to [`MAX_ROWS`]); 0 = all packed rows up to the built-in cap.
+    pub rows: u32,
+    /// Splits of each (b, kv head) key range; 0 = chosen from the device and the problem.
+    pub splits: u32,
+}
+
+impl DecodeConfig {
+    /// The built-in tile for `problem` on `ctx`: CPU adapters use narrow workgroups (each
+    /// workgroup is a SIMD batch of one thread) and split the keys over the threads × an
+    /// occupancy factor; GPUs use 64 invocations and aim at a few hundred workgroups.
+    pub fn default_for(ctx: &Context, problem: &Problem) -> Result<Self> {
+        check_head_dims(problem.dk as u32, problem.dv as u32)?;
+        let workgroup = if is_cpu(ctx) { 8 } else { 64 }.min(ctx.limits().max_compute_invocations_per_workgroup);
+        Ok(Self {
+            workgroup,
+            rows: 0,
+            splits: 0,
+        })
+    }
+
+    /// Packed rows per invocation for `problem`: all of them up to a cap that shrinks with the
+    /// head dims (register pressure, and lavapipe's compile time grows with rows × head dim).
+    pub fn rows_for(&self, problem: &Problem) -> u32 {
+        if self.rows > 0 {
+            return self.rows;
+        }
+        let packed = packed_rows(problem);
+        let cap = match problem.dk + problem.dv {
+            0..=128 => 8,
+            129..=256 => 4,
+            _ => 2,
+        };
+        packed.min(cap).max(1)
+    }
+
+    /// Splits of every (b, kv head) key range for `problem` on `ctx`.
+    pub fn splits_for(&self, ctx: &Context, problem: &Problem) -> u32 {
+        let lk = problem.lk.max(1) as u64;
+        let (wanted, min_keys) = if self.splits > 0 {
+            (self.splits as u64, 1)
+        } else {
+            let rows = self.rows_for(problem);
+            let blocks = (problem.b * problem.hkv) as u64 * packed_rows(problem).div_ceil(rows) as u64;
+            let invocations = if is_cpu(ctx) {
+                // Every thread gets several workgroups of full SIMD batches.
+                let threads = std::thread::available_parallelism().map_or(4, |n| n.get()) as u64;
+                threads * 4 * self.workgroup as u64
+            } else {
+                // A few hundred workgroups cover the compute units of any current GPU.
+                256 * self.workgroup as u64
+            };
+            (invocations.div_ceil(blocks), 64)
+        };
+        wanted.min(lk.div_ceil(min_keys)).clamp(1, MAX_SPLITS as u64) as u32
+    }
+
+    /// Checks the tile against the kernel's rules and the device's limits.
+    pub fn check(&self, ctx: &Context, dk: u32, dv: u32) -> Result<()> {
+        check_head_dims(dk, dv)?;
+        if self.rows > MAX_ROWS {
+            return Err(Error::InvalidOption {
+                name: "rows",
+                value: self.rows as f64,
+                why: "packed rows per invocation must be between 1 and 16 (0: automatic)",
+            });
+        }
+        if self.splits > MAX_SPLITS {
+            return Err(Error::InvalidOption {
+                name: "splits",
+                value: self.splits as f64,
+                why: "at most 1024 splits (0: automatic)",
+            });
+        }
+        if self.workgroup > ctx.limits().max_compute_workgroup_size_x {
+            return Err(Error::Limit {
+                what: format!("decode workgroup of {}", self.workgroup),
+                limit: "max_compute_workgroup_size_x",
+                needed: self.workgroup as u64,
+                max: ctx.limits().max_compute_workgroup_size_x as u64,
+            });
+        }
+        check_workgroup(ctx, self.workgroup, 0)
+    }
+}
+
+/// Packed rows of one (b, kv head): Hq / Hkv · Lq.
+pub fn packed_rows(problem: &Problem) -> u32 {
+    ((problem.hq / problem.hkv.max(1)) * problem.lq).max(1) as u32
+}
+
+fn is_cpu(ctx: &Context) -> bool {
+    ctx.info()
+        .adapter
+        .as_ref()
+        .is_some_and(|a| a.device_type == wgpu::DeviceType::Cpu)
+}
+
+fn check_head_dims(dk: u32, dv: u32) -> Result<()> {
+    if dk.max(dv) > MAX_HEAD_DIM {
+        return Err(Error::Unsupported(format!(
+            "the decode kernel keeps a head in registers: head dims up to {MAX_HEAD_DIM} (got Dk={dk}, Dv={dv}); use KernelChoice::Staged"
+        )));
+    }
+    Ok(())
+}
+
+/// The split uniform of the decode kernel; mirrors `struct Decode` in `shaders/flash_decode.wgsl`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct DecodeParams {
+    pub splits: u32,
+    pub split_keys: u32,
+    pub packed_rows: u32,
+    pub row_blocks: u32,
+    pub batch_base: u32,
+    pub batch_count: u32,
+    pub _pad: [u32; 2],
+}
+
+/// The merge uniform; mirrors `struct Merge` in `shaders/decode_merge.wgsl`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct MergeParams {
+    pub batch: u32,
+    pub heads: u32,
+    pub len: u32,
+    pub dim: u32,
+    pub parts: u32,
+    pub flags: u32,
+    pub o_off: u32,
+    pub o_sb: u32,
+    pub o_sh: u32,
+    pub o_sl: u32,
+    pub lse_off: u32,
+    pub _pad: u32,
+}
+
+/// One part of a merge: element offsets and (batch, head, row) strides of its O and its LSE;
+/// mirrors `struct PartEntry` in `shaders/decode_merge.wgsl`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct PartEntry {
+    pub o: [u32; 4],
+    pub lse: [u32; 4],
+}
+
+/// Whether Q, K and V allow vec4 loads: head dims, offsets and strides multiples of 4.
+fn vec4_ok(p: &Params) -> bool {
+    p.dim_k.is_multiple_of(4)
+        && p.dim_v.is_multiple_of(4)
+        && [p.q, p.k, p.v]
+            .iter()
+            .all(|s| [s.offset, s.row, s.head, s.batch].iter().all(|x| x.is_multiple_of(4)))
+}
+
+/// The decode dispatch: every (pair, row block, split) invocation writes its partial states.
+#[allow(clippy::too_many_arguments, reason = "one buffer per shader binding")]
+pub(crate) fn decode_step(
+    ctx: &Context,
+    cfg: DecodeConfig,
+    rows: u32,
+    dtype: DType,
+    p: &Params,
+    params: &wgpu::Buffer,
+    decode: (&DecodeParams, &wgpu::Buffer),
+    qkv: [&BoundBuffer; 3],
+    parts: [&BoundBuffer; 2],
+    masks: [&BoundBuffer; 3],
+) -> Result<Step> {
+    cfg.check(ctx, p.dim_k, p.dim_v)?;
+    let constants = [
+        ("WORKGROUP", cfg.workgroup as f64),
+        ("DK", p.dim_k as f64),
+        ("DV", p.dim_v as f64),
+        ("DK4", p.dim_k.div_ceil(4) as f64),
+        ("DV4", p.dim_v.div_ceil(4) as f64),
+    ];
+    let variant = Variant {
+        rows,
+        vec4_io: vec4_ok(p),
+        ..Variant::default()
+    };
+    let kernel = pipeline::get(ctx, Kernel::FlashDecode, dtype, variant, DECODE_SLOTS, &constants)?;
+    let (d, decode_buf) = decode;
+    let invocations = (d.batch_count as u64 * p.heads_kv as u64) * d.row_blocks as u64 * d.splits as u64;
+    let groups = grid(ctx, invocations.div_ceil(cfg.workgroup as u64), "flash_decode")?;
+    let [q, k, v] = qkv;
+    let [part_lse, part_o] = parts;
+    let [bias, mask, lengths] = masks;
+    let uniform = BoundBuffer::whole(decode_buf);
+    let buffers = [q, k, v, part_lse, part_o, bias, mask, lengths, &uniform];
+    Ok(dispatch_step_with_uniforms(ctx, kernel, params, &buffers, groups))
+}
+
+/// The merge dispatch: one invocation per output element. `dtype` is the output's; `parts_f16`
+/// reads the parts' O as f16 (otherwise f32).
+#[allow(clippy::too_many_arguments, reason = "one buffer per shader binding")]
+pub(crate) fn merge_step(
+    ctx: &Context,
+    dtype: DType,
+    parts_f16: bool,
+    m: &MergeParams,
+    params: &wgpu::Buffer,
+    parts: [&BoundBuffer; 3],
+    out: &BoundBuffer,
+    lse: &BoundBuffer,
+) -> Result<Step> {
+    let workgroup = 64u32.min(ctx.limits().max_compute_invocations_per_workgroup);
+    let constants = [
+        ("WORKGROUP", workgroup as f64),
+        ("PARTS_F16", if parts_f16 { 1.0 } else { 0.0 }),
+    ];
+    let kernel = pipeline::get(
+        ctx,
+        Kernel::DecodeMerge,
+        dtype,
+        Variant::default(),
+        MERGE_SLOTS,
+        &constants,
+    )?;
+    let elements = m.batch as u64 * m.heads as u64 * m.len as u64 * m.dim as u64;
+    if elements > u32::MAX as u64 {
+        return Err(Error::Limit {
+            what: format!("merge of {elements} output elements"),
+            limit: "2^32 - 1 elements (32-bit indices)",
+            needed: elements,
+            max: u32::MAX as u64,
+        });
+    }
+    let groups = grid(ctx, elements.div_ceil(workgroup as u64), "decode_merge")?;
+    let [o, l, table] = parts;
+    Ok(dispatch_step(ctx, kernel, params, &[o, l, table, out, lse], groups))
+}
+
+/// Like [`dispatch_step`], for kernels with a second uniform: `buffers` holds every slot but the
+/// first (binding 0, `params`) in slot order, uniforms included.
+fn dispatch_step_with_uniforms(
+    ctx: &Context,
+    kernel: std::sync::Arc<crate::pipeline::CompiledKernel>,
+    params: &wgpu::Buffer,
+    buffers: &[&BoundBuffer],
+    groups: (u32, u32),
+) -> Step {
+    let mut rest = buffers.iter();
+    let entries: Vec<wgpu::BindGroupEntry> = kernel
+        .slots
+        .iter()
+        .map(|&(binding, _)| {
+            let resource = if binding == 0 {
+                params.as_entire_binding()
+            } else {
+                let b = rest.next().expect("one buffer per slot");
+                wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &b.buffer,
+                    offset: b.offset,
+                    size: wgpu::BufferSize::new(b.size),
+                })
+            };
+            wgpu::BindGroupEntry { binding, resource }
+        })
+        .collect();
+    let bind_group = ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
+        label: Some(kernel.pipeline_label),
+        layout: &kernel.layout,
+        entries: &entries,
+    });
+    Step::Dispatch {
+        kernel,
+        bind_group,
+        groups,
+    }
+}
