@@ -301,6 +301,8 @@ struct TuneArgs {
     lengths: Vec<usize>,
     /// Kinds of call to tune, comma-separated: prefill, prefill-causal, decode (one query row,
     /// 4 query heads per KV head); each is its own cache class (default: all; quick: prefill).
+    /// The tuner measures the fused kernel's tiles; decode-shaped calls under `Auto` run the
+    /// decode design, whose splits come from the device, so its entry serves `--kernel fused`.
     #[arg(long, value_delimiter = ',', value_enum)]
     kinds: Vec<TuneKindArg>,
     /// KV heads of the benchmark shape (decode uses 4 query heads per KV head).

@@ -23,7 +23,8 @@ pub enum TuneKind {
     Prefill,
     /// Lq = Lk = L, Hq = Hkv, causal.
     PrefillCausal,
-    /// One query row, Lk = L, four query heads per KV head (GQA decoding).
+    /// One query row, Lk = L, four query heads per KV head (GQA decoding) on the fused kernel
+    /// (under `KernelChoice::Auto` such calls take the decode design, which is not tuned here).
     Decode,
 }
 
