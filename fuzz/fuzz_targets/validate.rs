@@ -82,6 +82,7 @@ struct Call {
     kernel: u8,
     dropout: Option<(f32, u64)>,
     zero_score_mask: bool,
+    align_to_key_lengths: bool,
 }
 
 fn alignment(top_left: bool) -> Alignment {
@@ -108,10 +109,11 @@ fuzz_target!(|call: Call| {
         window: call.window.map(|(left, right, top_left)| Window { left, right, alignment: alignment(top_left) }),
         return_weights: call.return_weights,
         return_lse: call.return_lse,
-        kernel: [KernelChoice::Auto, KernelChoice::Fused, KernelChoice::Staged][call.kernel as usize % 3],
+        kernel: [KernelChoice::Auto, KernelChoice::Fused, KernelChoice::Staged, KernelChoice::Decode][call.kernel as usize % 4],
         dropout: call.dropout.map(|(p, seed)| Dropout { p, seed }),
         zero_score_mask: call.zero_score_mask,
         out: optional(&call.out),
+        align_to_key_lengths: call.align_to_key_lengths,
     };
     if let Err(e) = validate(ctx, &q, &k, &v, &opts) {
         assert!(!e.to_string().is_empty());
