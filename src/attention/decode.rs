@@ -189,20 +189,7 @@ impl Attention {
         let mut base = base_params(p, opts);
         base.bh_count = (p.b * p.hq) as u32;
         // Bias, mask and key lengths are bound whole (indexed with the global batch).
-        let dummy = kernels::unused_input(ctx);
-        let bind_whole = |t: &Option<Tensor>, name: &'static str| -> Result<(BoundBuffer, kernels::Strides)> {
-            match t {
-                Some(t) => {
-                    let (b, o) = kernels::bind_tensor(ctx, t, name)?;
-                    Ok((b, kernels::strides_of(t, o)))
-                }
-                None => Ok((dummy.clone(), Default::default())),
-            }
-        };
-        let (bias, bias_strides) = bind_whole(&opts.bias, "bias")?;
-        let (mask, mask_strides) = bind_whole(&opts.mask, "mask")?;
-        let (lens, _) = bind_whole(&opts.key_lengths, "key_lengths")?;
-        (base.bias, base.mask) = (bias_strides, mask_strides);
+        let [bias, mask, lens] = Self::bind_masks(ctx, &mut base, opts)?;
         // A window of `t` for batches [b0, b1) and the element offset of batch b0 in it.
         let window = |t: &Tensor, name: &'static str, b0: usize, b1: usize| -> Result<(BoundBuffer, u32)> {
             t.check_device(name, ctx)?;

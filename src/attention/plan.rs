@@ -63,6 +63,17 @@ fn resolve_kernel(
     }
 }
 
+/// `t` bound whole with its strides, or the unused-input buffer when absent.
+fn bind_optional(ctx: &Context, t: &Option<Tensor>, name: &'static str) -> Result<(BoundBuffer, kernels::Strides)> {
+    match t {
+        Some(t) => {
+            let (b, o) = kernels::bind_tensor(ctx, t, name)?;
+            Ok((b, kernels::strides_of(t, o)))
+        }
+        None => Ok((kernels::unused_input(ctx), Default::default())),
+    }
+}
+
 impl Attention {
     /// Validates, plans and prepares an attention call with default tiles.
     pub fn new(ctx: &Context, q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttentionOptions) -> Result<Self> {
@@ -140,25 +151,22 @@ impl Attention {
         params.q = kernels::strides_of(q, qo);
         params.k = kernels::strides_of(k, ko);
         params.v = kernels::strides_of(v, vo);
-        let dummy = kernels::unused_input(ctx);
-        let bind_opt = |t: &Option<Tensor>, name: &'static str| -> Result<(BoundBuffer, kernels::Strides)> {
-            match t {
-                Some(t) => {
-                    let (b, o) = kernels::bind_tensor(ctx, t, name)?;
-                    Ok((b, kernels::strides_of(t, o)))
-                }
-                None => Ok((dummy.clone(), Default::default())),
-            }
-        };
-        let (bias, bias_strides) = bind_opt(&opts.bias, "bias")?;
-        let (mask, mask_strides) = bind_opt(&opts.mask, "mask")?;
-        let (lens, _) = bind_opt(&opts.key_lengths, "key_lengths")?;
-        let (centers, centers_strides) = bind_opt(&extras.local.as_ref().map(|l| l.centers.clone()), "centers")?;
-        params.bias = bias_strides;
-        params.mask = mask_strides;
+        let [bias, mask, lens] = Self::bind_masks(ctx, params, opts)?;
+        let (centers, centers_strides) =
+            bind_optional(ctx, &extras.local.as_ref().map(|l| l.centers.clone()), "centers")?;
         params.centers_off = centers_strides.offset;
         local_params(params, &extras.local);
         Ok(([qb, kb, vb], [bias, mask, lens, centers]))
+    }
+
+    /// Bias, mask and key lengths bound whole (the unused-input buffer for those not given);
+    /// their strides go into `params`.
+    pub(super) fn bind_masks(ctx: &Context, params: &mut Params, opts: &AttentionOptions) -> Result<[BoundBuffer; 3]> {
+        let (bias, bias_strides) = bind_optional(ctx, &opts.bias, "bias")?;
+        let (mask, mask_strides) = bind_optional(ctx, &opts.mask, "mask")?;
+        let (lens, _) = bind_optional(ctx, &opts.key_lengths, "key_lengths")?;
+        (params.bias, params.mask) = (bias_strides, mask_strides);
+        Ok([bias, mask, lens])
     }
 
     /// O (the caller's `opts.out`, or a new tensor) and, when requested, LSE.

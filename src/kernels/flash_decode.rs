@@ -1,7 +1,7 @@
 //! Host side of `shaders/flash_decode.wgsl` (split-KV decode with GQA packing) and
 //! `shaders/decode_merge.wgsl` (the merge of partial attention states).
 
-use super::{check_workgroup, dispatch_step, grid, BoundBuffer, Params, Step};
+use super::{check_workgroup_x, dispatch_step, grid, BoundBuffer, Params, Step};
 use crate::attention::Problem;
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -120,15 +120,7 @@ impl DecodeConfig {
                 why: "at most 1024 splits (0: automatic)",
             });
         }
-        if self.workgroup > ctx.limits().max_compute_workgroup_size_x {
-            return Err(Error::Limit {
-                what: format!("decode workgroup of {}", self.workgroup),
-                limit: "max_compute_workgroup_size_x",
-                needed: self.workgroup as u64,
-                max: ctx.limits().max_compute_workgroup_size_x as u64,
-            });
-        }
-        check_workgroup(ctx, self.workgroup, 0)
+        check_workgroup_x(ctx, "decode", self.workgroup)
     }
 }
 
@@ -238,7 +230,7 @@ pub(crate) fn decode_step(
     let [bias, mask, lengths] = masks;
     let uniform = BoundBuffer::whole(decode_buf);
     let buffers = [q, k, v, part_lse, part_o, bias, mask, lengths, &uniform];
-    Ok(dispatch_step_with_uniforms(ctx, kernel, params, &buffers, groups))
+    Ok(dispatch_step(ctx, kernel, params, &buffers, groups))
 }
 
 /// The merge dispatch: one invocation per output element. `dtype` is the output's; `parts_f16`
@@ -279,43 +271,4 @@ pub(crate) fn merge_step(
     let groups = grid(ctx, elements.div_ceil(workgroup as u64), "decode_merge")?;
     let [o, l, table] = parts;
     Ok(dispatch_step(ctx, kernel, params, &[o, l, table, out, lse], groups))
-}
-
-/// Like [`dispatch_step`], for kernels with a second uniform: `buffers` holds every slot but the
-/// first (binding 0, `params`) in slot order, uniforms included.
-fn dispatch_step_with_uniforms(
-    ctx: &Context,
-    kernel: std::sync::Arc<crate::pipeline::CompiledKernel>,
-    params: &wgpu::Buffer,
-    buffers: &[&BoundBuffer],
-    groups: (u32, u32),
-) -> Step {
-    let mut rest = buffers.iter();
-    let entries: Vec<wgpu::BindGroupEntry> = kernel
-        .slots
-        .iter()
-        .map(|&(binding, _)| {
-            let resource = if binding == 0 {
-                params.as_entire_binding()
-            } else {
-                let b = rest.next().expect("one buffer per slot");
-                wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                    buffer: &b.buffer,
-                    offset: b.offset,
-                    size: wgpu::BufferSize::new(b.size),
-                })
-            };
-            wgpu::BindGroupEntry { binding, resource }
-        })
-        .collect();
-    let bind_group = ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
-        label: Some(kernel.pipeline_label),
-        layout: &kernel.layout,
-        entries: &entries,
-    });
-    Step::Dispatch {
-        kernel,
-        bind_group,
-        groups,
-    }
 }

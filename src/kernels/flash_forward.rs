@@ -1,6 +1,6 @@
 //! Host side of `shaders/flash_forward.wgsl`: the fused single-pass kernel.
 
-use super::{check_workgroup, dispatch_step, grid, BoundBuffer, Params, Step};
+use super::{check_workgroup_x, dispatch_step, grid, BoundBuffer, Params, Step};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::pipeline::{self, Kernel, Slot, Variant};
@@ -147,15 +147,7 @@ impl FlashConfig {
                 why: "query rows per invocation must be between 1 and 16",
             });
         }
-        if self.workgroup > ctx.limits().max_compute_workgroup_size_x {
-            return Err(Error::Limit {
-                what: format!("fused workgroup of {}", self.workgroup),
-                limit: "max_compute_workgroup_size_x",
-                needed: self.workgroup as u64,
-                max: ctx.limits().max_compute_workgroup_size_x as u64,
-            });
-        }
-        check_workgroup(ctx, self.workgroup, 0)
+        check_workgroup_x(ctx, "fused", self.workgroup)
     }
 }
 

@@ -244,7 +244,8 @@ pub(crate) enum Step {
     },
 }
 
-/// Binds `params` and `buffers` (in slot order, storage slots only) to `kernel`'s layout.
+/// Binds `params` to binding 0 and `buffers`, in slot order, to every other slot (storage
+/// buffers, and any further uniform such as the decode kernel's).
 pub(crate) fn dispatch_step(
     ctx: &Context,
     kernel: std::sync::Arc<CompiledKernel>,
@@ -252,21 +253,20 @@ pub(crate) fn dispatch_step(
     buffers: &[&BoundBuffer],
     groups: (u32, u32),
 ) -> Step {
-    let mut storage = buffers.iter();
+    let mut rest = buffers.iter();
     let entries: Vec<wgpu::BindGroupEntry> = kernel
         .slots
         .iter()
-        .map(|&(binding, slot)| {
-            let resource = match slot {
-                crate::pipeline::Slot::Uniform => params.as_entire_binding(),
-                _ => {
-                    let b = storage.next().expect("one buffer per storage slot");
-                    wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                        buffer: &b.buffer,
-                        offset: b.offset,
-                        size: wgpu::BufferSize::new(b.size),
-                    })
-                }
+        .map(|&(binding, _)| {
+            let resource = if binding == 0 {
+                params.as_entire_binding()
+            } else {
+                let b = rest.next().expect("one buffer per slot after binding 0");
+                wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &b.buffer,
+                    offset: b.offset,
+                    size: wgpu::BufferSize::new(b.size),
+                })
             };
             wgpu::BindGroupEntry { binding, resource }
         })
@@ -433,6 +433,21 @@ pub(crate) fn gemm_step(
     )?;
     let groups = grid(ctx, p.bh_count as u64 * tile.tiles(m, n), kernel.file())?;
     Ok(dispatch_step(ctx, compiled, params, &buffers, groups))
+}
+
+/// [`check_workgroup`] for a one-dimensional workgroup without workgroup memory, also against
+/// `max_compute_workgroup_size_x`; `kernel` names it in the error.
+pub(crate) fn check_workgroup_x(ctx: &Context, kernel: &str, workgroup: u32) -> Result<()> {
+    let max = ctx.limits().max_compute_workgroup_size_x;
+    if workgroup > max {
+        return Err(Error::Limit {
+            what: format!("{kernel} workgroup of {workgroup}"),
+            limit: "max_compute_workgroup_size_x",
+            needed: workgroup as u64,
+            max: max as u64,
+        });
+    }
+    check_workgroup(ctx, workgroup, 0)
 }
 
 /// Checks a workgroup's invocation count and memory against the device limits.
