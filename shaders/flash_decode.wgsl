@@ -6,10 +6,15 @@
 // partial output O_s = Σ p v / Σ p (f32) and its LSE_s = m + log Σ p into scratch laid out as
 // [B, Hq, Lq, S] rows (of the dispatch's batches). `shaders/decode_merge.wgsl` then combines the S splits of every row.
 // Composed after common/params.wgsl, common/grid.wgsl, common/philox.wgsl, common/no_centers.wgsl,
-// common/mask.wgsl, a loader piece (common/load_vec4.wgsl or common/load_scalar.wgsl: only
-// `load_q4`, `load_k4`, `load_v4` are used), common/fetch_plain.wgsl and common/score_dot.wgsl.
+// an ALiBi piece, common/mask.wgsl, a loader piece (common/load_vec4.wgsl or
+// common/load_scalar.wgsl: only `load_q4`, `load_k4`, `load_v4` are used), common/fetch_plain.wgsl,
+// common/score_dot.wgsl and a K/V layout piece (common/kv_contiguous.wgsl or common/kv_paged.wgsl:
+// `kv_rows`).
 //
 // Design notes:
+// - The key range of each (b, kv head) is split by that sequence's own key length (read on the
+//   GPU), so a prepared call keeps every split busy as a KV cache grows and a batch of uneven
+//   lengths gives every split of every sequence a fair share.
 // - Invocation t of the dispatch is (pair, row block, split) with the split fastest: the lanes of
 //   a workgroup share their Q rows and walk neighbouring key ranges, so a decode step with few
 //   (b, kv head) pairs still spreads its K/V stream over the whole machine.
@@ -29,19 +34,20 @@ const RESCALE_THRESHOLD: f32 = 8.0;
 
 // The split layout; mirrors `kernels::flash_decode::DecodeParams`.
 struct Decode {
-    // Splits S of each (b, kv head) key range and keys per split (the last may be shorter).
+    // Splits S of each (b, kv head) key range (⌈len_b / S⌉ keys each, the last may be shorter).
     splits: u32,
-    split_keys: u32,
     // Packed rows G·Lq of one (b, kv head) and row blocks ⌈G·Lq / ROWS⌉.
     packed_rows: u32,
     row_blocks: u32,
     // Batches [batch_base, batch_base + batch_count) of this dispatch (problems whose tensors
     // exceed one storage binding are split by batch). Q/K/V offsets in `params` and the scratch
-    // rows are relative to batch_base; masks, key lengths and dropout use the global batch.
+    // rows are relative to batch_base; masks, key lengths, block table and dropout use the global
+    // batch.
     batch_base: u32,
     batch_count: u32,
     _pad0: u32,
     _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(11) var<uniform> decode: Decode;
@@ -52,7 +58,7 @@ struct Decode {
 // Score of one (row, key) pair after masks (as flash_forward.wgsl).
 fn score(acc: vec4<f32>, masked_range: bool, b: u32, h: u32, i: u32, j: u32) -> f32 {
     let s = (acc.x + acc.y) + (acc.z + acc.w);
-    if (masked_range || (params.flags & (FLAG_SOFTCAP | FLAG_BIAS | FLAG_MASK | FLAG_ZERO_SCORE)) != 0u) {
+    if (masked_range || (params.flags & (FLAG_SOFTCAP | FLAG_BIAS | FLAG_MASK | FLAG_ZERO_SCORE | FLAG_ALIBI)) != 0u) {
         return finish_score(s, b, h, i, j, 0.0);
     }
     return s;
@@ -73,12 +79,13 @@ fn main(input: KernelInputs) {
     let hk = pair % params.heads_kv;
     let group = params.heads_q / params.heads_kv;
     let len_k = i32(params.len_k);
-    let split_lo = min(i32(split * decode.split_keys), len_k);
-    let split_hi = min(split_lo + i32(decode.split_keys), len_k);
     var key_len = len_k;
     if (has_flag(FLAG_KEY_LENGTHS)) {
         key_len = i32(min(key_lengths[b], params.len_k)); // lengths are unsigned
     }
+    let split_keys = (u32(key_len) + decode.splits - 1u) / decode.splits;
+    let split_lo = min(i32(split * split_keys), key_len);
+    let split_hi = min(split_lo + i32(split_keys), key_len);
 
     // Rows of this invocation and the keys each can see as far as key lengths, causal and window
     // go; [k_begin, k_end) is their union within the split, [full_begin, full_end) their
@@ -111,8 +118,6 @@ fn main(input: KernelInputs) {
     full_begin = clamp(full_begin, k_begin, max(k_begin, k_end));
     full_end = clamp(full_end, full_begin, max(full_begin, k_end));
 
-    let k_head = params.k_off + bl * params.k_sb + hk * params.k_sh;
-    let v_head = params.v_off + bl * params.v_sb + hk * params.v_sh;
     //@each_row
     let q_row_{r} = params.q_off + bl * params.q_sb + h_{r} * params.q_sh + i_{r} * params.q_sl;
     var q_{r}: array<vec4<f32>, MAX_HEAD_VEC4>;
@@ -131,7 +136,8 @@ fn main(input: KernelInputs) {
     for (var j = k_begin; j < k_end; j++) {
         let ju = u32(j);
         let masked_range = j < full_begin || j >= full_end;
-        fetch_k(k_head + ju * params.k_sl, 0u);
+        let rows = kv_rows(b, bl, hk, ju);
+        fetch_k(rows.x, 0u);
         //@each_row
         var acc_{r} = vec4<f32>(0.0);
         for (var d4 = 0u; d4 < DK4; d4++) {
@@ -155,7 +161,7 @@ fn main(input: KernelInputs) {
             }
         }
         //@end_row
-        fetch_v(v_head + ju * params.v_sl, 0u);
+        fetch_v(rows.y, 0u);
         //@each_row
         // A key of weight 0 (masked or dropped) never reaches O (0 · inf is NaN).
         if (!(p_{r} == 0.0)) {

@@ -37,7 +37,7 @@ const RESCALE_THRESHOLD: f32 = 8.0;
 // Score of one (row, key) pair after masks; `masked_range` is uniform across the workgroup.
 fn score(acc: vec4<f32>, masked_range: bool, b: u32, h: u32, i: u32, j: u32, center: f32) -> f32 {
     let s = (acc.x + acc.y) + (acc.z + acc.w);
-    if (masked_range || (params.flags & (FLAG_SOFTCAP | FLAG_BIAS | FLAG_MASK | FLAG_ZERO_SCORE)) != 0u) {
+    if (masked_range || (params.flags & (FLAG_SOFTCAP | FLAG_BIAS | FLAG_MASK | FLAG_ZERO_SCORE | FLAG_ALIBI)) != 0u) {
         return finish_score(s, b, h, i, j, center);
     }
     return s;

@@ -111,13 +111,13 @@ pub mod tensor;
 pub mod tune;
 
 pub use attention::{attention, attention_encode, validate, Attention, AttentionOutput, Problem, Tuning};
-pub use cache::{AppendOptions, KvCache};
+pub use cache::{AppendOptions, KvCache, PagedLayout, PreparedAppend, PreparedRope, UNMAPPED_PAGE};
 pub use context::{Context, ContextOptions, DeviceInfo};
 pub use error::{Error, Result};
 pub use gemm::{Activation, GemmOptions};
 pub use kernels::{DecodeConfig, FlashConfig, GemmTile};
 pub use merge::merge_attention_states;
-pub use options::{Alignment, AttentionOptions, Dropout, KernelChoice, Window};
+pub use options::{alibi_slopes, Alignment, AttentionOptions, Dropout, KernelChoice, Window};
 pub use prepared::Prepared;
 pub use rope::{rope, rope_encode, Rope, RopeStyle};
 pub use tensor::{DType, Element, Tensor};

@@ -37,6 +37,14 @@ pub mod common {
     pub const NO_CENTERS: &str = include_str!("../shaders/common/no_centers.wgsl");
     /// Additive (Bahdanau) score term of the fused kernel.
     pub const SCORE_ADDITIVE: &str = include_str!("../shaders/common/score_additive.wgsl");
+    /// ALiBi slopes uniform and `alibi_slope`.
+    pub const ALIBI: &str = include_str!("../shaders/common/alibi.wgsl");
+    /// `alibi_slope` without a binding (kernels compiled without ALiBi).
+    pub const NO_ALIBI: &str = include_str!("../shaders/common/no_alibi.wgsl");
+    /// K/V row addresses of a contiguous [B, Hkv, L, D] layout (any strides).
+    pub const KV_CONTIGUOUS: &str = include_str!("../shaders/common/kv_contiguous.wgsl");
+    /// K/V row addresses through a block table (paged KV cache).
+    pub const KV_PAGED: &str = include_str!("../shaders/common/kv_paged.wgsl");
     /// Bias, boolean mask, key padding, causal, window, zero-score and local-p predicates
     /// (`finish_score`) and the post-softmax dropout / Gaussian factor (`value_weight`).
     pub const MASK: &str = include_str!("../shaders/common/mask.wgsl");
@@ -66,6 +74,11 @@ pub struct Variant {
     pub additive: bool,
     /// Local-p positions binding (`common/centers.wgsl`; otherwise `common/no_centers.wgsl`).
     pub local: bool,
+    /// ALiBi slopes binding (`common/alibi.wgsl`; otherwise `common/no_alibi.wgsl`).
+    pub alibi: bool,
+    /// K/V rows read through a block table (`common/kv_paged.wgsl`; otherwise
+    /// `common/kv_contiguous.wgsl`).
+    pub paged: bool,
 }
 
 /// Every kernel of the crate: its shader file and the common pieces it is composed from.
@@ -157,6 +170,7 @@ impl Kernel {
     }
 
     fn pieces(self, variant: Variant) -> Vec<&'static str> {
+        let alibi = if variant.alibi { common::ALIBI } else { common::NO_ALIBI };
         match self {
             Kernel::QkScores | Kernel::WeightedSum => vec![common::PARAMS, common::GRID, common::GEMM_TILE],
             Kernel::MaskedSoftmax => vec![
@@ -164,6 +178,7 @@ impl Kernel {
                 common::GRID,
                 common::PHILOX,
                 common::CENTERS,
+                alibi,
                 common::MASK,
             ],
             Kernel::Gemm => vec![common::GRID, common::GEMM_TILE],
@@ -172,6 +187,7 @@ impl Kernel {
                 common::GRID,
                 common::PHILOX,
                 common::NO_CENTERS,
+                alibi,
                 common::MASK,
                 common::LOAD_SCALAR,
             ],
@@ -183,15 +199,22 @@ impl Kernel {
                 } else {
                     common::LOAD_SCALAR
                 };
+                let rows = if variant.paged {
+                    common::KV_PAGED
+                } else {
+                    common::KV_CONTIGUOUS
+                };
                 vec![
                     common::PARAMS,
                     common::GRID,
                     common::PHILOX,
                     common::NO_CENTERS,
+                    alibi,
                     common::MASK,
                     io,
                     common::FETCH_PLAIN,
                     common::SCORE_DOT,
+                    rows,
                 ]
             }
             Kernel::FlashForward => {
@@ -220,6 +243,7 @@ impl Kernel {
                     common::GRID,
                     common::PHILOX,
                     centers,
+                    alibi,
                     common::MASK,
                     io,
                     fetch,
@@ -324,7 +348,7 @@ struct Key {
 pub struct CompiledKernel {
     pub(crate) pipeline: wgpu::ComputePipeline,
     pub(crate) layout: wgpu::BindGroupLayout,
-    pub(crate) slots: &'static [(u32, Slot)],
+    pub(crate) slots: Vec<(u32, Slot)>,
     pub(crate) pipeline_label: &'static str,
 }
 
@@ -449,7 +473,7 @@ pub(crate) fn get(
     kernel: Kernel,
     dtype: DType,
     variant: Variant,
-    slots: &'static [(u32, Slot)],
+    slots: &[(u32, Slot)],
     constants: &[(&'static str, f64)],
 ) -> Result<Arc<CompiledKernel>> {
     let key = Key {
@@ -535,7 +559,7 @@ pub(crate) fn get(
         Ok(Arc::new(CompiledKernel {
             pipeline,
             layout,
-            slots,
+            slots: slots.to_vec(),
             pipeline_label: kernel.file(),
         }))
     })?;

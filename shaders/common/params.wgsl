@@ -48,6 +48,8 @@ struct Params {
     // The fused kernel visits pair p of its dispatch as (p * bh_stride) % bh_count: coprime with
     // bh_count, so every contiguous run of workgroups mixes batches (uneven key lengths).
     bh_stride: u32,
+    // ALiBi: aligned position offset of every batch (bottom-right, Lk − Lq) unless per sequence.
+    alibi_offset: i32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -65,6 +67,9 @@ const FLAG_LOCAL: u32 = 512u;
 // Bottom-right causal / window aligned per batch to the key length: i' = i + min(len_b, Lk) − Lq.
 const FLAG_CAUSAL_PER_SEQ: u32 = 1024u;
 const FLAG_WINDOW_PER_SEQ: u32 = 2048u;
+// ALiBi: scores minus slope_h · |i' − j| (common/alibi.wgsl), per sequence like the masks above.
+const FLAG_ALIBI: u32 = 4096u;
+const FLAG_ALIBI_PER_SEQ: u32 = 8192u;
 
 fn has_flag(flag: u32) -> bool {
     return (params.flags & flag) != 0u;

@@ -18,6 +18,8 @@ struct SharedBindings {
     key_lengths: BoundBuffer,
     /// The additive score vector and its element offset.
     score_vector: Option<(BoundBuffer, u32)>,
+    /// The ALiBi slopes uniform.
+    alibi: Option<BoundBuffer>,
 }
 
 impl SharedBindings {
@@ -37,6 +39,7 @@ impl SharedBindings {
             unused_lse,
             key_lengths,
             score_vector,
+            alibi: Attention::alibi_uniform(ctx, opts),
         })
     }
 }
@@ -189,6 +192,7 @@ impl ChunkRecorder<'_> {
             [&bias, &mask, &shared.key_lengths],
             centers.as_ref(),
             shared.score_vector.as_ref().map(|s| &s.0),
+            shared.alibi.as_ref(),
         )?;
         Ok((step, params_buf.size()))
     }

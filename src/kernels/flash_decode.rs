@@ -16,7 +16,8 @@ pub const MAX_ROWS: u32 = 16;
 pub const MAX_SPLITS: u32 = 1024;
 
 /// Bindings of the decode kernel: params, Q, K, V, partial LSE, partial O, bias, mask, key
-/// lengths, the split uniform.
+/// lengths, the split uniform (then the block table (13), the ALiBi slopes (14) and the page
+/// uniform (15) in those variants).
 const DECODE_SLOTS: &[(u32, Slot)] = &[
     (0, Slot::Uniform),
     (1, Slot::Read),
@@ -150,12 +151,11 @@ fn check_head_dims(dk: u32, dv: u32) -> Result<()> {
 #[derive(Debug, Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct DecodeParams {
     pub splits: u32,
-    pub split_keys: u32,
     pub packed_rows: u32,
     pub row_blocks: u32,
     pub batch_base: u32,
     pub batch_count: u32,
-    pub _pad: [u32; 2],
+    pub _pad: [u32; 3],
 }
 
 /// The merge uniform; mirrors `struct Merge` in `shaders/decode_merge.wgsl`.
@@ -185,6 +185,14 @@ pub struct PartEntry {
     pub lse: [u32; 4],
 }
 
+/// The decode kernel's optional inputs: ALiBi slopes (uniform) and a paged K/V layout (block
+/// table and page uniform).
+#[derive(Default)]
+pub(crate) struct DecodeExtras<'a> {
+    pub alibi: Option<&'a BoundBuffer>,
+    pub pages: Option<(&'a BoundBuffer, &'a BoundBuffer)>,
+}
+
 /// Whether Q, K and V allow vec4 loads: head dims, offsets and strides multiples of 4.
 fn vec4_ok(p: &Params) -> bool {
     p.dim_k.is_multiple_of(4)
@@ -207,6 +215,7 @@ pub(crate) fn decode_step(
     qkv: [&BoundBuffer; 3],
     parts: [&BoundBuffer; 2],
     masks: [&BoundBuffer; 3],
+    extras: &DecodeExtras<'_>,
 ) -> Result<Step> {
     cfg.check(ctx, p.dim_k, p.dim_v)?;
     let constants = [
@@ -219,9 +228,15 @@ pub(crate) fn decode_step(
     let variant = Variant {
         rows,
         vec4_io: vec4_ok(p),
+        alibi: extras.alibi.is_some(),
+        paged: extras.pages.is_some(),
         ..Variant::default()
     };
-    let kernel = pipeline::get(ctx, Kernel::FlashDecode, dtype, variant, DECODE_SLOTS, &constants)?;
+    let mut slots = DECODE_SLOTS.to_vec();
+    slots.extend(variant.paged.then_some((13, Slot::Read)));
+    slots.extend(variant.alibi.then_some((14, Slot::Uniform)));
+    slots.extend(variant.paged.then_some((15, Slot::Uniform)));
+    let kernel = pipeline::get(ctx, Kernel::FlashDecode, dtype, variant, &slots, &constants)?;
     let (d, decode_buf) = decode;
     let invocations = (d.batch_count as u64 * p.heads_kv as u64) * d.row_blocks as u64 * d.splits as u64;
     let groups = grid(ctx, invocations.div_ceil(cfg.workgroup as u64), "flash_decode")?;
@@ -229,7 +244,10 @@ pub(crate) fn decode_step(
     let [part_lse, part_o] = parts;
     let [bias, mask, lengths] = masks;
     let uniform = BoundBuffer::whole(decode_buf);
-    let buffers = [q, k, v, part_lse, part_o, bias, mask, lengths, &uniform];
+    let mut buffers = vec![q, k, v, part_lse, part_o, bias, mask, lengths, &uniform];
+    buffers.extend(extras.pages.map(|(table, _)| table));
+    buffers.extend(extras.alibi);
+    buffers.extend(extras.pages.map(|(_, uniform)| uniform));
     Ok(dispatch_step(ctx, kernel, params, &buffers, groups))
 }
 

@@ -61,6 +61,8 @@ pub struct Params {
     /// The fused kernel visits its (b, h) pairs in the order p · bh_stride mod bh_count
     /// (see `pair_stride`), so that every contiguous run of workgroups mixes batches.
     pub bh_stride: u32,
+    /// ALiBi distances: the bottom-right aligned offset Lk − Lq (per sequence with the flag).
+    pub alibi_offset: i32,
 }
 
 /// A stride coprime with `pairs` near `pairs` / φ: visiting pair p · stride mod pairs spreads the
@@ -111,6 +113,24 @@ pub mod flags {
     pub const CAUSAL_PER_SEQ: u32 = 1024;
     /// Bottom-right window aligned per batch to its key length.
     pub const WINDOW_PER_SEQ: u32 = 2048;
+    /// ALiBi: scores minus slope_h · |i' − j|.
+    pub const ALIBI: u32 = 4096;
+    /// ALiBi distances from each batch's bottom-right position (its key length).
+    pub const ALIBI_PER_SEQ: u32 = 8192;
+}
+
+/// The page uniform of `shaders/common/kv_paged.wgsl` (`struct Pages`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct PageParams {
+    /// Rows per page.
+    pub size: u32,
+    /// Pages in K and V.
+    pub count: u32,
+    /// Element offset of block_table[0, 0] in its binding.
+    pub table_off: u32,
+    /// Row stride of the block table (elements).
+    pub table_stride: u32,
 }
 
 /// A buffer range bound to one slot.

@@ -9,7 +9,7 @@ mod merge;
 pub mod philox;
 mod sdpa;
 
-pub use cache::{HostAngles, HostKvCache, HostRope};
+pub use cache::{gather_pages, HostAngles, HostKvCache, HostRope};
 pub use compare::{compare, Comparison, Tolerance};
 pub use merge::merge_states;
 pub use sdpa::{sdpa, Broadcast, HostInputs, HostScore, ReferenceOutput};

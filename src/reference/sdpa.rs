@@ -145,6 +145,12 @@ pub fn sdpa(inputs: &HostInputs, opts: &AttentionOptions) -> ReferenceOutput {
                     if let Some(bias) = &inputs.bias {
                         x = f32_round(x + bias.at(b, h, i, j) as f64);
                     }
+                    if let Some(slopes) = &opts.alibi_slopes {
+                        // −slope · |i' − j|, i' bottom-right aligned (per sequence when asked).
+                        let pos = i as i64 + offset(inputs, opts, &p, b, Alignment::BottomRight);
+                        let distance = (pos - j as i64).abs() as f64;
+                        x = f32_round(x - f32_round(slopes[h] as f64 * distance));
+                    }
                     *sj = if allowed(inputs, opts, &p, b, h, i, j) && !(opts.zero_score_mask && zero) {
                         x
                     } else {
@@ -204,6 +210,17 @@ fn f32_round(x: f64) -> f64 {
     x as f32 as f64
 }
 
+/// The offset of batch `b`'s aligned query positions: bottom-right per sequence
+/// (`align_to_key_lengths`) uses the batch's key length as Lk.
+fn offset(inputs: &HostInputs, opts: &AttentionOptions, p: &Problem, b: usize, a: Alignment) -> i64 {
+    match (a, inputs.key_lengths) {
+        (Alignment::BottomRight, Some(lens)) if opts.align_to_key_lengths => {
+            a.offset(p.lq, (lens[b] as usize).min(p.lk))
+        }
+        _ => a.offset(p.lq, p.lk),
+    }
+}
+
 /// Whether key `j` takes part for query `i` (every mask of §1 step 4, combined by AND).
 fn allowed(inputs: &HostInputs, opts: &AttentionOptions, p: &Problem, b: usize, h: usize, i: usize, j: usize) -> bool {
     let (i, j) = (i as i64, j as i64);
@@ -217,13 +234,7 @@ fn allowed(inputs: &HostInputs, opts: &AttentionOptions, p: &Problem, b: usize, 
             return false;
         }
     }
-    // Bottom-right alignment per sequence (`align_to_key_lengths`): Lk is the batch's key length.
-    let offset = |a: Alignment| match (a, inputs.key_lengths) {
-        (Alignment::BottomRight, Some(lens)) if opts.align_to_key_lengths => {
-            a.offset(p.lq, (lens[b] as usize).min(p.lk))
-        }
-        _ => a.offset(p.lq, p.lk),
-    };
+    let offset = |a: Alignment| offset(inputs, opts, p, b, a);
     if let Some(a) = opts.causal {
         if j > i + offset(a) {
             return false;
