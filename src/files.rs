@@ -6,6 +6,10 @@
 
 use std::path::Path;
 
+mod kv_cache;
+
+pub use kv_cache::{run_kv_cache, KvRunInputs, KvRunOutputs};
+
 use crate::attention::Attention;
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -196,13 +200,14 @@ fn npy_data(
     };
     let shape: Vec<usize> = npy.shape().iter().map(|&n| n as usize).collect();
     let size: usize = match type_str.as_str() {
-        "<f4" | ">f4" => 4,
+        "<f4" | ">f4" | "<u4" | ">u4" | "<i4" | ">i4" => 4,
+        "<i8" | ">i8" | "<u8" | ">u8" => 8,
         "<f2" | ">f2" => 2,
         "|b1" => 1,
         other => {
             return Err(bad(
                 path,
-                format!("{role}: dtype {other} is not supported (expected float32 <f4, float16 <f2 or bool |b1)"),
+                format!("{role}: dtype {other} is not supported (expected float32 <f4, float16 <f2, bool |b1, or integer <u4, <i4, <i8, <u8)"),
             ))
         }
     };
@@ -223,12 +228,46 @@ fn npy_data(
         }
     }
     let read_err = |e: std::io::Error| bad(path, format!("{role}: {e}"));
-    let data = match size {
-        4 => HostData::F32(npy.into_vec().map_err(read_err)?),
-        2 => HostData::F16(npy.into_vec().map_err(read_err)?),
+    let ints = |v: Vec<i128>| integers(path, role, v);
+    let data = match &type_str[1..] {
+        "f4" => HostData::F32(npy.into_vec().map_err(read_err)?),
+        "f2" => HostData::F16(npy.into_vec().map_err(read_err)?),
+        "u4" => HostData::U32(npy.into_vec().map_err(read_err)?),
+        "i4" => ints(
+            npy.into_vec::<i32>()
+                .map_err(read_err)?
+                .into_iter()
+                .map(i128::from)
+                .collect(),
+        )?,
+        "i8" => ints(
+            npy.into_vec::<i64>()
+                .map_err(read_err)?
+                .into_iter()
+                .map(i128::from)
+                .collect(),
+        )?,
+        "u8" => ints(
+            npy.into_vec::<u64>()
+                .map_err(read_err)?
+                .into_iter()
+                .map(i128::from)
+                .collect(),
+        )?,
         _ => HostData::Bool(npy.into_vec().map_err(read_err)?),
     };
     Ok(HostTensor { shape, data })
+}
+
+/// Integer data (lengths, offsets, page ids) as u32; a value outside 0 ..= 2^32 − 1 is an error.
+fn integers(path: &Path, role: &str, v: Vec<i128>) -> Result<HostData> {
+    match v.iter().find(|&&x| !(0..=u32::MAX as i128).contains(&x)) {
+        Some(x) => Err(bad(
+            path,
+            format!("{role}: value {x} does not fit u32 (0 ..= 4294967295)"),
+        )),
+        None => Ok(HostData::U32(v.into_iter().map(|x| x as u32).collect())),
+    }
 }
 
 /// Checks the fixed part of a `.npy` header before the dictionary parser sees it: the magic, a
@@ -388,10 +427,29 @@ pub fn read_safetensors_bytes(path: &Path, bytes: &[u8], name: &str) -> Result<H
                 .collect(),
         ),
         safetensors::Dtype::BOOL => HostData::Bool(raw.iter().map(|&b| b != 0).collect()),
+        safetensors::Dtype::U32 => HostData::U32(
+            raw.chunks_exact(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        ),
+        safetensors::Dtype::I32 => integers(
+            path,
+            name,
+            raw.chunks_exact(4)
+                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i128)
+                .collect(),
+        )?,
+        safetensors::Dtype::I64 => integers(
+            path,
+            name,
+            raw.chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as i128)
+                .collect(),
+        )?,
         other => {
             return Err(bad(
                 path,
-                format!("tensor {name:?}: dtype {other:?} is not supported (expected F32, F16 or BOOL)"),
+                format!("tensor {name:?}: dtype {other:?} is not supported (expected F32, F16, BOOL, U32, I32 or I64)"),
             ))
         }
     };

@@ -141,8 +141,20 @@ struct BenchArgs {
     #[arg(long = "shape", value_name = "SHAPE", value_parser = bench::parse_shape)]
     shapes: Vec<Problem>,
     /// Named sweep: default, seq, headdim, decode (used when no --shape is given; default: default).
+    /// `decode` runs the decode sweep: B ∈ {1, 8}, Hq=32, Hkv=8, D=128, Lq=1, Lk ∈ {1024, 4096,
+    /// 16384, 32768}, contiguous and paged caches, split and unsplit, with the K/V read rate, its
+    /// share of the copy bandwidth and the host time of one-shot and replayed calls.
     #[arg(long)]
     preset: Option<String>,
+    /// Rows per page of the paged cache (--preset decode).
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    page_size: usize,
+    /// Batch sizes of --preset decode, comma-separated (default 1,8).
+    #[arg(long, value_delimiter = ',')]
+    batches: Vec<usize>,
+    /// Keys per sequence of --preset decode, comma-separated (default 1024,4096,16384,32768).
+    #[arg(long, value_delimiter = ',')]
+    lengths: Vec<usize>,
     /// Kernels to run; repeatable (default: fused and staged).
     #[arg(long = "kernel", value_enum)]
     kernels: Vec<KernelArg>,
@@ -276,10 +288,59 @@ struct RunArgs {
     /// Key/value heads (mha; default: --heads).
     #[arg(long, value_name = "N")]
     kv_heads: Option<usize>,
+    /// ALiBi slopes, f32 [Hq] (.npy, or a tensor name with --safetensors; sdpa and dot).
+    #[arg(long, value_name = "FILE|NAME")]
+    alibi_slopes: Option<String>,
+    /// KV-cache mode (sdpa; FlashAttention's flash_attn_with_kvcache): rows already in each
+    /// sequence, u32 [B] (.npy or a tensor name with --safetensors; int32/int64 accepted). --k and
+    /// --v are then the cache, [B, Hkv, C, D] or pages [N, P, Hkv, D] with --block-table.
+    /// Default with the other cache flags: every sequence full.
+    #[arg(long, value_name = "FILE|NAME")]
+    cache_seqlens: Option<String>,
+    /// KV-cache mode: the page ids of every sequence, u32 [B, pages_per_seq]; --k/--v are pages.
+    #[arg(long, value_name = "FILE|NAME")]
+    block_table: Option<String>,
+    /// KV-cache mode: rows per page (checked against the pages' shape).
+    #[arg(long, value_name = "N")]
+    page_size: Option<usize>,
+    /// KV-cache mode: new keys [B, Hkv, Lnew, Dk] appended at each sequence's length first.
+    #[arg(long, value_name = "FILE|NAME")]
+    k_new: Option<String>,
+    /// KV-cache mode: new values [B, Hkv, Lnew, Dv] (with --k-new).
+    #[arg(long, value_name = "FILE|NAME")]
+    v_new: Option<String>,
+    /// KV-cache mode: rotary table cos θ, f32 [max_positions, rotary_dim / 2]; Q row i and new key
+    /// row r of sequence b are rotated at positions len_b + i and len_b + r.
+    #[arg(long, value_name = "FILE|NAME")]
+    rotary_cos: Option<String>,
+    /// KV-cache mode: rotary table sin θ (with --rotary-cos).
+    #[arg(long, value_name = "FILE|NAME")]
+    rotary_sin: Option<String>,
+    /// Rotary pairs (2i, 2i + 1) (GPT-J) instead of (i, i + rotary_dim / 2) (GPT-NeoX, Llama).
+    #[arg(long)]
+    rotary_interleaved: bool,
     /// Compare the outputs with the CPU reference and print the errors and PASS/FAIL (non-zero
     /// exit on FAIL).
     #[arg(long)]
     check: bool,
+}
+
+impl RunArgs {
+    /// Whether a KV-cache flag is given.
+    fn kv_cache_mode(&self) -> bool {
+        [
+            &self.cache_seqlens,
+            &self.block_table,
+            &self.k_new,
+            &self.v_new,
+            &self.rotary_cos,
+            &self.rotary_sin,
+        ]
+        .iter()
+        .any(|f| f.is_some())
+            || self.page_size.is_some()
+            || self.rotary_interleaved
+    }
 }
 
 #[derive(Args)]
@@ -412,6 +473,9 @@ fn peak_cmd(iters: u32, json: Option<&Path>) -> Result<()> {
 }
 
 fn bench_cmd(a: &BenchArgs) -> Result<()> {
+    if a.preset.as_deref() == Some("decode") && a.shapes.is_empty() {
+        return decode_bench_cmd(a);
+    }
     let mut opts = BenchOptions::default();
     if !a.shapes.is_empty() {
         if a.preset.is_some() {
@@ -455,6 +519,9 @@ fn bench_cmd(a: &BenchArgs) -> Result<()> {
     if !a.variants.is_empty() {
         opts.variants = a.variants.clone();
     }
+    if !a.batches.is_empty() || !a.lengths.is_empty() {
+        bail!("--batches and --lengths belong to --preset decode (other sweeps take --shape)");
+    }
     opts.da = a.da;
     opts.half_width = a.half_width;
     let ctx = match a.borrowed_device {
@@ -475,7 +542,162 @@ fn bench_cmd(a: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// `bench --preset decode`: the decode sweep of `bench::decode`.
+fn decode_bench_cmd(a: &BenchArgs) -> Result<()> {
+    let refused = [
+        ("--variant", !a.variants.is_empty()),
+        ("--kernel", !a.kernels.is_empty()),
+        ("--causal", !a.causal.is_empty()),
+        ("--window", a.window.is_some()),
+        ("--key-lengths", !a.key_lengths.is_empty()),
+        ("--csv", a.csv.is_some()),
+        ("--plot", a.plot.is_some()),
+    ];
+    if let Some((flag, _)) = refused.iter().find(|(_, given)| *given) {
+        bail!("{flag} does not apply to --preset decode (it sweeps the decode kernel's layouts and splits; use --shape B,Hq,Hkv,1,Lk,D,D with {flag} for other runs)");
+    }
+    let mut opts = bench::decode::DecodeBenchOptions {
+        dtype: a.dtype.dtype(),
+        page_size: a.page_size,
+        warmup: a.warmup,
+        iters: a.iters.max(1),
+        ..Default::default()
+    };
+    if !a.batches.is_empty() {
+        opts.batches = a.batches.clone();
+    }
+    if !a.lengths.is_empty() {
+        opts.lengths_checked(&a.lengths)?;
+    }
+    let ctx = match a.borrowed_device {
+        true => borrowed_context()?,
+        false => context()?,
+    };
+    let r = bench::decode::run_decode_bench(&ctx, &opts)?;
+    print!("{}", bench::decode::decode_table(&r));
+    if let Some(p) = &a.json {
+        report::write_json(p, &r)?;
+    }
+    Ok(())
+}
+
+/// A tensor flag's value: a `.npy` path, or a tensor name of `--safetensors FILE`.
+fn read_named(a: &RunArgs, value: &str, role: &str, max_bytes: u64) -> Result<files::HostTensor> {
+    Ok(match &a.safetensors {
+        Some(path) => files::read_safetensors(path, value)?,
+        None => files::read_npy_limited(Path::new(value), role, max_bytes)?,
+    })
+}
+
+/// `run` in KV-cache mode: the cache from --k/--v, lengths, block table, new rows and rotary
+/// tables, then attention over it (`files::run_kv_cache`).
+fn run_kv_cache_cmd(a: &RunArgs) -> Result<()> {
+    if a.variant != Variant::Sdpa {
+        bail!("the KV-cache flags (--cache-seqlens, --block-table, --k-new, ...) apply to --variant sdpa");
+    }
+    for (flag, given) in [
+        ("--mask", a.mask.is_some() || a.mask_name.is_some()),
+        ("--bias", a.bias.is_some() || a.bias_name.is_some()),
+        ("--weights", a.weights.is_some()),
+    ] {
+        if given {
+            bail!("{flag} does not apply with a KV cache (it returns O and the LSE)");
+        }
+    }
+    if a.k_new.is_some() != a.v_new.is_some() {
+        bail!("--k-new and --v-new go together");
+    }
+    if a.rotary_cos.is_some() != a.rotary_sin.is_some() {
+        bail!("--rotary-cos and --rotary-sin go together");
+    }
+    if a.rotary_interleaved && a.rotary_cos.is_none() {
+        bail!("--rotary-interleaved needs --rotary-cos and --rotary-sin");
+    }
+    if a.page_size.is_some() && a.block_table.is_none() {
+        bail!("--page-size needs --block-table (the cache is contiguous without one)");
+    }
+    let ctx = context()?;
+    let max = ctx.limits().max_buffer_size;
+    let opt = |v: &Option<String>, role: &str| v.as_deref().map(|v| read_named(a, v, role, max)).transpose();
+    let qkv = |flag: &Option<PathBuf>, name: &str, role: &str| -> Result<files::HostTensor> {
+        match (&a.safetensors, flag) {
+            (Some(path), _) => Ok(files::read_safetensors(path, name)?),
+            (None, Some(p)) => Ok(files::read_npy_limited(p, role, max)?),
+            (None, None) => bail!("missing --{role} (or give --safetensors FILE)"),
+        }
+    };
+    let dtype = a.dtype.map(DTypeArg::dtype);
+    let q = qkv(&a.q, &a.q_name, "q")?;
+    let dtype = dtype.unwrap_or(q.dtype());
+    let inputs = files::KvRunInputs {
+        q: q.converted(dtype),
+        k_cache: qkv(&a.k, &a.k_name, "k")?,
+        v_cache: qkv(&a.v, &a.v_name, "v")?,
+        cache_seqlens: opt(&a.cache_seqlens, "cache-seqlens")?,
+        block_table: opt(&a.block_table, "block-table")?,
+        page_size: a.page_size,
+        k_new: opt(&a.k_new, "k-new")?,
+        v_new: opt(&a.v_new, "v-new")?,
+        rotary: opt(&a.rotary_cos, "rotary-cos")?.zip(opt(&a.rotary_sin, "rotary-sin")?),
+        rotary_style: match a.rotary_interleaved {
+            true => wgpu_attention::RopeStyle::Interleaved,
+            false => wgpu_attention::RopeStyle::HalfSplit,
+        },
+    };
+    let mut opts = attention_options(a);
+    opts.alibi_slopes = alibi_slopes(a, max)?;
+    let notice = pipeline_notice();
+    let res = files::run_kv_cache(&ctx, &inputs, &opts, a.check).map_err(cli_error);
+    drop(notice);
+    let res = res?;
+    let kernel = match res.kernel {
+        KernelChoice::Staged => "staged",
+        KernelChoice::Decode => "decode",
+        _ => "fused",
+    };
+    let mut shapes = vec![format!("out {:?} {}", res.out.shape, res.out.dtype())];
+    shapes.extend(res.lse.as_ref().map(|l| format!("lse {:?} f32", l.shape)));
+    println!(
+        "sdpa over a KV cache ({kernel} kernel): {}; lengths {:?}",
+        shapes.join(", "),
+        res.lengths
+    );
+    let mut passed = true;
+    for (name, c) in &res.checks {
+        passed &= report_check(name, c);
+    }
+    for (path, t) in [(&a.out, Some(&res.out)), (&a.lse, res.lse.as_ref())] {
+        if let (Some(path), Some(t)) = (path, t) {
+            files::write_npy(path, t)?;
+            println!("wrote {}", path.display());
+        }
+    }
+    if !passed {
+        bail!("output outside the reference tolerance");
+    }
+    Ok(())
+}
+
+/// `--alibi-slopes`: f32 [Hq] read from a file.
+fn alibi_slopes(a: &RunArgs, max_bytes: u64) -> Result<Option<Vec<f32>>> {
+    let Some(v) = &a.alibi_slopes else {
+        return Ok(None);
+    };
+    let t = read_named(a, v, "alibi-slopes", max_bytes)?;
+    match (t.shape.len(), t.to_f32()) {
+        (1, Some(slopes)) => Ok(Some(slopes)),
+        _ => bail!(
+            "--alibi-slopes must be a float vector [Hq], got {:?} {}",
+            t.shape,
+            t.dtype()
+        ),
+    }
+}
+
 fn run_cmd(a: &RunArgs) -> Result<()> {
+    if a.kv_cache_mode() {
+        return run_kv_cache_cmd(a);
+    }
     check_run_flags(a)?;
     let v = a.variant;
     let dtype = a.dtype.map(DTypeArg::dtype);
@@ -502,8 +724,10 @@ fn run_cmd(a: &RunArgs) -> Result<()> {
         bail!("--variant {v} is f32 only, the inputs are f16: pass --dtype f32 to convert them");
     }
     let defaults = VariantParams::default();
+    let mut attention = attention_options(a);
+    attention.alibi_slopes = alibi_slopes(a, ctx.limits().max_buffer_size)?;
     let params = VariantParams {
-        attention: attention_options(a),
+        attention,
         half_width: a.half_width.map_or(0, |w| w as u32),
         seed: a.seed.unwrap_or(defaults.seed),
         eps: a.eps.unwrap_or(defaults.eps),
@@ -574,6 +798,9 @@ fn check_run_flags(a: &RunArgs) -> Result<()> {
     }
     if names && !qkv_files {
         bail!("--q-name/--k-name/--v-name/--mask-name/--bias-name do not apply to --variant {v}");
+    }
+    if a.alibi_slopes.is_some() && !qkv_files {
+        bail!("--alibi-slopes does not apply to --variant {v} (sdpa and dot take it)");
     }
     let given = [
         (Flag::Scale, a.scale.is_some()),

@@ -1555,3 +1555,167 @@ fn decode_kernel_from_the_command_line() {
         "the decode kernel never materializes the weights",
     );
 }
+
+fn u32_tensor(shape: &[usize], data: Vec<u32>) -> HostTensor {
+    HostTensor {
+        shape: shape.to_vec(),
+        data: HostData::U32(data),
+    }
+}
+
+/// `run` over a paged KV cache with new rows, rotary tables and ALiBi, checked against the
+/// reference; lengths reported after the append.
+#[test]
+fn run_over_a_paged_kv_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(31);
+    let (b, hq, hkv, d, page, pages) = (2, 4, 2, 8, 4, 7);
+    let path = |n: &str| dir.path().join(format!("{n}.npy"));
+    let files: Vec<(&str, HostTensor)> = vec![
+        ("q", f32_tensor(&[b, hq, 1, d], random(&mut rng, b * hq * d))),
+        (
+            "k",
+            f32_tensor(&[pages, page, hkv, d], random(&mut rng, pages * page * hkv * d)),
+        ),
+        (
+            "v",
+            f32_tensor(&[pages, page, hkv, d], random(&mut rng, pages * page * hkv * d)),
+        ),
+        ("table", u32_tensor(&[b, 3], vec![5, 0, 2, 6, 3, 1])),
+        ("seqlens", u32_tensor(&[b], vec![9, 3])),
+        ("k_new", f32_tensor(&[b, hkv, 1, d], random(&mut rng, b * hkv * d))),
+        ("v_new", f32_tensor(&[b, hkv, 1, d], random(&mut rng, b * hkv * d))),
+        (
+            "cos",
+            f32_tensor(&[16, 4], (0..64).map(|i| (i as f32 * 0.1).cos()).collect()),
+        ),
+        (
+            "sin",
+            f32_tensor(&[16, 4], (0..64).map(|i| (i as f32 * 0.1).sin()).collect()),
+        ),
+        ("slopes", f32_tensor(&[hq], vec![0.5, 0.25, 0.125, 0.0625])),
+    ];
+    for (n, t) in &files {
+        write_npy(&path(n), t).unwrap();
+    }
+    let flag = |f: &str, n: &str| [f.to_string(), path(n).display().to_string()];
+    for interleaved in [false, true] {
+        let mut cmd = cli();
+        cmd.arg("run")
+            .args(flag("--q", "q"))
+            .args(flag("--k", "k"))
+            .args(flag("--v", "v"))
+            .args(flag("--block-table", "table"))
+            .args(flag("--cache-seqlens", "seqlens"))
+            .args(flag("--k-new", "k_new"))
+            .args(flag("--v-new", "v_new"))
+            .args(flag("--rotary-cos", "cos"))
+            .args(flag("--rotary-sin", "sin"))
+            .args(flag("--alibi-slopes", "slopes"))
+            .args(["--page-size", "4", "--causal", "bottom-right", "--check"])
+            .arg("--lse")
+            .arg(dir.path().join("lse.npy"));
+        if interleaved {
+            cmd.arg("--rotary-interleaved");
+        }
+        let out = ok(&mut cmd);
+        assert_checks_pass(&out, &["out", "lse"]);
+        assert!(stdout(&out).contains("lengths [10, 4]"), "{}", stdout(&out));
+    }
+    // Misuse, in the flags' words.
+    let base = |extra: &[&str]| {
+        let mut c = cli();
+        c.arg("run")
+            .args(flag("--q", "q"))
+            .args(flag("--k", "k"))
+            .args(flag("--v", "v"))
+            .args(flag("--block-table", "table"))
+            .args(extra);
+        c
+    };
+    fails_with(
+        base(&[]).args(flag("--k-new", "k_new")),
+        "--k-new and --v-new go together",
+    );
+    fails_with(&mut base(&["--page-size", "5"]), "k cache pages");
+    fails_with(base(&[]).args(flag("--cache-seqlens", "slopes")), "cache seqlens");
+    fails_with(base(&[]).args(flag("--mask", "q")), "--mask does not apply");
+    let too_long = u32_tensor(&[b], vec![13, 0]);
+    write_npy(&path("long"), &too_long).unwrap();
+    fails_with(base(&[]).args(flag("--cache-seqlens", "long")), "capacity");
+}
+
+/// A contiguous cache from a .safetensors file (int64 lengths, as NumPy writes them) with one
+/// appended row, against the reference computed here on the concatenated rows.
+#[test]
+fn run_over_a_contiguous_kv_cache_from_safetensors() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cache.safetensors");
+    let mut rng = ChaCha8Rng::seed_from_u64(32);
+    let (b, hq, hkv, cap, d) = (2, 2, 1, 6, 8);
+    let lens = [4i64, 2];
+    let q = random(&mut rng, b * hq * d);
+    let k = random(&mut rng, b * hkv * cap * d);
+    let v = random(&mut rng, b * hkv * cap * d);
+    let k_new = random(&mut rng, b * hkv * d);
+    let v_new = random(&mut rng, b * hkv * d);
+    let bytes = |x: &[f32]| x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>();
+    use safetensors::Dtype::{F32, I64};
+    write_safetensors(
+        &file,
+        &[
+            ("q", F32, vec![b, hq, 1, d], bytes(&q)),
+            ("k", F32, vec![b, hkv, cap, d], bytes(&k)),
+            ("v", F32, vec![b, hkv, cap, d], bytes(&v)),
+            ("kn", F32, vec![b, hkv, 1, d], bytes(&k_new)),
+            ("vn", F32, vec![b, hkv, 1, d], bytes(&v_new)),
+            (
+                "lens",
+                I64,
+                vec![b],
+                lens.iter().flat_map(|l| l.to_le_bytes()).collect(),
+            ),
+        ],
+    );
+    let o = dir.path().join("o.npy");
+    ok(cli()
+        .arg("run")
+        .arg("--safetensors")
+        .arg(&file)
+        .args([
+            "--cache-seqlens",
+            "lens",
+            "--k-new",
+            "kn",
+            "--v-new",
+            "vn",
+            "--causal",
+            "bottom-right",
+        ])
+        .arg("--out")
+        .arg(&o));
+    let got = read_npy(&o, "o").unwrap().to_f32().unwrap();
+    // Sequence s attends over its first lens[s] rows plus the new one.
+    for s in 0..b {
+        let n = lens[s] as usize;
+        let mut ks: Vec<f32> = k[s * cap * d..(s * cap + n) * d].to_vec();
+        ks.extend_from_slice(&k_new[s * d..(s + 1) * d]);
+        let mut vs: Vec<f32> = v[s * cap * d..(s * cap + n) * d].to_vec();
+        vs.extend_from_slice(&v_new[s * d..(s + 1) * d]);
+        let p = Problem {
+            b: 1,
+            hq,
+            hkv,
+            lq: 1,
+            lk: n + 1,
+            dk: d,
+            dv: d,
+        };
+        let r = reference::sdpa(
+            &HostInputs::new(p, &q[s * hq * d..(s + 1) * hq * d], &ks, &vs),
+            &AttentionOptions::default(),
+        );
+        let c = reference::compare(&got[s * hq * d..(s + 1) * hq * d], &r.out, Tolerance::F32);
+        assert!(c.ok(), "sequence {s}: {c}");
+    }
+}

@@ -46,7 +46,10 @@ pub(crate) fn unsupported(
     let align = ctx.limits().min_storage_buffer_offset_alignment as u64;
     let (windowed, whole) = operands(q, k, v, opts);
     if batches_per_dispatch(ctx, p, &windowed) == 0
-        || whole.iter().flatten().any(|t| t.end_byte() - t.offset() + align > max)
+        || whole
+            .iter()
+            .flatten()
+            .any(|t| t.end_byte() - t.offset() / align * align > max)
     {
         return Some(
             "an operand (one batch of Q, K, V, O or the split scratch; bias, mask or paged K/V whole) exceeds one storage binding; the fused kernel chunks by heads"
@@ -136,14 +139,20 @@ fn batch_window(t: &Tensor, b0: usize, b1: usize) -> (u64, u64) {
 /// split) within one storage binding; 0 when a single batch does not fit.
 fn batches_per_dispatch(ctx: &Context, p: &Problem, operands: &[Option<&Tensor>]) -> usize {
     let max = ctx.limits().max_storage_buffer_binding_size;
-    // A binding starts at the offset rounded down to the storage alignment.
     let align = ctx.limits().min_storage_buffer_offset_alignment as u64;
+    // A binding starts at its window's first byte rounded down to the storage alignment: the
+    // slack is the same for every dispatch when the batch stride is a multiple of the alignment,
+    // else at most align − 1 bytes.
+    let slack = |t: &Tensor| match (t.strides()[0] * t.dtype().size()) as u64 % align {
+        0 => t.offset() % align,
+        _ => align - 1,
+    };
     let fits = |nb: usize| {
         let scratch = (nb * p.hq * p.lq) as u64 * p.dv.div_ceil(4) as u64 * 16;
         scratch <= max
             && operands.iter().flatten().all(|t| {
                 let (from, to) = batch_window(t, 0, nb);
-                to - from + align <= max
+                to - from + slack(t) <= max
             })
     };
     // Window sizes grow with nb: the largest nb that fits, by bisection.
@@ -377,6 +386,7 @@ impl Attention {
             },
             causal: opts.causal.is_some(),
             allocated,
+            splits: Some(splits),
         })
     }
 }

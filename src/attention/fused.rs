@@ -252,6 +252,7 @@ impl Attention {
             },
             causal: opts.causal.is_some(),
             allocated,
+            splits: None,
         })
     }
 }

@@ -120,6 +120,8 @@ pub struct Attention {
     causal: bool,
     /// Bytes the call allocates on the device (outputs, scratch, uniforms).
     allocated: u64,
+    /// Key splits of the decode path (per dispatch).
+    splits: Option<u32>,
 }
 
 /// Runs attention and returns O (and LSE / P on request). One submission; returns without
@@ -214,6 +216,10 @@ impl Attention {
     /// Bytes of device memory this call allocated (outputs, scratch, uniforms), not counting inputs.
     pub fn allocated_bytes(&self) -> u64 {
         self.allocated
+    }
+    /// Splits of every sequence's keys on the decode path (`None` on the other paths).
+    pub fn decode_splits(&self) -> Option<u32> {
+        self.splits
     }
     /// Number of compute dispatches per run.
     pub fn dispatch_count(&self) -> usize {

@@ -247,6 +247,7 @@ impl Attention {
             },
             causal: opts.causal.is_some(),
             allocated,
+            splits: None,
         })
     }
 }

@@ -5,6 +5,7 @@
 //! and the tile tuner ([`tuner`]) that writes the cache the library reads.
 
 pub use crate::files;
+pub mod decode;
 pub mod peak;
 pub mod plot;
 pub mod report;
