@@ -360,10 +360,9 @@ struct TuneArgs {
     /// Sequence lengths to tune, comma-separated (default 256,1024 on GPUs, 128,512 on CPU adapters; quick: 128).
     #[arg(long, value_delimiter = ',')]
     lengths: Vec<usize>,
-    /// Kinds of call to tune, comma-separated: prefill, prefill-causal, decode (one query row,
-    /// 4 query heads per KV head); each is its own cache class (default: all; quick: prefill).
-    /// The tuner measures the fused kernel's tiles; decode-shaped calls under `Auto` run the
-    /// decode design, whose splits come from the device, so its entry serves `--kernel fused`.
+    /// Kinds of call to tune, comma-separated: prefill, prefill-causal (the fused kernel's tiles),
+    /// decode (one query row, 4 query heads per KV head: the decode kernel's workgroups × split
+    /// counts, what `Auto` runs there); each is its own cache class (default: all; quick: prefill).
     #[arg(long, value_delimiter = ',', value_enum)]
     kinds: Vec<TuneKindArg>,
     /// KV heads of the benchmark shape (decode uses 4 query heads per KV head).
@@ -1159,15 +1158,17 @@ fn tune_cmd(a: &TuneArgs) -> Result<()> {
     let (adapter, results) = tuner::run_tune(&ctx, &opts)?;
     println!("adapter: {adapter}");
     for r in &results {
-        let c = r.entry.config;
         let speedup = r.entry.default_ms.map_or(String::new(), |d| {
             format!(" (default {d:.3} ms, {:.2}x)", d / r.entry.median_ms)
         });
+        let tile = match r.entry.config {
+            bench::TunedConfig::Register(c) => format!("wg{} rows{}", c.workgroup, c.rows),
+            bench::TunedConfig::Decode(c) if c.splits == 0 => format!("wg{} splits auto", c.workgroup),
+            bench::TunedConfig::Decode(c) => format!("wg{} splits {}", c.workgroup, c.splits),
+        };
         println!(
-            "{:<40} wg{:<4} rows{:<2} {:.3} ms{speedup}; {} candidates, {} rejected",
+            "{:<40} {tile:<18} {:.3} ms{speedup}; {} candidates, {} rejected",
             r.bucket,
-            c.workgroup,
-            c.rows,
             r.entry.median_ms,
             r.tried,
             r.rejected.len()

@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 use wgpu_attention::bench::files::{read_npy, write_npy, HostData, HostTensor};
-use wgpu_attention::bench::{adapter_key, ShapeClass, TuneCache, TuneEntry, CACHE_ENV};
+use wgpu_attention::bench::{adapter_key, Design, ShapeClass, TuneCache, TuneEntry, TunedConfig, CACHE_ENV};
 use wgpu_attention::reference::{self, Broadcast, HostInputs, Tolerance};
 use wgpu_attention::{Alignment, AttentionOptions, Context, DType, FlashConfig, Problem};
 
@@ -533,7 +533,10 @@ fn tune_writes_a_cache_the_library_uses() {
     let class = ShapeClass::of(&p, DType::F32, &plain);
     let entry = &entries[&class.key(128)];
     assert!(entry.median_ms > 0.0);
-    assert_eq!(parsed.lookup(&key, &class, p.lk), Some(entry.config));
+    assert_eq!(
+        parsed.lookup(&key, &class, p.lk).map(TunedConfig::Register),
+        Some(entry.config)
+    );
     // A decode call (one query row, GQA) is another class: the prefill entry does not serve it.
     let decode = Problem { lq: 1, hq: 4, ..p };
     assert_eq!(
@@ -549,7 +552,7 @@ fn tune_writes_a_cache_the_library_uses() {
         &key,
         ShapeClass::of(&Problem { dk: 16, dv: 16, ..p }, DType::F32, &plain).key(64),
         TuneEntry {
-            config: cfg,
+            config: TunedConfig::Register(cfg),
             median_ms: 1.0,
             default_ms: None,
             problem: p,
@@ -593,6 +596,84 @@ fn tune_writes_a_cache_the_library_uses() {
         ])
         .arg(&j));
     assert_ne!(json(&j)["rows"][0]["tile"], "wg32 q8 k8");
+}
+
+/// `tune --kinds decode` measures the decode kernel's workgroups × splits; a decode entry is then
+/// what decode calls of that class run.
+#[test]
+fn tune_decode_stores_decode_tiles_the_library_uses() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("tune.json");
+    let out = ok(cli()
+        .args([
+            "tune",
+            "--kinds",
+            "decode",
+            "--head-dims",
+            "32",
+            "--lengths",
+            "256",
+            "--heads",
+            "1",
+            "--iters",
+            "1",
+            "--quiet",
+            "--cache",
+        ])
+        .arg(&cache));
+    let bucket = "decode/f32/d32/lq1/g4/none/lk256";
+    assert!(stdout(&out).contains(bucket), "{}", stdout(&out));
+    let key = adapter_key(Context::new().unwrap().info().adapter.as_ref().unwrap());
+    let parsed = TuneCache::load(&cache).unwrap();
+    assert!(matches!(parsed.adapters[&key][bucket].config, TunedConfig::Decode(_)));
+
+    // A hand-written decode entry with an unusual split count is what the bench row runs.
+    let p = Problem {
+        b: 1,
+        hq: 4,
+        hkv: 1,
+        lq: 1,
+        lk: 256,
+        dk: 32,
+        dv: 32,
+    };
+    let mut c = TuneCache::default();
+    let tile = wgpu_attention::DecodeConfig {
+        workgroup: 16,
+        rows: 0,
+        splits: 3,
+    };
+    c.insert(
+        &key,
+        ShapeClass::of(&p, DType::F32, &AttentionOptions::default()).key_in(Design::Decode, 256),
+        TuneEntry {
+            config: TunedConfig::Decode(tile),
+            median_ms: 1.0,
+            default_ms: None,
+            problem: p,
+            timer: "wall-clock".into(),
+        },
+    );
+    let mine = dir.path().join("mine.json");
+    c.save(&mine).unwrap();
+    let j = dir.path().join("d.json");
+    ok(cli()
+        .env(CACHE_ENV, &mine)
+        .args([
+            "bench",
+            "--shape",
+            "1,4,1,1,256,32,32",
+            "--kernel",
+            "decode",
+            "--iters",
+            "1",
+            "--quiet",
+            "--json",
+        ])
+        .arg(&j));
+    let row = &json(&j)["rows"][0];
+    assert_eq!(row["tile"], "wg16 rows4 splits3");
+    assert_eq!(row["within_tolerance"], true);
 }
 
 /// A named tensor of a test .safetensors file.

@@ -7,7 +7,7 @@ use super::plan::storage_buffer;
 use super::{Attention, AttentionOutput, Extras, Problem, Tuning};
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::kernels::flash_decode::{self, DecodeConfig, DecodeExtras, DecodeParams, MergeParams, PartEntry};
+use crate::kernels::flash_decode::{self, DecodeExtras, DecodeParams, MergeParams, PartEntry};
 use crate::kernels::{self, BoundBuffer, PageParams, Params};
 use crate::options::{AttentionOptions, KernelChoice};
 use crate::tensor::Tensor;
@@ -206,7 +206,7 @@ impl Attention {
         }
         let cfg = match tuning.decode {
             Some(c) => c,
-            None => DecodeConfig::default_for(ctx, p)?,
+            None => crate::tune::decode_config(ctx, p, q.dtype(), opts)?,
         };
         cfg.check(ctx, p.dk as u32, p.dv as u32)?;
         let rows = cfg.rows_for(p);
