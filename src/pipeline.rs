@@ -41,6 +41,8 @@ pub mod common {
     pub const ALIBI: &str = include_str!("../shaders/common/alibi.wgsl");
     /// `alibi_slope` without a binding (kernels compiled without ALiBi).
     pub const NO_ALIBI: &str = include_str!("../shaders/common/no_alibi.wgsl");
+    /// The decode kernels' split layout, partial states, key ranges and row scores.
+    pub const DECODE_PARTS: &str = include_str!("../shaders/common/decode_parts.wgsl");
     /// K/V row addresses of a contiguous [B, Hkv, L, D] layout (any strides).
     pub const KV_CONTIGUOUS: &str = include_str!("../shaders/common/kv_contiguous.wgsl");
     /// K/V row addresses through a block table (paged KV cache).
@@ -112,11 +114,14 @@ pub enum Kernel {
     FlashDecode,
     /// `shaders/decode_merge.wgsl`: merge of partial attention states (O, LSE).
     DecodeMerge,
+    /// `shaders/flash_decode_lanes.wgsl`: the decode kernel with the head dim spread over the
+    /// lanes of a subgroup.
+    FlashDecodeLanes,
 }
 
 impl Kernel {
     /// All kernels, for tests and pre-compilation.
-    pub const ALL: [Kernel; 13] = [
+    pub const ALL: [Kernel; 14] = [
         Kernel::QkScores,
         Kernel::MaskedSoftmax,
         Kernel::WeightedSum,
@@ -130,6 +135,7 @@ impl Kernel {
         Kernel::KvWrite,
         Kernel::FlashDecode,
         Kernel::DecodeMerge,
+        Kernel::FlashDecodeLanes,
     ];
 
     /// Shader file name (without directory).
@@ -148,6 +154,7 @@ impl Kernel {
             Kernel::KvWrite => "kv_write.wgsl",
             Kernel::FlashDecode => "flash_decode.wgsl",
             Kernel::DecodeMerge => "decode_merge.wgsl",
+            Kernel::FlashDecodeLanes => "flash_decode_lanes.wgsl",
         }
     }
 
@@ -166,6 +173,7 @@ impl Kernel {
             Kernel::KvWrite => include_str!("../shaders/kv_write.wgsl"),
             Kernel::FlashDecode => include_str!("../shaders/flash_decode.wgsl"),
             Kernel::DecodeMerge => include_str!("../shaders/decode_merge.wgsl"),
+            Kernel::FlashDecodeLanes => include_str!("../shaders/flash_decode_lanes.wgsl"),
         }
     }
 
@@ -193,7 +201,7 @@ impl Kernel {
             ],
             Kernel::AdditiveHidden => vec![common::PARAMS, common::GRID],
             Kernel::Pool | Kernel::KvWrite | Kernel::DecodeMerge => vec![common::GRID],
-            Kernel::FlashDecode => {
+            Kernel::FlashDecode | Kernel::FlashDecodeLanes => {
                 let io = if variant.vec4_io {
                     common::LOAD_VEC4
                 } else {
@@ -204,7 +212,7 @@ impl Kernel {
                 } else {
                     common::KV_CONTIGUOUS
                 };
-                vec![
+                let mut pieces = vec![
                     common::PARAMS,
                     common::GRID,
                     common::PHILOX,
@@ -212,10 +220,12 @@ impl Kernel {
                     alibi,
                     common::MASK,
                     io,
-                    common::FETCH_PLAIN,
-                    common::SCORE_DOT,
-                    rows,
-                ]
+                ];
+                if self == Kernel::FlashDecode {
+                    pieces.push(common::FETCH_PLAIN);
+                }
+                pieces.extend([common::SCORE_DOT, rows, common::DECODE_PARTS]);
+                pieces
             }
             Kernel::FlashForward => {
                 let io = if variant.vec4_io {
@@ -266,6 +276,11 @@ pub fn compose(kernel: Kernel, dtype: DType) -> String {
     let variant = match kernel {
         Kernel::FlashForward | Kernel::FlashDecode => Variant {
             rows: 1,
+            ..Variant::default()
+        },
+        Kernel::FlashDecodeLanes => Variant {
+            rows: 1,
+            subgroup: 8,
             ..Variant::default()
         },
         _ => Variant::default(),

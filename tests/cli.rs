@@ -642,6 +642,7 @@ fn tune_decode_stores_decode_tiles_the_library_uses() {
         workgroup: 16,
         rows: 0,
         splits: 3,
+        lanes: false,
     };
     c.insert(
         &key,

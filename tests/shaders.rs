@@ -72,6 +72,27 @@ fn every_kernel_validates_with_naga() {
             }
         }
     }
+    // The decode kernel's lanes design for every subgroup size, row count and layout.
+    for dtype in [wgpu_attention::DType::F32, wgpu_attention::DType::F16] {
+        for subgroup in [4, 8, 16, 32, 64] {
+            for rows in [1, 4, 16] {
+                for (vec4_io, paged) in [(false, false), (true, true)] {
+                    let variant = Variant {
+                        rows,
+                        vec4_io,
+                        paged,
+                        alibi: paged,
+                        subgroup,
+                        ..Variant::default()
+                    };
+                    let src = compose_variant(Kernel::FlashDecodeLanes, dtype, variant);
+                    if let Err(e) = validate(&src, &HashMap::new()) {
+                        failures.push(format!("FlashDecodeLanes/{dtype}/{variant:?}: {e}"));
+                    }
+                }
+            }
+        }
+    }
     // ALiBi in the staged path's softmax.
     for dtype in [wgpu_attention::DType::F32, wgpu_attention::DType::F16] {
         let alibi = Variant {

@@ -108,11 +108,18 @@ fn bind_pages(ctx: &Context, params: &mut Params, k: &Tensor, v: &Tensor, table:
     };
     params.k = page_strides(k, ko);
     params.v = page_strides(v, vo);
+    let size = k.shape()[1] as u32;
     let pages = PageParams {
-        size: k.shape()[1] as u32,
+        size,
         count: k.shape()[0] as u32,
         table_off: to,
         table_stride: table.strides()[0] as u32,
+        shift: if size.is_power_of_two() {
+            size.trailing_zeros()
+        } else {
+            32
+        },
+        _pad: [0; 3],
     };
     Ok(PageBindings {
         k: kb,

@@ -1,6 +1,7 @@
 //! The decode benchmark (`wgpu-attention bench --preset decode`): one decode step (Lq = 1) over a
-//! KV cache holding Lk keys per sequence, contiguous and paged, with the decode kernel's splits
-//! chosen by the device and unsplit, side by side. Every row reports the GPU time, the K/V read
+//! KV cache holding Lk keys per sequence, contiguous and paged, with the decode kernel's designs
+//! side by side: rows per invocation with the splits chosen by the device, the same unsplit, and
+//! the head dim spread over a subgroup (`lanes`, where the device has a fixed subgroup size). Every row reports the GPU time, the K/V read
 //! rate (`kv_gbps`: bytes of K and V over the GPU time) and its share of the adapter's measured
 //! copy bandwidth, and the host time of one call prepared from scratch (validation, pipeline
 //! lookup, bind groups, recording, submission) against the same call replayed (recording and
@@ -104,6 +105,10 @@ pub struct DecodeRow {
     pub layout: KvLayout,
     /// Rows per page (paged layout).
     pub page_size: Option<usize>,
+    /// Decode design: `rows` (whole rows per invocation) or `lanes` (head dim over a subgroup).
+    pub design: &'static str,
+    /// Workgroup size.
+    pub workgroup: u32,
     /// Splits of each sequence's keys (1 = unsplit).
     pub splits: Option<u32>,
     /// Median GPU time of one call.
@@ -211,13 +216,18 @@ pub fn run_decode_bench(ctx: &Context, opts: &DecodeBenchOptions) -> Result<Deco
                 k: fill(kv_len, 2 + lk as u64, opts.dtype),
                 v: fill(kv_len, 3 + lk as u64, opts.dtype),
             };
+            let rows_auto = DecodeConfig::default_for(ctx, &p)?;
+            let mut designs = vec![rows_auto, DecodeConfig { splits: 1, ..rows_auto }];
+            designs.extend(DecodeConfig::lanes_for(ctx, &p)?);
             for &layout in &opts.layouts {
-                for unsplit in [false, true] {
+                for &cfg in &designs {
                     let mut row = DecodeRow {
                         shape: p,
                         dtype: opts.dtype.name().into(),
                         layout,
                         page_size: (layout == KvLayout::Paged).then_some(opts.page_size),
+                        design: if cfg.lanes { "lanes" } else { "rows" },
+                        workgroup: cfg.workgroup,
                         splits: None,
                         median_ms: None,
                         min_ms: None,
@@ -229,7 +239,7 @@ pub fn run_decode_bench(ctx: &Context, opts: &DecodeBenchOptions) -> Result<Deco
                         within_tolerance: None,
                         note: None,
                     };
-                    if let Err(e) = measure_row(ctx, &timer, opts, &host, unsplit, copy_peak_gbps, &mut row) {
+                    if let Err(e) = measure_row(ctx, &timer, opts, &host, cfg, copy_peak_gbps, &mut row) {
                         row.note = Some(super::one_line(&e.to_string()));
                     }
                     rows.push(row);
@@ -250,7 +260,7 @@ fn measure_row(
     timer: &Timer,
     opts: &DecodeBenchOptions,
     host: &HostData,
-    unsplit: bool,
+    cfg: DecodeConfig,
     copy_peak_gbps: f64,
     row: &mut DecodeRow,
 ) -> Result<()> {
@@ -290,13 +300,10 @@ fn measure_row(
             )
         }
     };
-    let mut tuning = Tuning::default();
-    if unsplit {
-        tuning.decode = Some(DecodeConfig {
-            splits: 1,
-            ..DecodeConfig::default_for(ctx, &p)?
-        });
-    }
+    let tuning = Tuning {
+        decode: Some(cfg),
+        ..Default::default()
+    };
     let call = Attention::with_tuning(ctx, &q, &k, &v, &attn, &tuning)?;
     row.splits = call.decode_splits();
     let mut record = |enc: &mut wgpu::CommandEncoder, stamps: Stamps| match stamps {
@@ -382,6 +389,7 @@ pub fn decode_table(r: &DecodeReport) -> String {
         "B,Hq,Hkv,Lk,D",
         "dtype",
         "layout",
+        "design",
         "splits",
         "median_ms",
         "kv_GB/s",
@@ -409,6 +417,7 @@ pub fn decode_table(r: &DecodeReport) -> String {
                 format!("{},{},{},{},{}", p.b, p.hq, p.hkv, p.lk, p.dk),
                 row.dtype.clone(),
                 layout,
+                format!("{} wg{}", row.design, row.workgroup),
                 row.splits.map_or("-".into(), |s| s.to_string()),
                 num(row.median_ms, 3),
                 num(row.kv_gbps, 2),

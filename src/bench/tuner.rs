@@ -194,14 +194,20 @@ pub const DECODE_SPLITS: [u32; 8] = [1, 2, 4, 8, 16, 32, 64, 128];
 /// Every candidate decode tile for `problem`: the built-in default first, then workgroups ×
 /// (automatic splits, explicit split counts).
 pub fn decode_candidates(ctx: &Context, problem: &Problem, opts: &TuneOptions) -> Result<Vec<DecodeConfig>> {
-    let default = DecodeConfig::default_for(ctx, problem)?;
+    let default = crate::tune::built_in_decode_config(ctx, problem)?;
     let mut out = vec![default];
-    for workgroup in DECODE_WORKGROUPS {
+    // Workgroups of the row design, then the lanes design (one subgroup) when the device has it.
+    let designs = DECODE_WORKGROUPS
+        .into_iter()
+        .map(|w| (w, false))
+        .chain(DecodeConfig::lanes_for(ctx, problem)?.map(|c| (c.workgroup, true)));
+    for (workgroup, lanes) in designs {
         for splits in std::iter::once(0).chain(DECODE_SPLITS.into_iter().filter(|&s| s as usize * 16 <= problem.lk)) {
             let c = DecodeConfig {
                 workgroup,
                 rows: 0,
                 splits,
+                lanes,
             };
             if !out.contains(&c) && c.check(ctx, problem.dk as u32, problem.dv as u32).is_ok() {
                 out.push(c);
@@ -232,10 +238,13 @@ fn bucket_candidates(ctx: &Context, kind: TuneKind, p: &Problem, opts: &TuneOpti
 fn label(c: &TunedConfig) -> String {
     match c {
         TunedConfig::Register(c) => format!("wg{} rows{}", c.workgroup, c.rows),
-        TunedConfig::Decode(c) => match c.splits {
-            0 => format!("wg{} splits auto", c.workgroup),
-            s => format!("wg{} splits {s}", c.workgroup),
-        },
+        TunedConfig::Decode(c) => {
+            let design = if c.lanes { "lanes" } else { "rows" };
+            match c.splits {
+                0 => format!("{design} wg{} splits auto", c.workgroup),
+                s => format!("{design} wg{} splits {s}", c.workgroup),
+            }
+        }
     }
 }
 
@@ -281,7 +290,7 @@ pub fn run_tune(ctx: &Context, opts: &TuneOptions) -> Result<(String, Vec<Bucket
         let expected = reference_subset(&p, &inputs, &attn, None, &plan);
         let default_cfg = match kind.design() {
             Design::Register => TunedConfig::Register(FlashConfig::default_for(ctx, d as u32, d as u32)?),
-            Design::Decode => TunedConfig::Decode(DecodeConfig::default_for(ctx, &p)?),
+            Design::Decode => TunedConfig::Decode(crate::tune::built_in_decode_config(ctx, &p)?),
         };
         let mut best: Option<(f64, TunedConfig)> = None;
         let mut default_ms = None;

@@ -42,16 +42,22 @@ const MERGE_SLOTS: &[(u32, Slot)] = &[
 ];
 
 /// Tile of the decode kernel: `workgroup` invocations, each owning `rows` packed rows (query
-/// heads of one KV head × query rows) and one of `splits` key ranges.
+/// heads of one KV head × query rows) and one of `splits` key ranges — or, with `lanes`, one
+/// subgroup per (rows, split) with the head dim spread over its lanes
+/// (`shaders/flash_decode_lanes.wgsl`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct DecodeConfig {
-    /// Invocations per workgroup.
+    /// Invocations per workgroup (with `lanes`: the subgroup size, which it must equal).
     pub workgroup: u32,
     /// Packed rows per invocation (1 to [`MAX_ROWS`]); 0 = all packed rows up to the built-in cap.
     pub rows: u32,
     /// Splits of each (b, kv head) key range; 0 = chosen from the device and the problem.
     pub splits: u32,
+    /// Spread the head dim over the lanes of a subgroup (needs `SUBGROUP` and a fixed subgroup
+    /// size); otherwise every invocation holds whole rows.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub lanes: bool,
 }
 
 impl DecodeConfig {
@@ -65,7 +71,29 @@ impl DecodeConfig {
             workgroup,
             rows: 0,
             splits: 0,
+            lanes: false,
         })
+    }
+
+    /// The built-in tile of `ctx`: the lanes design on GPUs with a fixed subgroup size (the head
+    /// dim spread over a subgroup keeps the per-invocation state in registers), the row design
+    /// elsewhere (on CPU drivers a subgroup is one SIMD vector, where whole rows per lane win).
+    pub fn built_in(ctx: &Context, problem: &Problem) -> Result<Self> {
+        match is_cpu(ctx) {
+            true => Self::default_for(ctx, problem),
+            false => Ok(Self::lanes_for(ctx, problem)?.unwrap_or(Self::default_for(ctx, problem)?)),
+        }
+    }
+
+    /// The lanes design's tile on `ctx`, when the device has a fixed subgroup size.
+    pub fn lanes_for(ctx: &Context, problem: &Problem) -> Result<Option<Self>> {
+        check_head_dims(problem.dk as u32, problem.dv as u32)?;
+        Ok(fixed_subgroup(ctx).map(|size| Self {
+            workgroup: size,
+            rows: 0,
+            splits: 0,
+            lanes: true,
+        }))
     }
 
     /// Packed rows per invocation for `problem`: all of them up to a cap that shrinks with the
@@ -90,7 +118,9 @@ impl DecodeConfig {
             (self.splits as u64, 1)
         } else {
             let rows = self.rows_for(problem);
-            let blocks = (problem.b * problem.hkv) as u64 * packed_rows(problem).div_ceil(rows) as u64;
+            // A split occupies one invocation, or a whole workgroup in the lanes design.
+            let per_split = if self.lanes { self.workgroup as u64 } else { 1 };
+            let blocks = (problem.b * problem.hkv) as u64 * packed_rows(problem).div_ceil(rows) as u64 * per_split;
             let invocations = if is_cpu(ctx) {
                 // Every thread gets several workgroups of full SIMD batches.
                 let threads = std::thread::available_parallelism().map_or(4, |n| n.get()) as u64;
@@ -121,8 +151,25 @@ impl DecodeConfig {
                 why: "at most 1024 splits (0: automatic)",
             });
         }
+        if self.lanes && fixed_subgroup(ctx) != Some(self.workgroup) {
+            return Err(Error::InvalidOption {
+                name: "decode workgroup",
+                value: self.workgroup as f64,
+                why: "the lanes design needs SUBGROUP and a workgroup equal to the device's fixed subgroup size",
+            });
+        }
         check_workgroup_x(ctx, "decode", self.workgroup)
     }
+}
+
+/// The device's subgroup size when `SUBGROUP` is granted and the size is fixed (4 to 64).
+fn fixed_subgroup(ctx: &Context) -> Option<u32> {
+    let info = ctx.info().adapter.as_ref()?;
+    let size = info.subgroup_min_size;
+    (ctx.features().contains(wgpu::Features::SUBGROUP)
+        && size == info.subgroup_max_size
+        && matches!(size, 4 | 8 | 16 | 32 | 64))
+    .then_some(size)
 }
 
 /// Packed rows of one (b, kv head): Hq / Hkv · Lq.
@@ -218,28 +265,43 @@ pub(crate) fn decode_step(
     extras: &DecodeExtras<'_>,
 ) -> Result<Step> {
     cfg.check(ctx, p.dim_k, p.dim_v)?;
-    let constants = [
-        ("WORKGROUP", cfg.workgroup as f64),
+    let (dk4, dv4) = (p.dim_k.div_ceil(4), p.dim_v.div_ceil(4));
+    let mut constants = vec![
         ("DK", p.dim_k as f64),
         ("DV", p.dim_v as f64),
-        ("DK4", p.dim_k.div_ceil(4) as f64),
-        ("DV4", p.dim_v.div_ceil(4) as f64),
+        ("DK4", dk4 as f64),
+        ("DV4", dv4 as f64),
     ];
+    let (kernel, subgroup) = match cfg.lanes {
+        true => {
+            constants.push(("KC", dk4.div_ceil(cfg.workgroup) as f64));
+            constants.push(("VC", dv4.div_ceil(cfg.workgroup) as f64));
+            (Kernel::FlashDecodeLanes, cfg.workgroup)
+        }
+        false => {
+            constants.push(("WORKGROUP", cfg.workgroup as f64));
+            (Kernel::FlashDecode, 0)
+        }
+    };
     let variant = Variant {
         rows,
         vec4_io: vec4_ok(p),
         alibi: extras.alibi.is_some(),
         paged: extras.pages.is_some(),
+        subgroup,
         ..Variant::default()
     };
     let mut slots = DECODE_SLOTS.to_vec();
     slots.extend(variant.paged.then_some((13, Slot::Read)));
     slots.extend(variant.alibi.then_some((14, Slot::Uniform)));
     slots.extend(variant.paged.then_some((15, Slot::Uniform)));
-    let kernel = pipeline::get(ctx, Kernel::FlashDecode, dtype, variant, &slots, &constants)?;
+    let compiled = pipeline::get(ctx, kernel, dtype, variant, &slots, &constants)?;
     let (d, decode_buf) = decode;
-    let invocations = (d.batch_count as u64 * p.heads_kv as u64) * d.row_blocks as u64 * d.splits as u64;
-    let groups = grid(ctx, invocations.div_ceil(cfg.workgroup as u64), "flash_decode")?;
+    let blocks = (d.batch_count as u64 * p.heads_kv as u64) * d.row_blocks as u64 * d.splits as u64;
+    let groups = match cfg.lanes {
+        true => grid(ctx, blocks, "flash_decode_lanes")?,
+        false => grid(ctx, blocks.div_ceil(cfg.workgroup as u64), "flash_decode")?,
+    };
     let [q, k, v] = qkv;
     let [part_lse, part_o] = parts;
     let [bias, mask, lengths] = masks;
@@ -248,7 +310,7 @@ pub(crate) fn decode_step(
     buffers.extend(extras.pages.map(|(table, _)| table));
     buffers.extend(extras.alibi);
     buffers.extend(extras.pages.map(|(_, uniform)| uniform));
-    Ok(dispatch_step(ctx, kernel, params, &buffers, groups))
+    Ok(dispatch_step(ctx, compiled, params, &buffers, groups))
 }
 
 /// The merge dispatch: one invocation per output element. `dtype` is the output's; `parts_f16`

@@ -131,6 +131,9 @@ pub struct PageParams {
     pub table_off: u32,
     /// Row stride of the block table (elements).
     pub table_stride: u32,
+    /// log2(size) when the page size is a power of two, else 32.
+    pub shift: u32,
+    pub _pad: [u32; 3],
 }
 
 /// A buffer range bound to one slot.

@@ -256,6 +256,7 @@ mod tests {
             workgroup: 16,
             rows: 0,
             splits: 8,
+            lanes: false,
         };
         c.insert(
             "a",

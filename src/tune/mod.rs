@@ -222,7 +222,7 @@ fn cached_config(_: &Context, _: &Problem, _: &ShapeClass) -> Option<FlashConfig
 }
 
 /// The decode kernel's tile for `problem`: the tuning cache's winner for this adapter and
-/// bucket when present and still valid, else [`DecodeConfig::default_for`].
+/// bucket when present and still valid, else [`DecodeConfig::built_in`].
 pub(crate) fn decode_config(
     ctx: &Context,
     problem: &Problem,
@@ -232,8 +232,13 @@ pub(crate) fn decode_config(
     let class = ShapeClass::of(problem, dtype, opts);
     match cached_decode_config(ctx, problem, &class) {
         Some(cfg) => Ok(cfg),
-        None => DecodeConfig::default_for(ctx, problem),
+        None => built_in_decode_config(ctx, problem),
     }
+}
+
+/// The decode tile without a tuning cache ([`DecodeConfig::built_in`]).
+pub fn built_in_decode_config(ctx: &Context, problem: &Problem) -> Result<DecodeConfig> {
+    DecodeConfig::built_in(ctx, problem)
 }
 
 #[cfg(feature = "cache-files")]
