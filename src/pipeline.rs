@@ -221,9 +221,6 @@ impl Kernel {
                     common::MASK,
                     io,
                 ];
-                if self == Kernel::FlashDecode {
-                    pieces.push(common::FETCH_PLAIN);
-                }
                 pieces.extend([common::SCORE_DOT, rows, common::DECODE_PARTS]);
                 pieces
             }
