@@ -96,7 +96,11 @@ pub fn run_kv_cache(ctx: &Context, inputs: &KvRunInputs, opts: &AttentionOptions
     let dtype = inputs.q.dtype();
     let (qs, ks, vs) = (&inputs.q.shape, &inputs.k_cache.shape, &inputs.v_cache.shape);
     let b = qs[0];
-    // (Hkv, capacity) and the layout.
+    // The block table's ids (checked: u32 [B, pages_per_seq]), (Hkv, capacity) and the layout.
+    let table = match &inputs.block_table {
+        Some(t) => Some(words(t, "block table", &[b, t.shape.get(1).copied().unwrap_or(0)])?),
+        None => None,
+    };
     let (hkv, capacity, layout) = match &inputs.block_table {
         None => {
             if ks[0] != b {
@@ -109,8 +113,7 @@ pub fn run_kv_cache(ctx: &Context, inputs: &KvRunInputs, opts: &AttentionOptions
             (ks[1], ks[2], None)
         }
         Some(t) => {
-            let cols = t.shape.get(1).copied().unwrap_or(0);
-            words(t, "block table", &[b, cols])?;
+            let cols = t.shape[1];
             if let Some(p) = inputs.page_size.filter(|&p| p != ks[1]) {
                 return Err(Error::ShapeMismatch {
                     name: "k cache pages",
@@ -138,8 +141,8 @@ pub fn run_kv_cache(ctx: &Context, inputs: &KvRunInputs, opts: &AttentionOptions
         None => KvCache::new(ctx, b, hkv, capacity, dk, dv, dtype)?,
         Some(l) => KvCache::new_paged(ctx, b, hkv, l, dk, dv, dtype)?,
     };
-    if let Some(t) = &inputs.block_table {
-        cache.set_block_table(ctx, words(t, "block table", &t.shape.clone())?)?;
+    if let Some(table) = table {
+        cache.set_block_table(ctx, table)?;
     }
     // The cache's rows: copied into its K and V as given (pages or [B, Hkv, C, D]).
     let mut enc = ctx.device().create_command_encoder(&Default::default());
@@ -200,9 +203,8 @@ pub fn run_kv_cache(ctx: &Context, inputs: &KvRunInputs, opts: &AttentionOptions
         let f = |t: &HostTensor| t.converted(dtype).to_f32().unwrap_or_default();
         let (kc, vc) = (f(&inputs.k_cache), f(&inputs.v_cache));
         let mut host = HostKvCache::new(b, hkv, capacity, dk, dv);
-        match &inputs.block_table {
-            Some(t) => {
-                let table = words(t, "block table", &t.shape.clone())?;
+        match table {
+            Some(table) => {
                 host.k = reference::gather_pages(&kc, [ks[0], ks[1], hkv, dk], table, b);
                 host.v = reference::gather_pages(&vc, [ks[0], ks[1], hkv, dv], table, b);
             }
