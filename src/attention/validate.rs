@@ -92,24 +92,7 @@ pub fn validate(ctx: &Context, q: &Tensor, k: &Tensor, v: &Tensor, opts: &Attent
             max: u32::MAX as u64,
         });
     }
-    if let Some(s) = opts.scale {
-        if !s.is_finite() {
-            return Err(Error::InvalidOption {
-                name: "scale",
-                value: s as f64,
-                why: "must be finite",
-            });
-        }
-    }
-    if let Some(c) = opts.softcap {
-        if !(c.is_finite() && c > 0.0) {
-            return Err(Error::InvalidOption {
-                name: "softcap",
-                value: c as f64,
-                why: "must be finite and > 0",
-            });
-        }
-    }
+    check_scalar_options(opts)?;
     let target = [p.b, p.hq, p.lq, p.lk];
     if let Some(bias) = &opts.bias {
         check_broadcast("bias", bias, target)?;
@@ -162,15 +145,6 @@ pub fn validate(ctx: &Context, q: &Tensor, k: &Tensor, v: &Tensor, opts: &Attent
             why: "aligns to the key lengths: give key_lengths too",
         });
     }
-    if let Some(d) = &opts.dropout {
-        if !(d.p.is_finite() && (0.0..1.0).contains(&d.p)) {
-            return Err(Error::InvalidOption {
-                name: "dropout.p",
-                value: d.p as f64,
-                why: "must be in [0, 1)",
-            });
-        }
-    }
     if let Some(out) = &opts.out {
         let expected = vec![p.b, p.hq, p.lq, p.dv];
         if out.shape() != expected.as_slice() {
@@ -215,6 +189,38 @@ pub fn validate(ctx: &Context, q: &Tensor, k: &Tensor, v: &Tensor, opts: &Attent
     Ok(p)
 }
 
+/// Scale, soft cap and dropout probability: finite and in range.
+pub(super) fn check_scalar_options(opts: &AttentionOptions) -> Result<()> {
+    if let Some(s) = opts.scale {
+        if !s.is_finite() {
+            return Err(Error::InvalidOption {
+                name: "scale",
+                value: s as f64,
+                why: "must be finite",
+            });
+        }
+    }
+    if let Some(c) = opts.softcap {
+        if !(c.is_finite() && c > 0.0) {
+            return Err(Error::InvalidOption {
+                name: "softcap",
+                value: c as f64,
+                why: "must be finite and > 0",
+            });
+        }
+    }
+    if let Some(d) = &opts.dropout {
+        if !(d.p.is_finite() && (0.0..1.0).contains(&d.p)) {
+            return Err(Error::InvalidOption {
+                name: "dropout.p",
+                value: d.p as f64,
+                why: "must be in [0, 1)",
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Q, K and V are rank 4; B and L may be 0 (an empty problem, see [`crate::attention()`]), heads
 /// and head dims may not.
 fn check_qkv_operand(name: &'static str, t: &Tensor) -> Result<()> {
@@ -230,7 +236,7 @@ pub(crate) fn require_nonempty(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<()>
     Ok(())
 }
 
-fn check_rows_contiguous(name: &'static str, t: &Tensor) -> Result<()> {
+pub(super) fn check_rows_contiguous(name: &'static str, t: &Tensor) -> Result<()> {
     if t.strides().last() != Some(&1) && t.shape().last() != Some(&1) {
         return Err(Error::Strides {
             name,
