@@ -22,7 +22,7 @@
 //   range is the union over the subgroup's rows and every key is tested.
 // - Dropout and the local-p Gaussian weight P in the weighted sum only (`value_weight`); the
 //   softmax denominator and LSE use the unweighted probabilities.
-// - Packed variable-length sequences (FLAG_VARLEN): the (b, h) pair is a sequence and a head; its
+// - Packed variable-length sequences (VARLEN): the (b, h) pair is a sequence and a head; its
 //   first rows and lengths come from cu_seqlens on the GPU (`enter_sequence`, clamped to the
 //   tensors), positions i, j stay within the sequence, and LSE is laid out [Hq, total_q].
 
@@ -31,6 +31,9 @@ override DK: u32 = 64u;  // head dim of Q and K
 override DV: u32 = 64u;  // head dim of V and O
 override DK4: u32 = 16u; // DK / 4 rounded up
 override DV4: u32 = 16u; // DV / 4 rounded up
+// Packed variable-length sequences (set with FLAG_VARLEN): a specialization constant, so that the
+// dense kernel compiles without the per-sequence addressing.
+override VARLEN: bool = false;
 
 const MAX_HEAD_VEC4: u32 = 64u; // head dims up to 256
 const RESCALE_THRESHOLD: f32 = 8.0;
@@ -69,7 +72,7 @@ fn main(input: KernelInputs) {
     var len_k = params.len_k;
     var q_row0 = 0u;
     var k_row0 = 0u;
-    if (has_flag(FLAG_VARLEN)) {
+    if (VARLEN) {
         let seq = enter_sequence(b);
         q_row0 = seq.x;
         len_q = min(seq.y, params.len_q);
@@ -184,7 +187,7 @@ fn main(input: KernelInputs) {
     let o_head = params.o_off + b * params.o_sb + h * params.o_sh + q_row0 * params.o_sl;
     // LSE [B, Hq, Lq], or [Hq, total_q] for packed sequences.
     var lse_row0 = params.lse_off + bh * params.len_q;
-    if (has_flag(FLAG_VARLEN)) {
+    if (VARLEN) {
         lse_row0 = params.lse_off + h * params.total_q + q_row0;
     }
     //@each_row

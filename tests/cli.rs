@@ -1674,3 +1674,40 @@ fn run_packed_sequences_match_the_reference() {
         .args(["--causal", "top-left", "--dtype", "f16", "--check"]));
     assert_checks_pass(&out, &["out"]);
 }
+
+/// `bench --varlen`: packed against padded prefill, every path computing the same rows.
+#[test]
+fn bench_varlen_compares_packed_and_padded_prefill() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("varlen.json");
+    let out = ok(cli()
+        .args([
+            "bench",
+            "--varlen",
+            "5,0,17",
+            "--shape",
+            "1,2,1,1,16",
+            "--causal",
+            "bottom-right",
+        ])
+        .args(["--warmup", "1", "--iters", "2", "--json"])
+        .arg(&report));
+    let s = stdout(&out);
+    assert!(
+        s.contains("varlen / padded (same [B, L, H, D] layout) median time"),
+        "{s}"
+    );
+    let r = json(&report);
+    let rows = r[0]["rows"].as_array().unwrap();
+    let paths: Vec<&str> = rows.iter().map(|row| row["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["varlen", "padded", "padded-bhld"]);
+    for row in rows {
+        assert!(row["median_ms"].as_f64().unwrap() > 0.0, "{row}");
+        assert!(row["max_abs_diff"].as_f64().unwrap() <= 1e-5, "{row}");
+    }
+    fails_with(cli().args(["bench", "--varlen", "0,0"]), "longer than 0");
+    fails_with(
+        cli().args(["bench", "--varlen", "4", "--preset", "seq"]),
+        "--varlen takes at most one --shape",
+    );
+}
