@@ -171,6 +171,11 @@ pub enum Error {
     #[error("rotary position {position} is beyond the rope tables ({max_positions} positions)")]
     PositionOutOfRange { position: u64, max_positions: usize },
 
+    /// The offsets of packed sequences (`cu_seqlens`, see [`crate::attention_varlen()`]) disagree
+    /// with each other or with the packed tensors.
+    #[error("{name}: {why}")]
+    SeqOffsets { name: &'static str, why: String },
+
     /// The operation or combination of options is not supported by the selected kernel.
     #[error("unsupported: {0}")]
     Unsupported(String),

@@ -748,3 +748,203 @@ mod tests {
         assert_eq!(t.shape, vec![2, 3]);
     }
 }
+
+/// Sequence offsets (`cu_seqlens`) from integers: u32, or i32 / i64 / u64 values within
+/// 0 ..= u32::MAX; a 1-D tensor.
+fn offsets_from<T: Copy + TryInto<u32> + std::fmt::Display>(
+    path: &Path,
+    role: &str,
+    shape: &[usize],
+    values: &[T],
+) -> Result<Vec<u32>> {
+    if shape.len() != 1 {
+        return Err(bad(
+            path,
+            format!("{role}: offsets must be a 1-D array of B + 1 entries, got shape {shape:?}"),
+        ));
+    }
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, &x)| {
+            x.try_into().map_err(|_| {
+                bad(
+                    path,
+                    format!("{role}: offset {x} at entry {i} is not in 0 ..= 2^32 - 1"),
+                )
+            })
+        })
+        .collect()
+}
+
+/// Reads sequence offsets (`cu_seqlens`, B + 1 entries) from a 1-D `.npy` file of uint32
+/// (`<u4`), int32 (`<i4`), int64 (`<i8`) or uint64 (`<u8`) values.
+pub fn read_npy_offsets(path: &Path, role: &str) -> Result<Vec<u32>> {
+    let bytes = read_all(path)?;
+    let (header, data_start) = parse_npy_header(path, &bytes, role)?;
+    let npy = npyz::NpyFile::with_header(header, &bytes[data_start..]);
+    if npy.order() == npyz::Order::Fortran && npy.shape().len() > 1 {
+        return Err(bad(path, format!("{role}: Fortran-order arrays are not supported")));
+    }
+    let shape: Vec<usize> = npy.shape().iter().map(|&n| n as usize).collect();
+    let type_str = match npy.dtype() {
+        npyz::DType::Plain(t) => t.to_string(),
+        other => {
+            return Err(bad(
+                path,
+                format!("{role}: structured dtype {other:?} is not supported"),
+            ))
+        }
+    };
+    let elems = shape.iter().product::<usize>() as u64;
+    let size = match type_str.as_str() {
+        "<u4" | ">u4" | "<i4" | ">i4" => 4,
+        "<i8" | ">i8" | "<u8" | ">u8" => 8,
+        other => {
+            return Err(bad(
+                path,
+                format!("{role}: dtype {other} is not supported for offsets (expected uint32 <u4, int32 <i4, int64 <i8 or uint64 <u8)"),
+            ))
+        }
+    };
+    if elems.saturating_mul(size) > (bytes.len() - data_start) as u64 {
+        return Err(bad(path, format!("{role}: truncated data for shape {shape:?}")));
+    }
+    let read_err = |e: std::io::Error| bad(path, format!("{role}: {e}"));
+    match &type_str[1..] {
+        "u4" => offsets_from(path, role, &shape, &npy.into_vec::<u32>().map_err(read_err)?),
+        "i4" => offsets_from(path, role, &shape, &npy.into_vec::<i32>().map_err(read_err)?),
+        "i8" => offsets_from(path, role, &shape, &npy.into_vec::<i64>().map_err(read_err)?),
+        _ => offsets_from(path, role, &shape, &npy.into_vec::<u64>().map_err(read_err)?),
+    }
+}
+
+/// Reads sequence offsets (`cu_seqlens`) named `name` from `.safetensors` bytes: a 1-D U32, I32,
+/// I64 or U64 tensor.
+pub fn read_safetensors_offsets(path: &Path, bytes: &[u8], name: &str) -> Result<Vec<u32>> {
+    let st = safetensors::SafeTensors::deserialize(bytes)
+        .map_err(|e| bad(path, format!("not a valid .safetensors file ({e})")))?;
+    let view = st.tensor(name).map_err(|_| {
+        let mut names = st.names();
+        names.sort();
+        bad(
+            path,
+            format!("no tensor named {name:?} (the file has: {})", names.join(", ")),
+        )
+    })?;
+    let (shape, raw) = (view.shape().to_vec(), view.data());
+    let role = format!("tensor {name:?}");
+    match view.dtype() {
+        safetensors::Dtype::U32 => {
+            let v: Vec<u32> = raw
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            offsets_from(path, &role, &shape, &v)
+        }
+        safetensors::Dtype::I32 => {
+            let v: Vec<i32> = raw
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            offsets_from(path, &role, &shape, &v)
+        }
+        safetensors::Dtype::I64 | safetensors::Dtype::U64 => {
+            let signed = view.dtype() == safetensors::Dtype::I64;
+            let words = raw.chunks_exact(8).map(|c| <[u8; 8]>::try_from(c).unwrap_or_default());
+            match signed {
+                true => offsets_from(path, &role, &shape, &words.map(i64::from_le_bytes).collect::<Vec<_>>()),
+                false => offsets_from(path, &role, &shape, &words.map(u64::from_le_bytes).collect::<Vec<_>>()),
+            }
+        }
+        other => Err(bad(
+            path,
+            format!("{role}: dtype {other:?} is not supported for offsets (expected U32, I32, I64 or U64)"),
+        )),
+    }
+}
+
+/// Inputs of [`run_varlen`]: packed Q [total_q, Hq, Dk] (f32 or f16), K [total_k, Hkv, Dk] and
+/// V [total_k, Hkv, Dv] in Q's dtype, and the B + 1 offsets of each side.
+#[derive(Debug, Clone)]
+pub struct VarlenRunInputs {
+    /// Packed queries.
+    pub q: HostTensor,
+    /// Packed keys.
+    pub k: HostTensor,
+    /// Packed values.
+    pub v: HostTensor,
+    /// Query offsets.
+    pub cu_seqlens_q: Vec<u32>,
+    /// Key offsets.
+    pub cu_seqlens_k: Vec<u32>,
+}
+
+/// Outputs of [`run_varlen`].
+#[derive(Debug, Clone)]
+pub struct VarlenRunOutputs {
+    /// O [total_q, Hq, Dv] in Q's dtype.
+    pub out: HostTensor,
+    /// LSE [Hq, total_q] (f32), when requested.
+    pub lse: Option<HostTensor>,
+    /// O (and LSE when returned) against the CPU reference, when requested.
+    pub checks: Vec<(&'static str, Comparison)>,
+}
+
+/// Runs variable-length attention ([`crate::attention_varlen()`]) on file inputs: `opts` gives
+/// scale, softcap, causal, window, dropout and `return_lse`. With `check`, O and the LSE are
+/// compared with [`reference::sdpa_varlen`] (tolerance of Q's dtype).
+pub fn run_varlen(
+    ctx: &Context,
+    inputs: &VarlenRunInputs,
+    opts: &AttentionOptions,
+    check: bool,
+) -> Result<VarlenRunOutputs> {
+    let dtype = inputs.q.dtype();
+    for (role, t) in [("q", &inputs.q), ("k", &inputs.k), ("v", &inputs.v)] {
+        check_role(t, role, true)?;
+        if t.dtype() != dtype {
+            return Err(Error::DType {
+                name: role,
+                got: t.dtype(),
+                expected: dtype.name(),
+            });
+        }
+    }
+    let seqs = crate::attention::Varlen::from_offsets(ctx, &inputs.cu_seqlens_q, &inputs.cu_seqlens_k)?;
+    let (q, k, v) = (inputs.q.upload(ctx)?, inputs.k.upload(ctx)?, inputs.v.upload(ctx)?);
+    let call = Attention::varlen(ctx, &q, &k, &v, &seqs, opts)?;
+    call.submit()?;
+    let res = call.output();
+    let out = HostTensor::download(ctx, &res.out)?;
+    let lse = res.lse.as_ref().map(|t| HostTensor::download(ctx, t)).transpose()?;
+    let mut checks = Vec::new();
+    if check {
+        let f = |t: &HostTensor| t.to_f32().unwrap_or_default();
+        let (qf, kf, vf) = (f(&inputs.q), f(&inputs.k), f(&inputs.v));
+        let (qs, vs) = (q.shape(), v.shape());
+        let expected = reference::sdpa_varlen(
+            &reference::VarlenHostInputs {
+                hq: qs[1],
+                hkv: vs[1],
+                dk: qs[2],
+                dv: vs[2],
+                q: &qf,
+                k: &kf,
+                v: &vf,
+                cu_seqlens_q: &inputs.cu_seqlens_q,
+                cu_seqlens_k: &inputs.cu_seqlens_k,
+            },
+            opts,
+        );
+        let tol = match dtype {
+            DType::F16 => Tolerance::F16,
+            _ => Tolerance::F32,
+        };
+        checks.push(("out", reference::compare(&f(&out), &expected.out, tol)));
+        if let Some(l) = &lse {
+            checks.push(("lse", reference::compare(&f(l), &expected.lse, tol)));
+        }
+    }
+    Ok(VarlenRunOutputs { out, lse, checks })
+}

@@ -37,10 +37,11 @@ enum Command {
     },
     /// Benchmark attention kernels (any variant of the family) over shapes and check them against
     /// the CPU reference.
-    Bench(BenchArgs),
+    Bench(Box<BenchArgs>),
     /// Run attention (any variant of the family) on tensors from .npy or .safetensors files.
     Run(Box<RunArgs>),
-    /// Tune the fused kernel's tiles for this adapter and store them in the tuning cache.
+    /// Tune the fused kernel's tiles and the decode kernel's designs and splits for this adapter
+    /// and store them in the tuning cache.
     Tune(TuneArgs),
     /// Compile the pipelines of call shapes ahead of their first use (later processes start warm
     /// where the device has PIPELINE_CACHE or the driver caches compiled shaders on disk).
@@ -167,6 +168,12 @@ struct BenchArgs {
     /// Valid keys per batch, comma-separated (one per batch of every shape): uneven sequences.
     #[arg(long, value_delimiter = ',')]
     key_lengths: Vec<u32>,
+    /// Prefill of packed variable-length sequences of these lengths (comma-separated, queries =
+    /// keys) against the padded dense call on the same sequences; heads and head dim from the
+    /// first --shape (B,Hq,Hkv,L,D: B and L ignored; default 8 heads of 64), --causal (each
+    /// alignment given, per sequence), --dtype, --warmup, --iters.
+    #[arg(long, value_delimiter = ',', value_name = "LENGTHS")]
+    varlen: Vec<u32>,
     /// Run through `Context::from_device` on a device created here, as a downstream crate does,
     /// instead of the crate's own context.
     #[arg(long)]
@@ -231,6 +238,30 @@ struct RunArgs {
     /// Name of the bias tensor in the .safetensors file (used when present, or required when given).
     #[arg(long)]
     bias_name: Option<String>,
+    /// Packed variable-length sequences (sdpa and dot): query offsets [B+1] as a 1-D .npy of
+    /// uint32, int32 or int64 (first 0, nondecreasing). Q, K, V are then packed [total, H, D]
+    /// tensors; out is [total_q, Hq, Dv], lse [Hq, total_q]; causal and windows align per sequence.
+    #[arg(
+        long,
+        value_name = "FILE.npy",
+        requires = "cu_seqlens_k",
+        conflicts_with = "safetensors"
+    )]
+    cu_seqlens_q: Option<PathBuf>,
+    /// Key offsets [B+1] of packed sequences, as --cu-seqlens-q.
+    #[arg(
+        long,
+        value_name = "FILE.npy",
+        requires = "cu_seqlens_q",
+        conflicts_with = "safetensors"
+    )]
+    cu_seqlens_k: Option<PathBuf>,
+    /// Name of the query offsets in the .safetensors file (packed sequences; U32, I32 or I64).
+    #[arg(long, requires_all = ["cu_seqlens_k_name", "safetensors"])]
+    cu_seqlens_q_name: Option<String>,
+    /// Name of the key offsets in the .safetensors file (packed sequences).
+    #[arg(long, requires_all = ["cu_seqlens_q_name", "safetensors"])]
+    cu_seqlens_k_name: Option<String>,
     /// Storage dtype the float inputs are converted to (default: the dtype of the first input).
     #[arg(long, value_enum)]
     dtype: Option<DTypeArg>,
@@ -472,6 +503,9 @@ fn peak_cmd(iters: u32, json: Option<&Path>) -> Result<()> {
 }
 
 fn bench_cmd(a: &BenchArgs) -> Result<()> {
+    if !a.varlen.is_empty() {
+        return bench_varlen_cmd(a);
+    }
     if a.preset.as_deref() == Some("decode") && a.shapes.is_empty() {
         return decode_bench_cmd(a);
     }
@@ -693,6 +727,90 @@ fn alibi_slopes(a: &RunArgs, max_bytes: u64) -> Result<Option<Vec<f32>>> {
     }
 }
 
+/// `bench --varlen LENGTHS`: packed sequences against the padded dense call.
+fn bench_varlen_cmd(a: &BenchArgs) -> Result<()> {
+    use wgpu_attention::bench::varlen::{bench_varlen, VarlenBenchOptions};
+    if a.preset.is_some() || a.shapes.len() > 1 || !a.key_lengths.is_empty() || a.window.is_some() {
+        bail!("--varlen takes at most one --shape (its heads and head dim) and no --preset, --key-lengths or --window");
+    }
+    if a.varlen.iter().all(|&l| l == 0) {
+        bail!("--varlen needs at least one sequence longer than 0");
+    }
+    let p = a.shapes.first().copied().unwrap_or(Problem {
+        b: 1,
+        hq: 8,
+        hkv: 8,
+        lq: 1,
+        lk: 1,
+        dk: 64,
+        dv: 64,
+    });
+    if p.dk != p.dv {
+        bail!("--varlen measures Dk = Dv: give a shape B,Hq,Hkv,L,D");
+    }
+    let ctx = match a.borrowed_device {
+        true => borrowed_context()?,
+        false => context()?,
+    };
+    let causal: Vec<Option<Alignment>> = match a.causal.is_empty() {
+        true => vec![None],
+        false => a.causal.iter().map(|c| c.alignment()).collect(),
+    };
+    println!("adapter: {}", wgpu_attention::bench::AdapterReport::of(&ctx).summary());
+    println!(
+        "lengths {:?}, Hq={} Hkv={} D={} {}",
+        a.varlen,
+        p.hq,
+        p.hkv,
+        p.dk,
+        a.dtype.dtype().name()
+    );
+    println!("path         causal        median_ms     min_ms  GFLOP/s  time/varlen  max_abs_diff");
+    let mut reports = Vec::new();
+    for c in causal {
+        let opts = VarlenBenchOptions {
+            lengths: a.varlen.clone(),
+            hq: p.hq,
+            hkv: p.hkv,
+            d: p.dk,
+            causal: c,
+            dtype: a.dtype.dtype(),
+            warmup: a.warmup,
+            iters: a.iters.max(1),
+        };
+        let r = bench_varlen(&ctx, &opts).map_err(cli_error)?;
+        let name = match c {
+            None => "none",
+            Some(Alignment::TopLeft) => "top-left",
+            Some(Alignment::BottomRight) => "bottom-right",
+        };
+        for row in &r.rows {
+            println!(
+                "{:<12} {:<12} {:>10.3} {:>10.3} {:>8.2} {:>11.3}x {:>13.1e}",
+                row.path,
+                name,
+                row.median_ms,
+                row.min_ms,
+                row.gflops,
+                row.median_ms / r.rows[0].median_ms,
+                row.max_abs_diff
+            );
+        }
+        println!(
+            "varlen / padded (same [B, L, H, D] layout) median time: {:.3}",
+            r.ratio()
+        );
+        reports.push(r);
+    }
+    if let Some(r) = reports.first() {
+        println!("timer: {}", r.timer);
+    }
+    if let Some(path) = &a.json {
+        report::write_json(path, &reports)?;
+    }
+    Ok(())
+}
+
 fn run_cmd(a: &RunArgs) -> Result<()> {
     if a.kv_cache_mode() {
         return run_kv_cache_cmd(a);
@@ -706,6 +824,9 @@ fn run_cmd(a: &RunArgs) -> Result<()> {
     if let Some(path) = &a.safetensors {
         // Tensors larger than the device can hold are refused from the header, before reading.
         files::check_safetensors(path, ctx.limits().max_buffer_size)?;
+    }
+    if a.cu_seqlens_q.is_some() || a.cu_seqlens_q_name.is_some() {
+        return run_varlen_cmd(a, &ctx, dtype);
     }
     let mut inputs = match v {
         Variant::Sdpa | Variant::Dot => sdpa_inputs(a, dtype, ctx.limits().max_buffer_size)?,
@@ -763,6 +884,75 @@ fn run_cmd(a: &RunArgs) -> Result<()> {
     }
     for (path, name) in output_files(a) {
         if let (Some(path), Some((_, t))) = (path, res.outputs.iter().find(|(n, _)| *n == name)) {
+            files::write_npy(path, t)?;
+            println!("wrote {}", path.display());
+        }
+    }
+    if !passed {
+        bail!("output outside the reference tolerance");
+    }
+    Ok(())
+}
+
+/// `run` on packed variable-length sequences (`--cu-seqlens-q/-k`): sdpa or dot, no mask, bias
+/// or weights, on the fused kernel.
+fn run_varlen_cmd(a: &RunArgs, ctx: &Context, dtype: Option<DType>) -> Result<()> {
+    let v = a.variant;
+    if !matches!(v, Variant::Sdpa | Variant::Dot) {
+        bail!("--cu-seqlens-q/--cu-seqlens-k apply to --variant sdpa and dot only, not {v}");
+    }
+    let masks = a.mask.is_some() || a.bias.is_some() || a.mask_name.is_some() || a.bias_name.is_some();
+    if masks {
+        bail!("--mask and --bias do not apply to packed sequences (--cu-seqlens-q): mask with --causal, --window or the offsets");
+    }
+    if a.weights.is_some() || matches!(a.kernel, RunKernelArg::Staged | RunKernelArg::Decode) {
+        bail!("packed sequences (--cu-seqlens-q) run on the fused kernel: no --weights, --kernel auto or fused");
+    }
+    let (cu_q, cu_k) = match (&a.safetensors, &a.cu_seqlens_q_name, &a.cu_seqlens_k_name) {
+        (Some(path), Some(nq), Some(nk)) => {
+            let bytes = std::fs::read(path).with_context(|| path.display().to_string())?;
+            (
+                files::read_safetensors_offsets(path, &bytes, nq)?,
+                files::read_safetensors_offsets(path, &bytes, nk)?,
+            )
+        }
+        _ => match (&a.cu_seqlens_q, &a.cu_seqlens_k) {
+            (Some(q), Some(k)) => (
+                files::read_npy_offsets(q, "cu-seqlens-q")?,
+                files::read_npy_offsets(k, "cu-seqlens-k")?,
+            ),
+            _ => bail!("give both --cu-seqlens-q and --cu-seqlens-k (or both names with --safetensors)"),
+        },
+    };
+    let inputs = sdpa_inputs(a, dtype, ctx.limits().max_buffer_size)?;
+    if let Some(name) = ["mask", "bias"].into_iter().find(|n| inputs.get(n).is_some()) {
+        bail!("the file's {name} tensor does not apply to packed sequences (--cu-seqlens-q-name): mask with --causal, --window or the offsets");
+    }
+    let get = |name: &str| inputs.get(name).cloned().context(format!("missing {name}"));
+    let run_inputs = files::VarlenRunInputs {
+        q: get("q")?,
+        k: get("k")?,
+        v: get("v")?,
+        cu_seqlens_q: cu_q,
+        cu_seqlens_k: cu_k,
+    };
+    let mut opts = attention_options(a);
+    if v == Variant::Dot {
+        opts.scale = Some(a.scale.unwrap_or(1.0));
+    }
+    let notice = pipeline_notice();
+    let res = files::run_varlen(ctx, &run_inputs, &opts, a.check).map_err(cli_error);
+    drop(notice);
+    let res = res?;
+    let mut shapes = vec![format!("out {:?} {}", res.out.shape, res.out.dtype())];
+    shapes.extend(res.lse.as_ref().map(|l| format!("lse {:?} {}", l.shape, l.dtype())));
+    println!("{v} (fused kernel, packed sequences): {}", shapes.join(", "));
+    let mut passed = true;
+    for (name, c) in &res.checks {
+        passed &= report_check(name, c);
+    }
+    for (path, t) in [(&a.out, Some(&res.out)), (&a.lse, res.lse.as_ref())] {
+        if let (Some(path), Some(t)) = (path, t) {
             files::write_npy(path, t)?;
             println!("wrote {}", path.display());
         }

@@ -1801,3 +1801,159 @@ fn run_over_a_contiguous_kv_cache_from_safetensors() {
         assert!(c.ok(), "sequence {s}: {c}");
     }
 }
+
+/// `run --cu-seqlens-q/-k`: packed sequences from .npy (u32 and int64 offsets) and from a
+/// .safetensors file (I32 offsets), checked against the reference; bad offsets are one-line errors.
+#[test]
+fn run_packed_sequences_match_the_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |n: &str| dir.path().join(n);
+    let (hq, hkv, dk, dv) = (2usize, 1usize, 8usize, 8usize);
+    let (cu_q, cu_k) = ([0u32, 3, 3, 10], [0u32, 5, 7, 14]);
+    let (tq, tk) = (10usize, 14usize);
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let (q, k, v) = (
+        random(&mut rng, tq * hq * dk),
+        random(&mut rng, tk * hkv * dk),
+        random(&mut rng, tk * hkv * dv),
+    );
+    write_npy(&d("q.npy"), &f32_tensor(&[tq, hq, dk], q.clone())).unwrap();
+    write_npy(&d("k.npy"), &f32_tensor(&[tk, hkv, dk], k.clone())).unwrap();
+    write_npy(&d("v.npy"), &f32_tensor(&[tk, hkv, dv], v.clone())).unwrap();
+    let u32_npy = |name: &str, x: &[u32]| {
+        let t = HostTensor {
+            shape: vec![x.len()],
+            data: HostData::U32(x.to_vec()),
+        };
+        write_npy(&d(name), &t).unwrap();
+    };
+    u32_npy("cu_q.npy", &cu_q);
+    u32_npy("cu_q_bad.npy", &[0, 4, 3, 10]);
+    u32_npy("cu_q_long.npy", &[0, 4, 4, 11]);
+    {
+        use npyz::WriterBuilder;
+        let mut buf = Vec::new();
+        let mut w = npyz::WriteOptions::new()
+            .default_dtype()
+            .shape(&[4])
+            .writer(&mut buf)
+            .begin_nd()
+            .unwrap();
+        w.extend(cu_k.iter().map(|&x| x as i64)).unwrap();
+        w.finish().unwrap();
+        std::fs::write(d("cu_k.npy"), buf).unwrap();
+    }
+    let run = |cu_q: &str, extra: &[&str]| -> Command {
+        let mut c = cli();
+        c.arg("run");
+        for (flag, file) in [
+            ("--q", "q.npy"),
+            ("--k", "k.npy"),
+            ("--v", "v.npy"),
+            ("--cu-seqlens-q", cu_q),
+            ("--cu-seqlens-k", "cu_k.npy"),
+        ] {
+            c.arg(flag).arg(d(file));
+        }
+        c.args(extra);
+        c
+    };
+    let out = ok(run(
+        "cu_q.npy",
+        &["--causal", "bottom-right", "--softcap", "2", "--check", "--out"],
+    )
+    .arg(d("o.npy"))
+    .arg("--lse")
+    .arg(d("lse.npy")));
+    assert_checks_pass(&out, &["out", "lse"]);
+    let opts = AttentionOptions {
+        causal: Some(Alignment::BottomRight),
+        softcap: Some(2.0),
+        ..Default::default()
+    };
+    let r = reference::sdpa_varlen(
+        &reference::VarlenHostInputs {
+            hq,
+            hkv,
+            dk,
+            dv,
+            q: &q,
+            k: &k,
+            v: &v,
+            cu_seqlens_q: &cu_q,
+            cu_seqlens_k: &cu_k,
+        },
+        &opts,
+    );
+    let o = read_npy(&d("o.npy"), "o").unwrap();
+    assert_eq!(o.shape, vec![tq, hq, dv]);
+    let c = reference::compare(&o.to_f32().unwrap(), &r.out, Tolerance::F32);
+    assert!(c.ok(), "{c}");
+    let lse = read_npy(&d("lse.npy"), "lse").unwrap();
+    assert_eq!(lse.shape, vec![hq, tq]);
+    assert!(reference::compare(&lse.to_f32().unwrap(), &r.lse, Tolerance::F32).ok());
+
+    fails_with(&mut run("cu_q_bad.npy", &[]), "must not decrease");
+    fails_with(&mut run("cu_q_long.npy", &[]), "past the 10 rows of q");
+    fails_with(&mut run("cu_q.npy", &["--kernel", "staged"]), "fused kernel");
+    fails_with(&mut run("q.npy", &[]), "not supported for offsets");
+    fails_with(&mut run("cu_q.npy", &["--variant", "additive"]), "--variant");
+
+    // The same call from a .safetensors file with I32 offsets, f16 storage.
+    let st = d("packed.safetensors");
+    let bytes = |x: &[f32]| x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>();
+    let ints = |x: &[u32]| x.iter().flat_map(|&v| (v as i32).to_le_bytes()).collect::<Vec<u8>>();
+    write_safetensors(
+        &st,
+        &[
+            ("q", safetensors::Dtype::F32, vec![tq, hq, dk], bytes(&q)),
+            ("k", safetensors::Dtype::F32, vec![tk, hkv, dk], bytes(&k)),
+            ("v", safetensors::Dtype::F32, vec![tk, hkv, dv], bytes(&v)),
+            ("cu_q", safetensors::Dtype::I32, vec![4], ints(&cu_q)),
+            ("cu_k", safetensors::Dtype::I32, vec![4], ints(&cu_k)),
+        ],
+    );
+    let out = ok(cli()
+        .args(["run", "--safetensors"])
+        .arg(&st)
+        .args(["--cu-seqlens-q-name", "cu_q", "--cu-seqlens-k-name", "cu_k"])
+        .args(["--causal", "top-left", "--dtype", "f16", "--check"]));
+    assert_checks_pass(&out, &["out"]);
+}
+
+/// `bench --varlen`: packed against padded prefill, every path computing the same rows.
+#[test]
+fn bench_varlen_compares_packed_and_padded_prefill() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("varlen.json");
+    let out = ok(cli()
+        .args([
+            "bench",
+            "--varlen",
+            "5,0,17",
+            "--shape",
+            "1,2,1,1,16",
+            "--causal",
+            "bottom-right",
+        ])
+        .args(["--warmup", "1", "--iters", "2", "--json"])
+        .arg(&report));
+    let s = stdout(&out);
+    assert!(
+        s.contains("varlen / padded (same [B, L, H, D] layout) median time"),
+        "{s}"
+    );
+    let r = json(&report);
+    let rows = r[0]["rows"].as_array().unwrap();
+    let paths: Vec<&str> = rows.iter().map(|row| row["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["varlen", "padded", "padded-bhld"]);
+    for row in rows {
+        assert!(row["median_ms"].as_f64().unwrap() > 0.0, "{row}");
+        assert!(row["max_abs_diff"].as_f64().unwrap() <= 1e-5, "{row}");
+    }
+    fails_with(cli().args(["bench", "--varlen", "0,0"]), "longer than 0");
+    fails_with(
+        cli().args(["bench", "--varlen", "4", "--preset", "seq"]),
+        "--varlen takes at most one --shape",
+    );
+}

@@ -122,16 +122,19 @@ fn flash_kernel_validates_for_odd_head_dims() {
         },
     );
     for (dk, dv) in [(8, 8), (24, 40), (256, 256), (3, 5)] {
-        let c: HashMap<String, f64> = [
-            ("DK", dk),
-            ("DV", dv),
-            ("DK4", (dk + 3) / 4),
-            ("DV4", (dv + 3) / 4),
-            ("WORKGROUP", 32),
-        ]
-        .into_iter()
-        .map(|(n, v)| (n.to_string(), v as f64))
-        .collect();
-        validate(&src, &c).unwrap_or_else(|e| panic!("Dk={dk} Dv={dv}: {e}"));
+        for varlen in [0, 1] {
+            let c: HashMap<String, f64> = [
+                ("DK", dk),
+                ("DV", dv),
+                ("DK4", (dk + 3) / 4),
+                ("DV4", (dv + 3) / 4),
+                ("WORKGROUP", 32),
+                ("VARLEN", varlen),
+            ]
+            .into_iter()
+            .map(|(n, v)| (n.to_string(), v as f64))
+            .collect();
+            validate(&src, &c).unwrap_or_else(|e| panic!("Dk={dk} Dv={dv} VARLEN={varlen}: {e}"));
+        }
     }
 }

@@ -12,7 +12,28 @@
 // flags (bottom-right alignment with key lengths), min(len_b, Lk) − Lq so that each sequence's
 // last query lines up with its last valid key. Kernels that skip key ranges use these too.
 fn seq_offset(b: u32) -> i32 {
+    if (has_flag(FLAG_VARLEN)) {
+        return i32(varlen_len_k) - i32(varlen_len_q);
+    }
     return i32(min(key_lengths[b], params.len_k)) - i32(params.len_q);
+}
+
+// Packed sequences (FLAG_VARLEN): sequence b's queries are rows [cu_q[b], cu_q[b + 1]) of the packed
+// Q and O, its keys rows [cu_k[b], cu_k[b + 1]) of K and V, with cu_q in binding 9 and cu_k in
+// binding 10 (no boolean mask or key lengths then). Offsets are clamped to the packed rows
+// (total_q, total_k), so inconsistent offsets never address outside the tensors. Returns (first
+// query row, query rows, first key row, keys) and keeps the lengths for `seq_offset`.
+var<private> varlen_len_q: u32;
+var<private> varlen_len_k: u32;
+
+fn enter_sequence(b: u32) -> vec4<u32> {
+    let q0 = min(mask_bytes[b], params.total_q);
+    let q1 = clamp(mask_bytes[b + 1u], q0, params.total_q);
+    let k0 = min(key_lengths[b], params.total_k);
+    let k1 = clamp(key_lengths[b + 1u], k0, params.total_k);
+    varlen_len_q = q1 - q0;
+    varlen_len_k = k1 - k0;
+    return vec4<u32>(q0, varlen_len_q, k0, varlen_len_k);
 }
 
 fn causal_offset(b: u32) -> i32 {

@@ -9,6 +9,9 @@
 //!      additive scores of `naive_additive.rs`;
 //! 3. recording ([`Attention::encode`]) into any command encoder, as often as wanted.
 //!
+//! `varlen.rs` plans packed variable-length sequences ([`attention_varlen`]) on the fused kernel
+//! with its own validation (packed shapes, sequence offsets).
+//!
 //! `params.rs` fills the uniform every attention kernel reads from the options.
 
 mod decode;
@@ -19,12 +22,14 @@ mod params;
 mod plan;
 mod staged;
 mod validate;
+mod varlen;
 mod warm;
 
 pub(crate) use params::base_params;
 pub(crate) use plan::{Extras, LocalWindows};
 pub(crate) use validate::require_nonempty;
 pub use validate::validate;
+pub use varlen::{attention_varlen, attention_varlen_encode, validate_varlen, Varlen};
 
 use crate::context::Context;
 use crate::error::Result;

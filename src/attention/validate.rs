@@ -77,24 +77,7 @@ pub fn validate(ctx: &Context, q: &Tensor, k: &Tensor, v: &Tensor, opts: &Attent
             max: u32::MAX as u64,
         });
     }
-    if let Some(s) = opts.scale {
-        if !s.is_finite() {
-            return Err(Error::InvalidOption {
-                name: "scale",
-                value: s as f64,
-                why: "must be finite",
-            });
-        }
-    }
-    if let Some(c) = opts.softcap {
-        if !(c.is_finite() && c > 0.0) {
-            return Err(Error::InvalidOption {
-                name: "softcap",
-                value: c as f64,
-                why: "must be finite and > 0",
-            });
-        }
-    }
+    check_scalar_options(opts)?;
     let target = [p.b, p.hq, p.lq, p.lk];
     if let Some(bias) = &opts.bias {
         check_broadcast("bias", bias, target)?;
@@ -140,45 +123,13 @@ pub fn validate(ctx: &Context, q: &Tensor, k: &Tensor, v: &Tensor, opts: &Attent
             });
         }
     }
-    if let Some(slopes) = &opts.alibi_slopes {
-        if slopes.len() != p.hq {
-            return Err(Error::ShapeMismatch {
-                name: "alibi_slopes",
-                expected: vec![p.hq],
-                got: vec![slopes.len()],
-            });
-        }
-        if p.hq > MAX_ALIBI_HEADS {
-            return Err(Error::Limit {
-                what: format!("ALiBi slopes for {} query heads", p.hq),
-                limit: "4096 heads (one uniform buffer of slopes)",
-                needed: p.hq as u64,
-                max: MAX_ALIBI_HEADS as u64,
-            });
-        }
-        if let Some(&s) = slopes.iter().find(|s| !s.is_finite()) {
-            return Err(Error::InvalidOption {
-                name: "alibi_slopes",
-                value: s as f64,
-                why: "every slope must be finite",
-            });
-        }
-    }
+    check_alibi(opts, p.hq)?;
     if opts.align_to_key_lengths && opts.key_lengths.is_none() {
         return Err(Error::InvalidOption {
             name: "align_to_key_lengths",
             value: 1.0,
             why: "aligns to the key lengths: give key_lengths too",
         });
-    }
-    if let Some(d) = &opts.dropout {
-        if !(d.p.is_finite() && (0.0..1.0).contains(&d.p)) {
-            return Err(Error::InvalidOption {
-                name: "dropout.p",
-                value: d.p as f64,
-                why: "must be in [0, 1)",
-            });
-        }
     }
     if let Some(out) = &opts.out {
         let expected = vec![p.b, p.hq, p.lq, p.dv];
@@ -228,6 +179,35 @@ pub fn validate(ctx: &Context, q: &Tensor, k: &Tensor, v: &Tensor, opts: &Attent
         )));
     }
     Ok(p)
+}
+
+/// ALiBi slopes: one finite slope per query head, at most [`MAX_ALIBI_HEADS`].
+pub(super) fn check_alibi(opts: &AttentionOptions, hq: usize) -> Result<()> {
+    if let Some(slopes) = &opts.alibi_slopes {
+        if slopes.len() != hq {
+            return Err(Error::ShapeMismatch {
+                name: "alibi_slopes",
+                expected: vec![hq],
+                got: vec![slopes.len()],
+            });
+        }
+        if hq > MAX_ALIBI_HEADS {
+            return Err(Error::Limit {
+                what: format!("ALiBi slopes for {} query heads", hq),
+                limit: "4096 heads (one uniform buffer of slopes)",
+                needed: hq as u64,
+                max: MAX_ALIBI_HEADS as u64,
+            });
+        }
+        if let Some(&s) = slopes.iter().find(|s| !s.is_finite()) {
+            return Err(Error::InvalidOption {
+                name: "alibi_slopes",
+                value: s as f64,
+                why: "every slope must be finite",
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The sizes of Q [B, Hq, Lq, Dk], K [B, Hkv, Lk, Dk], V [B, Hkv, Lk, Dv].
@@ -323,6 +303,38 @@ fn paged_problem(q: &Tensor, k: &Tensor, v: &Tensor, table: &Tensor) -> Result<P
     Ok(p)
 }
 
+/// Scale, soft cap and dropout probability: finite and in range.
+pub(super) fn check_scalar_options(opts: &AttentionOptions) -> Result<()> {
+    if let Some(s) = opts.scale {
+        if !s.is_finite() {
+            return Err(Error::InvalidOption {
+                name: "scale",
+                value: s as f64,
+                why: "must be finite",
+            });
+        }
+    }
+    if let Some(c) = opts.softcap {
+        if !(c.is_finite() && c > 0.0) {
+            return Err(Error::InvalidOption {
+                name: "softcap",
+                value: c as f64,
+                why: "must be finite and > 0",
+            });
+        }
+    }
+    if let Some(d) = &opts.dropout {
+        if !(d.p.is_finite() && (0.0..1.0).contains(&d.p)) {
+            return Err(Error::InvalidOption {
+                name: "dropout.p",
+                value: d.p as f64,
+                why: "must be in [0, 1)",
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Q, K and V are rank 4; B and L may be 0 (an empty problem, see [`crate::attention()`]), heads
 /// and head dims may not.
 fn check_qkv_operand(name: &'static str, t: &Tensor) -> Result<()> {
@@ -338,7 +350,7 @@ pub(crate) fn require_nonempty(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<()>
     Ok(())
 }
 
-fn check_rows_contiguous(name: &'static str, t: &Tensor) -> Result<()> {
+pub(super) fn check_rows_contiguous(name: &'static str, t: &Tensor) -> Result<()> {
     if t.strides().last() != Some(&1) && t.shape().last() != Some(&1) {
         return Err(Error::Strides {
             name,

@@ -181,13 +181,17 @@ pub(crate) fn step(
     alibi: Option<&BoundBuffer>,
 ) -> Result<Step> {
     cfg.check(ctx, p.dim_k, p.dim_v)?;
-    let constants = [
+    let mut constants = vec![
         ("WORKGROUP", cfg.workgroup as f64),
         ("DK", p.dim_k as f64),
         ("DV", p.dim_v as f64),
         ("DK4", p.dim_k.div_ceil(4) as f64),
         ("DV4", p.dim_v.div_ceil(4) as f64),
     ];
+    // Packed sequences compile their own pipeline; the dense kernel keeps the default (false).
+    if p.flags & super::flags::VARLEN != 0 {
+        constants.push(("VARLEN", 1.0));
+    }
     let variant = Variant {
         rows: cfg.rows,
         vec4_io: vec4_ok(p),

@@ -48,6 +48,9 @@ pub struct Params {
     pub window_left: i32,
     pub window_right: i32,
     pub lse_off: u32,
+    /// Rows of the packed Q/O and K/V tensors (variable-length attention).
+    pub total_q: u32,
+    pub total_k: u32,
     pub dropout_threshold: u32,
     pub seed_lo: u32,
     pub seed_hi: u32,
@@ -113,10 +116,12 @@ pub mod flags {
     pub const CAUSAL_PER_SEQ: u32 = 1024;
     /// Bottom-right window aligned per batch to its key length.
     pub const WINDOW_PER_SEQ: u32 = 2048;
+    /// Packed variable-length sequences: cu_seqlens in the mask and key-length bindings.
+    pub const VARLEN: u32 = 4096;
     /// ALiBi: scores minus slope_h · |i' − j|.
-    pub const ALIBI: u32 = 4096;
+    pub const ALIBI: u32 = 8192;
     /// ALiBi distances from each batch's bottom-right position (its key length).
-    pub const ALIBI_PER_SEQ: u32 = 8192;
+    pub const ALIBI_PER_SEQ: u32 = 16384;
 }
 
 /// The page uniform of `shaders/common/kv_paged.wgsl` (`struct Pages`).

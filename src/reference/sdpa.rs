@@ -114,6 +114,12 @@ pub struct ReferenceOutput {
 /// Empty axes follow [`crate::attention()`]: B = 0 or Lq = 0 gives empty outputs; Lk = 0 leaves
 /// every row fully masked (O = 0, LSE = −∞, no weights).
 pub fn sdpa(inputs: &HostInputs, opts: &AttentionOptions) -> ReferenceOutput {
+    sdpa_from_batch(inputs, opts, 0)
+}
+
+/// [`sdpa`] on batches numbered from `first_batch` (the b of the dropout counter): one sequence
+/// of a packed batch run alone keeps its own stream.
+pub(super) fn sdpa_from_batch(inputs: &HostInputs, opts: &AttentionOptions, first_batch: usize) -> ReferenceOutput {
     let p = inputs.problem;
     let group = p.hq / p.hkv;
     let scale = opts.scale.map_or(1.0 / (p.dk as f64).sqrt(), |s| s as f64);
@@ -180,7 +186,7 @@ pub fn sdpa(inputs: &HostInputs, opts: &AttentionOptions) -> ReferenceOutput {
                 for (j, &x) in s.iter().enumerate() {
                     let mut pj = (x - m).exp() / sum;
                     if let Some(d) = dropout {
-                        pj *= match super::philox::dropout_keeps(d.seed, d.threshold(), b, h, i, j) {
+                        pj *= match super::philox::dropout_keeps(d.seed, d.threshold(), first_batch + b, h, i, j) {
                             true => 1.0 / (1.0 - d.p as f64),
                             false => 0.0,
                         };
