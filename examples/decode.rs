@@ -2,8 +2,9 @@
 //!
 //! 1. a pool of pages shared by a ragged batch through a block table (pages handed out in a
 //!    shuffled order, as a page allocator would);
-//! 2. prefill: the prompts' rotated keys and values appended in chunks (each sequence takes only
-//!    its remaining prompt rows);
+//! 2. prefill of the ragged prompts through packed variable-length attention (no padding, the
+//!    offsets on the GPU, causal per sequence), then their rotated keys and values appended to
+//!    the cache in one uneven append;
 //! 3. 64 decode steps replayed from prepared calls: the new token's query rotated at its position,
 //!    its key rotated and appended with its value at each sequence's length, attention over the
 //!    cache — recorded with no validation, pipeline lookup or bind-group creation, one submission
@@ -15,9 +16,10 @@
 
 use std::time::Instant;
 
-use wgpu_attention::reference::{self, HostAngles, HostKvCache, HostRope, Tolerance};
+use wgpu_attention::reference::{self, HostAngles, HostKvCache, HostRope, Tolerance, VarlenHostInputs};
 use wgpu_attention::{
-    Alignment, AppendOptions, AttentionOptions, Context, DType, KvCache, PagedLayout, Rope, RopeStyle, Tensor,
+    attention_varlen, Alignment, AppendOptions, AttentionOptions, Context, DType, KvCache, PagedLayout, Rope,
+    RopeStyle, Tensor, Varlen,
 };
 
 const STEPS: usize = 64;
@@ -35,7 +37,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let capacity = layout.pages_per_seq * layout.page_size;
     let prompts = [37u32, 6, 0]; // a ragged batch; the last sequence starts empty
-    let chunk = 16;
     let rope = Rope::new(&ctx, RopeStyle::HalfSplit, d, capacity)?;
     let host_rope = HostRope {
         style: RopeStyle::HalfSplit,
@@ -50,33 +51,91 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     cache.set_block_table(&ctx, &table)?;
     let mut host = HostKvCache::new(b, hkv, capacity, d, d);
 
-    // Prefill in chunks.
-    let mut seed = 0;
-    while cache.lengths().iter().zip(&prompts).any(|(l, p)| l < p) {
-        let counts: Vec<u32> = cache
-            .lengths()
-            .iter()
-            .zip(&prompts)
-            .map(|(&l, &p)| (p - l).min(chunk as u32))
-            .collect();
-        let (k, v) = (
-            token_data(b * hkv * chunk * d, seed),
-            token_data(b * hkv * chunk * d, seed + 1),
-        );
-        seed += 2;
-        let opts = AppendOptions {
-            lengths: Some(counts.clone()),
-            rope: Some(rope.clone()),
-        };
-        let shape = [b, hkv, chunk, d];
-        cache.append_with(
-            &ctx,
-            &Tensor::from_slice(&ctx, &k, &shape)?,
-            &Tensor::from_slice(&ctx, &v, &shape)?,
-            &opts,
-        )?;
-        host.append(&k, &v, chunk, Some(&counts), Some(&host_rope))?;
+    // Prefill. The prompts' projections, packed row after row ([total, H, D], no padding) and
+    // rotated at their positions within each prompt (a model's projection kernels would do this).
+    let mut cu = vec![0u32];
+    for l in prompts {
+        cu.push(cu[cu.len() - 1] + l);
     }
+    let total = cu[b] as usize;
+    let rotate = |x: Vec<f32>, heads: usize| -> Vec<f32> {
+        let mut out = Vec::with_capacity(x.len());
+        for s in 0..b {
+            for pos in 0..prompts[s] as usize {
+                for h in 0..heads {
+                    let row = ((cu[s] as usize + pos) * heads + h) * d;
+                    out.extend(host_rope.rotate_row(&x[row..row + d], pos).iter().map(|&v| v as f32));
+                }
+            }
+        }
+        out
+    };
+    let q = rotate(token_data(total * hq * d, 0), hq);
+    let k = rotate(token_data(total * hkv * d, 1), hkv);
+    let v = token_data(total * hkv * d, 2);
+    let mut seed = 3;
+    // Prefill attention over the packed prompts: causal per sequence, offsets read on the GPU.
+    let seqs = Varlen::from_offsets(&ctx, &cu, &cu)?;
+    let causal = AttentionOptions {
+        causal: Some(Alignment::BottomRight),
+        ..Default::default()
+    };
+    let prefill = attention_varlen(
+        &ctx,
+        &Tensor::from_slice(&ctx, &q, &[total, hq, d])?,
+        &Tensor::from_slice(&ctx, &k, &[total, hkv, d])?,
+        &Tensor::from_slice(&ctx, &v, &[total, hkv, d])?,
+        &seqs,
+        &causal,
+    )?;
+    let expected = reference::sdpa_varlen(
+        &VarlenHostInputs {
+            hq,
+            hkv,
+            dk: d,
+            dv: d,
+            q: &q,
+            k: &k,
+            v: &v,
+            cu_seqlens_q: &cu,
+            cu_seqlens_k: &cu,
+        },
+        &causal,
+    );
+    let c = reference::compare(&prefill.out.to_vec::<f32>(&ctx)?, &expected.out, Tolerance::F32);
+    if !c.ok() {
+        return Err(format!("prefill differs from the CPU reference: {c}").into());
+    }
+    println!("prefill of prompts {prompts:?} packed without padding matches the CPU reference ({c})");
+    // The prompts' (already rotated) keys and values into the cache: one uneven append from
+    // [B, Hkv, longest prompt, D].
+    let longest = prompts.iter().copied().max().unwrap_or(0) as usize;
+    let padded = |x: &[f32]| {
+        let mut out = vec![0.0f32; b * hkv * longest * d];
+        for s in 0..b {
+            for pos in 0..prompts[s] as usize {
+                for h in 0..hkv {
+                    let src = ((cu[s] as usize + pos) * hkv + h) * d;
+                    let dst = ((s * hkv + h) * longest + pos) * d;
+                    out[dst..dst + d].copy_from_slice(&x[src..src + d]);
+                }
+            }
+        }
+        out
+    };
+    let (kp, vp) = (padded(&k), padded(&v));
+    let shape = [b, hkv, longest, d];
+    let counts = AppendOptions {
+        lengths: Some(prompts.to_vec()),
+        rope: None,
+    };
+    cache.append_with(
+        &ctx,
+        &Tensor::from_slice(&ctx, &kp, &shape)?,
+        &Tensor::from_slice(&ctx, &vp, &shape)?,
+        &counts,
+    )?;
+    host.append(&kp, &vp, longest, Some(&prompts), None)?;
     println!("prefilled lengths {:?}", cache.lengths());
 
     // Decode: the inputs live in fixed tensors; everything else is prepared once.
