@@ -7,7 +7,7 @@
 // [B, Hq, Lq, S] rows (of the dispatch's batches). `shaders/decode_merge.wgsl` then combines the S splits of every row.
 // Composed after common/params.wgsl, common/grid.wgsl, common/philox.wgsl, common/no_centers.wgsl,
 // an ALiBi piece, common/mask.wgsl, a loader piece (common/load_vec4.wgsl or
-// common/load_scalar.wgsl: only `load_q4`, `load_k4`, `load_v4` are used),
+// common/load_scalar.wgsl: only `load_q4`, `load_k4`, `load_v4` are used), common/fetch_plain.wgsl,
 // common/score_dot.wgsl, a K/V layout piece (common/kv_contiguous.wgsl or common/kv_paged.wgsl:
 // `kv_rows`) and common/decode_parts.wgsl (the split uniform and the partial states).
 //
@@ -33,12 +33,8 @@ const MAX_HEAD_VEC4: u32 = 64u; // head dims up to 256
 const RESCALE_THRESHOLD: f32 = 8.0;
 
 @compute @workgroup_size(WORKGROUP)
-fn main(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let t = linear_workgroup(wid, nwg) * WORKGROUP + lid;
+fn main(input: KernelInputs) {
+    let t = linear_workgroup(input.wid, input.nwg) * WORKGROUP + input.lid;
     let pairs = decode.batch_count * params.heads_kv;
     if (t >= pairs * decode.row_blocks * decode.splits) {
         return;
@@ -96,17 +92,12 @@ fn main(
         let ju = u32(j);
         let masked_range = j < full_begin || j >= full_end;
         let rows = kv_rows(b, bl, hk, ju);
-        // Each K vector feeds every row as it is loaded (no staging copy of the row).
+        fetch_k(rows.x, 0u);
         //@each_row
         var acc_{r} = vec4<f32>(0.0);
-        //@end_row
         for (var d4 = 0u; d4 < DK4; d4++) {
-            let k4 = load_k4(rows.x, d4);
-            //@each_row
-            acc_{r} += score_term(q_{r}[d4], k4, d4);
-            //@end_row
+            acc_{r} += score_term(q_{r}[d4], kv[d4], d4);
         }
-        //@each_row
         let s_{r} = row_score((acc_{r}.x + acc_{r}.y) + (acc_{r}.z + acc_{r}.w), masked_range, b, h_{r}, i_{r}, ju);
         var p_{r} = 0.0;
         if (!is_masked(s_{r})) {
@@ -124,15 +115,16 @@ fn main(
                 p_{r} *= value_weight(b, h_{r}, i_{r}, ju, 0.0);
             }
         }
-        // A key of weight 0 (masked or dropped) never reaches O (0 · inf is NaN).
-        let skip_{r} = p_{r} == 0.0;
         //@end_row
-        for (var c4 = 0u; c4 < DV4; c4++) {
-            let v4 = load_v4(rows.y, c4);
-            //@each_row
-            o_{r}[c4] += select(p_{r} * v4, vec4<f32>(0.0), skip_{r});
-            //@end_row
+        fetch_v(rows.y, 0u);
+        //@each_row
+        // A key of weight 0 (masked or dropped) never reaches O (0 · inf is NaN).
+        if (!(p_{r} == 0.0)) {
+            for (var c4 = 0u; c4 < DV4; c4++) {
+                o_{r}[c4] += p_{r} * kv[c4];
+            }
         }
+        //@end_row
     }
 
     // The split's partial state of every row: normalized O and LSE.

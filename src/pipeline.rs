@@ -221,6 +221,9 @@ impl Kernel {
                     common::MASK,
                     io,
                 ];
+                if self == Kernel::FlashDecode {
+                    pieces.push(common::FETCH_PLAIN);
+                }
                 pieces.extend([common::SCORE_DOT, rows, common::DECODE_PARTS]);
                 pieces
             }
