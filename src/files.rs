@@ -200,14 +200,13 @@ fn npy_data(
     };
     let shape: Vec<usize> = npy.shape().iter().map(|&n| n as usize).collect();
     let size: usize = match type_str.as_str() {
-        "<f4" | ">f4" | "<u4" | ">u4" | "<i4" | ">i4" => 4,
-        "<i8" | ">i8" | "<u8" | ">u8" => 8,
+        "<f4" | ">f4" => 4,
         "<f2" | ">f2" => 2,
         "|b1" => 1,
         other => {
             return Err(bad(
                 path,
-                format!("{role}: dtype {other} is not supported (expected float32 <f4, float16 <f2, bool |b1, or integer <u4, <i4, <i8, <u8)"),
+                format!("{role}: dtype {other} is not supported (expected float32 <f4, float16 <f2 or bool |b1)"),
             ))
         }
     };
@@ -228,46 +227,12 @@ fn npy_data(
         }
     }
     let read_err = |e: std::io::Error| bad(path, format!("{role}: {e}"));
-    let ints = |v: Vec<i128>| integers(path, role, v);
-    let data = match &type_str[1..] {
-        "f4" => HostData::F32(npy.into_vec().map_err(read_err)?),
-        "f2" => HostData::F16(npy.into_vec().map_err(read_err)?),
-        "u4" => HostData::U32(npy.into_vec().map_err(read_err)?),
-        "i4" => ints(
-            npy.into_vec::<i32>()
-                .map_err(read_err)?
-                .into_iter()
-                .map(i128::from)
-                .collect(),
-        )?,
-        "i8" => ints(
-            npy.into_vec::<i64>()
-                .map_err(read_err)?
-                .into_iter()
-                .map(i128::from)
-                .collect(),
-        )?,
-        "u8" => ints(
-            npy.into_vec::<u64>()
-                .map_err(read_err)?
-                .into_iter()
-                .map(i128::from)
-                .collect(),
-        )?,
+    let data = match size {
+        4 => HostData::F32(npy.into_vec().map_err(read_err)?),
+        2 => HostData::F16(npy.into_vec().map_err(read_err)?),
         _ => HostData::Bool(npy.into_vec().map_err(read_err)?),
     };
     Ok(HostTensor { shape, data })
-}
-
-/// Integer data (lengths, offsets, page ids) as u32; a value outside 0 ..= 2^32 − 1 is an error.
-fn integers(path: &Path, role: &str, v: Vec<i128>) -> Result<HostData> {
-    match v.iter().find(|&&x| !(0..=u32::MAX as i128).contains(&x)) {
-        Some(x) => Err(bad(
-            path,
-            format!("{role}: value {x} does not fit u32 (0 ..= 4294967295)"),
-        )),
-        None => Ok(HostData::U32(v.into_iter().map(|x| x as u32).collect())),
-    }
 }
 
 /// Checks the fixed part of a `.npy` header before the dictionary parser sees it: the magic, a
@@ -427,29 +392,10 @@ pub fn read_safetensors_bytes(path: &Path, bytes: &[u8], name: &str) -> Result<H
                 .collect(),
         ),
         safetensors::Dtype::BOOL => HostData::Bool(raw.iter().map(|&b| b != 0).collect()),
-        safetensors::Dtype::U32 => HostData::U32(
-            raw.chunks_exact(4)
-                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-        ),
-        safetensors::Dtype::I32 => integers(
-            path,
-            name,
-            raw.chunks_exact(4)
-                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i128)
-                .collect(),
-        )?,
-        safetensors::Dtype::I64 => integers(
-            path,
-            name,
-            raw.chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as i128)
-                .collect(),
-        )?,
         other => {
             return Err(bad(
                 path,
-                format!("tensor {name:?}: dtype {other:?} is not supported (expected F32, F16, BOOL, U32, I32 or I64)"),
+                format!("tensor {name:?}: dtype {other:?} is not supported (expected F32, F16 or BOOL)"),
             ))
         }
     };
@@ -749,37 +695,22 @@ mod tests {
     }
 }
 
-/// Sequence offsets (`cu_seqlens`) from integers: u32, or i32 / i64 / u64 values within
-/// 0 ..= u32::MAX; a 1-D tensor.
-fn offsets_from<T: Copy + TryInto<u32> + std::fmt::Display>(
-    path: &Path,
-    role: &str,
-    shape: &[usize],
-    values: &[T],
-) -> Result<Vec<u32>> {
-    if shape.len() != 1 {
-        return Err(bad(
-            path,
-            format!("{role}: offsets must be a 1-D array of B + 1 entries, got shape {shape:?}"),
-        ));
-    }
+/// Integers (lengths, offsets, page ids) as u32: u32 values, or i32 / i64 / u64 values within
+/// 0 ..= u32::MAX.
+fn to_u32<T: Copy + TryInto<u32> + std::fmt::Display>(path: &Path, role: &str, values: &[T]) -> Result<Vec<u32>> {
     values
         .iter()
         .enumerate()
         .map(|(i, &x)| {
-            x.try_into().map_err(|_| {
-                bad(
-                    path,
-                    format!("{role}: offset {x} at entry {i} is not in 0 ..= 2^32 - 1"),
-                )
-            })
+            x.try_into()
+                .map_err(|_| bad(path, format!("{role}: value {x} at entry {i} is not in 0 ..= 2^32 - 1")))
         })
         .collect()
 }
 
-/// Reads sequence offsets (`cu_seqlens`, B + 1 entries) from a 1-D `.npy` file of uint32
-/// (`<u4`), int32 (`<i4`), int64 (`<i8`) or uint64 (`<u8`) values.
-pub fn read_npy_offsets(path: &Path, role: &str) -> Result<Vec<u32>> {
+/// Reads an integer tensor (sequence lengths, offsets, a block table) of any rank from a `.npy`
+/// file of uint32 (`<u4`), int32 (`<i4`), int64 (`<i8`) or uint64 (`<u8`) values, as u32.
+pub fn read_npy_u32(path: &Path, role: &str) -> Result<HostTensor> {
     let bytes = read_all(path)?;
     let (header, data_start) = parse_npy_header(path, &bytes, role)?;
     let npy = npyz::NpyFile::with_header(header, &bytes[data_start..]);
@@ -796,14 +727,17 @@ pub fn read_npy_offsets(path: &Path, role: &str) -> Result<Vec<u32>> {
             ))
         }
     };
-    let elems = shape.iter().product::<usize>() as u64;
+    let elems = shape
+        .iter()
+        .try_fold(1u64, |n, &d| n.checked_mul(d as u64))
+        .unwrap_or(u64::MAX);
     let size = match type_str.as_str() {
         "<u4" | ">u4" | "<i4" | ">i4" => 4,
         "<i8" | ">i8" | "<u8" | ">u8" => 8,
         other => {
             return Err(bad(
                 path,
-                format!("{role}: dtype {other} is not supported for offsets (expected uint32 <u4, int32 <i4, int64 <i8 or uint64 <u8)"),
+                format!("{role}: dtype {other} is not supported for integers (expected uint32 <u4, int32 <i4, int64 <i8 or uint64 <u8)"),
             ))
         }
     };
@@ -811,17 +745,21 @@ pub fn read_npy_offsets(path: &Path, role: &str) -> Result<Vec<u32>> {
         return Err(bad(path, format!("{role}: truncated data for shape {shape:?}")));
     }
     let read_err = |e: std::io::Error| bad(path, format!("{role}: {e}"));
-    match &type_str[1..] {
-        "u4" => offsets_from(path, role, &shape, &npy.into_vec::<u32>().map_err(read_err)?),
-        "i4" => offsets_from(path, role, &shape, &npy.into_vec::<i32>().map_err(read_err)?),
-        "i8" => offsets_from(path, role, &shape, &npy.into_vec::<i64>().map_err(read_err)?),
-        _ => offsets_from(path, role, &shape, &npy.into_vec::<u64>().map_err(read_err)?),
-    }
+    let data = match &type_str[1..] {
+        "u4" => npy.into_vec::<u32>().map_err(read_err)?,
+        "i4" => to_u32(path, role, &npy.into_vec::<i32>().map_err(read_err)?)?,
+        "i8" => to_u32(path, role, &npy.into_vec::<i64>().map_err(read_err)?)?,
+        _ => to_u32(path, role, &npy.into_vec::<u64>().map_err(read_err)?)?,
+    };
+    Ok(HostTensor {
+        shape,
+        data: HostData::U32(data),
+    })
 }
 
-/// Reads sequence offsets (`cu_seqlens`) named `name` from `.safetensors` bytes: a 1-D U32, I32,
-/// I64 or U64 tensor.
-pub fn read_safetensors_offsets(path: &Path, bytes: &[u8], name: &str) -> Result<Vec<u32>> {
+/// Reads the integer tensor `name` (U32, I32, I64 or U64) of any rank from `.safetensors`
+/// bytes, as u32.
+pub fn read_safetensors_u32(path: &Path, bytes: &[u8], name: &str) -> Result<HostTensor> {
     let st = safetensors::SafeTensors::deserialize(bytes)
         .map_err(|e| bad(path, format!("not a valid .safetensors file ({e})")))?;
     let view = st.tensor(name).map_err(|_| {
@@ -834,34 +772,54 @@ pub fn read_safetensors_offsets(path: &Path, bytes: &[u8], name: &str) -> Result
     })?;
     let (shape, raw) = (view.shape().to_vec(), view.data());
     let role = format!("tensor {name:?}");
-    match view.dtype() {
-        safetensors::Dtype::U32 => {
-            let v: Vec<u32> = raw
-                .chunks_exact(4)
-                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
-            offsets_from(path, &role, &shape, &v)
+    let four = || raw.chunks_exact(4).map(|c| [c[0], c[1], c[2], c[3]]);
+    let eight = || raw.chunks_exact(8).map(|c| <[u8; 8]>::try_from(c).unwrap_or_default());
+    let data = match view.dtype() {
+        safetensors::Dtype::U32 => four().map(u32::from_le_bytes).collect(),
+        safetensors::Dtype::I32 => to_u32(path, &role, &four().map(i32::from_le_bytes).collect::<Vec<_>>())?,
+        safetensors::Dtype::I64 => to_u32(path, &role, &eight().map(i64::from_le_bytes).collect::<Vec<_>>())?,
+        safetensors::Dtype::U64 => to_u32(path, &role, &eight().map(u64::from_le_bytes).collect::<Vec<_>>())?,
+        other => {
+            return Err(bad(
+                path,
+                format!("{role}: dtype {other:?} is not supported for integers (expected U32, I32, I64 or U64)"),
+            ))
         }
-        safetensors::Dtype::I32 => {
-            let v: Vec<i32> = raw
-                .chunks_exact(4)
-                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
-            offsets_from(path, &role, &shape, &v)
-        }
-        safetensors::Dtype::I64 | safetensors::Dtype::U64 => {
-            let signed = view.dtype() == safetensors::Dtype::I64;
-            let words = raw.chunks_exact(8).map(|c| <[u8; 8]>::try_from(c).unwrap_or_default());
-            match signed {
-                true => offsets_from(path, &role, &shape, &words.map(i64::from_le_bytes).collect::<Vec<_>>()),
-                false => offsets_from(path, &role, &shape, &words.map(u64::from_le_bytes).collect::<Vec<_>>()),
-            }
-        }
-        other => Err(bad(
+    };
+    Ok(HostTensor {
+        shape,
+        data: HostData::U32(data),
+    })
+}
+
+/// Sequence offsets (`cu_seqlens`, B + 1 entries): a 1-D integer tensor.
+fn offsets(path: &Path, role: &str, t: HostTensor) -> Result<Vec<u32>> {
+    match (t.shape.len(), t.data) {
+        (1, HostData::U32(v)) => Ok(v),
+        _ => Err(bad(
             path,
-            format!("{role}: dtype {other:?} is not supported for offsets (expected U32, I32, I64 or U64)"),
+            format!(
+                "{role}: offsets must be a 1-D array of B + 1 entries, got shape {:?}",
+                t.shape
+            ),
         )),
     }
+}
+
+/// Reads sequence offsets (`cu_seqlens`, B + 1 entries) from a 1-D `.npy` file of uint32
+/// (`<u4`), int32 (`<i4`), int64 (`<i8`) or uint64 (`<u8`) values.
+pub fn read_npy_offsets(path: &Path, role: &str) -> Result<Vec<u32>> {
+    offsets(path, role, read_npy_u32(path, role)?)
+}
+
+/// Reads sequence offsets (`cu_seqlens`) named `name` from `.safetensors` bytes: a 1-D U32, I32,
+/// I64 or U64 tensor.
+pub fn read_safetensors_offsets(path: &Path, bytes: &[u8], name: &str) -> Result<Vec<u32>> {
+    offsets(
+        path,
+        &format!("tensor {name:?}"),
+        read_safetensors_u32(path, bytes, name)?,
+    )
 }
 
 /// Inputs of [`run_varlen`]: packed Q [total_q, Hq, Dk] (f32 or f16), K [total_k, Hkv, Dk] and

@@ -652,6 +652,14 @@ fn run_kv_cache_cmd(a: &RunArgs) -> Result<()> {
     let ctx = context()?;
     let max = ctx.limits().max_buffer_size;
     let opt = |v: &Option<String>, role: &str| v.as_deref().map(|v| read_named(a, v, role, max)).transpose();
+    // Lengths and page ids: any integer dtype within u32.
+    let ints = |v: &Option<String>, role: &str| -> Result<Option<files::HostTensor>> {
+        Ok(match (v, &a.safetensors) {
+            (None, _) => None,
+            (Some(name), Some(path)) => Some(files::read_safetensors_u32(path, &std::fs::read(path)?, name)?),
+            (Some(file), None) => Some(files::read_npy_u32(Path::new(file), role)?),
+        })
+    };
     let qkv = |flag: &Option<PathBuf>, name: &str, role: &str| -> Result<files::HostTensor> {
         match (&a.safetensors, flag) {
             (Some(path), _) => Ok(files::read_safetensors(path, name)?),
@@ -666,8 +674,8 @@ fn run_kv_cache_cmd(a: &RunArgs) -> Result<()> {
         q: q.converted(dtype),
         k_cache: qkv(&a.k, &a.k_name, "k")?,
         v_cache: qkv(&a.v, &a.v_name, "v")?,
-        cache_seqlens: opt(&a.cache_seqlens, "cache-seqlens")?,
-        block_table: opt(&a.block_table, "block-table")?,
+        cache_seqlens: ints(&a.cache_seqlens, "cache-seqlens")?,
+        block_table: ints(&a.block_table, "block-table")?,
         page_size: a.page_size,
         k_new: opt(&a.k_new, "k-new")?,
         v_new: opt(&a.v_new, "v-new")?,

@@ -1720,7 +1720,10 @@ fn run_over_a_paged_kv_cache() {
         "--k-new and --v-new go together",
     );
     fails_with(&mut base(&["--page-size", "5"]), "k cache pages");
-    fails_with(base(&[]).args(flag("--cache-seqlens", "slopes")), "cache seqlens");
+    fails_with(
+        base(&[]).args(flag("--cache-seqlens", "slopes")),
+        "cache-seqlens: dtype <f4",
+    );
     fails_with(base(&[]).args(flag("--mask", "q")), "--mask does not apply");
     let too_long = u32_tensor(&[b], vec![13, 0]);
     write_npy(&path("long"), &too_long).unwrap();
@@ -1896,7 +1899,7 @@ fn run_packed_sequences_match_the_reference() {
     fails_with(&mut run("cu_q_bad.npy", &[]), "must not decrease");
     fails_with(&mut run("cu_q_long.npy", &[]), "past the 10 rows of q");
     fails_with(&mut run("cu_q.npy", &["--kernel", "staged"]), "fused kernel");
-    fails_with(&mut run("q.npy", &[]), "not supported for offsets");
+    fails_with(&mut run("q.npy", &[]), "not supported for integers");
     fails_with(&mut run("cu_q.npy", &["--variant", "additive"]), "--variant");
 
     // The same call from a .safetensors file with I32 offsets, f16 storage.

@@ -141,6 +141,31 @@ fn f16_and_large_heads_with(splits: fn(u32) -> DecodeConfig) {
     ]);
 }
 
+/// Long key ranges in one invocation: CPU drivers stop a shader loop after a fixed iteration
+/// budget (lavapipe), so a kernel whose inner loops are not unrolled would silently skip keys.
+#[test]
+fn long_key_ranges_per_split() {
+    for splits in designs() {
+        check_all([
+            decode(problem(1, 4, 1, 1, 4099, 128, 128)).decode(splits(1)),
+            decode(problem(1, 8, 2, 1, 20000, 16, 16)).decode(splits(1)),
+        ]);
+    }
+    // More keys than a CPU driver's loop budget: Auto splits them (decode path) and the forced
+    // fused kernel is refused there instead of skipping keys.
+    let long = problem(1, 1, 1, 1, 70000, 8, 8);
+    check_all([Case::new(long), Case::new(problem(1, 2, 1, 40, 40000, 8, 8))]);
+    if ctx()
+        .info()
+        .adapter
+        .as_ref()
+        .is_some_and(|a| a.device_type == wgpu_attention::wgpu::DeviceType::Cpu)
+    {
+        let err = Case::new(long).kernel(KernelChoice::Fused).check().unwrap_err();
+        assert!(err.contains("CPU driver"), "{err}");
+    }
+}
+
 /// The decode kernel writes O into a caller's strided tensor ([B, L, H·D] layout).
 #[test]
 fn caller_out_with_strides() {

@@ -211,6 +211,13 @@ impl Attention {
         tuning: &Tuning,
     ) -> Result<Self> {
         let p = &problem;
+        if kernels::flash_forward::over_cpu_loop_budget(ctx, p) {
+            return Err(Error::Unsupported(format!(
+                "on a CPU driver the fused kernel visits at most {} keys per row (the driver ends longer shader loops without an error); Lk = {}: use KernelChoice::Auto, Decode or Staged",
+                kernels::flash_forward::CPU_MAX_KEYS,
+                p.lk
+            )));
+        }
         let (out, lse) = Self::outputs(ctx, p, q.dtype(), opts)?;
         require_storage_usage(q, k, v, opts)?;
         let operands = windowed_operands(p, q, k, v, &out, &lse, opts, extras)?;

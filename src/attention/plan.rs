@@ -59,6 +59,13 @@ fn resolve_kernel(
         KernelChoice::Auto if opts.block_table.is_some() => KernelChoice::Decode,
         KernelChoice::Auto if opts.return_weights => KernelChoice::Staged,
         KernelChoice::Auto if super::decode::auto_prefers(ctx, p, qkv, opts, extras) => KernelChoice::Decode,
+        // Past a CPU driver's loop budget the fused kernel cannot run: split keys, or stage.
+        KernelChoice::Auto if kernels::flash_forward::over_cpu_loop_budget(ctx, p) => {
+            match super::decode::unsupported(ctx, p, qkv, opts, extras) {
+                None => KernelChoice::Decode,
+                Some(_) => KernelChoice::Staged,
+            }
+        }
         KernelChoice::Auto => KernelChoice::Fused,
         other => other,
     }

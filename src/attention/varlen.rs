@@ -40,7 +40,9 @@ impl Varlen {
     ///
     /// The query bound sizes the dispatch: query rows of a sequence past `max_seqlen_q` are not
     /// computed (their O and LSE are not written). Key lengths are read from the offsets, the
-    /// key bound only sizes the tile choice. Offsets that decrease or exceed the packed tensors
+    /// key bound sizes the tile choice and, on CPU drivers, must not exceed
+    /// [`crate::kernels::flash_forward::CPU_MAX_KEYS`] (their shader loops end after a fixed
+    /// iteration budget). Offsets that decrease or exceed the packed tensors
     /// are clamped on the GPU: such a sequence covers fewer rows, nothing is read or written
     /// outside the tensors.
     pub fn new(cu_seqlens_q: Tensor, cu_seqlens_k: Tensor, max_seqlen_q: usize, max_seqlen_k: usize) -> Self {
@@ -378,6 +380,13 @@ pub fn validate_varlen(
     }
     if !matches!(opts.kernel, KernelChoice::Auto | KernelChoice::Fused) {
         return refuse("runs on the fused kernel (KernelChoice::Auto or Fused)");
+    }
+    if kernels::is_cpu(ctx) && seqs.max_seqlen_k > kernels::flash_forward::CPU_MAX_KEYS {
+        return refuse(&format!(
+            "on a CPU driver the fused kernel visits at most {} keys per sequence (the driver ends longer shader loops without an error); max_seqlen_k = {}",
+            kernels::flash_forward::CPU_MAX_KEYS,
+            seqs.max_seqlen_k
+        ));
     }
     if let Some(out) = &opts.out {
         let expected = vec![total_q, p.hq, p.dv];

@@ -1,7 +1,7 @@
 //! Host side of `shaders/flash_decode.wgsl` (split-KV decode with GQA packing) and
 //! `shaders/decode_merge.wgsl` (the merge of partial attention states).
 
-use super::{check_workgroup_x, dispatch_step, grid, BoundBuffer, Params, Step};
+use super::{check_workgroup_x, dispatch_step, grid, is_cpu, BoundBuffer, Params, Step};
 use crate::attention::Problem;
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -14,6 +14,8 @@ pub const MAX_HEAD_DIM: u32 = 256;
 pub const MAX_ROWS: u32 = 16;
 /// Most splits of one (b, kv head) key range.
 pub const MAX_SPLITS: u32 = 1024;
+/// Most keys one invocation of the row design visits (see [`DecodeConfig::min_splits`]).
+pub const KEYS_PER_SPLIT: usize = 16384;
 
 /// Bindings of the decode kernel: params, Q, K, V, partial LSE, partial O, bias, mask, key
 /// lengths, the split uniform (then the block table (13), the ALiBi slopes (14) and the page
@@ -131,7 +133,17 @@ impl DecodeConfig {
             };
             (invocations.div_ceil(blocks), 64)
         };
-        wanted.min(lk.div_ceil(min_keys)).clamp(1, MAX_SPLITS as u64) as u32
+        let splits = wanted.min(lk.div_ceil(min_keys)).max(self.min_splits(problem) as u64);
+        splits.clamp(1, MAX_SPLITS as u64) as u32
+    }
+
+    /// The fewest splits that keep every invocation's key loop within [`KEYS_PER_SPLIT`] keys
+    /// (a quarter of that in the lanes design, whose inner loops may stay loops): CPU drivers
+    /// stop a shader's loops after a fixed iteration budget (lavapipe: 65535 in total) without an
+    /// error, so a longer split would silently skip keys. Applied on every adapter.
+    pub fn min_splits(&self, problem: &Problem) -> u32 {
+        let budget = if self.lanes { KEYS_PER_SPLIT / 4 } else { KEYS_PER_SPLIT };
+        problem.lk.div_ceil(budget).clamp(1, u32::MAX as usize) as u32
     }
 
     /// Checks the tile against the kernel's rules and the device's limits.
@@ -175,13 +187,6 @@ fn fixed_subgroup(ctx: &Context) -> Option<u32> {
 /// Packed rows of one (b, kv head): Hq / Hkv · Lq.
 pub fn packed_rows(problem: &Problem) -> u32 {
     ((problem.hq / problem.hkv.max(1)) * problem.lq).max(1) as u32
-}
-
-fn is_cpu(ctx: &Context) -> bool {
-    ctx.info()
-        .adapter
-        .as_ref()
-        .is_some_and(|a| a.device_type == wgpu::DeviceType::Cpu)
 }
 
 fn check_head_dims(dk: u32, dv: u32) -> Result<()> {

@@ -27,6 +27,16 @@ fn slots(v: Variant) -> Vec<(u32, Slot)> {
     slots
 }
 
+/// Keys a row block of the fused kernel may visit on a CPU driver: lavapipe ends a shader's loops
+/// after 65535 iterations in total without an error, so a longer key loop would silently skip
+/// keys. Longer calls take the decode path (which splits the keys) or the staged path there.
+pub const CPU_MAX_KEYS: usize = 32768;
+
+/// Whether the fused kernel would exceed a CPU driver's loop budget on `problem`.
+pub(crate) fn over_cpu_loop_budget(ctx: &Context, problem: &crate::attention::Problem) -> bool {
+    super::is_cpu(ctx) && problem.lk > CPU_MAX_KEYS
+}
+
 /// Largest head dim the fused kernel keeps in registers.
 pub const MAX_HEAD_DIM: u32 = 256;
 /// Largest number of query rows one invocation may own.

@@ -141,6 +141,14 @@ pub struct PageParams {
     pub _pad: [u32; 3],
 }
 
+/// Whether the adapter is a CPU driver (lavapipe, SwiftShader, WARP).
+pub(crate) fn is_cpu(ctx: &Context) -> bool {
+    ctx.info()
+        .adapter
+        .as_ref()
+        .is_some_and(|a| a.device_type == wgpu::DeviceType::Cpu)
+}
+
 /// A buffer range bound to one slot.
 #[derive(Debug, Clone)]
 pub(crate) struct BoundBuffer {
