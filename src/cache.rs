@@ -187,8 +187,9 @@ impl KvCache {
     }
 
     /// An empty paged cache: K [pages, page_size, Hkv, Dk] and V [pages, page_size, Hkv, Dv]
-    /// (the layout of vLLM and FlashAttention's `block_table`) shared by `b` sequences through a
-    /// block table [b, pages_per_seq]. The table starts as "sequence s owns pages s ·
+    /// (the shape of vLLM's and FlashAttention's paged caches, stored head-major: [pages, Hkv,
+    /// page_size, D] in memory, which streams a head's keys page by page) shared by `b`
+    /// sequences through a block table [b, pages_per_seq]. The table starts as "sequence s owns pages s ·
     /// pages_per_seq …" when the pool has that many pages, else every entry is
     /// [`UNMAPPED_PAGE`]: assign pages with [`KvCache::set_block_table`].
     pub fn new_paged(
@@ -233,9 +234,20 @@ impl KvCache {
         } else {
             vec![UNMAPPED_PAGE; cells]
         };
+        // Pages are stored head-major ([N, Hkv, P, D] in memory) and seen as [N, P, Hkv, D]: a
+        // head's rows of a page are contiguous, so a sequence's keys stream in page-sized runs
+        // (with the rows of all heads interleaved, every key of a head is a new 4 KiB stride).
+        let head_major = |d: usize| -> Result<Tensor> {
+            let t = Tensor::zeros(ctx, &[pages, hkv, page_size, d], dtype)?;
+            t.view(
+                0,
+                &[pages, page_size, hkv, d],
+                &[hkv * page_size * d, d, page_size * d, 1],
+            )
+        };
         Ok(Self {
-            k: Tensor::zeros(ctx, &shapes[0].1, dtype)?,
-            v: Tensor::zeros(ctx, &shapes[1].1, dtype)?,
+            k: head_major(dk)?,
+            v: head_major(dv)?,
             seqlens: Tensor::zeros(ctx, &[b], DType::U32)?,
             lengths: vec![0; b],
             capacity,

@@ -177,7 +177,8 @@ fn upload(ctx: &Context, data: &[f32], shape: &[usize], dtype: DType) -> Result<
     }
 }
 
-/// K or V [B, Hkv, Lk, D] scattered into pages [B·Lk / P, P, Hkv, D] through `table`.
+/// K or V [B, Hkv, Lk, D] scattered into pages through `table`, stored head-major
+/// ([N, Hkv, P, D] in memory, as `KvCache` stores its pages).
 fn to_pages(x: &[f32], [b, hkv, lk, d]: [usize; 4], page: usize, table: &[u32]) -> Vec<f32> {
     let cols = lk / page;
     let mut out = vec![0.0; x.len()];
@@ -186,7 +187,7 @@ fn to_pages(x: &[f32], [b, hkv, lk, d]: [usize; 4], page: usize, table: &[u32]) 
             let p = table[s * cols + j / page] as usize;
             for h in 0..hkv {
                 let src = ((s * hkv + h) * lk + j) * d;
-                let dst = ((p * page + j % page) * hkv + h) * d;
+                let dst = ((p * hkv + h) * page + j % page) * d;
                 out[dst..dst + d].copy_from_slice(&x[src..src + d]);
             }
         }
@@ -292,12 +293,22 @@ fn measure_row(
             let pages = p.b * p.lk / page;
             let mut table: Vec<u32> = (0..pages as u32).collect();
             table.shuffle(&mut ChaCha8Rng::seed_from_u64(p.lk as u64));
-            let shape = [pages, page, p.hkv, p.dk];
             attn.block_table = Some(Tensor::from_slice(ctx, &table, &[p.b, p.lk / page])?);
-            (
-                upload(ctx, &to_pages(&host.k, kv_shape, page, &table), &shape, dtype)?,
-                upload(ctx, &to_pages(&host.v, kv_shape, page, &table), &shape, dtype)?,
-            )
+            // [N, P, Hkv, D] views of head-major pages.
+            let pages_of = |x: &[f32]| -> Result<Tensor> {
+                let t = upload(
+                    ctx,
+                    &to_pages(x, kv_shape, page, &table),
+                    &[pages, p.hkv, page, p.dk],
+                    dtype,
+                )?;
+                t.view(
+                    0,
+                    &[pages, page, p.hkv, p.dk],
+                    &[p.hkv * page * p.dk, p.dk, page * p.dk, 1],
+                )
+            };
+            (pages_of(&host.k)?, pages_of(&host.v)?)
         }
     };
     let tuning = Tuning {

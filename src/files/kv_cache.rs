@@ -87,6 +87,28 @@ fn words<'a>(t: &'a HostTensor, name: &'static str, shape: &[usize]) -> Result<&
     }
 }
 
+/// Pages [N, P, H, D] (row-major) reordered to [N, H, P, D].
+fn head_major(t: &HostTensor) -> HostTensor {
+    let [n, p, h, d] = [t.shape[0], t.shape[1], t.shape[2], t.shape[3]];
+    debug_assert_eq!(n * p * h * d, t.shape.iter().product::<usize>());
+    let index = |e: usize| {
+        // Destination element e = ((page·H + head)·P + row)·D + col, from [page, row, head, col].
+        let (col, rest) = (e % d, e / d);
+        let (row, rest) = (rest % p, rest / p);
+        let (head, page) = (rest % h, rest / h);
+        ((page * p + row) * h + head) * d + col
+    };
+    let data = match &t.data {
+        HostData::F32(v) => HostData::F32((0..v.len()).map(|e| v[index(e)]).collect()),
+        HostData::F16(v) => HostData::F16((0..v.len()).map(|e| v[index(e)]).collect()),
+        other => other.clone(),
+    };
+    HostTensor {
+        shape: vec![n, h, p, d],
+        data,
+    }
+}
+
 /// Builds the cache, appends, rotates and attends; `opts` gives the attention options (its
 /// key lengths and block table come from the cache).
 pub fn run_kv_cache(ctx: &Context, inputs: &KvRunInputs, opts: &AttentionOptions, check: bool) -> Result<KvRunOutputs> {
@@ -144,9 +166,14 @@ pub fn run_kv_cache(ctx: &Context, inputs: &KvRunInputs, opts: &AttentionOptions
     if let Some(table) = table {
         cache.set_block_table(ctx, table)?;
     }
-    // The cache's rows: copied into its K and V as given (pages or [B, Hkv, C, D]).
+    // The cache's rows, copied into its K and V: [B, Hkv, C, D] as given, pages [N, P, Hkv, D]
+    // reordered to the cache's head-major storage [N, Hkv, P, D].
     let mut enc = ctx.device().create_command_encoder(&Default::default());
     for (src, dst) in [(&inputs.k_cache, cache.k()), (&inputs.v_cache, cache.v())] {
+        let src = match layout {
+            Some(_) => head_major(src),
+            None => src.clone(),
+        };
         let t = src.converted(dtype).upload(ctx)?;
         // Both are fresh tensors of equal size: whole (4-byte padded) buffers.
         let bytes = crate::tensor::padded_size((t.numel() * dtype.size()) as u64);
