@@ -90,6 +90,7 @@
 //! ```
 
 pub mod attention;
+pub mod backward;
 #[cfg(feature = "cli")]
 pub mod bench;
 pub mod cache;
@@ -111,11 +112,12 @@ pub mod tensor;
 pub mod tune;
 
 pub use attention::{attention, attention_encode, validate, Attention, AttentionOutput, Problem, Tuning};
+pub use backward::{attention_backward, AttentionBackward, BackwardOptions, Gradients};
 pub use cache::{AppendOptions, KvCache};
 pub use context::{Context, ContextOptions, DeviceInfo};
 pub use error::{Error, Result};
 pub use gemm::{Activation, GemmOptions};
-pub use kernels::{DecodeConfig, FlashConfig, GemmTile};
+pub use kernels::{BackwardConfig, DecodeConfig, FlashConfig, GemmTile};
 pub use merge::merge_attention_states;
 pub use options::{Alignment, AttentionOptions, Dropout, KernelChoice, Window};
 pub use prepared::Prepared;
@@ -131,6 +133,7 @@ const _: fn() = || {
     assert_send_sync::<pipeline::PipelineCache>();
     assert_send_sync::<Tensor>();
     assert_send_sync::<Attention>();
+    assert_send_sync::<AttentionBackward>();
     assert_send_sync::<AttentionOutput>();
     assert_send_sync::<Prepared<AttentionOutput>>();
     assert_send_sync::<Error>();

@@ -50,6 +50,10 @@ pub mod common {
     pub const FETCH_PLAIN: &str = include_str!("../shaders/common/fetch_plain.wgsl");
     /// K/V rows fetched cooperatively by a subgroup and shared with subgroupBroadcast.
     pub const FETCH_SUBGROUP: &str = include_str!("../shaders/common/fetch_subgroup.wgsl");
+    /// The backward kernels' uniform, per-row records (dO, LSE, D) and gradient output.
+    pub const GRAD_IO: &str = include_str!("../shaders/common/grad_io.wgsl");
+    /// The backward kernels' recomputed probability with its dropout and soft-cap factors.
+    pub const GRAD_PROB: &str = include_str!("../shaders/common/grad_prob.wgsl");
 }
 
 /// Source-level specialization that override constants cannot express (WGSL needs constant sizes
@@ -99,11 +103,19 @@ pub enum Kernel {
     FlashDecode,
     /// `shaders/decode_merge.wgsl`: merge of partial attention states (O, LSE).
     DecodeMerge,
+    /// `shaders/flash_backward_pre.wgsl`: backward pre-pass, D = rowsum(dO ∘ O) and row records.
+    FlashBackwardPre,
+    /// `shaders/flash_backward_q.wgsl`: backward dQ over query blocks.
+    FlashBackwardQ,
+    /// `shaders/flash_backward_kv.wgsl`: backward dK and dV over key blocks.
+    FlashBackwardKv,
+    /// `shaders/flash_backward_bias.wgsl`: backward dBias, reduced over broadcast axes.
+    FlashBackwardBias,
 }
 
 impl Kernel {
     /// All kernels, for tests and pre-compilation.
-    pub const ALL: [Kernel; 13] = [
+    pub const ALL: [Kernel; 17] = [
         Kernel::QkScores,
         Kernel::MaskedSoftmax,
         Kernel::WeightedSum,
@@ -117,6 +129,10 @@ impl Kernel {
         Kernel::KvWrite,
         Kernel::FlashDecode,
         Kernel::DecodeMerge,
+        Kernel::FlashBackwardPre,
+        Kernel::FlashBackwardQ,
+        Kernel::FlashBackwardKv,
+        Kernel::FlashBackwardBias,
     ];
 
     /// Shader file name (without directory).
@@ -135,6 +151,10 @@ impl Kernel {
             Kernel::KvWrite => "kv_write.wgsl",
             Kernel::FlashDecode => "flash_decode.wgsl",
             Kernel::DecodeMerge => "decode_merge.wgsl",
+            Kernel::FlashBackwardPre => "flash_backward_pre.wgsl",
+            Kernel::FlashBackwardQ => "flash_backward_q.wgsl",
+            Kernel::FlashBackwardKv => "flash_backward_kv.wgsl",
+            Kernel::FlashBackwardBias => "flash_backward_bias.wgsl",
         }
     }
 
@@ -153,6 +173,10 @@ impl Kernel {
             Kernel::KvWrite => include_str!("../shaders/kv_write.wgsl"),
             Kernel::FlashDecode => include_str!("../shaders/flash_decode.wgsl"),
             Kernel::DecodeMerge => include_str!("../shaders/decode_merge.wgsl"),
+            Kernel::FlashBackwardPre => include_str!("../shaders/flash_backward_pre.wgsl"),
+            Kernel::FlashBackwardQ => include_str!("../shaders/flash_backward_q.wgsl"),
+            Kernel::FlashBackwardKv => include_str!("../shaders/flash_backward_kv.wgsl"),
+            Kernel::FlashBackwardBias => include_str!("../shaders/flash_backward_bias.wgsl"),
         }
     }
 
@@ -226,6 +250,24 @@ impl Kernel {
                     score,
                 ]
             }
+            Kernel::FlashBackwardPre => vec![common::PARAMS, common::GRID, common::GRAD_IO],
+            Kernel::FlashBackwardQ | Kernel::FlashBackwardKv | Kernel::FlashBackwardBias => {
+                let io = if variant.vec4_io {
+                    common::LOAD_VEC4
+                } else {
+                    common::LOAD_SCALAR
+                };
+                vec![
+                    common::PARAMS,
+                    common::GRID,
+                    common::PHILOX,
+                    common::NO_CENTERS,
+                    common::MASK,
+                    io,
+                    common::GRAD_IO,
+                    common::GRAD_PROB,
+                ]
+            }
             // Calibration kernels are self-contained.
             Kernel::PeakFma | Kernel::PeakBandwidth => vec![],
         }
@@ -240,7 +282,7 @@ impl Kernel {
 /// The full WGSL source of `kernel` for storage type `dtype` with the default [`Variant`].
 pub fn compose(kernel: Kernel, dtype: DType) -> String {
     let variant = match kernel {
-        Kernel::FlashForward | Kernel::FlashDecode => Variant {
+        Kernel::FlashForward | Kernel::FlashDecode | Kernel::FlashBackwardQ | Kernel::FlashBackwardKv => Variant {
             rows: 1,
             ..Variant::default()
         },

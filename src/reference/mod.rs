@@ -2,6 +2,7 @@
 //! `docs/ATTENTION.md` line by line and shares no code with the GPU algorithms. Use it to check any
 //! kernel, and [`compare`] to measure the difference.
 
+mod backward;
 pub mod cache;
 mod compare;
 pub mod family;
@@ -9,6 +10,7 @@ mod merge;
 pub mod philox;
 mod sdpa;
 
+pub use backward::{sdpa_backward, ReferenceGradients};
 pub use cache::{HostAngles, HostKvCache, HostRope};
 pub use compare::{compare, Comparison, Tolerance};
 pub use merge::merge_states;

@@ -1,0 +1,431 @@
+//! The attention backward pass (dQ, dK, dV, dBias) against the f64 reference gradients.
+
+mod common;
+use common::*;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use wgpu_attention::reference::{self, Broadcast, HostInputs, Tolerance};
+use wgpu_attention::{
+    Alignment, Attention, AttentionBackward, AttentionOptions, BackwardConfig, BackwardOptions, DType, Dropout, Error,
+    Gradients, KernelChoice, Problem, Tensor, Window,
+};
+
+/// f32 gradients: each is a sum over a row or column of the score matrix of products that carry
+/// the forward's f32 rounding (O, LSE), so the bound is a little wider than the forward's.
+const GRAD_F32: Tolerance = Tolerance { abs: 5e-5, rel: 5e-4 };
+/// f16 storage: O and dO are read in half precision (D = rowsum(dO ∘ O) inherits O's rounding)
+/// and the gradients are stored in half precision.
+const GRAD_F16: Tolerance = Tolerance { abs: 8e-3, rel: 1.6e-2 };
+
+/// One backward comparison: the GPU forward (for O and LSE), the GPU backward, the reference.
+#[derive(Debug, Clone)]
+struct Grad {
+    problem: Problem,
+    opts: AttentionOptions,
+    dtype: DType,
+    bias_shape: Option<[usize; 4]>,
+    mask: Option<MaskKind>,
+    key_lengths: Option<Vec<u32>>,
+    config: Option<BackwardConfig>,
+    seed: u64,
+}
+
+/// Host data of one case and the GPU gradients.
+struct Run {
+    grads: Gradients,
+    expected: reference::ReferenceGradients,
+}
+
+impl Grad {
+    fn new(problem: Problem) -> Self {
+        Self {
+            problem,
+            opts: AttentionOptions::default(),
+            dtype: DType::F32,
+            bias_shape: None,
+            mask: None,
+            key_lengths: None,
+            config: None,
+            seed: 3,
+        }
+    }
+    fn opts(mut self, f: impl FnOnce(&mut AttentionOptions)) -> Self {
+        f(&mut self.opts);
+        self
+    }
+    fn dtype(mut self, d: DType) -> Self {
+        self.dtype = d;
+        self
+    }
+    fn bias(mut self, s: [usize; 4]) -> Self {
+        self.bias_shape = Some(s);
+        self
+    }
+    fn mask(mut self, m: MaskKind) -> Self {
+        self.mask = Some(m);
+        self
+    }
+    fn key_lengths(mut self, l: Vec<u32>) -> Self {
+        self.key_lengths = Some(l);
+        self
+    }
+    fn config(mut self, workgroup: u32, rows: u32) -> Self {
+        self.config = Some(BackwardConfig::new(workgroup, rows));
+        self
+    }
+
+    fn run(&self) -> Result<Run, String> {
+        let ctx = ctx();
+        let p = self.problem;
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        let [qs, ks, vs] = p.qkv_shapes();
+        let round = |x: Vec<f32>| if self.dtype == DType::F16 { round_f16(&x) } else { x };
+        let q = round(random(&mut rng, qs.iter().product(), 1.0));
+        let k = round(random(&mut rng, ks.iter().product(), 1.0));
+        let v = round(random(&mut rng, vs.iter().product(), 1.0));
+        let d_out = round(random(&mut rng, p.b * p.hq * p.lq * p.dv, 1.0));
+        let bias = self
+            .bias_shape
+            .map(|s| round(random(&mut rng, s.iter().product(), 1.0)));
+        let mask: Option<(Vec<bool>, [usize; 4])> = self.mask.map(|m| match m {
+            MaskKind::Random { shape } => ((0..shape.iter().product()).map(|_| rng.gen_bool(0.7)).collect(), shape),
+            MaskKind::WithEmptyRow { shape } => {
+                let (lq, lk) = (shape[2], shape[3]);
+                let n: usize = shape.iter().product();
+                ((0..n).map(|e| (e / lk) % lq != 0 && rng.gen_bool(0.7)).collect(), shape)
+            }
+        });
+        let mut opts = self.opts.clone();
+        opts.return_lse = true;
+        opts.kernel = KernelChoice::Fused;
+        if let (Some(b), Some(s)) = (&bias, self.bias_shape) {
+            opts.bias = Some(upload(ctx, b, &s, self.dtype));
+        }
+        if let Some((m, s)) = &mask {
+            opts.mask = Some(Tensor::from_slice(ctx, m, s).unwrap());
+        }
+        if let Some(l) = &self.key_lengths {
+            opts.key_lengths = Some(Tensor::from_slice(ctx, l, &[p.b]).unwrap());
+        }
+        let (qt, kt, vt) = (
+            upload(ctx, &q, &qs, self.dtype),
+            upload(ctx, &k, &ks, self.dtype),
+            upload(ctx, &v, &vs, self.dtype),
+        );
+        let fwd = Attention::new(ctx, &qt, &kt, &vt, &opts).map_err(|e| format!("{self:?}: forward: {e}"))?;
+        fwd.submit().map_err(|e| format!("{self:?}: forward submit: {e}"))?;
+        let fwd = fwd.into_output();
+        let dot = upload(ctx, &d_out, &[p.b, p.hq, p.lq, p.dv], self.dtype);
+        let bopts = BackwardOptions {
+            config: self.config,
+            ..Default::default()
+        };
+        let lse = fwd.lse.as_ref().unwrap();
+        let grads = AttentionBackward::with_options(ctx, [&qt, &kt, &vt], [&fwd.out, &dot, lse], &opts, &bopts)
+            .and_then(|b| b.run())
+            .map_err(|e| format!("{self:?}: backward: {e}"))?;
+        let inputs = HostInputs {
+            bias: bias
+                .as_deref()
+                .zip(self.bias_shape)
+                .map(|(data, shape)| Broadcast { data, shape }),
+            mask: mask.as_ref().map(|(m, s)| Broadcast { data: m, shape: *s }),
+            key_lengths: self.key_lengths.as_deref(),
+            ..HostInputs::new(p, &q, &k, &v)
+        };
+        let expected = reference::sdpa_backward(&inputs, &self.opts, &d_out).unwrap();
+        Ok(Run { grads, expected })
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let ctx = ctx();
+        let run = self.run()?;
+        let tol = if self.dtype == DType::F16 { GRAD_F16 } else { GRAD_F32 };
+        let g = &run.grads;
+        let pairs = [
+            ("dq", &g.dq, &run.expected.dq),
+            ("dk", &g.dk, &run.expected.dk),
+            ("dv", &g.dv, &run.expected.dv),
+        ];
+        for (name, got, want) in pairs {
+            let got = got.to_f32_vec(ctx).unwrap();
+            let c = reference::compare(&got, want, tol);
+            if !c.ok() {
+                return Err(format!("{name} mismatch ({c}) for {} case {self:?}", self.problem));
+            }
+        }
+        match (&g.dbias, &run.expected.dbias) {
+            (Some(got), Some(want)) => {
+                let c = reference::compare(&got.to_f32_vec(ctx).unwrap(), want, tol);
+                if !c.ok() {
+                    return Err(format!("dbias mismatch ({c}) for {} case {self:?}", self.problem));
+                }
+            }
+            (None, None) => {}
+            _ => return Err(format!("dbias presence differs for case {self:?}")),
+        }
+        Ok(())
+    }
+}
+
+fn check_all(cases: impl IntoIterator<Item = Grad>) {
+    let failures: Vec<String> = cases.into_iter().filter_map(|c| c.check().err()).collect();
+    assert!(
+        failures.is_empty(),
+        "{} case(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+fn grad(b: usize, hq: usize, hkv: usize, lq: usize, lk: usize, dk: usize, dv: usize) -> Grad {
+    Grad::new(problem(b, hq, hkv, lq, lk, dk, dv))
+}
+
+#[test]
+fn awkward_lengths_and_head_dims() {
+    check_all([
+        grad(1, 1, 1, 1, 1, 8, 8),
+        grad(1, 2, 2, 17, 17, 16, 16),
+        grad(2, 1, 1, 5, 67, 24, 40),
+        grad(1, 1, 1, 70, 13, 8, 12),
+        grad(1, 1, 1, 3, 7, 5, 3), // head dims not multiples of 4: scalar loads
+        grad(1, 2, 2, 37, 29, 16, 16).config(8, 3),
+    ]);
+}
+
+#[test]
+fn grouped_and_multi_query_heads() {
+    check_all([
+        grad(1, 4, 2, 19, 23, 16, 16),
+        grad(2, 6, 2, 11, 9, 8, 8),
+        grad(1, 3, 1, 13, 31, 8, 16), // MQA
+    ]);
+}
+
+#[test]
+fn causal_both_alignments_and_windows() {
+    let causal = |a| move |o: &mut AttentionOptions| o.causal = Some(a);
+    check_all([
+        grad(1, 2, 1, 37, 37, 16, 16).opts(causal(Alignment::TopLeft)),
+        grad(1, 1, 1, 13, 70, 16, 16).opts(causal(Alignment::BottomRight)),
+        grad(1, 1, 1, 70, 13, 16, 16).opts(causal(Alignment::BottomRight)), // leading rows see nothing
+        grad(1, 1, 1, 70, 13, 16, 16).opts(causal(Alignment::TopLeft)),
+        grad(1, 2, 2, 41, 41, 8, 8)
+            .opts(|o| o.window = Some(Window::symmetric(3)))
+            .config(4, 2),
+        grad(1, 2, 1, 20, 45, 8, 8).opts(|o| {
+            o.window = Some(Window {
+                left: Some(5),
+                right: Some(2),
+                alignment: Alignment::BottomRight,
+            })
+        }),
+        grad(1, 1, 1, 40, 40, 8, 8).opts(|o| {
+            o.causal = Some(Alignment::TopLeft);
+            o.window = Some(Window::causal_local(4, Alignment::TopLeft));
+        }),
+    ]);
+}
+
+#[test]
+fn boolean_masks_and_key_lengths() {
+    check_all([
+        grad(2, 2, 2, 9, 11, 8, 8).mask(MaskKind::Random { shape: [2, 2, 9, 11] }),
+        grad(2, 2, 1, 9, 11, 8, 8).mask(MaskKind::Random { shape: [1, 2, 9, 11] }),
+        grad(2, 2, 2, 9, 11, 8, 8).mask(MaskKind::WithEmptyRow { shape: [2, 1, 9, 11] }),
+        grad(3, 2, 2, 10, 23, 8, 8).key_lengths(vec![23, 4, 0]),
+        grad(2, 2, 2, 12, 20, 8, 8).key_lengths(vec![7, 20]).opts(|o| {
+            o.causal = Some(Alignment::BottomRight);
+            o.align_to_key_lengths = true;
+        }),
+        grad(1, 1, 1, 6, 6, 4, 4).opts(|o| o.zero_score_mask = true),
+    ]);
+}
+
+#[test]
+fn scale_softcap_bias_and_dropout() {
+    check_all([
+        grad(1, 2, 2, 15, 19, 8, 8).opts(|o| o.scale = Some(0.7)),
+        grad(1, 2, 1, 15, 19, 8, 8).opts(|o| o.softcap = Some(0.8)),
+        grad(2, 2, 2, 9, 14, 8, 8).bias([2, 2, 9, 14]),
+        grad(2, 3, 1, 9, 14, 8, 8).bias([1, 3, 9, 14]),
+        grad(2, 2, 2, 9, 14, 8, 8)
+            .bias([2, 1, 9, 14])
+            .opts(|o| o.softcap = Some(2.0)),
+        grad(2, 2, 2, 9, 14, 8, 8).bias([1, 1, 9, 14]),
+        grad(1, 2, 2, 21, 17, 8, 8).opts(|o| o.dropout = Some(Dropout { p: 0.25, seed: 99 })),
+        grad(1, 2, 1, 21, 17, 8, 8).opts(|o| {
+            o.dropout = Some(Dropout { p: 0.5, seed: 5 });
+            o.causal = Some(Alignment::TopLeft);
+        }),
+    ]);
+}
+
+#[test]
+fn f16_storage() {
+    check_all([
+        grad(1, 2, 1, 19, 23, 16, 16).dtype(DType::F16),
+        grad(1, 2, 2, 13, 9, 8, 8)
+            .dtype(DType::F16)
+            .opts(|o| o.causal = Some(Alignment::BottomRight))
+            .bias([1, 2, 13, 9]),
+        grad(1, 1, 1, 7, 5, 6, 10).dtype(DType::F16),
+    ]);
+}
+
+#[test]
+fn fully_masked_rows_give_zero_gradients() {
+    let case = grad(1, 2, 1, 8, 6, 8, 8)
+        .mask(MaskKind::WithEmptyRow { shape: [1, 2, 8, 6] })
+        .opts(|o| o.causal = Some(Alignment::BottomRight)); // rows 0 and 1 see no key either
+    case.check().unwrap();
+    let run = case.run().unwrap();
+    let dq = run.grads.dq.to_vec::<f32>(ctx()).unwrap();
+    for h in 0..2 {
+        for i in [0, 1] {
+            let row = &dq[(h * 8 + i) * 8..(h * 8 + i + 1) * 8];
+            assert!(row.iter().all(|&x| x == 0.0), "row {i} of head {h}: {row:?}");
+        }
+    }
+    let all = [&run.grads.dq, &run.grads.dk, &run.grads.dv];
+    assert!(all
+        .iter()
+        .all(|t| t.to_vec::<f32>(ctx()).unwrap().iter().all(|x| x.is_finite())));
+}
+
+#[test]
+fn identical_calls_are_bitwise_identical() {
+    let case = grad(1, 4, 2, 33, 29, 16, 16)
+        .bias([1, 4, 33, 29])
+        .opts(|o| o.dropout = Some(Dropout { p: 0.1, seed: 1 }));
+    let (a, b) = (case.run().unwrap(), case.run().unwrap());
+    for (x, y) in [
+        (&a.grads.dq, &b.grads.dq),
+        (&a.grads.dk, &b.grads.dk),
+        (&a.grads.dv, &b.grads.dv),
+        (a.grads.dbias.as_ref().unwrap(), b.grads.dbias.as_ref().unwrap()),
+    ] {
+        let (x, y) = (x.to_vec::<f32>(ctx()).unwrap(), y.to_vec::<f32>(ctx()).unwrap());
+        assert!(x.iter().zip(&y).all(|(a, b)| a.to_bits() == b.to_bits()));
+    }
+}
+
+#[test]
+fn empty_axes_give_empty_or_zero_gradients() {
+    let ctx = ctx();
+    let opts = AttentionOptions::default();
+    // Lk = 0: dQ is zero, dK and dV are empty.
+    let (q, k, v) = (
+        Tensor::from_slice(ctx, &[1.0f32; 8], &[1, 1, 2, 4]).unwrap(),
+        Tensor::zeros(ctx, &[1, 1, 0, 4], DType::F32).unwrap(),
+        Tensor::zeros(ctx, &[1, 1, 0, 4], DType::F32).unwrap(),
+    );
+    let out = Tensor::zeros(ctx, &[1, 1, 2, 4], DType::F32).unwrap();
+    let d_out = Tensor::from_slice(ctx, &[1.0f32; 8], &[1, 1, 2, 4]).unwrap();
+    let lse = Tensor::from_slice(ctx, &[f32::NEG_INFINITY; 2], &[1, 1, 2]).unwrap();
+    let g = wgpu_attention::attention_backward(ctx, &q, &k, &v, &out, &d_out, &lse, &opts).unwrap();
+    assert_eq!(g.dq.to_vec::<f32>(ctx).unwrap(), vec![0.0; 8]);
+    assert_eq!((g.dk.shape(), g.dv.shape()), (&[1, 1, 0, 4][..], &[1, 1, 0, 4][..]));
+}
+
+#[test]
+fn bad_inputs_are_typed_errors() {
+    let ctx = ctx();
+    let p = problem(1, 2, 1, 5, 6, 8, 4);
+    let [qs, ks, vs] = p.qkv_shapes();
+    let z = |s: &[usize], d| Tensor::zeros(ctx, s, d).unwrap();
+    let (q, k, v) = (z(&qs, DType::F32), z(&ks, DType::F32), z(&vs, DType::F32));
+    let out = z(&[1, 2, 5, 4], DType::F32);
+    let lse = z(&[1, 2, 5], DType::F32);
+    let opts = AttentionOptions::default();
+    let call = |o: &Tensor, d: &Tensor, l: &Tensor, opts: &AttentionOptions| {
+        AttentionBackward::new(ctx, &q, &k, &v, o, d, l, opts).map(|_| ())
+    };
+    call(&out, &out, &lse, &opts).unwrap();
+    let e = call(&out, &z(&[1, 2, 5, 8], DType::F32), &lse, &opts).unwrap_err();
+    assert!(matches!(e, Error::ShapeMismatch { name: "d_out", .. }), "{e}");
+    let e = call(&z(&[1, 2, 4, 4], DType::F32), &out, &lse, &opts).unwrap_err();
+    assert!(matches!(e, Error::ShapeMismatch { name: "out", .. }), "{e}");
+    let e = call(&out, &out, &z(&[1, 2, 6], DType::F32), &opts).unwrap_err();
+    assert!(matches!(e, Error::ShapeMismatch { name: "lse", .. }), "{e}");
+    let e = call(&out, &out, &z(&[1, 2, 5], DType::U32), &opts).unwrap_err();
+    assert!(matches!(e, Error::DType { name: "lse", .. }), "{e}");
+    let e = call(&out, &z(&[1, 2, 5, 4], DType::U32), &lse, &opts).unwrap_err();
+    assert!(matches!(e, Error::DType { name: "d_out", .. }), "{e}");
+    let staged = AttentionOptions {
+        kernel: KernelChoice::Staged,
+        ..Default::default()
+    };
+    let e = call(&out, &out, &lse, &staged).unwrap_err();
+    assert!(matches!(e, Error::Unsupported(_)), "{e}");
+    // The forward's own checks apply: K with the wrong head dim.
+    let e = AttentionBackward::new(ctx, &q, &z(&[1, 1, 6, 4], DType::F32), &v, &out, &out, &lse, &opts).unwrap_err();
+    assert!(matches!(e, Error::ShapeMismatch { name: "k", .. }), "{e}");
+    // A bad tile is refused before anything is recorded.
+    let bopts = BackwardOptions {
+        config: Some(BackwardConfig::new(16, 0)),
+        ..Default::default()
+    };
+    let e = AttentionBackward::with_options(ctx, [&q, &k, &v], [&out, &out, &lse], &opts, &bopts).unwrap_err();
+    assert!(matches!(e, Error::InvalidOption { name: "rows", .. }), "{e}");
+    // Head dims beyond the registers of the kernels.
+    let big = problem(1, 1, 1, 2, 2, 264, 8);
+    let [qs, ks, vs] = big.qkv_shapes();
+    let e = AttentionBackward::new(
+        ctx,
+        &z(&qs, DType::F32),
+        &z(&ks, DType::F32),
+        &z(&vs, DType::F32),
+        &z(&[1, 1, 2, 8], DType::F32),
+        &z(&[1, 1, 2, 8], DType::F32),
+        &z(&[1, 1, 2], DType::F32),
+        &opts,
+    )
+    .unwrap_err();
+    assert!(matches!(e, Error::Unsupported(_)), "{e}");
+}
+
+/// The prepared call records into a caller's encoder on a borrowed device, as often as wanted.
+#[test]
+fn prepared_call_records_into_a_callers_encoder() {
+    let case = grad(1, 2, 1, 9, 12, 8, 8);
+    let expected = case.run().unwrap();
+    let ctx = ctx();
+    let p = case.problem;
+    let mut rng = ChaCha8Rng::seed_from_u64(case.seed);
+    let [qs, ks, vs] = p.qkv_shapes();
+    let q = random(&mut rng, qs.iter().product(), 1.0);
+    let k = random(&mut rng, ks.iter().product(), 1.0);
+    let v = random(&mut rng, vs.iter().product(), 1.0);
+    let d_out = random(&mut rng, p.b * p.hq * p.lq * p.dv, 1.0);
+    let borrowed = wgpu_attention::Context::from_device(ctx.device(), ctx.queue());
+    let up = |x: &[f32], s: &[usize]| Tensor::from_slice(&borrowed, x, s).unwrap();
+    let (qt, kt, vt) = (up(&q, &qs), up(&k, &ks), up(&v, &vs));
+    let opts = AttentionOptions {
+        return_lse: true,
+        ..Default::default()
+    };
+    let fwd = Attention::new(&borrowed, &qt, &kt, &vt, &opts).unwrap();
+    let dot = up(&d_out, &[p.b, p.hq, p.lq, p.dv]);
+    let out = fwd.output().out.clone();
+    let lse = fwd.output().lse.clone().unwrap();
+    let bwd = AttentionBackward::new(&borrowed, &qt, &kt, &vt, &out, &dot, &lse, &opts).unwrap();
+    assert_eq!(bwd.dispatch_count(), 3);
+    let mut enc = ctx.device().create_command_encoder(&Default::default());
+    fwd.encode(&mut enc);
+    bwd.encode(&mut enc);
+    bwd.encode(&mut enc); // recording twice rewrites the same gradients
+    ctx.queue().submit([enc.finish()]);
+    let tol = GRAD_F32;
+    let g = bwd.gradients();
+    for (name, got, want) in [
+        ("dq", &g.dq, &expected.expected.dq),
+        ("dk", &g.dk, &expected.expected.dk),
+        ("dv", &g.dv, &expected.expected.dv),
+    ] {
+        let c = reference::compare(&got.to_vec::<f32>(ctx).unwrap(), want, tol);
+        assert!(c.ok(), "{name}: {c}");
+    }
+}
