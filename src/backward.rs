@@ -222,6 +222,14 @@ impl AttentionBackward {
     pub fn flops(&self) -> f64 {
         2.5 * self.problem.flops(self.causal)
     }
+    /// The call as a one-phase [`crate::Prepared`] named `phase`.
+    pub fn into_prepared(self, phase: &'static str) -> crate::Prepared<Gradients> {
+        let flops = self.flops();
+        let mut prepared = crate::Prepared::new(&self.ctx, self.grads);
+        prepared.push(phase, self.steps, self.allocated, flops);
+        prepared
+    }
+
     /// The gradients (valid after a submission has run).
     pub fn gradients(&self) -> &Gradients {
         &self.grads

@@ -9,6 +9,12 @@
 //! - **staged** (`qk_scores` → `masked_softmax` → `weighted_sum`): materializes the scores and can
 //!   return the attention weights P.
 //!
+//! For training, [`attention_backward`] (prepared form [`AttentionBackward`]) computes dQ, dK, dV
+//! and dBias from the forward's output and LSE (`docs/ATTENTION.md` §10): FlashAttention-2
+//! recomputation in fused kernels, deterministic (no atomics), with every mask, the soft cap,
+//! dropout (the forward's mask replayed), GQA and f16 storage; [`reference::sdpa_backward`] is
+//! its f64 CPU twin.
+//!
 //! The attention family of `docs/ATTENTION.md` §2–§8 (score functions incl. a fused additive kernel,
 //! location-based, local-m/p, hard, NeurJudge, pooling, multi-head) lives in [`family`], built on
 //! the same kernels plus a batched [`gemm`]; dropout on P is [`AttentionOptions::dropout`].

@@ -162,6 +162,10 @@ struct BenchArgs {
     /// Sliding window LEFT,RIGHT (`-` = unbounded), aligned like the causal mask.
     #[arg(long, value_parser = parse_window, allow_hyphen_values = true)]
     window: Option<(Option<u32>, Option<u32>)>,
+    /// Also time the fused backward pass (dQ, dK, dV) of every sdpa shape: one `backward` row
+    /// per shape and causal variant (FLOPs = 2.5 × forward), with the backward/forward time ratio.
+    #[arg(long)]
+    backward: bool,
     /// Unmeasured warm-up samples per row.
     #[arg(long, default_value_t = 2)]
     warmup: u32,
@@ -457,6 +461,7 @@ fn bench_cmd(a: &BenchArgs) -> Result<()> {
     }
     opts.da = a.da;
     opts.half_width = a.half_width;
+    opts.backward = a.backward;
     let ctx = match a.borrowed_device {
         true => borrowed_context()?,
         false => context()?,

@@ -46,7 +46,8 @@ impl Grad {
             bias_shape: None,
             mask: None,
             key_lengths: None,
-            config: None,
+            // A small tile compiles fast on CPU drivers; `default_config` cases run the library's.
+            config: Some(BackwardConfig::new(8, 2)),
             seed: 3,
         }
     }
@@ -72,6 +73,10 @@ impl Grad {
     }
     fn config(mut self, workgroup: u32, rows: u32) -> Self {
         self.config = Some(BackwardConfig::new(workgroup, rows));
+        self
+    }
+    fn default_config(mut self) -> Self {
+        self.config = None;
         self
     }
 
@@ -192,6 +197,7 @@ fn awkward_lengths_and_head_dims() {
         grad(1, 1, 1, 70, 13, 8, 12),
         grad(1, 1, 1, 3, 7, 5, 3), // head dims not multiples of 4: scalar loads
         grad(1, 2, 2, 37, 29, 16, 16).config(8, 3),
+        grad(2, 2, 1, 150, 141, 16, 16).default_config(), // several blocks of the default tile
     ]);
 }
 
@@ -298,6 +304,7 @@ fn fully_masked_rows_give_zero_gradients() {
 #[test]
 fn identical_calls_are_bitwise_identical() {
     let case = grad(1, 4, 2, 33, 29, 16, 16)
+        .default_config()
         .bias([1, 4, 33, 29])
         .opts(|o| o.dropout = Some(Dropout { p: 0.1, seed: 1 }));
     let (a, b) = (case.run().unwrap(), case.run().unwrap());
@@ -328,6 +335,15 @@ fn empty_axes_give_empty_or_zero_gradients() {
     let g = wgpu_attention::attention_backward(ctx, &q, &k, &v, &out, &d_out, &lse, &opts).unwrap();
     assert_eq!(g.dq.to_vec::<f32>(ctx).unwrap(), vec![0.0; 8]);
     assert_eq!((g.dk.shape(), g.dv.shape()), (&[1, 1, 0, 4][..], &[1, 1, 0, 4][..]));
+    // Lq = 0: dQ is empty, dK and dV are zero.
+    let q = Tensor::zeros(ctx, &[1, 2, 0, 4], DType::F32).unwrap();
+    let kv = Tensor::from_slice(ctx, &[1.0f32; 12], &[1, 1, 3, 4]).unwrap();
+    let o = Tensor::zeros(ctx, &[1, 2, 0, 4], DType::F32).unwrap();
+    let lse = Tensor::zeros(ctx, &[1, 2, 0], DType::F32).unwrap();
+    let g = wgpu_attention::attention_backward(ctx, &q, &kv, &kv, &o, &o, &lse, &opts).unwrap();
+    assert_eq!(g.dq.shape(), &[1, 2, 0, 4]);
+    assert_eq!(g.dk.to_vec::<f32>(ctx).unwrap(), vec![0.0; 12]);
+    assert_eq!(g.dv.to_vec::<f32>(ctx).unwrap(), vec![0.0; 12]);
 }
 
 #[test]

@@ -53,7 +53,7 @@ const GRAD_SLOTS: &[(u32, Slot)] = &[
 /// Largest head dim the backward kernels keep in registers.
 pub const MAX_HEAD_DIM: u32 = 256;
 /// Largest number of rows one invocation of the dQ or dK/dV kernel may own.
-pub const MAX_ROWS: u32 = 8;
+pub const MAX_ROWS: u32 = 16;
 /// Invocations per workgroup of the pre-pass and dBias kernels.
 const FLAT_WORKGROUP: u32 = 64;
 
@@ -84,10 +84,12 @@ impl BackwardConfig {
             .adapter
             .as_ref()
             .is_some_and(|a| a.device_type == wgpu::DeviceType::Cpu);
+        // Measured on lavapipe at B=1, H=8, L=1024, D=64: 8 rows per invocation are twice as fast
+        // as 4; 16 rows gain little more and compile much longer.
         let (workgroup, rows) = match (cpu, dk + dv) {
-            (true, 0..=128) => (16, 4),
-            (true, 129..=256) => (16, 2),
-            (true, _) => (16, 1),
+            (true, 0..=128) => (16, 8),
+            (true, 129..=256) => (16, 4),
+            (true, _) => (16, 2),
             (false, _) => (64, 1),
         };
         Ok(Self {
@@ -103,7 +105,7 @@ impl BackwardConfig {
             return Err(Error::InvalidOption {
                 name: "rows",
                 value: self.rows as f64,
-                why: "rows per invocation of the backward kernels must be between 1 and 8",
+                why: "rows per invocation of the backward kernels must be between 1 and 16",
             });
         }
         check_workgroup_x(ctx, "backward", self.workgroup)
