@@ -11,12 +11,8 @@ use wgpu_attention::{
     Gradients, KernelChoice, Problem, Tensor, Window,
 };
 
-/// f32 gradients: each is a sum over a row or column of the score matrix of products that carry
-/// the forward's f32 rounding (O, LSE), so the bound is a little wider than the forward's.
-const GRAD_F32: Tolerance = Tolerance { abs: 5e-5, rel: 5e-4 };
-/// f16 storage: O and dO are read in half precision (D = rowsum(dO ∘ O) inherits O's rounding)
-/// and the gradients are stored in half precision.
-const GRAD_F16: Tolerance = Tolerance { abs: 8e-3, rel: 1.6e-2 };
+const GRAD_F32: Tolerance = Tolerance::GRAD_F32;
+const GRAD_F16: Tolerance = Tolerance::GRAD_F16;
 
 /// One backward comparison: the GPU forward (for O and LSE), the GPU backward, the reference.
 #[derive(Debug, Clone)]
