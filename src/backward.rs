@@ -411,14 +411,14 @@ fn record(
         &backward_bound,
     )?];
     let bindings = BackwardBindings {
+        params: &params,
+        params_buf: &params_buf,
         qkv: [&qb, &kb, &vb],
         rows: &rows,
         backward: &backward_bound,
         masks: [&bias, &mask, &lens],
     };
-    let grad = |which, buf: &BoundBuffer, dtype| {
-        flash_backward::grad_step(ctx, which, cfg, dtype, &params, &params_buf, &bindings, buf)
-    };
+    let grad = |which, buf: &BoundBuffer, dtype| flash_backward::grad_step(ctx, which, cfg, dtype, &bindings, buf);
     steps.push(grad(GradKernel::Q, &dqb, dtype)?);
     steps.push(grad(GradKernel::Kv, &dkvb, dtype)?);
     if let Some(dbias) = &grads.dbias {

@@ -145,8 +145,11 @@ fn head_constants(workgroup: u32, p: &Params) -> [(&'static str, f64); 5] {
     ]
 }
 
-/// The buffers every backward dispatch binds besides the uniform `params`.
+/// The uniform and the buffers every gradient dispatch binds.
 pub(crate) struct BackwardBindings<'a> {
+    /// The attention uniform's contents and its buffer.
+    pub params: &'a Params,
+    pub params_buf: &'a wgpu::Buffer,
     pub qkv: [&'a BoundBuffer; 3],
     /// Row records (dO, LSE, D).
     pub rows: &'a BoundBuffer,
@@ -207,11 +210,10 @@ pub(crate) fn grad_step(
     which: GradKernel,
     cfg: BackwardConfig,
     dtype: DType,
-    p: &Params,
-    params: &wgpu::Buffer,
     b: &BackwardBindings,
     grad: &BoundBuffer,
 ) -> Result<Step> {
+    let p = b.params;
     cfg.check(ctx, p.dim_k, p.dim_v)?;
     let vec4_io = vec4_ok(p);
     let (kernel, rows, workgroup, count) = match which {
@@ -244,5 +246,5 @@ pub(crate) fn grad_step(
     let [q, k, v] = b.qkv;
     let [bias, mask, lengths] = b.masks;
     let buffers = [q, k, v, b.rows, grad, b.backward, bias, mask, lengths];
-    Ok(dispatch_step(ctx, compiled, params, &buffers, groups))
+    Ok(dispatch_step(ctx, compiled, b.params_buf, &buffers, groups))
 }
