@@ -5,7 +5,9 @@
 //! D = rowsum(dO ∘ O) per query row (`shaders/flash_backward_pre.wgsl`), one kernel streams the
 //! keys of each query block for dQ (`flash_backward_q.wgsl`), another the query rows of each key
 //! block for dK and dV (`flash_backward_kv.wgsl`), and, with a bias, a last one reduces dS over
-//! the bias's broadcast axes (`flash_backward_bias.wgsl`). The forward's LSE is the only saved
+//! the bias's broadcast axes (`flash_backward_bias.wgsl`). The staged path (`KernelChoice::Staged`,
+//! f32) is the baseline: GEMMs around an element-wise step (`flash_backward_ds.wgsl`) over the
+//! materialized P and dS. The forward's LSE is the only saved
 //! statistic; the extra memory is one f32 record per query row (dO, LSE, D), linear in the
 //! sequence length. Every gradient element is written once by one invocation that sums in a fixed
 //! order: two identical calls give bitwise identical gradients.
@@ -61,9 +63,11 @@ pub struct AttentionBackward {
 /// causal in both alignments, windows, zero-score), scale, soft cap, additive bias (with its
 /// gradient), dropout (the forward's Philox mask is replayed), GQA/MQA, Lq ≠ Lk, Dk ≠ Dv up to
 /// 256, f32 and f16 storage (f32 accumulation). Rows with no key taking part get zero gradients.
-/// Each tensor must fit one storage binding ([`crate::Error::Limit`] otherwise);
-/// `KernelChoice::Staged` and `KernelChoice::Decode` are refused ([`crate::Error::Unsupported`]);
-/// `opts.out`, `return_lse` and `return_weights` play no part.
+/// Each tensor must fit one storage binding ([`crate::Error::Limit`] otherwise).
+/// `opts.kernel` picks the path: `Auto` and `Fused` run the fused kernels; `Staged` runs the
+/// baseline that materializes P and dS ([B, Hq, Lq, Lk] f32 each) between GEMMs (f32 only, and
+/// with grouped heads Q and dO in a [B, H, L, D] layout); `Decode` is refused
+/// ([`crate::Error::Unsupported`]). `opts.out`, `return_lse` and `return_weights` play no part.
 ///
 /// ```
 /// # fn main() -> Result<(), wgpu_attention::Error> {
@@ -273,11 +277,25 @@ pub fn validate_backward(
     opts: &AttentionOptions,
 ) -> Result<Problem> {
     let p = validate(ctx, q, k, v, opts)?;
-    if matches!(opts.kernel, KernelChoice::Staged | KernelChoice::Decode) {
-        return Err(Error::Unsupported(format!(
-            "the attention backward runs on the fused kernels only (got KernelChoice::{:?}); use Auto or Fused",
-            opts.kernel
-        )));
+    if opts.kernel == KernelChoice::Decode {
+        return Err(Error::Unsupported(
+            "the attention backward has no decode kernel; use Auto, Fused or Staged".into(),
+        ));
+    }
+    if opts.kernel == KernelChoice::Staged {
+        if q.dtype() != DType::F32 {
+            return Err(Error::Unsupported(
+                "the staged backward materializes P and dS in f32 through f32 GEMMs: f32 tensors only; use Auto or Fused for f16"
+                    .into(),
+            ));
+        }
+        for (name, t) in [("q", q), ("d_out", d_out)] {
+            if p.hq != p.hkv && p.b > 0 && p.lq > 0 && t.strides()[1] != p.lq * t.strides()[2] {
+                return Err(Error::Unsupported(format!(
+                    "the staged backward with grouped heads multiplies the rows of a group's heads as one matrix: {name} needs a head stride of Lq × its row stride (a [B, H, L, D] layout); use Auto or Fused"
+                )));
+            }
+        }
     }
     flash_backward::check_head_dims(p.dk as u32, p.dv as u32)?;
     for (name, t) in [("out", out), ("d_out", d_out)] {
@@ -419,13 +437,111 @@ fn record(
         masks: [&bias, &mask, &lens],
     };
     let grad = |which, buf: &BoundBuffer, dtype| flash_backward::grad_step(ctx, which, cfg, dtype, &bindings, buf);
-    steps.push(grad(GradKernel::Q, &dqb, dtype)?);
-    steps.push(grad(GradKernel::Kv, &dkvb, dtype)?);
+    let mut allocated = rows_tensor.buffer().size() + params_buf.size() + backward_buf.size();
+    if opts.kernel == KernelChoice::Staged {
+        let (staged, bytes) = record_staged(ctx, p, [q, k, v], d_out, grads, &bindings)?;
+        steps.extend(staged);
+        allocated += bytes;
+    } else {
+        steps.push(grad(GradKernel::Q, &dqb, dtype)?);
+        steps.push(grad(GradKernel::Kv, &dkvb, dtype)?);
+    }
     if let Some(dbias) = &grads.dbias {
         let (db, _) = kernels::bind_tensor(ctx, dbias, "dbias")?;
         let elements = dbias.numel() as u64;
         steps.push(grad(GradKernel::Bias { elements }, &db, dbias.dtype())?);
     }
-    let allocated = rows_tensor.buffer().size() + params_buf.size() + backward_buf.size();
+    Ok((steps, allocated))
+}
+
+/// `t` [B, H, L, D] seen as [B, Hkv, (H / Hkv) · L, D]: the rows of the heads of each group as one
+/// matrix (validated: the head stride is L × the row stride, or one head per group).
+fn group_rows(t: &Tensor, p: &Problem) -> Result<Tensor> {
+    let s = t.strides();
+    let g = p.hq / p.hkv;
+    t.view(0, &[p.b, p.hkv, g * p.lq, t.shape()[3]], &[s[0], g * s[1], s[2], s[3]])
+}
+
+/// The staged backward (f32): S = scale · Q Kᵀ and dP̃ = dO Vᵀ by GEMMs into two materialized
+/// [B, Hq, Lq, Lk] matrices, the element-wise step (P ∘ Z, dS′), then dV = (P ∘ Z)ᵀ dO,
+/// dQ = scale · dS′ K and dK = scale · dS′ᵀ Q by GEMMs. A group's query heads are the rows of one
+/// matrix, so dK and dV sum over them inside one product. Returns the steps and the bytes of the
+/// matrices and uniforms.
+fn record_staged(
+    ctx: &Context,
+    p: &Problem,
+    [q, k, v]: [&Tensor; 3],
+    d_out: &Tensor,
+    grads: &Gradients,
+    bindings: &BackwardBindings,
+) -> Result<(Vec<Step>, u64)> {
+    use crate::gemm::{prepare, GemmOptions};
+    let scale = bindings.params.scale;
+    let g = p.hq / p.hkv;
+    let shape = [p.b, p.hkv, g * p.lq, p.lk];
+    let scores = Tensor::zeros(ctx, &[p.b, p.hq, p.lq, p.lk], DType::F32)?;
+    let d_p = Tensor::zeros(ctx, &[p.b, p.hq, p.lq, p.lk], DType::F32)?;
+    let (scores_g, d_p_g) = (scores.reshape(&shape)?, d_p.reshape(&shape)?);
+    let (q_g, do_g) = (group_rows(q, p)?, group_rows(d_out, p)?);
+    let dq_g = grads.dq.reshape(&[p.b, p.hkv, g * p.lq, p.dk])?;
+    let mut steps = Vec::new();
+    let mut allocated = scores.buffer().size() + d_p.buffer().size();
+    let mut gemm = |steps: &mut Vec<Step>, a: &Tensor, b: &Tensor, opts: GemmOptions| -> Result<()> {
+        let (s, bytes, _) = prepare(ctx, a, b, &opts)?.into_parts();
+        steps.extend(s);
+        allocated += bytes;
+        Ok(())
+    };
+    let into = |t: &Tensor| GemmOptions {
+        out: Some(t.clone()),
+        ..Default::default()
+    };
+    let scaled_scores = GemmOptions {
+        trans_b: true,
+        alpha: scale,
+        ..into(&scores_g)
+    };
+    gemm(&mut steps, &q_g, k, scaled_scores)?;
+    gemm(
+        &mut steps,
+        &do_g,
+        v,
+        GemmOptions {
+            trans_b: true,
+            ..into(&d_p_g)
+        },
+    )?;
+    let (sb, _) = kernels::bind_tensor(ctx, &scores, "scores")?;
+    let (db, _) = kernels::bind_tensor(ctx, &d_p, "dP")?;
+    steps.push(flash_backward::ds_step(
+        ctx,
+        bindings,
+        [&sb, &db],
+        scores.numel() as u64,
+    )?);
+    gemm(
+        &mut steps,
+        &scores_g,
+        &do_g,
+        GemmOptions {
+            trans_a: true,
+            ..into(&grads.dv)
+        },
+    )?;
+    gemm(
+        &mut steps,
+        &d_p_g,
+        k,
+        GemmOptions {
+            alpha: scale,
+            ..into(&dq_g)
+        },
+    )?;
+    let dk = GemmOptions {
+        trans_a: true,
+        alpha: scale,
+        ..into(&grads.dk)
+    };
+    gemm(&mut steps, &d_p_g, &q_g, dk)?;
     Ok((steps, allocated))
 }

@@ -111,11 +111,13 @@ pub enum Kernel {
     FlashBackwardKv,
     /// `shaders/flash_backward_bias.wgsl`: backward dBias, reduced over broadcast axes.
     FlashBackwardBias,
+    /// `shaders/flash_backward_ds.wgsl`: the staged backward's element-wise P and dS.
+    FlashBackwardDs,
 }
 
 impl Kernel {
     /// All kernels, for tests and pre-compilation.
-    pub const ALL: [Kernel; 17] = [
+    pub const ALL: [Kernel; 18] = [
         Kernel::QkScores,
         Kernel::MaskedSoftmax,
         Kernel::WeightedSum,
@@ -133,6 +135,7 @@ impl Kernel {
         Kernel::FlashBackwardQ,
         Kernel::FlashBackwardKv,
         Kernel::FlashBackwardBias,
+        Kernel::FlashBackwardDs,
     ];
 
     /// Shader file name (without directory).
@@ -155,6 +158,7 @@ impl Kernel {
             Kernel::FlashBackwardQ => "flash_backward_q.wgsl",
             Kernel::FlashBackwardKv => "flash_backward_kv.wgsl",
             Kernel::FlashBackwardBias => "flash_backward_bias.wgsl",
+            Kernel::FlashBackwardDs => "flash_backward_ds.wgsl",
         }
     }
 
@@ -177,6 +181,7 @@ impl Kernel {
             Kernel::FlashBackwardQ => include_str!("../shaders/flash_backward_q.wgsl"),
             Kernel::FlashBackwardKv => include_str!("../shaders/flash_backward_kv.wgsl"),
             Kernel::FlashBackwardBias => include_str!("../shaders/flash_backward_bias.wgsl"),
+            Kernel::FlashBackwardDs => include_str!("../shaders/flash_backward_ds.wgsl"),
         }
     }
 
@@ -251,6 +256,15 @@ impl Kernel {
                 ]
             }
             Kernel::FlashBackwardPre => vec![common::PARAMS, common::GRID, common::GRAD_IO],
+            Kernel::FlashBackwardDs => vec![
+                common::PARAMS,
+                common::GRID,
+                common::PHILOX,
+                common::NO_CENTERS,
+                common::MASK,
+                common::GRAD_IO,
+                common::GRAD_PROB,
+            ],
             Kernel::FlashBackwardQ | Kernel::FlashBackwardKv | Kernel::FlashBackwardBias => {
                 let io = if variant.vec4_io {
                     common::LOAD_VEC4

@@ -71,6 +71,10 @@ impl Grad {
         self.config = Some(BackwardConfig::new(workgroup, rows));
         self
     }
+    /// The staged backward (GEMMs over materialized P and dS) instead of the fused kernels.
+    fn staged(self) -> Self {
+        self.opts(|o| o.kernel = KernelChoice::Staged)
+    }
     fn default_config(mut self) -> Self {
         self.config = None;
         self
@@ -99,7 +103,6 @@ impl Grad {
         });
         let mut opts = self.opts.clone();
         opts.return_lse = true;
-        opts.kernel = KernelChoice::Fused;
         if let (Some(b), Some(s)) = (&bias, self.bias_shape) {
             opts.bias = Some(upload(ctx, b, &s, self.dtype));
         }
@@ -114,7 +117,11 @@ impl Grad {
             upload(ctx, &k, &ks, self.dtype),
             upload(ctx, &v, &vs, self.dtype),
         );
-        let fwd = Attention::new(ctx, &qt, &kt, &vt, &opts).map_err(|e| format!("{self:?}: forward: {e}"))?;
+        let forward_opts = AttentionOptions {
+            kernel: KernelChoice::Fused,
+            ..opts.clone()
+        };
+        let fwd = Attention::new(ctx, &qt, &kt, &vt, &forward_opts).map_err(|e| format!("{self:?}: forward: {e}"))?;
         fwd.submit().map_err(|e| format!("{self:?}: forward submit: {e}"))?;
         let fwd = fwd.into_output();
         let dot = upload(ctx, &d_out, &[p.b, p.hq, p.lq, p.dv], self.dtype);
@@ -278,6 +285,47 @@ fn f16_storage() {
 }
 
 #[test]
+fn staged_backward_matches_the_reference() {
+    check_all([
+        grad(1, 1, 1, 1, 1, 8, 8).staged(),
+        grad(2, 2, 2, 17, 23, 16, 8).staged(),
+        grad(1, 4, 2, 13, 9, 8, 8).staged(),
+        grad(2, 3, 1, 1, 7, 8, 4).staged(), // MQA, one query row
+        grad(1, 2, 1, 20, 13, 8, 8)
+            .staged()
+            .opts(|o| o.causal = Some(Alignment::BottomRight))
+            .mask(MaskKind::WithEmptyRow { shape: [1, 2, 20, 13] }),
+        grad(2, 2, 2, 9, 14, 8, 8)
+            .staged()
+            .key_lengths(vec![3, 14])
+            .opts(|o| o.window = Some(Window::symmetric(2))),
+        grad(2, 2, 1, 9, 14, 8, 8).staged().bias([1, 2, 9, 14]).opts(|o| {
+            o.softcap = Some(1.5);
+            o.dropout = Some(Dropout { p: 0.2, seed: 4 });
+        }),
+    ]);
+}
+
+/// The two paths agree with each other as closely as each agrees with the reference.
+#[test]
+fn staged_and_fused_backward_agree() {
+    let case = grad(1, 4, 2, 31, 27, 16, 16)
+        .bias([1, 4, 31, 27])
+        .opts(|o| o.causal = Some(Alignment::TopLeft));
+    let fused = case.run().unwrap();
+    let staged = case.clone().staged().run().unwrap();
+    for (name, a, b) in [
+        ("dq", &fused.grads.dq, &staged.grads.dq),
+        ("dk", &fused.grads.dk, &staged.grads.dk),
+        ("dv", &fused.grads.dv, &staged.grads.dv),
+    ] {
+        let a: Vec<f64> = a.to_vec::<f32>(ctx()).unwrap().iter().map(|&x| x as f64).collect();
+        let c = reference::compare(&b.to_vec::<f32>(ctx()).unwrap(), &a, GRAD_F32);
+        assert!(c.ok(), "{name}: {c}");
+    }
+}
+
+#[test]
 fn fully_masked_rows_give_zero_gradients() {
     let case = grad(1, 2, 1, 8, 6, 8, 8)
         .mask(MaskKind::WithEmptyRow { shape: [1, 2, 8, 6] })
@@ -370,7 +418,23 @@ fn bad_inputs_are_typed_errors() {
         kernel: KernelChoice::Staged,
         ..Default::default()
     };
-    let e = call(&out, &out, &lse, &staged).unwrap_err();
+    call(&out, &out, &lse, &staged).unwrap();
+    let decode = AttentionOptions {
+        kernel: KernelChoice::Decode,
+        ..Default::default()
+    };
+    let e = call(&out, &out, &lse, &decode).unwrap_err();
+    assert!(matches!(e, Error::Unsupported(_)), "{e}");
+    // The staged path multiplies a group's rows as one matrix: a [B, L, H, D] view of Q is refused.
+    let blhd = Tensor::zeros(ctx, &[1, 5, 2, 8], DType::F32).unwrap();
+    let q_blhd = Tensor::from_blhd(blhd.buffer(), 0, [1, 5, 2, 8], DType::F32).unwrap();
+    let e = AttentionBackward::new(ctx, &q_blhd, &k, &v, &out, &out, &lse, &staged).unwrap_err();
+    assert!(matches!(e, Error::Unsupported(_)), "{e}");
+    AttentionBackward::new(ctx, &q_blhd, &k, &v, &out, &out, &lse, &opts).unwrap();
+    // The staged path is f32 only.
+    let h = |s: &[usize]| z(s, DType::F16);
+    let (ho, hq) = (h(&[1, 2, 5, 4]), h(&qs));
+    let e = AttentionBackward::new(ctx, &hq, &h(&ks), &h(&vs), &ho, &ho, &lse, &staged).unwrap_err();
     assert!(matches!(e, Error::Unsupported(_)), "{e}");
     // The forward's own checks apply: K with the wrong head dim.
     let e = AttentionBackward::new(ctx, &q, &z(&[1, 1, 6, 4], DType::F32), &v, &out, &out, &lse, &opts).unwrap_err();

@@ -108,6 +108,7 @@ fn backward_kernels_validate_for_every_variant() {
             Kernel::FlashBackwardQ,
             Kernel::FlashBackwardKv,
             Kernel::FlashBackwardBias,
+            Kernel::FlashBackwardDs,
         ] {
             let rows = match kernel {
                 Kernel::FlashBackwardQ | Kernel::FlashBackwardKv => 1..=16,
@@ -130,7 +131,11 @@ fn backward_kernels_validate_for_every_variant() {
                             ("WORKGROUP", 16),
                         ]
                         .into_iter()
-                        .filter(|(n, _)| kernel != Kernel::FlashBackwardPre || !n.starts_with("DK"))
+                        .filter(|(n, _)| {
+                            !matches!(kernel, Kernel::FlashBackwardPre | Kernel::FlashBackwardDs)
+                                || !n.starts_with("DK")
+                        })
+                        .filter(|(n, _)| kernel != Kernel::FlashBackwardDs || *n != "DV")
                         .map(|(n, v)| (n.to_string(), v as f64))
                         .collect();
                         if let Err(e) = validate(&src, &c) {

@@ -248,3 +248,42 @@ pub(crate) fn grad_step(
     let buffers = [q, k, v, b.rows, grad, b.backward, bias, mask, lengths];
     Ok(dispatch_step(ctx, compiled, b.params_buf, &buffers, groups))
 }
+
+/// Staged element-wise step bindings: params, scores (in/out), dP (in/out), row records, the
+/// backward uniform, bias, mask, key lengths.
+const DS_SLOTS: &[(u32, Slot)] = &[
+    (0, Slot::Uniform),
+    (1, Slot::ReadWrite),
+    (2, Slot::ReadWrite),
+    (5, Slot::ReadWrite),
+    (7, Slot::Uniform),
+    (8, Slot::Read),
+    (9, Slot::Read),
+    (10, Slot::Read),
+];
+
+/// The staged backward's element-wise step over the materialized [B, Hq, Lq, Lk] f32 matrices:
+/// scores → P ∘ Z and dP → dS′ in place.
+pub(crate) fn ds_step(
+    ctx: &Context,
+    b: &BackwardBindings,
+    [scores, d_p]: [&BoundBuffer; 2],
+    elements: u64,
+) -> Result<Step> {
+    let constants = [
+        ("WORKGROUP", FLAT_WORKGROUP as f64),
+        ("DV4", b.params.dim_v.div_ceil(4) as f64),
+    ];
+    let kernel = pipeline::get(
+        ctx,
+        Kernel::FlashBackwardDs,
+        DType::F32,
+        Variant::default(),
+        DS_SLOTS,
+        &constants,
+    )?;
+    let groups = grid(ctx, elements.div_ceil(FLAT_WORKGROUP as u64), "flash_backward_ds")?;
+    let [bias, mask, lengths] = b.masks;
+    let buffers = [scores, d_p, b.rows, b.backward, bias, mask, lengths];
+    Ok(dispatch_step(ctx, kernel, b.params_buf, &buffers, groups))
+}
