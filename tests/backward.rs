@@ -505,3 +505,88 @@ fn prepared_call_records_into_a_callers_encoder() {
         assert!(c.ok(), "{name}: {c}");
     }
 }
+
+/// NaN policy: a NaN in one row of dO reaches that row's dQ and the dK, dV rows of the keys the
+/// row sees, and nothing else (dV: fused kernels); an infinite V row of a key no query sees never
+/// reaches a gradient.
+#[test]
+fn nan_in_d_out_stays_in_its_row_and_masked_infinities_never_arrive() {
+    let ctx = ctx();
+    let p = problem(1, 1, 1, 4, 5, 4, 4);
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let [qs, ks, vs] = p.qkv_shapes();
+    let q = random(&mut rng, qs.iter().product(), 1.0);
+    let k = random(&mut rng, ks.iter().product(), 1.0);
+    let mut v = random(&mut rng, vs.iter().product(), 1.0);
+    v[4 * 4] = f32::INFINITY; // key 4: past every sequence's length below
+    let mut d_out = random(&mut rng, 16, 1.0);
+    d_out[0] = f32::NAN; // row 0
+    let opts = AttentionOptions {
+        causal: Some(Alignment::TopLeft), // row 0 sees key 0 only
+        key_lengths: Some(Tensor::from_slice(ctx, &[4u32], &[1]).unwrap()),
+        return_lse: true,
+        ..Default::default()
+    };
+    let up = |x: &[f32], s: &[usize]| Tensor::from_slice(ctx, x, s).unwrap();
+    let (qt, kt, vt) = (up(&q, &qs), up(&k, &ks), up(&v, &vs));
+    let fwd = wgpu_attention::attention(ctx, &qt, &kt, &vt, &opts).unwrap();
+    for kernel in [KernelChoice::Fused, KernelChoice::Staged] {
+        let opts = AttentionOptions { kernel, ..opts.clone() };
+        let dot = up(&d_out, &[1, 1, 4, 4]);
+        let g =
+            wgpu_attention::attention_backward(ctx, &qt, &kt, &vt, &fwd.out, &dot, fwd.lse.as_ref().unwrap(), &opts)
+                .unwrap();
+        let (dq, dk, dv) = (
+            g.dq.to_vec::<f32>(ctx).unwrap(),
+            g.dk.to_vec::<f32>(ctx).unwrap(),
+            g.dv.to_vec::<f32>(ctx).unwrap(),
+        );
+        assert!(dq[..4].iter().all(|x| x.is_nan()), "{kernel:?}: {dq:?}");
+        assert!(dq[4..].iter().all(|x| x.is_finite()), "{kernel:?}: {dq:?}");
+        // Key 0 is seen by row 0: NaN; keys 1–3 are not: finite; key 4 is masked: zero.
+        assert!(dk[..4].iter().all(|x| x.is_nan()), "{kernel:?}: {dk:?}");
+        assert!(dk[4..16].iter().all(|x| x.is_finite()), "{kernel:?}: {dk:?}");
+        assert!(dk[16..].iter().all(|&x| x == 0.0), "{kernel:?}: {dk:?}");
+        if kernel == KernelChoice::Fused {
+            // The staged GEMM dV = (P ∘ Z)ᵀ dO multiplies row 0's NaN by the zero weights too.
+            // dV of key 0 weighs dO row 0, whose column 0 only is NaN.
+            assert!(dv[0].is_nan(), "{kernel:?}: {dv:?}");
+            assert!(dv[1..16].iter().all(|x| x.is_finite()), "{kernel:?}: {dv:?}");
+            assert!(dv[16..].iter().all(|&x| x == 0.0), "{kernel:?}: {dv:?}");
+        }
+    }
+}
+
+/// A device whose storage bindings are tiny: a tensor larger than one binding is a typed error,
+/// not a panic or a wrong result.
+#[test]
+fn tensors_larger_than_one_binding_are_refused() {
+    use wgpu_attention::{wgpu, Context};
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+    let adapter = pollster::block_on(instance.request_adapter(&Default::default())).unwrap();
+    let limits = wgpu::Limits {
+        max_storage_buffer_binding_size: 16 << 10,
+        ..adapter.limits()
+    };
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        required_limits: limits,
+        required_features: adapter.features() & wgpu_attention::context::WANTED_FEATURES,
+        ..Default::default()
+    }))
+    .unwrap();
+    let ctx = Context::from_device_with_adapter_info(&device, &queue, adapter.get_info());
+    let z = |s: &[usize]| Tensor::zeros(&ctx, s, DType::F32).unwrap();
+    let (q, o, lse) = (z(&[1, 2, 600, 8]), z(&[1, 2, 600, 8]), z(&[1, 2, 600])); // Q: 37.5 KiB
+    let kv = z(&[1, 1, 8, 8]);
+    let e = AttentionBackward::new(&ctx, &q, &kv, &kv, &o, &o, &lse, &AttentionOptions::default()).unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            Error::Limit {
+                limit: "max_storage_buffer_binding_size",
+                ..
+            }
+        ),
+        "{e}"
+    );
+}
