@@ -140,6 +140,7 @@ const _: fn() = || {
     assert_send_sync::<Tensor>();
     assert_send_sync::<Attention>();
     assert_send_sync::<AttentionBackward>();
+    assert_send_sync::<Gradients>();
     assert_send_sync::<AttentionOutput>();
     assert_send_sync::<Prepared<AttentionOutput>>();
     assert_send_sync::<Error>();
