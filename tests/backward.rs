@@ -489,6 +489,24 @@ fn prepared_call_records_into_a_callers_encoder() {
     let lse = fwd.output().lse.clone().unwrap();
     let bwd = AttentionBackward::new(&borrowed, &qt, &kt, &vt, &out, &dot, &lse, &opts).unwrap();
     assert_eq!(bwd.dispatch_count(), 3);
+    assert_eq!(bwd.flops(), 2.5 * p.flops(false));
+    // With a bias, dBias is one more dispatch unless skipped.
+    let bias = up(&vec![0.5; p.lq * p.lk], &[p.lq, p.lk]);
+    let with_bias = AttentionOptions {
+        bias: Some(bias),
+        ..opts.clone()
+    };
+    let call = |skip_bias_grad| {
+        let bopts = BackwardOptions {
+            skip_bias_grad,
+            ..Default::default()
+        };
+        AttentionBackward::with_options(&borrowed, [&qt, &kt, &vt], [&out, &dot, &lse], &with_bias, &bopts).unwrap()
+    };
+    let (all, skipped) = (call(false), call(true));
+    assert_eq!((all.dispatch_count(), skipped.dispatch_count()), (4, 3));
+    assert_eq!(all.gradients().dbias.as_ref().unwrap().shape(), &[p.lq, p.lk]);
+    assert!(skipped.gradients().dbias.is_none());
     let mut enc = ctx.device().create_command_encoder(&Default::default());
     fwd.encode(&mut enc);
     bwd.encode(&mut enc);
