@@ -680,8 +680,8 @@ pub fn run_attention_backward(
         };
         let expected = reference::sdpa_backward(&host, &full, &d_out.to_f32().unwrap_or_default())?;
         let tol = match dtype {
-            DType::F16 => Tolerance::GRAD_F16,
-            _ => Tolerance::GRAD_F32,
+            DType::F16 => Tolerance::F16,
+            _ => Tolerance::F32,
         };
         let mut want: Vec<(&'static str, &[f64])> =
             vec![("dq", &expected.dq), ("dk", &expected.dk), ("dv", &expected.dv)];

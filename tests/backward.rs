@@ -11,8 +11,9 @@ use wgpu_attention::{
     Gradients, KernelChoice, Problem, Tensor, Window,
 };
 
-const GRAD_F32: Tolerance = Tolerance::GRAD_F32;
-const GRAD_F16: Tolerance = Tolerance::GRAD_F16;
+/// Gradients are held to the forward's tolerances.
+const GRAD_F32: Tolerance = Tolerance::F32;
+const GRAD_F16: Tolerance = Tolerance::F16;
 
 /// One backward comparison: the GPU forward (for O and LSE), the GPU backward, the reference.
 #[derive(Debug, Clone)]

@@ -124,7 +124,7 @@ fn run_backward_writes_gradients_that_match_the_reference() {
         ("dv", &expected.dv),
         ("dbias", expected.dbias.as_ref().unwrap()),
     ] {
-        let c = reference::compare(&floats(&path(name)), want, Tolerance::GRAD_F32);
+        let c = reference::compare(&floats(&path(name)), want, Tolerance::F32);
         assert!(c.ok(), "{name}: {c}");
     }
 }

@@ -853,8 +853,8 @@ impl Bench<'_> {
             let expected = reference::sdpa_backward(&host, attn_opts, &d_out_host)?;
             let g = call.output();
             let tol = match dtype {
-                DType::F16 => Tolerance::GRAD_F16,
-                _ => Tolerance::GRAD_F32,
+                DType::F16 => Tolerance::F16,
+                _ => Tolerance::F32,
             };
             let checks = [
                 reference::compare(&g.dq.to_f32_vec(ctx)?, &expected.dq, tol),

@@ -14,11 +14,6 @@ impl Tolerance {
     pub const F32: Tolerance = Tolerance { abs: 2e-5, rel: 2e-4 };
     /// f16 storage (inputs rounded to f16 on both sides, f32 accumulation, f16 output).
     pub const F16: Tolerance = Tolerance { abs: 2e-3, rel: 4e-3 };
-    /// f32 gradients of the backward pass: each sums a row or column of the score matrix of terms
-    /// that carry the forward's rounding of O and LSE.
-    pub const GRAD_F32: Tolerance = Tolerance { abs: 5e-5, rel: 5e-4 };
-    /// f16 gradients: O and dO read, and the gradients stored, in half precision.
-    pub const GRAD_F16: Tolerance = Tolerance { abs: 8e-3, rel: 1.6e-2 };
 }
 
 /// The outcome of [`compare`].
