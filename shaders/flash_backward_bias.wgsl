@@ -55,7 +55,7 @@ fn main(
                 let v_row = params.v_off + b * params.v_sb + hk * params.v_sh + j * params.v_sl;
                 var dp = vec4<f32>(0.0);
                 for (var c4 = 0u; c4 < DV4; c4++) {
-                    dp += grad_rows[grad_row(r) + c4] * load_v4(v_row, c4);
+                    dp += load_do4(r, b, h, i, c4) * load_v4(v_row, c4);
                 }
                 acc += pr.x * (((dp.x + dp.y) + (dp.z + dp.w)) * pr.y - st.y);
             }

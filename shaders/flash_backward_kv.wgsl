@@ -83,7 +83,7 @@ fn main(
                 qi[d4] = load_q4(q_head + iu * params.q_sl, d4) * params.scale;
             }
             for (var c4 = 0u; c4 < DV4; c4++) {
-                doi[c4] = grad_rows[grad_row(r) + c4];
+                doi[c4] = load_do4(r, b, h, iu, c4);
             }
             //@each_row
             var acc_{r} = vec4<f32>(0.0);

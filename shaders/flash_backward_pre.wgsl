@@ -1,11 +1,17 @@
 // Backward pre-pass: for every query row, D = Σ dO ∘ O (in f32), and the row's record in
-// `grad_rows` (common/grad_io.wgsl): dO in f32 and (LSE, D). One invocation per row. Composed after
-// common/params.wgsl, common/grid.wgsl and common/grad_io.wgsl; the `o` strides of `params` are
-// those of the forward's output.
+// `grad_rows` (common/grad_io.wgsl): dO in f32 when RECORD_DO, then (LSE, D). One invocation per
+// row. Composed after common/params.wgsl, common/grid.wgsl and common/grad_io.wgsl; the `o`
+// strides of `params` are those of the forward's output.
 
 override WORKGROUP: u32 = 64u;
 override DV: u32 = 64u;
 override DV4: u32 = 16u;
+// Copy dO into the records (for gradient kernels composed with common/grad_do_records.wgsl).
+override RECORD_DO: bool = true;
+
+fn record_size() -> u32 {
+    return select(1u, DV4 + 1u, RECORD_DO);
+}
 
 @group(0) @binding(1) var<storage, read> o_in: array<elem>;
 @group(0) @binding(2) var<storage, read> d_out: array<elem>;
@@ -38,8 +44,10 @@ fn main(
                 d += x[e] * f32(o_in[o_row + c]);
             }
         }
-        grad_rows[base + c4] = x;
+        if (RECORD_DO) {
+            grad_rows[base + c4] = x;
+        }
     }
     let lse = lse_in[backward.lse_in_off + b * backward.lse_sb + h * backward.lse_sh + i * backward.lse_sl];
-    grad_rows[base + DV4] = vec4<f32>(lse, d, 0.0, 0.0);
+    grad_rows[base + record_size() - 1u] = vec4<f32>(lse, d, 0.0, 0.0);
 }

@@ -5,7 +5,8 @@
 // dQ += dS · k; dQ = scale · Σ dS K is written once, in key order (deterministic, no atomics).
 // Composed after common/params.wgsl, common/grid.wgsl, common/philox.wgsl,
 // common/no_centers.wgsl, common/mask.wgsl, a loader (common/load_scalar.wgsl or
-// common/load_vec4.wgsl: `load_q4`, `load_k4`, `load_v4`), common/grad_io.wgsl and
+// common/load_vec4.wgsl: `load_q4`, `load_k4`, `load_v4`), common/grad_io.wgsl, a dO piece
+// (common/grad_do_records.wgsl or common/grad_do_direct.wgsl: `load_do4`) and
 // common/grad_prob.wgsl. `//@each_row` blocks are repeated ROWS times by the host.
 
 override WORKGROUP: u32 = 64u;
@@ -67,7 +68,7 @@ fn main(
     }
     var do_{r}: array<vec4<f32>, MAX_HEAD_VEC4>;
     for (var c4 = 0u; c4 < DV4; c4++) {
-        do_{r}[c4] = grad_rows[grad_row(g_{r}) + c4];
+        do_{r}[c4] = load_do4(g_{r}, b, h, im_{r}, c4);
     }
     var dq_{r}: array<vec4<f32>, MAX_HEAD_VEC4>;
     for (var d4 = 0u; d4 < DK4; d4++) {

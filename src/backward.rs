@@ -8,8 +8,8 @@
 //! the bias's broadcast axes (`flash_backward_bias.wgsl`). The staged path (`KernelChoice::Staged`,
 //! f32) is the baseline: GEMMs around an element-wise step (`flash_backward_ds.wgsl`) over the
 //! materialized P and dS. The forward's LSE is the only saved
-//! statistic; the extra memory is one f32 record per query row (dO, LSE, D), linear in the
-//! sequence length. Every gradient element is written once by one invocation that sums in a fixed
+//! statistic; the extra memory is one 16-byte record per query row (LSE, D) (plus dO in f32 on
+//! devices with only 8 storage bindings per shader stage). Every gradient element is written once by one invocation that sums in a fixed
 //! order: two identical calls give bitwise identical gradients.
 
 use crate::attention::{base_params, validate, Problem};
@@ -395,8 +395,14 @@ fn record(
         head: if p.hq == 1 { 0 } else { ls[1] as u32 },
         row: ls[2] as u32,
     };
-    // One record per query row: dO (DV4 vec4s) then (LSE, D, 0, 0).
-    let record_floats = 4 * (p.dv.div_ceil(4) + 1);
+    // One record per query row: (LSE, D, 0, 0), after dO in f32 (DV4 vec4s) when the device has
+    // too few storage bindings for the kernels to read dO directly (and on the staged path).
+    let direct = opts.kernel != KernelChoice::Staged
+        && ctx.limits().max_storage_buffers_per_shader_stage >= flash_backward::DIRECT_STORAGE_BINDINGS;
+    let record_floats = match direct {
+        true => 4,
+        false => 4 * (p.dv.div_ceil(4) + 1),
+    };
     let rows_tensor = Tensor::zeros(ctx, &[p.b * p.hq * p.lq, record_floats], DType::F32)?;
     let (rows, rows_off) = kernels::bind_tensor(ctx, &rows_tensor, "backward row records")?;
     let (dqb, _) = kernels::bind_tensor(ctx, &grads.dq, "dq")?;
@@ -427,6 +433,7 @@ fn record(
         [&ob, &dob, &lb],
         &rows,
         &backward_bound,
+        !direct,
     )?];
     let bindings = BackwardBindings {
         params: &params,
@@ -435,6 +442,10 @@ fn record(
         rows: &rows,
         backward: &backward_bound,
         masks: [&bias, &mask, &lens],
+        d_out: direct.then_some(&dob),
+        d_out_vec4: [dos.offset, dos.batch, dos.head, dos.row]
+            .iter()
+            .all(|x| x.is_multiple_of(4)),
     };
     let grad = |which, buf: &BoundBuffer, dtype| flash_backward::grad_step(ctx, which, cfg, dtype, &bindings, buf);
     let mut allocated = rows_tensor.buffer().size() + params_buf.size() + backward_buf.size();

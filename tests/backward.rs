@@ -576,6 +576,90 @@ fn nan_in_d_out_stays_in_its_row_and_masked_infinities_never_arrive() {
     }
 }
 
+/// A device with the default 8 storage bindings per stage: the kernels read dO from the row
+/// records (copied there in f32 by the pre-pass) instead of a 9th binding, with the same results.
+#[test]
+fn eight_storage_bindings_keep_d_out_in_the_records() {
+    use wgpu_attention::{wgpu, Context};
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+    let adapter = pollster::block_on(instance.request_adapter(&Default::default())).unwrap();
+    let limits = wgpu::Limits {
+        max_storage_buffers_per_shader_stage: 8,
+        ..adapter.limits()
+    };
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        required_limits: limits,
+        required_features: adapter.features() & wgpu_attention::context::WANTED_FEATURES,
+        ..Default::default()
+    }))
+    .unwrap();
+    let small = Context::from_device_with_adapter_info(&device, &queue, adapter.get_info());
+    assert_eq!(small.limits().max_storage_buffers_per_shader_stage, 8);
+    let p = problem(2, 4, 2, 19, 23, 8, 12);
+    let mut rng = ChaCha8Rng::seed_from_u64(31);
+    let [qs, ks, vs] = p.qkv_shapes();
+    let q = random(&mut rng, qs.iter().product(), 1.0);
+    let k = random(&mut rng, ks.iter().product(), 1.0);
+    let v = random(&mut rng, vs.iter().product(), 1.0);
+    let d_out = random(&mut rng, p.b * p.hq * p.lq * p.dv, 1.0);
+    let bias = random(&mut rng, p.lq * p.lk, 1.0);
+    let expected = reference::sdpa_backward(
+        &HostInputs {
+            bias: Some(Broadcast {
+                data: &bias,
+                shape: [1, 1, p.lq, p.lk],
+            }),
+            ..HostInputs::new(p, &q, &k, &v)
+        },
+        &AttentionOptions {
+            causal: Some(Alignment::BottomRight),
+            ..Default::default()
+        },
+        &d_out,
+    )
+    .unwrap();
+    let mut allocated = Vec::new();
+    for ctx in [&small, ctx()] {
+        let up = |x: &[f32], s: &[usize]| Tensor::from_slice(ctx, x, s).unwrap();
+        let (qt, kt, vt) = (up(&q, &qs), up(&k, &ks), up(&v, &vs));
+        let opts = AttentionOptions {
+            causal: Some(Alignment::BottomRight),
+            bias: Some(up(&bias, &[p.lq, p.lk])),
+            return_lse: true,
+            ..Default::default()
+        };
+        let fwd = wgpu_attention::attention(ctx, &qt, &kt, &vt, &opts).unwrap();
+        let call = AttentionBackward::new(
+            ctx,
+            &qt,
+            &kt,
+            &vt,
+            &fwd.out,
+            &up(&d_out, &[p.b, p.hq, p.lq, p.dv]),
+            fwd.lse.as_ref().unwrap(),
+            &opts,
+        )
+        .unwrap();
+        allocated.push(call.allocated_bytes());
+        let direct = ctx.limits().max_storage_buffers_per_shader_stage >= 9;
+        let g = call.run().unwrap();
+        for (name, got, want) in [
+            ("dq", &g.dq, &expected.dq),
+            ("dk", &g.dk, &expected.dk),
+            ("dv", &g.dv, &expected.dv),
+            ("dbias", g.dbias.as_ref().unwrap(), expected.dbias.as_ref().unwrap()),
+        ] {
+            let c = reference::compare(&got.to_vec::<f32>(ctx).unwrap(), want, GRAD_F32);
+            assert!(c.ok(), "{name} (direct dO: {direct}): {c}");
+        }
+    }
+    // With 8 bindings every row record also holds dO in f32 (Dv = 12: 48 bytes more per row).
+    if ctx().limits().max_storage_buffers_per_shader_stage >= 9 {
+        let rows = (p.b * p.hq * p.lq) as u64;
+        assert_eq!(allocated[0] - allocated[1], rows * 48, "{allocated:?}");
+    }
+}
+
 /// A device whose storage bindings are tiny: a tensor larger than one binding is a typed error,
 /// not a panic or a wrong result.
 #[test]
@@ -608,4 +692,67 @@ fn tensors_larger_than_one_binding_are_refused() {
         ),
         "{e}"
     );
+}
+
+/// dO, O and LSE in other layouts than row-major (a [B, L, H, D] view, an odd element offset,
+/// a strided LSE) give the gradients of the row-major call.
+#[test]
+fn strided_and_offset_saved_tensors() {
+    let ctx = ctx();
+    let p = problem(2, 2, 1, 9, 11, 8, 8);
+    let mut rng = ChaCha8Rng::seed_from_u64(17);
+    let [qs, ks, vs] = p.qkv_shapes();
+    let q = random(&mut rng, qs.iter().product(), 1.0);
+    let k = random(&mut rng, ks.iter().product(), 1.0);
+    let v = random(&mut rng, vs.iter().product(), 1.0);
+    let d_out = random(&mut rng, p.b * p.hq * p.lq * p.dv, 1.0);
+    let opts = AttentionOptions {
+        causal: Some(Alignment::TopLeft),
+        return_lse: true,
+        ..Default::default()
+    };
+    let expected = reference::sdpa_backward(&HostInputs::new(p, &q, &k, &v), &opts, &d_out).unwrap();
+    let up = |x: &[f32], s: &[usize]| Tensor::from_slice(ctx, x, s).unwrap();
+    let (qt, kt, vt) = (up(&q, &qs), up(&k, &ks), up(&v, &vs));
+    let fwd = wgpu_attention::attention(ctx, &qt, &kt, &vt, &opts).unwrap();
+    // dO as [B, L, H, D] (transposed on the host), then viewed as [B, H, L, D].
+    let mut blhd = vec![0.0f32; d_out.len()];
+    for b in 0..p.b {
+        for h in 0..p.hq {
+            for i in 0..p.lq {
+                for c in 0..p.dv {
+                    blhd[((b * p.lq + i) * p.hq + h) * p.dv + c] = d_out[((b * p.hq + h) * p.lq + i) * p.dv + c];
+                }
+            }
+        }
+    }
+    let blhd_t = up(&blhd, &[blhd.len()]);
+    let d_out_blhd = Tensor::from_blhd(blhd_t.buffer(), 0, [p.b, p.lq, p.hq, p.dv], DType::F32).unwrap();
+    // dO at an odd element offset (no vec4 loads), LSE with a padded row stride.
+    let mut shifted = vec![7.0f32];
+    shifted.extend_from_slice(&d_out);
+    let shifted_t = up(&shifted, &[shifted.len()]);
+    let d_out_odd = shifted_t
+        .view(1, &[p.b, p.hq, p.lq, p.dv], &[p.hq * p.lq * p.dv, p.lq * p.dv, p.dv, 1])
+        .unwrap();
+    let lse = fwd.lse.as_ref().unwrap().to_vec::<f32>(ctx).unwrap();
+    let mut padded = vec![f32::NAN; lse.len() * 2];
+    for (e, x) in lse.iter().enumerate() {
+        padded[2 * e] = *x;
+    }
+    let padded_t = up(&padded, &[padded.len()]);
+    let lse_strided = padded_t
+        .view(0, &[p.b, p.hq, p.lq], &[2 * p.hq * p.lq, 2 * p.lq, 2])
+        .unwrap();
+    for (d_out_t, lse_t) in [(&d_out_blhd, fwd.lse.as_ref().unwrap()), (&d_out_odd, &lse_strided)] {
+        let g = wgpu_attention::attention_backward(ctx, &qt, &kt, &vt, &fwd.out, d_out_t, lse_t, &opts).unwrap();
+        for (name, got, want) in [
+            ("dq", &g.dq, &expected.dq),
+            ("dk", &g.dk, &expected.dk),
+            ("dv", &g.dv, &expected.dv),
+        ] {
+            let c = reference::compare(&got.to_vec::<f32>(ctx).unwrap(), want, GRAD_F32);
+            assert!(c.ok(), "{name} (dO strides {:?}): {c}", d_out_t.strides());
+        }
+    }
 }

@@ -109,9 +109,15 @@ fn backward_kernels_validate_for_every_variant() {
             Kernel::FlashBackwardKv,
             Kernel::FlashBackwardBias,
             Kernel::FlashBackwardDs,
+            Kernel::FlashBackwardQDirect,
+            Kernel::FlashBackwardKvDirect,
+            Kernel::FlashBackwardBiasDirect,
         ] {
             let rows = match kernel {
-                Kernel::FlashBackwardQ | Kernel::FlashBackwardKv => 1..=16,
+                Kernel::FlashBackwardQ
+                | Kernel::FlashBackwardKv
+                | Kernel::FlashBackwardQDirect
+                | Kernel::FlashBackwardKvDirect => 1..=16,
                 _ => 0..=0,
             };
             for rows in rows {

@@ -1,9 +1,11 @@
 // Bindings and row statistics shared by the backward kernels (docs/ATTENTION.md §10). Composed
-// after common/params.wgsl.
+// after common/params.wgsl and before a dO piece (common/grad_do_records.wgsl or
+// common/grad_do_direct.wgsl: `record_size`, `load_do4`).
 //
-// `grad_rows` holds one record per query row r = (b · Hq + h) · Lq + i, written by
-// flash_backward_pre.wgsl and read by the gradient kernels: dO of the row in f32 (DV4 vec4s,
-// zero-padded past DV), then (LSE, D, 0, 0) with D = Σ dO ∘ O.
+// `grad_rows` holds one record of `record_size()` vec4s per query row r = (b · Hq + h) · Lq + i,
+// written by flash_backward_pre.wgsl and read by the gradient kernels: with dO kept in the records
+// (devices with 8 storage bindings per stage), dO of the row in f32 (DV4 vec4s, zero-padded past
+// DV) first; then (LSE, D, 0, 0) with D = Σ dO ∘ O.
 
 struct Backward {
     // dO [B, Hq, Lq, Dv]: element offset and (batch, head, row) strides.
@@ -28,12 +30,12 @@ struct Backward {
 
 // First vec4 of row r's record.
 fn grad_row(r: u32) -> u32 {
-    return backward.rows_off + r * (DV4 + 1u);
+    return backward.rows_off + r * record_size();
 }
 
 // (LSE, D) of row r.
 fn row_stats(r: u32) -> vec2<f32> {
-    return grad_rows[grad_row(r) + DV4].xy;
+    return grad_rows[grad_row(r) + record_size() - 1u].xy;
 }
 
 // Writes elements 4·d4 … 4·d4 + 3 of a row starting at element `base`, those below `n` only.

@@ -50,6 +50,25 @@ const GRAD_SLOTS: &[(u32, Slot)] = &[
     (10, Slot::Read),
 ];
 
+/// [`GRAD_SLOTS`] and the caller's dO (binding 11) for the kernels that read it directly.
+const GRAD_SLOTS_DIRECT: &[(u32, Slot)] = &[
+    (0, Slot::Uniform),
+    (1, Slot::Read),
+    (2, Slot::Read),
+    (3, Slot::Read),
+    (5, Slot::ReadWrite),
+    (6, Slot::ReadWrite),
+    (7, Slot::Uniform),
+    (8, Slot::Read),
+    (9, Slot::Read),
+    (10, Slot::Read),
+    (11, Slot::Read),
+];
+
+/// Storage bindings of the gradient kernels that read dO directly; with fewer per stage, dO is
+/// copied into the row records in f32 by the pre-pass.
+pub const DIRECT_STORAGE_BINDINGS: u32 = 9;
+
 /// Largest head dim the backward kernels keep in registers.
 pub const MAX_HEAD_DIM: u32 = 256;
 /// Largest number of rows one invocation of the dQ or dK/dV kernel may own.
@@ -157,9 +176,15 @@ pub(crate) struct BackwardBindings<'a> {
     pub backward: &'a BoundBuffer,
     /// Bias, mask, key lengths.
     pub masks: [&'a BoundBuffer; 3],
+    /// The caller's dO, when the kernels read it directly (the records then hold only LSE, D).
+    pub d_out: Option<&'a BoundBuffer>,
+    /// Whether that dO allows vec4 loads (head dim, offset and strides multiples of 4).
+    pub d_out_vec4: bool,
 }
 
-/// The pre-pass over every query row: reads O, dO and LSE, writes the row records.
+/// The pre-pass over every query row: reads O, dO and LSE, writes the row records (with dO in
+/// f32 when `record_do`).
+#[allow(clippy::too_many_arguments, reason = "one buffer per shader binding")]
 pub(crate) fn pre_step(
     ctx: &Context,
     dtype: DType,
@@ -168,11 +193,13 @@ pub(crate) fn pre_step(
     [o, d_out, lse]: [&BoundBuffer; 3],
     rows: &BoundBuffer,
     backward: &BoundBuffer,
+    record_do: bool,
 ) -> Result<Step> {
     let constants = [
         ("WORKGROUP", FLAT_WORKGROUP as f64),
         ("DV", p.dim_v as f64),
         ("DV4", p.dim_v.div_ceil(4) as f64),
+        ("RECORD_DO", if record_do { 1.0 } else { 0.0 }),
     ];
     let kernel = pipeline::get(
         ctx,
@@ -215,7 +242,7 @@ pub(crate) fn grad_step(
 ) -> Result<Step> {
     let p = b.params;
     cfg.check(ctx, p.dim_k, p.dim_v)?;
-    let vec4_io = vec4_ok(p);
+    let vec4_io = vec4_ok(p) && (b.d_out.is_none() || b.d_out_vec4);
     let (kernel, rows, workgroup, count) = match which {
         GradKernel::Q => (
             Kernel::FlashBackwardQ,
@@ -241,11 +268,18 @@ pub(crate) fn grad_step(
         vec4_io,
         ..Variant::default()
     };
-    let compiled = pipeline::get(ctx, kernel, dtype, variant, GRAD_SLOTS, &head_constants(workgroup, p))?;
+    let (kernel, slots) = match (b.d_out.is_some(), kernel) {
+        (false, k) => (k, GRAD_SLOTS),
+        (true, Kernel::FlashBackwardQ) => (Kernel::FlashBackwardQDirect, GRAD_SLOTS_DIRECT),
+        (true, Kernel::FlashBackwardKv) => (Kernel::FlashBackwardKvDirect, GRAD_SLOTS_DIRECT),
+        (true, _) => (Kernel::FlashBackwardBiasDirect, GRAD_SLOTS_DIRECT),
+    };
+    let compiled = pipeline::get(ctx, kernel, dtype, variant, slots, &head_constants(workgroup, p))?;
     let groups = grid(ctx, count, kernel.file())?;
     let [q, k, v] = b.qkv;
     let [bias, mask, lengths] = b.masks;
-    let buffers = [q, k, v, b.rows, grad, b.backward, bias, mask, lengths];
+    let mut buffers = vec![q, k, v, b.rows, grad, b.backward, bias, mask, lengths];
+    buffers.extend(b.d_out);
     Ok(dispatch_step(ctx, compiled, b.params_buf, &buffers, groups))
 }
 
