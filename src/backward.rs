@@ -7,10 +7,12 @@
 //! block for dK and dV (`flash_backward_kv.wgsl`), and, with a bias, a last one reduces dS over
 //! the bias's broadcast axes (`flash_backward_bias.wgsl`). The staged path (`KernelChoice::Staged`,
 //! f32) is the baseline: GEMMs around an element-wise step (`flash_backward_ds.wgsl`) over the
-//! materialized P and dS. The forward's LSE is the only saved
-//! statistic; the extra memory is one 16-byte record per query row (LSE, D) (plus dO in f32 on
-//! devices with only 8 storage bindings per shader stage). Every gradient element is written once by one invocation that sums in a fixed
-//! order: two identical calls give bitwise identical gradients.
+//! materialized P and dS.
+//!
+//! The forward's LSE is the only saved statistic; the extra memory of the fused path is one
+//! 16-byte record (LSE, D) per query row, plus dO in f32 on devices with only 8 storage bindings
+//! per shader stage. Every gradient element is written once by one invocation that sums in a
+//! fixed order: two identical calls give bitwise identical gradients.
 
 use crate::attention::{base_params, validate, Problem};
 use crate::context::Context;
