@@ -161,3 +161,42 @@ fn backward_flags_are_refused_where_they_do_not_apply() {
         "sdpa only",
     );
 }
+
+/// `bench --backward` adds one checked `backward` row per shape and causal variant, with the
+/// backward/forward ratio in its note.
+#[test]
+fn bench_backward_rows_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let out = cli()
+        .args(["bench", "--shape", "1,2,1,13,17,8,8", "--kernel", "fused", "--backward"])
+        .args([
+            "--causal",
+            "none",
+            "--causal",
+            "bottom-right",
+            "--iters",
+            "1",
+            "--warmup",
+            "0",
+            "--quiet",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    let backward: Vec<&serde_json::Value> = rows.iter().filter(|r| r["kernel"] == "backward").collect();
+    assert_eq!(backward.len(), 2, "{rows:#?}");
+    for row in backward {
+        assert_eq!(row["within_tolerance"], true, "{row:#?}");
+        assert_eq!(row["checked"], "dq, dk, dv", "{row:#?}");
+        assert!(row["median_ms"].as_f64().unwrap() > 0.0, "{row:#?}");
+        assert!(
+            row["note"].as_str().unwrap().contains("backward/forward time"),
+            "{row:#?}"
+        );
+    }
+}
