@@ -202,6 +202,7 @@ fn awkward_lengths_and_head_dims() {
         grad(1, 1, 1, 3, 7, 5, 3), // head dims not multiples of 4: scalar loads
         grad(1, 2, 2, 37, 29, 16, 16).config(8, 3),
         grad(2, 2, 1, 150, 141, 16, 16).default_config(), // several blocks of the default tile
+        grad(1, 2, 1, 70, 90, 16, 16).config(64, 1),      // the GPU default: one row per invocation
     ]);
 }
 
