@@ -640,7 +640,11 @@ pub fn run_attention_backward(
         ..opts.clone()
     };
     let forward = Attention::new(ctx, &q, &k, &v, &full)?;
-    let lse_t = forward.output().lse.clone().expect("requested");
+    let lse_t = forward
+        .output()
+        .lse
+        .clone()
+        .ok_or_else(|| Error::Unsupported("the forward returned no LSE".into()))?;
     let out_t = forward.output().out.clone();
     let backward =
         crate::backward::AttentionBackward::new(ctx, &q, &k, &v, &out_t, &d_out.upload(ctx)?, &lse_t, &full)?;

@@ -826,7 +826,10 @@ impl Bench<'_> {
         let forward = Attention::new(ctx, q, k, v, &opts)?;
         forward.submit()?;
         let out = forward.into_output();
-        let lse = out.lse.as_ref().expect("requested");
+        let lse = out
+            .lse
+            .as_ref()
+            .ok_or_else(|| Error::Unsupported("the forward returned no LSE".into()))?;
         let d_out_host = vec![1.0 / (p.dv as f32).sqrt(); p.b * p.hq * p.lq * p.dv];
         let d_out = match dtype {
             DType::F16 => {
