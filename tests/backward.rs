@@ -251,7 +251,10 @@ fn boolean_masks_and_key_lengths() {
             o.causal = Some(Alignment::BottomRight);
             o.align_to_key_lengths = true;
         }),
-        grad(1, 1, 1, 6, 6, 4, 4).opts(|o| o.zero_score_mask = true),
+        grad(2, 2, 1, 6, 20, 8, 8).key_lengths(vec![9, 20]).opts(|o| {
+            o.window = Some(Window::causal_local(3, Alignment::BottomRight));
+            o.align_to_key_lengths = true;
+        }),
     ]);
 }
 
@@ -754,6 +757,53 @@ fn strided_and_offset_saved_tensors() {
         ] {
             let c = reference::compare(&got.to_vec::<f32>(ctx).unwrap(), want, GRAD_F32);
             assert!(c.ok(), "{name} (dO strides {:?}): {c}", d_out_t.strides());
+        }
+    }
+}
+
+/// Zero-score masking: keys that are zero vectors (padding) score exactly 0 and take no part, so
+/// they get zero gradients and no probability.
+#[test]
+fn zero_score_masking_has_zero_gradients_for_padding_keys() {
+    let ctx = ctx();
+    let p = problem(1, 2, 1, 7, 9, 8, 8);
+    let mut rng = ChaCha8Rng::seed_from_u64(23);
+    let [qs, ks, vs] = p.qkv_shapes();
+    let q = random(&mut rng, qs.iter().product(), 1.0);
+    let mut k = random(&mut rng, ks.iter().product(), 1.0);
+    k[6 * 8..8 * 8].fill(0.0); // keys 6 and 7 are padding
+    let v = random(&mut rng, vs.iter().product(), 1.0);
+    let d_out = random(&mut rng, p.b * p.hq * p.lq * p.dv, 1.0);
+    let opts = AttentionOptions {
+        zero_score_mask: true,
+        return_lse: true,
+        ..Default::default()
+    };
+    let expected = reference::sdpa_backward(&HostInputs::new(p, &q, &k, &v), &opts, &d_out).unwrap();
+    assert!(expected.dv[6 * 8..8 * 8].iter().all(|&x| x == 0.0));
+    let up = |x: &[f32], s: &[usize]| Tensor::from_slice(ctx, x, s).unwrap();
+    let (qt, kt, vt) = (up(&q, &qs), up(&k, &ks), up(&v, &vs));
+    let fwd = wgpu_attention::attention(ctx, &qt, &kt, &vt, &opts).unwrap();
+    let dot = up(&d_out, &[p.b, p.hq, p.lq, p.dv]);
+    for kernel in [KernelChoice::Fused, KernelChoice::Staged] {
+        let opts = AttentionOptions { kernel, ..opts.clone() };
+        let g =
+            wgpu_attention::attention_backward(ctx, &qt, &kt, &vt, &fwd.out, &dot, fwd.lse.as_ref().unwrap(), &opts)
+                .unwrap();
+        for (name, got, want) in [
+            ("dq", &g.dq, &expected.dq),
+            ("dk", &g.dk, &expected.dk),
+            ("dv", &g.dv, &expected.dv),
+        ] {
+            let got = got.to_vec::<f32>(ctx).unwrap();
+            let c = reference::compare(&got, want, GRAD_F32);
+            assert!(c.ok(), "{kernel:?} {name}: {c}");
+            if name != "dq" {
+                assert!(
+                    got[6 * 8..8 * 8].iter().all(|&x| x == 0.0),
+                    "{kernel:?} {name}: {got:?}"
+                );
+            }
         }
     }
 }
