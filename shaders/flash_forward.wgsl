@@ -22,12 +22,18 @@
 //   range is the union over the subgroup's rows and every key is tested.
 // - Dropout and the local-p Gaussian weight P in the weighted sum only (`value_weight`); the
 //   softmax denominator and LSE use the unweighted probabilities.
+// - Packed variable-length sequences (VARLEN): the (b, h) pair is a sequence and a head; its
+//   first rows and lengths come from cu_seqlens on the GPU (`enter_sequence`, clamped to the
+//   tensors), positions i, j stay within the sequence, and LSE is laid out [Hq, total_q].
 
 override WORKGROUP: u32 = 64u;
 override DK: u32 = 64u;  // head dim of Q and K
 override DV: u32 = 64u;  // head dim of V and O
 override DK4: u32 = 16u; // DK / 4 rounded up
 override DV4: u32 = 16u; // DV / 4 rounded up
+// Packed variable-length sequences (set with FLAG_VARLEN): a specialization constant, so that the
+// dense kernel compiles without the per-sequence addressing.
+override VARLEN: bool = false;
 
 const MAX_HEAD_VEC4: u32 = 64u; // head dims up to 256
 const RESCALE_THRESHOLD: f32 = 8.0;
@@ -37,7 +43,7 @@ const RESCALE_THRESHOLD: f32 = 8.0;
 // Score of one (row, key) pair after masks; `masked_range` is uniform across the workgroup.
 fn score(acc: vec4<f32>, masked_range: bool, b: u32, h: u32, i: u32, j: u32, center: f32) -> f32 {
     let s = (acc.x + acc.y) + (acc.z + acc.w);
-    if (masked_range || (params.flags & (FLAG_SOFTCAP | FLAG_BIAS | FLAG_MASK | FLAG_ZERO_SCORE)) != 0u) {
+    if (masked_range || (params.flags & (FLAG_SOFTCAP | FLAG_BIAS | FLAG_MASK | FLAG_ZERO_SCORE | FLAG_ALIBI)) != 0u) {
         return finish_score(s, b, h, i, j, center);
     }
     return s;
@@ -59,14 +65,31 @@ fn main(input: KernelInputs) {
     let b = bh / params.heads_q;
     let h = bh % params.heads_q;
     let hk = kv_head(h);
-    let i_last = min(i0 + rows_per_group, params.len_q) - 1u;
+    // Rows of this (b, h): Lq queries and Lk keys from row 0, or, for packed sequences, sequence
+    // b's own lengths and first rows in the packed tensors (its row blocks past len_q do nothing;
+    // rows past the longest sequence Lq, which sized the dispatch, are never computed).
+    var len_q = params.len_q;
+    var len_k = params.len_k;
+    var q_row0 = 0u;
+    var k_row0 = 0u;
+    if (VARLEN) {
+        let seq = enter_sequence(b);
+        q_row0 = seq.x;
+        len_q = min(seq.y, params.len_q);
+        k_row0 = seq.z;
+        len_k = seq.w;
+        if (i0 >= len_q) {
+            return;
+        }
+    }
+    let i_last = min(i0 + rows_per_group, len_q) - 1u;
 
     // Keys some row of the workgroup can see: [k_begin, k_end). Keys in [full_begin, full_end)
     // are seen by every row as far as causal/window/padding go.
     var k_begin = 0i;
-    var k_end = i32(params.len_k);
+    var k_end = i32(len_k);
     var full_begin = 0i;
-    var full_end = i32(params.len_k);
+    var full_end = i32(len_k);
     if (has_flag(FLAG_KEY_LENGTHS)) {
         k_end = min(k_end, i32(min(key_lengths[b], params.len_k))); // lengths are unsigned
         full_end = min(full_end, k_end);
@@ -86,12 +109,12 @@ fn main(input: KernelInputs) {
     let weighted = has_flag(FLAG_DROPOUT) || has_flag(FLAG_LOCAL);
     //@each_row
     let i_{r} = i0 + lid + {r}u * WORKGROUP;
-    let im_{r} = min(i_{r}, params.len_q - 1u); // rows past Lq compute on a valid row, never written
+    let im_{r} = min(i_{r}, len_q - 1u); // rows past Lq compute on a valid row, never written
     let c_{r} = row_center(b, h, im_{r});
     //@end_row
     if (has_flag(FLAG_LOCAL)) {
         // Keys with |j − pᵢ| ≤ radius for some row of this invocation, then of its subgroup.
-        var lo = i32(params.len_k);
+        var lo = i32(len_k);
         var hi = 0i;
         //@each_row
         lo = min(lo, i32(ceil(c_{r} - params.local_radius)));
@@ -104,9 +127,9 @@ fn main(input: KernelInputs) {
     full_begin = clamp(full_begin, k_begin, max(k_begin, k_end));
     full_end = clamp(full_end, full_begin, max(full_begin, k_end));
 
-    let q_head = params.q_off + b * params.q_sb + h * params.q_sh;
-    let k_head = params.k_off + b * params.k_sb + hk * params.k_sh;
-    let v_head = params.v_off + b * params.v_sb + hk * params.v_sh;
+    let q_head = params.q_off + b * params.q_sb + h * params.q_sh + q_row0 * params.q_sl;
+    let k_head = params.k_off + b * params.k_sb + hk * params.k_sh + k_row0 * params.k_sl;
+    let v_head = params.v_off + b * params.v_sb + hk * params.v_sh + k_row0 * params.v_sl;
     //@each_row
     var q_{r}: array<vec4<f32>, MAX_HEAD_VEC4>;
     for (var d4 = 0u; d4 < DK4; d4++) {
@@ -161,9 +184,14 @@ fn main(input: KernelInputs) {
 
     // Normalize and write; a row with no visible key (l = 0) gets O = 0 and LSE = -inf; a NaN
     // score anywhere in the row made l NaN, which reaches O and the LSE.
-    let o_head = params.o_off + b * params.o_sb + h * params.o_sh;
+    let o_head = params.o_off + b * params.o_sb + h * params.o_sh + q_row0 * params.o_sl;
+    // LSE [B, Hq, Lq], or [Hq, total_q] for packed sequences.
+    var lse_row0 = params.lse_off + bh * params.len_q;
+    if (VARLEN) {
+        lse_row0 = params.lse_off + h * params.total_q + q_row0;
+    }
     //@each_row
-    if (i_{r} < params.len_q) {
+    if (i_{r} < len_q) {
         var inv_{r} = 0.0;
         if (!(l_{r} == 0.0)) {
             inv_{r} = 1.0 / l_{r};
@@ -176,7 +204,7 @@ fn main(input: KernelInputs) {
             if (!(l_{r} == 0.0)) {
                 x = m_{r} + log(l_{r});
             }
-            lse[params.lse_off + bh * params.len_q + i_{r}] = x;
+            lse[lse_row0 + i_{r}] = x;
         }
     }
     //@end_row

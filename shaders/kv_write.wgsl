@@ -6,6 +6,10 @@
 // - FLAG_ROPE: columns below rotary_dim are rotated by the angles of position starts[b] + r, read
 //   from the cos/sin tables [table_rows, rotary_dim / 2]; pairs are (2i, 2i + 1) (interleaved) or
 //   (i, i + rotary_dim / 2) with FLAG_HALF_SPLIT; the other columns pass through;
+// - FLAG_PAGED: the destination is a paged cache [num_pages, page_size, H, D] (dst strides per
+//   page, per head, per row within the page): destination row `row` of batch b is row
+//   row % page_size of page block_table[b, row / page_size]; a page id at or past page_count is
+//   never written (the host refuses such appends where it can see the table);
 // - FLAG_ADVANCE: instead of rows, adds each batch's row count (counts[b], or L) to starts[b]
 //   (a second dispatch after the writes, so that every write read the old length).
 // A destination row at or past dst_rows (the capacity) is never written; the host refuses such an
@@ -29,6 +33,10 @@ struct WriteParams {
     sin_off: u32,
     starts_off: u32,
     counts_off: u32,
+    page_size: u32,
+    page_count: u32,
+    table_off: u32,
+    table_stride: u32,
 }
 
 const FLAG_AT_START: u32 = 1u;
@@ -36,6 +44,7 @@ const FLAG_COUNTS: u32 = 2u;
 const FLAG_ROPE: u32 = 4u;
 const FLAG_HALF_SPLIT: u32 = 8u;
 const FLAG_ADVANCE: u32 = 16u;
+const FLAG_PAGED: u32 = 32u;
 
 @group(0) @binding(0) var<uniform> params: WriteParams;
 @group(0) @binding(1) var<storage, read> src: array<elem>;
@@ -44,6 +53,7 @@ const FLAG_ADVANCE: u32 = 16u;
 @group(0) @binding(4) var<storage, read> counts: array<u32>;
 @group(0) @binding(5) var<storage, read> cos_table: array<f32>;
 @group(0) @binding(6) var<storage, read> sin_table: array<f32>;
+@group(0) @binding(7) var<storage, read> block_table: array<u32>;
 
 fn has(flag: u32) -> bool {
     return (params.flags & flag) != 0u;
@@ -92,7 +102,14 @@ fn main(
         return;
     }
     let src_row = params.src_off + b * params.src_sb + h * params.src_sh + r * params.src_sl;
-    let dst_row = params.dst_off + b * params.dst_sb + h * params.dst_sh + row * params.dst_sl;
+    var dst_row = params.dst_off + b * params.dst_sb + h * params.dst_sh + row * params.dst_sl;
+    if (has(FLAG_PAGED)) {
+        let page = block_table[params.table_off + b * params.table_stride + row / params.page_size];
+        if (page >= params.page_count) {
+            return;
+        }
+        dst_row = params.dst_off + page * params.dst_sb + h * params.dst_sh + (row % params.page_size) * params.dst_sl;
+    }
     var copy_from = 0u;
     if (has(FLAG_ROPE)) {
         let pos = start + r;

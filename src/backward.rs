@@ -62,14 +62,16 @@ pub struct AttentionBackward {
 /// submission; returns without waiting for the GPU (downloading a result waits).
 ///
 /// `opts` must be the options of the forward call. Supported: every mask (boolean, key lengths,
-/// causal in both alignments, windows, zero-score), scale, soft cap, additive bias (with its
+/// causal in both alignments, windows, zero-score), ALiBi, scale, soft cap, additive bias (with its
 /// gradient), dropout (the forward's Philox mask is replayed), GQA/MQA, Lq ≠ Lk, Dk ≠ Dv up to
 /// 256, f32 and f16 storage (f32 accumulation). Rows with no key taking part get zero gradients.
 /// Each tensor must fit one storage binding ([`crate::Error::Limit`] otherwise).
 /// `opts.kernel` picks the path: `Auto` and `Fused` run the fused kernels; `Staged` runs the
 /// baseline that materializes P and dS ([B, Hq, Lq, Lk] f32 each) between GEMMs (f32 only, and
 /// with grouped heads Q and dO in a [B, H, L, D] layout); `Decode` is refused
-/// ([`crate::Error::Unsupported`]). `opts.out`, `return_lse` and `return_weights` play no part.
+/// ([`crate::Error::Unsupported`]), as are paged K/V (`block_table`) and, on CPU drivers, fused
+/// loops beyond 32768 keys or query rows per KV head. `opts.out`, `return_lse` and
+/// `return_weights` play no part.
 ///
 /// ```
 /// # fn main() -> Result<(), wgpu_attention::Error> {
@@ -279,6 +281,11 @@ pub fn validate_backward(
     opts: &AttentionOptions,
 ) -> Result<Problem> {
     let p = validate(ctx, q, k, v, opts)?;
+    if opts.block_table.is_some() {
+        return Err(Error::Unsupported(
+            "the attention backward reads contiguous K and V: no block table (paged K/V)".into(),
+        ));
+    }
     if opts.kernel == KernelChoice::Decode {
         return Err(Error::Unsupported(
             "the attention backward has no decode kernel; use Auto, Fused or Staged".into(),
@@ -300,6 +307,16 @@ pub fn validate_backward(
         }
     }
     flash_backward::check_head_dims(p.dk as u32, p.dv as u32)?;
+    // CPU drivers end a shader's loops after 65535 iterations without an error: the dQ kernel
+    // loops over the keys, the dK/dV kernel over the query rows of a group's heads.
+    let cpu_max = crate::kernels::flash_forward::CPU_MAX_KEYS;
+    let group_rows = (p.hq / p.hkv).saturating_mul(p.lq);
+    if opts.kernel != KernelChoice::Staged && crate::kernels::is_cpu(ctx) && p.lk.max(group_rows) > cpu_max {
+        return Err(Error::Unsupported(format!(
+            "on a CPU driver the fused backward loops over at most {cpu_max} keys and {cpu_max} query rows per KV head (the driver ends longer shader loops without an error); Lk = {}, Hq / Hkv · Lq = {group_rows}: use KernelChoice::Staged",
+            p.lk
+        )));
+    }
     for (name, t) in [("out", out), ("d_out", d_out)] {
         t.check_device(name, ctx)?;
         let expected = vec![p.b, p.hq, p.lq, p.dv];
@@ -424,6 +441,14 @@ fn record(
         pad: [0; 3],
     };
 
+    // ALiBi slopes as the uniform table of `shaders/common/alibi.wgsl` (4096 slopes; the forward's
+    // validation keeps Hq within it).
+    let alibi_buf = opts.alibi_slopes.as_ref().map(|slopes| {
+        let mut table = [0f32; 4096];
+        table[..slopes.len().min(4096)].copy_from_slice(&slopes[..slopes.len().min(4096)]);
+        kernels::params_buffer(ctx, &table)
+    });
+    let alibi = alibi_buf.as_ref().map(BoundBuffer::whole);
     let params_buf = kernels::params_buffer(ctx, &params);
     let backward_buf = kernels::params_buffer(ctx, &backward);
     let backward_bound = BoundBuffer::whole(&backward_buf);
@@ -445,12 +470,16 @@ fn record(
         backward: &backward_bound,
         masks: [&bias, &mask, &lens],
         d_out: direct.then_some(&dob),
+        alibi: alibi.as_ref(),
         d_out_vec4: [dos.offset, dos.batch, dos.head, dos.row]
             .iter()
             .all(|x| x.is_multiple_of(4)),
     };
     let grad = |which, buf: &BoundBuffer, dtype| flash_backward::grad_step(ctx, which, cfg, dtype, &bindings, buf);
-    let mut allocated = rows_tensor.buffer().size() + params_buf.size() + backward_buf.size();
+    let mut allocated = rows_tensor.buffer().size()
+        + params_buf.size()
+        + backward_buf.size()
+        + alibi_buf.as_ref().map_or(0, |b| b.size());
     if opts.kernel == KernelChoice::Staged {
         let (staged, bytes) = record_staged(ctx, p, [q, k, v], d_out, grads, &bindings)?;
         steps.extend(staged);

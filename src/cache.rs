@@ -45,8 +45,37 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::kernels::{self, kv_write, Step};
 use crate::options::AttentionOptions;
-use crate::rope::{check_rows_operand, rotate_into_new, Rope};
+use crate::rope::{check_rows_operand, rotate_into_new, rotate_step, Rope};
 use crate::tensor::{DType, Tensor};
+
+/// An append recorded once ([`KvCache::prepare_append`]) and replayed each step with
+/// [`KvCache::append_prepared`]: no validation, pipeline lookup or bind-group creation per step.
+#[derive(Debug)]
+pub struct PreparedAppend {
+    steps: Vec<Step>,
+    counts: Vec<u32>,
+    rope_positions: Option<usize>,
+    /// The lengths buffer of the cache it was prepared for.
+    cache: Tensor,
+}
+
+/// The queries' rotary embedding recorded once ([`KvCache::prepare_rope_q`]) and replayed each
+/// step with [`KvCache::rope_q_prepared`], always into the same output tensor.
+#[derive(Debug)]
+pub struct PreparedRope {
+    step: Option<Step>,
+    out: Tensor,
+    rows: usize,
+    max_positions: usize,
+    cache: Tensor,
+}
+
+impl PreparedRope {
+    /// The rotated queries (written by every replay).
+    pub fn out(&self) -> &Tensor {
+        &self.out
+    }
+}
 
 /// Options of [`KvCache::append_with`].
 #[derive(Debug, Clone, Default)]
@@ -58,8 +87,62 @@ pub struct AppendOptions {
     pub rope: Option<Rope>,
 }
 
-/// A contiguous KV cache: K [B, Hkv, capacity, Dk], V [B, Hkv, capacity, Dv] and the length of
-/// every sequence (GPU buffer and host mirror). See the [module docs](self).
+/// The page pool of a paged [`KvCache`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PagedLayout {
+    /// Pages in the pool, shared by every sequence.
+    pub pages: usize,
+    /// Rows (tokens) per page.
+    pub page_size: usize,
+    /// Columns of the block table: the most pages one sequence may hold, so its capacity is
+    /// `pages_per_seq · page_size` rows.
+    pub pages_per_seq: usize,
+}
+
+/// A block-table entry that maps no page: appending or attending over a position it covers is
+/// refused ([`Error::PageUnmapped`]).
+pub const UNMAPPED_PAGE: u32 = u32::MAX;
+
+/// The block table of a paged cache: on the GPU and mirrored on the host.
+#[derive(Debug)]
+struct PageTable {
+    /// u32 [B, pages_per_seq].
+    table: Tensor,
+    host: Vec<u32>,
+    size: usize,
+    count: usize,
+}
+
+impl PageTable {
+    fn columns(&self) -> usize {
+        self.table.shape()[1]
+    }
+
+    /// Refuses positions [from, to) of sequence `b` that land on an unmapped page.
+    fn check_mapped(&self, b: usize, from: u64, to: u64) -> Result<()> {
+        if from >= to {
+            return Ok(());
+        }
+        let cols = self.columns();
+        for col in (from / self.size as u64)..=((to - 1) / self.size as u64) {
+            let page = self.host[b * cols + col as usize];
+            if page as usize >= self.count {
+                return Err(Error::PageUnmapped {
+                    batch: b,
+                    position: (col * self.size as u64).max(from),
+                    page,
+                    pages: self.count,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A KV cache, contiguous (K [B, Hkv, capacity, Dk], V [B, Hkv, capacity, Dv]) or paged (K
+/// [pages, page_size, Hkv, Dk], V [pages, page_size, Hkv, Dv] and a block table [B,
+/// pages_per_seq]), with the length of every sequence (GPU buffer and host mirror). See the
+/// [module docs](self).
 ///
 /// Not `Clone`: two handles appending to the same buffers would each advance their own host
 /// mirror. Share it behind a lock, or wrap [`KvCache::k`], [`KvCache::v`] and
@@ -71,6 +154,7 @@ pub struct KvCache {
     seqlens: Tensor,
     lengths: Vec<u32>,
     capacity: usize,
+    pages: Option<PageTable>,
 }
 
 impl KvCache {
@@ -86,55 +170,93 @@ impl KvCache {
         dv: usize,
         dtype: DType,
     ) -> Result<Self> {
-        for (name, d) in [("kv cache K", dk), ("kv cache V", dv)] {
-            let shape = [b, hkv, capacity, d];
-            if let Some(axis) = shape.iter().position(|&n| n == 0) {
-                return Err(Error::ZeroDim {
-                    name,
-                    axis,
-                    shape: shape.to_vec(),
-                });
-            }
-        }
-        if !matches!(dtype, DType::F32 | DType::F16) {
-            return Err(Error::DType {
-                name: "kv cache",
-                got: dtype,
-                expected: "f32 or f16",
-            });
-        }
-        if dtype == DType::F16 && !ctx.features().contains(wgpu::Features::SHADER_F16) {
-            return Err(Error::MissingFeature {
-                what: "f16 KV cache",
-                feature: wgpu::Features::SHADER_F16,
-            });
-        }
-        if capacity > i32::MAX as usize {
-            return Err(Error::Limit {
-                what: "KV cache capacity".into(),
-                limit: "2^31 - 1 rows",
-                needed: capacity as u64,
-                max: i32::MAX as u64,
-            });
-        }
-        for (name, d) in [("kv cache K", dk), ("kv cache V", dv)] {
-            let bytes = crate::tensor::checked_bytes(name, &[b, hkv, capacity, d], dtype)?;
-            let max = ctx.max_binding_size();
-            if bytes > max || bytes / dtype.size() as u64 > u32::MAX as u64 {
-                return Err(Error::Limit {
-                    what: format!("{name} ({bytes} bytes in one binding)"),
-                    limit: "max_storage_buffer_binding_size",
-                    needed: bytes,
-                    max,
-                });
-            }
-        }
+        check_cache_dtype(ctx, dtype)?;
+        let shapes = [
+            ("kv cache K", [b, hkv, capacity, dk]),
+            ("kv cache V", [b, hkv, capacity, dv]),
+        ];
+        check_cache_shapes(ctx, &shapes, capacity, dtype)?;
         Ok(Self {
-            k: Tensor::zeros(ctx, &[b, hkv, capacity, dk], dtype)?,
-            v: Tensor::zeros(ctx, &[b, hkv, capacity, dv], dtype)?,
+            k: Tensor::zeros(ctx, &shapes[0].1, dtype)?,
+            v: Tensor::zeros(ctx, &shapes[1].1, dtype)?,
             seqlens: Tensor::zeros(ctx, &[b], DType::U32)?,
             lengths: vec![0; b],
             capacity,
+            pages: None,
+        })
+    }
+
+    /// An empty paged cache: K [pages, page_size, Hkv, Dk] and V [pages, page_size, Hkv, Dv]
+    /// (the shape of vLLM's and FlashAttention's paged caches, stored head-major: [pages, Hkv,
+    /// page_size, D] in memory, which streams a head's keys page by page) shared by `b`
+    /// sequences through a block table [b, pages_per_seq]. The table starts as "sequence s owns pages s ·
+    /// pages_per_seq …" when the pool has that many pages, else every entry is
+    /// [`UNMAPPED_PAGE`]: assign pages with [`KvCache::set_block_table`].
+    pub fn new_paged(
+        ctx: &Context,
+        b: usize,
+        hkv: usize,
+        layout: PagedLayout,
+        dk: usize,
+        dv: usize,
+        dtype: DType,
+    ) -> Result<Self> {
+        check_cache_dtype(ctx, dtype)?;
+        let PagedLayout {
+            pages,
+            page_size,
+            pages_per_seq,
+        } = layout;
+        let shapes = [
+            ("kv cache K", [pages, page_size, hkv, dk]),
+            ("kv cache V", [pages, page_size, hkv, dv]),
+        ];
+        if b == 0 || pages_per_seq == 0 {
+            return Err(Error::ZeroDim {
+                name: "block table",
+                axis: if b == 0 { 0 } else { 1 },
+                shape: vec![b, pages_per_seq],
+            });
+        }
+        if pages > UNMAPPED_PAGE as usize {
+            return Err(Error::Limit {
+                what: format!("{pages} pages"),
+                limit: "2^32 - 1 pages (u32 page ids)",
+                needed: pages as u64,
+                max: UNMAPPED_PAGE as u64,
+            });
+        }
+        let capacity = pages_per_seq.saturating_mul(page_size);
+        check_cache_shapes(ctx, &shapes, capacity, dtype)?;
+        let cells = crate::tensor::checked_numel("block table", &[b, pages_per_seq])?;
+        let host: Vec<u32> = if cells <= pages {
+            (0..cells as u32).collect()
+        } else {
+            vec![UNMAPPED_PAGE; cells]
+        };
+        // Pages are stored head-major ([N, Hkv, P, D] in memory) and seen as [N, P, Hkv, D]: a
+        // head's rows of a page are contiguous, so a sequence's keys stream in page-sized runs
+        // (with the rows of all heads interleaved, every key of a head is a new 4 KiB stride).
+        let head_major = |d: usize| -> Result<Tensor> {
+            let t = Tensor::zeros(ctx, &[pages, hkv, page_size, d], dtype)?;
+            t.view(
+                0,
+                &[pages, page_size, hkv, d],
+                &[hkv * page_size * d, d, page_size * d, 1],
+            )
+        };
+        Ok(Self {
+            k: head_major(dk)?,
+            v: head_major(dv)?,
+            seqlens: Tensor::zeros(ctx, &[b], DType::U32)?,
+            lengths: vec![0; b],
+            capacity,
+            pages: Some(PageTable {
+                table: Tensor::from_slice(ctx, &host, &[b, pages_per_seq])?,
+                host,
+                size: page_size,
+                count: pages,
+            }),
         })
     }
 
@@ -144,7 +266,52 @@ impl KvCache {
     }
     /// Key/value heads Hkv.
     pub fn heads(&self) -> usize {
-        self.k.shape()[1]
+        self.k.shape()[if self.pages.is_some() { 2 } else { 1 }]
+    }
+    /// Rows per page of a paged cache (`None`: contiguous).
+    pub fn page_size(&self) -> Option<usize> {
+        self.pages.as_ref().map(|p| p.size)
+    }
+    /// The block table of a paged cache, u32 [B, pages_per_seq] on the GPU
+    /// ([`AttentionOptions::block_table`] of the attention calls over it).
+    pub fn block_table(&self) -> Option<&Tensor> {
+        self.pages.as_ref().map(|p| &p.table)
+    }
+    /// The host mirror of the block table (row-major [B, pages_per_seq]).
+    pub fn block_table_host(&self) -> Option<&[u32]> {
+        self.pages.as_ref().map(|p| p.host.as_slice())
+    }
+
+    /// Maps the pages of every sequence: `table` is row-major [B, pages_per_seq], each entry a
+    /// page id below the page count or [`UNMAPPED_PAGE`]. Written through the queue (before the
+    /// next submission's work) and mirrored on the host. Sequences may share pages (a common
+    /// prefix); an append writes into whatever page its positions map to.
+    pub fn set_block_table(&mut self, ctx: &Context, table: &[u32]) -> Result<()> {
+        let Some(pages) = &mut self.pages else {
+            return Err(Error::Unsupported("a contiguous KV cache has no block table".into()));
+        };
+        pages.table.check_device("kv cache", ctx)?;
+        if table.len() != pages.host.len() {
+            return Err(Error::ShapeMismatch {
+                name: "block table",
+                expected: pages.table.shape().to_vec(),
+                got: vec![table.len()],
+            });
+        }
+        if let Some(&id) = table
+            .iter()
+            .find(|&&id| id != UNMAPPED_PAGE && id as usize >= pages.count)
+        {
+            return Err(Error::InvalidOption {
+                name: "block table",
+                value: id as f64,
+                why: "page ids must be below the page count (or UNMAPPED_PAGE)",
+            });
+        }
+        ctx.queue()
+            .write_buffer(pages.table.buffer(), pages.table.offset(), bytemuck::cast_slice(table));
+        pages.host = table.to_vec();
+        Ok(())
     }
     /// Rows per sequence.
     pub fn capacity(&self) -> usize {
@@ -186,9 +353,18 @@ impl KvCache {
     }
 
     /// Views K [B, Hkv, Lk, Dk] and V [B, Hkv, Lk, Dv] of the first Lk = [`KvCache::max_len`]
-    /// rows of every sequence (strided: no copy).
+    /// rows of every sequence (strided: no copy). Contiguous caches only.
     pub fn views(&self) -> Result<(Tensor, Tensor)> {
-        let lk = self.max_len();
+        if self.pages.is_some() {
+            return Err(Error::Unsupported(
+                "a paged cache has no [B, Hkv, L, D] view: attend through its block table".into(),
+            ));
+        }
+        self.views_of(self.max_len())
+    }
+
+    /// Views of the first `lk` rows of every sequence of a contiguous cache.
+    fn views_of(&self, lk: usize) -> Result<(Tensor, Tensor)> {
         let view = |t: &Tensor| {
             let s = t.strides();
             let shape = t.shape();
@@ -243,8 +419,8 @@ impl KvCache {
     }
 
     /// Records an append into the caller's encoder: the rows of K and V, then the advance of the
-    /// GPU lengths. Everything is checked first (shapes, dtypes, capacity, rope positions): on an
-    /// error nothing is recorded and the cache is unchanged. The host lengths advance now.
+    /// GPU lengths. Everything is checked first (shapes, dtypes, capacity, pages, rope positions):
+    /// on an error nothing is recorded and the cache is unchanged. The host lengths advance now.
     pub fn append_encode(
         &mut self,
         ctx: &Context,
@@ -253,6 +429,71 @@ impl KvCache {
         v_new: &Tensor,
         opts: &AppendOptions,
     ) -> Result<()> {
+        let counts = self.check_append(ctx, k_new, v_new, opts)?;
+        self.check_room(&counts, opts.rope.as_ref().map(|r| r.max_positions()))?;
+        if counts.iter().all(|&c| c == 0) {
+            return Ok(());
+        }
+        let steps = ctx.scoped("kv append setup", || {
+            self.append_steps(ctx, k_new, v_new, opts, &counts)
+        })?;
+        kernels::encode_steps(encoder, &steps, None);
+        self.advance(&counts);
+        Ok(())
+    }
+
+    /// An append checked and bound once, to replay every step with
+    /// [`KvCache::append_prepared`]: its rows come from `k_new` and `v_new` as they are when the
+    /// work runs (overwrite them between steps) and land at each sequence's GPU length.
+    pub fn prepare_append(
+        &self,
+        ctx: &Context,
+        k_new: &Tensor,
+        v_new: &Tensor,
+        opts: &AppendOptions,
+    ) -> Result<PreparedAppend> {
+        let counts = self.check_append(ctx, k_new, v_new, opts)?;
+        let steps = match counts.iter().all(|&c| c == 0) {
+            true => Vec::new(),
+            false => ctx.scoped("kv append setup", || {
+                self.append_steps(ctx, k_new, v_new, opts, &counts)
+            })?,
+        };
+        Ok(PreparedAppend {
+            steps,
+            counts,
+            rope_positions: opts.rope.as_ref().map(|r| r.max_positions()),
+            cache: self.seqlens.clone(),
+        })
+    }
+
+    /// Records a prepared append: the only host work is the check of the host lengths against
+    /// the capacity, the block table and the rope tables (O(B)), then the lengths advance.
+    pub fn append_prepared(&mut self, encoder: &mut wgpu::CommandEncoder, append: &PreparedAppend) -> Result<()> {
+        self.check_same_cache(&append.cache, "prepared append")?;
+        self.check_room(&append.counts, append.rope_positions)?;
+        kernels::encode_steps(encoder, &append.steps, None);
+        self.advance(&append.counts);
+        Ok(())
+    }
+
+    fn check_same_cache(&self, cache: &Tensor, what: &str) -> Result<()> {
+        if !cache.overlaps(&self.seqlens) {
+            return Err(Error::Unsupported(format!(
+                "this {what} was prepared for another KV cache"
+            )));
+        }
+        Ok(())
+    }
+
+    fn advance(&mut self, counts: &[u32]) {
+        for (len, c) in self.lengths.iter_mut().zip(counts) {
+            *len += c;
+        }
+    }
+
+    /// Checks the operands of an append; returns the rows each sequence takes.
+    fn check_append(&self, ctx: &Context, k_new: &Tensor, v_new: &Tensor, opts: &AppendOptions) -> Result<Vec<u32>> {
         self.k.check_device("kv cache", ctx)?;
         let (b, hkv, dk, dv) = (self.batch(), self.heads(), self.dim_k(), self.dim_v());
         check_rows_operand(ctx, "k_new", k_new)?;
@@ -273,17 +514,22 @@ impl KvCache {
                     expected: self.dtype().name(),
                 });
             }
+            let table = self.pages.as_ref().map(|p| &p.table);
             for (output, cached) in [
-                ("kv cache K", &self.k),
-                ("kv cache V", &self.v),
-                ("seqlens", &self.seqlens),
+                ("kv cache K", Some(&self.k)),
+                ("kv cache V", Some(&self.v)),
+                ("seqlens", Some(&self.seqlens)),
+                ("block table", table),
             ] {
-                if t.overlaps(cached) {
+                if cached.is_some_and(|c| t.overlaps(c)) {
                     return Err(Error::Aliasing { output, input: name });
                 }
             }
         }
-        let counts: Vec<u32> = match &opts.lengths {
+        if let Some(rope) = &opts.rope {
+            rope.check(ctx, dk, None)?;
+        }
+        match &opts.lengths {
             Some(l) => {
                 if l.len() != b {
                     return Err(Error::ShapeMismatch {
@@ -299,12 +545,18 @@ impl KvCache {
                         why: "each must be at most Lnew (the rows of k_new)",
                     });
                 }
-                l.clone()
+                Ok(l.clone())
             }
-            None => vec![u32::try_from(lnew).unwrap_or(u32::MAX); b],
-        };
-        for (batch, (&len, &count)) in self.lengths.iter().zip(&counts).enumerate() {
-            if len as u64 + count as u64 > self.capacity as u64 {
+            None => Ok(vec![u32::try_from(lnew).unwrap_or(u32::MAX); b]),
+        }
+    }
+
+    /// Refuses an append of `counts` rows per sequence that would pass the capacity, land on an
+    /// unmapped page, or rotate past the rope tables (`rope_positions`), from the host lengths.
+    fn check_room(&self, counts: &[u32], rope_positions: Option<usize>) -> Result<()> {
+        for (batch, (&len, &count)) in self.lengths.iter().zip(counts).enumerate() {
+            let end = len as u64 + count as u64;
+            if end > self.capacity as u64 {
                 return Err(Error::CacheFull {
                     batch,
                     length: len,
@@ -312,26 +564,15 @@ impl KvCache {
                     capacity: self.capacity,
                 });
             }
-        }
-        if let Some(rope) = &opts.rope {
-            let last = self
-                .lengths
-                .iter()
-                .zip(&counts)
-                .filter(|(_, &c)| c > 0)
-                .map(|(&l, &c)| l as u64 + c as u64 - 1)
-                .max();
-            rope.check(ctx, dk, last)?;
-        }
-        if counts.iter().all(|&c| c == 0) {
-            return Ok(());
-        }
-        let steps = ctx.scoped("kv append setup", || {
-            self.append_steps(ctx, k_new, v_new, opts, &counts)
-        })?;
-        kernels::encode_steps(encoder, &steps, None);
-        for (len, c) in self.lengths.iter_mut().zip(&counts) {
-            *len += c;
+            if let Some(pages) = &self.pages {
+                pages.check_mapped(batch, len as u64, end)?;
+            }
+            if let Some(max_positions) = rope_positions.filter(|&m| count > 0 && end > m as u64) {
+                return Err(Error::PositionOutOfRange {
+                    position: end - 1,
+                    max_positions,
+                });
+            }
         }
         Ok(())
     }
@@ -356,6 +597,18 @@ impl KvCache {
             starts_off,
             ..Default::default()
         };
+        let table = match &self.pages {
+            Some(pages) => {
+                let (t, off) = kernels::bind_tensor(ctx, &pages.table, "block table")?;
+                base.flags |= kv_write::flags::PAGED;
+                base.page_size = pages.size as u32;
+                base.page_count = pages.count as u32;
+                base.table_off = off;
+                base.table_stride = pages.table.strides()[0] as u32;
+                t
+            }
+            None => unused.clone(),
+        };
         let counts_bound = match &opts.lengths {
             Some(_) => {
                 let t = Tensor::from_slice(ctx, counts, &[counts.len()])?;
@@ -374,7 +627,7 @@ impl KvCache {
             let (src_b, src_off) = kernels::bind_tensor(ctx, src, name)?;
             let (dst_b, dst_off) = kernels::bind_tensor(ctx, dst, "kv cache")?;
             p.src = kernels::strides_of(src, src_off);
-            p.dst = kernels::strides_of(dst, dst_off);
+            p.dst = self.row_strides(dst, dst_off);
             let (cos, sin) = match rope {
                 Some(r) => r.bind(ctx, &mut p)?,
                 None => (unused.clone(), unused.clone()),
@@ -390,6 +643,7 @@ impl KvCache {
                     counts: &counts_bound,
                     cos: &cos,
                     sin: &sin,
+                    block_table: &table,
                 },
             )?);
         }
@@ -409,9 +663,27 @@ impl KvCache {
                 counts: &counts_bound,
                 cos: &unused,
                 sin: &unused,
+                block_table: &unused,
             },
         )?);
         Ok(steps)
+    }
+
+    /// Strides of K or V as (sequence or page, head, row): a paged tensor is [pages, page_size,
+    /// Hkv, D].
+    fn row_strides(&self, t: &Tensor, offset: u32) -> kernels::Strides {
+        match self.pages {
+            Some(_) => {
+                let st = t.strides();
+                kernels::Strides {
+                    offset,
+                    batch: st[0] as u32,
+                    head: st[2] as u32,
+                    row: st[1] as u32,
+                }
+            }
+            None => kernels::strides_of(t, offset),
+        }
     }
 
     /// Rotates Q [B, Hq, Lq, Dk] of the tokens about to be appended: row i of sequence b at
@@ -450,6 +722,47 @@ impl KvCache {
         rotate_into_new(ctx, encoder, q, &self.seqlens, rope)
     }
 
+    /// [`KvCache::rope_q`] checked and bound once, to replay every step with
+    /// [`KvCache::rope_q_prepared`]: it rotates `q` as it is when the work runs into
+    /// [`PreparedRope::out`].
+    pub fn prepare_rope_q(&self, ctx: &Context, q: &Tensor, rope: &Rope) -> Result<PreparedRope> {
+        self.seqlens.check_device("kv cache", ctx)?;
+        let s = check_rows_operand(ctx, "q", q)?;
+        if s[0] != self.batch() {
+            return Err(Error::ShapeMismatch {
+                name: "q",
+                expected: vec![self.batch(), s[1], s[2], s[3]],
+                got: s.to_vec(),
+            });
+        }
+        rope.check(ctx, s[3], None)?;
+        let out = Tensor::zeros(ctx, s, q.dtype())?;
+        Ok(PreparedRope {
+            step: rotate_step(ctx, q, &out, &self.seqlens, rope)?,
+            rows: s[2],
+            max_positions: rope.max_positions(),
+            cache: self.seqlens.clone(),
+            out,
+        })
+    }
+
+    /// Records a prepared rotation of the queries (before the append of the same tokens); the
+    /// only host work is the check of the positions against the rope tables.
+    pub fn rope_q_prepared(&self, encoder: &mut wgpu::CommandEncoder, rope: &PreparedRope) -> Result<()> {
+        self.check_same_cache(&rope.cache, "prepared rotation")?;
+        let end = self.max_len() as u64 + rope.rows as u64;
+        if rope.rows > 0 && end > rope.max_positions as u64 {
+            return Err(Error::PositionOutOfRange {
+                position: end - 1,
+                max_positions: rope.max_positions,
+            });
+        }
+        if let Some(step) = &rope.step {
+            kernels::encode_steps(encoder, std::slice::from_ref(step), None);
+        }
+        Ok(())
+    }
+
     /// Attention of Q [B, Hq, Lq, Dk] over the cache: [`crate::attention()`] with K and V the
     /// first [`KvCache::max_len`] rows ([`KvCache::views`]), the GPU lengths as key lengths (no
     /// readback) and bottom-right masks aligned per sequence (j ≤ i + len_b − Lq). `opts` may set
@@ -477,22 +790,111 @@ impl KvCache {
     }
 
     /// The prepared attention call over the cache as it is now: its key length Lk is
-    /// [`KvCache::max_len`] at preparation. It reads the lengths on the GPU when it runs, but a
+    /// [`KvCache::attend_len`] at preparation. It reads the lengths on the GPU when it runs, but a
     /// replay after further appends still sees at most Lk rows per sequence (longer lengths count
-    /// as Lk, for the key range and the alignment alike): prepare again after appending.
+    /// as Lk, for the key range and the alignment alike): replay [`KvCache::prepare_replay`]
+    /// instead, or prepare again after appending.
     pub fn prepare_attend(&self, ctx: &Context, q: &Tensor, opts: &AttentionOptions) -> Result<Attention> {
-        if opts.key_lengths.is_some() {
+        self.prepare_over(ctx, q, opts, self.attend_len())
+    }
+
+    /// The attention call over the whole capacity (Lk = [`KvCache::capacity`]; masks and bias
+    /// have that last axis), for replaying every step: it reads the lengths (and the block
+    /// table) on the GPU when it runs, and splits each sequence's keys by its current length,
+    /// so one prepared call serves every step of a generation with `encode` alone.
+    pub fn prepare_replay(&self, ctx: &Context, q: &Tensor, opts: &AttentionOptions) -> Result<Attention> {
+        self.prepare_over(ctx, q, opts, self.capacity)
+    }
+
+    /// The key length Lk of [`KvCache::attend`]: [`KvCache::max_len`], rounded up to whole pages
+    /// in a paged cache (at least one page).
+    pub fn attend_len(&self) -> usize {
+        match &self.pages {
+            Some(pages) => self.max_len().div_ceil(pages.size).max(1) * pages.size,
+            None => self.max_len(),
+        }
+    }
+
+    /// An attention call over the first `rows` rows of every sequence.
+    fn prepare_over(&self, ctx: &Context, q: &Tensor, opts: &AttentionOptions, rows: usize) -> Result<Attention> {
+        if opts.key_lengths.is_some() || opts.block_table.is_some() {
             return Err(Error::Unsupported(
-                "KvCache::attend takes the key lengths from the cache; leave AttentionOptions::key_lengths unset"
-                    .into(),
+                "KvCache::attend takes the key lengths and block table from the cache; leave them unset".into(),
             ));
         }
-        let (k, v) = self.views()?;
-        let opts = AttentionOptions {
+        let mut opts = AttentionOptions {
             key_lengths: Some(self.seqlens.clone()),
             align_to_key_lengths: true,
             ..opts.clone()
         };
+        let (k, v) = match &self.pages {
+            None => self.views_of(rows)?,
+            Some(pages) => {
+                for (b, &len) in self.lengths.iter().enumerate() {
+                    pages.check_mapped(b, 0, len as u64)?;
+                }
+                let cols = rows.div_ceil(pages.size).max(1);
+                let table = &pages.table;
+                opts.block_table = Some(table.view(0, &[self.batch(), cols], table.strides())?);
+                (self.k.clone(), self.v.clone())
+            }
+        };
         Attention::new(ctx, q, &k, &v, &opts)
     }
+}
+
+fn check_cache_dtype(ctx: &Context, dtype: DType) -> Result<()> {
+    if !matches!(dtype, DType::F32 | DType::F16) {
+        return Err(Error::DType {
+            name: "kv cache",
+            got: dtype,
+            expected: "f32 or f16",
+        });
+    }
+    if dtype == DType::F16 && !ctx.features().contains(wgpu::Features::SHADER_F16) {
+        return Err(Error::MissingFeature {
+            what: "f16 KV cache",
+            feature: wgpu::Features::SHADER_F16,
+        });
+    }
+    Ok(())
+}
+
+/// K and V are non-empty and each fits one storage binding; the capacity fits 31 bits.
+fn check_cache_shapes(
+    ctx: &Context,
+    shapes: &[(&'static str, [usize; 4]); 2],
+    capacity: usize,
+    dtype: DType,
+) -> Result<()> {
+    for (name, shape) in shapes {
+        if let Some(axis) = shape.iter().position(|&n| n == 0) {
+            return Err(Error::ZeroDim {
+                name,
+                axis,
+                shape: shape.to_vec(),
+            });
+        }
+    }
+    if capacity > i32::MAX as usize {
+        return Err(Error::Limit {
+            what: "KV cache capacity".into(),
+            limit: "2^31 - 1 rows",
+            needed: capacity as u64,
+            max: i32::MAX as u64,
+        });
+    }
+    for (name, shape) in shapes {
+        let bytes = crate::tensor::checked_bytes(name, shape, dtype)?;
+        let max = ctx.max_binding_size();
+        if bytes > max || bytes / dtype.size() as u64 > u32::MAX as u64 {
+            return Err(Error::Limit {
+                what: format!("{name} ({bytes} bytes in one binding)"),
+                limit: "max_storage_buffer_binding_size",
+                needed: bytes,
+                max,
+            });
+        }
+    }
+    Ok(())
 }

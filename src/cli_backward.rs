@@ -25,6 +25,12 @@ pub(crate) fn check_backward_flags(a: &RunArgs) -> Result<()> {
     if a.variant != Variant::Sdpa {
         bail!("--backward applies to --variant sdpa only");
     }
+    if a.kv_cache_mode() {
+        bail!("--backward does not apply to a run over a KV cache");
+    }
+    if a.cu_seqlens_q.is_some() || a.cu_seqlens_q_name.is_some() {
+        bail!("--backward does not apply to packed variable-length sequences (--cu-seqlens-q)");
+    }
     if a.d_out.is_none() {
         bail!("--backward needs --d-out FILE.npy (the gradient of the loss with respect to the output)");
     }

@@ -156,9 +156,25 @@ pub enum Error {
         capacity: usize,
     },
 
+    /// A paged KV-cache position maps to no page of the pool (nothing was recorded).
+    #[error(
+        "KV cache sequence {batch}: position {position} maps to page {page}, outside the {pages} pages of the pool (map it with set_block_table; nothing was recorded)"
+    )]
+    PageUnmapped {
+        batch: usize,
+        position: u64,
+        page: u32,
+        pages: usize,
+    },
+
     /// A rotary-embedding position lies beyond the rope's cos/sin tables.
     #[error("rotary position {position} is beyond the rope tables ({max_positions} positions)")]
     PositionOutOfRange { position: u64, max_positions: usize },
+
+    /// The offsets of packed sequences (`cu_seqlens`, see [`crate::attention_varlen()`]) disagree
+    /// with each other or with the packed tensors.
+    #[error("{name}: {why}")]
+    SeqOffsets { name: &'static str, why: String },
 
     /// The operation or combination of options is not supported by the selected kernel.
     #[error("unsupported: {0}")]

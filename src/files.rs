@@ -6,6 +6,10 @@
 
 use std::path::Path;
 
+mod kv_cache;
+
+pub use kv_cache::{run_kv_cache, KvRunInputs, KvRunOutputs};
+
 use crate::attention::Attention;
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -816,4 +820,216 @@ mod tests {
         let t = read_npy_bytes(Path::new("x.npy"), &bytes, "q").unwrap();
         assert_eq!(t.shape, vec![2, 3]);
     }
+}
+
+/// Integers (lengths, offsets, page ids) as u32: u32 values, or i32 / i64 / u64 values within
+/// 0 ..= u32::MAX.
+fn to_u32<T: Copy + TryInto<u32> + std::fmt::Display>(path: &Path, role: &str, values: &[T]) -> Result<Vec<u32>> {
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, &x)| {
+            x.try_into()
+                .map_err(|_| bad(path, format!("{role}: value {x} at entry {i} is not in 0 ..= 2^32 - 1")))
+        })
+        .collect()
+}
+
+/// Reads an integer tensor (sequence lengths, offsets, a block table) of any rank from a `.npy`
+/// file of uint32 (`<u4`), int32 (`<i4`), int64 (`<i8`) or uint64 (`<u8`) values, as u32.
+pub fn read_npy_u32(path: &Path, role: &str) -> Result<HostTensor> {
+    let bytes = read_all(path)?;
+    let (header, data_start) = parse_npy_header(path, &bytes, role)?;
+    let npy = npyz::NpyFile::with_header(header, &bytes[data_start..]);
+    if npy.order() == npyz::Order::Fortran && npy.shape().len() > 1 {
+        return Err(bad(path, format!("{role}: Fortran-order arrays are not supported")));
+    }
+    let shape: Vec<usize> = npy.shape().iter().map(|&n| n as usize).collect();
+    let type_str = match npy.dtype() {
+        npyz::DType::Plain(t) => t.to_string(),
+        other => {
+            return Err(bad(
+                path,
+                format!("{role}: structured dtype {other:?} is not supported"),
+            ))
+        }
+    };
+    let elems = shape
+        .iter()
+        .try_fold(1u64, |n, &d| n.checked_mul(d as u64))
+        .unwrap_or(u64::MAX);
+    let size = match type_str.as_str() {
+        "<u4" | ">u4" | "<i4" | ">i4" => 4,
+        "<i8" | ">i8" | "<u8" | ">u8" => 8,
+        other => {
+            return Err(bad(
+                path,
+                format!("{role}: dtype {other} is not supported for integers (expected uint32 <u4, int32 <i4, int64 <i8 or uint64 <u8)"),
+            ))
+        }
+    };
+    if elems.saturating_mul(size) > (bytes.len() - data_start) as u64 {
+        return Err(bad(path, format!("{role}: truncated data for shape {shape:?}")));
+    }
+    let read_err = |e: std::io::Error| bad(path, format!("{role}: {e}"));
+    let data = match &type_str[1..] {
+        "u4" => npy.into_vec::<u32>().map_err(read_err)?,
+        "i4" => to_u32(path, role, &npy.into_vec::<i32>().map_err(read_err)?)?,
+        "i8" => to_u32(path, role, &npy.into_vec::<i64>().map_err(read_err)?)?,
+        _ => to_u32(path, role, &npy.into_vec::<u64>().map_err(read_err)?)?,
+    };
+    Ok(HostTensor {
+        shape,
+        data: HostData::U32(data),
+    })
+}
+
+/// Reads the integer tensor `name` (U32, I32, I64 or U64) of any rank from `.safetensors`
+/// bytes, as u32.
+pub fn read_safetensors_u32(path: &Path, bytes: &[u8], name: &str) -> Result<HostTensor> {
+    let st = safetensors::SafeTensors::deserialize(bytes)
+        .map_err(|e| bad(path, format!("not a valid .safetensors file ({e})")))?;
+    let view = st.tensor(name).map_err(|_| {
+        let mut names = st.names();
+        names.sort();
+        bad(
+            path,
+            format!("no tensor named {name:?} (the file has: {})", names.join(", ")),
+        )
+    })?;
+    let (shape, raw) = (view.shape().to_vec(), view.data());
+    let role = format!("tensor {name:?}");
+    let four = || raw.chunks_exact(4).map(|c| [c[0], c[1], c[2], c[3]]);
+    let eight = || raw.chunks_exact(8).map(|c| <[u8; 8]>::try_from(c).unwrap_or_default());
+    let data = match view.dtype() {
+        safetensors::Dtype::U32 => four().map(u32::from_le_bytes).collect(),
+        safetensors::Dtype::I32 => to_u32(path, &role, &four().map(i32::from_le_bytes).collect::<Vec<_>>())?,
+        safetensors::Dtype::I64 => to_u32(path, &role, &eight().map(i64::from_le_bytes).collect::<Vec<_>>())?,
+        safetensors::Dtype::U64 => to_u32(path, &role, &eight().map(u64::from_le_bytes).collect::<Vec<_>>())?,
+        other => {
+            return Err(bad(
+                path,
+                format!("{role}: dtype {other:?} is not supported for integers (expected U32, I32, I64 or U64)"),
+            ))
+        }
+    };
+    Ok(HostTensor {
+        shape,
+        data: HostData::U32(data),
+    })
+}
+
+/// Sequence offsets (`cu_seqlens`, B + 1 entries): a 1-D integer tensor.
+fn offsets(path: &Path, role: &str, t: HostTensor) -> Result<Vec<u32>> {
+    match (t.shape.len(), t.data) {
+        (1, HostData::U32(v)) => Ok(v),
+        _ => Err(bad(
+            path,
+            format!(
+                "{role}: offsets must be a 1-D array of B + 1 entries, got shape {:?}",
+                t.shape
+            ),
+        )),
+    }
+}
+
+/// Reads sequence offsets (`cu_seqlens`, B + 1 entries) from a 1-D `.npy` file of uint32
+/// (`<u4`), int32 (`<i4`), int64 (`<i8`) or uint64 (`<u8`) values.
+pub fn read_npy_offsets(path: &Path, role: &str) -> Result<Vec<u32>> {
+    offsets(path, role, read_npy_u32(path, role)?)
+}
+
+/// Reads sequence offsets (`cu_seqlens`) named `name` from `.safetensors` bytes: a 1-D U32, I32,
+/// I64 or U64 tensor.
+pub fn read_safetensors_offsets(path: &Path, bytes: &[u8], name: &str) -> Result<Vec<u32>> {
+    offsets(
+        path,
+        &format!("tensor {name:?}"),
+        read_safetensors_u32(path, bytes, name)?,
+    )
+}
+
+/// Inputs of [`run_varlen`]: packed Q [total_q, Hq, Dk] (f32 or f16), K [total_k, Hkv, Dk] and
+/// V [total_k, Hkv, Dv] in Q's dtype, and the B + 1 offsets of each side.
+#[derive(Debug, Clone)]
+pub struct VarlenRunInputs {
+    /// Packed queries.
+    pub q: HostTensor,
+    /// Packed keys.
+    pub k: HostTensor,
+    /// Packed values.
+    pub v: HostTensor,
+    /// Query offsets.
+    pub cu_seqlens_q: Vec<u32>,
+    /// Key offsets.
+    pub cu_seqlens_k: Vec<u32>,
+}
+
+/// Outputs of [`run_varlen`].
+#[derive(Debug, Clone)]
+pub struct VarlenRunOutputs {
+    /// O [total_q, Hq, Dv] in Q's dtype.
+    pub out: HostTensor,
+    /// LSE [Hq, total_q] (f32), when requested.
+    pub lse: Option<HostTensor>,
+    /// O (and LSE when returned) against the CPU reference, when requested.
+    pub checks: Vec<(&'static str, Comparison)>,
+}
+
+/// Runs variable-length attention ([`crate::attention_varlen()`]) on file inputs: `opts` gives
+/// scale, softcap, causal, window, dropout and `return_lse`. With `check`, O and the LSE are
+/// compared with [`reference::sdpa_varlen`] (tolerance of Q's dtype).
+pub fn run_varlen(
+    ctx: &Context,
+    inputs: &VarlenRunInputs,
+    opts: &AttentionOptions,
+    check: bool,
+) -> Result<VarlenRunOutputs> {
+    let dtype = inputs.q.dtype();
+    for (role, t) in [("q", &inputs.q), ("k", &inputs.k), ("v", &inputs.v)] {
+        check_role(t, role, true)?;
+        if t.dtype() != dtype {
+            return Err(Error::DType {
+                name: role,
+                got: t.dtype(),
+                expected: dtype.name(),
+            });
+        }
+    }
+    let seqs = crate::attention::Varlen::from_offsets(ctx, &inputs.cu_seqlens_q, &inputs.cu_seqlens_k)?;
+    let (q, k, v) = (inputs.q.upload(ctx)?, inputs.k.upload(ctx)?, inputs.v.upload(ctx)?);
+    let call = Attention::varlen(ctx, &q, &k, &v, &seqs, opts)?;
+    call.submit()?;
+    let res = call.output();
+    let out = HostTensor::download(ctx, &res.out)?;
+    let lse = res.lse.as_ref().map(|t| HostTensor::download(ctx, t)).transpose()?;
+    let mut checks = Vec::new();
+    if check {
+        let f = |t: &HostTensor| t.to_f32().unwrap_or_default();
+        let (qf, kf, vf) = (f(&inputs.q), f(&inputs.k), f(&inputs.v));
+        let (qs, vs) = (q.shape(), v.shape());
+        let expected = reference::sdpa_varlen(
+            &reference::VarlenHostInputs {
+                hq: qs[1],
+                hkv: vs[1],
+                dk: qs[2],
+                dv: vs[2],
+                q: &qf,
+                k: &kf,
+                v: &vf,
+                cu_seqlens_q: &inputs.cu_seqlens_q,
+                cu_seqlens_k: &inputs.cu_seqlens_k,
+            },
+            opts,
+        );
+        let tol = match dtype {
+            DType::F16 => Tolerance::F16,
+            _ => Tolerance::F32,
+        };
+        checks.push(("out", reference::compare(&f(&out), &expected.out, tol)));
+        if let Some(l) = &lse {
+            checks.push(("lse", reference::compare(&f(l), &expected.lse, tol)));
+        }
+    }
+    Ok(VarlenRunOutputs { out, lse, checks })
 }

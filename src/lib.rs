@@ -19,6 +19,10 @@
 //! location-based, local-m/p, hard, NeurJudge, pooling, multi-head) lives in [`family`], built on
 //! the same kernels plus a batched [`gemm`]; dropout on P is [`AttentionOptions::dropout`].
 //!
+//! Ragged batches run packed, without padding: [`attention_varlen`] takes Q [total_q, Hq, Dk],
+//! K/V [total_k, Hkv, ·] and GPU-resident sequence offsets ([`Varlen`], FlashAttention's
+//! `cu_seqlens`), with causal masks and windows aligned per sequence (`docs/ATTENTION.md` §1c).
+//!
 //! For token-by-token generation, [`KvCache`] keeps K/V per sequence with GPU-held lengths: an
 //! in-kernel append (optionally rotating the keys with a [`Rope`]), [`KvCache::rope_q`] for the
 //! queries, and [`KvCache::attend`], attention with per-sequence bottom-right alignment
@@ -117,15 +121,18 @@ pub mod rope;
 pub mod tensor;
 pub mod tune;
 
-pub use attention::{attention, attention_encode, validate, Attention, AttentionOutput, Problem, Tuning};
+pub use attention::{
+    attention, attention_encode, attention_varlen, attention_varlen_encode, validate, Attention, AttentionOutput,
+    Problem, Tuning, Varlen,
+};
 pub use backward::{attention_backward, AttentionBackward, BackwardOptions, Gradients};
-pub use cache::{AppendOptions, KvCache};
+pub use cache::{AppendOptions, KvCache, PagedLayout, PreparedAppend, PreparedRope, UNMAPPED_PAGE};
 pub use context::{Context, ContextOptions, DeviceInfo};
 pub use error::{Error, Result};
 pub use gemm::{Activation, GemmOptions};
 pub use kernels::{BackwardConfig, DecodeConfig, FlashConfig, GemmTile};
 pub use merge::merge_attention_states;
-pub use options::{Alignment, AttentionOptions, Dropout, KernelChoice, Window};
+pub use options::{alibi_slopes, Alignment, AttentionOptions, Dropout, KernelChoice, Window};
 pub use prepared::Prepared;
 pub use rope::{rope, rope_encode, Rope, RopeStyle};
 pub use tensor::{DType, Element, Tensor};

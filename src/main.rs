@@ -40,10 +40,11 @@ enum Command {
     },
     /// Benchmark attention kernels (any variant of the family) over shapes and check them against
     /// the CPU reference.
-    Bench(BenchArgs),
+    Bench(Box<BenchArgs>),
     /// Run attention (any variant of the family) on tensors from .npy or .safetensors files.
     Run(Box<RunArgs>),
-    /// Tune the fused kernel's tiles for this adapter and store them in the tuning cache.
+    /// Tune the fused kernel's tiles and the decode kernel's designs and splits for this adapter
+    /// and store them in the tuning cache.
     Tune(TuneArgs),
     /// Compile the pipelines of call shapes ahead of their first use (later processes start warm
     /// where the device has PIPELINE_CACHE or the driver caches compiled shaders on disk).
@@ -144,8 +145,20 @@ struct BenchArgs {
     #[arg(long = "shape", value_name = "SHAPE", value_parser = bench::parse_shape)]
     shapes: Vec<Problem>,
     /// Named sweep: default, seq, headdim, decode (used when no --shape is given; default: default).
+    /// `decode` runs the decode sweep: B ∈ {1, 8}, Hq=32, Hkv=8, D=128, Lq=1, Lk ∈ {1024, 4096,
+    /// 16384, 32768}, contiguous and paged caches, split and unsplit, with the K/V read rate, its
+    /// share of the copy bandwidth and the host time of one-shot and replayed calls.
     #[arg(long)]
     preset: Option<String>,
+    /// Rows per page of the paged cache (--preset decode).
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    page_size: usize,
+    /// Batch sizes of --preset decode, comma-separated (default 1,8).
+    #[arg(long, value_delimiter = ',')]
+    batches: Vec<usize>,
+    /// Keys per sequence of --preset decode, comma-separated (default 1024,4096,16384,32768).
+    #[arg(long, value_delimiter = ',')]
+    lengths: Vec<usize>,
     /// Kernels to run; repeatable (default: fused and staged).
     #[arg(long = "kernel", value_enum)]
     kernels: Vec<KernelArg>,
@@ -158,6 +171,12 @@ struct BenchArgs {
     /// Valid keys per batch, comma-separated (one per batch of every shape): uneven sequences.
     #[arg(long, value_delimiter = ',')]
     key_lengths: Vec<u32>,
+    /// Prefill of packed variable-length sequences of these lengths (comma-separated, queries =
+    /// keys) against the padded dense call on the same sequences; heads and head dim from the
+    /// first --shape (B,Hq,Hkv,L,D: B and L ignored; default 8 heads of 64), --causal (each
+    /// alignment given, per sequence), --dtype, --warmup, --iters.
+    #[arg(long, value_delimiter = ',', value_name = "LENGTHS")]
+    varlen: Vec<u32>,
     /// Run through `Context::from_device` on a device created here, as a downstream crate does,
     /// instead of the crate's own context.
     #[arg(long)]
@@ -226,6 +245,30 @@ struct RunArgs {
     /// Name of the bias tensor in the .safetensors file (used when present, or required when given).
     #[arg(long)]
     bias_name: Option<String>,
+    /// Packed variable-length sequences (sdpa and dot): query offsets [B+1] as a 1-D .npy of
+    /// uint32, int32 or int64 (first 0, nondecreasing). Q, K, V are then packed [total, H, D]
+    /// tensors; out is [total_q, Hq, Dv], lse [Hq, total_q]; causal and windows align per sequence.
+    #[arg(
+        long,
+        value_name = "FILE.npy",
+        requires = "cu_seqlens_k",
+        conflicts_with = "safetensors"
+    )]
+    cu_seqlens_q: Option<PathBuf>,
+    /// Key offsets [B+1] of packed sequences, as --cu-seqlens-q.
+    #[arg(
+        long,
+        value_name = "FILE.npy",
+        requires = "cu_seqlens_q",
+        conflicts_with = "safetensors"
+    )]
+    cu_seqlens_k: Option<PathBuf>,
+    /// Name of the query offsets in the .safetensors file (packed sequences; U32, I32 or I64).
+    #[arg(long, requires_all = ["cu_seqlens_k_name", "safetensors"])]
+    cu_seqlens_q_name: Option<String>,
+    /// Name of the key offsets in the .safetensors file (packed sequences).
+    #[arg(long, requires_all = ["cu_seqlens_q_name", "safetensors"])]
+    cu_seqlens_k_name: Option<String>,
     /// Storage dtype the float inputs are converted to (default: the dtype of the first input).
     #[arg(long, value_enum)]
     dtype: Option<DTypeArg>,
@@ -283,6 +326,37 @@ struct RunArgs {
     /// Key/value heads (mha; default: --heads).
     #[arg(long, value_name = "N")]
     kv_heads: Option<usize>,
+    /// ALiBi slopes, f32 [Hq] (.npy, or a tensor name with --safetensors; sdpa and dot).
+    #[arg(long, value_name = "FILE|NAME")]
+    alibi_slopes: Option<String>,
+    /// KV-cache mode (sdpa; FlashAttention's flash_attn_with_kvcache): rows already in each
+    /// sequence, u32 [B] (.npy or a tensor name with --safetensors; int32/int64 accepted). --k and
+    /// --v are then the cache, [B, Hkv, C, D] or pages [N, P, Hkv, D] with --block-table.
+    /// Default with the other cache flags: every sequence full.
+    #[arg(long, value_name = "FILE|NAME")]
+    cache_seqlens: Option<String>,
+    /// KV-cache mode: the page ids of every sequence, u32 [B, pages_per_seq]; --k/--v are pages.
+    #[arg(long, value_name = "FILE|NAME")]
+    block_table: Option<String>,
+    /// KV-cache mode: rows per page (checked against the pages' shape).
+    #[arg(long, value_name = "N")]
+    page_size: Option<usize>,
+    /// KV-cache mode: new keys [B, Hkv, Lnew, Dk] appended at each sequence's length first.
+    #[arg(long, value_name = "FILE|NAME")]
+    k_new: Option<String>,
+    /// KV-cache mode: new values [B, Hkv, Lnew, Dv] (with --k-new).
+    #[arg(long, value_name = "FILE|NAME")]
+    v_new: Option<String>,
+    /// KV-cache mode: rotary table cos θ, f32 [max_positions, rotary_dim / 2]; Q row i and new key
+    /// row r of sequence b are rotated at positions len_b + i and len_b + r.
+    #[arg(long, value_name = "FILE|NAME")]
+    rotary_cos: Option<String>,
+    /// KV-cache mode: rotary table sin θ (with --rotary-cos).
+    #[arg(long, value_name = "FILE|NAME")]
+    rotary_sin: Option<String>,
+    /// Rotary pairs (2i, 2i + 1) (GPT-J) instead of (i, i + rotary_dim / 2) (GPT-NeoX, Llama).
+    #[arg(long)]
+    rotary_interleaved: bool,
     /// Compare the outputs with the CPU reference and print the errors and PASS/FAIL (non-zero
     /// exit on FAIL).
     #[arg(long)]
@@ -308,6 +382,24 @@ struct RunArgs {
     out_dbias: Option<PathBuf>,
 }
 
+impl RunArgs {
+    /// Whether a KV-cache flag is given.
+    fn kv_cache_mode(&self) -> bool {
+        [
+            &self.cache_seqlens,
+            &self.block_table,
+            &self.k_new,
+            &self.v_new,
+            &self.rotary_cos,
+            &self.rotary_sin,
+        ]
+        .iter()
+        .any(|f| f.is_some())
+            || self.page_size.is_some()
+            || self.rotary_interleaved
+    }
+}
+
 #[derive(Args)]
 struct TuneArgs {
     /// A quick run (one small bucket, few candidates): seconds instead of minutes.
@@ -325,10 +417,9 @@ struct TuneArgs {
     /// Sequence lengths to tune, comma-separated (default 256,1024 on GPUs, 128,512 on CPU adapters; quick: 128).
     #[arg(long, value_delimiter = ',')]
     lengths: Vec<usize>,
-    /// Kinds of call to tune, comma-separated: prefill, prefill-causal, decode (one query row,
-    /// 4 query heads per KV head); each is its own cache class (default: all; quick: prefill).
-    /// The tuner measures the fused kernel's tiles; decode-shaped calls under `Auto` run the
-    /// decode design, whose splits come from the device, so its entry serves `--kernel fused`.
+    /// Kinds of call to tune, comma-separated: prefill, prefill-causal (the fused kernel's tiles),
+    /// decode (one query row, 4 query heads per KV head: the decode kernel's workgroups × split
+    /// counts, what `Auto` runs there); each is its own cache class (default: all; quick: prefill).
     #[arg(long, value_delimiter = ',', value_enum)]
     kinds: Vec<TuneKindArg>,
     /// KV heads of the benchmark shape (decode uses 4 query heads per KV head).
@@ -438,6 +529,12 @@ fn peak_cmd(iters: u32, json: Option<&Path>) -> Result<()> {
 }
 
 fn bench_cmd(a: &BenchArgs) -> Result<()> {
+    if !a.varlen.is_empty() {
+        return bench_varlen_cmd(a);
+    }
+    if a.preset.as_deref() == Some("decode") && a.shapes.is_empty() {
+        return decode_bench_cmd(a);
+    }
     let mut opts = BenchOptions::default();
     if !a.shapes.is_empty() {
         if a.preset.is_some() {
@@ -481,6 +578,9 @@ fn bench_cmd(a: &BenchArgs) -> Result<()> {
     if !a.variants.is_empty() {
         opts.variants = a.variants.clone();
     }
+    if !a.batches.is_empty() || !a.lengths.is_empty() {
+        bail!("--batches and --lengths belong to --preset decode (other sweeps take --shape)");
+    }
     opts.da = a.da;
     opts.half_width = a.half_width;
     opts.backward = a.backward;
@@ -502,8 +602,255 @@ fn bench_cmd(a: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// `bench --preset decode`: the decode sweep of `bench::decode`.
+fn decode_bench_cmd(a: &BenchArgs) -> Result<()> {
+    let refused = [
+        ("--variant", !a.variants.is_empty()),
+        ("--kernel", !a.kernels.is_empty()),
+        ("--causal", !a.causal.is_empty()),
+        ("--window", a.window.is_some()),
+        ("--key-lengths", !a.key_lengths.is_empty()),
+        ("--csv", a.csv.is_some()),
+        ("--plot", a.plot.is_some()),
+    ];
+    if let Some((flag, _)) = refused.iter().find(|(_, given)| *given) {
+        bail!("{flag} does not apply to --preset decode (it sweeps the decode kernel's layouts and splits; use --shape B,Hq,Hkv,1,Lk,D,D with {flag} for other runs)");
+    }
+    let mut opts = bench::decode::DecodeBenchOptions {
+        dtype: a.dtype.dtype(),
+        page_size: a.page_size,
+        warmup: a.warmup,
+        iters: a.iters.max(1),
+        ..Default::default()
+    };
+    if !a.batches.is_empty() {
+        opts.batches = a.batches.clone();
+    }
+    if !a.lengths.is_empty() {
+        opts.lengths_checked(&a.lengths)?;
+    }
+    let ctx = match a.borrowed_device {
+        true => borrowed_context()?,
+        false => context()?,
+    };
+    let r = bench::decode::run_decode_bench(&ctx, &opts)?;
+    print!("{}", bench::decode::decode_table(&r));
+    if let Some(p) = &a.json {
+        report::write_json(p, &r)?;
+    }
+    Ok(())
+}
+
+/// A tensor flag's value: a `.npy` path, or a tensor name of `--safetensors FILE`.
+fn read_named(a: &RunArgs, value: &str, role: &str, max_bytes: u64) -> Result<files::HostTensor> {
+    Ok(match &a.safetensors {
+        Some(path) => files::read_safetensors(path, value)?,
+        None => files::read_npy_limited(Path::new(value), role, max_bytes)?,
+    })
+}
+
+/// `run` in KV-cache mode: the cache from --k/--v, lengths, block table, new rows and rotary
+/// tables, then attention over it (`files::run_kv_cache`).
+fn run_kv_cache_cmd(a: &RunArgs) -> Result<()> {
+    if a.variant != Variant::Sdpa {
+        bail!("the KV-cache flags (--cache-seqlens, --block-table, --k-new, ...) apply to --variant sdpa");
+    }
+    for (flag, given) in [
+        ("--mask", a.mask.is_some() || a.mask_name.is_some()),
+        ("--bias", a.bias.is_some() || a.bias_name.is_some()),
+        ("--weights", a.weights.is_some()),
+    ] {
+        if given {
+            bail!("{flag} does not apply with a KV cache (it returns O and the LSE)");
+        }
+    }
+    if a.k_new.is_some() != a.v_new.is_some() {
+        bail!("--k-new and --v-new go together");
+    }
+    if a.rotary_cos.is_some() != a.rotary_sin.is_some() {
+        bail!("--rotary-cos and --rotary-sin go together");
+    }
+    if a.rotary_interleaved && a.rotary_cos.is_none() {
+        bail!("--rotary-interleaved needs --rotary-cos and --rotary-sin");
+    }
+    if a.page_size.is_some() && a.block_table.is_none() {
+        bail!("--page-size needs --block-table (the cache is contiguous without one)");
+    }
+    let ctx = context()?;
+    let max = ctx.limits().max_buffer_size;
+    let opt = |v: &Option<String>, role: &str| v.as_deref().map(|v| read_named(a, v, role, max)).transpose();
+    // Lengths and page ids: any integer dtype within u32.
+    let ints = |v: &Option<String>, role: &str| -> Result<Option<files::HostTensor>> {
+        Ok(match (v, &a.safetensors) {
+            (None, _) => None,
+            (Some(name), Some(path)) => Some(files::read_safetensors_u32(path, &std::fs::read(path)?, name)?),
+            (Some(file), None) => Some(files::read_npy_u32(Path::new(file), role)?),
+        })
+    };
+    let qkv = |flag: &Option<PathBuf>, name: &str, role: &str| -> Result<files::HostTensor> {
+        match (&a.safetensors, flag) {
+            (Some(path), _) => Ok(files::read_safetensors(path, name)?),
+            (None, Some(p)) => Ok(files::read_npy_limited(p, role, max)?),
+            (None, None) => bail!("missing --{role} (or give --safetensors FILE)"),
+        }
+    };
+    let dtype = a.dtype.map(DTypeArg::dtype);
+    let q = qkv(&a.q, &a.q_name, "q")?;
+    let dtype = dtype.unwrap_or(q.dtype());
+    let inputs = files::KvRunInputs {
+        q: q.converted(dtype),
+        k_cache: qkv(&a.k, &a.k_name, "k")?,
+        v_cache: qkv(&a.v, &a.v_name, "v")?,
+        cache_seqlens: ints(&a.cache_seqlens, "cache-seqlens")?,
+        block_table: ints(&a.block_table, "block-table")?,
+        page_size: a.page_size,
+        k_new: opt(&a.k_new, "k-new")?,
+        v_new: opt(&a.v_new, "v-new")?,
+        rotary: opt(&a.rotary_cos, "rotary-cos")?.zip(opt(&a.rotary_sin, "rotary-sin")?),
+        rotary_style: match a.rotary_interleaved {
+            true => wgpu_attention::RopeStyle::Interleaved,
+            false => wgpu_attention::RopeStyle::HalfSplit,
+        },
+    };
+    let mut opts = attention_options(a);
+    opts.alibi_slopes = alibi_slopes(a, max)?;
+    let notice = pipeline_notice();
+    let res = files::run_kv_cache(&ctx, &inputs, &opts, a.check).map_err(cli_error);
+    drop(notice);
+    let res = res?;
+    let kernel = match res.kernel {
+        KernelChoice::Staged => "staged",
+        KernelChoice::Decode => "decode",
+        _ => "fused",
+    };
+    let mut shapes = vec![format!("out {:?} {}", res.out.shape, res.out.dtype())];
+    shapes.extend(res.lse.as_ref().map(|l| format!("lse {:?} f32", l.shape)));
+    println!(
+        "sdpa over a KV cache ({kernel} kernel): {}; lengths {:?}",
+        shapes.join(", "),
+        res.lengths
+    );
+    let mut passed = true;
+    for (name, c) in &res.checks {
+        passed &= report_check(name, c);
+    }
+    for (path, t) in [(&a.out, Some(&res.out)), (&a.lse, res.lse.as_ref())] {
+        if let (Some(path), Some(t)) = (path, t) {
+            files::write_npy(path, t)?;
+            println!("wrote {}", path.display());
+        }
+    }
+    if !passed {
+        bail!("output outside the reference tolerance");
+    }
+    Ok(())
+}
+
+/// `--alibi-slopes`: f32 [Hq] read from a file.
+fn alibi_slopes(a: &RunArgs, max_bytes: u64) -> Result<Option<Vec<f32>>> {
+    let Some(v) = &a.alibi_slopes else {
+        return Ok(None);
+    };
+    let t = read_named(a, v, "alibi-slopes", max_bytes)?;
+    match (t.shape.len(), t.to_f32()) {
+        (1, Some(slopes)) => Ok(Some(slopes)),
+        _ => bail!(
+            "--alibi-slopes must be a float vector [Hq], got {:?} {}",
+            t.shape,
+            t.dtype()
+        ),
+    }
+}
+
+/// `bench --varlen LENGTHS`: packed sequences against the padded dense call.
+fn bench_varlen_cmd(a: &BenchArgs) -> Result<()> {
+    use wgpu_attention::bench::varlen::{bench_varlen, VarlenBenchOptions};
+    if a.preset.is_some() || a.shapes.len() > 1 || !a.key_lengths.is_empty() || a.window.is_some() {
+        bail!("--varlen takes at most one --shape (its heads and head dim) and no --preset, --key-lengths or --window");
+    }
+    if a.varlen.iter().all(|&l| l == 0) {
+        bail!("--varlen needs at least one sequence longer than 0");
+    }
+    let p = a.shapes.first().copied().unwrap_or(Problem {
+        b: 1,
+        hq: 8,
+        hkv: 8,
+        lq: 1,
+        lk: 1,
+        dk: 64,
+        dv: 64,
+    });
+    if p.dk != p.dv {
+        bail!("--varlen measures Dk = Dv: give a shape B,Hq,Hkv,L,D");
+    }
+    let ctx = match a.borrowed_device {
+        true => borrowed_context()?,
+        false => context()?,
+    };
+    let causal: Vec<Option<Alignment>> = match a.causal.is_empty() {
+        true => vec![None],
+        false => a.causal.iter().map(|c| c.alignment()).collect(),
+    };
+    println!("adapter: {}", wgpu_attention::bench::AdapterReport::of(&ctx).summary());
+    println!(
+        "lengths {:?}, Hq={} Hkv={} D={} {}",
+        a.varlen,
+        p.hq,
+        p.hkv,
+        p.dk,
+        a.dtype.dtype().name()
+    );
+    println!("path         causal        median_ms     min_ms  GFLOP/s  time/varlen  max_abs_diff");
+    let mut reports = Vec::new();
+    for c in causal {
+        let opts = VarlenBenchOptions {
+            lengths: a.varlen.clone(),
+            hq: p.hq,
+            hkv: p.hkv,
+            d: p.dk,
+            causal: c,
+            dtype: a.dtype.dtype(),
+            warmup: a.warmup,
+            iters: a.iters.max(1),
+        };
+        let r = bench_varlen(&ctx, &opts).map_err(cli_error)?;
+        let name = match c {
+            None => "none",
+            Some(Alignment::TopLeft) => "top-left",
+            Some(Alignment::BottomRight) => "bottom-right",
+        };
+        for row in &r.rows {
+            println!(
+                "{:<12} {:<12} {:>10.3} {:>10.3} {:>8.2} {:>11.3}x {:>13.1e}",
+                row.path,
+                name,
+                row.median_ms,
+                row.min_ms,
+                row.gflops,
+                row.median_ms / r.rows[0].median_ms,
+                row.max_abs_diff
+            );
+        }
+        println!(
+            "varlen / padded (same [B, L, H, D] layout) median time: {:.3}",
+            r.ratio()
+        );
+        reports.push(r);
+    }
+    if let Some(r) = reports.first() {
+        println!("timer: {}", r.timer);
+    }
+    if let Some(path) = &a.json {
+        report::write_json(path, &reports)?;
+    }
+    Ok(())
+}
+
 fn run_cmd(a: &RunArgs) -> Result<()> {
     check_backward_flags(a)?;
+    if a.kv_cache_mode() {
+        return run_kv_cache_cmd(a);
+    }
     check_run_flags(a)?;
     if a.backward {
         return backward_cmd(a);
@@ -516,6 +863,9 @@ fn run_cmd(a: &RunArgs) -> Result<()> {
     if let Some(path) = &a.safetensors {
         // Tensors larger than the device can hold are refused from the header, before reading.
         files::check_safetensors(path, ctx.limits().max_buffer_size)?;
+    }
+    if a.cu_seqlens_q.is_some() || a.cu_seqlens_q_name.is_some() {
+        return run_varlen_cmd(a, &ctx, dtype);
     }
     let mut inputs = match v {
         Variant::Sdpa | Variant::Dot => sdpa_inputs(a, dtype, ctx.limits().max_buffer_size)?,
@@ -533,8 +883,10 @@ fn run_cmd(a: &RunArgs) -> Result<()> {
         bail!("--variant {v} is f32 only, the inputs are f16: pass --dtype f32 to convert them");
     }
     let defaults = VariantParams::default();
+    let mut attention = attention_options(a);
+    attention.alibi_slopes = alibi_slopes(a, ctx.limits().max_buffer_size)?;
     let params = VariantParams {
-        attention: attention_options(a),
+        attention,
         half_width: a.half_width.map_or(0, |w| w as u32),
         seed: a.seed.unwrap_or(defaults.seed),
         eps: a.eps.unwrap_or(defaults.eps),
@@ -581,6 +933,75 @@ fn run_cmd(a: &RunArgs) -> Result<()> {
     Ok(())
 }
 
+/// `run` on packed variable-length sequences (`--cu-seqlens-q/-k`): sdpa or dot, no mask, bias
+/// or weights, on the fused kernel.
+fn run_varlen_cmd(a: &RunArgs, ctx: &Context, dtype: Option<DType>) -> Result<()> {
+    let v = a.variant;
+    if !matches!(v, Variant::Sdpa | Variant::Dot) {
+        bail!("--cu-seqlens-q/--cu-seqlens-k apply to --variant sdpa and dot only, not {v}");
+    }
+    let masks = a.mask.is_some() || a.bias.is_some() || a.mask_name.is_some() || a.bias_name.is_some();
+    if masks {
+        bail!("--mask and --bias do not apply to packed sequences (--cu-seqlens-q): mask with --causal, --window or the offsets");
+    }
+    if a.weights.is_some() || matches!(a.kernel, RunKernelArg::Staged | RunKernelArg::Decode) {
+        bail!("packed sequences (--cu-seqlens-q) run on the fused kernel: no --weights, --kernel auto or fused");
+    }
+    let (cu_q, cu_k) = match (&a.safetensors, &a.cu_seqlens_q_name, &a.cu_seqlens_k_name) {
+        (Some(path), Some(nq), Some(nk)) => {
+            let bytes = std::fs::read(path).with_context(|| path.display().to_string())?;
+            (
+                files::read_safetensors_offsets(path, &bytes, nq)?,
+                files::read_safetensors_offsets(path, &bytes, nk)?,
+            )
+        }
+        _ => match (&a.cu_seqlens_q, &a.cu_seqlens_k) {
+            (Some(q), Some(k)) => (
+                files::read_npy_offsets(q, "cu-seqlens-q")?,
+                files::read_npy_offsets(k, "cu-seqlens-k")?,
+            ),
+            _ => bail!("give both --cu-seqlens-q and --cu-seqlens-k (or both names with --safetensors)"),
+        },
+    };
+    let inputs = sdpa_inputs(a, dtype, ctx.limits().max_buffer_size)?;
+    if let Some(name) = ["mask", "bias"].into_iter().find(|n| inputs.get(n).is_some()) {
+        bail!("the file's {name} tensor does not apply to packed sequences (--cu-seqlens-q-name): mask with --causal, --window or the offsets");
+    }
+    let get = |name: &str| inputs.get(name).cloned().context(format!("missing {name}"));
+    let run_inputs = files::VarlenRunInputs {
+        q: get("q")?,
+        k: get("k")?,
+        v: get("v")?,
+        cu_seqlens_q: cu_q,
+        cu_seqlens_k: cu_k,
+    };
+    let mut opts = attention_options(a);
+    if v == Variant::Dot {
+        opts.scale = Some(a.scale.unwrap_or(1.0));
+    }
+    let notice = pipeline_notice();
+    let res = files::run_varlen(ctx, &run_inputs, &opts, a.check).map_err(cli_error);
+    drop(notice);
+    let res = res?;
+    let mut shapes = vec![format!("out {:?} {}", res.out.shape, res.out.dtype())];
+    shapes.extend(res.lse.as_ref().map(|l| format!("lse {:?} {}", l.shape, l.dtype())));
+    println!("{v} (fused kernel, packed sequences): {}", shapes.join(", "));
+    let mut passed = true;
+    for (name, c) in &res.checks {
+        passed &= report_check(name, c);
+    }
+    for (path, t) in [(&a.out, Some(&res.out)), (&a.lse, res.lse.as_ref())] {
+        if let (Some(path), Some(t)) = (path, t) {
+            files::write_npy(path, t)?;
+            println!("wrote {}", path.display());
+        }
+    }
+    if !passed {
+        bail!("output outside the reference tolerance");
+    }
+    Ok(())
+}
+
 /// Every output file flag with the output it writes.
 fn output_files(a: &RunArgs) -> [(&Option<PathBuf>, &'static str); 6] {
     [
@@ -605,6 +1026,9 @@ fn check_run_flags(a: &RunArgs) -> Result<()> {
     }
     if names && !qkv_files {
         bail!("--q-name/--k-name/--v-name/--mask-name/--bias-name do not apply to --variant {v}");
+    }
+    if a.alibi_slopes.is_some() && !qkv_files {
+        bail!("--alibi-slopes does not apply to --variant {v} (sdpa and dot take it)");
     }
     let given = [
         (Flag::Scale, a.scale.is_some()),
@@ -963,15 +1387,17 @@ fn tune_cmd(a: &TuneArgs) -> Result<()> {
     let (adapter, results) = tuner::run_tune(&ctx, &opts)?;
     println!("adapter: {adapter}");
     for r in &results {
-        let c = r.entry.config;
         let speedup = r.entry.default_ms.map_or(String::new(), |d| {
             format!(" (default {d:.3} ms, {:.2}x)", d / r.entry.median_ms)
         });
+        let tile = match r.entry.config {
+            bench::TunedConfig::Register(c) => format!("wg{} rows{}", c.workgroup, c.rows),
+            bench::TunedConfig::Decode(c) if c.splits == 0 => format!("wg{} splits auto", c.workgroup),
+            bench::TunedConfig::Decode(c) => format!("wg{} splits {}", c.workgroup, c.splits),
+        };
         println!(
-            "{:<40} wg{:<4} rows{:<2} {:.3} ms{speedup}; {} candidates, {} rejected",
+            "{:<40} {tile:<18} {:.3} ms{speedup}; {} candidates, {} rejected",
             r.bucket,
-            c.workgroup,
-            c.rows,
             r.entry.median_ms,
             r.tried,
             r.rejected.len()

@@ -105,6 +105,21 @@ pub struct AttentionOptions {
     /// Key padding: a [`crate::DType::U32`] tensor of shape \[B\] holding the number of valid keys
     /// of each batch; keys at or past it are masked.
     pub key_lengths: Option<Tensor>,
+    /// ALiBi (Press et al.): one slope per query head (length Hq, finite; at most 4096 heads);
+    /// `slope_h · |i' − j|` is subtracted from every score after the soft cap and the bias, with
+    /// `i'` the bottom-right aligned query position `i + Lk − Lq` (per sequence `i + min(len_b,
+    /// Lk) − Lq` with `align_to_key_lengths`), as FlashAttention's `alibi_slopes`. Slopes of the
+    /// original recipe: [`alibi_slopes`].
+    pub alibi_slopes: Option<Vec<f32>>,
+    /// Paged K/V (a paged KV cache, as vLLM and FlashAttention's `block_table`): K is
+    /// [num_pages, page_size, Hkv, Dk] and V [num_pages, page_size, Hkv, Dv] pages, this
+    /// [`crate::DType::U32`] table [B, pages_per_seq] (last axis contiguous; narrower views of a
+    /// wider table are fine) maps key `j` of batch `b` to row `j % page_size` of page
+    /// `table[b, j / page_size]`, and Lk = pages_per_seq · page_size (usually cut by
+    /// `key_lengths`). Pages may be shared between sequences. Read by the decode kernel only
+    /// (`Auto` picks it for every Lq). A page id ≥ num_pages reads the last page: ids are the
+    /// caller's to keep in range ([`crate::KvCache`] checks its own).
+    pub block_table: Option<Tensor>,
     /// Causal mask with its alignment: key `j` takes part when `j ≤ i'`.
     pub causal: Option<Alignment>,
     /// Align bottom-right masks (causal and window) per sequence: with `key_lengths` given, batch
@@ -132,6 +147,27 @@ pub struct AttentionOptions {
     /// any strides with a contiguous last dim (e.g. a [`Tensor::from_blhd`] view, so heads land
     /// already concatenated for an output projection).
     pub out: Option<Tensor>,
+}
+
+/// The ALiBi slopes of the original recipe for `heads` heads: the geometric sequence
+/// 2^(−8/n), 2^(−16/n), … for the largest power of two n ≤ heads, then (when heads is not a power
+/// of two) every other slope of the sequence for 2n, as in the reference implementations.
+///
+/// ```
+/// assert_eq!(wgpu_attention::alibi_slopes(4), vec![0.25, 0.0625, 0.015625, 0.00390625]);
+/// ```
+pub fn alibi_slopes(heads: usize) -> Vec<f32> {
+    let geometric = |n: usize| -> Vec<f64> {
+        let start = 2f64.powf(-8.0 / n as f64);
+        (1..=n).map(|i| start.powi(i as i32)).collect()
+    };
+    if heads == 0 {
+        return Vec::new();
+    }
+    let n = 1usize << heads.ilog2();
+    let mut slopes = geometric(n);
+    slopes.extend(geometric(2 * n).into_iter().step_by(2).take(heads - n));
+    slopes.into_iter().map(|s| s as f32).collect()
 }
 
 /// Dropout on the attention weights (docs/ATTENTION.md §1 step 6).

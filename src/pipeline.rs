@@ -37,6 +37,16 @@ pub mod common {
     pub const NO_CENTERS: &str = include_str!("../shaders/common/no_centers.wgsl");
     /// Additive (Bahdanau) score term of the fused kernel.
     pub const SCORE_ADDITIVE: &str = include_str!("../shaders/common/score_additive.wgsl");
+    /// ALiBi slopes uniform and `alibi_slope`.
+    pub const ALIBI: &str = include_str!("../shaders/common/alibi.wgsl");
+    /// `alibi_slope` without a binding (kernels compiled without ALiBi).
+    pub const NO_ALIBI: &str = include_str!("../shaders/common/no_alibi.wgsl");
+    /// The decode kernels' split layout, partial states, key ranges and row scores.
+    pub const DECODE_PARTS: &str = include_str!("../shaders/common/decode_parts.wgsl");
+    /// K/V row addresses of a contiguous [B, Hkv, L, D] layout (any strides).
+    pub const KV_CONTIGUOUS: &str = include_str!("../shaders/common/kv_contiguous.wgsl");
+    /// K/V row addresses through a block table (paged KV cache).
+    pub const KV_PAGED: &str = include_str!("../shaders/common/kv_paged.wgsl");
     /// Bias, boolean mask, key padding, causal, window, zero-score and local-p predicates
     /// (`finish_score`) and the post-softmax dropout / Gaussian factor (`value_weight`).
     pub const MASK: &str = include_str!("../shaders/common/mask.wgsl");
@@ -76,6 +86,11 @@ pub struct Variant {
     pub additive: bool,
     /// Local-p positions binding (`common/centers.wgsl`; otherwise `common/no_centers.wgsl`).
     pub local: bool,
+    /// ALiBi slopes binding (`common/alibi.wgsl`; otherwise `common/no_alibi.wgsl`).
+    pub alibi: bool,
+    /// K/V rows read through a block table (`common/kv_paged.wgsl`; otherwise
+    /// `common/kv_contiguous.wgsl`).
+    pub paged: bool,
 }
 
 /// Every kernel of the crate: its shader file and the common pieces it is composed from.
@@ -109,6 +124,9 @@ pub enum Kernel {
     FlashDecode,
     /// `shaders/decode_merge.wgsl`: merge of partial attention states (O, LSE).
     DecodeMerge,
+    /// `shaders/flash_decode_lanes.wgsl`: the decode kernel with the head dim spread over the
+    /// lanes of a subgroup.
+    FlashDecodeLanes,
     /// `shaders/flash_backward_pre.wgsl`: backward pre-pass, D = rowsum(dO ∘ O) and row records.
     FlashBackwardPre,
     /// `shaders/flash_backward_q.wgsl`: backward dQ over query blocks.
@@ -129,7 +147,7 @@ pub enum Kernel {
 
 impl Kernel {
     /// All kernels, for tests and pre-compilation.
-    pub const ALL: [Kernel; 21] = [
+    pub const ALL: [Kernel; 22] = [
         Kernel::QkScores,
         Kernel::MaskedSoftmax,
         Kernel::WeightedSum,
@@ -143,6 +161,7 @@ impl Kernel {
         Kernel::KvWrite,
         Kernel::FlashDecode,
         Kernel::DecodeMerge,
+        Kernel::FlashDecodeLanes,
         Kernel::FlashBackwardPre,
         Kernel::FlashBackwardQ,
         Kernel::FlashBackwardKv,
@@ -169,6 +188,7 @@ impl Kernel {
             Kernel::KvWrite => "kv_write.wgsl",
             Kernel::FlashDecode => "flash_decode.wgsl",
             Kernel::DecodeMerge => "decode_merge.wgsl",
+            Kernel::FlashDecodeLanes => "flash_decode_lanes.wgsl",
             Kernel::FlashBackwardPre => "flash_backward_pre.wgsl",
             Kernel::FlashBackwardQ | Kernel::FlashBackwardQDirect => "flash_backward_q.wgsl",
             Kernel::FlashBackwardKv | Kernel::FlashBackwardKvDirect => "flash_backward_kv.wgsl",
@@ -192,6 +212,7 @@ impl Kernel {
             Kernel::KvWrite => include_str!("../shaders/kv_write.wgsl"),
             Kernel::FlashDecode => include_str!("../shaders/flash_decode.wgsl"),
             Kernel::DecodeMerge => include_str!("../shaders/decode_merge.wgsl"),
+            Kernel::FlashDecodeLanes => include_str!("../shaders/flash_decode_lanes.wgsl"),
             Kernel::FlashBackwardPre => include_str!("../shaders/flash_backward_pre.wgsl"),
             Kernel::FlashBackwardQ | Kernel::FlashBackwardQDirect => include_str!("../shaders/flash_backward_q.wgsl"),
             Kernel::FlashBackwardKv | Kernel::FlashBackwardKvDirect => {
@@ -205,6 +226,7 @@ impl Kernel {
     }
 
     fn pieces(self, variant: Variant) -> Vec<&'static str> {
+        let alibi = if variant.alibi { common::ALIBI } else { common::NO_ALIBI };
         match self {
             Kernel::QkScores | Kernel::WeightedSum => vec![common::PARAMS, common::GRID, common::GEMM_TILE],
             Kernel::MaskedSoftmax => vec![
@@ -212,6 +234,7 @@ impl Kernel {
                 common::GRID,
                 common::PHILOX,
                 common::CENTERS,
+                alibi,
                 common::MASK,
             ],
             Kernel::Gemm => vec![common::GRID, common::GEMM_TILE],
@@ -220,27 +243,37 @@ impl Kernel {
                 common::GRID,
                 common::PHILOX,
                 common::NO_CENTERS,
+                alibi,
                 common::MASK,
                 common::LOAD_SCALAR,
             ],
             Kernel::AdditiveHidden => vec![common::PARAMS, common::GRID],
             Kernel::Pool | Kernel::KvWrite | Kernel::DecodeMerge => vec![common::GRID],
-            Kernel::FlashDecode => {
+            Kernel::FlashDecode | Kernel::FlashDecodeLanes => {
                 let io = if variant.vec4_io {
                     common::LOAD_VEC4
                 } else {
                     common::LOAD_SCALAR
                 };
-                vec![
+                let rows = if variant.paged {
+                    common::KV_PAGED
+                } else {
+                    common::KV_CONTIGUOUS
+                };
+                let mut pieces = vec![
                     common::PARAMS,
                     common::GRID,
                     common::PHILOX,
                     common::NO_CENTERS,
+                    alibi,
                     common::MASK,
                     io,
-                    common::FETCH_PLAIN,
-                    common::SCORE_DOT,
-                ]
+                ];
+                if self == Kernel::FlashDecode {
+                    pieces.push(common::FETCH_PLAIN);
+                }
+                pieces.extend([common::SCORE_DOT, rows, common::DECODE_PARTS]);
+                pieces
             }
             Kernel::FlashForward => {
                 let io = if variant.vec4_io {
@@ -268,6 +301,7 @@ impl Kernel {
                     common::GRID,
                     common::PHILOX,
                     centers,
+                    alibi,
                     common::MASK,
                     io,
                     fetch,
@@ -280,6 +314,7 @@ impl Kernel {
                 common::GRID,
                 common::PHILOX,
                 common::NO_CENTERS,
+                alibi,
                 common::MASK,
                 common::GRAD_IO,
                 common::GRAD_DO_RECORDS,
@@ -308,6 +343,7 @@ impl Kernel {
                     common::GRID,
                     common::PHILOX,
                     common::NO_CENTERS,
+                    alibi,
                     common::MASK,
                     io,
                     common::GRAD_IO,
@@ -336,6 +372,11 @@ pub fn compose(kernel: Kernel, dtype: DType) -> String {
         | Kernel::FlashBackwardQDirect
         | Kernel::FlashBackwardKvDirect => Variant {
             rows: 1,
+            ..Variant::default()
+        },
+        Kernel::FlashDecodeLanes => Variant {
+            rows: 1,
+            subgroup: 8,
             ..Variant::default()
         },
         _ => Variant::default(),
@@ -418,7 +459,7 @@ struct Key {
 pub struct CompiledKernel {
     pub(crate) pipeline: wgpu::ComputePipeline,
     pub(crate) layout: wgpu::BindGroupLayout,
-    pub(crate) slots: &'static [(u32, Slot)],
+    pub(crate) slots: Vec<(u32, Slot)>,
     pub(crate) pipeline_label: &'static str,
 }
 
@@ -543,7 +584,7 @@ pub(crate) fn get(
     kernel: Kernel,
     dtype: DType,
     variant: Variant,
-    slots: &'static [(u32, Slot)],
+    slots: &[(u32, Slot)],
     constants: &[(&'static str, f64)],
 ) -> Result<Arc<CompiledKernel>> {
     let key = Key {
@@ -629,7 +670,7 @@ pub(crate) fn get(
         Ok(Arc::new(CompiledKernel {
             pipeline,
             layout,
-            slots,
+            slots: slots.to_vec(),
             pipeline_label: kernel.file(),
         }))
     })?;

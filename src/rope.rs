@@ -237,10 +237,25 @@ pub(crate) fn rotate_into_new(
     starts: &Tensor,
     rope: &Rope,
 ) -> Result<Tensor> {
+    let out = Tensor::zeros(ctx, x.shape(), x.dtype())?;
+    if let Some(step) = rotate_step(ctx, x, &out, starts, rope)? {
+        kernels::encode_steps(encoder, &[step], None);
+    }
+    Ok(out)
+}
+
+/// The dispatch rotating `x` into `out` (same shape, contiguous) at positions starts\[b\] + l;
+/// `None` when there is nothing to rotate.
+pub(crate) fn rotate_step(
+    ctx: &Context,
+    x: &Tensor,
+    out: &Tensor,
+    starts: &Tensor,
+    rope: &Rope,
+) -> Result<Option<kernels::Step>> {
     let s = x.shape();
-    let out = Tensor::zeros(ctx, s, x.dtype())?;
     if out.numel() == 0 {
-        return Ok(out);
+        return Ok(None);
     }
     ctx.scoped("rope setup", || {
         let mut p = kv_write::WriteParams {
@@ -252,14 +267,14 @@ pub(crate) fn rotate_into_new(
             ..Default::default()
         };
         let (src, src_off) = kernels::bind_tensor(ctx, x, "x")?;
-        let (dst, dst_off) = kernels::bind_tensor(ctx, &out, "rope out")?;
+        let (dst, dst_off) = kernels::bind_tensor(ctx, out, "rope out")?;
         let (starts_b, starts_off) = kernels::bind_tensor(ctx, starts, "positions")?;
         p.src = kernels::strides_of(x, src_off);
-        p.dst = kernels::strides_of(&out, dst_off);
+        p.dst = kernels::strides_of(out, dst_off);
         p.starts_off = starts_off;
         let (cos, sin) = rope.bind(ctx, &mut p)?;
         let unused = kernels::unused_input(ctx);
-        let step = kv_write::step(
+        kv_write::step(
             ctx,
             x.dtype(),
             &p,
@@ -270,12 +285,11 @@ pub(crate) fn rotate_into_new(
                 counts: &unused,
                 cos: &cos,
                 sin: &sin,
+                block_table: &unused,
             },
-        )?;
-        kernels::encode_steps(encoder, &[step], None);
-        Ok(())
-    })?;
-    Ok(out)
+        )
+        .map(Some)
+    })
 }
 
 /// Checks a [B, H, L, D] operand of the row writer (dtype, device, strides, 32-bit indices);

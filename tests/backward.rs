@@ -807,3 +807,59 @@ fn zero_score_masking_has_zero_gradients_for_padding_keys() {
         }
     }
 }
+
+/// ALiBi (slopes per query head, distances from the bottom-right aligned position) on both paths.
+#[test]
+fn alibi_gradients() {
+    let slopes = |h: usize| wgpu_attention::alibi_slopes(h);
+    check_all([
+        grad(1, 4, 2, 13, 17, 8, 8).opts(|o| o.alibi_slopes = Some(slopes(4))),
+        grad(2, 2, 1, 9, 12, 8, 8).key_lengths(vec![12, 5]).opts(|o| {
+            o.alibi_slopes = Some(slopes(2));
+            o.causal = Some(Alignment::BottomRight);
+            o.align_to_key_lengths = true;
+        }),
+        grad(1, 2, 2, 10, 10, 8, 8)
+            .staged()
+            .opts(|o| o.alibi_slopes = Some(vec![0.5, -0.25])),
+    ]);
+}
+
+/// Paged K/V and, on CPU drivers, loops past the driver's budget are refused, not computed wrong.
+#[test]
+fn paged_inputs_and_cpu_loop_budget_are_refused() {
+    let ctx = ctx();
+    let z = |s: &[usize]| Tensor::zeros(ctx, s, DType::F32).unwrap();
+    let (q, o, lse) = (z(&[1, 1, 4, 8]), z(&[1, 1, 4, 8]), z(&[1, 1, 4]));
+    let paged = AttentionOptions {
+        block_table: Some(Tensor::from_slice(ctx, &[0u32], &[1, 1]).unwrap()),
+        ..Default::default()
+    };
+    // K and V as one page of 4 rows: [pages, page_size, Hkv, D].
+    let pages = z(&[1, 4, 1, 8]);
+    let e = AttentionBackward::new(ctx, &q, &pages, &pages, &o, &o, &lse, &paged).unwrap_err();
+    assert!(
+        matches!(e, Error::Unsupported(ref m) if m.contains("block table")),
+        "{e}"
+    );
+    let cpu = ctx
+        .info()
+        .adapter
+        .as_ref()
+        .is_some_and(|a| a.device_type == wgpu_attention::wgpu::DeviceType::Cpu);
+    if cpu {
+        // 40000 query rows of one KV head: beyond the CPU budget of the dK/dV kernel's loop.
+        let (q, o, lse) = (z(&[1, 1, 40000, 4]), z(&[1, 1, 40000, 4]), z(&[1, 1, 40000]));
+        let kv = z(&[1, 1, 3, 4]);
+        let e = AttentionBackward::new(ctx, &q, &kv, &kv, &o, &o, &lse, &AttentionOptions::default()).unwrap_err();
+        assert!(
+            matches!(e, Error::Unsupported(ref m) if m.contains("CPU driver")),
+            "{e}"
+        );
+        let staged = AttentionOptions {
+            kernel: KernelChoice::Staged,
+            ..Default::default()
+        };
+        AttentionBackward::new(ctx, &q, &kv, &kv, &o, &o, &lse, &staged).unwrap();
+    }
+}

@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 use wgpu_attention::bench::files::{read_npy, write_npy, HostData, HostTensor};
-use wgpu_attention::bench::{adapter_key, ShapeClass, TuneCache, TuneEntry, CACHE_ENV};
+use wgpu_attention::bench::{adapter_key, Design, ShapeClass, TuneCache, TuneEntry, TunedConfig, CACHE_ENV};
 use wgpu_attention::reference::{self, Broadcast, HostInputs, Tolerance};
 use wgpu_attention::{Alignment, AttentionOptions, Context, DType, FlashConfig, Problem};
 
@@ -533,7 +533,10 @@ fn tune_writes_a_cache_the_library_uses() {
     let class = ShapeClass::of(&p, DType::F32, &plain);
     let entry = &entries[&class.key(128)];
     assert!(entry.median_ms > 0.0);
-    assert_eq!(parsed.lookup(&key, &class, p.lk), Some(entry.config));
+    assert_eq!(
+        parsed.lookup(&key, &class, p.lk).map(TunedConfig::Register),
+        Some(entry.config)
+    );
     // A decode call (one query row, GQA) is another class: the prefill entry does not serve it.
     let decode = Problem { lq: 1, hq: 4, ..p };
     assert_eq!(
@@ -549,7 +552,7 @@ fn tune_writes_a_cache_the_library_uses() {
         &key,
         ShapeClass::of(&Problem { dk: 16, dv: 16, ..p }, DType::F32, &plain).key(64),
         TuneEntry {
-            config: cfg,
+            config: TunedConfig::Register(cfg),
             median_ms: 1.0,
             default_ms: None,
             problem: p,
@@ -593,6 +596,85 @@ fn tune_writes_a_cache_the_library_uses() {
         ])
         .arg(&j));
     assert_ne!(json(&j)["rows"][0]["tile"], "wg32 q8 k8");
+}
+
+/// `tune --kinds decode` measures the decode kernel's workgroups × splits; a decode entry is then
+/// what decode calls of that class run.
+#[test]
+fn tune_decode_stores_decode_tiles_the_library_uses() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("tune.json");
+    let out = ok(cli()
+        .args([
+            "tune",
+            "--kinds",
+            "decode",
+            "--head-dims",
+            "32",
+            "--lengths",
+            "256",
+            "--heads",
+            "1",
+            "--iters",
+            "1",
+            "--quiet",
+            "--cache",
+        ])
+        .arg(&cache));
+    let bucket = "decode/f32/d32/lq1/g4/none/lk256";
+    assert!(stdout(&out).contains(bucket), "{}", stdout(&out));
+    let key = adapter_key(Context::new().unwrap().info().adapter.as_ref().unwrap());
+    let parsed = TuneCache::load(&cache).unwrap();
+    assert!(matches!(parsed.adapters[&key][bucket].config, TunedConfig::Decode(_)));
+
+    // A hand-written decode entry with an unusual split count is what the bench row runs.
+    let p = Problem {
+        b: 1,
+        hq: 4,
+        hkv: 1,
+        lq: 1,
+        lk: 256,
+        dk: 32,
+        dv: 32,
+    };
+    let mut c = TuneCache::default();
+    let tile = wgpu_attention::DecodeConfig {
+        workgroup: 16,
+        rows: 0,
+        splits: 3,
+        lanes: false,
+    };
+    c.insert(
+        &key,
+        ShapeClass::of(&p, DType::F32, &AttentionOptions::default()).key_in(Design::Decode, 256),
+        TuneEntry {
+            config: TunedConfig::Decode(tile),
+            median_ms: 1.0,
+            default_ms: None,
+            problem: p,
+            timer: "wall-clock".into(),
+        },
+    );
+    let mine = dir.path().join("mine.json");
+    c.save(&mine).unwrap();
+    let j = dir.path().join("d.json");
+    ok(cli()
+        .env(CACHE_ENV, &mine)
+        .args([
+            "bench",
+            "--shape",
+            "1,4,1,1,256,32,32",
+            "--kernel",
+            "decode",
+            "--iters",
+            "1",
+            "--quiet",
+            "--json",
+        ])
+        .arg(&j));
+    let row = &json(&j)["rows"][0];
+    assert_eq!(row["tile"], "wg16 rows4 splits3");
+    assert_eq!(row["within_tolerance"], true);
 }
 
 /// A named tensor of a test .safetensors file.
@@ -1553,5 +1635,328 @@ fn decode_kernel_from_the_command_line() {
     fails_with(
         &mut run_variant("sdpa", &file, &["--kernel", "decode", "--weights", "w.npy"]),
         "the decode kernel never materializes the weights",
+    );
+}
+
+fn u32_tensor(shape: &[usize], data: Vec<u32>) -> HostTensor {
+    HostTensor {
+        shape: shape.to_vec(),
+        data: HostData::U32(data),
+    }
+}
+
+/// `run` over a paged KV cache with new rows, rotary tables and ALiBi, checked against the
+/// reference; lengths reported after the append.
+#[test]
+fn run_over_a_paged_kv_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(31);
+    let (b, hq, hkv, d, page, pages) = (2, 4, 2, 8, 4, 7);
+    let path = |n: &str| dir.path().join(format!("{n}.npy"));
+    let files: Vec<(&str, HostTensor)> = vec![
+        ("q", f32_tensor(&[b, hq, 1, d], random(&mut rng, b * hq * d))),
+        (
+            "k",
+            f32_tensor(&[pages, page, hkv, d], random(&mut rng, pages * page * hkv * d)),
+        ),
+        (
+            "v",
+            f32_tensor(&[pages, page, hkv, d], random(&mut rng, pages * page * hkv * d)),
+        ),
+        ("table", u32_tensor(&[b, 3], vec![5, 0, 2, 6, 3, 1])),
+        ("seqlens", u32_tensor(&[b], vec![9, 3])),
+        ("k_new", f32_tensor(&[b, hkv, 1, d], random(&mut rng, b * hkv * d))),
+        ("v_new", f32_tensor(&[b, hkv, 1, d], random(&mut rng, b * hkv * d))),
+        (
+            "cos",
+            f32_tensor(&[16, 4], (0..64).map(|i| (i as f32 * 0.1).cos()).collect()),
+        ),
+        (
+            "sin",
+            f32_tensor(&[16, 4], (0..64).map(|i| (i as f32 * 0.1).sin()).collect()),
+        ),
+        ("slopes", f32_tensor(&[hq], vec![0.5, 0.25, 0.125, 0.0625])),
+    ];
+    for (n, t) in &files {
+        write_npy(&path(n), t).unwrap();
+    }
+    let flag = |f: &str, n: &str| [f.to_string(), path(n).display().to_string()];
+    for interleaved in [false, true] {
+        let mut cmd = cli();
+        cmd.arg("run")
+            .args(flag("--q", "q"))
+            .args(flag("--k", "k"))
+            .args(flag("--v", "v"))
+            .args(flag("--block-table", "table"))
+            .args(flag("--cache-seqlens", "seqlens"))
+            .args(flag("--k-new", "k_new"))
+            .args(flag("--v-new", "v_new"))
+            .args(flag("--rotary-cos", "cos"))
+            .args(flag("--rotary-sin", "sin"))
+            .args(flag("--alibi-slopes", "slopes"))
+            .args(["--page-size", "4", "--causal", "bottom-right", "--check"])
+            .arg("--lse")
+            .arg(dir.path().join("lse.npy"));
+        if interleaved {
+            cmd.arg("--rotary-interleaved");
+        }
+        let out = ok(&mut cmd);
+        assert_checks_pass(&out, &["out", "lse"]);
+        assert!(stdout(&out).contains("lengths [10, 4]"), "{}", stdout(&out));
+    }
+    // Misuse, in the flags' words.
+    let base = |extra: &[&str]| {
+        let mut c = cli();
+        c.arg("run")
+            .args(flag("--q", "q"))
+            .args(flag("--k", "k"))
+            .args(flag("--v", "v"))
+            .args(flag("--block-table", "table"))
+            .args(extra);
+        c
+    };
+    fails_with(
+        base(&[]).args(flag("--k-new", "k_new")),
+        "--k-new and --v-new go together",
+    );
+    fails_with(&mut base(&["--page-size", "5"]), "k cache pages");
+    fails_with(
+        base(&[]).args(flag("--cache-seqlens", "slopes")),
+        "cache-seqlens: dtype <f4",
+    );
+    fails_with(base(&[]).args(flag("--mask", "q")), "--mask does not apply");
+    let too_long = u32_tensor(&[b], vec![13, 0]);
+    write_npy(&path("long"), &too_long).unwrap();
+    fails_with(base(&[]).args(flag("--cache-seqlens", "long")), "capacity");
+}
+
+/// A contiguous cache from a .safetensors file (int64 lengths, as NumPy writes them) with one
+/// appended row, against the reference computed here on the concatenated rows.
+#[test]
+fn run_over_a_contiguous_kv_cache_from_safetensors() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cache.safetensors");
+    let mut rng = ChaCha8Rng::seed_from_u64(32);
+    let (b, hq, hkv, cap, d) = (2, 2, 1, 6, 8);
+    let lens = [4i64, 2];
+    let q = random(&mut rng, b * hq * d);
+    let k = random(&mut rng, b * hkv * cap * d);
+    let v = random(&mut rng, b * hkv * cap * d);
+    let k_new = random(&mut rng, b * hkv * d);
+    let v_new = random(&mut rng, b * hkv * d);
+    let bytes = |x: &[f32]| x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>();
+    use safetensors::Dtype::{F32, I64};
+    write_safetensors(
+        &file,
+        &[
+            ("q", F32, vec![b, hq, 1, d], bytes(&q)),
+            ("k", F32, vec![b, hkv, cap, d], bytes(&k)),
+            ("v", F32, vec![b, hkv, cap, d], bytes(&v)),
+            ("kn", F32, vec![b, hkv, 1, d], bytes(&k_new)),
+            ("vn", F32, vec![b, hkv, 1, d], bytes(&v_new)),
+            (
+                "lens",
+                I64,
+                vec![b],
+                lens.iter().flat_map(|l| l.to_le_bytes()).collect(),
+            ),
+        ],
+    );
+    let o = dir.path().join("o.npy");
+    ok(cli()
+        .arg("run")
+        .arg("--safetensors")
+        .arg(&file)
+        .args([
+            "--cache-seqlens",
+            "lens",
+            "--k-new",
+            "kn",
+            "--v-new",
+            "vn",
+            "--causal",
+            "bottom-right",
+        ])
+        .arg("--out")
+        .arg(&o));
+    let got = read_npy(&o, "o").unwrap().to_f32().unwrap();
+    // Sequence s attends over its first lens[s] rows plus the new one.
+    for s in 0..b {
+        let n = lens[s] as usize;
+        let mut ks: Vec<f32> = k[s * cap * d..(s * cap + n) * d].to_vec();
+        ks.extend_from_slice(&k_new[s * d..(s + 1) * d]);
+        let mut vs: Vec<f32> = v[s * cap * d..(s * cap + n) * d].to_vec();
+        vs.extend_from_slice(&v_new[s * d..(s + 1) * d]);
+        let p = Problem {
+            b: 1,
+            hq,
+            hkv,
+            lq: 1,
+            lk: n + 1,
+            dk: d,
+            dv: d,
+        };
+        let r = reference::sdpa(
+            &HostInputs::new(p, &q[s * hq * d..(s + 1) * hq * d], &ks, &vs),
+            &AttentionOptions::default(),
+        );
+        let c = reference::compare(&got[s * hq * d..(s + 1) * hq * d], &r.out, Tolerance::F32);
+        assert!(c.ok(), "sequence {s}: {c}");
+    }
+}
+
+/// `run --cu-seqlens-q/-k`: packed sequences from .npy (u32 and int64 offsets) and from a
+/// .safetensors file (I32 offsets), checked against the reference; bad offsets are one-line errors.
+#[test]
+fn run_packed_sequences_match_the_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |n: &str| dir.path().join(n);
+    let (hq, hkv, dk, dv) = (2usize, 1usize, 8usize, 8usize);
+    let (cu_q, cu_k) = ([0u32, 3, 3, 10], [0u32, 5, 7, 14]);
+    let (tq, tk) = (10usize, 14usize);
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let (q, k, v) = (
+        random(&mut rng, tq * hq * dk),
+        random(&mut rng, tk * hkv * dk),
+        random(&mut rng, tk * hkv * dv),
+    );
+    write_npy(&d("q.npy"), &f32_tensor(&[tq, hq, dk], q.clone())).unwrap();
+    write_npy(&d("k.npy"), &f32_tensor(&[tk, hkv, dk], k.clone())).unwrap();
+    write_npy(&d("v.npy"), &f32_tensor(&[tk, hkv, dv], v.clone())).unwrap();
+    let u32_npy = |name: &str, x: &[u32]| {
+        let t = HostTensor {
+            shape: vec![x.len()],
+            data: HostData::U32(x.to_vec()),
+        };
+        write_npy(&d(name), &t).unwrap();
+    };
+    u32_npy("cu_q.npy", &cu_q);
+    u32_npy("cu_q_bad.npy", &[0, 4, 3, 10]);
+    u32_npy("cu_q_long.npy", &[0, 4, 4, 11]);
+    {
+        use npyz::WriterBuilder;
+        let mut buf = Vec::new();
+        let mut w = npyz::WriteOptions::new()
+            .default_dtype()
+            .shape(&[4])
+            .writer(&mut buf)
+            .begin_nd()
+            .unwrap();
+        w.extend(cu_k.iter().map(|&x| x as i64)).unwrap();
+        w.finish().unwrap();
+        std::fs::write(d("cu_k.npy"), buf).unwrap();
+    }
+    let run = |cu_q: &str, extra: &[&str]| -> Command {
+        let mut c = cli();
+        c.arg("run");
+        for (flag, file) in [
+            ("--q", "q.npy"),
+            ("--k", "k.npy"),
+            ("--v", "v.npy"),
+            ("--cu-seqlens-q", cu_q),
+            ("--cu-seqlens-k", "cu_k.npy"),
+        ] {
+            c.arg(flag).arg(d(file));
+        }
+        c.args(extra);
+        c
+    };
+    let out = ok(run(
+        "cu_q.npy",
+        &["--causal", "bottom-right", "--softcap", "2", "--check", "--out"],
+    )
+    .arg(d("o.npy"))
+    .arg("--lse")
+    .arg(d("lse.npy")));
+    assert_checks_pass(&out, &["out", "lse"]);
+    let opts = AttentionOptions {
+        causal: Some(Alignment::BottomRight),
+        softcap: Some(2.0),
+        ..Default::default()
+    };
+    let r = reference::sdpa_varlen(
+        &reference::VarlenHostInputs {
+            hq,
+            hkv,
+            dk,
+            dv,
+            q: &q,
+            k: &k,
+            v: &v,
+            cu_seqlens_q: &cu_q,
+            cu_seqlens_k: &cu_k,
+        },
+        &opts,
+    );
+    let o = read_npy(&d("o.npy"), "o").unwrap();
+    assert_eq!(o.shape, vec![tq, hq, dv]);
+    let c = reference::compare(&o.to_f32().unwrap(), &r.out, Tolerance::F32);
+    assert!(c.ok(), "{c}");
+    let lse = read_npy(&d("lse.npy"), "lse").unwrap();
+    assert_eq!(lse.shape, vec![hq, tq]);
+    assert!(reference::compare(&lse.to_f32().unwrap(), &r.lse, Tolerance::F32).ok());
+
+    fails_with(&mut run("cu_q_bad.npy", &[]), "must not decrease");
+    fails_with(&mut run("cu_q_long.npy", &[]), "past the 10 rows of q");
+    fails_with(&mut run("cu_q.npy", &["--kernel", "staged"]), "fused kernel");
+    fails_with(&mut run("q.npy", &[]), "not supported for integers");
+    fails_with(&mut run("cu_q.npy", &["--variant", "additive"]), "--variant");
+
+    // The same call from a .safetensors file with I32 offsets, f16 storage.
+    let st = d("packed.safetensors");
+    let bytes = |x: &[f32]| x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>();
+    let ints = |x: &[u32]| x.iter().flat_map(|&v| (v as i32).to_le_bytes()).collect::<Vec<u8>>();
+    write_safetensors(
+        &st,
+        &[
+            ("q", safetensors::Dtype::F32, vec![tq, hq, dk], bytes(&q)),
+            ("k", safetensors::Dtype::F32, vec![tk, hkv, dk], bytes(&k)),
+            ("v", safetensors::Dtype::F32, vec![tk, hkv, dv], bytes(&v)),
+            ("cu_q", safetensors::Dtype::I32, vec![4], ints(&cu_q)),
+            ("cu_k", safetensors::Dtype::I32, vec![4], ints(&cu_k)),
+        ],
+    );
+    let out = ok(cli()
+        .args(["run", "--safetensors"])
+        .arg(&st)
+        .args(["--cu-seqlens-q-name", "cu_q", "--cu-seqlens-k-name", "cu_k"])
+        .args(["--causal", "top-left", "--dtype", "f16", "--check"]));
+    assert_checks_pass(&out, &["out"]);
+}
+
+/// `bench --varlen`: packed against padded prefill, every path computing the same rows.
+#[test]
+fn bench_varlen_compares_packed_and_padded_prefill() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("varlen.json");
+    let out = ok(cli()
+        .args([
+            "bench",
+            "--varlen",
+            "5,0,17",
+            "--shape",
+            "1,2,1,1,16",
+            "--causal",
+            "bottom-right",
+        ])
+        .args(["--warmup", "1", "--iters", "2", "--json"])
+        .arg(&report));
+    let s = stdout(&out);
+    assert!(
+        s.contains("varlen / padded (same [B, L, H, D] layout) median time"),
+        "{s}"
+    );
+    let r = json(&report);
+    let rows = r[0]["rows"].as_array().unwrap();
+    let paths: Vec<&str> = rows.iter().map(|row| row["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["varlen", "padded", "padded-bhld"]);
+    for row in rows {
+        assert!(row["median_ms"].as_f64().unwrap() > 0.0, "{row}");
+        assert!(row["max_abs_diff"].as_f64().unwrap() <= 1e-5, "{row}");
+    }
+    fails_with(cli().args(["bench", "--varlen", "0,0"]), "longer than 0");
+    fails_with(
+        cli().args(["bench", "--varlen", "4", "--preset", "seq"]),
+        "--varlen takes at most one --shape",
     );
 }

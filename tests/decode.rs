@@ -8,17 +8,42 @@ fn decode(p: wgpu_attention::Problem) -> Case {
     Case::new(p).kernel(KernelChoice::Decode)
 }
 
-/// A decode tile with an explicit split count (keys per split = ⌈Lk / splits⌉).
+/// A decode tile of the row design with an explicit split count (keys per split = ⌈Lk / splits⌉).
 fn splits(n: u32) -> DecodeConfig {
     DecodeConfig {
         workgroup: 8,
         rows: 0,
         splits: n,
+        lanes: false,
     }
+}
+
+/// The same split count in the lanes design (head dim over a subgroup), where the device has it.
+fn lanes(n: u32) -> Option<DecodeConfig> {
+    DecodeConfig::lanes_for(ctx(), &problem(1, 1, 1, 1, 1, 8, 8))
+        .unwrap()
+        .map(|c| DecodeConfig { splits: n, ..c })
+}
+
+/// Every design the device runs: rows, and lanes when it has a fixed subgroup size.
+fn designs() -> Vec<fn(u32) -> DecodeConfig> {
+    let mut d: Vec<fn(u32) -> DecodeConfig> = vec![splits];
+    if lanes(1).is_some() {
+        d.push(|n| lanes(n).unwrap());
+    } else {
+        eprintln!("the adapter has no fixed subgroup size: the lanes design is not tested here");
+    }
+    d
 }
 
 #[test]
 fn shapes_and_split_counts() {
+    for splits in designs() {
+        shapes_and_split_counts_with(splits);
+    }
+}
+
+fn shapes_and_split_counts_with(splits: fn(u32) -> DecodeConfig) {
     check_all([
         decode(problem(1, 1, 1, 1, 1, 8, 8)),
         decode(problem(1, 4, 1, 1, 1, 8, 8)).decode(splits(7)), // Lk < splits
@@ -33,6 +58,12 @@ fn shapes_and_split_counts() {
 
 #[test]
 fn masks_and_causal() {
+    for splits in designs() {
+        masks_and_causal_with(splits);
+    }
+}
+
+fn masks_and_causal_with(splits: fn(u32) -> DecodeConfig) {
     let p = problem(2, 8, 2, 3, 45, 16, 16);
     check_all([
         decode(p)
@@ -87,6 +118,12 @@ fn masks_and_causal() {
 
 #[test]
 fn f16_and_large_heads() {
+    for splits in designs() {
+        f16_and_large_heads_with(splits);
+    }
+}
+
+fn f16_and_large_heads_with(splits: fn(u32) -> DecodeConfig) {
     check_all([
         decode(problem(1, 8, 2, 1, 70, 64, 64))
             .dtype(DType::F16)
@@ -102,6 +139,31 @@ fn f16_and_large_heads() {
             .decode(splits(2)),
         decode(problem(1, 4, 2, 1, 40, 128, 128)), // default tile
     ]);
+}
+
+/// Long key ranges in one invocation: CPU drivers stop a shader loop after a fixed iteration
+/// budget (lavapipe), so a kernel whose inner loops are not unrolled would silently skip keys.
+#[test]
+fn long_key_ranges_per_split() {
+    for splits in designs() {
+        check_all([
+            decode(problem(1, 4, 1, 1, 4099, 128, 128)).decode(splits(1)),
+            decode(problem(1, 8, 2, 1, 20000, 16, 16)).decode(splits(1)),
+        ]);
+    }
+    // More keys than a CPU driver's loop budget: Auto splits them (decode path) and the forced
+    // fused kernel is refused there instead of skipping keys.
+    let long = problem(1, 1, 1, 1, 70000, 8, 8);
+    check_all([Case::new(long), Case::new(problem(1, 2, 1, 40, 40000, 8, 8))]);
+    if ctx()
+        .info()
+        .adapter
+        .as_ref()
+        .is_some_and(|a| a.device_type == wgpu_attention::wgpu::DeviceType::Cpu)
+    {
+        let err = Case::new(long).kernel(KernelChoice::Fused).check().unwrap_err();
+        assert!(err.contains("CPU driver"), "{err}");
+    }
 }
 
 /// The decode kernel writes O into a caller's strided tensor ([B, L, H·D] layout).

@@ -387,17 +387,37 @@ fn kernels() -> Vec<(&'static str, KernelChoice, Tuning)> {
             workgroup: 8,
             rows: 0,
             splits,
+            lanes: false,
         }),
         ..Default::default()
     };
-    vec![
+    let mut kernels = vec![
         ("fused", KernelChoice::Fused, tile(None)),
         ("fused/plain-fetch", KernelChoice::Fused, tile(Some(plain))),
         ("staged", KernelChoice::Staged, tile(None)),
         ("decode/6 splits", KernelChoice::Decode, split(6)),
         ("decode/3 splits", KernelChoice::Decode, split(3)),
         ("decode", KernelChoice::Decode, tile(None)),
-    ]
+    ];
+    // The decode kernel's lanes design (head dim over a subgroup), where the device has it.
+    let p = wgpu_attention::Problem {
+        b: 1,
+        hq: 1,
+        hkv: 1,
+        lq: 1,
+        lk: 1,
+        dk: 8,
+        dv: 8,
+    };
+    if let Some(lanes) = DecodeConfig::lanes_for(ctx(), &p).unwrap() {
+        let tuning = |splits| Tuning {
+            decode: Some(DecodeConfig { splits, ..lanes }),
+            ..Default::default()
+        };
+        kernels.push(("decode-lanes/6 splits", KernelChoice::Decode, tuning(6)));
+        kernels.push(("decode-lanes", KernelChoice::Decode, tuning(0)));
+    }
+    kernels
 }
 
 fn upload(x: &[f32], shape: &[usize], dtype: DType) -> Tensor {

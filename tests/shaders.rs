@@ -41,6 +41,9 @@ fn every_kernel_validates_with_naga() {
                             subgroup,
                             additive,
                             local,
+                            // ALiBi with every other combination, not a full product.
+                            alibi: additive == local,
+                            ..Variant::default()
                         };
                         let src = compose_variant(Kernel::FlashForward, dtype, variant);
                         if let Err(e) = validate(&src, &HashMap::new()) {
@@ -51,13 +54,15 @@ fn every_kernel_validates_with_naga() {
             }
         }
     }
-    // The decode kernel's row counts and loaders.
+    // The decode kernel's row counts, loaders, K/V layouts and ALiBi.
     for dtype in [wgpu_attention::DType::F32, wgpu_attention::DType::F16] {
         for rows in 1..=16 {
-            for vec4_io in [false, true] {
+            for (vec4_io, paged) in [(false, false), (true, false), (false, true), (true, true)] {
                 let variant = Variant {
                     rows,
                     vec4_io,
+                    paged,
+                    alibi: paged != vec4_io,
                     ..Variant::default()
                 };
                 let src = compose_variant(Kernel::FlashDecode, dtype, variant);
@@ -65,6 +70,37 @@ fn every_kernel_validates_with_naga() {
                     failures.push(format!("FlashDecode/{dtype}/{variant:?}: {e}"));
                 }
             }
+        }
+    }
+    // The decode kernel's lanes design for every subgroup size, row count and layout.
+    for dtype in [wgpu_attention::DType::F32, wgpu_attention::DType::F16] {
+        for subgroup in [4, 8, 16, 32, 64] {
+            for rows in [1, 4, 16] {
+                for (vec4_io, paged) in [(false, false), (true, true)] {
+                    let variant = Variant {
+                        rows,
+                        vec4_io,
+                        paged,
+                        alibi: paged,
+                        subgroup,
+                        ..Variant::default()
+                    };
+                    let src = compose_variant(Kernel::FlashDecodeLanes, dtype, variant);
+                    if let Err(e) = validate(&src, &HashMap::new()) {
+                        failures.push(format!("FlashDecodeLanes/{dtype}/{variant:?}: {e}"));
+                    }
+                }
+            }
+        }
+    }
+    // ALiBi in the staged path's softmax.
+    for dtype in [wgpu_attention::DType::F32, wgpu_attention::DType::F16] {
+        let alibi = Variant {
+            alibi: true,
+            ..Variant::default()
+        };
+        if let Err(e) = validate(&compose_variant(Kernel::MaskedSoftmax, dtype, alibi), &HashMap::new()) {
+            failures.push(format!("MaskedSoftmax/{dtype}/alibi: {e}"));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
@@ -81,20 +117,25 @@ fn flash_kernel_validates_for_odd_head_dims() {
             subgroup: 8,
             additive: true,
             local: true,
+            alibi: true,
+            ..Variant::default()
         },
     );
     for (dk, dv) in [(8, 8), (24, 40), (256, 256), (3, 5)] {
-        let c: HashMap<String, f64> = [
-            ("DK", dk),
-            ("DV", dv),
-            ("DK4", (dk + 3) / 4),
-            ("DV4", (dv + 3) / 4),
-            ("WORKGROUP", 32),
-        ]
-        .into_iter()
-        .map(|(n, v)| (n.to_string(), v as f64))
-        .collect();
-        validate(&src, &c).unwrap_or_else(|e| panic!("Dk={dk} Dv={dv}: {e}"));
+        for varlen in [0, 1] {
+            let c: HashMap<String, f64> = [
+                ("DK", dk),
+                ("DV", dv),
+                ("DK4", (dk + 3) / 4),
+                ("DV4", (dv + 3) / 4),
+                ("WORKGROUP", 32),
+                ("VARLEN", varlen),
+            ]
+            .into_iter()
+            .map(|(n, v)| (n.to_string(), v as f64))
+            .collect();
+            validate(&src, &c).unwrap_or_else(|e| panic!("Dk={dk} Dv={dv} VARLEN={varlen}: {e}"));
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 // Score post-processing of ATTENTION.md §1 steps 2–4 (soft cap, additive bias, masks) and the
 // post-softmax weighting of step 6 and §4 (dropout, local-p Gaussian). Composed after
-// common/philox.wgsl and a centers piece (common/centers.wgsl or common/no_centers.wgsl:
-// `row_center`). Bindings 8–10 are bound to a dummy buffer when the matching flag is off.
+// common/philox.wgsl, a centers piece (common/centers.wgsl or common/no_centers.wgsl:
+// `row_center`) and an ALiBi piece (common/alibi.wgsl or common/no_alibi.wgsl: `alibi_slope`). Bindings 8–10 are bound to a dummy buffer when the matching flag is off.
 
 @group(0) @binding(8) var<storage, read> bias: array<elem>;
 // Bool mask, one byte per element (NumPy/PyTorch layout), read four to a word.
@@ -12,7 +12,28 @@
 // flags (bottom-right alignment with key lengths), min(len_b, Lk) − Lq so that each sequence's
 // last query lines up with its last valid key. Kernels that skip key ranges use these too.
 fn seq_offset(b: u32) -> i32 {
+    if (has_flag(FLAG_VARLEN)) {
+        return i32(varlen_len_k) - i32(varlen_len_q);
+    }
     return i32(min(key_lengths[b], params.len_k)) - i32(params.len_q);
+}
+
+// Packed sequences (FLAG_VARLEN): sequence b's queries are rows [cu_q[b], cu_q[b + 1]) of the packed
+// Q and O, its keys rows [cu_k[b], cu_k[b + 1]) of K and V, with cu_q in binding 9 and cu_k in
+// binding 10 (no boolean mask or key lengths then). Offsets are clamped to the packed rows
+// (total_q, total_k), so inconsistent offsets never address outside the tensors. Returns (first
+// query row, query rows, first key row, keys) and keeps the lengths for `seq_offset`.
+var<private> varlen_len_q: u32;
+var<private> varlen_len_k: u32;
+
+fn enter_sequence(b: u32) -> vec4<u32> {
+    let q0 = min(mask_bytes[b], params.total_q);
+    let q1 = clamp(mask_bytes[b + 1u], q0, params.total_q);
+    let k0 = min(key_lengths[b], params.total_k);
+    let k1 = clamp(key_lengths[b + 1u], k0, params.total_k);
+    varlen_len_q = q1 - q0;
+    varlen_len_k = k1 - k0;
+    return vec4<u32>(q0, varlen_len_q, k0, varlen_len_k);
 }
 
 fn causal_offset(b: u32) -> i32 {
@@ -27,6 +48,15 @@ fn window_offset(b: u32) -> i32 {
         return seq_offset(b);
     }
     return params.window_offset;
+}
+
+// ALiBi distances are measured from the bottom-right aligned position (per sequence with
+// FLAG_ALIBI_PER_SEQ).
+fn alibi_offset(b: u32) -> i32 {
+    if (has_flag(FLAG_ALIBI_PER_SEQ)) {
+        return seq_offset(b);
+    }
+    return params.alibi_offset;
 }
 
 // Structural masks (key padding, causal, window, local-p, boolean) of key j for query i, batch b,
@@ -56,7 +86,7 @@ fn key_allowed(b: u32, h: u32, i: u32, j: u32, center: f32) -> bool {
     return true;
 }
 
-// Soft cap then bias, for an already scaled score; -inf when the key is masked (zero-score
+// Soft cap, bias, then ALiBi, for an already scaled score; -inf when the key is masked (zero-score
 // masking tests the score before cap and bias: NeurJudge pads with zero vectors).
 fn finish_score(scaled: f32, b: u32, h: u32, i: u32, j: u32, center: f32) -> f32 {
     if (!key_allowed(b, h, i, j, center) || (has_flag(FLAG_ZERO_SCORE) && scaled == 0.0)) {
@@ -69,6 +99,10 @@ fn finish_score(scaled: f32, b: u32, h: u32, i: u32, j: u32, center: f32) -> f32
     }
     if (has_flag(FLAG_BIAS)) {
         s += f32(bias[params.bias_off + b * params.bias_sb + h * params.bias_sh + i * params.bias_sl + j]);
+    }
+    if (has_flag(FLAG_ALIBI)) {
+        // A slope of 0 adds exactly 0 (never 0 · inf: distances are finite).
+        s -= alibi_slope(h) * f32(abs(i32(i) + alibi_offset(b) - i32(j)));
     }
     return s;
 }

@@ -29,6 +29,10 @@ struct Params {
     window_right: i32,
     // Element offset of LSE row 0 in its binding (wrapping: chunks bind a window of the tensor).
     lse_off: u32,
+    // Packed sequences (FLAG_VARLEN): rows of the packed Q/O and K/V tensors; every offset read from
+    // cu_seqlens is clamped to them.
+    total_q: u32,
+    total_k: u32,
     // Dropout (§1 step 6): an element is dropped when its Philox word is below the threshold
     // (p · 2^32); kept elements are scaled by 1 / (1 − p).
     dropout_threshold: u32,
@@ -48,6 +52,8 @@ struct Params {
     // The fused kernel visits pair p of its dispatch as (p * bh_stride) % bh_count: coprime with
     // bh_count, so every contiguous run of workgroups mixes batches (uneven key lengths).
     bh_stride: u32,
+    // ALiBi: aligned position offset of every batch (bottom-right, Lk − Lq) unless per sequence.
+    alibi_offset: i32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -65,6 +71,13 @@ const FLAG_LOCAL: u32 = 512u;
 // Bottom-right causal / window aligned per batch to the key length: i' = i + min(len_b, Lk) − Lq.
 const FLAG_CAUSAL_PER_SEQ: u32 = 1024u;
 const FLAG_WINDOW_PER_SEQ: u32 = 2048u;
+// Packed variable-length sequences (fused kernel): bindings 9 and 10 hold cu_seqlens_q and
+// cu_seqlens_k, len_q / len_k are the longest sequences, and per-sequence alignment uses each
+// sequence's own lengths.
+const FLAG_VARLEN: u32 = 4096u;
+// ALiBi: scores minus slope_h · |i' − j| (common/alibi.wgsl), per sequence like the masks above.
+const FLAG_ALIBI: u32 = 8192u;
+const FLAG_ALIBI_PER_SEQ: u32 = 16384u;
 
 fn has_flag(flag: u32) -> bool {
     return (params.flags & flag) != 0u;

@@ -7,8 +7,8 @@ use super::plan::storage_buffer;
 use super::{Attention, AttentionOutput, Extras, Problem, Tuning};
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::kernels::flash_decode::{self, DecodeConfig, DecodeParams, MergeParams, PartEntry};
-use crate::kernels::{self, BoundBuffer};
+use crate::kernels::flash_decode::{self, DecodeExtras, DecodeParams, MergeParams, PartEntry};
+use crate::kernels::{self, BoundBuffer, PageParams, Params};
 use crate::options::{AttentionOptions, KernelChoice};
 use crate::tensor::Tensor;
 
@@ -40,20 +40,93 @@ pub(crate) fn unsupported(
             p.dv
         ));
     }
-    // Q, K, V and O are bound per dispatch, a window of its batches; bias and mask whole.
+    // Q, K, V and O are bound per dispatch, a window of its batches; bias, mask, block table
+    // (and paged K/V) whole.
     let max = ctx.limits().max_storage_buffer_binding_size;
     let align = ctx.limits().min_storage_buffer_offset_alignment as u64;
-    let whole = [opts.bias.as_ref(), opts.mask.as_ref()];
-    let operands = [Some(q), Some(k), Some(v), opts.out.as_ref()];
-    if batches_per_dispatch(ctx, p, &operands) == 0
-        || whole.iter().flatten().any(|t| t.end_byte() - t.offset() + align > max)
+    let (windowed, whole) = operands(q, k, v, opts);
+    if batches_per_dispatch(ctx, p, &windowed) == 0
+        || whole
+            .iter()
+            .flatten()
+            .any(|t| t.end_byte() - t.offset() / align * align > max)
     {
         return Some(
-            "an operand (one batch of Q, K, V, O or the split scratch; bias or mask whole) exceeds one storage binding; the fused kernel chunks by heads"
+            "an operand (one batch of Q, K, V, O or the split scratch; bias, mask or paged K/V whole) exceeds one storage binding; the fused kernel chunks by heads"
                 .into(),
         );
     }
     None
+}
+
+/// The operands bound as a window of each dispatch's batches (Q, O, and K/V unless paged) and
+/// those bound whole (bias, mask, block table, paged K/V).
+#[allow(clippy::type_complexity, reason = "two fixed lists of optional operands")]
+fn operands<'a>(
+    q: &'a Tensor,
+    k: &'a Tensor,
+    v: &'a Tensor,
+    opts: &'a AttentionOptions,
+) -> ([Option<&'a Tensor>; 4], [Option<&'a Tensor>; 5]) {
+    let paged = opts.block_table.is_some();
+    let kv = |t| (!paged).then_some(t);
+    let kv_whole = |t| paged.then_some(t);
+    (
+        [Some(q), kv(k), kv(v), opts.out.as_ref()],
+        [
+            opts.bias.as_ref(),
+            opts.mask.as_ref(),
+            opts.block_table.as_ref(),
+            kv_whole(k),
+            kv_whole(v),
+        ],
+    )
+}
+
+/// The bindings of a paged K/V layout.
+struct PageBindings {
+    k: BoundBuffer,
+    v: BoundBuffer,
+    table: BoundBuffer,
+    uniform: BoundBuffer,
+}
+
+/// Binds pages K [num_pages, P, Hkv, Dk], V [num_pages, P, Hkv, Dv] and the block table whole;
+/// K/V strides go into `params` as (page, head, row within the page).
+fn bind_pages(ctx: &Context, params: &mut Params, k: &Tensor, v: &Tensor, table: &Tensor) -> Result<PageBindings> {
+    let (kb, ko) = kernels::bind_tensor(ctx, k, "k")?;
+    let (vb, vo) = kernels::bind_tensor(ctx, v, "v")?;
+    let (tb, to) = kernels::bind_tensor(ctx, table, "block_table")?;
+    let page_strides = |t: &Tensor, offset: u32| {
+        let st = t.strides();
+        kernels::Strides {
+            offset,
+            batch: st[0] as u32,
+            head: st[2] as u32,
+            row: st[1] as u32,
+        }
+    };
+    params.k = page_strides(k, ko);
+    params.v = page_strides(v, vo);
+    let size = k.shape()[1] as u32;
+    let pages = PageParams {
+        size,
+        count: k.shape()[0] as u32,
+        table_off: to,
+        table_stride: table.strides()[0] as u32,
+        shift: if size.is_power_of_two() {
+            size.trailing_zeros()
+        } else {
+            32
+        },
+        _pad: [0; 3],
+    };
+    Ok(PageBindings {
+        k: kb,
+        v: vb,
+        table: tb,
+        uniform: BoundBuffer::whole(&kernels::params_buffer(ctx, &pages)),
+    })
 }
 
 /// Bytes `[from, to)` of `t` that batches `[b0, b1)` reach (the whole tensor when it has no
@@ -73,14 +146,20 @@ fn batch_window(t: &Tensor, b0: usize, b1: usize) -> (u64, u64) {
 /// split) within one storage binding; 0 when a single batch does not fit.
 fn batches_per_dispatch(ctx: &Context, p: &Problem, operands: &[Option<&Tensor>]) -> usize {
     let max = ctx.limits().max_storage_buffer_binding_size;
-    // A binding starts at the offset rounded down to the storage alignment.
     let align = ctx.limits().min_storage_buffer_offset_alignment as u64;
+    // A binding starts at its window's first byte rounded down to the storage alignment: the
+    // slack is the same for every dispatch when the batch stride is a multiple of the alignment,
+    // else at most align − 1 bytes.
+    let slack = |t: &Tensor| match (t.strides()[0] * t.dtype().size()) as u64 % align {
+        0 => t.offset() % align,
+        _ => align - 1,
+    };
     let fits = |nb: usize| {
         let scratch = (nb * p.hq * p.lq) as u64 * p.dv.div_ceil(4) as u64 * 16;
         scratch <= max
             && operands.iter().flatten().all(|t| {
                 let (from, to) = batch_window(t, 0, nb);
-                to - from + align <= max
+                to - from + slack(t) <= max
             })
     };
     // Window sizes grow with nb: the largest nb that fits, by bisection.
@@ -134,13 +213,14 @@ impl Attention {
         }
         let cfg = match tuning.decode {
             Some(c) => c,
-            None => DecodeConfig::default_for(ctx, p)?,
+            None => crate::tune::decode_config(ctx, p, q.dtype(), opts)?,
         };
         cfg.check(ctx, p.dk as u32, p.dv as u32)?;
         let rows = cfg.rows_for(p);
         let (out, lse) = Self::outputs(ctx, p, q.dtype(), opts)?;
-        let operands = [Some(q), Some(k), Some(v), Some(&out)];
-        let per_dispatch = batches_per_dispatch(ctx, p, &operands);
+        let (mut windowed, _) = operands(q, k, v, opts);
+        windowed[3] = Some(&out);
+        let per_dispatch = batches_per_dispatch(ctx, p, &windowed);
         if per_dispatch == 0 {
             return Err(Error::Unsupported(
                 "one batch of an operand exceeds one storage binding; use KernelChoice::Fused".into(),
@@ -157,6 +237,14 @@ impl Attention {
         let splits = cfg
             .splits_for(ctx, &dispatch)
             .min((max / one_split).clamp(1, u32::MAX as u64) as u32);
+        if splits < cfg.min_splits(p) {
+            return Err(Error::Limit {
+                what: format!("{} keys in {splits} splits", p.lk),
+                limit: "keys per split (the partial states of more splits exceed one storage binding)",
+                needed: cfg.min_splits(p) as u64,
+                max: splits as u64,
+            });
+        }
         let packed = flash_decode::packed_rows(p);
         let s = splits;
 
@@ -190,6 +278,12 @@ impl Attention {
         base.bh_count = (p.b * p.hq) as u32;
         // Bias, mask and key lengths are bound whole (indexed with the global batch).
         let [bias, mask, lens] = Self::bind_masks(ctx, &mut base, opts)?;
+        let alibi = Self::alibi_uniform(ctx, opts);
+        // Paged K/V: pages, block table and page uniform bound whole, shared by every dispatch.
+        let paged = match &opts.block_table {
+            Some(table) => Some(bind_pages(ctx, &mut base, k, v, table)?),
+            None => None,
+        };
         // A window of `t` for batches [b0, b1) and the element offset of batch b0 in it.
         let window = |t: &Tensor, name: &'static str, b0: usize, b1: usize| -> Result<(BoundBuffer, u32)> {
             t.check_device(name, ctx)?;
@@ -226,19 +320,24 @@ impl Attention {
             let b1 = (b0 + per_dispatch).min(p.b);
             let mut params = base;
             let (qb, qo) = window(q, "q", b0, b1)?;
-            let (kb, ko) = window(k, "k", b0, b1)?;
-            let (vb, vo) = window(v, "v", b0, b1)?;
             params.q = kernels::strides_of(q, qo);
-            params.k = kernels::strides_of(k, ko);
-            params.v = kernels::strides_of(v, vo);
+            let (kb, vb) = match &paged {
+                Some(pages) => (pages.k.clone(), pages.v.clone()),
+                None => {
+                    let (kb, ko) = window(k, "k", b0, b1)?;
+                    let (vb, vo) = window(v, "v", b0, b1)?;
+                    params.k = kernels::strides_of(k, ko);
+                    params.v = kernels::strides_of(v, vo);
+                    (kb, vb)
+                }
+            };
             let d = DecodeParams {
                 splits: s,
-                split_keys: (p.lk.max(1) as u32).div_ceil(s),
                 packed_rows: packed,
                 row_blocks: packed.div_ceil(rows),
                 batch_base: b0 as u32,
                 batch_count: (b1 - b0) as u32,
-                _pad: [0; 2],
+                _pad: [0; 3],
             };
             let params_buf = kernels::params_buffer(ctx, &params);
             let decode_buf = kernels::params_buffer(ctx, &d);
@@ -253,6 +352,10 @@ impl Attention {
                 [&qb, &kb, &vb],
                 [&part_lse_b, &part_o_b],
                 [&bias, &mask, &lens],
+                &DecodeExtras {
+                    alibi: alibi.as_ref(),
+                    pages: paged.as_ref().map(|g| (&g.table, &g.uniform)),
+                },
             )?);
             let (ob, oo) = window(&out, "out", b0, b1)?;
             let os = kernels::strides_of(&out, oo);
@@ -298,6 +401,7 @@ impl Attention {
             },
             causal: opts.causal.is_some(),
             allocated,
+            splits: Some(splits),
         })
     }
 }

@@ -40,6 +40,7 @@ impl Attention {
             },
             causal: opts.causal.is_some(),
             allocated,
+            splits: None,
         })
     }
 

@@ -18,6 +18,8 @@ struct SharedBindings {
     key_lengths: BoundBuffer,
     /// The additive score vector and its element offset.
     score_vector: Option<(BoundBuffer, u32)>,
+    /// The ALiBi slopes uniform.
+    alibi: Option<BoundBuffer>,
 }
 
 impl SharedBindings {
@@ -37,6 +39,7 @@ impl SharedBindings {
             unused_lse,
             key_lengths,
             score_vector,
+            alibi: Attention::alibi_uniform(ctx, opts),
         })
     }
 }
@@ -189,6 +192,7 @@ impl ChunkRecorder<'_> {
             [&bias, &mask, &shared.key_lengths],
             centers.as_ref(),
             shared.score_vector.as_ref().map(|s| &s.0),
+            shared.alibi.as_ref(),
         )?;
         Ok((step, params_buf.size()))
     }
@@ -207,6 +211,13 @@ impl Attention {
         tuning: &Tuning,
     ) -> Result<Self> {
         let p = &problem;
+        if kernels::flash_forward::over_cpu_loop_budget(ctx, p) {
+            return Err(Error::Unsupported(format!(
+                "on a CPU driver the fused kernel visits at most {} keys per row (the driver ends longer shader loops without an error); Lk = {}: use KernelChoice::Auto, Decode or Staged",
+                kernels::flash_forward::CPU_MAX_KEYS,
+                p.lk
+            )));
+        }
         let (out, lse) = Self::outputs(ctx, p, q.dtype(), opts)?;
         require_storage_usage(q, k, v, opts)?;
         let operands = windowed_operands(p, q, k, v, &out, &lse, opts, extras)?;
@@ -248,6 +259,7 @@ impl Attention {
             },
             causal: opts.causal.is_some(),
             allocated,
+            splits: None,
         })
     }
 }

@@ -9,6 +9,9 @@
 //!      additive scores of `naive_additive.rs`;
 //! 3. recording ([`Attention::encode`]) into any command encoder, as often as wanted.
 //!
+//! `varlen.rs` plans packed variable-length sequences ([`attention_varlen`]) on the fused kernel
+//! with its own validation (packed shapes, sequence offsets).
+//!
 //! `params.rs` fills the uniform every attention kernel reads from the options.
 
 mod decode;
@@ -19,12 +22,14 @@ mod params;
 mod plan;
 mod staged;
 mod validate;
+mod varlen;
 mod warm;
 
 pub(crate) use params::base_params;
 pub(crate) use plan::{Extras, LocalWindows};
 pub(crate) use validate::require_nonempty;
 pub use validate::validate;
+pub use varlen::{attention_varlen, attention_varlen_encode, validate_varlen, Varlen};
 
 use crate::context::Context;
 use crate::error::Result;
@@ -120,6 +125,8 @@ pub struct Attention {
     causal: bool,
     /// Bytes the call allocates on the device (outputs, scratch, uniforms).
     allocated: u64,
+    /// Key splits of the decode path (per dispatch).
+    splits: Option<u32>,
 }
 
 /// Runs attention and returns O (and LSE / P on request). One submission; returns without
@@ -214,6 +221,10 @@ impl Attention {
     /// Bytes of device memory this call allocated (outputs, scratch, uniforms), not counting inputs.
     pub fn allocated_bytes(&self) -> u64 {
         self.allocated
+    }
+    /// Splits of every sequence's keys on the decode path (`None` on the other paths).
+    pub fn decode_splits(&self) -> Option<u32> {
+        self.splits
     }
     /// Number of compute dispatches per run.
     pub fn dispatch_count(&self) -> usize {

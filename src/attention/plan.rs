@@ -56,8 +56,16 @@ fn resolve_kernel(
     extras: &Extras,
 ) -> KernelChoice {
     match opts.kernel {
+        KernelChoice::Auto if opts.block_table.is_some() => KernelChoice::Decode,
         KernelChoice::Auto if opts.return_weights => KernelChoice::Staged,
         KernelChoice::Auto if super::decode::auto_prefers(ctx, p, qkv, opts, extras) => KernelChoice::Decode,
+        // Past a CPU driver's loop budget the fused kernel cannot run: split keys, or stage.
+        KernelChoice::Auto if kernels::flash_forward::over_cpu_loop_budget(ctx, p) => {
+            match super::decode::unsupported(ctx, p, qkv, opts, extras) {
+                None => KernelChoice::Decode,
+                Some(_) => KernelChoice::Staged,
+            }
+        }
         KernelChoice::Auto => KernelChoice::Fused,
         other => other,
     }
@@ -167,6 +175,16 @@ impl Attention {
         let (lens, _) = bind_optional(ctx, &opts.key_lengths, "key_lengths")?;
         (params.bias, params.mask) = (bias_strides, mask_strides);
         Ok([bias, mask, lens])
+    }
+
+    /// The ALiBi slopes uniform (`shaders/common/alibi.wgsl`: 1024 vec4, zero past Hq) when
+    /// `opts.alibi_slopes` is set.
+    pub(super) fn alibi_uniform(ctx: &Context, opts: &AttentionOptions) -> Option<BoundBuffer> {
+        opts.alibi_slopes.as_ref().map(|slopes| {
+            let mut table = [0f32; super::validate::MAX_ALIBI_HEADS];
+            table[..slopes.len()].copy_from_slice(slopes);
+            BoundBuffer::whole(&kernels::params_buffer(ctx, &table))
+        })
     }
 
     /// O (the caller's `opts.out`, or a new tensor) and, when requested, LSE.

@@ -82,6 +82,8 @@ struct StagedRecorder<'a> {
     qkv: [BoundBuffer; 3],
     /// Bias, mask, key lengths, local-p centers.
     masks: [BoundBuffer; 4],
+    /// The ALiBi slopes uniform.
+    alibi: Option<BoundBuffer>,
     out: BoundBuffer,
     lse: BoundBuffer,
     scratch: wgpu::Buffer,
@@ -134,6 +136,7 @@ impl StagedRecorder<'_> {
             &s,
             &self.lse,
             [&m[0], &m[1], &m[2], &m[3]],
+            self.alibi.as_ref(),
         )?);
         steps.push(kernels::weighted_sum::step(
             ctx,
@@ -222,6 +225,7 @@ impl Attention {
             scores,
             qkv,
             masks,
+            alibi: Self::alibi_uniform(ctx, opts),
             out: ob,
             lse: lse_b,
             scratch,
@@ -243,6 +247,7 @@ impl Attention {
             },
             causal: opts.causal.is_some(),
             allocated,
+            splits: None,
         })
     }
 }

@@ -7,12 +7,17 @@ use crate::error::{Error, Result};
 use crate::options::{AttentionOptions, KernelChoice};
 use crate::tensor::{DType, Tensor};
 
+/// Most query heads ALiBi slopes may cover: `shaders/common/alibi.wgsl` holds them in one
+/// uniform array of 1024 vec4.
+pub(crate) const MAX_ALIBI_HEADS: usize = 4096;
+
 /// Checks Q, K, V and every option against each other and the device; returns the problem sizes.
 pub fn validate(ctx: &Context, q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttentionOptions) -> Result<Problem> {
     let tensors = [("q", Some(q)), ("k", Some(k)), ("v", Some(v))].into_iter().chain([
         ("bias", opts.bias.as_ref()),
         ("mask", opts.mask.as_ref()),
         ("key_lengths", opts.key_lengths.as_ref()),
+        ("block_table", opts.block_table.as_ref()),
         ("out", opts.out.as_ref()),
     ]);
     for (name, t) in tensors {
@@ -52,30 +57,10 @@ pub fn validate(ctx: &Context, q: &Tensor, k: &Tensor, v: &Tensor, opts: &Attent
             feature: wgpu::Features::SHADER_F16,
         });
     }
-    let (qs, ks, vs) = (q.shape(), k.shape(), v.shape());
-    let p = Problem {
-        b: qs[0],
-        hq: qs[1],
-        hkv: ks[1],
-        lq: qs[2],
-        lk: ks[2],
-        dk: qs[3],
-        dv: vs[3],
+    let p = match &opts.block_table {
+        None => dense_problem(q, k, v)?,
+        Some(table) => paged_problem(q, k, v, table)?,
     };
-    if ks[0] != p.b || ks[3] != p.dk {
-        return Err(Error::ShapeMismatch {
-            name: "k",
-            expected: vec![p.b, ks[1], ks[2], p.dk],
-            got: ks.to_vec(),
-        });
-    }
-    if vs[0] != p.b || vs[1] != p.hkv || vs[2] != p.lk {
-        return Err(Error::ShapeMismatch {
-            name: "v",
-            expected: vec![p.b, p.hkv, p.lk, vs[3]],
-            got: vs.to_vec(),
-        });
-    }
     if !p.hq.is_multiple_of(p.hkv) {
         return Err(Error::HeadRatio { hq: p.hq, hkv: p.hkv });
     }
@@ -92,24 +77,7 @@ pub fn validate(ctx: &Context, q: &Tensor, k: &Tensor, v: &Tensor, opts: &Attent
             max: u32::MAX as u64,
         });
     }
-    if let Some(s) = opts.scale {
-        if !s.is_finite() {
-            return Err(Error::InvalidOption {
-                name: "scale",
-                value: s as f64,
-                why: "must be finite",
-            });
-        }
-    }
-    if let Some(c) = opts.softcap {
-        if !(c.is_finite() && c > 0.0) {
-            return Err(Error::InvalidOption {
-                name: "softcap",
-                value: c as f64,
-                why: "must be finite and > 0",
-            });
-        }
-    }
+    check_scalar_options(opts)?;
     let target = [p.b, p.hq, p.lq, p.lk];
     if let Some(bias) = &opts.bias {
         check_broadcast("bias", bias, target)?;
@@ -155,21 +123,13 @@ pub fn validate(ctx: &Context, q: &Tensor, k: &Tensor, v: &Tensor, opts: &Attent
             });
         }
     }
+    check_alibi(opts, p.hq)?;
     if opts.align_to_key_lengths && opts.key_lengths.is_none() {
         return Err(Error::InvalidOption {
             name: "align_to_key_lengths",
             value: 1.0,
             why: "aligns to the key lengths: give key_lengths too",
         });
-    }
-    if let Some(d) = &opts.dropout {
-        if !(d.p.is_finite() && (0.0..1.0).contains(&d.p)) {
-            return Err(Error::InvalidOption {
-                name: "dropout.p",
-                value: d.p as f64,
-                why: "must be in [0, 1)",
-            });
-        }
     }
     if let Some(out) = &opts.out {
         let expected = vec![p.b, p.hq, p.lq, p.dv];
@@ -192,6 +152,7 @@ pub fn validate(ctx: &Context, q: &Tensor, k: &Tensor, v: &Tensor, opts: &Attent
             ("bias", opts.bias.as_ref()),
             ("mask", opts.mask.as_ref()),
             ("key_lengths", opts.key_lengths.as_ref()),
+            ("block_table", opts.block_table.as_ref()),
         ]);
         for (name, input) in inputs {
             if input.is_some_and(|t| out.overlaps(t)) {
@@ -201,6 +162,11 @@ pub fn validate(ctx: &Context, q: &Tensor, k: &Tensor, v: &Tensor, opts: &Attent
                 });
             }
         }
+    }
+    if opts.block_table.is_some() && matches!(opts.kernel, KernelChoice::Fused | KernelChoice::Staged) {
+        return Err(Error::Unsupported(
+            "paged K/V (block_table) are read by the decode kernel only: use KernelChoice::Decode or Auto".into(),
+        ));
     }
     if opts.return_weights && matches!(opts.kernel, KernelChoice::Fused | KernelChoice::Decode) {
         return Err(Error::Unsupported(format!(
@@ -213,6 +179,160 @@ pub fn validate(ctx: &Context, q: &Tensor, k: &Tensor, v: &Tensor, opts: &Attent
         )));
     }
     Ok(p)
+}
+
+/// ALiBi slopes: one finite slope per query head, at most [`MAX_ALIBI_HEADS`].
+pub(super) fn check_alibi(opts: &AttentionOptions, hq: usize) -> Result<()> {
+    if let Some(slopes) = &opts.alibi_slopes {
+        if slopes.len() != hq {
+            return Err(Error::ShapeMismatch {
+                name: "alibi_slopes",
+                expected: vec![hq],
+                got: vec![slopes.len()],
+            });
+        }
+        if hq > MAX_ALIBI_HEADS {
+            return Err(Error::Limit {
+                what: format!("ALiBi slopes for {} query heads", hq),
+                limit: "4096 heads (one uniform buffer of slopes)",
+                needed: hq as u64,
+                max: MAX_ALIBI_HEADS as u64,
+            });
+        }
+        if let Some(&s) = slopes.iter().find(|s| !s.is_finite()) {
+            return Err(Error::InvalidOption {
+                name: "alibi_slopes",
+                value: s as f64,
+                why: "every slope must be finite",
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The sizes of Q [B, Hq, Lq, Dk], K [B, Hkv, Lk, Dk], V [B, Hkv, Lk, Dv].
+fn dense_problem(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Problem> {
+    let (qs, ks, vs) = (q.shape(), k.shape(), v.shape());
+    let p = Problem {
+        b: qs[0],
+        hq: qs[1],
+        hkv: ks[1],
+        lq: qs[2],
+        lk: ks[2],
+        dk: qs[3],
+        dv: vs[3],
+    };
+    if ks[0] != p.b || ks[3] != p.dk {
+        return Err(Error::ShapeMismatch {
+            name: "k",
+            expected: vec![p.b, ks[1], ks[2], p.dk],
+            got: ks.to_vec(),
+        });
+    }
+    if vs[0] != p.b || vs[1] != p.hkv || vs[2] != p.lk {
+        return Err(Error::ShapeMismatch {
+            name: "v",
+            expected: vec![p.b, p.hkv, p.lk, vs[3]],
+            got: vs.to_vec(),
+        });
+    }
+    Ok(p)
+}
+
+/// The sizes of Q [B, Hq, Lq, Dk] over pages K [num_pages, P, Hkv, Dk], V [num_pages, P, Hkv, Dv]
+/// through a u32 block table [B, pages_per_seq]: Lk = pages_per_seq · P.
+fn paged_problem(q: &Tensor, k: &Tensor, v: &Tensor, table: &Tensor) -> Result<Problem> {
+    let (qs, ks, vs, ts) = (q.shape(), k.shape(), v.shape(), table.shape());
+    if ts.len() != 2 || ts[0] != qs[0] {
+        return Err(Error::ShapeMismatch {
+            name: "block_table",
+            expected: vec![qs[0], ts.get(1).copied().unwrap_or(1)],
+            got: ts.to_vec(),
+        });
+    }
+    if table.dtype() != DType::U32 {
+        return Err(Error::DType {
+            name: "block_table",
+            got: table.dtype(),
+            expected: "u32",
+        });
+    }
+    check_rows_contiguous("block_table", table)?;
+    // Pages, page rows, KV heads and table columns: none may be empty.
+    for (name, t, axes) in [("k", k, &[0usize, 1, 2][..]), ("block_table", table, &[1][..])] {
+        if let Some(&axis) = axes.iter().find(|&&a| t.shape()[a] == 0) {
+            return Err(Error::ZeroDim {
+                name,
+                axis,
+                shape: t.shape().to_vec(),
+            });
+        }
+    }
+    let lk = ts[1]
+        .checked_mul(ks[1])
+        .filter(|&n| n <= i32::MAX as usize)
+        .ok_or_else(|| Error::Limit {
+            what: format!("paged key length {} pages × {} rows", ts[1], ks[1]),
+            limit: "2^31 - 1 keys",
+            needed: (ts[1] as u64).saturating_mul(ks[1] as u64),
+            max: i32::MAX as u64,
+        })?;
+    let p = Problem {
+        b: qs[0],
+        hq: qs[1],
+        hkv: ks[2],
+        lq: qs[2],
+        lk,
+        dk: qs[3],
+        dv: vs[3],
+    };
+    if ks[3] != p.dk {
+        return Err(Error::ShapeMismatch {
+            name: "k",
+            expected: vec![ks[0], ks[1], ks[2], p.dk],
+            got: ks.to_vec(),
+        });
+    }
+    if vs[..3] != ks[..3] {
+        return Err(Error::ShapeMismatch {
+            name: "v",
+            expected: vec![ks[0], ks[1], ks[2], vs[3]],
+            got: vs.to_vec(),
+        });
+    }
+    Ok(p)
+}
+
+/// Scale, soft cap and dropout probability: finite and in range.
+pub(super) fn check_scalar_options(opts: &AttentionOptions) -> Result<()> {
+    if let Some(s) = opts.scale {
+        if !s.is_finite() {
+            return Err(Error::InvalidOption {
+                name: "scale",
+                value: s as f64,
+                why: "must be finite",
+            });
+        }
+    }
+    if let Some(c) = opts.softcap {
+        if !(c.is_finite() && c > 0.0) {
+            return Err(Error::InvalidOption {
+                name: "softcap",
+                value: c as f64,
+                why: "must be finite and > 0",
+            });
+        }
+    }
+    if let Some(d) = &opts.dropout {
+        if !(d.p.is_finite() && (0.0..1.0).contains(&d.p)) {
+            return Err(Error::InvalidOption {
+                name: "dropout.p",
+                value: d.p as f64,
+                why: "must be in [0, 1)",
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Q, K and V are rank 4; B and L may be 0 (an empty problem, see [`crate::attention()`]), heads
@@ -230,7 +350,7 @@ pub(crate) fn require_nonempty(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<()>
     Ok(())
 }
 
-fn check_rows_contiguous(name: &'static str, t: &Tensor) -> Result<()> {
+pub(super) fn check_rows_contiguous(name: &'static str, t: &Tensor) -> Result<()> {
     if t.strides().last() != Some(&1) && t.shape().last() != Some(&1) {
         return Err(Error::Strides {
             name,

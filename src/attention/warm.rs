@@ -26,7 +26,7 @@ impl Attention {
         };
         let tuning = match kernel {
             KernelChoice::Decode => {
-                let cfg = crate::kernels::DecodeConfig::default_for(ctx, p)?;
+                let cfg = crate::tune::decode_config(ctx, p, dtype, opts)?;
                 Tuning {
                     decode: Some(crate::kernels::DecodeConfig {
                         rows: cfg.rows_for(p),

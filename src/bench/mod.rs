@@ -2,9 +2,11 @@
 //! ceilings ([`peak`]), attention benchmarks checked against the CPU reference ([`runner`]) with
 //! table/CSV/JSON reports ([`report`]) and SVG plots ([`plot`]), tensor files for `run`
 //! ([`files`]), the attention family's variants with their inputs and references ([`variant`])
-//! and the tile tuner ([`tuner`]) that writes the cache the library reads.
+//! and the tile tuner ([`tuner`]) that writes the cache the library reads; [`varlen`] compares
+//! packed variable-length prefill with the padded dense call.
 
 pub use crate::files;
+pub mod decode;
 pub mod peak;
 pub mod plot;
 pub mod report;
@@ -12,10 +14,11 @@ pub mod runner;
 pub mod timer;
 pub mod tuner;
 pub mod variant;
+pub mod varlen;
 
 pub use crate::tune::{
     adapter_key, cache_path, config_fits, head_dim_bucket, length_bucket, prefer_short_compiles, selected_flash_config,
-    MaskClass, ShapeClass, TuneCache, TuneEntry, CACHE_ENV, CACHE_VERSION, SHORT_COMPILE_MACS,
+    Design, MaskClass, ShapeClass, TuneCache, TuneEntry, TunedConfig, CACHE_ENV, CACHE_VERSION, SHORT_COMPILE_MACS,
 };
 pub use runner::{parse_shape, preset, run_bench, BenchOptions, BenchReport, KernelKind, Row};
 pub use timer::{Timer, TimerKind, Timing};

@@ -789,18 +789,18 @@ impl Bench<'_> {
             let c = crate::tune::flash_config(ctx, p, dtype, attn_opts)?;
             row.tile = Some(format!("wg{} rows{}", c.workgroup, c.rows));
         }
-        if choice == KernelChoice::Decode {
-            // The split count also depends on how many batches fit one binding (decided when
-            // the call is planned), so only the tile is reported.
-            let c = crate::DecodeConfig::default_for(ctx, p)?;
-            row.tile = Some(format!("wg{} rows{}", c.workgroup, c.rows_for(p)));
-        }
         let opts = AttentionOptions {
             kernel: choice,
             ..attn_opts.clone()
         };
         let [q, k, v] = &inputs.tensors;
-        let call = Attention::new(ctx, q, k, v, &opts)?.into_prepared("attention");
+        let call = Attention::new(ctx, q, k, v, &opts)?;
+        if let Some(splits) = call.decode_splits() {
+            // The tile (tuned or built-in) and the splits the plan settled on.
+            let c = crate::tune::decode_config(ctx, p, dtype, attn_opts)?;
+            row.tile = Some(format!("wg{} rows{} splits{splits}", c.workgroup, c.rows_for(p)));
+        }
+        let call = call.into_prepared("attention");
         row.timer = self.timer.kind().label().into();
         row.alloc_bytes = Some(call.allocated_bytes());
         let timing = self.time(&call)?;

@@ -1,7 +1,8 @@
-//! The tile tuner: benchmarks the fused kernel's candidate tiles (`FlashConfig::CANDIDATES` ×
-//! workgroup sizes) on one shape per bucket (dtype, head dim, Lk, powers of two) and stores the
-//! winners in the tuning cache that the library reads (`crate::tune`). A candidate whose output
-//! is outside the reference tolerance is rejected, so a wrong tile can never win.
+//! The tile tuner: benchmarks candidate tiles on one shape per bucket (dtype, head dim, Lk, powers
+//! of two) and stores the winners in the tuning cache that the library reads (`crate::tune`):
+//! the fused kernel's tiles (`FlashConfig::CANDIDATES` × workgroup sizes) for prefill, the decode
+//! kernel's workgroups × split counts for decoding (the design `Auto` runs there). A candidate
+//! whose output is outside the reference tolerance is rejected, so a wrong tile can never win.
 
 use std::path::Path;
 
@@ -10,11 +11,11 @@ use super::timer::{Stamps, Timer};
 use crate::attention::{Attention, Problem, Tuning};
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::kernels::FlashConfig;
+use crate::kernels::{DecodeConfig, FlashConfig};
 use crate::options::{Alignment, AttentionOptions, KernelChoice};
 use crate::reference::{self, Tolerance};
 use crate::tensor::DType;
-use crate::tune::{adapter_key, config_fits, length_bucket, ShapeClass, TuneCache, TuneEntry};
+use crate::tune::{adapter_key, config_fits, length_bucket, Design, ShapeClass, TuneCache, TuneEntry, TunedConfig};
 
 /// The kinds of call the tuner measures; each is its own [`ShapeClass`] in the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,8 +24,8 @@ pub enum TuneKind {
     Prefill,
     /// Lq = Lk = L, Hq = Hkv, causal.
     PrefillCausal,
-    /// One query row, Lk = L, four query heads per KV head (GQA decoding) on the fused kernel
-    /// (under `KernelChoice::Auto` such calls take the decode design, which is not tuned here).
+    /// One query row, Lk = L, four query heads per KV head (GQA decoding) on the decode kernel
+    /// (what `KernelChoice::Auto` runs there): workgroup sizes × split counts.
     Decode,
 }
 
@@ -49,10 +50,21 @@ impl TuneKind {
         }
     }
 
+    /// The design this kind tunes.
+    pub fn design(self) -> Design {
+        match self {
+            TuneKind::Decode => Design::Decode,
+            _ => Design::Register,
+        }
+    }
+
     /// The options of this kind.
     pub fn options(self) -> AttentionOptions {
         AttentionOptions {
-            kernel: KernelChoice::Fused,
+            kernel: match self {
+                TuneKind::Decode => KernelChoice::Decode,
+                _ => KernelChoice::Fused,
+            },
             causal: (self == TuneKind::PrefillCausal).then_some(Alignment::BottomRight),
             ..Default::default()
         }
@@ -160,7 +172,7 @@ pub struct BucketResult {
     pub rejected: Vec<String>,
 }
 
-/// Every candidate tile for head dims `dk`, `dv` that fits the device.
+/// Every candidate fused tile for head dims `dk`, `dv` that fits the device.
 pub fn candidates(ctx: &Context, dk: usize, dv: usize, opts: &TuneOptions) -> Vec<FlashConfig> {
     let mut out: Vec<FlashConfig> = FlashConfig::CANDIDATES
         .iter()
@@ -172,6 +184,68 @@ pub fn candidates(ctx: &Context, dk: usize, dv: usize, opts: &TuneOptions) -> Ve
         out.truncate(n);
     }
     out
+}
+
+/// Workgroup sizes the decode tuner tries (those the device allows).
+pub const DECODE_WORKGROUPS: [u32; 5] = [8, 16, 32, 64, 128];
+/// Split counts the decode tuner tries besides the automatic one (those with ≥ 16 keys a split).
+pub const DECODE_SPLITS: [u32; 8] = [1, 2, 4, 8, 16, 32, 64, 128];
+
+/// Every candidate decode tile for `problem`: the built-in default first, then workgroups ×
+/// (automatic splits, explicit split counts).
+pub fn decode_candidates(ctx: &Context, problem: &Problem, opts: &TuneOptions) -> Result<Vec<DecodeConfig>> {
+    let default = crate::tune::built_in_decode_config(ctx, problem)?;
+    let mut out = vec![default];
+    // Workgroups of the row design, then the lanes design (one subgroup) when the device has it.
+    let designs = DECODE_WORKGROUPS
+        .into_iter()
+        .map(|w| (w, false))
+        .chain(DecodeConfig::lanes_for(ctx, problem)?.map(|c| (c.workgroup, true)));
+    for (workgroup, lanes) in designs {
+        for splits in std::iter::once(0).chain(DECODE_SPLITS.into_iter().filter(|&s| s as usize * 16 <= problem.lk)) {
+            let c = DecodeConfig {
+                workgroup,
+                rows: 0,
+                splits,
+                lanes,
+            };
+            if !out.contains(&c) && c.check(ctx, problem.dk as u32, problem.dv as u32).is_ok() {
+                out.push(c);
+            }
+        }
+    }
+    if let Some(n) = opts.max_tiles {
+        out.truncate(n);
+    }
+    Ok(out)
+}
+
+/// The candidates of one bucket: fused or decode tiles.
+fn bucket_candidates(ctx: &Context, kind: TuneKind, p: &Problem, opts: &TuneOptions) -> Result<Vec<TunedConfig>> {
+    Ok(match kind.design() {
+        Design::Register => candidates(ctx, p.dk, p.dv, opts)
+            .into_iter()
+            .map(TunedConfig::Register)
+            .collect(),
+        Design::Decode => decode_candidates(ctx, p, opts)?
+            .into_iter()
+            .map(TunedConfig::Decode)
+            .collect(),
+    })
+}
+
+/// A candidate as it appears in progress and rejection messages.
+fn label(c: &TunedConfig) -> String {
+    match c {
+        TunedConfig::Register(c) => format!("wg{} rows{}", c.workgroup, c.rows),
+        TunedConfig::Decode(c) => {
+            let design = if c.lanes { "lanes" } else { "rows" };
+            match c.splits {
+                0 => format!("{design} wg{} splits auto", c.workgroup),
+                s => format!("{design} wg{} splits {s}", c.workgroup),
+            }
+        }
+    }
 }
 
 /// Tunes every bucket of `opts` on `ctx`; returns the adapter key and one result per bucket.
@@ -194,7 +268,10 @@ pub fn run_tune(ctx: &Context, opts: &TuneOptions) -> Result<(String, Vec<Bucket
                 .flat_map(move |&d| opts.lengths.iter().map(move |&l| (kind, d, l)))
         })
         .collect();
-    let total: usize = buckets.iter().map(|&(_, d, _)| candidates(ctx, d, d, opts).len()).sum();
+    let mut total = 0;
+    for &(kind, d, l) in &buckets {
+        total += bucket_candidates(ctx, kind, &kind.problem(d, l, opts.heads), opts)?.len();
+    }
     let bar = match opts.progress {
         true => indicatif::ProgressBar::new(total as u64),
         false => indicatif::ProgressBar::hidden(),
@@ -211,23 +288,27 @@ pub fn run_tune(ctx: &Context, opts: &TuneOptions) -> Result<(String, Vec<Bucket
         let attn = kind.options();
         let plan = check_plan(&p, Alignment::TopLeft);
         let expected = reference_subset(&p, &inputs, &attn, None, &plan);
-        let default_cfg = FlashConfig::default_for(ctx, d as u32, d as u32)?;
-        let mut best: Option<(f64, FlashConfig)> = None;
+        let default_cfg = match kind.design() {
+            Design::Register => TunedConfig::Register(FlashConfig::default_for(ctx, d as u32, d as u32)?),
+            Design::Decode => TunedConfig::Decode(crate::tune::built_in_decode_config(ctx, &p)?),
+        };
+        let mut best: Option<(f64, TunedConfig)> = None;
         let mut default_ms = None;
         let mut rejected = Vec::new();
-        let cands = candidates(ctx, d, d, opts);
+        let cands = bucket_candidates(ctx, kind, &p, opts)?;
         for cfg in &cands {
-            bar.set_message(format!(
-                "{} D={d} L={l} wg{} rows{}",
-                kind.name(),
-                cfg.workgroup,
-                cfg.rows
-            ));
+            bar.set_message(format!("{} D={d} L={l} {}", kind.name(), label(cfg)));
             let measured = (|| -> Result<f64> {
                 let [q, k, v] = &inputs.tensors;
-                let tuning = Tuning {
-                    flash: Some(*cfg),
-                    ..Default::default()
+                let tuning = match *cfg {
+                    TunedConfig::Register(c) => Tuning {
+                        flash: Some(c),
+                        ..Default::default()
+                    },
+                    TunedConfig::Decode(c) => Tuning {
+                        decode: Some(c),
+                        ..Default::default()
+                    },
                 };
                 let call = Attention::with_tuning(ctx, q, k, v, &attn, &tuning)?;
                 let mut record = |enc: &mut wgpu::CommandEncoder, stamps: Stamps| match stamps {
@@ -252,12 +333,7 @@ pub fn run_tune(ctx: &Context, opts: &TuneOptions) -> Result<(String, Vec<Bucket
                         best = Some((t, *cfg));
                     }
                 }
-                Err(e) => rejected.push(format!(
-                    "wg{} rows{}: {}",
-                    cfg.workgroup,
-                    cfg.rows,
-                    super::one_line(&e.to_string())
-                )),
+                Err(e) => rejected.push(format!("{}: {}", label(cfg), super::one_line(&e.to_string()))),
             }
         }
         let Some((t, config)) = best else {
@@ -268,7 +344,7 @@ pub fn run_tune(ctx: &Context, opts: &TuneOptions) -> Result<(String, Vec<Bucket
             )));
         };
         results.push(BucketResult {
-            bucket: ShapeClass::of(&p, opts.dtype, &attn).key(length_bucket(l)),
+            bucket: ShapeClass::of(&p, opts.dtype, &attn).key_in(kind.design(), length_bucket(l)),
             entry: TuneEntry {
                 config,
                 median_ms: t * 1e3,

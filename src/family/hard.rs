@@ -40,6 +40,11 @@ pub fn hard(
             "hard attention returns sampled rows and indices: dropout, LSE and weights do not apply".into(),
         ));
     }
+    if opts.alibi_slopes.is_some() || opts.block_table.is_some() {
+        return Err(Error::Unsupported(
+            "hard attention takes dense K/V and no ALiBi; give the slopes as a bias instead".into(),
+        ));
+    }
     ctx.scoped("hard attention setup", || {
         let mut params = base_params(&p, opts);
         params.seed_lo = seed as u32;

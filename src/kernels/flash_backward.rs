@@ -180,6 +180,8 @@ pub(crate) struct BackwardBindings<'a> {
     pub d_out: Option<&'a BoundBuffer>,
     /// Whether that dO allows vec4 loads (head dim, offset and strides multiples of 4).
     pub d_out_vec4: bool,
+    /// The ALiBi slopes uniform, when the call has ALiBi.
+    pub alibi: Option<&'a BoundBuffer>,
 }
 
 /// The pre-pass over every query row: reads O, dO and LSE, writes the row records (with dO in
@@ -266,6 +268,7 @@ pub(crate) fn grad_step(
     let variant = Variant {
         rows,
         vec4_io,
+        alibi: b.alibi.is_some(),
         ..Variant::default()
     };
     let (kernel, slots) = match (b.d_out.is_some(), kernel) {
@@ -274,12 +277,15 @@ pub(crate) fn grad_step(
         (true, Kernel::FlashBackwardKv) => (Kernel::FlashBackwardKvDirect, GRAD_SLOTS_DIRECT),
         (true, _) => (Kernel::FlashBackwardBiasDirect, GRAD_SLOTS_DIRECT),
     };
-    let compiled = pipeline::get(ctx, kernel, dtype, variant, slots, &head_constants(workgroup, p))?;
+    let mut slots = slots.to_vec();
+    slots.extend(b.alibi.map(|_| (14, Slot::Uniform)));
+    let compiled = pipeline::get(ctx, kernel, dtype, variant, &slots, &head_constants(workgroup, p))?;
     let groups = grid(ctx, count, kernel.file())?;
     let [q, k, v] = b.qkv;
     let [bias, mask, lengths] = b.masks;
     let mut buffers = vec![q, k, v, b.rows, grad, b.backward, bias, mask, lengths];
     buffers.extend(b.d_out);
+    buffers.extend(b.alibi);
     Ok(dispatch_step(ctx, compiled, b.params_buf, &buffers, groups))
 }
 
@@ -308,16 +314,16 @@ pub(crate) fn ds_step(
         ("WORKGROUP", FLAT_WORKGROUP as f64),
         ("DV4", b.params.dim_v.div_ceil(4) as f64),
     ];
-    let kernel = pipeline::get(
-        ctx,
-        Kernel::FlashBackwardDs,
-        DType::F32,
-        Variant::default(),
-        DS_SLOTS,
-        &constants,
-    )?;
+    let variant = Variant {
+        alibi: b.alibi.is_some(),
+        ..Variant::default()
+    };
+    let mut slots = DS_SLOTS.to_vec();
+    slots.extend(b.alibi.map(|_| (14, Slot::Uniform)));
+    let kernel = pipeline::get(ctx, Kernel::FlashBackwardDs, DType::F32, variant, &slots, &constants)?;
     let groups = grid(ctx, elements.div_ceil(FLAT_WORKGROUP as u64), "flash_backward_ds")?;
     let [bias, mask, lengths] = b.masks;
-    let buffers = [scores, d_p, b.rows, b.backward, bias, mask, lengths];
+    let mut buffers = vec![scores, d_p, b.rows, b.backward, bias, mask, lengths];
+    buffers.extend(b.alibi);
     Ok(dispatch_step(ctx, kernel, b.params_buf, &buffers, groups))
 }

@@ -1,7 +1,7 @@
 //! Host side of `shaders/flash_decode.wgsl` (split-KV decode with GQA packing) and
 //! `shaders/decode_merge.wgsl` (the merge of partial attention states).
 
-use super::{check_workgroup_x, dispatch_step, grid, BoundBuffer, Params, Step};
+use super::{check_workgroup_x, dispatch_step, grid, is_cpu, BoundBuffer, Params, Step};
 use crate::attention::Problem;
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -14,9 +14,12 @@ pub const MAX_HEAD_DIM: u32 = 256;
 pub const MAX_ROWS: u32 = 16;
 /// Most splits of one (b, kv head) key range.
 pub const MAX_SPLITS: u32 = 1024;
+/// Most keys one invocation of the row design visits (see [`DecodeConfig::min_splits`]).
+pub const KEYS_PER_SPLIT: usize = 16384;
 
 /// Bindings of the decode kernel: params, Q, K, V, partial LSE, partial O, bias, mask, key
-/// lengths, the split uniform.
+/// lengths, the split uniform (then the block table (13), the ALiBi slopes (14) and the page
+/// uniform (15) in those variants).
 const DECODE_SLOTS: &[(u32, Slot)] = &[
     (0, Slot::Uniform),
     (1, Slot::Read),
@@ -41,16 +44,22 @@ const MERGE_SLOTS: &[(u32, Slot)] = &[
 ];
 
 /// Tile of the decode kernel: `workgroup` invocations, each owning `rows` packed rows (query
-/// heads of one KV head × query rows) and one of `splits` key ranges.
+/// heads of one KV head × query rows) and one of `splits` key ranges — or, with `lanes`, one
+/// subgroup per (rows, split) with the head dim spread over its lanes
+/// (`shaders/flash_decode_lanes.wgsl`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct DecodeConfig {
-    /// Invocations per workgroup.
+    /// Invocations per workgroup (with `lanes`: the subgroup size, which it must equal).
     pub workgroup: u32,
     /// Packed rows per invocation (1 to [`MAX_ROWS`]); 0 = all packed rows up to the built-in cap.
     pub rows: u32,
     /// Splits of each (b, kv head) key range; 0 = chosen from the device and the problem.
     pub splits: u32,
+    /// Spread the head dim over the lanes of a subgroup (needs `SUBGROUP` and a fixed subgroup
+    /// size); otherwise every invocation holds whole rows.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub lanes: bool,
 }
 
 impl DecodeConfig {
@@ -64,7 +73,29 @@ impl DecodeConfig {
             workgroup,
             rows: 0,
             splits: 0,
+            lanes: false,
         })
+    }
+
+    /// The built-in tile of `ctx`: the lanes design on GPUs with a fixed subgroup size (the head
+    /// dim spread over a subgroup keeps the per-invocation state in registers), the row design
+    /// elsewhere (on CPU drivers a subgroup is one SIMD vector, where whole rows per lane win).
+    pub fn built_in(ctx: &Context, problem: &Problem) -> Result<Self> {
+        match is_cpu(ctx) {
+            true => Self::default_for(ctx, problem),
+            false => Ok(Self::lanes_for(ctx, problem)?.unwrap_or(Self::default_for(ctx, problem)?)),
+        }
+    }
+
+    /// The lanes design's tile on `ctx`, when the device has a fixed subgroup size.
+    pub fn lanes_for(ctx: &Context, problem: &Problem) -> Result<Option<Self>> {
+        check_head_dims(problem.dk as u32, problem.dv as u32)?;
+        Ok(fixed_subgroup(ctx).map(|size| Self {
+            workgroup: size,
+            rows: 0,
+            splits: 0,
+            lanes: true,
+        }))
     }
 
     /// Packed rows per invocation for `problem`: all of them up to a cap that shrinks with the
@@ -89,7 +120,9 @@ impl DecodeConfig {
             (self.splits as u64, 1)
         } else {
             let rows = self.rows_for(problem);
-            let blocks = (problem.b * problem.hkv) as u64 * packed_rows(problem).div_ceil(rows) as u64;
+            // A split occupies one invocation, or a whole workgroup in the lanes design.
+            let per_split = if self.lanes { self.workgroup as u64 } else { 1 };
+            let blocks = (problem.b * problem.hkv) as u64 * packed_rows(problem).div_ceil(rows) as u64 * per_split;
             let invocations = if is_cpu(ctx) {
                 // Every thread gets several workgroups of full SIMD batches.
                 let threads = std::thread::available_parallelism().map_or(4, |n| n.get()) as u64;
@@ -100,7 +133,17 @@ impl DecodeConfig {
             };
             (invocations.div_ceil(blocks), 64)
         };
-        wanted.min(lk.div_ceil(min_keys)).clamp(1, MAX_SPLITS as u64) as u32
+        let splits = wanted.min(lk.div_ceil(min_keys)).max(self.min_splits(problem) as u64);
+        splits.clamp(1, MAX_SPLITS as u64) as u32
+    }
+
+    /// The fewest splits that keep every invocation's key loop within [`KEYS_PER_SPLIT`] keys
+    /// (a quarter of that in the lanes design, whose inner loops may stay loops): CPU drivers
+    /// stop a shader's loops after a fixed iteration budget (lavapipe: 65535 in total) without an
+    /// error, so a longer split would silently skip keys. Applied on every adapter.
+    pub fn min_splits(&self, problem: &Problem) -> u32 {
+        let budget = if self.lanes { KEYS_PER_SPLIT / 4 } else { KEYS_PER_SPLIT };
+        problem.lk.div_ceil(budget).clamp(1, u32::MAX as usize) as u32
     }
 
     /// Checks the tile against the kernel's rules and the device's limits.
@@ -120,20 +163,30 @@ impl DecodeConfig {
                 why: "at most 1024 splits (0: automatic)",
             });
         }
+        if self.lanes && fixed_subgroup(ctx) != Some(self.workgroup) {
+            return Err(Error::InvalidOption {
+                name: "decode workgroup",
+                value: self.workgroup as f64,
+                why: "the lanes design needs SUBGROUP and a workgroup equal to the device's fixed subgroup size",
+            });
+        }
         check_workgroup_x(ctx, "decode", self.workgroup)
     }
+}
+
+/// The device's subgroup size when `SUBGROUP` is granted and the size is fixed (4 to 64).
+fn fixed_subgroup(ctx: &Context) -> Option<u32> {
+    let info = ctx.info().adapter.as_ref()?;
+    let size = info.subgroup_min_size;
+    (ctx.features().contains(wgpu::Features::SUBGROUP)
+        && size == info.subgroup_max_size
+        && matches!(size, 4 | 8 | 16 | 32 | 64))
+    .then_some(size)
 }
 
 /// Packed rows of one (b, kv head): Hq / Hkv · Lq.
 pub fn packed_rows(problem: &Problem) -> u32 {
     ((problem.hq / problem.hkv.max(1)) * problem.lq).max(1) as u32
-}
-
-fn is_cpu(ctx: &Context) -> bool {
-    ctx.info()
-        .adapter
-        .as_ref()
-        .is_some_and(|a| a.device_type == wgpu::DeviceType::Cpu)
 }
 
 fn check_head_dims(dk: u32, dv: u32) -> Result<()> {
@@ -150,12 +203,11 @@ fn check_head_dims(dk: u32, dv: u32) -> Result<()> {
 #[derive(Debug, Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct DecodeParams {
     pub splits: u32,
-    pub split_keys: u32,
     pub packed_rows: u32,
     pub row_blocks: u32,
     pub batch_base: u32,
     pub batch_count: u32,
-    pub _pad: [u32; 2],
+    pub _pad: [u32; 3],
 }
 
 /// The merge uniform; mirrors `struct Merge` in `shaders/decode_merge.wgsl`.
@@ -185,6 +237,14 @@ pub struct PartEntry {
     pub lse: [u32; 4],
 }
 
+/// The decode kernel's optional inputs: ALiBi slopes (uniform) and a paged K/V layout (block
+/// table and page uniform).
+#[derive(Default)]
+pub(crate) struct DecodeExtras<'a> {
+    pub alibi: Option<&'a BoundBuffer>,
+    pub pages: Option<(&'a BoundBuffer, &'a BoundBuffer)>,
+}
+
 /// Whether Q, K and V allow vec4 loads: head dims, offsets and strides multiples of 4.
 fn vec4_ok(p: &Params) -> bool {
     p.dim_k.is_multiple_of(4)
@@ -207,30 +267,55 @@ pub(crate) fn decode_step(
     qkv: [&BoundBuffer; 3],
     parts: [&BoundBuffer; 2],
     masks: [&BoundBuffer; 3],
+    extras: &DecodeExtras<'_>,
 ) -> Result<Step> {
     cfg.check(ctx, p.dim_k, p.dim_v)?;
-    let constants = [
-        ("WORKGROUP", cfg.workgroup as f64),
+    let (dk4, dv4) = (p.dim_k.div_ceil(4), p.dim_v.div_ceil(4));
+    let mut constants = vec![
         ("DK", p.dim_k as f64),
         ("DV", p.dim_v as f64),
-        ("DK4", p.dim_k.div_ceil(4) as f64),
-        ("DV4", p.dim_v.div_ceil(4) as f64),
+        ("DK4", dk4 as f64),
+        ("DV4", dv4 as f64),
     ];
+    let (kernel, subgroup) = match cfg.lanes {
+        true => {
+            constants.push(("KC", dk4.div_ceil(cfg.workgroup) as f64));
+            constants.push(("VC", dv4.div_ceil(cfg.workgroup) as f64));
+            (Kernel::FlashDecodeLanes, cfg.workgroup)
+        }
+        false => {
+            constants.push(("WORKGROUP", cfg.workgroup as f64));
+            (Kernel::FlashDecode, 0)
+        }
+    };
     let variant = Variant {
         rows,
         vec4_io: vec4_ok(p),
+        alibi: extras.alibi.is_some(),
+        paged: extras.pages.is_some(),
+        subgroup,
         ..Variant::default()
     };
-    let kernel = pipeline::get(ctx, Kernel::FlashDecode, dtype, variant, DECODE_SLOTS, &constants)?;
+    let mut slots = DECODE_SLOTS.to_vec();
+    slots.extend(variant.paged.then_some((13, Slot::Read)));
+    slots.extend(variant.alibi.then_some((14, Slot::Uniform)));
+    slots.extend(variant.paged.then_some((15, Slot::Uniform)));
+    let compiled = pipeline::get(ctx, kernel, dtype, variant, &slots, &constants)?;
     let (d, decode_buf) = decode;
-    let invocations = (d.batch_count as u64 * p.heads_kv as u64) * d.row_blocks as u64 * d.splits as u64;
-    let groups = grid(ctx, invocations.div_ceil(cfg.workgroup as u64), "flash_decode")?;
+    let blocks = (d.batch_count as u64 * p.heads_kv as u64) * d.row_blocks as u64 * d.splits as u64;
+    let groups = match cfg.lanes {
+        true => grid(ctx, blocks, "flash_decode_lanes")?,
+        false => grid(ctx, blocks.div_ceil(cfg.workgroup as u64), "flash_decode")?,
+    };
     let [q, k, v] = qkv;
     let [part_lse, part_o] = parts;
     let [bias, mask, lengths] = masks;
     let uniform = BoundBuffer::whole(decode_buf);
-    let buffers = [q, k, v, part_lse, part_o, bias, mask, lengths, &uniform];
-    Ok(dispatch_step(ctx, kernel, params, &buffers, groups))
+    let mut buffers = vec![q, k, v, part_lse, part_o, bias, mask, lengths, &uniform];
+    buffers.extend(extras.pages.map(|(table, _)| table));
+    buffers.extend(extras.alibi);
+    buffers.extend(extras.pages.map(|(_, uniform)| uniform));
+    Ok(dispatch_step(ctx, compiled, params, &buffers, groups))
 }
 
 /// The merge dispatch: one invocation per output element. `dtype` is the output's; `parts_f16`

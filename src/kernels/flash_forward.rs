@@ -7,30 +7,34 @@ use crate::pipeline::{self, Kernel, Slot, Variant};
 use crate::tensor::DType;
 
 /// Bindings: params, Q, K, V, O, LSE, bias, mask, key lengths (8 storage buffers: the default
-/// limit), then local-p positions (11) and the additive score vector (12) for those variants.
-fn slots(local: bool, additive: bool) -> &'static [(u32, Slot)] {
-    macro_rules! flash_slots {
-        ($($extra:literal),*) => {
-            &[
-                (0, Slot::Uniform),
-                (1, Slot::Read),
-                (2, Slot::Read),
-                (3, Slot::Read),
-                (4, Slot::ReadWrite),
-                (5, Slot::ReadWrite),
-                (8, Slot::Read),
-                (9, Slot::Read),
-                (10, Slot::Read),
-                $(($extra, Slot::Read),)*
-            ]
-        };
-    }
-    match (local, additive) {
-        (false, false) => flash_slots!(),
-        (true, false) => flash_slots!(11),
-        (false, true) => flash_slots!(12),
-        (true, true) => flash_slots!(11, 12),
-    }
+/// limit), then local-p positions (11) and the additive score vector (12), and the ALiBi slopes
+/// uniform (14), for those variants.
+fn slots(v: Variant) -> Vec<(u32, Slot)> {
+    let mut slots = vec![
+        (0, Slot::Uniform),
+        (1, Slot::Read),
+        (2, Slot::Read),
+        (3, Slot::Read),
+        (4, Slot::ReadWrite),
+        (5, Slot::ReadWrite),
+        (8, Slot::Read),
+        (9, Slot::Read),
+        (10, Slot::Read),
+    ];
+    slots.extend(v.local.then_some((11, Slot::Read)));
+    slots.extend(v.additive.then_some((12, Slot::Read)));
+    slots.extend(v.alibi.then_some((14, Slot::Uniform)));
+    slots
+}
+
+/// Keys a row block of the fused kernel may visit on a CPU driver: lavapipe ends a shader's loops
+/// after 65535 iterations in total without an error, so a longer key loop would silently skip
+/// keys. Longer calls take the decode path (which splits the keys) or the staged path there.
+pub const CPU_MAX_KEYS: usize = 32768;
+
+/// Whether the fused kernel would exceed a CPU driver's loop budget on `problem`.
+pub(crate) fn over_cpu_loop_budget(ctx: &Context, problem: &crate::attention::Problem) -> bool {
+    super::is_cpu(ctx) && problem.lk > CPU_MAX_KEYS
 }
 
 /// Largest head dim the fused kernel keeps in registers.
@@ -184,24 +188,30 @@ pub(crate) fn step(
     masks: [&BoundBuffer; 3],
     centers: Option<&BoundBuffer>,
     score_vector: Option<&BoundBuffer>,
+    alibi: Option<&BoundBuffer>,
 ) -> Result<Step> {
     cfg.check(ctx, p.dim_k, p.dim_v)?;
-    let constants = [
+    let mut constants = vec![
         ("WORKGROUP", cfg.workgroup as f64),
         ("DK", p.dim_k as f64),
         ("DV", p.dim_v as f64),
         ("DK4", p.dim_k.div_ceil(4) as f64),
         ("DV4", p.dim_v.div_ceil(4) as f64),
     ];
+    // Packed sequences compile their own pipeline; the dense kernel keeps the default (false).
+    if p.flags & super::flags::VARLEN != 0 {
+        constants.push(("VARLEN", 1.0));
+    }
     let variant = Variant {
         rows: cfg.rows,
         vec4_io: vec4_ok(p),
         subgroup: cfg.subgroup_size(ctx),
         additive: score_vector.is_some(),
         local: centers.is_some(),
+        alibi: alibi.is_some(),
+        ..Variant::default()
     };
-    let slots = slots(variant.local, variant.additive);
-    let kernel = pipeline::get(ctx, Kernel::FlashForward, dtype, variant, slots, &constants)?;
+    let kernel = pipeline::get(ctx, Kernel::FlashForward, dtype, variant, &slots(variant), &constants)?;
     let blocks = p.bh_count as u64 * p.len_q.div_ceil(cfg.block_q()) as u64;
     let groups = grid(ctx, blocks, "flash_forward")?;
     let [q, k, v] = qkv;
@@ -209,5 +219,6 @@ pub(crate) fn step(
     let mut buffers = vec![q, k, v, out, lse, bias, mask, lengths];
     buffers.extend(centers);
     buffers.extend(score_vector);
+    buffers.extend(alibi);
     Ok(dispatch_step(ctx, kernel, params, &buffers, groups))
 }

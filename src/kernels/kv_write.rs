@@ -7,7 +7,8 @@ use crate::error::Result;
 use crate::pipeline::{self, Kernel, Slot};
 use crate::tensor::DType;
 
-/// Bindings: params, source, destination, starts (lengths), counts, cos table, sin table.
+/// Bindings: params, source, destination, starts (lengths), counts, cos table, sin table, block
+/// table.
 pub const SLOTS: &[(u32, Slot)] = &[
     (0, Slot::Uniform),
     (1, Slot::Read),
@@ -16,6 +17,7 @@ pub const SLOTS: &[(u32, Slot)] = &[
     (4, Slot::Read),
     (5, Slot::Read),
     (6, Slot::Read),
+    (7, Slot::Read),
 ];
 
 /// Invocations per workgroup (one row each).
@@ -39,6 +41,10 @@ pub struct WriteParams {
     pub sin_off: u32,
     pub starts_off: u32,
     pub counts_off: u32,
+    pub page_size: u32,
+    pub page_count: u32,
+    pub table_off: u32,
+    pub table_stride: u32,
 }
 
 /// Flag bits of `WriteParams::flags`.
@@ -48,6 +54,7 @@ pub mod flags {
     pub const ROPE: u32 = 4;
     pub const HALF_SPLIT: u32 = 8;
     pub const ADVANCE: u32 = 16;
+    pub const PAGED: u32 = 32;
 }
 
 /// The bindings of one dispatch, in slot order after the uniform.
@@ -58,6 +65,7 @@ pub(crate) struct WriteBindings<'a> {
     pub counts: &'a BoundBuffer,
     pub cos: &'a BoundBuffer,
     pub sin: &'a BoundBuffer,
+    pub block_table: &'a BoundBuffer,
 }
 
 /// One dispatch: every row of the source (or one invocation per batch when advancing).
@@ -82,7 +90,7 @@ pub(crate) fn step(ctx: &Context, dtype: DType, p: &WriteParams, b: WriteBinding
         ctx,
         kernel,
         &params,
-        &[b.src, b.dst, b.starts, b.counts, b.cos, b.sin],
+        &[b.src, b.dst, b.starts, b.counts, b.cos, b.sin, b.block_table],
         groups,
     ))
 }

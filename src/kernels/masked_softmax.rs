@@ -3,11 +3,12 @@
 use super::{check_workgroup, dispatch_step, grid, BoundBuffer, Params, Step};
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::pipeline::{self, Kernel, Slot};
+use crate::pipeline::{self, Kernel, Slot, Variant};
 use crate::tensor::DType;
 
-/// Bindings: params, S/P (in place), LSE, bias, mask, key lengths, local-p centers.
-pub const SLOTS: &[(u32, Slot)] = &[
+/// Bindings: params, S/P (in place), LSE, bias, mask, key lengths, local-p centers (then the
+/// ALiBi slopes uniform when given).
+const SLOTS: &[(u32, Slot)] = &[
     (0, Slot::Uniform),
     (1, Slot::ReadWrite),
     (2, Slot::ReadWrite),
@@ -30,6 +31,7 @@ pub(crate) fn step(
     scores: &BoundBuffer,
     lse: &BoundBuffer,
     masks: [&BoundBuffer; 4],
+    alibi: Option<&BoundBuffer>,
 ) -> Result<Step> {
     if !workgroup.is_power_of_two() {
         return Err(Error::InvalidOption {
@@ -39,21 +41,23 @@ pub(crate) fn step(
         });
     }
     check_workgroup(ctx, workgroup, 2 * workgroup as u64 * 4)?;
+    let variant = Variant {
+        alibi: alibi.is_some(),
+        ..Variant::default()
+    };
+    let mut slots = SLOTS.to_vec();
+    slots.extend(alibi.map(|_| (14, Slot::Uniform)));
     let kernel = pipeline::get(
         ctx,
         Kernel::MaskedSoftmax,
         dtype,
-        Default::default(),
-        SLOTS,
+        variant,
+        &slots,
         &[("WORKGROUP", workgroup as f64)],
     )?;
     let groups = grid(ctx, p.bh_count as u64 * p.len_q as u64, "masked_softmax")?;
     let [bias, mask, lengths, centers] = masks;
-    Ok(dispatch_step(
-        ctx,
-        kernel,
-        params,
-        &[scores, lse, bias, mask, lengths, centers],
-        groups,
-    ))
+    let mut buffers = vec![scores, lse, bias, mask, lengths, centers];
+    buffers.extend(alibi);
+    Ok(dispatch_step(ctx, kernel, params, &buffers, groups))
 }

@@ -50,6 +50,9 @@ pub struct Params {
     pub window_left: i32,
     pub window_right: i32,
     pub lse_off: u32,
+    /// Rows of the packed Q/O and K/V tensors (variable-length attention).
+    pub total_q: u32,
+    pub total_k: u32,
     pub dropout_threshold: u32,
     pub seed_lo: u32,
     pub seed_hi: u32,
@@ -63,6 +66,8 @@ pub struct Params {
     /// The fused kernel visits its (b, h) pairs in the order p · bh_stride mod bh_count
     /// (see `pair_stride`), so that every contiguous run of workgroups mixes batches.
     pub bh_stride: u32,
+    /// ALiBi distances: the bottom-right aligned offset Lk − Lq (per sequence with the flag).
+    pub alibi_offset: i32,
 }
 
 /// A stride coprime with `pairs` near `pairs` / φ: visiting pair p · stride mod pairs spreads the
@@ -113,6 +118,37 @@ pub mod flags {
     pub const CAUSAL_PER_SEQ: u32 = 1024;
     /// Bottom-right window aligned per batch to its key length.
     pub const WINDOW_PER_SEQ: u32 = 2048;
+    /// Packed variable-length sequences: cu_seqlens in the mask and key-length bindings.
+    pub const VARLEN: u32 = 4096;
+    /// ALiBi: scores minus slope_h · |i' − j|.
+    pub const ALIBI: u32 = 8192;
+    /// ALiBi distances from each batch's bottom-right position (its key length).
+    pub const ALIBI_PER_SEQ: u32 = 16384;
+}
+
+/// The page uniform of `shaders/common/kv_paged.wgsl` (`struct Pages`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct PageParams {
+    /// Rows per page.
+    pub size: u32,
+    /// Pages in K and V.
+    pub count: u32,
+    /// Element offset of block_table[0, 0] in its binding.
+    pub table_off: u32,
+    /// Row stride of the block table (elements).
+    pub table_stride: u32,
+    /// log2(size) when the page size is a power of two, else 32.
+    pub shift: u32,
+    pub _pad: [u32; 3],
+}
+
+/// Whether the adapter is a CPU driver (lavapipe, SwiftShader, WARP).
+pub(crate) fn is_cpu(ctx: &Context) -> bool {
+    ctx.info()
+        .adapter
+        .as_ref()
+        .is_some_and(|a| a.device_type == wgpu::DeviceType::Cpu)
 }
 
 /// A buffer range bound to one slot.

@@ -9,9 +9,11 @@ pub mod family;
 mod merge;
 pub mod philox;
 mod sdpa;
+mod varlen;
 
 pub use backward::{sdpa_backward, ReferenceGradients};
-pub use cache::{HostAngles, HostKvCache, HostRope};
+pub use cache::{gather_pages, HostAngles, HostKvCache, HostRope};
 pub use compare::{compare, Comparison, Tolerance};
 pub use merge::merge_states;
 pub use sdpa::{sdpa, Broadcast, HostInputs, HostScore, ReferenceOutput};
+pub use varlen::{sdpa_varlen, VarlenHostInputs};

@@ -114,6 +114,12 @@ pub struct ReferenceOutput {
 /// Empty axes follow [`crate::attention()`]: B = 0 or Lq = 0 gives empty outputs; Lk = 0 leaves
 /// every row fully masked (O = 0, LSE = −∞, no weights).
 pub fn sdpa(inputs: &HostInputs, opts: &AttentionOptions) -> ReferenceOutput {
+    sdpa_from_batch(inputs, opts, 0)
+}
+
+/// [`sdpa`] on batches numbered from `first_batch` (the b of the dropout counter): one sequence
+/// of a packed batch run alone keeps its own stream.
+pub(super) fn sdpa_from_batch(inputs: &HostInputs, opts: &AttentionOptions, first_batch: usize) -> ReferenceOutput {
     let p = inputs.problem;
     let group = p.hq / p.hkv;
     let scale = opts.scale.map_or(1.0 / (p.dk as f64).sqrt(), |s| s as f64);
@@ -145,6 +151,12 @@ pub fn sdpa(inputs: &HostInputs, opts: &AttentionOptions) -> ReferenceOutput {
                     if let Some(bias) = &inputs.bias {
                         x = f32_round(x + bias.at(b, h, i, j) as f64);
                     }
+                    if let Some(slopes) = &opts.alibi_slopes {
+                        // −slope · |i' − j|, i' bottom-right aligned (per sequence when asked).
+                        let pos = i as i64 + offset(inputs, opts, &p, b, Alignment::BottomRight);
+                        let distance = (pos - j as i64).abs() as f64;
+                        x = f32_round(x - f32_round(slopes[h] as f64 * distance));
+                    }
                     *sj = if allowed(inputs, opts, &p, b, h, i, j) && !(opts.zero_score_mask && zero) {
                         x
                     } else {
@@ -174,7 +186,7 @@ pub fn sdpa(inputs: &HostInputs, opts: &AttentionOptions) -> ReferenceOutput {
                 for (j, &x) in s.iter().enumerate() {
                     let mut pj = (x - m).exp() / sum;
                     if let Some(d) = dropout {
-                        pj *= match super::philox::dropout_keeps(d.seed, d.threshold(), b, h, i, j) {
+                        pj *= match super::philox::dropout_keeps(d.seed, d.threshold(), first_batch + b, h, i, j) {
                             true => 1.0 / (1.0 - d.p as f64),
                             false => 0.0,
                         };
@@ -204,6 +216,17 @@ fn f32_round(x: f64) -> f64 {
     x as f32 as f64
 }
 
+/// The offset of batch `b`'s aligned query positions: bottom-right per sequence
+/// (`align_to_key_lengths`) uses the batch's key length as Lk.
+fn offset(inputs: &HostInputs, opts: &AttentionOptions, p: &Problem, b: usize, a: Alignment) -> i64 {
+    match (a, inputs.key_lengths) {
+        (Alignment::BottomRight, Some(lens)) if opts.align_to_key_lengths => {
+            a.offset(p.lq, (lens[b] as usize).min(p.lk))
+        }
+        _ => a.offset(p.lq, p.lk),
+    }
+}
+
 /// Whether key `j` takes part for query `i` (every mask of §1 step 4, combined by AND).
 fn allowed(inputs: &HostInputs, opts: &AttentionOptions, p: &Problem, b: usize, h: usize, i: usize, j: usize) -> bool {
     let (i, j) = (i as i64, j as i64);
@@ -217,13 +240,7 @@ fn allowed(inputs: &HostInputs, opts: &AttentionOptions, p: &Problem, b: usize, 
             return false;
         }
     }
-    // Bottom-right alignment per sequence (`align_to_key_lengths`): Lk is the batch's key length.
-    let offset = |a: Alignment| match (a, inputs.key_lengths) {
-        (Alignment::BottomRight, Some(lens)) if opts.align_to_key_lengths => {
-            a.offset(p.lq, (lens[b] as usize).min(p.lk))
-        }
-        _ => a.offset(p.lq, p.lk),
-    };
+    let offset = |a: Alignment| offset(inputs, opts, p, b, a);
     if let Some(a) = opts.causal {
         if j > i + offset(a) {
             return false;

@@ -4,21 +4,32 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use super::{length_bucket, ShapeClass};
+use super::{length_bucket, Design, ShapeClass};
 use crate::attention::Problem;
 use crate::error::{Error, Result};
-use crate::kernels::FlashConfig;
+use crate::kernels::{DecodeConfig, FlashConfig};
 
 /// Environment variable overriding the cache path.
 pub const CACHE_ENV: &str = "WGPU_ATTENTION_TUNE_CACHE";
 /// Format version written into the cache; files of another version are ignored.
-pub const CACHE_VERSION: u32 = 2;
+pub const CACHE_VERSION: u32 = 3;
+
+/// A tuned winner: a tile of the fused (register) design or of the decode design. The bucket
+/// key names the design too (`register/…`, `decode/…`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TunedConfig {
+    /// The fused kernel's tile.
+    Register(FlashConfig),
+    /// The decode kernel's tile and splits.
+    Decode(DecodeConfig),
+}
 
 /// One tuned bucket: the winner and what it was measured against.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TuneEntry {
     /// The winning tile.
-    pub config: FlashConfig,
+    pub config: TunedConfig,
     /// Its median time on the bucket's benchmark shape, ms.
     pub median_ms: f64,
     /// The built-in default's median time on the same shape, ms.
@@ -106,15 +117,31 @@ impl TuneCache {
             .insert(bucket, entry);
     }
 
-    /// The cached tile for a call of `class` with `lk` keys: the exact bucket, else the bucket of
-    /// the same class whose Lk is nearest (in powers of two). Another class's entry never serves.
+    /// The cached fused tile for a call of `class` with `lk` keys: the exact bucket, else the
+    /// bucket of the same class whose Lk is nearest (in powers of two). Another class's entry
+    /// never serves.
     pub fn lookup(&self, adapter: &str, class: &ShapeClass, lk: usize) -> Option<FlashConfig> {
+        match self.lookup_design(adapter, class, Design::Register, lk)? {
+            TunedConfig::Register(c) => Some(c),
+            TunedConfig::Decode(_) => None,
+        }
+    }
+
+    /// The cached decode tile for a call of `class` with `lk` keys (as [`TuneCache::lookup`]).
+    pub fn lookup_decode(&self, adapter: &str, class: &ShapeClass, lk: usize) -> Option<DecodeConfig> {
+        match self.lookup_design(adapter, class, Design::Decode, lk)? {
+            TunedConfig::Decode(c) => Some(c),
+            TunedConfig::Register(_) => None,
+        }
+    }
+
+    fn lookup_design(&self, adapter: &str, class: &ShapeClass, design: Design, lk: usize) -> Option<TunedConfig> {
         let entries = self.adapters.get(adapter)?;
         let lk = length_bucket(lk);
-        if let Some(e) = entries.get(&class.key(lk)) {
+        if let Some(e) = entries.get(&class.key_in(design, lk)) {
             return Some(e.config);
         }
-        let prefix = class.prefix();
+        let prefix = class.prefix_in(design);
         let log = |x: usize| x.max(1).ilog2() as i64;
         entries
             .iter()
@@ -146,7 +173,7 @@ mod tests {
 
     fn entry(bq: u32) -> TuneEntry {
         TuneEntry {
-            config: FlashConfig::new(32, bq),
+            config: TunedConfig::Register(FlashConfig::new(32, bq)),
             median_ms: 1.0,
             default_ms: None,
             problem: Problem {
@@ -223,5 +250,25 @@ mod tests {
         }
         // Lq ≥ 64 is one class: a 1024-row prefill shares the 256-row entries.
         assert_eq!(class(&Problem { lq: 1024, ..prefill }, DType::F32, &plain), c256);
+        // Designs are separate: a decode entry serves decode lookups only.
+        let d = class(&decode, DType::F32, &plain);
+        let tile = DecodeConfig {
+            workgroup: 16,
+            rows: 0,
+            splits: 8,
+            lanes: false,
+        };
+        c.insert(
+            "a",
+            d.key_in(Design::Decode, 4096),
+            TuneEntry {
+                config: TunedConfig::Decode(tile),
+                ..entry(1)
+            },
+        );
+        assert_eq!(d.key_in(Design::Decode, 4096), "decode/f32/d64/lq1/g4/none/lk4096");
+        assert_eq!(c.lookup_decode("a", &d, 3000), Some(tile));
+        assert_eq!(c.lookup("a", &d, 4096), None);
+        assert_eq!(c.lookup_decode("a", &c256, 256), None);
     }
 }

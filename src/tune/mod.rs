@@ -14,14 +14,14 @@
 mod cache;
 
 #[cfg(feature = "cache-files")]
-pub use cache::{cache_path, TuneCache, TuneEntry, CACHE_ENV, CACHE_VERSION};
+pub use cache::{cache_path, TuneCache, TuneEntry, TunedConfig, CACHE_ENV, CACHE_VERSION};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::attention::Problem;
 use crate::context::Context;
 use crate::error::Result;
-use crate::kernels::FlashConfig;
+use crate::kernels::{DecodeConfig, FlashConfig};
 use crate::options::AttentionOptions;
 use crate::tensor::DType;
 
@@ -94,11 +94,28 @@ pub struct ShapeClass {
     pub masks: MaskClass,
 }
 
+/// A kernel design; each has its own tuned entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Design {
+    /// The fused single-pass kernel (rows in registers).
+    Register,
+    /// The split-KV decode kernel.
+    Decode,
+}
+
+impl Design {
+    /// Its name in bucket keys.
+    pub fn name(self) -> &'static str {
+        match self {
+            Design::Register => "register",
+            Design::Decode => "decode",
+        }
+    }
+}
+
 impl ShapeClass {
     /// Query lengths at or above this are one class.
     pub const LQ_CAP: usize = 64;
-    /// The fused kernel's design, part of every key (other designs get their own entries).
-    pub const DESIGN: &'static str = "register";
 
     /// The class of a call.
     pub fn of(problem: &Problem, dtype: DType, opts: &AttentionOptions) -> Self {
@@ -112,17 +129,27 @@ impl ShapeClass {
         }
     }
 
-    /// The bucket key of this class at Lk bucket `lk_bucket`, e.g.
+    /// The fused design's bucket key of this class at Lk bucket `lk_bucket`, e.g.
     /// `register/f32/d128/lq1/g4/none/lk4096`.
     pub fn key(&self, lk_bucket: usize) -> String {
-        format!("{}/lk{lk_bucket}", self.prefix())
+        self.key_in(Design::Register, lk_bucket)
     }
 
-    /// The key without its Lk part: entries with this prefix belong to the class.
+    /// The fused design's key without its Lk part.
     pub fn prefix(&self) -> String {
+        self.prefix_in(Design::Register)
+    }
+
+    /// The bucket key of `design` for this class, e.g. `decode/f32/d128/lq1/g4/none/lk4096`.
+    pub fn key_in(&self, design: Design, lk_bucket: usize) -> String {
+        format!("{}/lk{lk_bucket}", self.prefix_in(design))
+    }
+
+    /// The key without its Lk part: entries with this prefix belong to the class and design.
+    pub fn prefix_in(&self, design: Design) -> String {
         format!(
             "{}/{}/d{}/lq{}/g{}/{}",
-            Self::DESIGN,
+            design.name(),
             self.dtype.name(),
             self.head_dim,
             self.lq,
@@ -191,6 +218,40 @@ fn cached_config(ctx: &Context, problem: &Problem, class: &ShapeClass) -> Option
 /// Without the `cache-files` feature every call takes the built-in defaults.
 #[cfg(not(feature = "cache-files"))]
 fn cached_config(_: &Context, _: &Problem, _: &ShapeClass) -> Option<FlashConfig> {
+    None
+}
+
+/// The decode kernel's tile for `problem`: the tuning cache's winner for this adapter and
+/// bucket when present and still valid, else [`DecodeConfig::built_in`].
+pub(crate) fn decode_config(
+    ctx: &Context,
+    problem: &Problem,
+    dtype: DType,
+    opts: &AttentionOptions,
+) -> Result<DecodeConfig> {
+    let class = ShapeClass::of(problem, dtype, opts);
+    match cached_decode_config(ctx, problem, &class) {
+        Some(cfg) => Ok(cfg),
+        None => built_in_decode_config(ctx, problem),
+    }
+}
+
+/// The decode tile without a tuning cache ([`DecodeConfig::built_in`]).
+pub fn built_in_decode_config(ctx: &Context, problem: &Problem) -> Result<DecodeConfig> {
+    DecodeConfig::built_in(ctx, problem)
+}
+
+#[cfg(feature = "cache-files")]
+fn cached_decode_config(ctx: &Context, problem: &Problem, class: &ShapeClass) -> Option<DecodeConfig> {
+    let info = ctx.info().adapter.as_ref()?;
+    let cfg = cache::process_cache()?.lookup_decode(&adapter_key(info), class, problem.lk)?;
+    cfg.check(ctx, problem.dk as u32, problem.dv as u32)
+        .is_ok()
+        .then_some(cfg)
+}
+
+#[cfg(not(feature = "cache-files"))]
+fn cached_decode_config(_: &Context, _: &Problem, _: &ShapeClass) -> Option<DecodeConfig> {
     None
 }
 

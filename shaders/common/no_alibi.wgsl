@@ -1,0 +1,5 @@
+// `alibi_slope` of kernels compiled without ALiBi (FLAG_ALIBI is never set for them).
+
+fn alibi_slope(h: u32) -> f32 {
+    return 0.0;
+}
