@@ -581,6 +581,133 @@ pub fn run_attention(ctx: &Context, inputs: &RunInputs, opts: &AttentionOptions,
     })
 }
 
+/// Outputs of [`run_attention_backward`].
+#[derive(Debug, Clone)]
+pub struct BackwardRunOutputs {
+    /// The forward's O [B, Hq, Lq, Dv] in Q's dtype.
+    pub out: HostTensor,
+    /// The forward's LSE [B, Hq, Lq] (f32).
+    pub lse: HostTensor,
+    /// `dq`, `dk`, `dv` and, with a bias, `dbias`, in Q's dtype.
+    pub grads: Vec<(&'static str, HostTensor)>,
+    /// Each gradient against the CPU reference, when requested.
+    pub checks: Vec<(&'static str, Comparison)>,
+}
+
+/// Runs the forward (for O and LSE) and the backward pass of attention on file inputs and the
+/// output gradient `d_out` [B, Hq, Lq, Dv] (converted to Q's dtype); `opts` as for
+/// [`run_attention`]. With `check`, every gradient is compared with the CPU reference.
+pub fn run_attention_backward(
+    ctx: &Context,
+    inputs: &RunInputs,
+    d_out: &HostTensor,
+    opts: &AttentionOptions,
+    check: bool,
+) -> Result<BackwardRunOutputs> {
+    for (role, t) in [("q", &inputs.q), ("k", &inputs.k), ("v", &inputs.v), ("d_out", d_out)] {
+        check_role(t, role, true)?;
+        if t.shape.len() != 4 {
+            return Err(Error::Rank {
+                name: role,
+                expected: 4,
+                shape: t.shape.clone(),
+            });
+        }
+    }
+    let dtype = inputs.q.dtype();
+    for (role, t) in [("k", &inputs.k), ("v", &inputs.v)] {
+        if t.dtype() != dtype {
+            return Err(Error::DType {
+                name: role,
+                got: t.dtype(),
+                expected: dtype.name(),
+            });
+        }
+    }
+    if let Some(m) = &inputs.mask {
+        check_role(m, "mask", false)?;
+    }
+    let bias = match &inputs.bias {
+        Some(b) => {
+            check_role(b, "bias", true)?;
+            Some(b.converted(dtype))
+        }
+        None => None,
+    };
+    let d_out = d_out.converted(dtype);
+    let (q, k, v) = (inputs.q.upload(ctx)?, inputs.k.upload(ctx)?, inputs.v.upload(ctx)?);
+    let full = AttentionOptions {
+        mask: inputs.mask.as_ref().map(|m| m.upload(ctx)).transpose()?,
+        bias: bias.as_ref().map(|b| b.upload(ctx)).transpose()?,
+        return_lse: true,
+        return_weights: false,
+        ..opts.clone()
+    };
+    let forward = Attention::new(ctx, &q, &k, &v, &full)?;
+    let lse_t = forward
+        .output()
+        .lse
+        .clone()
+        .ok_or_else(|| Error::Unsupported("the forward returned no LSE".into()))?;
+    let out_t = forward.output().out.clone();
+    let backward =
+        crate::backward::AttentionBackward::new(ctx, &q, &k, &v, &out_t, &d_out.upload(ctx)?, &lse_t, &full)?;
+    forward.submit()?;
+    let g = backward.run()?;
+    let mut grads = vec![
+        ("dq", HostTensor::download(ctx, &g.dq)?),
+        ("dk", HostTensor::download(ctx, &g.dk)?),
+        ("dv", HostTensor::download(ctx, &g.dv)?),
+    ];
+    if let Some(db) = &g.dbias {
+        grads.push(("dbias", HostTensor::download(ctx, db)?));
+    }
+    let mut checks = Vec::new();
+    if check {
+        let (qf, kf, vf) = (
+            inputs.q.to_f32().unwrap_or_default(),
+            inputs.k.to_f32().unwrap_or_default(),
+            inputs.v.to_f32().unwrap_or_default(),
+        );
+        let bias_f = bias.as_ref().and_then(|b| b.to_f32());
+        let mask_b = match inputs.mask.as_ref().map(|m| &m.data) {
+            Some(HostData::Bool(v)) => Some(v.as_slice()),
+            _ => None,
+        };
+        let problem = crate::attention::validate(ctx, &q, &k, &v, &full)?;
+        let host = HostInputs {
+            bias: bias_f.as_deref().zip(bias.as_ref()).map(|(data, b)| Broadcast {
+                data,
+                shape: broadcast_shape(&b.shape),
+            }),
+            mask: mask_b.zip(inputs.mask.as_ref()).map(|(data, m)| Broadcast {
+                data,
+                shape: broadcast_shape(&m.shape),
+            }),
+            ..HostInputs::new(problem, &qf, &kf, &vf)
+        };
+        let expected = reference::sdpa_backward(&host, &full, &d_out.to_f32().unwrap_or_default())?;
+        let tol = match dtype {
+            DType::F16 => Tolerance::F16,
+            _ => Tolerance::F32,
+        };
+        let mut want: Vec<(&'static str, &[f64])> =
+            vec![("dq", &expected.dq), ("dk", &expected.dk), ("dv", &expected.dv)];
+        if let Some(db) = &expected.dbias {
+            want.push(("dbias", db));
+        }
+        for ((name, got), (_, want)) in grads.iter().zip(want) {
+            checks.push((*name, reference::compare(&got.to_f32().unwrap_or_default(), want, tol)));
+        }
+    }
+    Ok(BackwardRunOutputs {
+        out: HostTensor::download(ctx, &out_t)?,
+        lse: HostTensor::download(ctx, &lse_t)?,
+        grads,
+        checks,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,12 @@
 //! - **staged** (`qk_scores` → `masked_softmax` → `weighted_sum`): materializes the scores and can
 //!   return the attention weights P.
 //!
+//! For training, [`attention_backward`] (prepared form [`AttentionBackward`]) computes dQ, dK, dV
+//! and dBias from the forward's output and LSE (`docs/ATTENTION.md` §10): FlashAttention-2
+//! recomputation in fused kernels, deterministic (no atomics), with every mask, the soft cap,
+//! dropout (the forward's mask replayed), GQA and f16 storage; [`reference::sdpa_backward`] is
+//! its f64 CPU twin.
+//!
 //! The attention family of `docs/ATTENTION.md` §2–§8 (score functions incl. a fused additive kernel,
 //! location-based, local-m/p, hard, NeurJudge, pooling, multi-head) lives in [`family`], built on
 //! the same kernels plus a batched [`gemm`]; dropout on P is [`AttentionOptions::dropout`].
@@ -94,6 +100,7 @@
 //! ```
 
 pub mod attention;
+pub mod backward;
 #[cfg(feature = "cli")]
 pub mod bench;
 pub mod cache;
@@ -118,11 +125,12 @@ pub use attention::{
     attention, attention_encode, attention_varlen, attention_varlen_encode, validate, Attention, AttentionOutput,
     Problem, Tuning, Varlen,
 };
+pub use backward::{attention_backward, AttentionBackward, BackwardOptions, Gradients};
 pub use cache::{AppendOptions, KvCache, PagedLayout, PreparedAppend, PreparedRope, UNMAPPED_PAGE};
 pub use context::{Context, ContextOptions, DeviceInfo};
 pub use error::{Error, Result};
 pub use gemm::{Activation, GemmOptions};
-pub use kernels::{DecodeConfig, FlashConfig, GemmTile};
+pub use kernels::{BackwardConfig, DecodeConfig, FlashConfig, GemmTile};
 pub use merge::merge_attention_states;
 pub use options::{alibi_slopes, Alignment, AttentionOptions, Dropout, KernelChoice, Window};
 pub use prepared::Prepared;
@@ -138,6 +146,8 @@ const _: fn() = || {
     assert_send_sync::<pipeline::PipelineCache>();
     assert_send_sync::<Tensor>();
     assert_send_sync::<Attention>();
+    assert_send_sync::<AttentionBackward>();
+    assert_send_sync::<Gradients>();
     assert_send_sync::<AttentionOutput>();
     assert_send_sync::<Prepared<AttentionOutput>>();
     assert_send_sync::<Error>();

@@ -11,6 +11,9 @@ use wgpu_attention::bench::{self, files, peak, plot, report, tuner, BenchOptions
 use wgpu_attention::reference::Comparison;
 use wgpu_attention::{Alignment, AttentionOptions, Context, DType, Dropout, KernelChoice, Problem, Window};
 
+mod cli_backward;
+use cli_backward::{backward_cmd, check_backward_flags};
+
 #[derive(Parser)]
 #[command(
     name = "wgpu-attention",
@@ -181,6 +184,10 @@ struct BenchArgs {
     /// Sliding window LEFT,RIGHT (`-` = unbounded), aligned like the causal mask.
     #[arg(long, value_parser = parse_window, allow_hyphen_values = true)]
     window: Option<(Option<u32>, Option<u32>)>,
+    /// Also time the fused backward pass (dQ, dK, dV) of every sdpa shape: one `backward` row
+    /// per shape and causal variant (FLOPs = 2.5 × forward), with the backward/forward time ratio.
+    #[arg(long)]
+    backward: bool,
     /// Unmeasured warm-up samples per row.
     #[arg(long, default_value_t = 2)]
     warmup: u32,
@@ -354,6 +361,25 @@ struct RunArgs {
     /// exit on FAIL).
     #[arg(long)]
     check: bool,
+    /// Run the backward pass after the forward (sdpa): reads --d-out, writes --out-dq, --out-dk,
+    /// --out-dv (and --out-dbias with a bias); --check compares every gradient with the reference.
+    #[arg(long)]
+    backward: bool,
+    /// dO [B, Hq, Lq, Dv] as .npy, the gradient of the loss with respect to the output (--backward).
+    #[arg(long, value_name = "FILE.npy")]
+    d_out: Option<PathBuf>,
+    /// Write dQ [B, Hq, Lq, Dk] as .npy (--backward).
+    #[arg(long, value_name = "FILE.npy")]
+    out_dq: Option<PathBuf>,
+    /// Write dK [B, Hkv, Lk, Dk] as .npy (--backward).
+    #[arg(long, value_name = "FILE.npy")]
+    out_dk: Option<PathBuf>,
+    /// Write dV [B, Hkv, Lk, Dv] as .npy (--backward).
+    #[arg(long, value_name = "FILE.npy")]
+    out_dv: Option<PathBuf>,
+    /// Write dBias (the bias's shape) as .npy (--backward with --bias).
+    #[arg(long, value_name = "FILE.npy")]
+    out_dbias: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -557,6 +583,7 @@ fn bench_cmd(a: &BenchArgs) -> Result<()> {
     }
     opts.da = a.da;
     opts.half_width = a.half_width;
+    opts.backward = a.backward;
     let ctx = match a.borrowed_device {
         true => borrowed_context()?,
         false => context()?,
@@ -820,10 +847,14 @@ fn bench_varlen_cmd(a: &BenchArgs) -> Result<()> {
 }
 
 fn run_cmd(a: &RunArgs) -> Result<()> {
+    check_backward_flags(a)?;
     if a.kv_cache_mode() {
         return run_kv_cache_cmd(a);
     }
     check_run_flags(a)?;
+    if a.backward {
+        return backward_cmd(a);
+    }
     let v = a.variant;
     let dtype = a.dtype.map(DTypeArg::dtype);
     // One call per process: on CPU adapters small problems get a fused tile that compiles fast.

@@ -60,6 +60,16 @@ pub mod common {
     pub const FETCH_PLAIN: &str = include_str!("../shaders/common/fetch_plain.wgsl");
     /// K/V rows fetched cooperatively by a subgroup and shared with subgroupBroadcast.
     pub const FETCH_SUBGROUP: &str = include_str!("../shaders/common/fetch_subgroup.wgsl");
+    /// The backward kernels' uniform, per-row records (dO, LSE, D) and gradient output.
+    pub const GRAD_IO: &str = include_str!("../shaders/common/grad_io.wgsl");
+    /// dO read from the backward's row records (8 storage bindings).
+    pub const GRAD_DO_RECORDS: &str = include_str!("../shaders/common/grad_do_records.wgsl");
+    /// dO read from the caller's tensor (a 9th storage binding).
+    pub const GRAD_DO_DIRECT: &str = include_str!("../shaders/common/grad_do_direct.wgsl");
+    /// dO read from the caller's tensor with vec4 loads (aligned operands).
+    pub const GRAD_DO_DIRECT_VEC4: &str = include_str!("../shaders/common/grad_do_direct_vec4.wgsl");
+    /// The backward kernels' recomputed probability with its dropout and soft-cap factors.
+    pub const GRAD_PROB: &str = include_str!("../shaders/common/grad_prob.wgsl");
 }
 
 /// Source-level specialization that override constants cannot express (WGSL needs constant sizes
@@ -117,11 +127,27 @@ pub enum Kernel {
     /// `shaders/flash_decode_lanes.wgsl`: the decode kernel with the head dim spread over the
     /// lanes of a subgroup.
     FlashDecodeLanes,
+    /// `shaders/flash_backward_pre.wgsl`: backward pre-pass, D = rowsum(dO ∘ O) and row records.
+    FlashBackwardPre,
+    /// `shaders/flash_backward_q.wgsl`: backward dQ over query blocks.
+    FlashBackwardQ,
+    /// `shaders/flash_backward_kv.wgsl`: backward dK and dV over key blocks.
+    FlashBackwardKv,
+    /// `shaders/flash_backward_bias.wgsl`: backward dBias, reduced over broadcast axes.
+    FlashBackwardBias,
+    /// `shaders/flash_backward_ds.wgsl`: the staged backward's element-wise P and dS.
+    FlashBackwardDs,
+    /// `shaders/flash_backward_q.wgsl` reading dO from its tensor (a 9th storage binding).
+    FlashBackwardQDirect,
+    /// `shaders/flash_backward_kv.wgsl` reading dO from its tensor.
+    FlashBackwardKvDirect,
+    /// `shaders/flash_backward_bias.wgsl` reading dO from its tensor.
+    FlashBackwardBiasDirect,
 }
 
 impl Kernel {
     /// All kernels, for tests and pre-compilation.
-    pub const ALL: [Kernel; 14] = [
+    pub const ALL: [Kernel; 22] = [
         Kernel::QkScores,
         Kernel::MaskedSoftmax,
         Kernel::WeightedSum,
@@ -136,6 +162,14 @@ impl Kernel {
         Kernel::FlashDecode,
         Kernel::DecodeMerge,
         Kernel::FlashDecodeLanes,
+        Kernel::FlashBackwardPre,
+        Kernel::FlashBackwardQ,
+        Kernel::FlashBackwardKv,
+        Kernel::FlashBackwardBias,
+        Kernel::FlashBackwardDs,
+        Kernel::FlashBackwardQDirect,
+        Kernel::FlashBackwardKvDirect,
+        Kernel::FlashBackwardBiasDirect,
     ];
 
     /// Shader file name (without directory).
@@ -155,6 +189,11 @@ impl Kernel {
             Kernel::FlashDecode => "flash_decode.wgsl",
             Kernel::DecodeMerge => "decode_merge.wgsl",
             Kernel::FlashDecodeLanes => "flash_decode_lanes.wgsl",
+            Kernel::FlashBackwardPre => "flash_backward_pre.wgsl",
+            Kernel::FlashBackwardQ | Kernel::FlashBackwardQDirect => "flash_backward_q.wgsl",
+            Kernel::FlashBackwardKv | Kernel::FlashBackwardKvDirect => "flash_backward_kv.wgsl",
+            Kernel::FlashBackwardBias | Kernel::FlashBackwardBiasDirect => "flash_backward_bias.wgsl",
+            Kernel::FlashBackwardDs => "flash_backward_ds.wgsl",
         }
     }
 
@@ -174,6 +213,15 @@ impl Kernel {
             Kernel::FlashDecode => include_str!("../shaders/flash_decode.wgsl"),
             Kernel::DecodeMerge => include_str!("../shaders/decode_merge.wgsl"),
             Kernel::FlashDecodeLanes => include_str!("../shaders/flash_decode_lanes.wgsl"),
+            Kernel::FlashBackwardPre => include_str!("../shaders/flash_backward_pre.wgsl"),
+            Kernel::FlashBackwardQ | Kernel::FlashBackwardQDirect => include_str!("../shaders/flash_backward_q.wgsl"),
+            Kernel::FlashBackwardKv | Kernel::FlashBackwardKvDirect => {
+                include_str!("../shaders/flash_backward_kv.wgsl")
+            }
+            Kernel::FlashBackwardBias | Kernel::FlashBackwardBiasDirect => {
+                include_str!("../shaders/flash_backward_bias.wgsl")
+            }
+            Kernel::FlashBackwardDs => include_str!("../shaders/flash_backward_ds.wgsl"),
         }
     }
 
@@ -260,6 +308,49 @@ impl Kernel {
                     score,
                 ]
             }
+            Kernel::FlashBackwardPre => vec![common::PARAMS, common::GRID, common::GRAD_IO],
+            Kernel::FlashBackwardDs => vec![
+                common::PARAMS,
+                common::GRID,
+                common::PHILOX,
+                common::NO_CENTERS,
+                alibi,
+                common::MASK,
+                common::GRAD_IO,
+                common::GRAD_DO_RECORDS,
+                common::GRAD_PROB,
+            ],
+            Kernel::FlashBackwardQ
+            | Kernel::FlashBackwardKv
+            | Kernel::FlashBackwardBias
+            | Kernel::FlashBackwardQDirect
+            | Kernel::FlashBackwardKvDirect
+            | Kernel::FlashBackwardBiasDirect => {
+                let io = if variant.vec4_io {
+                    common::LOAD_VEC4
+                } else {
+                    common::LOAD_SCALAR
+                };
+                let d_out = match self {
+                    Kernel::FlashBackwardQ | Kernel::FlashBackwardKv | Kernel::FlashBackwardBias => {
+                        common::GRAD_DO_RECORDS
+                    }
+                    _ if variant.vec4_io => common::GRAD_DO_DIRECT_VEC4,
+                    _ => common::GRAD_DO_DIRECT,
+                };
+                vec![
+                    common::PARAMS,
+                    common::GRID,
+                    common::PHILOX,
+                    common::NO_CENTERS,
+                    alibi,
+                    common::MASK,
+                    io,
+                    common::GRAD_IO,
+                    d_out,
+                    common::GRAD_PROB,
+                ]
+            }
             // Calibration kernels are self-contained.
             Kernel::PeakFma | Kernel::PeakBandwidth => vec![],
         }
@@ -274,7 +365,12 @@ impl Kernel {
 /// The full WGSL source of `kernel` for storage type `dtype` with the default [`Variant`].
 pub fn compose(kernel: Kernel, dtype: DType) -> String {
     let variant = match kernel {
-        Kernel::FlashForward | Kernel::FlashDecode => Variant {
+        Kernel::FlashForward
+        | Kernel::FlashDecode
+        | Kernel::FlashBackwardQ
+        | Kernel::FlashBackwardKv
+        | Kernel::FlashBackwardQDirect
+        | Kernel::FlashBackwardKvDirect => Variant {
             rows: 1,
             ..Variant::default()
         },

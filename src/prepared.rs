@@ -48,6 +48,12 @@ impl<O> Prepared<O> {
         other.output
     }
 
+    /// The recorded steps, the bytes allocated and the output (used by calls that keep their own
+    /// steps, such as the staged backward's GEMMs).
+    pub(crate) fn into_parts(self) -> (Vec<Step>, u64, O) {
+        (self.steps, self.allocated, self.output)
+    }
+
     /// Replaces the output (used while assembling multi-phase calls).
     pub(crate) fn with_output<P>(self, output: P) -> Prepared<P> {
         Prepared {

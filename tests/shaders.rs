@@ -138,3 +138,60 @@ fn flash_kernel_validates_for_odd_head_dims() {
         }
     }
 }
+
+/// The backward kernels' row counts, loaders and element types, with odd and maximal head dims.
+#[test]
+fn backward_kernels_validate_for_every_variant() {
+    let mut failures = Vec::new();
+    for dtype in [wgpu_attention::DType::F32, wgpu_attention::DType::F16] {
+        for kernel in [
+            Kernel::FlashBackwardPre,
+            Kernel::FlashBackwardQ,
+            Kernel::FlashBackwardKv,
+            Kernel::FlashBackwardBias,
+            Kernel::FlashBackwardDs,
+            Kernel::FlashBackwardQDirect,
+            Kernel::FlashBackwardKvDirect,
+            Kernel::FlashBackwardBiasDirect,
+        ] {
+            let rows = match kernel {
+                Kernel::FlashBackwardQ
+                | Kernel::FlashBackwardKv
+                | Kernel::FlashBackwardQDirect
+                | Kernel::FlashBackwardKvDirect => 1..=16,
+                _ => 0..=0,
+            };
+            for rows in rows {
+                for vec4_io in [false, true] {
+                    let variant = Variant {
+                        rows,
+                        vec4_io,
+                        ..Variant::default()
+                    };
+                    let src = compose_variant(kernel, dtype, variant);
+                    for (dk, dv) in [(8, 8), (3, 5), (256, 256)] {
+                        let c: HashMap<String, f64> = [
+                            ("DK", dk),
+                            ("DV", dv),
+                            ("DK4", (dk + 3) / 4),
+                            ("DV4", (dv + 3) / 4),
+                            ("WORKGROUP", 16),
+                        ]
+                        .into_iter()
+                        .filter(|(n, _)| {
+                            !matches!(kernel, Kernel::FlashBackwardPre | Kernel::FlashBackwardDs)
+                                || !n.starts_with("DK")
+                        })
+                        .filter(|(n, _)| kernel != Kernel::FlashBackwardDs || *n != "DV")
+                        .map(|(n, v)| (n.to_string(), v as f64))
+                        .collect();
+                        if let Err(e) = validate(&src, &c) {
+                            failures.push(format!("{kernel:?}/{dtype}/{variant:?}/Dk={dk},Dv={dv}: {e}"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}

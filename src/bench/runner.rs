@@ -40,6 +40,9 @@ pub enum KernelKind {
     /// The only GPU path of a variant without a fused/staged choice (hard attention, pooling,
     /// code-wise, location).
     Gpu,
+    /// The fused backward pass (dQ, dK, dV) after a fused forward; FLOPs are 2.5 × the
+    /// forward's (the FlashAttention convention).
+    Backward,
 }
 
 impl KernelKind {
@@ -51,6 +54,7 @@ impl KernelKind {
             KernelKind::Decode => "decode",
             KernelKind::Reference => "reference",
             KernelKind::Gpu => "gpu",
+            KernelKind::Backward => "backward",
         }
     }
     /// Every kind a user selects (`--kernel all`), in table order.
@@ -85,6 +89,9 @@ pub struct BenchOptions {
     pub da: Option<usize>,
     /// Window half-width of local-m and local-p.
     pub half_width: u32,
+    /// Also time the fused backward pass of every sdpa shape (a `backward` row after the others;
+    /// its note gives the backward/forward time ratio when a fused row ran).
+    pub backward: bool,
 }
 
 impl Default for BenchOptions {
@@ -103,6 +110,7 @@ impl Default for BenchOptions {
             variants: vec![Variant::Sdpa],
             da: None,
             half_width: VariantParams::default().half_width,
+            backward: false,
         }
     }
 }
@@ -555,7 +563,10 @@ pub fn run_bench(ctx: &Context, opts: &BenchOptions) -> Result<BenchReport> {
     let per_shape: usize = opts
         .variants
         .iter()
-        .map(|&v| variant_causals(v, &causals).len() * row_kinds(v, &opts.kernels).len())
+        .map(|&v| {
+            let backward = (opts.backward && v == Variant::Sdpa) as usize;
+            variant_causals(v, &causals).len() * (row_kinds(v, &opts.kernels).len() + backward)
+        })
         .sum();
     let total = opts.shapes.len() * per_shape;
     let bar = match opts.progress {
@@ -733,6 +744,28 @@ impl Bench<'_> {
                 }
                 self.push(row);
             }
+            if opts.backward {
+                let mut row = empty_row(Variant::Sdpa, KernelKind::Backward, p, dtype, causal, opts);
+                self.bar
+                    .set_message(format!("backward {} causal={}", p, causal_label(causal)));
+                match &inputs {
+                    Ok(inputs) => {
+                        if let Err(e) = self.backward_row(&mut row, p, inputs, &attn_opts) {
+                            add_note(&mut row, &e.to_string());
+                        }
+                    }
+                    Err(e) => row.note = Some(super::one_line(&format!("inputs: {e}"))),
+                }
+                let forward = self
+                    .rows
+                    .iter()
+                    .rev()
+                    .find(|r| r.kernel == KernelKind::Fused && r.shape == *p && r.causal == causal_label(causal));
+                if let (Some(f), Some(b)) = (forward.and_then(|r| r.median_ms), row.median_ms) {
+                    add_note(&mut row, &format!("backward/forward time {:.2}", b / f));
+                }
+                self.push(row);
+            }
         }
     }
 
@@ -775,6 +808,66 @@ impl Bench<'_> {
         let out = call.output().out.to_f32_vec(ctx)?;
         let got = gather(p, &out, plan);
         set_check(row, [&reference::compare(&got, expected, self.tol)], plan.label.clone());
+        Ok(())
+    }
+
+    /// Times the fused backward pass after a fused forward (for O and LSE) with dO = 1 / √(Dv)
+    /// everywhere; checks dV, dK and dQ against the reference gradients when the problem is
+    /// small enough for a full check.
+    fn backward_row(&self, row: &mut Row, p: &Problem, inputs: &Inputs, attn_opts: &AttentionOptions) -> Result<()> {
+        let ctx = self.ctx;
+        let opts = AttentionOptions {
+            kernel: KernelChoice::Fused,
+            return_lse: true,
+            ..attn_opts.clone()
+        };
+        let [q, k, v] = &inputs.tensors;
+        let dtype = q.dtype();
+        let forward = Attention::new(ctx, q, k, v, &opts)?;
+        forward.submit()?;
+        let out = forward.into_output();
+        let lse = out
+            .lse
+            .as_ref()
+            .ok_or_else(|| Error::Unsupported("the forward returned no LSE".into()))?;
+        let d_out_host = vec![1.0 / (p.dv as f32).sqrt(); p.b * p.hq * p.lq * p.dv];
+        let d_out = match dtype {
+            DType::F16 => {
+                let h: Vec<half::f16> = d_out_host.iter().map(|&x| half::f16::from_f32(x)).collect();
+                Tensor::from_slice(ctx, &h, &[p.b, p.hq, p.lq, p.dv])?
+            }
+            _ => Tensor::from_slice(ctx, &d_out_host, &[p.b, p.hq, p.lq, p.dv])?,
+        };
+        let call = crate::backward::AttentionBackward::new(ctx, q, k, v, &out.out, &d_out, lse, &opts)?;
+        let c = crate::BackwardConfig::default_for(ctx, p.dk as u32, p.dv as u32)?;
+        row.tile = Some(format!("wg{} rows{}", c.workgroup, c.rows));
+        let call = call.into_prepared("backward");
+        row.timer = self.timer.kind().label().into();
+        row.alloc_bytes = Some(call.allocated_bytes());
+        let timing = self.time(&call)?;
+        // Q, K, V, O, dO read; dQ, dK, dV written.
+        let bytes = 2 * sdpa_bytes(p, dtype) + (p.b * p.hq * p.lq * p.dv * dtype.size()) as u64;
+        fill_metrics(row, call.flops(), bytes, &timing, self.peak);
+        if macs(p) <= FULL_CHECK_MACS {
+            let host = HostInputs {
+                key_lengths: self.opts.key_lengths.as_deref(),
+                ..HostInputs::new(*p, &inputs.q, &inputs.k, &inputs.v)
+            };
+            let expected = reference::sdpa_backward(&host, attn_opts, &d_out_host)?;
+            let g = call.output();
+            let tol = match dtype {
+                DType::F16 => Tolerance::F16,
+                _ => Tolerance::F32,
+            };
+            let checks = [
+                reference::compare(&g.dq.to_f32_vec(ctx)?, &expected.dq, tol),
+                reference::compare(&g.dk.to_f32_vec(ctx)?, &expected.dk, tol),
+                reference::compare(&g.dv.to_f32_vec(ctx)?, &expected.dv, tol),
+            ];
+            set_check(row, &checks, "dq, dk, dv".into());
+        } else {
+            row.checked = "-".into();
+        }
         Ok(())
     }
 

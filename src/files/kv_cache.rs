@@ -21,7 +21,7 @@ pub struct KvRunInputs {
     pub k_cache: HostTensor,
     /// The cache's V, shaped like `k_cache` with Dv.
     pub v_cache: HostTensor,
-    /// u32 [B]: rows already in each sequence (default: the whole capacity).
+    /// u32 \[B\]: rows already in each sequence (default: the whole capacity).
     pub cache_seqlens: Option<HostTensor>,
     /// u32 [B, pages_per_seq] page ids: the cache is paged.
     pub block_table: Option<HostTensor>,

@@ -2,6 +2,7 @@
 //! plus the uniform they share and the small helpers every launch needs.
 
 pub mod additive_hidden;
+pub mod flash_backward;
 pub mod flash_decode;
 pub mod flash_forward;
 pub mod gemm;
@@ -12,6 +13,7 @@ pub mod pool;
 pub mod qk_scores;
 pub mod weighted_sum;
 
+pub use flash_backward::BackwardConfig;
 pub use flash_decode::DecodeConfig;
 pub use flash_forward::FlashConfig;
 
