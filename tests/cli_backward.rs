@@ -163,13 +163,22 @@ fn backward_flags_are_refused_where_they_do_not_apply() {
 }
 
 /// `bench --backward` adds one checked `backward` row per shape and causal variant, with the
-/// backward/forward ratio in its note.
+/// backward/forward ratio in its note, and a `backward-staged` row next to it when staged rows run.
 #[test]
 fn bench_backward_rows_are_checked() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("bench.json");
     let out = cli()
-        .args(["bench", "--shape", "1,2,1,13,17,8,8", "--kernel", "fused", "--backward"])
+        .args([
+            "bench",
+            "--shape",
+            "1,2,1,13,17,8,8",
+            "--kernel",
+            "fused",
+            "--kernel",
+            "staged",
+            "--backward",
+        ])
         .args([
             "--causal",
             "none",
@@ -190,7 +199,12 @@ fn bench_backward_rows_are_checked() {
     let rows = report["rows"].as_array().unwrap();
     let backward: Vec<&serde_json::Value> = rows.iter().filter(|r| r["kernel"] == "backward").collect();
     assert_eq!(backward.len(), 2, "{rows:#?}");
-    for row in backward {
+    let staged: Vec<&serde_json::Value> = rows.iter().filter(|r| r["kernel"] == "backward-staged").collect();
+    assert_eq!(staged.len(), 2, "{rows:#?}");
+    for row in &staged {
+        assert!(row["note"].as_str().unwrap().contains("fused backward"), "{row:#?}");
+    }
+    for row in backward.into_iter().chain(staged) {
         assert_eq!(row["within_tolerance"], true, "{row:#?}");
         assert_eq!(row["checked"], "dq, dk, dv", "{row:#?}");
         assert!(row["median_ms"].as_f64().unwrap() > 0.0, "{row:#?}");

@@ -43,6 +43,9 @@ pub enum KernelKind {
     /// The fused backward pass (dQ, dK, dV) after a fused forward; FLOPs are 2.5 × the
     /// forward's (the FlashAttention convention).
     Backward,
+    /// The staged backward pass (materialized P and dS), when staged rows are asked for.
+    #[serde(rename = "backward-staged")]
+    BackwardStaged,
 }
 
 impl KernelKind {
@@ -55,6 +58,7 @@ impl KernelKind {
             KernelKind::Reference => "reference",
             KernelKind::Gpu => "gpu",
             KernelKind::Backward => "backward",
+            KernelKind::BackwardStaged => "backward-staged",
         }
     }
     /// Every kind a user selects (`--kernel all`), in table order.
@@ -745,26 +749,41 @@ impl Bench<'_> {
                 self.push(row);
             }
             if opts.backward {
-                let mut row = empty_row(Variant::Sdpa, KernelKind::Backward, p, dtype, causal, opts);
-                self.bar
-                    .set_message(format!("backward {} causal={}", p, causal_label(causal)));
-                match &inputs {
-                    Ok(inputs) => {
-                        if let Err(e) = self.backward_row(&mut row, p, inputs, &attn_opts) {
-                            add_note(&mut row, &e.to_string());
+                // The fused backward, and the staged one when staged rows run (side by side).
+                let mut kinds = vec![KernelKind::Backward];
+                if opts.kernels.contains(&KernelKind::Staged) {
+                    kinds.push(KernelKind::BackwardStaged);
+                }
+                for kind in kinds {
+                    let mut row = empty_row(Variant::Sdpa, kind, p, dtype, causal, opts);
+                    self.bar
+                        .set_message(format!("{} {} causal={}", kind.name(), p, causal_label(causal)));
+                    match &inputs {
+                        Ok(inputs) => {
+                            if let Err(e) = self.backward_row(&mut row, p, inputs, &attn_opts) {
+                                add_note(&mut row, &e.to_string());
+                            }
+                        }
+                        Err(e) => row.note = Some(super::one_line(&format!("inputs: {e}"))),
+                    }
+                    let same =
+                        |r: &&Row, k: KernelKind| r.kernel == k && r.shape == *p && r.causal == causal_label(causal);
+                    let forward_kind = match kind {
+                        KernelKind::BackwardStaged => KernelKind::Staged,
+                        _ => KernelKind::Fused,
+                    };
+                    let forward = self.rows.iter().rev().find(|r| same(r, forward_kind));
+                    if let (Some(f), Some(b)) = (forward.and_then(|r| r.median_ms), row.median_ms) {
+                        add_note(&mut row, &format!("backward/forward time {:.2}", b / f));
+                    }
+                    if kind == KernelKind::BackwardStaged {
+                        let fused = self.rows.iter().rev().find(|r| same(r, KernelKind::Backward));
+                        if let (Some(f), Some(b)) = (fused.and_then(|r| r.median_ms), row.median_ms) {
+                            add_note(&mut row, &format!("fused backward {:.2}x faster", b / f));
                         }
                     }
-                    Err(e) => row.note = Some(super::one_line(&format!("inputs: {e}"))),
+                    self.push(row);
                 }
-                let forward = self
-                    .rows
-                    .iter()
-                    .rev()
-                    .find(|r| r.kernel == KernelKind::Fused && r.shape == *p && r.causal == causal_label(causal));
-                if let (Some(f), Some(b)) = (forward.and_then(|r| r.median_ms), row.median_ms) {
-                    add_note(&mut row, &format!("backward/forward time {:.2}", b / f));
-                }
-                self.push(row);
             }
         }
     }
@@ -821,6 +840,7 @@ impl Bench<'_> {
             return_lse: true,
             ..attn_opts.clone()
         };
+        let staged = row.kernel == KernelKind::BackwardStaged;
         let [q, k, v] = &inputs.tensors;
         let dtype = q.dtype();
         let forward = Attention::new(ctx, q, k, v, &opts)?;
@@ -838,9 +858,19 @@ impl Bench<'_> {
             }
             _ => Tensor::from_slice(ctx, &d_out_host, &[p.b, p.hq, p.lq, p.dv])?,
         };
-        let call = crate::backward::AttentionBackward::new(ctx, q, k, v, &out.out, &d_out, lse, &opts)?;
-        let c = crate::BackwardConfig::default_for(ctx, p.dk as u32, p.dv as u32)?;
-        row.tile = Some(format!("wg{} rows{}", c.workgroup, c.rows));
+        let backward_opts = AttentionOptions {
+            kernel: if staged {
+                KernelChoice::Staged
+            } else {
+                KernelChoice::Fused
+            },
+            ..opts.clone()
+        };
+        let call = crate::backward::AttentionBackward::new(ctx, q, k, v, &out.out, &d_out, lse, &backward_opts)?;
+        if !staged {
+            let c = crate::BackwardConfig::default_for(ctx, p.dk as u32, p.dv as u32)?;
+            row.tile = Some(format!("wg{} rows{}", c.workgroup, c.rows));
+        }
         let call = call.into_prepared("backward");
         row.timer = self.timer.kind().label().into();
         row.alloc_bytes = Some(call.allocated_bytes());
