@@ -307,14 +307,17 @@ pub fn validate_backward(
         }
     }
     flash_backward::check_head_dims(p.dk as u32, p.dv as u32)?;
-    // CPU drivers end a shader's loops after 65535 iterations without an error: the dQ kernel
-    // loops over the keys, the dK/dV kernel over the query rows of a group's heads.
+    // llvmpipe before Mesa 25 ends a shader's loops after 65535 iterations without an error: the
+    // dQ kernel loops over the keys, the dK/dV kernel over the query rows of a group's heads.
     let cpu_max = crate::kernels::flash_forward::CPU_MAX_KEYS;
     let group_rows = (p.hq / p.hkv).saturating_mul(p.lq);
-    if opts.kernel != KernelChoice::Staged && crate::kernels::is_cpu(ctx) && p.lk.max(group_rows) > cpu_max {
+    let longest = p.lk.max(group_rows);
+    let too_long =
+        longest > cpu_max || (p.dk.max(p.dv) > 128 && longest > crate::kernels::flash_forward::CPU_MAX_KEYS_WIDE);
+    if opts.kernel != KernelChoice::Staged && crate::kernels::loop_budget(ctx) && too_long {
         return Err(Error::Unsupported(format!(
-            "on a CPU driver the fused backward loops over at most {cpu_max} keys and {cpu_max} query rows per KV head (the driver ends longer shader loops without an error); Lk = {}, Hq / Hkv · Lq = {group_rows}: use KernelChoice::Staged",
-            p.lk
+            "this driver (llvmpipe before Mesa 25) ends shader loops after 65535 iterations without an error; the fused backward stays within it for {cpu_max} keys and query rows per KV head with head dims up to 128, 128 beyond (Dk = {}, Dv = {}, Lk = {}, Hq / Hkv · Lq = {group_rows}): use KernelChoice::Staged",
+            p.dk, p.dv, p.lk
         )));
     }
     for (name, t) in [("out", out), ("d_out", d_out)] {

@@ -237,11 +237,11 @@ impl Attention {
         let splits = cfg
             .splits_for(ctx, &dispatch)
             .min((max / one_split).clamp(1, u32::MAX as u64) as u32);
-        if splits < cfg.min_splits(p) {
+        if splits < cfg.min_splits(ctx, p) {
             return Err(Error::Limit {
                 what: format!("{} keys in {splits} splits", p.lk),
                 limit: "keys per split (the partial states of more splits exceed one storage binding)",
-                needed: cfg.min_splits(p) as u64,
+                needed: cfg.min_splits(ctx, p) as u64,
                 max: splits as u64,
             });
         }

@@ -213,8 +213,11 @@ impl Attention {
         let p = &problem;
         if kernels::flash_forward::over_cpu_loop_budget(ctx, p) {
             return Err(Error::Unsupported(format!(
-                "on a CPU driver the fused kernel visits at most {} keys per row (the driver ends longer shader loops without an error); Lk = {}: use KernelChoice::Auto, Decode or Staged",
+                "this driver (llvmpipe before Mesa 25) ends shader loops after 65535 iterations without an error; the fused kernel stays within it for {} keys with head dims up to 128, {} beyond (Dk={}, Dv={}, Lk={}): use KernelChoice::Auto, Decode or Staged",
                 kernels::flash_forward::CPU_MAX_KEYS,
+                kernels::flash_forward::CPU_MAX_KEYS_WIDE,
+                p.dk,
+                p.dv,
                 p.lk
             )));
         }

@@ -381,10 +381,15 @@ pub fn validate_varlen(
     if !matches!(opts.kernel, KernelChoice::Auto | KernelChoice::Fused) {
         return refuse("runs on the fused kernel (KernelChoice::Auto or Fused)");
     }
-    if kernels::is_cpu(ctx) && seqs.max_seqlen_k > kernels::flash_forward::CPU_MAX_KEYS {
+    let longest = Problem {
+        lk: seqs.max_seqlen_k,
+        ..p
+    };
+    if !kernels::flash_forward::fits(ctx, &longest) {
         return refuse(&format!(
-            "on a CPU driver the fused kernel visits at most {} keys per sequence (the driver ends longer shader loops without an error); max_seqlen_k = {}",
+            "this driver (llvmpipe before Mesa 25) ends shader loops after 65535 iterations without an error; the fused kernel stays within it for {} keys per sequence with head dims up to 128, {} beyond (max_seqlen_k = {})",
             kernels::flash_forward::CPU_MAX_KEYS,
+            kernels::flash_forward::CPU_MAX_KEYS_WIDE,
             seqs.max_seqlen_k
         ));
     }

@@ -40,6 +40,14 @@ pub fn hard(
             "hard attention returns sampled rows and indices: dropout, LSE and weights do not apply".into(),
         ));
     }
+    // One invocation per query row loops over every key and, per key, over the head's vec4s.
+    let steps = p.lk as u64 * (p.dk.div_ceil(4) as u64 + 1);
+    if crate::kernels::loop_budget(ctx) && steps > 60000 {
+        return Err(Error::Unsupported(format!(
+            "this driver (llvmpipe before Mesa 25) ends shader loops after 65535 iterations without an error; hard attention over {} keys at Dk = {} needs {steps} loop steps per row (at most 60000 here)",
+            p.lk, p.dk
+        )));
+    }
     if opts.alibi_slopes.is_some() || opts.block_table.is_some() {
         return Err(Error::Unsupported(
             "hard attention takes dense K/V and no ALiBi; give the slopes as a bias instead".into(),

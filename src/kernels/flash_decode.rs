@@ -133,16 +133,22 @@ impl DecodeConfig {
             };
             (invocations.div_ceil(blocks), 64)
         };
-        let splits = wanted.min(lk.div_ceil(min_keys)).max(self.min_splits(problem) as u64);
+        let splits = wanted
+            .min(lk.div_ceil(min_keys))
+            .max(self.min_splits(ctx, problem) as u64);
         splits.clamp(1, MAX_SPLITS as u64) as u32
     }
 
-    /// The fewest splits that keep every invocation's key loop within [`KEYS_PER_SPLIT`] keys
-    /// (a quarter of that in the lanes design, whose inner loops may stay loops): CPU drivers
-    /// stop a shader's loops after a fixed iteration budget (lavapipe: 65535 in total) without an
-    /// error, so a longer split would silently skip keys. Applied on every adapter.
-    pub fn min_splits(&self, problem: &Problem) -> u32 {
-        let budget = if self.lanes { KEYS_PER_SPLIT / 4 } else { KEYS_PER_SPLIT };
+    /// The fewest splits that keep every invocation's key loop short: at most
+    /// [`KEYS_PER_SPLIT`] keys (a quarter of that in the lanes design), and under an llvmpipe
+    /// loop budget (see `kernels::loop_budget`) at most 8192 keys for head dims up to 128 and 128
+    /// keys beyond (inner loops over more than 32 vec4 are not unrolled there and count against
+    /// the budget).
+    pub fn min_splits(&self, ctx: &Context, problem: &Problem) -> u32 {
+        let mut budget = if self.lanes { KEYS_PER_SPLIT / 4 } else { KEYS_PER_SPLIT };
+        if super::loop_budget(ctx) {
+            budget = budget.min(if problem.dk.max(problem.dv) <= 128 { 8192 } else { 128 });
+        }
         problem.lk.div_ceil(budget).clamp(1, u32::MAX as usize) as u32
     }
 

@@ -27,14 +27,28 @@ fn slots(v: Variant) -> Vec<(u32, Slot)> {
     slots
 }
 
-/// Keys a row block of the fused kernel may visit on a CPU driver: lavapipe ends a shader's loops
-/// after 65535 iterations in total without an error, so a longer key loop would silently skip
-/// keys. Longer calls take the decode path (which splits the keys) or the staged path there.
-pub const CPU_MAX_KEYS: usize = 32768;
+/// Keys a row block of the fused kernel may visit under an llvmpipe loop budget
+/// ([`super::loop_budget`]), for head dims up to 128 (whose inner loops NIR unrolls).
+pub const CPU_MAX_KEYS: usize = 8192;
+
+/// Keys a row block may visit under an llvmpipe loop budget when a head dim exceeds 128.
+pub const CPU_MAX_KEYS_WIDE: usize = 128;
+
+/// Whether the fused kernel can run `problem` without outrunning the device's loop budget: any
+/// call where there is none; on budgeted devices at most [`CPU_MAX_KEYS`] keys for head dims up
+/// to 128 and [`CPU_MAX_KEYS_WIDE`] beyond (measured on Mesa 22.3.6: D = 8 failed at 16384 keys,
+/// D = 256 at ~150, when loops over more than 32 vec4 stay loops).
+pub(crate) fn fits(ctx: &Context, problem: &crate::attention::Problem) -> bool {
+    let max_keys = match problem.dk.max(problem.dv) <= 128 {
+        true => CPU_MAX_KEYS,
+        false => CPU_MAX_KEYS_WIDE,
+    };
+    !super::loop_budget(ctx) || problem.lk <= max_keys
+}
 
 /// Whether the fused kernel would exceed a CPU driver's loop budget on `problem`.
 pub(crate) fn over_cpu_loop_budget(ctx: &Context, problem: &crate::attention::Problem) -> bool {
-    super::is_cpu(ctx) && problem.lk > CPU_MAX_KEYS
+    !fits(ctx, problem)
 }
 
 /// Largest head dim the fused kernel keeps in registers.

@@ -151,6 +151,29 @@ pub(crate) fn is_cpu(ctx: &Context) -> bool {
         .is_some_and(|a| a.device_type == wgpu::DeviceType::Cpu)
 }
 
+/// Whether the device is an llvmpipe (lavapipe) older than Mesa 25, whose compiled shaders end
+/// every loop after 65535 iterations in total, without an error: a kernel whose loops run longer
+/// silently skips work. Inner loops NIR does not unroll count too (measured on Mesa 22.3.6: the
+/// fused kernel at D = 256 stopped after ~150 keys, at D = 8 after ~10k; Mesa 25.0.7 has no such
+/// budget). Kernels bound their per-invocation work on such devices (`flash_forward::fits`,
+/// [`flash_decode::DecodeConfig::min_splits`]).
+pub(crate) fn loop_budget(ctx: &Context) -> bool {
+    let Some(a) = ctx.info().adapter.as_ref() else {
+        return false;
+    };
+    if a.device_type != wgpu::DeviceType::Cpu || !a.name.starts_with("llvmpipe") {
+        return false;
+    }
+    // driver_info reads "Mesa 22.3.6 (LLVM 15.0.6)"; an unreadable version counts as old.
+    let major = a
+        .driver_info
+        .split_whitespace()
+        .skip_while(|w| *w != "Mesa")
+        .nth(1)
+        .and_then(|v| v.split('.').next()?.parse::<u32>().ok());
+    major.is_none_or(|m| m < 25)
+}
+
 /// A buffer range bound to one slot.
 #[derive(Debug, Clone)]
 pub(crate) struct BoundBuffer {

@@ -2,7 +2,7 @@
 
 use super::{check_workgroup, dispatch_step, grid, BoundBuffer, Step};
 use crate::context::Context;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::pipeline::{self, Kernel, Slot};
 use crate::tensor::DType;
 
@@ -56,6 +56,8 @@ pub struct PoolParams {
 }
 
 const WORKGROUP: u32 = 64;
+/// Loop steps one invocation may take under an llvmpipe loop budget (65535, with a margin).
+const LOOP_STEPS: u64 = 60000;
 
 pub(crate) fn step(
     ctx: &Context,
@@ -66,6 +68,15 @@ pub(crate) fn step(
 ) -> Result<Step> {
     let workgroup = WORKGROUP.min(ctx.limits().max_compute_invocations_per_workgroup);
     check_workgroup(ctx, workgroup, 2 * 4 * workgroup as u64)?;
+    // Each invocation loops over ⌈dim / workgroup⌉ · len steps of the weighted sum (plus the
+    // strided passes over len): stay within an llvmpipe loop budget (see `loop_budget`).
+    let (len, dim) = (pp.len as u64, pp.dim as u64);
+    let steps = dim.div_ceil(workgroup as u64) * (len + 1) + 4 * len.div_ceil(workgroup as u64) + pp.width as u64;
+    if super::loop_budget(ctx) && steps > LOOP_STEPS {
+        return Err(Error::Unsupported(format!(
+            "this driver (llvmpipe before Mesa 25) ends shader loops after 65535 iterations without an error; pooling {len} steps of width {dim} needs {steps} loop steps per invocation (at most {LOOP_STEPS} here)"
+        )));
+    }
     let kernel = pipeline::get(
         ctx,
         Kernel::Pool,
