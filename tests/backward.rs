@@ -842,20 +842,14 @@ fn paged_inputs_and_cpu_loop_budget_are_refused() {
         matches!(e, Error::Unsupported(ref m) if m.contains("block table")),
         "{e}"
     );
-    let cpu = ctx
-        .info()
-        .adapter
-        .as_ref()
-        .is_some_and(|a| a.device_type == wgpu_attention::wgpu::DeviceType::Cpu);
-    if cpu {
-        // 40000 query rows of one KV head: beyond the CPU budget of the dK/dV kernel's loop.
+    // 40000 query rows of one KV head: beyond an llvmpipe loop budget (before Mesa 25) for the
+    // dK/dV kernel's loop, refused there; elsewhere it plans, and the staged path always does.
+    {
         let (q, o, lse) = (z(&[1, 1, 40000, 4]), z(&[1, 1, 40000, 4]), z(&[1, 1, 40000]));
         let kv = z(&[1, 1, 3, 4]);
-        let e = AttentionBackward::new(ctx, &q, &kv, &kv, &o, &o, &lse, &AttentionOptions::default()).unwrap_err();
-        assert!(
-            matches!(e, Error::Unsupported(ref m) if m.contains("CPU driver")),
-            "{e}"
-        );
+        if let Err(e) = AttentionBackward::new(ctx, &q, &kv, &kv, &o, &o, &lse, &AttentionOptions::default()) {
+            assert!(matches!(e, Error::Unsupported(ref m) if m.contains("65535")), "{e}");
+        }
         let staged = AttentionOptions {
             kernel: KernelChoice::Staged,
             ..Default::default()

@@ -83,6 +83,8 @@ struct Call {
     dropout: Option<(f32, u64)>,
     zero_score_mask: bool,
     align_to_key_lengths: bool,
+    block_table: Option<View>,
+    alibi_slopes: Option<Vec<f32>>,
 }
 
 fn alignment(top_left: bool) -> Alignment {
@@ -114,6 +116,8 @@ fuzz_target!(|call: Call| {
         zero_score_mask: call.zero_score_mask,
         out: optional(&call.out),
         align_to_key_lengths: call.align_to_key_lengths,
+        block_table: optional(&call.block_table),
+        alibi_slopes: call.alibi_slopes.clone(),
     };
     if let Err(e) = validate(ctx, &q, &k, &v, &opts) {
         assert!(!e.to_string().is_empty());
