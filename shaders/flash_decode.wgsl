@@ -35,44 +35,18 @@ const RESCALE_THRESHOLD: f32 = 8.0;
 @compute @workgroup_size(WORKGROUP)
 fn main(input: KernelInputs) {
     let t = linear_workgroup(input.wid, input.nwg) * WORKGROUP + input.lid;
-    let pairs = decode.batch_count * params.heads_kv;
-    if (t >= pairs * decode.row_blocks * decode.splits) {
+    if (t >= decode_units()) {
         return;
     }
-    let split = t % decode.splits;
-    let rb = (t / decode.splits) % decode.row_blocks;
-    let pair = t / (decode.splits * decode.row_blocks);
-    let bl = pair / params.heads_kv; // batch within this dispatch
-    let b = decode.batch_base + bl;
-    let hk = pair % params.heads_kv;
-    let group = params.heads_q / params.heads_kv;
-    let len_k = i32(params.len_k);
-    let key_len = decode_key_len(b);
-    let split_keys = split_range(split, key_len);
-
-    // Rows of this invocation and the keys each can see as far as key lengths, causal and window
-    // go; [k_begin, k_end) is their union within the split, [full_begin, full_end) their
-    // intersection (keys there skip the per-element structural test).
-    var k_begin = len_k;
-    var k_end = 0i;
-    var full_begin = 0i;
-    var full_end = len_k;
+    let blk = decode_block(t);
     //@each_row
-    let pr_{r} = rb * ROWS + {r}u;
-    let pm_{r} = min(pr_{r}, decode.packed_rows - 1u); // rows past the group compute, never written
-    let h_{r} = hk * group + pm_{r} / params.len_q;
-    let i_{r} = pm_{r} % params.len_q;
-    let keys_{r} = row_keys(b, i_{r}, key_len);
-    k_begin = min(k_begin, keys_{r}.x);
-    k_end = max(k_end, keys_{r}.y);
-    full_begin = max(full_begin, keys_{r}.x);
-    full_end = min(full_end, keys_{r}.y);
+    let h_{r} = blk.h[{r}];
+    let i_{r} = blk.i[{r}];
     //@end_row
-    k_begin = max(k_begin, split_keys.x);
-    k_end = min(k_end, split_keys.y);
-    full_begin = clamp(full_begin, k_begin, max(k_begin, k_end));
-    full_end = clamp(full_end, full_begin, max(full_begin, k_end));
-
+    let bl = blk.bl;
+    let b = blk.b;
+    let hk = blk.hk;
+    let split = blk.split;
     //@each_row
     let q_row_{r} = params.q_off + bl * params.q_sb + h_{r} * params.q_sh + i_{r} * params.q_sl;
     var q_{r}: array<vec4<f32>, MAX_HEAD_VEC4>;
@@ -88,9 +62,9 @@ fn main(input: KernelInputs) {
     //@end_row
 
     let weighted = has_flag(FLAG_DROPOUT);
-    for (var j = k_begin; j < k_end; j++) {
+    for (var j = blk.keys.x; j < blk.keys.y; j++) {
         let ju = u32(j);
-        let masked_range = j < full_begin || j >= full_end;
+        let masked_range = j < blk.full.x || j >= blk.full.y;
         let rows = kv_rows(b, bl, hk, ju);
         fetch_k(rows.x, 0u);
         //@each_row
@@ -129,7 +103,7 @@ fn main(input: KernelInputs) {
 
     // The split's partial state of every row: normalized O and LSE.
     //@each_row
-    if (pr_{r} < decode.packed_rows) {
+    if ({r}u < blk.rows) {
         let part_{r} = part_row(bl, h_{r}, i_{r}, split);
         let state_{r} = split_state(m_{r}, l_{r});
         for (var c4 = 0u; c4 < DV4; c4++) {

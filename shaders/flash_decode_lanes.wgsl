@@ -34,41 +34,18 @@ fn main(
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
     let w = linear_workgroup(wid, nwg);
-    let pairs = decode.batch_count * params.heads_kv;
-    if (w >= pairs * decode.row_blocks * decode.splits) {
+    if (w >= decode_units()) {
         return;
     }
-    let split = w % decode.splits;
-    let rb = (w / decode.splits) % decode.row_blocks;
-    let pair = w / (decode.splits * decode.row_blocks);
-    let bl = pair / params.heads_kv; // batch within this dispatch
-    let b = decode.batch_base + bl;
-    let hk = pair % params.heads_kv;
-    let group = params.heads_q / params.heads_kv;
-    let key_len = decode_key_len(b);
-    let split_keys = split_range(split, key_len);
-
-    // The workgroup's rows and the union / intersection of their visible keys in the split.
-    var k_begin = i32(params.len_k);
-    var k_end = 0i;
-    var full_begin = 0i;
-    var full_end = i32(params.len_k);
+    let blk = decode_block(w);
     //@each_row
-    let pr_{r} = rb * ROWS + {r}u;
-    let pm_{r} = min(pr_{r}, decode.packed_rows - 1u); // rows past the group compute, never written
-    let h_{r} = hk * group + pm_{r} / params.len_q;
-    let i_{r} = pm_{r} % params.len_q;
-    let keys_{r} = row_keys(b, i_{r}, key_len);
-    k_begin = min(k_begin, keys_{r}.x);
-    k_end = max(k_end, keys_{r}.y);
-    full_begin = max(full_begin, keys_{r}.x);
-    full_end = min(full_end, keys_{r}.y);
+    let h_{r} = blk.h[{r}];
+    let i_{r} = blk.i[{r}];
     //@end_row
-    k_begin = max(k_begin, split_keys.x);
-    k_end = min(k_end, split_keys.y);
-    full_begin = clamp(full_begin, k_begin, max(k_begin, k_end));
-    full_end = clamp(full_end, full_begin, max(full_begin, k_end));
-
+    let bl = blk.bl;
+    let b = blk.b;
+    let hk = blk.hk;
+    let split = blk.split;
     //@each_row
     let q_row_{r} = params.q_off + bl * params.q_sb + h_{r} * params.q_sh + i_{r} * params.q_sl;
     var q_{r}: array<vec4<f32>, LANE_VEC4>;
@@ -89,9 +66,9 @@ fn main(
 
     let weighted = has_flag(FLAG_DROPOUT);
     var kl: array<vec4<f32>, LANE_VEC4>;
-    for (var j = k_begin; j < k_end; j++) {
+    for (var j = blk.keys.x; j < blk.keys.y; j++) {
         let ju = u32(j);
-        let masked_range = j < full_begin || j >= full_end;
+        let masked_range = j < blk.full.x || j >= blk.full.y;
         let rows = kv_rows(b, bl, hk, ju);
         for (var c = 0u; c < KC; c++) {
             let d4 = lane + c * SUBGROUP;
@@ -143,7 +120,7 @@ fn main(
 
     // The split's partial state of every row: each lane writes its columns, lane 0 the LSE.
     //@each_row
-    if (pr_{r} < decode.packed_rows) {
+    if ({r}u < blk.rows) {
         let part_{r} = part_row(bl, h_{r}, i_{r}, split);
         let state_{r} = split_state(m_{r}, l_{r});
         for (var c = 0u; c < VC; c++) {

@@ -26,6 +26,62 @@ struct Decode {
 @group(0) @binding(5) var<storage, read_write> part_lse: array<f32>;
 @group(0) @binding(6) var<storage, read_write> part_o: array<vec4<f32>>;
 
+// One unit of a decode dispatch, (pair, row block, split) with the split fastest: its batch
+// within the dispatch (bl) and global (b), KV head, ROWS packed rows (query head h and row i;
+// rows past the group repeat the last one, computed but never written: `rows` counts the real
+// ones) and the keys of the split the rows see: their union [keys.x, keys.y) and intersection
+// [full.x, full.y) (keys there skip the per-element structural test).
+struct Block {
+    split: u32,
+    bl: u32,
+    b: u32,
+    hk: u32,
+    rows: u32,
+    h: array<u32, ROWS>,
+    i: array<u32, ROWS>,
+    keys: vec2<i32>,
+    full: vec2<i32>,
+}
+
+fn decode_units() -> u32 {
+    return decode.batch_count * params.heads_kv * decode.row_blocks * decode.splits;
+}
+
+fn decode_block(unit: u32) -> Block {
+    var blk: Block;
+    blk.split = unit % decode.splits;
+    let rb = (unit / decode.splits) % decode.row_blocks;
+    let pair = unit / (decode.splits * decode.row_blocks);
+    blk.bl = pair / params.heads_kv;
+    blk.b = decode.batch_base + blk.bl;
+    blk.hk = pair % params.heads_kv;
+    blk.rows = min(ROWS, decode.packed_rows - rb * ROWS);
+    let group = params.heads_q / params.heads_kv;
+    let key_len = decode_key_len(blk.b);
+    let split = split_range(blk.split, key_len);
+    var lo = i32(params.len_k);
+    var hi = 0i;
+    var full_lo = 0i;
+    var full_hi = i32(params.len_k);
+    for (var r = 0u; r < ROWS; r++) {
+        let packed = min(rb * ROWS + r, decode.packed_rows - 1u);
+        blk.h[r] = blk.hk * group + packed / params.len_q;
+        blk.i[r] = packed % params.len_q;
+        let keys = row_keys(blk.b, blk.i[r], key_len);
+        lo = min(lo, keys.x);
+        hi = max(hi, keys.y);
+        full_lo = max(full_lo, keys.x);
+        full_hi = min(full_hi, keys.y);
+    }
+    lo = max(lo, split.x);
+    hi = min(hi, split.y);
+    full_lo = clamp(full_lo, lo, max(lo, hi));
+    full_hi = clamp(full_hi, full_lo, max(full_lo, hi));
+    blk.keys = vec2<i32>(lo, hi);
+    blk.full = vec2<i32>(full_lo, full_hi);
+    return blk;
+}
+
 // Keys of batch b: its key length (unsigned) within Lk.
 fn decode_key_len(b: u32) -> i32 {
     if (has_flag(FLAG_KEY_LENGTHS)) {

@@ -28,7 +28,7 @@ fn slots(v: Variant) -> Vec<(u32, Slot)> {
 }
 
 /// Keys a row block of the fused kernel may visit under an llvmpipe loop budget
-/// ([`super::loop_budget`]), for head dims up to 128 (whose inner loops NIR unrolls).
+/// (see `kernels::loop_budget`), for head dims up to 128 (whose inner loops NIR unrolls).
 pub const CPU_MAX_KEYS: usize = 8192;
 
 /// Keys a row block may visit under an llvmpipe loop budget when a head dim exceeds 128.
