@@ -698,15 +698,8 @@ impl KvCache {
         })
     }
 
-    /// [`KvCache::rope_q`] recorded into the caller's encoder (before the append of the same
-    /// tokens, so that it reads the lengths they start at).
-    pub fn rope_q_encode(
-        &self,
-        ctx: &Context,
-        encoder: &mut wgpu::CommandEncoder,
-        q: &Tensor,
-        rope: &Rope,
-    ) -> Result<Tensor> {
+    /// Q [B, Hq, Lq, Dk] of this cache's B sequences, on its device; returns its shape.
+    fn check_queries<'a>(&self, ctx: &Context, q: &'a Tensor) -> Result<&'a [usize]> {
         self.seqlens.check_device("kv cache", ctx)?;
         let s = check_rows_operand(ctx, "q", q)?;
         if s[0] != self.batch() {
@@ -716,6 +709,19 @@ impl KvCache {
                 got: s.to_vec(),
             });
         }
+        Ok(s)
+    }
+
+    /// [`KvCache::rope_q`] recorded into the caller's encoder (before the append of the same
+    /// tokens, so that it reads the lengths they start at).
+    pub fn rope_q_encode(
+        &self,
+        ctx: &Context,
+        encoder: &mut wgpu::CommandEncoder,
+        q: &Tensor,
+        rope: &Rope,
+    ) -> Result<Tensor> {
+        let s = self.check_queries(ctx, q)?;
         let lq = s[2] as u64;
         let last = (lq > 0).then(|| self.max_len() as u64 + lq - 1);
         rope.check(ctx, s[3], last)?;
@@ -726,15 +732,7 @@ impl KvCache {
     /// [`KvCache::rope_q_prepared`]: it rotates `q` as it is when the work runs into
     /// [`PreparedRope::out`].
     pub fn prepare_rope_q(&self, ctx: &Context, q: &Tensor, rope: &Rope) -> Result<PreparedRope> {
-        self.seqlens.check_device("kv cache", ctx)?;
-        let s = check_rows_operand(ctx, "q", q)?;
-        if s[0] != self.batch() {
-            return Err(Error::ShapeMismatch {
-                name: "q",
-                expected: vec![self.batch(), s[1], s[2], s[3]],
-                got: s.to_vec(),
-            });
-        }
+        let s = self.check_queries(ctx, q)?;
         rope.check(ctx, s[3], None)?;
         let out = Tensor::zeros(ctx, s, q.dtype())?;
         Ok(PreparedRope {
