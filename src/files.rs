@@ -488,11 +488,24 @@ pub(crate) fn broadcast_shape(shape: &[usize]) -> [usize; 4] {
     }
 }
 
-/// Runs attention on file inputs: `opts` gives scale, softcap, causal, window, kernel,
-/// `return_lse` and `return_weights` (its tensor fields are filled here). With `check`, O is
-/// compared with the CPU reference.
-pub fn run_attention(ctx: &Context, inputs: &RunInputs, opts: &AttentionOptions, check: bool) -> Result<RunOutputs> {
-    for (role, t) in [("q", &inputs.q), ("k", &inputs.k), ("v", &inputs.v)] {
+/// The checked inputs of a `run`: Q, K, V uploaded, the mask and bias (converted to Q's dtype)
+/// uploaded into `opts`, and the converted bias for the reference. `extra` float operands (dO)
+/// are checked like Q, K and V.
+struct Uploaded {
+    dtype: DType,
+    qkv: [Tensor; 3],
+    opts: AttentionOptions,
+    bias: Option<HostTensor>,
+}
+
+fn upload_run_inputs(
+    ctx: &Context,
+    inputs: &RunInputs,
+    extra: &[(&'static str, &HostTensor)],
+    opts: &AttentionOptions,
+) -> Result<Uploaded> {
+    let operands = [("q", &inputs.q), ("k", &inputs.k), ("v", &inputs.v)];
+    for (role, t) in operands.iter().chain(extra) {
         check_role(t, role, true)?;
         if t.shape.len() != 4 {
             return Err(Error::Rank {
@@ -522,14 +535,28 @@ pub fn run_attention(ctx: &Context, inputs: &RunInputs, opts: &AttentionOptions,
         }
         None => None,
     };
-    let q = inputs.q.upload(ctx)?;
-    let k = inputs.k.upload(ctx)?;
-    let v = inputs.v.upload(ctx)?;
-    let full = AttentionOptions {
-        mask: inputs.mask.as_ref().map(|m| m.upload(ctx)).transpose()?,
-        bias: bias.as_ref().map(|b| b.upload(ctx)).transpose()?,
-        ..opts.clone()
-    };
+    Ok(Uploaded {
+        dtype,
+        qkv: [inputs.q.upload(ctx)?, inputs.k.upload(ctx)?, inputs.v.upload(ctx)?],
+        opts: AttentionOptions {
+            mask: inputs.mask.as_ref().map(|m| m.upload(ctx)).transpose()?,
+            bias: bias.as_ref().map(|b| b.upload(ctx)).transpose()?,
+            ..opts.clone()
+        },
+        bias,
+    })
+}
+
+/// Runs attention on file inputs: `opts` gives scale, softcap, causal, window, kernel,
+/// `return_lse` and `return_weights` (its tensor fields are filled here). With `check`, O is
+/// compared with the CPU reference.
+pub fn run_attention(ctx: &Context, inputs: &RunInputs, opts: &AttentionOptions, check: bool) -> Result<RunOutputs> {
+    let Uploaded {
+        dtype,
+        qkv: [q, k, v],
+        opts: full,
+        bias,
+    } = upload_run_inputs(ctx, inputs, &[], opts)?;
     let call = Attention::new(ctx, &q, &k, &v, &full)?;
     call.submit()?;
     let res = call.output();
@@ -604,44 +631,14 @@ pub fn run_attention_backward(
     opts: &AttentionOptions,
     check: bool,
 ) -> Result<BackwardRunOutputs> {
-    for (role, t) in [("q", &inputs.q), ("k", &inputs.k), ("v", &inputs.v), ("d_out", d_out)] {
-        check_role(t, role, true)?;
-        if t.shape.len() != 4 {
-            return Err(Error::Rank {
-                name: role,
-                expected: 4,
-                shape: t.shape.clone(),
-            });
-        }
-    }
-    let dtype = inputs.q.dtype();
-    for (role, t) in [("k", &inputs.k), ("v", &inputs.v)] {
-        if t.dtype() != dtype {
-            return Err(Error::DType {
-                name: role,
-                got: t.dtype(),
-                expected: dtype.name(),
-            });
-        }
-    }
-    if let Some(m) = &inputs.mask {
-        check_role(m, "mask", false)?;
-    }
-    let bias = match &inputs.bias {
-        Some(b) => {
-            check_role(b, "bias", true)?;
-            Some(b.converted(dtype))
-        }
-        None => None,
-    };
+    let up = upload_run_inputs(ctx, inputs, &[("d_out", d_out)], opts)?;
+    let (dtype, bias) = (up.dtype, up.bias);
+    let [q, k, v] = up.qkv;
     let d_out = d_out.converted(dtype);
-    let (q, k, v) = (inputs.q.upload(ctx)?, inputs.k.upload(ctx)?, inputs.v.upload(ctx)?);
     let full = AttentionOptions {
-        mask: inputs.mask.as_ref().map(|m| m.upload(ctx)).transpose()?,
-        bias: bias.as_ref().map(|b| b.upload(ctx)).transpose()?,
         return_lse: true,
         return_weights: false,
-        ..opts.clone()
+        ..up.opts
     };
     let forward = Attention::new(ctx, &q, &k, &v, &full)?;
     let lse_t = forward
