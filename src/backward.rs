@@ -292,6 +292,9 @@ pub fn validate_backward(
         ));
     }
     if opts.kernel == KernelChoice::Staged {
+        if let Some(e) = crate::kernels::staged_over_budget(ctx, p.lk.max(p.lq)) {
+            return Err(e);
+        }
         if q.dtype() != DType::F32 {
             return Err(Error::Unsupported(
                 "the staged backward materializes P and dS in f32 through f32 GEMMs: f32 tensors only; use Auto or Fused for f16"

@@ -173,6 +173,9 @@ impl Attention {
         extras: &Extras,
         tuning: &Tuning,
     ) -> Result<Self> {
+        if let Some(e) = kernels::staged_over_budget(ctx, problem.lk) {
+            return Err(e);
+        }
         let mut params = base_params(&problem, opts);
         let (qkv, masks) = Self::bind_inputs(ctx, &mut params, q, k, v, opts, extras)?;
         let scores = match (&extras.score_vector, &extras.scores) {

@@ -174,6 +174,19 @@ pub(crate) fn loop_budget(ctx: &Context) -> bool {
     major.is_none_or(|m| m < 25)
 }
 
+/// Keys the staged path's kernels may reduce over under an llvmpipe loop budget (the P·V GEMM
+/// steps through Lk; measured on Mesa 22.3.6: right at 24000 keys, wrong at 40000).
+pub const STAGED_CPU_MAX_KEYS: usize = 16384;
+
+/// The refusal of a staged call (forward or backward) that would outrun an llvmpipe loop budget.
+pub(crate) fn staged_over_budget(ctx: &Context, lk: usize) -> Option<crate::error::Error> {
+    (loop_budget(ctx) && lk > STAGED_CPU_MAX_KEYS).then(|| {
+        crate::error::Error::Unsupported(format!(
+            "this driver (llvmpipe before Mesa 25) ends shader loops after 65535 iterations without an error; the staged path reduces over at most {STAGED_CPU_MAX_KEYS} keys there (Lk = {lk}): use KernelChoice::Auto or Decode"
+        ))
+    })
+}
+
 /// A buffer range bound to one slot.
 #[derive(Debug, Clone)]
 pub(crate) struct BoundBuffer {
