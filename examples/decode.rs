@@ -4,7 +4,7 @@
 //!    shuffled order, as a page allocator would);
 //! 2. prefill of the ragged prompts through packed variable-length attention (no padding, the
 //!    offsets on the GPU, causal per sequence), then their rotated keys and values appended to
-//!    the cache in one uneven append;
+//!    the cache from the same packed rows (`append_packed`);
 //! 3. 64 decode steps replayed from prepared calls: the new token's query rotated at its position,
 //!    its key rotated and appended with its value at each sequence's length, attention over the
 //!    cache — recorded with no validation, pipeline lookup or bind-group creation, one submission
@@ -107,8 +107,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err(format!("prefill differs from the CPU reference: {c}").into());
     }
     println!("prefill of prompts {prompts:?} packed without padding matches the CPU reference ({c})");
-    // The prompts' (already rotated) keys and values into the cache: one uneven append from
-    // [B, Hkv, longest prompt, D].
+    // The prompts' (already rotated) keys and values into the cache, straight from the packed
+    // rows: sequence s takes rows cu[s] .. cu[s + 1].
+    cache.append_packed(
+        &ctx,
+        &Tensor::from_slice(&ctx, &k, &[total, hkv, d])?,
+        &Tensor::from_slice(&ctx, &v, &[total, hkv, d])?,
+        &cu,
+        None,
+    )?;
+    // The host twin takes them padded to [B, Hkv, longest prompt, D] with per-sequence counts.
     let longest = prompts.iter().copied().max().unwrap_or(0) as usize;
     let padded = |x: &[f32]| {
         let mut out = vec![0.0f32; b * hkv * longest * d];
@@ -123,19 +131,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         out
     };
-    let (kp, vp) = (padded(&k), padded(&v));
-    let shape = [b, hkv, longest, d];
-    let counts = AppendOptions {
-        lengths: Some(prompts.to_vec()),
-        rope: None,
-    };
-    cache.append_with(
-        &ctx,
-        &Tensor::from_slice(&ctx, &kp, &shape)?,
-        &Tensor::from_slice(&ctx, &vp, &shape)?,
-        &counts,
-    )?;
-    host.append(&kp, &vp, longest, Some(&prompts), None)?;
+    host.append(&padded(&k), &padded(&v), longest, Some(&prompts), None)?;
     println!("prefilled lengths {:?}", cache.lengths());
 
     // Decode: the inputs live in fixed tensors; everything else is prepared once.

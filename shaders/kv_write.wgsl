@@ -10,6 +10,9 @@
 //   page, per head, per row within the page): destination row `row` of batch b is row
 //   row % page_size of page block_table[b, row / page_size]; a page id at or past page_count is
 //   never written (the host refuses such appends where it can see the table);
+// - FLAG_PACKED: the source is packed [total, H, D] (src strides per row and per head): row r of
+//   batch b is source row counts[b] + r, and the batch takes counts[b + 1] − counts[b] rows (the
+//   counts binding holds B + 1 offsets);
 // - FLAG_ADVANCE: instead of rows, adds each batch's row count (counts[b], or L) to starts[b]
 //   (a second dispatch after the writes, so that every write read the old length).
 // A destination row at or past dst_rows (the capacity) is never written; the host refuses such an
@@ -45,6 +48,7 @@ const FLAG_ROPE: u32 = 4u;
 const FLAG_HALF_SPLIT: u32 = 8u;
 const FLAG_ADVANCE: u32 = 16u;
 const FLAG_PAGED: u32 = 32u;
+const FLAG_PACKED: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> params: WriteParams;
 @group(0) @binding(1) var<storage, read> src: array<elem>;
@@ -60,6 +64,10 @@ fn has(flag: u32) -> bool {
 }
 
 fn row_count(b: u32) -> u32 {
+    if (has(FLAG_PACKED)) {
+        let first = counts[params.counts_off + b];
+        return min(max(counts[params.counts_off + b + 1u], first) - first, params.rows);
+    }
     if (has(FLAG_COUNTS)) {
         return min(counts[params.counts_off + b], params.rows);
     }
@@ -101,7 +109,10 @@ fn main(
     if (row >= params.dst_rows) {
         return;
     }
-    let src_row = params.src_off + b * params.src_sb + h * params.src_sh + r * params.src_sl;
+    var src_row = params.src_off + b * params.src_sb + h * params.src_sh + r * params.src_sl;
+    if (has(FLAG_PACKED)) {
+        src_row = params.src_off + (counts[params.counts_off + b] + r) * params.src_sl + h * params.src_sh;
+    }
     var dst_row = params.dst_off + b * params.dst_sb + h * params.dst_sh + row * params.dst_sl;
     if (has(FLAG_PAGED)) {
         let page = block_table[params.table_off + b * params.table_stride + row / params.page_size];

@@ -435,7 +435,99 @@ impl KvCache {
             return Ok(());
         }
         let steps = ctx.scoped("kv append setup", || {
-            self.append_steps(ctx, k_new, v_new, opts, &counts)
+            self.append_steps(ctx, k_new, v_new, opts, &counts, None)
+        })?;
+        kernels::encode_steps(encoder, &steps, None);
+        self.advance(&counts);
+        Ok(())
+    }
+
+    /// Appends packed rows (the varlen layout of a ragged prefill): K [total, Hkv, Dk] and
+    /// V [total, Hkv, Dv] hold the new rows of every sequence back to back, sequence b's at
+    /// `offsets[b] .. offsets[b + 1]` (B + 1 offsets, first 0, nondecreasing, last ≤ total),
+    /// written at each sequence's length; the keys rotated at positions len_b + r with `rope`.
+    /// One submission.
+    pub fn append_packed(
+        &mut self,
+        ctx: &Context,
+        k_new: &Tensor,
+        v_new: &Tensor,
+        offsets: &[u32],
+        rope: Option<&Rope>,
+    ) -> Result<()> {
+        ctx.scoped("kv append submit", || {
+            let mut enc = ctx.device().create_command_encoder(&Default::default());
+            self.append_packed_encode(ctx, &mut enc, k_new, v_new, offsets, rope)?;
+            ctx.queue().submit([enc.finish()]);
+            Ok(())
+        })
+    }
+
+    /// [`KvCache::append_packed`] recorded into the caller's encoder (checked first; the host
+    /// lengths advance now).
+    pub fn append_packed_encode(
+        &mut self,
+        ctx: &Context,
+        encoder: &mut wgpu::CommandEncoder,
+        k_new: &Tensor,
+        v_new: &Tensor,
+        offsets: &[u32],
+        rope: Option<&Rope>,
+    ) -> Result<()> {
+        let (b, hkv) = (self.batch(), self.heads());
+        let mut views = Vec::with_capacity(2);
+        for (name, t, d) in [("k_new", k_new, self.dim_k()), ("v_new", v_new, self.dim_v())] {
+            let s = t.shape();
+            if s.len() != 3 || s[1] != hkv || s[2] != d {
+                return Err(Error::ShapeMismatch {
+                    name,
+                    expected: vec![s.first().copied().unwrap_or(0), hkv, d],
+                    got: s.to_vec(),
+                });
+            }
+            let st = t.strides();
+            // [1, total, Hkv, D] for the row checks shared with the padded append.
+            views.push(t.view(0, &[1, s[0], s[1], s[2]], &[s[0] * st[0], st[0], st[1], st[2]])?);
+        }
+        let total = k_new.shape()[0];
+        if v_new.shape()[0] != total {
+            return Err(Error::ShapeMismatch {
+                name: "v_new",
+                expected: vec![total, hkv, self.dim_v()],
+                got: v_new.shape().to_vec(),
+            });
+        }
+        let ordered = offsets.len() == b + 1
+            && offsets[0] == 0
+            && offsets.windows(2).all(|w| w[0] <= w[1])
+            && offsets[b] as usize <= total;
+        if !ordered {
+            return Err(Error::InvalidOption {
+                name: "append offsets",
+                value: offsets.len() as f64,
+                why: "need B + 1 nondecreasing offsets from 0 to at most the packed rows",
+            });
+        }
+        let counts: Vec<u32> = offsets.windows(2).map(|w| w[1] - w[0]).collect();
+        // The padded append's checks on [1, total, Hkv, D] views: as one batch of `total` rows.
+        let one = AppendOptions {
+            lengths: None,
+            rope: rope.cloned(),
+        };
+        for (name, t) in [("k_new", &views[0]), ("v_new", &views[1])] {
+            check_rows_operand(ctx, name, t)?;
+            self.check_new_rows(name, t)?;
+        }
+        if let Some(r) = rope {
+            r.check(ctx, self.dim_k(), None)?;
+        }
+        self.check_room(&counts, rope.map(|r| r.max_positions()))?;
+        if counts.iter().all(|&c| c == 0) {
+            return Ok(());
+        }
+        let steps = ctx.scoped("kv append setup", || {
+            let offsets = Tensor::from_slice(ctx, offsets, &[b + 1])?;
+            self.append_steps(ctx, &views[0], &views[1], &one, &counts, Some(&offsets))
         })?;
         kernels::encode_steps(encoder, &steps, None);
         self.advance(&counts);
@@ -456,7 +548,7 @@ impl KvCache {
         let steps = match counts.iter().all(|&c| c == 0) {
             true => Vec::new(),
             false => ctx.scoped("kv append setup", || {
-                self.append_steps(ctx, k_new, v_new, opts, &counts)
+                self.append_steps(ctx, k_new, v_new, opts, &counts, None)
             })?,
         };
         Ok(PreparedAppend {
@@ -492,6 +584,29 @@ impl KvCache {
         }
     }
 
+    /// New rows in the cache's dtype that alias none of its buffers.
+    fn check_new_rows(&self, name: &'static str, t: &Tensor) -> Result<()> {
+        if t.dtype() != self.dtype() {
+            return Err(Error::DType {
+                name,
+                got: t.dtype(),
+                expected: self.dtype().name(),
+            });
+        }
+        let table = self.pages.as_ref().map(|p| &p.table);
+        for (output, cached) in [
+            ("kv cache K", Some(&self.k)),
+            ("kv cache V", Some(&self.v)),
+            ("seqlens", Some(&self.seqlens)),
+            ("block table", table),
+        ] {
+            if cached.is_some_and(|c| t.overlaps(c)) {
+                return Err(Error::Aliasing { output, input: name });
+            }
+        }
+        Ok(())
+    }
+
     /// Checks the operands of an append; returns the rows each sequence takes.
     fn check_append(&self, ctx: &Context, k_new: &Tensor, v_new: &Tensor, opts: &AppendOptions) -> Result<Vec<u32>> {
         self.k.check_device("kv cache", ctx)?;
@@ -507,24 +622,7 @@ impl KvCache {
                     got: t.shape().to_vec(),
                 });
             }
-            if t.dtype() != self.dtype() {
-                return Err(Error::DType {
-                    name,
-                    got: t.dtype(),
-                    expected: self.dtype().name(),
-                });
-            }
-            let table = self.pages.as_ref().map(|p| &p.table);
-            for (output, cached) in [
-                ("kv cache K", Some(&self.k)),
-                ("kv cache V", Some(&self.v)),
-                ("seqlens", Some(&self.seqlens)),
-                ("block table", table),
-            ] {
-                if cached.is_some_and(|c| t.overlaps(c)) {
-                    return Err(Error::Aliasing { output, input: name });
-                }
-            }
+            self.check_new_rows(name, t)?;
         }
         if let Some(rope) = &opts.rope {
             rope.check(ctx, dk, None)?;
@@ -578,6 +676,9 @@ impl KvCache {
     }
 
     /// The dispatches of a checked append: K rows (rotated), V rows, then the advance.
+    ///
+    /// With `packed` (the B + 1 row offsets on the GPU), `k_new`/`v_new` are [1, total, Hkv, D]
+    /// views of packed rows: sequence b takes rows offsets\[b\] .. offsets\[b + 1\].
     fn append_steps(
         &self,
         ctx: &Context,
@@ -585,13 +686,18 @@ impl KvCache {
         v_new: &Tensor,
         opts: &AppendOptions,
         counts: &[u32],
+        packed: Option<&Tensor>,
     ) -> Result<Vec<Step>> {
         let unused = kernels::unused_input(ctx);
         let (starts, starts_off) = kernels::bind_tensor(ctx, &self.seqlens, "seqlens")?;
+        let rows = match packed {
+            Some(_) => counts.iter().copied().max().unwrap_or(0),
+            None => k_new.shape()[2] as u32,
+        };
         let mut base = kv_write::WriteParams {
             batch: self.batch() as u32,
             heads: self.heads() as u32,
-            rows: k_new.shape()[2] as u32,
+            rows,
             dst_rows: self.capacity as u32,
             flags: kv_write::flags::AT_START,
             starts_off,
@@ -609,13 +715,19 @@ impl KvCache {
             }
             None => unused.clone(),
         };
-        let counts_bound = match &opts.lengths {
-            Some(_) => {
+        let counts_bound = match (packed, &opts.lengths) {
+            (Some(offsets), _) => {
+                let (t, off) = kernels::bind_tensor(ctx, offsets, "append offsets")?;
+                base.flags |= kv_write::flags::PACKED;
+                base.counts_off = off;
+                t
+            }
+            (None, Some(_)) => {
                 let t = Tensor::from_slice(ctx, counts, &[counts.len()])?;
                 base.flags |= kv_write::flags::COUNTS;
                 kernels::bind_tensor(ctx, &t, "append lengths")?.0
             }
-            None => unused.clone(),
+            (None, None) => unused.clone(),
         };
         let mut steps = Vec::with_capacity(3);
         for (name, src, dst, rope) in [
@@ -626,7 +738,16 @@ impl KvCache {
             p.dim = src.shape()[3] as u32;
             let (src_b, src_off) = kernels::bind_tensor(ctx, src, name)?;
             let (dst_b, dst_off) = kernels::bind_tensor(ctx, dst, "kv cache")?;
-            p.src = kernels::strides_of(src, src_off);
+            p.src = match packed {
+                // [1, total, H, D]: rows along axis 1, heads along axis 2.
+                Some(_) => kernels::Strides {
+                    offset: src_off,
+                    batch: 0,
+                    head: src.strides()[2] as u32,
+                    row: src.strides()[1] as u32,
+                },
+                None => kernels::strides_of(src, src_off),
+            };
             p.dst = self.row_strides(dst, dst_off);
             let (cos, sin) = match rope {
                 Some(r) => r.bind(ctx, &mut p)?,

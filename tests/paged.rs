@@ -443,3 +443,74 @@ fn replayed_decode_steps_equal_one_shot_calls() {
         ));
     }
 }
+
+/// Packed rows (the varlen layout) appended with `append_packed` land exactly where the same rows
+/// padded to [B, Hkv, L, D] land with `append_with` and per-sequence lengths, with and without a
+/// rotary embedding, on a paged and a contiguous cache; bad offsets are refused unchanged.
+#[test]
+fn packed_append_equals_padded_append() {
+    let (b, hkv, d) = (3, 2, 8);
+    let layout = PagedLayout {
+        pages: 12,
+        page_size: 4,
+        pages_per_seq: 4,
+    };
+    let lens = [5u32, 0, 7];
+    let offsets = [0u32, 5, 5, 12];
+    let total = 12;
+    let longest = 7;
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let k = random(&mut rng, total * hkv * d, 1.0);
+    let v = random(&mut rng, total * hkv * d, 1.0);
+    let pad = |x: &[f32]| {
+        let mut out = vec![0.0f32; b * hkv * longest * d];
+        for s in 0..b {
+            for r in 0..lens[s] as usize {
+                for h in 0..hkv {
+                    let src = ((offsets[s] as usize + r) * hkv + h) * d;
+                    let dst = ((s * hkv + h) * longest + r) * d;
+                    out[dst..dst + d].copy_from_slice(&x[src..src + d]);
+                }
+            }
+        }
+        out
+    };
+    let rope = Rope::new(ctx(), RopeStyle::Interleaved, d, 32).unwrap();
+    let packed = |x: &[f32]| Tensor::from_slice(ctx(), x, &[total, hkv, d]).unwrap();
+    let padded = |x: &[f32]| Tensor::from_slice(ctx(), &pad(x), &[b, hkv, longest, d]).unwrap();
+    for paged in [true, false] {
+        for rope in [None, Some(&rope)] {
+            let new_cache = || match paged {
+                true => KvCache::new_paged(ctx(), b, hkv, layout, d, d, DType::F32).unwrap(),
+                false => KvCache::new(ctx(), b, hkv, 16, d, d, DType::F32).unwrap(),
+            };
+            let (mut a, mut c) = (new_cache(), new_cache());
+            // A first append so that the rows land past non-zero lengths.
+            let first = Tensor::from_slice(ctx(), &vec![0.5f32; b * hkv * 2 * d], &[b, hkv, 2, d]).unwrap();
+            a.append(ctx(), &first, &first).unwrap();
+            c.append(ctx(), &first, &first).unwrap();
+            a.append_packed(ctx(), &packed(&k), &packed(&v), &offsets, rope)
+                .unwrap();
+            let opts = AppendOptions {
+                lengths: Some(lens.to_vec()),
+                rope: rope.cloned(),
+            };
+            c.append_with(ctx(), &padded(&k), &padded(&v), &opts).unwrap();
+            assert_eq!(a.lengths(), &[7, 2, 9]);
+            assert_eq!(a.seqlens().to_vec::<u32>(ctx()).unwrap(), vec![7, 2, 9]);
+            for (x, y) in [(a.k(), c.k()), (a.v(), c.v())] {
+                assert_eq!(x.to_vec::<f32>(ctx()).unwrap(), y.to_vec::<f32>(ctx()).unwrap());
+            }
+            // Refused before anything is recorded: offsets not from 0, decreasing, past the rows,
+            // the wrong count; a sequence past its capacity.
+            for bad in [&[1u32, 5, 5, 12][..], &[0, 6, 5, 12], &[0, 5, 5, 13], &[0, 5, 12]] {
+                let err = a.append_packed(ctx(), &packed(&k), &packed(&v), bad, None).unwrap_err();
+                assert!(matches!(err, Error::InvalidOption { .. }), "{err}");
+            }
+            let many = Tensor::zeros(ctx(), &[20, hkv, d], DType::F32).unwrap();
+            let err = a.append_packed(ctx(), &many, &many, &[0, 0, 0, 20], None).unwrap_err();
+            assert!(matches!(err, Error::CacheFull { .. }), "{err}");
+            assert_eq!(a.lengths(), &[7, 2, 9]);
+        }
+    }
+}

@@ -55,6 +55,7 @@ pub mod flags {
     pub const HALF_SPLIT: u32 = 8;
     pub const ADVANCE: u32 = 16;
     pub const PAGED: u32 = 32;
+    pub const PACKED: u32 = 64;
 }
 
 /// The bindings of one dispatch, in slot order after the uniform.
