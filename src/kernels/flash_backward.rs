@@ -50,20 +50,6 @@ const GRAD_SLOTS: &[(u32, Slot)] = &[
     (10, Slot::Read),
 ];
 
-/// [`GRAD_SLOTS`] and the caller's dO (binding 11) for the kernels that read it directly.
-const GRAD_SLOTS_DIRECT: &[(u32, Slot)] = &[
-    (0, Slot::Uniform),
-    (1, Slot::Read),
-    (2, Slot::Read),
-    (3, Slot::Read),
-    (5, Slot::ReadWrite),
-    (6, Slot::ReadWrite),
-    (7, Slot::Uniform),
-    (8, Slot::Read),
-    (9, Slot::Read),
-    (10, Slot::Read),
-    (11, Slot::Read),
-];
 
 /// Storage bindings of the gradient kernels that read dO directly; with fewer per stage, dO is
 /// copied into the row records in f32 by the pre-pass.
@@ -271,13 +257,15 @@ pub(crate) fn grad_step(
         alibi: b.alibi.is_some(),
         ..Variant::default()
     };
-    let (kernel, slots) = match (b.d_out.is_some(), kernel) {
-        (false, k) => (k, GRAD_SLOTS),
-        (true, Kernel::FlashBackwardQ) => (Kernel::FlashBackwardQDirect, GRAD_SLOTS_DIRECT),
-        (true, Kernel::FlashBackwardKv) => (Kernel::FlashBackwardKvDirect, GRAD_SLOTS_DIRECT),
-        (true, _) => (Kernel::FlashBackwardBiasDirect, GRAD_SLOTS_DIRECT),
+    let kernel = match (b.d_out.is_some(), kernel) {
+        (false, k) => k,
+        (true, Kernel::FlashBackwardQ) => Kernel::FlashBackwardQDirect,
+        (true, Kernel::FlashBackwardKv) => Kernel::FlashBackwardKvDirect,
+        (true, _) => Kernel::FlashBackwardBiasDirect,
     };
-    let mut slots = slots.to_vec();
+    // The kernels that read the caller's dO directly bind it at 11.
+    let mut slots = GRAD_SLOTS.to_vec();
+    slots.extend(b.d_out.map(|_| (11, Slot::Read)));
     slots.extend(b.alibi.map(|_| (14, Slot::Uniform)));
     let compiled = pipeline::get(ctx, kernel, dtype, variant, &slots, &head_constants(workgroup, p))?;
     let groups = grid(ctx, count, kernel.file())?;
