@@ -50,7 +50,6 @@ const GRAD_SLOTS: &[(u32, Slot)] = &[
     (10, Slot::Read),
 ];
 
-
 /// Storage bindings of the gradient kernels that read dO directly; with fewer per stage, dO is
 /// copied into the row records in f32 by the pre-pass.
 pub const DIRECT_STORAGE_BINDINGS: u32 = 9;
