@@ -59,6 +59,14 @@ fn every_path_matches_the_reference() {
             alibi(Case::new(p)).opts(|o| o.alibi_slopes = Some(vec![0.0, -0.3, 0.5, 0.0])),
         ]);
     }
+    // The decode path's cases again over paged K/V.
+    let paged: Vec<Case> = cases
+        .iter()
+        .filter(|c| c.opts.kernel == KernelChoice::Decode)
+        .cloned()
+        .map(Case::paged)
+        .collect();
+    cases.extend(paged);
     check_all(cases);
 }
 

@@ -8,6 +8,13 @@ fn decode(p: wgpu_attention::Problem) -> Case {
     Case::new(p).kernel(KernelChoice::Decode)
 }
 
+/// Every case on contiguous K/V and again on paged K/V (through a block table).
+fn check_layouts(cases: impl IntoIterator<Item = Case>) {
+    let cases: Vec<Case> = cases.into_iter().collect();
+    let paged: Vec<Case> = cases.iter().cloned().map(Case::paged).collect();
+    check_all(cases.into_iter().chain(paged));
+}
+
 /// A decode tile of the row design with an explicit split count (keys per split = ⌈Lk / splits⌉).
 fn splits(n: u32) -> DecodeConfig {
     DecodeConfig {
@@ -44,7 +51,7 @@ fn shapes_and_split_counts() {
 }
 
 fn shapes_and_split_counts_with(splits: fn(u32) -> DecodeConfig) {
-    check_all([
+    check_layouts([
         decode(problem(1, 1, 1, 1, 1, 8, 8)),
         decode(problem(1, 4, 1, 1, 1, 8, 8)).decode(splits(7)), // Lk < splits
         decode(problem(1, 8, 2, 1, 37, 16, 16)).decode(splits(5)), // prime Lk, uneven splits
@@ -65,7 +72,7 @@ fn masks_and_causal() {
 
 fn masks_and_causal_with(splits: fn(u32) -> DecodeConfig) {
     let p = problem(2, 8, 2, 3, 45, 16, 16);
-    check_all([
+    check_layouts([
         decode(p)
             .decode(splits(4))
             .opts(|o| o.causal = Some(Alignment::TopLeft)),
@@ -124,7 +131,7 @@ fn f16_and_large_heads() {
 }
 
 fn f16_and_large_heads_with(splits: fn(u32) -> DecodeConfig) {
-    check_all([
+    check_layouts([
         decode(problem(1, 8, 2, 1, 70, 64, 64))
             .dtype(DType::F16)
             .decode(splits(4)),

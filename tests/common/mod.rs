@@ -73,6 +73,8 @@ pub struct Case {
     pub tile: Option<FlashConfig>,
     /// Decode tile and splits; `None` uses the library's default choice.
     pub decode: Option<DecodeConfig>,
+    /// Read K and V as pages through a shuffled block table (`AttentionOptions::block_table`).
+    pub paged: bool,
 }
 
 impl Case {
@@ -88,6 +90,7 @@ impl Case {
             seed: 7,
             tile: None,
             decode: None,
+            paged: false,
         }
     }
     pub fn opts(mut self, f: impl FnOnce(&mut AttentionOptions)) -> Self {
@@ -123,6 +126,12 @@ impl Case {
     }
     pub fn tile(mut self, t: FlashConfig) -> Self {
         self.tile = Some(t);
+        self
+    }
+    /// The same case over paged K/V: pages of the largest divisor of Lk up to 8 rows, in reversed
+    /// order behind a block table (Lk > 0 only).
+    pub fn paged(mut self) -> Self {
+        self.paged = self.problem.lk > 0;
         self
     }
     pub fn decode(mut self, d: DecodeConfig) -> Self {
@@ -171,15 +180,32 @@ impl Case {
             decode: self.decode,
             ..Default::default()
         };
-        let call = Attention::with_tuning(
-            ctx,
-            &upload(ctx, &q, &qs, self.dtype),
-            &upload(ctx, &k, &ks, self.dtype),
-            &upload(ctx, &v, &vs, self.dtype),
-            &opts,
-            &tuning,
-        )
-        .map_err(|e| format!("{self:?}: attention failed: {e}"))?;
+        let (k_gpu, v_gpu) = match self.paged {
+            false => (upload(ctx, &k, &ks, self.dtype), upload(ctx, &v, &vs, self.dtype)),
+            true => {
+                let page = (1..=8).rev().find(|d| p.lk.is_multiple_of(*d)).unwrap_or(1);
+                let (cols, pages) = (p.lk / page, p.b * p.lk / page);
+                let table: Vec<u32> = (0..pages as u32).rev().collect();
+                opts.block_table = Some(Tensor::from_slice(ctx, &table, &[p.b, cols]).unwrap());
+                let paginate = |x: &[f32], d: usize| {
+                    let mut out = vec![0.0f32; x.len()];
+                    for b in 0..p.b {
+                        for j in 0..p.lk {
+                            let id = table[b * cols + j / page] as usize;
+                            for h in 0..p.hkv {
+                                let src = ((b * p.hkv + h) * p.lk + j) * d;
+                                let dst = ((id * page + j % page) * p.hkv + h) * d;
+                                out[dst..dst + d].copy_from_slice(&x[src..src + d]);
+                            }
+                        }
+                    }
+                    upload(ctx, &out, &[pages, page, p.hkv, d], self.dtype)
+                };
+                (paginate(&k, p.dk), paginate(&v, p.dv))
+            }
+        };
+        let call = Attention::with_tuning(ctx, &upload(ctx, &q, &qs, self.dtype), &k_gpu, &v_gpu, &opts, &tuning)
+            .map_err(|e| format!("{self:?}: attention failed: {e}"))?;
         call.submit().map_err(|e| format!("{self:?}: submit failed: {e}"))?;
         let gpu = call.into_output();
 
