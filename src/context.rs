@@ -13,6 +13,11 @@ pub const WANTED_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
     .union(wgpu::Features::TIMESTAMP_QUERY)
     .union(wgpu::Features::PIPELINE_CACHE);
 
+/// Features of the cooperative-matrix design (f16 A/B operands, f32 accumulators): an owned
+/// context requests both when the adapter has both (see [`Context::from_adapter`]).
+pub const COOPMAT_FEATURES: wgpu::Features =
+    wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX.union(wgpu::Features::SHADER_F16);
+
 /// How [`Context::with_options`] chooses an adapter. [`ContextOptions::from_env`] reads the
 /// standard wgpu variables: `WGPU_BACKEND` (e.g. `vulkan`, `metal`, `dx12`, `gl`),
 /// `WGPU_ADAPTER_NAME` (case-insensitive substring) and `WGPU_POWER_PREF` (`low`, `high`, `none`).
@@ -63,6 +68,9 @@ pub struct DeviceInfo {
     pub features: wgpu::Features,
     /// Limits granted to the device.
     pub limits: wgpu::Limits,
+    /// The adapter's cooperative-matrix configurations (`Adapter::cooperative_matrix_properties`);
+    /// empty when the adapter has none or is unknown (a borrowed device without its adapter).
+    pub cooperative_matrices: Vec<wgpu::CooperativeMatrixProperties>,
 }
 
 impl DeviceInfo {
@@ -75,6 +83,36 @@ impl DeviceInfo {
             ),
             None => "caller-provided device (adapter unknown)".to_string(),
         }
+    }
+
+    /// Square sizes M (= N = K) of the f16 × f16 → f32 cooperative-matrix products the device can
+    /// run, ascending: the adapter lists the configuration, WGSL has a type for it (8×8, 16×16) and
+    /// the device was granted [`COOPMAT_FEATURES`]. Empty otherwise.
+    pub fn coopmat_f16_sizes(&self) -> Vec<u32> {
+        if !self.features.contains(COOPMAT_FEATURES) {
+            return Vec::new();
+        }
+        let mut sizes: Vec<u32> = self
+            .cooperative_matrices
+            .iter()
+            .filter(|c| {
+                c.ab_type == wgpu::CooperativeScalarType::F16
+                    && c.cr_type == wgpu::CooperativeScalarType::F32
+                    && c.m_size == c.n_size
+                    && c.n_size == c.k_size
+                    && matches!(c.m_size, 8 | 16)
+            })
+            .map(|c| c.m_size)
+            .collect();
+        sizes.sort_unstable();
+        sizes.dedup();
+        sizes
+    }
+
+    /// The largest of [`DeviceInfo::coopmat_f16_sizes`], the matrix size the cooperative-matrix
+    /// kernels use; `None` when the device has no f16 → f32 cooperative matrices.
+    pub fn coopmat_f16_size(&self) -> Option<u32> {
+        self.coopmat_f16_sizes().last().copied()
     }
 }
 
@@ -176,13 +214,28 @@ impl Context {
         Ok(ctx)
     }
 
-    /// Creates a device on a given adapter.
+    /// Creates a device on a given adapter. Requests every feature of [`WANTED_FEATURES`] the
+    /// adapter has, and [`COOPMAT_FEATURES`] when it has both (the cooperative-matrix design).
     pub fn from_adapter(adapter: &wgpu::Adapter) -> Result<Self> {
-        let features = adapter.features() & WANTED_FEATURES;
+        let mut features = adapter.features() & WANTED_FEATURES;
+        let coopmat = adapter.features().contains(COOPMAT_FEATURES);
+        let experimental_features = if coopmat {
+            features |= COOPMAT_FEATURES;
+            // SAFETY: wgpu gates cooperative matrices behind experimental features because their
+            // validation is incomplete: a shader misusing them may reach the driver unchecked.
+            // Only this crate's own kernels run on this device; the cooperative-matrix one
+            // loads and stores workgroup arrays at offsets bounded by its override constants
+            // (checked on the host against the array sizes) and runs them in subgroup-uniform
+            // control flow, and its naga validation is tested without a GPU.
+            unsafe { wgpu::ExperimentalFeatures::enabled() }
+        } else {
+            wgpu::ExperimentalFeatures::disabled()
+        };
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("wgpu-attention"),
             required_features: features,
             required_limits: adapter.limits(),
+            experimental_features,
             ..Default::default()
         }))?;
         // Our own device: every operation runs in an error scope, so anything uncaptured is a bug;
@@ -190,7 +243,8 @@ impl Context {
         device.on_uncaptured_error(Arc::new(|e| eprintln!("wgpu-attention: uncaptured wgpu error: {e}")));
         let info = adapter.get_info();
         let disk_cache = DiskCache::open(&device, &info);
-        Ok(Self::build(device, queue, Some(info), disk_cache))
+        let coop = adapter.cooperative_matrix_properties();
+        Ok(Self::build(device, queue, Some(info), coop, disk_cache))
     }
 
     /// Borrows a caller's device and queue. Nothing global is installed on them (no uncaptured
@@ -204,27 +258,42 @@ impl Context {
     /// cache, while each `from_device` call starts an empty one. (wgpu identifies devices by ids
     /// that are unique only within one `Instance`, so the crate cannot tell on its own that two
     /// borrowed handles are the same device.)
+    ///
+    /// The device's supported cooperative-matrix shapes are only known with its adapter: use
+    /// [`Context::from_device_and_adapter`] for the cooperative-matrix design.
     pub fn from_device(device: &wgpu::Device, queue: &wgpu::Queue) -> Self {
         let info = device.adapter_info();
         let disk_cache = DiskCache::open(device, &info);
-        Self::build(device.clone(), queue.clone(), Some(info), disk_cache)
+        Self::build(device.clone(), queue.clone(), Some(info), Vec::new(), disk_cache)
+    }
+
+    /// Like [`Context::from_device`], also reading the adapter's cooperative-matrix
+    /// configurations, so that the cooperative-matrix design can run when the caller requested
+    /// [`COOPMAT_FEATURES`] (with `wgpu::ExperimentalFeatures::enabled()`) on `device`.
+    pub fn from_device_and_adapter(device: &wgpu::Device, queue: &wgpu::Queue, adapter: &wgpu::Adapter) -> Self {
+        let info = adapter.get_info();
+        let disk_cache = DiskCache::open(device, &info);
+        let coop = adapter.cooperative_matrix_properties();
+        Self::build(device.clone(), queue.clone(), Some(info), coop, disk_cache)
     }
 
     /// Like [`Context::from_device`], also recording the adapter's information for reports.
     pub fn from_device_with_adapter_info(device: &wgpu::Device, queue: &wgpu::Queue, info: wgpu::AdapterInfo) -> Self {
-        Self::build(device.clone(), queue.clone(), Some(info), None)
+        Self::build(device.clone(), queue.clone(), Some(info), Vec::new(), None)
     }
 
     fn build(
         device: wgpu::Device,
         queue: wgpu::Queue,
         adapter: Option<wgpu::AdapterInfo>,
+        cooperative_matrices: Vec<wgpu::CooperativeMatrixProperties>,
         disk_cache: Option<DiskCache>,
     ) -> Self {
         let info = DeviceInfo {
             adapter,
             features: device.features(),
             limits: device.limits(),
+            cooperative_matrices,
         };
         Self {
             inner: Arc::new(Inner {

@@ -130,7 +130,7 @@ pub use cache::{AppendOptions, KvCache, PagedLayout, PreparedAppend, PreparedRop
 pub use context::{Context, ContextOptions, DeviceInfo};
 pub use error::{Error, Result};
 pub use gemm::{Activation, GemmOptions};
-pub use kernels::{BackwardConfig, DecodeConfig, FlashConfig, GemmTile};
+pub use kernels::{BackwardConfig, CoopmatConfig, DecodeConfig, FlashConfig, GemmTile};
 pub use merge::merge_attention_states;
 pub use options::{alibi_slopes, Alignment, AttentionOptions, Dropout, KernelChoice, Window};
 pub use prepared::Prepared;

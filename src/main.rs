@@ -484,6 +484,27 @@ fn info() -> Result<()> {
         None => println!("adapter:      unknown"),
     }
     println!("features:     {:?}", i.features);
+    // M×N×K, A/B type → C type; wgpu lists subgroup-scope configurations only.
+    if i.cooperative_matrices.is_empty() {
+        println!("cooperative matrices: none");
+    } else {
+        println!("cooperative matrices (subgroup scope):");
+        for c in &i.cooperative_matrices {
+            println!(
+                "  {}x{}x{}  A/B {:?} -> C {:?}{}",
+                c.m_size,
+                c.n_size,
+                c.k_size,
+                c.ab_type,
+                c.cr_type,
+                if c.saturating_accumulation { " (saturating)" } else { "" }
+            );
+        }
+    }
+    match i.coopmat_f16_size() {
+        Some(m) => println!("coopmat design: {m}x{m}x{m} f16 -> f32"),
+        None => println!("coopmat design: unavailable (needs f16 -> f32 cooperative matrices)"),
+    }
     let l = &i.limits;
     println!("limits:");
     println!("  max_buffer_size                       {}", l.max_buffer_size);

@@ -91,6 +91,10 @@ pub struct Variant {
     /// K/V rows read through a block table (`common/kv_paged.wgsl`; otherwise
     /// `common/kv_contiguous.wgsl`).
     pub paged: bool,
+    /// Cooperative-matrix size M (M×M×M, f16 × f16 → f32): the prelude enables
+    /// `wgpu_cooperative_matrix` and defines `CM` and the `coop_a`/`coop_b`/`coop_c` types
+    /// (0 = none).
+    pub coop: u32,
 }
 
 /// Every kernel of the crate: its shader file and the common pieces it is composed from.
@@ -105,6 +109,8 @@ pub enum Kernel {
     WeightedSum,
     /// `shaders/flash_forward.wgsl`: the fused single-pass kernel.
     FlashForward,
+    /// `shaders/flash_coopmat.wgsl`: the fused kernel on cooperative matrices (f16 storage).
+    FlashCoopmat,
     /// `shaders/peak_fma.wgsl`: calibration kernel, dependent FMA chains (arithmetic ceiling).
     PeakFma,
     /// `shaders/peak_bandwidth.wgsl`: calibration kernel, vec4 stream copy (memory ceiling).
@@ -147,11 +153,12 @@ pub enum Kernel {
 
 impl Kernel {
     /// All kernels, for tests and pre-compilation.
-    pub const ALL: [Kernel; 22] = [
+    pub const ALL: [Kernel; 23] = [
         Kernel::QkScores,
         Kernel::MaskedSoftmax,
         Kernel::WeightedSum,
         Kernel::FlashForward,
+        Kernel::FlashCoopmat,
         Kernel::PeakFma,
         Kernel::PeakBandwidth,
         Kernel::Gemm,
@@ -179,6 +186,7 @@ impl Kernel {
             Kernel::MaskedSoftmax => "masked_softmax.wgsl",
             Kernel::WeightedSum => "weighted_sum.wgsl",
             Kernel::FlashForward => "flash_forward.wgsl",
+            Kernel::FlashCoopmat => "flash_coopmat.wgsl",
             Kernel::PeakFma => "peak_fma.wgsl",
             Kernel::PeakBandwidth => "peak_bandwidth.wgsl",
             Kernel::Gemm => "gemm.wgsl",
@@ -203,6 +211,7 @@ impl Kernel {
             Kernel::MaskedSoftmax => include_str!("../shaders/masked_softmax.wgsl"),
             Kernel::WeightedSum => include_str!("../shaders/weighted_sum.wgsl"),
             Kernel::FlashForward => include_str!("../shaders/flash_forward.wgsl"),
+            Kernel::FlashCoopmat => include_str!("../shaders/flash_coopmat.wgsl"),
             Kernel::PeakFma => include_str!("../shaders/peak_fma.wgsl"),
             Kernel::PeakBandwidth => include_str!("../shaders/peak_bandwidth.wgsl"),
             Kernel::Gemm => include_str!("../shaders/gemm.wgsl"),
@@ -227,6 +236,16 @@ impl Kernel {
 
     fn pieces(self, variant: Variant) -> Vec<&'static str> {
         let alibi = if variant.alibi { common::ALIBI } else { common::NO_ALIBI };
+        let io = if variant.vec4_io {
+            common::LOAD_VEC4
+        } else {
+            common::LOAD_SCALAR
+        };
+        let centers = if variant.local {
+            common::CENTERS
+        } else {
+            common::NO_CENTERS
+        };
         match self {
             Kernel::QkScores | Kernel::WeightedSum => vec![common::PARAMS, common::GRID, common::GEMM_TILE],
             Kernel::MaskedSoftmax => vec![
@@ -275,12 +294,18 @@ impl Kernel {
                 pieces.extend([common::SCORE_DOT, rows, common::DECODE_PARTS]);
                 pieces
             }
+            // The register design's pieces without its K/V fetch and score term: the products are
+            // cooperative matrices.
+            Kernel::FlashCoopmat => vec![
+                common::PARAMS,
+                common::GRID,
+                common::PHILOX,
+                centers,
+                alibi,
+                common::MASK,
+                io,
+            ],
             Kernel::FlashForward => {
-                let io = if variant.vec4_io {
-                    common::LOAD_VEC4
-                } else {
-                    common::LOAD_SCALAR
-                };
                 let fetch = if variant.subgroup > 0 {
                     common::FETCH_SUBGROUP
                 } else {
@@ -290,11 +315,6 @@ impl Kernel {
                     common::SCORE_ADDITIVE
                 } else {
                     common::SCORE_DOT
-                };
-                let centers = if variant.local {
-                    common::CENTERS
-                } else {
-                    common::NO_CENTERS
                 };
                 vec![
                     common::PARAMS,
@@ -358,7 +378,11 @@ impl Kernel {
 
     /// The storage element types this kernel can be compiled for.
     pub fn dtypes(self) -> &'static [DType] {
-        &[DType::F32, DType::F16]
+        match self {
+            // f16 A/B operands are staged from f16 storage.
+            Kernel::FlashCoopmat => &[DType::F16],
+            _ => &[DType::F32, DType::F16],
+        }
     }
 }
 
@@ -379,6 +403,10 @@ pub fn compose(kernel: Kernel, dtype: DType) -> String {
             subgroup: 8,
             ..Variant::default()
         },
+        Kernel::FlashCoopmat => Variant {
+            coop: 8,
+            ..Variant::default()
+        },
         _ => Variant::default(),
     };
     compose_variant(kernel, dtype, variant)
@@ -391,6 +419,15 @@ pub fn compose_variant(kernel: Kernel, dtype: DType, variant: Variant) -> String
     match dtype {
         DType::F16 => src.push_str("enable f16;\nalias elem = f16;\n"),
         _ => src.push_str("alias elem = f32;\n"),
+    }
+    if variant.coop > 0 {
+        // Directives come before declarations; the matrix operands are f16 whatever the storage.
+        let m = variant.coop;
+        let enable = if dtype == DType::F16 { "" } else { "enable f16;\n" };
+        src.insert_str(0, &format!("{enable}enable wgpu_cooperative_matrix;\n"));
+        src.push_str(&format!(
+            "const CM: u32 = {m}u;\nalias coop_a = coop_mat{m}x{m}<f16, A>;\nalias coop_b = coop_mat{m}x{m}<f16, B>;\nalias coop_c = coop_mat{m}x{m}<f32, C>;\n"
+        ));
     }
     if variant.subgroup > 0 {
         src.push_str(&format!("const SUBGROUP: u32 = {}u;\n", variant.subgroup));

@@ -195,3 +195,55 @@ fn backward_kernels_validate_for_every_variant() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+/// The cooperative-matrix kernel for both matrix sizes, every loader, local-p and ALiBi variant,
+/// with its tile constants at the smallest and a large tile, and the widest heads.
+#[test]
+fn coopmat_kernel_validates_for_every_variant() {
+    let mut failures = Vec::new();
+    for coop in [8, 16] {
+        for (vec4_io, local, alibi) in [
+            (false, false, false),
+            (true, false, false),
+            (true, true, true),
+            (false, true, false),
+        ] {
+            let variant = Variant {
+                vec4_io,
+                local,
+                alibi,
+                coop,
+                ..Variant::default()
+            };
+            let src = compose_variant(Kernel::FlashCoopmat, wgpu_attention::DType::F16, variant);
+            if let Err(e) = validate(&src, &HashMap::new()) {
+                failures.push(format!("{variant:?}: {e}"));
+                continue;
+            }
+            for (br, bc, dk, dv, workgroup, varlen) in [(coop, coop, coop, coop, 8, 0), (64, 32, 256, 128, 128, 1)] {
+                let c: HashMap<String, f64> = [
+                    ("WORKGROUP", workgroup),
+                    ("BR", br),
+                    ("BC", bc),
+                    ("DK", dk),
+                    ("DV", dv),
+                    ("DK4", dk / 4),
+                    ("DV4", dv / 4),
+                    ("Q_TILE", br * dk),
+                    ("K_TILE", bc * dk),
+                    ("V_TILE", bc * dv),
+                    ("S_TILE", br * bc),
+                    ("O_TILE", br * dv),
+                    ("VARLEN", varlen),
+                ]
+                .into_iter()
+                .map(|(n, v)| (n.to_string(), v as f64))
+                .collect();
+                if let Err(e) = validate(&src, &c) {
+                    failures.push(format!("{variant:?} Br={br} Bc={bc} Dk={dk} Dv={dv}: {e}"));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}

@@ -3,6 +3,7 @@
 
 pub mod additive_hidden;
 pub mod flash_backward;
+pub mod flash_coopmat;
 pub mod flash_decode;
 pub mod flash_forward;
 pub mod gemm;
@@ -14,6 +15,7 @@ pub mod qk_scores;
 pub mod weighted_sum;
 
 pub use flash_backward::BackwardConfig;
+pub use flash_coopmat::CoopmatConfig;
 pub use flash_decode::DecodeConfig;
 pub use flash_forward::FlashConfig;
 

@@ -1,0 +1,200 @@
+//! Host side of `shaders/flash_coopmat.wgsl`: the fused kernel on cooperative matrices (f16
+//! storage, f32 accumulation). Same bindings and uniform as `flash_forward`, so the fused path
+//! dispatches either with the same buffers.
+
+use super::{check_workgroup_x, dispatch_step, grid, BoundBuffer, Params, Step};
+use crate::attention::Problem;
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::pipeline::{self, Kernel, Variant};
+use crate::tensor::DType;
+
+/// Largest head dim of the cooperative-matrix kernel.
+pub const MAX_HEAD_DIM: u32 = 256;
+
+/// Tile of the cooperative-matrix kernel: a workgroup of `workgroup` invocations owns
+/// `block_q` query rows of one (batch, head) and walks the keys `block_k` at a time. Both blocks
+/// are multiples of the device's matrix size; every tile of Q, K, V, S, P and O lives in
+/// workgroup memory ([`CoopmatConfig::workgroup_bytes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct CoopmatConfig {
+    /// Invocations per workgroup (its subgroups share the matrix tiles).
+    pub workgroup: u32,
+    /// Query rows per workgroup (Br).
+    pub block_q: u32,
+    /// Keys per tile (Bc).
+    pub block_k: u32,
+}
+
+impl CoopmatConfig {
+    /// Candidate blocks (block_q, block_k), largest first: `default_for` takes the first that
+    /// fits the device's workgroup memory; the tuner may try them all.
+    pub const CANDIDATES: [(u32, u32); 6] = [(64, 64), (64, 32), (32, 32), (32, 16), (16, 16), (8, 8)];
+
+    /// Workgroup memory of the kernel: the f16 Q, K and V tiles, the f32 scores and f16
+    /// probabilities, the f32 O block and the running max/sum per row.
+    pub fn workgroup_bytes(&self, dk: u32, dv: u32) -> u64 {
+        let (br, bc, dk, dv) = (self.block_q as u64, self.block_k as u64, dk as u64, dv as u64);
+        let f16_tiles = br * dk + bc * dk + bc * dv + br * bc;
+        let f32_tiles = br * bc + br * dv + 2 * br;
+        // Each array rounded up to 16 bytes, plus the two flags.
+        2 * f16_tiles + 4 * f32_tiles + 6 * 16 + 8
+    }
+
+    /// The largest candidate block that fits the device, for head dims `dk`, `dv`. CPU adapters
+    /// get one subgroup per workgroup (barriers are cheap there, and lavapipe runs a workgroup on
+    /// one thread), GPUs four subgroups of 32.
+    pub fn default_for(ctx: &Context, dk: u32, dv: u32) -> Result<Self> {
+        let m = matrix_size(ctx)?;
+        check_head_dims(m, dk, dv)?;
+        let cpu = super::is_cpu(ctx);
+        let subgroup = ctx
+            .info()
+            .adapter
+            .as_ref()
+            .map_or(32, |a| a.subgroup_max_size.clamp(4, 128));
+        let workgroup = if cpu { subgroup } else { 128 }.min(ctx.limits().max_compute_invocations_per_workgroup);
+        let max_bytes = ctx.limits().max_compute_workgroup_storage_size as u64;
+        let cpu_cap = if cpu { 32 } else { u32::MAX };
+        Self::CANDIDATES
+            .iter()
+            .map(|&(block_q, block_k)| Self {
+                workgroup,
+                block_q,
+                block_k,
+            })
+            .filter(|c| c.block_q <= cpu_cap && c.block_q % m == 0 && c.block_k % m == 0)
+            .find(|c| c.workgroup_bytes(dk, dv) <= max_bytes)
+            .ok_or_else(|| {
+                Error::Unsupported(format!(
+                    "the cooperative-matrix kernel needs {} bytes of workgroup memory for Dk={dk}, Dv={dv} at its smallest tile; the device has {max_bytes}",
+                    Self {
+                        workgroup,
+                        block_q: m,
+                        block_k: m
+                    }
+                    .workgroup_bytes(dk, dv)
+                ))
+            })
+    }
+
+    /// Checks the tile against the kernel's rules and the device's limits.
+    pub fn check(&self, ctx: &Context, dk: u32, dv: u32) -> Result<()> {
+        let m = matrix_size(ctx)?;
+        check_head_dims(m, dk, dv)?;
+        for (name, value) in [("block_q", self.block_q), ("block_k", self.block_k)] {
+            if value == 0 || value % m != 0 || value > 256 {
+                return Err(Error::Unsupported(format!(
+                    "cooperative-matrix tile: {name} = {value} must be a multiple of the matrix size {m}, at most 256"
+                )));
+            }
+        }
+        check_workgroup_x(ctx, "flash_coopmat", self.workgroup)?;
+        super::check_workgroup(ctx, self.workgroup, self.workgroup_bytes(dk, dv))
+    }
+}
+
+/// The f16 → f32 matrix size M (M×M×M) the kernel uses on `ctx`.
+fn matrix_size(ctx: &Context) -> Result<u32> {
+    ctx.info().coopmat_f16_size().ok_or_else(|| {
+        Error::Unsupported(
+            "the device has no f16 → f32 cooperative matrices (needs Features::EXPERIMENTAL_COOPERATIVE_MATRIX and SHADER_F16, and an adapter listing an 8×8×8 or 16×16×16 configuration)".into(),
+        )
+    })
+}
+
+fn check_head_dims(m: u32, dk: u32, dv: u32) -> Result<()> {
+    if dk == 0 || dv == 0 || dk % m != 0 || dv % m != 0 || dk.max(dv) > MAX_HEAD_DIM {
+        return Err(Error::Unsupported(format!(
+            "the cooperative-matrix kernel needs head dims that are multiples of its matrix size {m}, up to {MAX_HEAD_DIM} (got Dk={dk}, Dv={dv})"
+        )));
+    }
+    Ok(())
+}
+
+/// Why the cooperative-matrix kernel cannot serve a call, or `None` when it can: f32 storage,
+/// a device without f16 → f32 cooperative matrices or subgroups, the additive score (no matrix
+/// product), head dims that are not multiples of the matrix size, or a tile that does not fit
+/// the workgroup memory.
+pub(crate) fn unsupported(ctx: &Context, problem: &Problem, dtype: DType, additive: bool) -> Option<String> {
+    if dtype != DType::F16 {
+        return Some(format!("cooperative matrices read f16 storage (got {})", dtype.name()));
+    }
+    if additive {
+        return Some("the additive score is not a matrix product".into());
+    }
+    if let Err(e) = matrix_size(ctx) {
+        return Some(e.to_string());
+    }
+    if !ctx.features().contains(wgpu::Features::SUBGROUP) {
+        return Some("the cooperative-matrix kernel spreads its tiles over subgroups: needs Features::SUBGROUP".into());
+    }
+    let (dk, dv) = (problem.dk as u32, problem.dv as u32);
+    if problem.dk > MAX_HEAD_DIM as usize || problem.dv > MAX_HEAD_DIM as usize {
+        return Some(format!(
+            "head dims up to {MAX_HEAD_DIM} (got Dk={}, Dv={})",
+            problem.dk, problem.dv
+        ));
+    }
+    CoopmatConfig::default_for(ctx, dk, dv).err().map(|e| e.to_string())
+}
+
+#[allow(clippy::too_many_arguments, reason = "one buffer per shader binding")]
+pub(crate) fn step(
+    ctx: &Context,
+    cfg: CoopmatConfig,
+    dtype: DType,
+    p: &Params,
+    params: &wgpu::Buffer,
+    qkv: [&BoundBuffer; 3],
+    out: &BoundBuffer,
+    lse: &BoundBuffer,
+    masks: [&BoundBuffer; 3],
+    centers: Option<&BoundBuffer>,
+    score_vector: Option<&BoundBuffer>,
+    alibi: Option<&BoundBuffer>,
+) -> Result<Step> {
+    if dtype != DType::F16 || score_vector.is_some() {
+        return Err(Error::Unsupported(
+            "the cooperative-matrix kernel serves f16 storage with the dot-product score".into(),
+        ));
+    }
+    cfg.check(ctx, p.dim_k, p.dim_v)?;
+    let m = matrix_size(ctx)?;
+    let (br, bc, dk, dv) = (cfg.block_q, cfg.block_k, p.dim_k, p.dim_v);
+    let mut constants = vec![
+        ("WORKGROUP", cfg.workgroup as f64),
+        ("BR", br as f64),
+        ("BC", bc as f64),
+        ("DK", dk as f64),
+        ("DV", dv as f64),
+        ("DK4", (dk / 4) as f64),
+        ("DV4", (dv / 4) as f64),
+        ("Q_TILE", (br * dk) as f64),
+        ("K_TILE", (bc * dk) as f64),
+        ("V_TILE", (bc * dv) as f64),
+        ("S_TILE", (br * bc) as f64),
+        ("O_TILE", (br * dv) as f64),
+    ];
+    if p.flags & super::flags::VARLEN != 0 {
+        constants.push(("VARLEN", 1.0));
+    }
+    let variant = Variant {
+        vec4_io: super::flash_forward::vec4_ok(p),
+        local: centers.is_some(),
+        alibi: alibi.is_some(),
+        coop: m,
+        ..Variant::default()
+    };
+    let slots = super::flash_forward::slots(variant);
+    let kernel = pipeline::get(ctx, Kernel::FlashCoopmat, dtype, variant, &slots, &constants)?;
+    let blocks = p.bh_count as u64 * p.len_q.div_ceil(br) as u64;
+    let groups = grid(ctx, blocks, "flash_coopmat")?;
+    let [q, k, v] = qkv;
+    let [bias, mask, lengths] = masks;
+    let mut buffers = vec![q, k, v, out, lse, bias, mask, lengths];
+    buffers.extend(centers);
+    buffers.extend(alibi);
+    Ok(dispatch_step(ctx, kernel, params, &buffers, groups))
+}
