@@ -50,6 +50,8 @@ pub mod common {
     /// Bias, boolean mask, key padding, causal, window, zero-score and local-p predicates
     /// (`finish_score`) and the post-softmax dropout / Gaussian factor (`value_weight`).
     pub const MASK: &str = include_str!("../shaders/common/mask.wgsl");
+    /// The fused designs' query-row block: its (b, h), rows, lengths and key range.
+    pub const ROW_BLOCK: &str = include_str!("../shaders/common/row_block.wgsl");
     /// The register-tiled GEMM tile loop shared by QKᵀ and P·V.
     pub const GEMM_TILE: &str = include_str!("../shaders/common/gemm_tile.wgsl");
     /// Q/K/V/O bindings with vec4 loads (aligned operands).
@@ -91,6 +93,8 @@ pub struct Variant {
     /// K/V rows read through a block table (`common/kv_paged.wgsl`; otherwise
     /// `common/kv_contiguous.wgsl`).
     pub paged: bool,
+    /// Per-invocation accumulator vec4s of the tiled design (`const SLOTS`; 0 = none).
+    pub slots: u32,
 }
 
 /// Every kernel of the crate: its shader file and the common pieces it is composed from.
@@ -103,8 +107,11 @@ pub enum Kernel {
     MaskedSoftmax,
     /// `shaders/weighted_sum.wgsl`: O = P V.
     WeightedSum,
-    /// `shaders/flash_forward.wgsl`: the fused single-pass kernel.
+    /// `shaders/flash_forward.wgsl`: the fused single-pass kernel (register design).
     FlashForward,
+    /// `shaders/flash_tiled.wgsl`: the fused kernel with Q, K and V tiles in workgroup memory
+    /// (tiled design).
+    FlashTiled,
     /// `shaders/peak_fma.wgsl`: calibration kernel, dependent FMA chains (arithmetic ceiling).
     PeakFma,
     /// `shaders/peak_bandwidth.wgsl`: calibration kernel, vec4 stream copy (memory ceiling).
@@ -147,11 +154,12 @@ pub enum Kernel {
 
 impl Kernel {
     /// All kernels, for tests and pre-compilation.
-    pub const ALL: [Kernel; 22] = [
+    pub const ALL: [Kernel; 23] = [
         Kernel::QkScores,
         Kernel::MaskedSoftmax,
         Kernel::WeightedSum,
         Kernel::FlashForward,
+        Kernel::FlashTiled,
         Kernel::PeakFma,
         Kernel::PeakBandwidth,
         Kernel::Gemm,
@@ -179,6 +187,7 @@ impl Kernel {
             Kernel::MaskedSoftmax => "masked_softmax.wgsl",
             Kernel::WeightedSum => "weighted_sum.wgsl",
             Kernel::FlashForward => "flash_forward.wgsl",
+            Kernel::FlashTiled => "flash_tiled.wgsl",
             Kernel::PeakFma => "peak_fma.wgsl",
             Kernel::PeakBandwidth => "peak_bandwidth.wgsl",
             Kernel::Gemm => "gemm.wgsl",
@@ -203,6 +212,7 @@ impl Kernel {
             Kernel::MaskedSoftmax => include_str!("../shaders/masked_softmax.wgsl"),
             Kernel::WeightedSum => include_str!("../shaders/weighted_sum.wgsl"),
             Kernel::FlashForward => include_str!("../shaders/flash_forward.wgsl"),
+            Kernel::FlashTiled => include_str!("../shaders/flash_tiled.wgsl"),
             Kernel::PeakFma => include_str!("../shaders/peak_fma.wgsl"),
             Kernel::PeakBandwidth => include_str!("../shaders/peak_bandwidth.wgsl"),
             Kernel::Gemm => include_str!("../shaders/gemm.wgsl"),
@@ -303,9 +313,32 @@ impl Kernel {
                     centers,
                     alibi,
                     common::MASK,
+                    common::ROW_BLOCK,
                     io,
                     fetch,
                     score,
+                ]
+            }
+            Kernel::FlashTiled => {
+                let io = if variant.vec4_io {
+                    common::LOAD_VEC4
+                } else {
+                    common::LOAD_SCALAR
+                };
+                let centers = if variant.local {
+                    common::CENTERS
+                } else {
+                    common::NO_CENTERS
+                };
+                vec![
+                    common::PARAMS,
+                    common::GRID,
+                    common::PHILOX,
+                    centers,
+                    alibi,
+                    common::MASK,
+                    common::ROW_BLOCK,
+                    io,
                 ]
             }
             Kernel::FlashBackwardPre => vec![common::PARAMS, common::GRID, common::GRAD_IO],
@@ -379,6 +412,10 @@ pub fn compose(kernel: Kernel, dtype: DType) -> String {
             subgroup: 8,
             ..Variant::default()
         },
+        Kernel::FlashTiled => Variant {
+            slots: 4,
+            ..Variant::default()
+        },
         _ => Variant::default(),
     };
     compose_variant(kernel, dtype, variant)
@@ -397,6 +434,9 @@ pub fn compose_variant(kernel: Kernel, dtype: DType, variant: Variant) -> String
     }
     if variant.rows > 0 {
         src.push_str(&format!("const ROWS: u32 = {}u;\n", variant.rows));
+    }
+    if variant.slots > 0 {
+        src.push_str(&format!("const SLOTS: u32 = {}u;\n", variant.slots));
     }
     for piece in kernel.pieces(variant) {
         src.push_str(piece);

@@ -9,7 +9,7 @@ use crate::tensor::DType;
 /// Bindings: params, Q, K, V, O, LSE, bias, mask, key lengths (8 storage buffers: the default
 /// limit), then local-p positions (11) and the additive score vector (12), and the ALiBi slopes
 /// uniform (14), for those variants.
-fn slots(v: Variant) -> Vec<(u32, Slot)> {
+pub(crate) fn slots(v: Variant) -> Vec<(u32, Slot)> {
     let mut slots = vec![
         (0, Slot::Uniform),
         (1, Slot::Read),
@@ -180,7 +180,7 @@ fn check_head_dims(dk: u32, dv: u32) -> Result<()> {
 
 /// Whether every Q/K/V/O operand allows vec4 access: head dims, offsets and row strides
 /// multiples of 4 (batch and head strides are multiples of the row stride times a length, or 0).
-fn vec4_ok(p: &Params) -> bool {
+pub(crate) fn vec4_ok(p: &Params) -> bool {
     let all = [p.q, p.k, p.v, p.o];
     p.dim_k.is_multiple_of(4)
         && p.dim_v.is_multiple_of(4)

@@ -5,6 +5,7 @@ pub mod additive_hidden;
 pub mod flash_backward;
 pub mod flash_decode;
 pub mod flash_forward;
+pub mod flash_tiled;
 pub mod gemm;
 pub mod hard_attention;
 pub mod kv_write;
@@ -16,6 +17,7 @@ pub mod weighted_sum;
 pub use flash_backward::BackwardConfig;
 pub use flash_decode::DecodeConfig;
 pub use flash_forward::FlashConfig;
+pub use flash_tiled::TiledConfig;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
