@@ -23,12 +23,14 @@ impl FusedKernel {
             FusedKernel::Tiled(_) => Design::Tiled,
         }
     }
+}
 
-    /// The tile as the bench table shows it.
-    pub fn label(&self) -> String {
+/// The tile as the bench table shows it.
+impl std::fmt::Display for FusedKernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            FusedKernel::Register(c) => format!("wg{} rows{}", c.workgroup, c.rows),
-            FusedKernel::Tiled(c) => format!("q{} k{} lanes{}", c.block_q, c.block_k, c.lanes),
+            FusedKernel::Register(c) => write!(f, "wg{} rows{}", c.workgroup, c.rows),
+            FusedKernel::Tiled(c) => write!(f, "q{} k{} lanes{}", c.block_q, c.block_k, c.lanes),
         }
     }
 }

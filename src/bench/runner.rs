@@ -826,7 +826,7 @@ impl Bench<'_> {
         if choice == KernelChoice::Fused {
             let pick = crate::attention::design::pick(ctx, p, dtype, &opts, &Default::default(), &Default::default())?;
             row.design = Some(pick.kernel.design().name().into());
-            row.tile = Some(pick.kernel.label());
+            row.tile = Some(pick.kernel.to_string());
             row.note = pick.note;
         }
         let [q, k, v] = &inputs.tensors;
