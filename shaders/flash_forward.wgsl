@@ -1,8 +1,8 @@
 // Fused single-pass attention (FlashAttention forward) with online softmax. Each invocation owns
 // ROWS query rows of one (b, h) pair (rows lid, lid + WORKGROUP, …) and streams every visible key
 // once: Q rows and O accumulators live in registers, each loaded K/V vector feeds ROWS rows, and
-// the Lq×Lk score matrix never exists. Composed after common/params.wgsl, common/mask.wgsl, a
-// loader piece (common/load_vec4.wgsl or common/load_scalar.wgsl: the Q/K/V/O bindings and
+// the Lq×Lk score matrix never exists. Composed after common/params.wgsl, common/mask.wgsl,
+// common/row_block.wgsl (the block's rows and key range), a loader piece (common/load_vec4.wgsl or common/load_scalar.wgsl: the Q/K/V/O bindings and
 // `load_q4`, `load_k4`, `load_v4`, `store_o4`), a fetch piece (common/fetch_plain.wgsl or
 // common/fetch_subgroup.wgsl: `KernelInputs`, `fetch_k`, `fetch_v` filling the `kv` registers,
 // `uniform_min`/`uniform_max`) and a score piece (common/score_dot.wgsl or
@@ -40,72 +40,20 @@ const RESCALE_THRESHOLD: f32 = 8.0;
 
 @group(0) @binding(5) var<storage, read_write> lse: array<f32>;
 
-// Score of one (row, key) pair after masks; `masked_range` is uniform across the workgroup.
-fn score(acc: vec4<f32>, masked_range: bool, b: u32, h: u32, i: u32, j: u32, center: f32) -> f32 {
-    let s = (acc.x + acc.y) + (acc.z + acc.w);
-    if (masked_range || (params.flags & (FLAG_SOFTCAP | FLAG_BIAS | FLAG_MASK | FLAG_ZERO_SCORE | FLAG_ALIBI)) != 0u) {
-        return finish_score(s, b, h, i, j, center);
-    }
-    return s;
-}
-
 @compute @workgroup_size(WORKGROUP)
 fn main(input: KernelInputs) {
     let lid = input.lid;
     let lane = lane_of(input);
     init_score_weights();
-    let rows_per_group = WORKGROUP * ROWS;
-    let q_blocks = (params.len_q + rows_per_group - 1u) / rows_per_group;
-    let t = linear_workgroup(input.wid, input.nwg);
-    if (t >= params.bh_count * q_blocks) {
+    var blk: RowBlock;
+    if (!enter_row_block(linear_workgroup(input.wid, input.nwg), WORKGROUP * ROWS, &blk)) {
         return;
     }
-    let bh = params.bh_base + ((t / q_blocks) * params.bh_stride) % params.bh_count;
-    let i0 = (t % q_blocks) * rows_per_group;
-    let b = bh / params.heads_q;
-    let h = bh % params.heads_q;
-    let hk = kv_head(h);
-    // Rows of this (b, h): Lq queries and Lk keys from row 0, or, for packed sequences, sequence
-    // b's own lengths and first rows in the packed tensors (its row blocks past len_q do nothing;
-    // rows past the longest sequence Lq, which sized the dispatch, are never computed).
-    var len_q = params.len_q;
-    var len_k = params.len_k;
-    var q_row0 = 0u;
-    var k_row0 = 0u;
-    if (VARLEN) {
-        let seq = enter_sequence(b);
-        q_row0 = seq.x;
-        len_q = min(seq.y, params.len_q);
-        k_row0 = seq.z;
-        len_k = seq.w;
-        if (i0 >= len_q) {
-            return;
-        }
-    }
-    let i_last = min(i0 + rows_per_group, len_q) - 1u;
-
-    // Keys some row of the workgroup can see: [k_begin, k_end). Keys in [full_begin, full_end)
-    // are seen by every row as far as causal/window/padding go.
-    var k_begin = 0i;
-    var k_end = i32(len_k);
-    var full_begin = 0i;
-    var full_end = i32(len_k);
-    if (has_flag(FLAG_KEY_LENGTHS)) {
-        k_end = min(k_end, i32(min(key_lengths[b], params.len_k))); // lengths are unsigned
-        full_end = min(full_end, k_end);
-    }
-    if (has_flag(FLAG_CAUSAL)) {
-        let off = causal_offset(b);
-        k_end = min(k_end, i32(i_last) + off + 1);
-        full_end = min(full_end, i32(i0) + off + 1);
-    }
-    if (has_flag(FLAG_WINDOW)) {
-        let off = window_offset(b);
-        k_begin = max(k_begin, i32(i0) + off - params.window_left);
-        k_end = min(k_end, i32(i_last) + off + params.window_right + 1);
-        full_begin = max(full_begin, i32(i_last) + off - params.window_left);
-        full_end = min(full_end, i32(i0) + off + params.window_right + 1);
-    }
+    let b = blk.b;
+    let h = blk.h;
+    let i0 = blk.i0;
+    let len_q = blk.len_q;
+    let len_k = blk.len_k;
     let weighted = has_flag(FLAG_DROPOUT) || has_flag(FLAG_LOCAL);
     //@each_row
     let i_{r} = i0 + lid + {r}u * WORKGROUP;
@@ -120,16 +68,19 @@ fn main(input: KernelInputs) {
         lo = min(lo, i32(ceil(c_{r} - params.local_radius)));
         hi = max(hi, i32(floor(c_{r} + params.local_radius)) + 1);
         //@end_row
-        k_begin = max(k_begin, uniform_min(lo));
-        k_end = min(k_end, uniform_max(hi));
-        full_end = full_begin; // every key is tested
+        blk.k_begin = max(blk.k_begin, uniform_min(lo));
+        blk.k_end = min(blk.k_end, uniform_max(hi));
+        blk.full_end = blk.full_begin; // every key is tested
     }
-    full_begin = clamp(full_begin, k_begin, max(k_begin, k_end));
-    full_end = clamp(full_end, full_begin, max(full_begin, k_end));
+    clamp_full_range(&blk);
+    let k_begin = blk.k_begin;
+    let k_end = blk.k_end;
+    let full_begin = blk.full_begin;
+    let full_end = blk.full_end;
 
-    let q_head = params.q_off + b * params.q_sb + h * params.q_sh + q_row0 * params.q_sl;
-    let k_head = params.k_off + b * params.k_sb + hk * params.k_sh + k_row0 * params.k_sl;
-    let v_head = params.v_off + b * params.v_sb + hk * params.v_sh + k_row0 * params.v_sl;
+    let q_head = q_head_of(blk);
+    let k_head = k_head_of(blk);
+    let v_head = v_head_of(blk);
     //@each_row
     var q_{r}: array<vec4<f32>, MAX_HEAD_VEC4>;
     for (var d4 = 0u; d4 < DK4; d4++) {
@@ -152,7 +103,7 @@ fn main(input: KernelInputs) {
         for (var d4 = 0u; d4 < DK4; d4++) {
             acc_{r} += score_term(q_{r}[d4], kv[d4], d4);
         }
-        let s_{r} = score(acc_{r}, masked_range, b, h, im_{r}, ju, c_{r});
+        let s_{r} = block_score((acc_{r}.x + acc_{r}.y) + (acc_{r}.z + acc_{r}.w), masked_range, b, h, im_{r}, ju, c_{r});
         var p_{r} = 0.0;
         if (!is_masked(s_{r})) {
             if (s_{r} > m_{r} + RESCALE_THRESHOLD) {
@@ -184,12 +135,8 @@ fn main(input: KernelInputs) {
 
     // Normalize and write; a row with no visible key (l = 0) gets O = 0 and LSE = -inf; a NaN
     // score anywhere in the row made l NaN, which reaches O and the LSE.
-    let o_head = params.o_off + b * params.o_sb + h * params.o_sh + q_row0 * params.o_sl;
-    // LSE [B, Hq, Lq], or [Hq, total_q] for packed sequences.
-    var lse_row0 = params.lse_off + bh * params.len_q;
-    if (VARLEN) {
-        lse_row0 = params.lse_off + h * params.total_q + q_row0;
-    }
+    let o_head = o_head_of(blk);
+    let lse_row0 = lse_row0_of(blk);
     //@each_row
     if (i_{r} < len_q) {
         var inv_{r} = 0.0;

@@ -122,17 +122,17 @@ pub mod tensor;
 pub mod tune;
 
 pub use attention::{
-    attention, attention_encode, attention_varlen, attention_varlen_encode, validate, Attention, AttentionOutput,
-    Problem, Tuning, Varlen,
+    attention, attention_encode, attention_varlen, attention_varlen_encode, available_designs, validate, Attention,
+    AttentionOutput, Problem, Tuning, Varlen,
 };
 pub use backward::{attention_backward, AttentionBackward, BackwardOptions, Gradients};
 pub use cache::{AppendOptions, KvCache, PagedLayout, PreparedAppend, PreparedRope, UNMAPPED_PAGE};
 pub use context::{Context, ContextOptions, DeviceInfo};
 pub use error::{Error, Result};
 pub use gemm::{Activation, GemmOptions};
-pub use kernels::{BackwardConfig, CoopmatConfig, DecodeConfig, FlashConfig, GemmTile};
+pub use kernels::{BackwardConfig, CoopmatConfig, DecodeConfig, FlashConfig, GemmTile, TiledConfig};
 pub use merge::merge_attention_states;
-pub use options::{alibi_slopes, Alignment, AttentionOptions, Dropout, KernelChoice, Window};
+pub use options::{alibi_slopes, Alignment, AttentionOptions, Design, Dropout, KernelChoice, Window};
 pub use prepared::Prepared;
 pub use rope::{rope, rope_encode, Rope, RopeStyle};
 pub use tensor::{DType, Element, Tensor};

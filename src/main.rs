@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use wgpu_attention::bench::variant::{self, Flag, VariantParams};
 use wgpu_attention::bench::{self, files, peak, plot, report, tuner, BenchOptions, KernelKind, Variant};
 use wgpu_attention::reference::Comparison;
-use wgpu_attention::{Alignment, AttentionOptions, Context, DType, Dropout, KernelChoice, Problem, Window};
+use wgpu_attention::{Alignment, AttentionOptions, Context, DType, Design, Dropout, KernelChoice, Problem, Window};
 
 mod cli_backward;
 use cli_backward::{backward_cmd, check_backward_flags};
@@ -74,6 +74,31 @@ enum KernelArg {
     Decode,
     Reference,
     All,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum DesignArg {
+    /// The library's choice for the adapter (tuning cache, else by device).
+    Auto,
+    /// Rows in registers (CPU drivers).
+    Register,
+    /// Workgroup tiles (GPUs).
+    Tiled,
+    /// Cooperative matrices (GPUs with tensor cores, f16).
+    Coopmat,
+    /// Every design, one row each (bench only).
+    All,
+}
+
+impl DesignArg {
+    fn design(self) -> Option<Design> {
+        match self {
+            DesignArg::Register => Some(Design::Register),
+            DesignArg::Tiled => Some(Design::Tiled),
+            DesignArg::Coopmat => Some(Design::Coopmat),
+            DesignArg::Auto | DesignArg::All => None,
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -162,6 +187,10 @@ struct BenchArgs {
     /// Kernels to run; repeatable (default: fused and staged).
     #[arg(long = "kernel", value_enum)]
     kernels: Vec<KernelArg>,
+    /// Designs of the fused kernel, one fused row each; repeatable (default: auto; `all`: every
+    /// design, those the adapter lacks noting the fallback that ran).
+    #[arg(long = "design", value_enum)]
+    designs: Vec<DesignArg>,
     /// Storage dtype.
     #[arg(long, value_enum, default_value = "f32")]
     dtype: DTypeArg,
@@ -275,6 +304,9 @@ struct RunArgs {
     /// Kernel path (variants with a fused/staged choice).
     #[arg(long, value_enum, default_value = "auto")]
     kernel: RunKernelArg,
+    /// Design of the fused kernel.
+    #[arg(long, value_enum, default_value = "auto")]
+    design: DesignArg,
     /// Causal mask alignment (`--causal` alone: top-left).
     #[arg(long, value_enum, default_value = "none", num_args = 0..=1, default_missing_value = "top-left")]
     causal: CausalArg,
@@ -590,6 +622,13 @@ fn bench_cmd(a: &BenchArgs) -> Result<()> {
             ks
         };
     }
+    if !a.designs.is_empty() {
+        opts.designs = match a.designs.contains(&DesignArg::All) {
+            true => Design::ALL.into_iter().map(Some).collect(),
+            false => a.designs.iter().map(|d| d.design()).collect(),
+        };
+        opts.designs.dedup();
+    }
     opts.dtype = a.dtype.dtype();
     opts.window = a.window;
     opts.key_lengths = (!a.key_lengths.is_empty()).then(|| a.key_lengths.clone());
@@ -868,6 +907,9 @@ fn bench_varlen_cmd(a: &BenchArgs) -> Result<()> {
 }
 
 fn run_cmd(a: &RunArgs) -> Result<()> {
+    if a.design == DesignArg::All {
+        bail!("--design all applies to bench (one row per design); run takes one design");
+    }
     check_backward_flags(a)?;
     if a.kv_cache_mode() {
         return run_kv_cache_cmd(a);
@@ -1280,6 +1322,7 @@ fn attention_options(a: &RunArgs) -> AttentionOptions {
             RunKernelArg::Staged => KernelChoice::Staged,
             RunKernelArg::Decode => KernelChoice::Decode,
         },
+        design: a.design.design(),
         dropout: a.dropout.map(|p| Dropout {
             p,
             seed: a.seed.unwrap_or(0),
@@ -1411,13 +1454,9 @@ fn tune_cmd(a: &TuneArgs) -> Result<()> {
         let speedup = r.entry.default_ms.map_or(String::new(), |d| {
             format!(" (default {d:.3} ms, {:.2}x)", d / r.entry.median_ms)
         });
-        let tile = match r.entry.config {
-            bench::TunedConfig::Register(c) => format!("wg{} rows{}", c.workgroup, c.rows),
-            bench::TunedConfig::Decode(c) if c.splits == 0 => format!("wg{} splits auto", c.workgroup),
-            bench::TunedConfig::Decode(c) => format!("wg{} splits {}", c.workgroup, c.splits),
-        };
+        let tile = tuner::label(&r.entry.config);
         println!(
-            "{:<40} {tile:<18} {:.3} ms{speedup}; {} candidates, {} rejected",
+            "{:<40} {tile:<26} {:.3} ms{speedup}; {} candidates, {} rejected",
             r.bucket,
             r.entry.median_ms,
             r.tried,

@@ -68,6 +68,51 @@ impl Window {
     }
 }
 
+/// A design of the fused kernel: how it maps attention onto the device.
+///
+/// | design | where | structure |
+/// |---|---|---|
+/// | `Register` | CPU drivers (lavapipe) | each invocation keeps whole Q and O rows in registers; no workgroup memory, no barriers |
+/// | `Tiled` | GPUs | FlashAttention-2: a workgroup owns a block of query rows; K/V tiles loaded once into workgroup memory and shared by the block; O slices in registers |
+/// | `Coopmat` | GPUs with cooperative matrices, f16 storage | the tiled structure with QKᵀ and P·V on cooperative matrices (tensor cores) |
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
+#[non_exhaustive]
+pub enum Design {
+    /// Rows in registers (`shaders/flash_forward.wgsl`).
+    Register,
+    /// Workgroup tiles (`shaders/flash_tiled.wgsl`).
+    Tiled,
+    /// Cooperative matrices (`shaders/flash_coopmat.wgsl`).
+    Coopmat,
+}
+
+impl Design {
+    /// Every design, in fallback order reversed (a design falls back to the one before it).
+    pub const ALL: [Design; 3] = [Design::Register, Design::Tiled, Design::Coopmat];
+
+    /// Its name: `register`, `tiled` or `coopmat`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Design::Register => "register",
+            Design::Tiled => "tiled",
+            Design::Coopmat => "coopmat",
+        }
+    }
+
+    /// The design named `name` (as [`Design::name`] spells it).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.name() == name)
+    }
+}
+
+impl std::fmt::Display for Design {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Which kernel path runs the attention.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -136,6 +181,12 @@ pub struct AttentionOptions {
     pub return_lse: bool,
     /// Kernel path.
     pub kernel: KernelChoice,
+    /// Design of the fused kernel; `None` chooses per adapter: the tuning cache's fastest design
+    /// for the call's shape class, else register on CPU adapters, coopmat on GPUs with
+    /// cooperative matrices (f16 storage), tiled on other GPUs. A design that cannot serve a
+    /// call falls back (coopmat → tiled → register) and says why in
+    /// [`crate::AttentionOutput::design_note`].
+    pub design: Option<Design>,
     /// Dropout on P (training-style): each weight is kept with probability 1 − p and scaled by
     /// 1/(1 − p), from a Philox-4x32-10 stream keyed by (seed, b, h, i, j), so equal seeds give
     /// identical masks on every path and on the CPU reference. The LSE is unaffected.

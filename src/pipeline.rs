@@ -50,6 +50,8 @@ pub mod common {
     /// Bias, boolean mask, key padding, causal, window, zero-score and local-p predicates
     /// (`finish_score`) and the post-softmax dropout / Gaussian factor (`value_weight`).
     pub const MASK: &str = include_str!("../shaders/common/mask.wgsl");
+    /// The fused designs' query-row block: its (b, h), rows, lengths and key range.
+    pub const ROW_BLOCK: &str = include_str!("../shaders/common/row_block.wgsl");
     /// The register-tiled GEMM tile loop shared by QKᵀ and P·V.
     pub const GEMM_TILE: &str = include_str!("../shaders/common/gemm_tile.wgsl");
     /// Q/K/V/O bindings with vec4 loads (aligned operands).
@@ -95,6 +97,8 @@ pub struct Variant {
     /// `wgpu_cooperative_matrix` and defines `CM` and the `coop_a`/`coop_b`/`coop_c` types
     /// (0 = none).
     pub coop: u32,
+    /// Per-invocation accumulator vec4s of the tiled design (`const SLOTS`; 0 = none).
+    pub slots: u32,
 }
 
 /// Every kernel of the crate: its shader file and the common pieces it is composed from.
@@ -107,10 +111,13 @@ pub enum Kernel {
     MaskedSoftmax,
     /// `shaders/weighted_sum.wgsl`: O = P V.
     WeightedSum,
-    /// `shaders/flash_forward.wgsl`: the fused single-pass kernel.
+    /// `shaders/flash_forward.wgsl`: the fused single-pass kernel (register design).
     FlashForward,
     /// `shaders/flash_coopmat.wgsl`: the fused kernel on cooperative matrices (f16 storage).
     FlashCoopmat,
+    /// `shaders/flash_tiled.wgsl`: the fused kernel with Q, K and V tiles in workgroup memory
+    /// (tiled design).
+    FlashTiled,
     /// `shaders/peak_fma.wgsl`: calibration kernel, dependent FMA chains (arithmetic ceiling).
     PeakFma,
     /// `shaders/peak_bandwidth.wgsl`: calibration kernel, vec4 stream copy (memory ceiling).
@@ -153,12 +160,13 @@ pub enum Kernel {
 
 impl Kernel {
     /// All kernels, for tests and pre-compilation.
-    pub const ALL: [Kernel; 23] = [
+    pub const ALL: [Kernel; 24] = [
         Kernel::QkScores,
         Kernel::MaskedSoftmax,
         Kernel::WeightedSum,
         Kernel::FlashForward,
         Kernel::FlashCoopmat,
+        Kernel::FlashTiled,
         Kernel::PeakFma,
         Kernel::PeakBandwidth,
         Kernel::Gemm,
@@ -187,6 +195,7 @@ impl Kernel {
             Kernel::WeightedSum => "weighted_sum.wgsl",
             Kernel::FlashForward => "flash_forward.wgsl",
             Kernel::FlashCoopmat => "flash_coopmat.wgsl",
+            Kernel::FlashTiled => "flash_tiled.wgsl",
             Kernel::PeakFma => "peak_fma.wgsl",
             Kernel::PeakBandwidth => "peak_bandwidth.wgsl",
             Kernel::Gemm => "gemm.wgsl",
@@ -212,6 +221,7 @@ impl Kernel {
             Kernel::WeightedSum => include_str!("../shaders/weighted_sum.wgsl"),
             Kernel::FlashForward => include_str!("../shaders/flash_forward.wgsl"),
             Kernel::FlashCoopmat => include_str!("../shaders/flash_coopmat.wgsl"),
+            Kernel::FlashTiled => include_str!("../shaders/flash_tiled.wgsl"),
             Kernel::PeakFma => include_str!("../shaders/peak_fma.wgsl"),
             Kernel::PeakBandwidth => include_str!("../shaders/peak_bandwidth.wgsl"),
             Kernel::Gemm => include_str!("../shaders/gemm.wgsl"),
@@ -294,8 +304,7 @@ impl Kernel {
                 pieces.extend([common::SCORE_DOT, rows, common::DECODE_PARTS]);
                 pieces
             }
-            // The register design's pieces without its K/V fetch and score term: the products are
-            // cooperative matrices.
+            // The tiled design's pieces: the products are cooperative matrices.
             Kernel::FlashCoopmat => vec![
                 common::PARAMS,
                 common::GRID,
@@ -303,6 +312,7 @@ impl Kernel {
                 centers,
                 alibi,
                 common::MASK,
+                common::ROW_BLOCK,
                 io,
             ],
             Kernel::FlashForward => {
@@ -323,9 +333,32 @@ impl Kernel {
                     centers,
                     alibi,
                     common::MASK,
+                    common::ROW_BLOCK,
                     io,
                     fetch,
                     score,
+                ]
+            }
+            Kernel::FlashTiled => {
+                let io = if variant.vec4_io {
+                    common::LOAD_VEC4
+                } else {
+                    common::LOAD_SCALAR
+                };
+                let centers = if variant.local {
+                    common::CENTERS
+                } else {
+                    common::NO_CENTERS
+                };
+                vec![
+                    common::PARAMS,
+                    common::GRID,
+                    common::PHILOX,
+                    centers,
+                    alibi,
+                    common::MASK,
+                    common::ROW_BLOCK,
+                    io,
                 ]
             }
             Kernel::FlashBackwardPre => vec![common::PARAMS, common::GRID, common::GRAD_IO],
@@ -403,6 +436,10 @@ pub fn compose(kernel: Kernel, dtype: DType) -> String {
             subgroup: 8,
             ..Variant::default()
         },
+        Kernel::FlashTiled => Variant {
+            slots: 4,
+            ..Variant::default()
+        },
         Kernel::FlashCoopmat => Variant {
             coop: 8,
             ..Variant::default()
@@ -434,6 +471,9 @@ pub fn compose_variant(kernel: Kernel, dtype: DType, variant: Variant) -> String
     }
     if variant.rows > 0 {
         src.push_str(&format!("const ROWS: u32 = {}u;\n", variant.rows));
+    }
+    if variant.slots > 0 {
+        src.push_str(&format!("const SLOTS: u32 = {}u;\n", variant.slots));
     }
     for piece in kernel.pieces(variant) {
         src.push_str(piece);

@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 use wgpu_attention::bench::files::{read_npy, write_npy, HostData, HostTensor};
-use wgpu_attention::bench::{adapter_key, Design, ShapeClass, TuneCache, TuneEntry, TunedConfig, CACHE_ENV};
+use wgpu_attention::bench::{adapter_key, BucketDesign, ShapeClass, TuneCache, TuneEntry, TunedConfig, CACHE_ENV};
 use wgpu_attention::reference::{self, Broadcast, HostInputs, Tolerance};
 use wgpu_attention::{Alignment, AttentionOptions, Context, DType, FlashConfig, Problem};
 
@@ -646,7 +646,7 @@ fn tune_decode_stores_decode_tiles_the_library_uses() {
     };
     c.insert(
         &key,
-        ShapeClass::of(&p, DType::F32, &AttentionOptions::default()).key_in(Design::Decode, 256),
+        ShapeClass::of(&p, DType::F32, &AttentionOptions::default()).key_in(BucketDesign::Decode, 256),
         TuneEntry {
             config: TunedConfig::Decode(tile),
             median_ms: 1.0,

@@ -11,7 +11,8 @@ mod common;
 use common::ctx;
 use wgpu_attention::reference::{self, Broadcast, HostInputs, Tolerance};
 use wgpu_attention::{
-    Alignment, Attention, AttentionOptions, DType, DecodeConfig, FlashConfig, KernelChoice, Problem, Tensor, Tuning,
+    Alignment, Attention, AttentionOptions, DType, DecodeConfig, Design, FlashConfig, KernelChoice, Problem, Tensor,
+    Tuning,
 };
 
 const P: Problem = Problem {
@@ -371,7 +372,7 @@ fn check_oracle(case: &Case, x: &Inputs, opts: &AttentionOptions, out: &[f64], l
 }
 
 /// The kernels every case runs through.
-fn kernels() -> Vec<(&'static str, KernelChoice, Tuning)> {
+fn kernels() -> Vec<(String, KernelChoice, Option<Design>, Tuning)> {
     let plain = FlashConfig {
         subgroups: false,
         ..FlashConfig::new(16, 2)
@@ -391,14 +392,25 @@ fn kernels() -> Vec<(&'static str, KernelChoice, Tuning)> {
         }),
         ..Default::default()
     };
-    let mut kernels = vec![
+    let mut kernels: Vec<(String, KernelChoice, Option<Design>, Tuning)> = [
         ("fused", KernelChoice::Fused, tile(None)),
         ("fused/plain-fetch", KernelChoice::Fused, tile(Some(plain))),
         ("staged", KernelChoice::Staged, tile(None)),
         ("decode/6 splits", KernelChoice::Decode, split(6)),
         ("decode/3 splits", KernelChoice::Decode, split(3)),
         ("decode", KernelChoice::Decode, tile(None)),
-    ];
+    ]
+    .into_iter()
+    .map(|(name, kernel, tuning)| (name.to_string(), kernel, None, tuning))
+    .collect();
+    // Every other fused design the device runs (f32 and f16 cases alike; a design that cannot
+    // serve a case falls back and says so).
+    for design in wgpu_attention::available_designs(ctx(), DType::F16) {
+        if design != Design::Register {
+            let name = format!("fused/{design}");
+            kernels.push((name, KernelChoice::Fused, Some(design), tile(None)));
+        }
+    }
     // The decode kernel's lanes design (head dim over a subgroup), where the device has it.
     let p = wgpu_attention::Problem {
         b: 1,
@@ -414,8 +426,8 @@ fn kernels() -> Vec<(&'static str, KernelChoice, Tuning)> {
             decode: Some(DecodeConfig { splits, ..lanes }),
             ..Default::default()
         };
-        kernels.push(("decode-lanes/6 splits", KernelChoice::Decode, tuning(6)));
-        kernels.push(("decode-lanes", KernelChoice::Decode, tuning(0)));
+        kernels.push(("decode-lanes/6 splits".into(), KernelChoice::Decode, None, tuning(6)));
+        kernels.push(("decode-lanes".into(), KernelChoice::Decode, None, tuning(0)));
     }
     kernels
 }
@@ -481,9 +493,10 @@ fn run_case(case: &Case, dtype: DType) -> Vec<String> {
         DType::F16 => Tolerance::F16,
         _ => Tolerance::F32,
     };
-    for (name, kernel, tuning) in kernels() {
+    for (name, kernel, design, tuning) in kernels() {
         let mut opts = opts.clone();
         opts.kernel = kernel;
+        opts.design = design;
         let label = format!("{} [{name}, {}]", case.name, dtype.name());
         let call = match Attention::with_tuning(
             ctx,

@@ -229,11 +229,6 @@ fn coopmat_kernel_validates_for_every_variant() {
                     ("DV", dv),
                     ("DK4", dk / 4),
                     ("DV4", dv / 4),
-                    ("Q_TILE", br * dk),
-                    ("K_TILE", bc * dk),
-                    ("V_TILE", bc * dv),
-                    ("S_TILE", br * bc),
-                    ("O_TILE", br * dv),
                     ("VARLEN", varlen),
                 ]
                 .into_iter()

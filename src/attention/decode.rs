@@ -398,6 +398,8 @@ impl Attention {
                 lse,
                 weights: None,
                 kernel: KernelChoice::Decode,
+                design: None,
+                design_note: None,
             },
             causal: opts.causal.is_some(),
             allocated,

@@ -37,6 +37,8 @@ impl Attention {
                 lse,
                 weights,
                 kernel,
+                design: None,
+                design_note: None,
             },
             causal: opts.causal.is_some(),
             allocated,

@@ -1,13 +1,14 @@
 //! The fused path: one `flash_forward` dispatch per chunk of (b, h) pairs, each chunk binding
 //! only the window of every operand it touches so that each fits one storage binding.
 
+use super::design::FusedKernel;
 use super::params::{base_params, local_params};
 use super::plan::storage_buffer;
 use super::{Attention, AttentionOutput, Extras, Problem, Tuning};
 use crate::chunks::{self, Chunk, Operand};
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::kernels::{self, BoundBuffer, FlashConfig, Params, Step};
+use crate::kernels::{self, BoundBuffer, Params, Step};
 use crate::options::{AttentionOptions, KernelChoice};
 use crate::tensor::{DType, Tensor};
 
@@ -115,7 +116,7 @@ fn windowed_operands(
 /// chunk fields, the operands and the bindings that do not depend on the chunk.
 struct ChunkRecorder<'a> {
     ctx: &'a Context,
-    cfg: FlashConfig,
+    kernel: FusedKernel,
     dtype: DType,
     base: Params,
     operands: &'a [Operand],
@@ -180,20 +181,36 @@ impl ChunkRecorder<'_> {
         });
         debug_assert_eq!(centers.is_some(), self.local);
         let params_buf = kernels::params_buffer(self.ctx, &params);
-        let step = kernels::flash_forward::step(
-            self.ctx,
-            self.cfg,
-            self.dtype,
-            &params,
-            &params_buf,
-            [&qb, &kb, &vb],
-            &ob,
-            &lse,
-            [&bias, &mask, &shared.key_lengths],
-            centers.as_ref(),
-            shared.score_vector.as_ref().map(|s| &s.0),
-            shared.alibi.as_ref(),
-        )?;
+        let (qkv, masks) = ([&qb, &kb, &vb], [&bias, &mask, &shared.key_lengths]);
+        let step = match self.kernel {
+            FusedKernel::Register(cfg) => kernels::flash_forward::step(
+                self.ctx,
+                cfg,
+                self.dtype,
+                &params,
+                &params_buf,
+                qkv,
+                &ob,
+                &lse,
+                masks,
+                centers.as_ref(),
+                shared.score_vector.as_ref().map(|s| &s.0),
+                shared.alibi.as_ref(),
+            )?,
+            FusedKernel::Tiled(cfg) => kernels::flash_tiled::step(
+                self.ctx,
+                cfg,
+                self.dtype,
+                &params,
+                &params_buf,
+                qkv,
+                &ob,
+                &lse,
+                masks,
+                centers.as_ref(),
+                shared.alibi.as_ref(),
+            )?,
+        };
         Ok((step, params_buf.size()))
     }
 }
@@ -225,17 +242,14 @@ impl Attention {
         require_storage_usage(q, k, v, opts)?;
         let operands = windowed_operands(p, q, k, v, &out, &lse, opts, extras)?;
         let plan = chunks::plan(ctx, &operands, p.b as u64, p.hq as u64)?;
-        let cfg = match tuning.flash {
-            Some(c) => c,
-            None => crate::tune::flash_config(ctx, p, q.dtype(), opts)?,
-        };
+        let pick = super::design::pick(ctx, p, q.dtype(), opts, extras, tuning)?;
         let shared = SharedBindings::new(ctx, opts, extras)?;
         let mut base = base_params(p, opts);
         local_params(&mut base, &extras.local);
         base.score_off = shared.score_vector.as_ref().map_or(0, |s| s.1);
         let recorder = ChunkRecorder {
             ctx,
-            cfg,
+            kernel: pick.kernel,
             dtype: q.dtype(),
             base,
             operands: &operands,
@@ -259,6 +273,8 @@ impl Attention {
                 lse,
                 weights: None,
                 kernel: KernelChoice::Fused,
+                design: Some(pick.kernel.design()),
+                design_note: pick.note,
             },
             causal: opts.causal.is_some(),
             allocated,

@@ -15,6 +15,7 @@
 //! `params.rs` fills the uniform every attention kernel reads from the options.
 
 mod decode;
+pub(crate) mod design;
 mod empty;
 mod fused;
 mod naive_additive;
@@ -25,6 +26,7 @@ mod validate;
 mod varlen;
 mod warm;
 
+pub use design::available_designs;
 pub(crate) use params::base_params;
 pub(crate) use plan::{Extras, LocalWindows};
 pub(crate) use validate::require_nonempty;
@@ -33,8 +35,8 @@ pub use varlen::{attention_varlen, attention_varlen_encode, validate_varlen, Var
 
 use crate::context::Context;
 use crate::error::Result;
-use crate::kernels::{self, DecodeConfig, FlashConfig, GemmTile, Step};
-use crate::options::{AttentionOptions, KernelChoice};
+use crate::kernels::{self, DecodeConfig, FlashConfig, GemmTile, Step, TiledConfig};
+use crate::options::{AttentionOptions, Design, KernelChoice};
 use crate::tensor::Tensor;
 
 /// The sizes of one attention problem.
@@ -100,13 +102,20 @@ pub struct AttentionOutput {
     pub weights: Option<Tensor>,
     /// The kernel path that ran.
     pub kernel: KernelChoice,
+    /// The fused kernel's design that ran (fused path only).
+    pub design: Option<Design>,
+    /// Why the requested (or preferred) design could not serve the call, when `design` is a
+    /// fallback.
+    pub design_note: Option<String>,
 }
 
 /// Kernel tile settings; `None` fields use the built-in defaults (or the tuning cache).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Tuning {
-    /// Fused-kernel tile.
+    /// Tile of the fused kernel's register design (set alone, it selects that design).
     pub flash: Option<FlashConfig>,
+    /// Tile of the fused kernel's tiled design (set alone, it selects that design).
+    pub tiled: Option<TiledConfig>,
     /// GEMM tile of the staged QKᵀ and P·V kernels.
     pub gemm: Option<GemmTile>,
     /// Invocations per row of the staged softmax.

@@ -247,6 +247,8 @@ impl Attention {
                 lse,
                 weights,
                 kernel: KernelChoice::Staged,
+                design: None,
+                design_note: None,
             },
             causal: opts.causal.is_some(),
             allocated,

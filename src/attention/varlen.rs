@@ -585,6 +585,8 @@ impl Attention {
                 lse,
                 weights: None,
                 kernel: KernelChoice::Fused,
+                design: None,
+                design_note: None,
             },
             causal: opts.causal.is_some(),
             allocated,

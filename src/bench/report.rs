@@ -55,6 +55,14 @@ fn phases(r: &Row, pair: &str, join: &str) -> String {
         .join(join)
 }
 
+/// The kernel, with the fused design that ran: `fused/tiled`.
+pub fn kernel_label(r: &Row) -> String {
+    match &r.design {
+        Some(d) => format!("{}/{d}", r.kernel.name()),
+        None => r.kernel.name().to_string(),
+    }
+}
+
 /// The cells of a row; `variant` first when the table has that column.
 fn cells(r: &Row, variant: bool) -> Vec<String> {
     let mut causal = r.causal.clone();
@@ -80,7 +88,7 @@ fn cells(r: &Row, variant: bool) -> Vec<String> {
     variant
         .into_iter()
         .chain([
-            r.kernel.name().to_string(),
+            kernel_label(r),
             r.dtype.clone(),
             shape(r),
             causal,
@@ -179,6 +187,7 @@ pub fn csv(report: &BenchReport) -> String {
         "note",
         "variant",
         "phases_ms",
+        "design",
     ];
     let mut out = header.join(",") + "\n";
     let f = |x: Option<f64>| x.map_or(String::new(), |v| format!("{v}"));
@@ -214,6 +223,7 @@ pub fn csv(report: &BenchReport) -> String {
             r.note.clone().unwrap_or_default(),
             r.variant.clone(),
             phases(r, "=", ";"),
+            r.design.clone().unwrap_or_default(),
         ];
         out += &fields.iter().map(|s| csv_field(s)).collect::<Vec<_>>().join(",");
         out += "\n";

@@ -13,7 +13,7 @@ use super::variant::{self, Variant, VariantInputs, VariantParams};
 use crate::attention::{Attention, Problem};
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::options::{Alignment, AttentionOptions, KernelChoice, Window};
+use crate::options::{Alignment, AttentionOptions, Design, KernelChoice, Window};
 use crate::prepared::Prepared;
 use crate::reference::{self, Comparison, HostInputs, Tolerance};
 use crate::tensor::{DType, Tensor};
@@ -93,6 +93,8 @@ pub struct BenchOptions {
     pub da: Option<usize>,
     /// Window half-width of local-m and local-p.
     pub half_width: u32,
+    /// Designs of the fused kernel, one fused row each (`None`: the library's choice).
+    pub designs: Vec<Option<Design>>,
     /// Also time the fused backward pass of every sdpa shape (a `backward` row after the others;
     /// its note gives the backward/forward time ratio when a fused row ran).
     pub backward: bool,
@@ -114,6 +116,7 @@ impl Default for BenchOptions {
             variants: vec![Variant::Sdpa],
             da: None,
             half_width: VariantParams::default().half_width,
+            designs: vec![None],
             backward: false,
         }
     }
@@ -236,7 +239,9 @@ pub struct Row {
     pub causal: String,
     /// Sliding window `[left, right]` (`null` = unbounded side), when set.
     pub window: Option<[Option<u32>; 2]>,
-    /// The fused kernel's tile (tuning cache or default), e.g. `wg64 q32 k64`.
+    /// The fused kernel's design that ran (`register`, `tiled`, `coopmat`), fused rows only.
+    pub design: Option<String>,
+    /// The kernel's tile (tuning cache or default), e.g. `wg16 rows8` or `q32 k32 lanes4`.
     pub tile: Option<String>,
     /// `gpu-timestamps` or `wall-clock`.
     pub timer: String,
@@ -497,6 +502,7 @@ fn empty_row(
         shape: *p,
         causal: causal_label(causal).into(),
         window: opts.window.map(|(l, r)| [l, r]),
+        design: None,
         tile: None,
         timer: String::new(),
         median_ms: None,
@@ -702,7 +708,12 @@ impl Bench<'_> {
             };
             let plan = check_plan(p, align);
             let mut expected: Option<Vec<f64>> = None;
-            for &kernel in &opts.kernels {
+            // The fused kernel once per requested design.
+            let runs = opts.kernels.iter().flat_map(|&kernel| match kernel {
+                KernelKind::Fused => opts.designs.iter().map(|&d| (kernel, d)).collect(),
+                _ => vec![(kernel, None)],
+            });
+            for (kernel, design) in runs {
                 self.bar
                     .set_message(format!("{} {} causal={}", kernel.name(), p, causal_label(causal)));
                 let mut row = empty_row(Variant::Sdpa, kernel, p, dtype, causal, opts);
@@ -742,6 +753,10 @@ impl Bench<'_> {
                     let exp = expected.get_or_insert_with(|| {
                         reference_subset(p, inputs, &attn_opts, opts.key_lengths.as_deref(), &plan)
                     });
+                    let attn_opts = AttentionOptions {
+                        design,
+                        ..attn_opts.clone()
+                    };
                     if let Err(e) = self.sdpa_row(&mut row, p, inputs, &attn_opts, &plan, exp) {
                         row.note = Some(super::one_line(&e.to_string()));
                     }
@@ -804,14 +819,16 @@ impl Bench<'_> {
             _ => KernelChoice::Fused,
         };
         let dtype = inputs.tensors[0].dtype();
-        if choice == KernelChoice::Fused {
-            let c = crate::tune::flash_config(ctx, p, dtype, attn_opts)?;
-            row.tile = Some(format!("wg{} rows{}", c.workgroup, c.rows));
-        }
         let opts = AttentionOptions {
             kernel: choice,
             ..attn_opts.clone()
         };
+        if choice == KernelChoice::Fused {
+            let pick = crate::attention::design::pick(ctx, p, dtype, &opts, &Default::default(), &Default::default())?;
+            row.design = Some(pick.kernel.design().name().into());
+            row.tile = Some(pick.kernel.to_string());
+            row.note = pick.note;
+        }
         let [q, k, v] = &inputs.tensors;
         let call = Attention::new(ctx, q, k, v, &opts)?;
         if let Some(splits) = call.decode_splits() {

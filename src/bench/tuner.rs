@@ -11,11 +11,13 @@ use super::timer::{Stamps, Timer};
 use crate::attention::{Attention, Problem, Tuning};
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::kernels::{DecodeConfig, FlashConfig};
-use crate::options::{Alignment, AttentionOptions, KernelChoice};
+use crate::kernels::{self, DecodeConfig, FlashConfig, TiledConfig};
+use crate::options::{Alignment, AttentionOptions, Design, KernelChoice};
 use crate::reference::{self, Tolerance};
 use crate::tensor::DType;
-use crate::tune::{adapter_key, config_fits, length_bucket, Design, ShapeClass, TuneCache, TuneEntry, TunedConfig};
+use crate::tune::{
+    adapter_key, config_fits, length_bucket, BucketDesign, ShapeClass, TuneCache, TuneEntry, TunedConfig,
+};
 
 /// The kinds of call the tuner measures; each is its own [`ShapeClass`] in the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,11 +52,18 @@ impl TuneKind {
         }
     }
 
-    /// The design this kind tunes.
-    pub fn design(self) -> Design {
+    /// The designs this kind tunes on `ctx`: the decode kernel for decoding; for prefill every
+    /// fused design the device can run (each is its own bucket, and the library runs the fastest).
+    pub fn designs(self, ctx: &Context) -> Vec<BucketDesign> {
         match self {
-            TuneKind::Decode => Design::Decode,
-            _ => Design::Register,
+            TuneKind::Decode => vec![BucketDesign::Decode],
+            _ => {
+                let mut designs = vec![BucketDesign::Fused(Design::Register)];
+                if kernels::flash_tiled::unsupported(ctx, false).is_none() {
+                    designs.push(BucketDesign::Fused(Design::Tiled));
+                }
+                designs
+            }
         }
     }
 
@@ -220,24 +229,48 @@ pub fn decode_candidates(ctx: &Context, problem: &Problem, opts: &TuneOptions) -
     Ok(out)
 }
 
-/// The candidates of one bucket: fused or decode tiles.
-fn bucket_candidates(ctx: &Context, kind: TuneKind, p: &Problem, opts: &TuneOptions) -> Result<Vec<TunedConfig>> {
-    Ok(match kind.design() {
-        Design::Register => candidates(ctx, p.dk, p.dv, opts)
+/// Every candidate tile of the tiled design for head dims `dk`, `dv` that fits the device.
+pub fn tiled_candidates(ctx: &Context, dk: usize, dv: usize, opts: &TuneOptions) -> Vec<TiledConfig> {
+    let mut out = TiledConfig::candidates(ctx, dk as u32, dv as u32);
+    if let Some(n) = opts.max_tiles {
+        out.truncate(n);
+    }
+    out
+}
+
+/// The candidates of one bucket: tiles of a fused design, or decode tiles.
+fn bucket_candidates(ctx: &Context, design: BucketDesign, p: &Problem, opts: &TuneOptions) -> Result<Vec<TunedConfig>> {
+    Ok(match design {
+        BucketDesign::Fused(Design::Tiled) => tiled_candidates(ctx, p.dk, p.dv, opts)
+            .into_iter()
+            .map(TunedConfig::Tiled)
+            .collect(),
+        BucketDesign::Fused(_) => candidates(ctx, p.dk, p.dv, opts)
             .into_iter()
             .map(TunedConfig::Register)
             .collect(),
-        Design::Decode => decode_candidates(ctx, p, opts)?
+        BucketDesign::Decode => decode_candidates(ctx, p, opts)?
             .into_iter()
             .map(TunedConfig::Decode)
             .collect(),
     })
 }
 
-/// A candidate as it appears in progress and rejection messages.
-fn label(c: &TunedConfig) -> String {
+/// The tile a design runs without a tuning cache.
+fn built_in(ctx: &Context, design: BucketDesign, p: &Problem) -> Result<TunedConfig> {
+    let (dk, dv) = (p.dk as u32, p.dv as u32);
+    Ok(match design {
+        BucketDesign::Fused(Design::Tiled) => TunedConfig::Tiled(TiledConfig::default_for(ctx, dk, dv)?),
+        BucketDesign::Fused(_) => TunedConfig::Register(FlashConfig::default_for(ctx, dk, dv)?),
+        BucketDesign::Decode => TunedConfig::Decode(crate::tune::built_in_decode_config(ctx, p)?),
+    })
+}
+
+/// A tile as it appears in progress, rejection messages and the `tune` report.
+pub fn label(c: &TunedConfig) -> String {
     match c {
-        TunedConfig::Register(c) => format!("wg{} rows{}", c.workgroup, c.rows),
+        TunedConfig::Register(c) => format!("register wg{} rows{}", c.workgroup, c.rows),
+        TunedConfig::Tiled(c) => format!("tiled q{} k{} lanes{}", c.block_q, c.block_k, c.lanes),
         TunedConfig::Decode(c) => {
             let design = if c.lanes { "lanes" } else { "rows" };
             match c.splits {
@@ -259,18 +292,19 @@ pub fn run_tune(ctx: &Context, opts: &TuneOptions) -> Result<(String, Vec<Bucket
         DType::F16 => Tolerance::F16,
         _ => Tolerance::F32,
     };
-    let buckets: Vec<(TuneKind, usize, usize)> = opts
+    let buckets: Vec<(TuneKind, BucketDesign, usize, usize)> = opts
         .kinds
         .iter()
-        .flat_map(|&kind| {
+        .flat_map(|&kind| kind.designs(ctx).into_iter().map(move |design| (kind, design)))
+        .flat_map(|(kind, design)| {
             opts.head_dims
                 .iter()
-                .flat_map(move |&d| opts.lengths.iter().map(move |&l| (kind, d, l)))
+                .flat_map(move |&d| opts.lengths.iter().map(move |&l| (kind, design, d, l)))
         })
         .collect();
     let mut total = 0;
-    for &(kind, d, l) in &buckets {
-        total += bucket_candidates(ctx, kind, &kind.problem(d, l, opts.heads), opts)?.len();
+    for &(kind, design, d, l) in &buckets {
+        total += bucket_candidates(ctx, design, &kind.problem(d, l, opts.heads), opts)?.len();
     }
     let bar = match opts.progress {
         true => indicatif::ProgressBar::new(total as u64),
@@ -282,20 +316,17 @@ pub fn run_tune(ctx: &Context, opts: &TuneOptions) -> Result<(String, Vec<Bucket
             .progress_chars("=> "),
     );
     let mut results = Vec::new();
-    for (bi, &(kind, d, l)) in buckets.iter().enumerate() {
+    for (bi, &(kind, design, d, l)) in buckets.iter().enumerate() {
         let p = kind.problem(d, l, opts.heads);
         let inputs = make_inputs(ctx, &p, opts.dtype, 0x7u64 << 32 | bi as u64)?;
         let attn = kind.options();
         let plan = check_plan(&p, Alignment::TopLeft);
         let expected = reference_subset(&p, &inputs, &attn, None, &plan);
-        let default_cfg = match kind.design() {
-            Design::Register => TunedConfig::Register(FlashConfig::default_for(ctx, d as u32, d as u32)?),
-            Design::Decode => TunedConfig::Decode(crate::tune::built_in_decode_config(ctx, &p)?),
-        };
+        let default_cfg = built_in(ctx, design, &p)?;
         let mut best: Option<(f64, TunedConfig)> = None;
         let mut default_ms = None;
         let mut rejected = Vec::new();
-        let cands = bucket_candidates(ctx, kind, &p, opts)?;
+        let cands = bucket_candidates(ctx, design, &p, opts)?;
         for cfg in &cands {
             bar.set_message(format!("{} D={d} L={l} {}", kind.name(), label(cfg)));
             let measured = (|| -> Result<f64> {
@@ -303,6 +334,10 @@ pub fn run_tune(ctx: &Context, opts: &TuneOptions) -> Result<(String, Vec<Bucket
                 let tuning = match *cfg {
                     TunedConfig::Register(c) => Tuning {
                         flash: Some(c),
+                        ..Default::default()
+                    },
+                    TunedConfig::Tiled(c) => Tuning {
+                        tiled: Some(c),
                         ..Default::default()
                     },
                     TunedConfig::Decode(c) => Tuning {
@@ -338,13 +373,14 @@ pub fn run_tune(ctx: &Context, opts: &TuneOptions) -> Result<(String, Vec<Bucket
         }
         let Some((t, config)) = best else {
             return Err(Error::Unsupported(format!(
-                "no candidate tile ran for {} D={d}, L={l}: {}",
+                "no candidate tile ran for {} ({}) D={d}, L={l}: {}",
                 kind.name(),
+                design.name(),
                 rejected.join("; ")
             )));
         };
         results.push(BucketResult {
-            bucket: ShapeClass::of(&p, opts.dtype, &attn).key_in(kind.design(), length_bucket(l)),
+            bucket: ShapeClass::of(&p, opts.dtype, &attn).key_in(design, length_bucket(l)),
             entry: TuneEntry {
                 config,
                 median_ms: t * 1e3,

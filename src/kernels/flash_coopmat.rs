@@ -171,11 +171,6 @@ pub(crate) fn step(
         ("DV", dv as f64),
         ("DK4", (dk / 4) as f64),
         ("DV4", (dv / 4) as f64),
-        ("Q_TILE", (br * dk) as f64),
-        ("K_TILE", (bc * dk) as f64),
-        ("V_TILE", (bc * dv) as f64),
-        ("S_TILE", (br * bc) as f64),
-        ("O_TILE", (br * dv) as f64),
     ];
     if p.flags & super::flags::VARLEN != 0 {
         constants.push(("VARLEN", 1.0));

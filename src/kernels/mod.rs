@@ -6,6 +6,7 @@ pub mod flash_backward;
 pub mod flash_coopmat;
 pub mod flash_decode;
 pub mod flash_forward;
+pub mod flash_tiled;
 pub mod gemm;
 pub mod hard_attention;
 pub mod kv_write;
@@ -18,6 +19,7 @@ pub use flash_backward::BackwardConfig;
 pub use flash_coopmat::CoopmatConfig;
 pub use flash_decode::DecodeConfig;
 pub use flash_forward::FlashConfig;
+pub use flash_tiled::TiledConfig;
 
 use crate::context::Context;
 use crate::error::{Error, Result};

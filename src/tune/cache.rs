@@ -4,23 +4,26 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use super::{length_bucket, Design, ShapeClass};
+use super::{length_bucket, BucketDesign, ShapeClass};
 use crate::attention::Problem;
 use crate::error::{Error, Result};
-use crate::kernels::{DecodeConfig, FlashConfig};
+use crate::kernels::{DecodeConfig, FlashConfig, TiledConfig};
+use crate::options::Design;
 
 /// Environment variable overriding the cache path.
 pub const CACHE_ENV: &str = "WGPU_ATTENTION_TUNE_CACHE";
 /// Format version written into the cache; files of another version are ignored.
 pub const CACHE_VERSION: u32 = 3;
 
-/// A tuned winner: a tile of the fused (register) design or of the decode design. The bucket
-/// key names the design too (`register/…`, `decode/…`).
+/// A tuned winner: a tile of a fused design or of the decode kernel. The bucket key names the
+/// design too (`register/…`, `tiled/…`, `decode/…`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TunedConfig {
-    /// The fused kernel's tile.
+    /// The register design's tile.
     Register(FlashConfig),
+    /// The tiled design's tile.
+    Tiled(TiledConfig),
     /// The decode kernel's tile and splits.
     Decode(DecodeConfig),
 }
@@ -121,33 +124,59 @@ impl TuneCache {
     /// bucket of the same class whose Lk is nearest (in powers of two). Another class's entry
     /// never serves.
     pub fn lookup(&self, adapter: &str, class: &ShapeClass, lk: usize) -> Option<FlashConfig> {
-        match self.lookup_design(adapter, class, Design::Register, lk)? {
+        match self.lookup_entry(adapter, class, BucketDesign::Fused(Design::Register), lk)? {
             TunedConfig::Register(c) => Some(c),
-            TunedConfig::Decode(_) => None,
+            _ => None,
         }
     }
 
     /// The cached decode tile for a call of `class` with `lk` keys (as [`TuneCache::lookup`]).
     pub fn lookup_decode(&self, adapter: &str, class: &ShapeClass, lk: usize) -> Option<DecodeConfig> {
-        match self.lookup_design(adapter, class, Design::Decode, lk)? {
+        match self.lookup_entry(adapter, class, BucketDesign::Decode, lk)? {
             TunedConfig::Decode(c) => Some(c),
-            TunedConfig::Register(_) => None,
+            _ => None,
         }
     }
 
-    fn lookup_design(&self, adapter: &str, class: &ShapeClass, design: Design, lk: usize) -> Option<TunedConfig> {
+    /// The cached winner of `design` for a call of `class` with `lk` keys (as
+    /// [`TuneCache::lookup`]).
+    pub fn lookup_entry(
+        &self,
+        adapter: &str,
+        class: &ShapeClass,
+        design: BucketDesign,
+        lk: usize,
+    ) -> Option<TunedConfig> {
+        self.nearest(adapter, class, design, lk).map(|(_, e)| e.config)
+    }
+
+    /// Among `designs`, the one whose entry for (`class`, `lk`) measured fastest: entries at the
+    /// nearest Lk bucket compete on their median time.
+    pub fn fastest_design(&self, adapter: &str, class: &ShapeClass, designs: &[Design], lk: usize) -> Option<Design> {
+        designs
+            .iter()
+            .filter_map(|&d| {
+                let (dist, e) = self.nearest(adapter, class, BucketDesign::Fused(d), lk)?;
+                Some((dist, e.median_ms, d))
+            })
+            .min_by(|a, b| (a.0, a.1).partial_cmp(&(b.0, b.1)).unwrap_or(std::cmp::Ordering::Equal))
+            .map(|(_, _, d)| d)
+    }
+
+    /// The entry of `design` at the Lk bucket nearest `lk` (in powers of two), with that distance.
+    fn nearest(&self, adapter: &str, class: &ShapeClass, design: BucketDesign, lk: usize) -> Option<(i64, &TuneEntry)> {
         let entries = self.adapters.get(adapter)?;
         let lk = length_bucket(lk);
         if let Some(e) = entries.get(&class.key_in(design, lk)) {
-            return Some(e.config);
+            return Some((0, e));
         }
         let prefix = class.prefix_in(design);
         let log = |x: usize| x.max(1).ilog2() as i64;
         entries
             .iter()
-            .filter_map(|(key, e)| lk_of(key, &prefix).map(|blk| ((log(blk) - log(lk)).abs(), blk, e.config)))
+            .filter_map(|(key, e)| lk_of(key, &prefix).map(|blk| ((log(blk) - log(lk)).abs(), blk, e)))
             .min_by_key(|&(dist, blk, _)| (dist, blk))
-            .map(|(_, _, c)| c)
+            .map(|(dist, _, e)| (dist, e))
     }
 }
 
@@ -260,13 +289,16 @@ mod tests {
         };
         c.insert(
             "a",
-            d.key_in(Design::Decode, 4096),
+            d.key_in(BucketDesign::Decode, 4096),
             TuneEntry {
                 config: TunedConfig::Decode(tile),
                 ..entry(1)
             },
         );
-        assert_eq!(d.key_in(Design::Decode, 4096), "decode/f32/d64/lq1/g4/none/lk4096");
+        assert_eq!(
+            d.key_in(BucketDesign::Decode, 4096),
+            "decode/f32/d64/lq1/g4/none/lk4096"
+        );
         assert_eq!(c.lookup_decode("a", &d, 3000), Some(tile));
         assert_eq!(c.lookup("a", &d, 4096), None);
         assert_eq!(c.lookup_decode("a", &c256, 256), None);

@@ -21,8 +21,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::attention::Problem;
 use crate::context::Context;
 use crate::error::Result;
-use crate::kernels::{DecodeConfig, FlashConfig};
-use crate::options::AttentionOptions;
+use crate::kernels::{DecodeConfig, FlashConfig, TiledConfig};
+use crate::options::{AttentionOptions, Design};
 use crate::tensor::DType;
 
 /// The cache key of an adapter: its name and driver (with the driver's version information).
@@ -94,21 +94,22 @@ pub struct ShapeClass {
     pub masks: MaskClass,
 }
 
-/// A kernel design; each has its own tuned entries.
+/// What a bucket tunes: a design of the fused kernel, or the decode kernel. Each has its own
+/// entries (`register/…`, `tiled/…`, `coopmat/…`, `decode/…`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Design {
-    /// The fused single-pass kernel (rows in registers).
-    Register,
+pub enum BucketDesign {
+    /// A design of the fused kernel.
+    Fused(Design),
     /// The split-KV decode kernel.
     Decode,
 }
 
-impl Design {
+impl BucketDesign {
     /// Its name in bucket keys.
     pub fn name(self) -> &'static str {
         match self {
-            Design::Register => "register",
-            Design::Decode => "decode",
+            BucketDesign::Fused(d) => d.name(),
+            BucketDesign::Decode => "decode",
         }
     }
 }
@@ -132,21 +133,21 @@ impl ShapeClass {
     /// The fused design's bucket key of this class at Lk bucket `lk_bucket`, e.g.
     /// `register/f32/d128/lq1/g4/none/lk4096`.
     pub fn key(&self, lk_bucket: usize) -> String {
-        self.key_in(Design::Register, lk_bucket)
+        self.key_in(BucketDesign::Fused(Design::Register), lk_bucket)
     }
 
     /// The fused design's key without its Lk part.
     pub fn prefix(&self) -> String {
-        self.prefix_in(Design::Register)
+        self.prefix_in(BucketDesign::Fused(Design::Register))
     }
 
     /// The bucket key of `design` for this class, e.g. `decode/f32/d128/lq1/g4/none/lk4096`.
-    pub fn key_in(&self, design: Design, lk_bucket: usize) -> String {
+    pub fn key_in(&self, design: BucketDesign, lk_bucket: usize) -> String {
         format!("{}/lk{lk_bucket}", self.prefix_in(design))
     }
 
     /// The key without its Lk part: entries with this prefix belong to the class and design.
-    pub fn prefix_in(&self, design: Design) -> String {
+    pub fn prefix_in(&self, design: BucketDesign) -> String {
         format!(
             "{}/{}/d{}/lq{}/g{}/{}",
             design.name(),
@@ -218,6 +219,59 @@ fn cached_config(ctx: &Context, problem: &Problem, class: &ShapeClass) -> Option
 /// Without the `cache-files` feature every call takes the built-in defaults.
 #[cfg(not(feature = "cache-files"))]
 fn cached_config(_: &Context, _: &Problem, _: &ShapeClass) -> Option<FlashConfig> {
+    None
+}
+
+/// The tiled design's tile for `problem`: the tuning cache's winner for this adapter and bucket
+/// when present and still valid, else [`TiledConfig::default_for`].
+pub(crate) fn tiled_config(
+    ctx: &Context,
+    problem: &Problem,
+    dtype: DType,
+    opts: &AttentionOptions,
+) -> Result<TiledConfig> {
+    let (dk, dv) = (problem.dk as u32, problem.dv as u32);
+    match cached_tiled(ctx, problem, &ShapeClass::of(problem, dtype, opts)) {
+        Some(c) if c.check(ctx, dk, dv).is_ok() => Ok(c),
+        _ => TiledConfig::default_for(ctx, dk, dv),
+    }
+}
+
+/// The design the tuning cache measured fastest for `problem`'s class on this adapter (among
+/// `designs`), or `None` without entries.
+pub(crate) fn fastest_design(
+    ctx: &Context,
+    problem: &Problem,
+    dtype: DType,
+    opts: &AttentionOptions,
+    designs: &[Design],
+) -> Option<Design> {
+    fastest_cached(ctx, problem, &ShapeClass::of(problem, dtype, opts), designs)
+}
+
+#[cfg(feature = "cache-files")]
+fn cached_tiled(ctx: &Context, problem: &Problem, class: &ShapeClass) -> Option<TiledConfig> {
+    let info = ctx.info().adapter.as_ref()?;
+    let design = BucketDesign::Fused(Design::Tiled);
+    match cache::process_cache()?.lookup_entry(&adapter_key(info), class, design, problem.lk)? {
+        TunedConfig::Tiled(c) => Some(c),
+        _ => None,
+    }
+}
+
+#[cfg(feature = "cache-files")]
+fn fastest_cached(ctx: &Context, problem: &Problem, class: &ShapeClass, designs: &[Design]) -> Option<Design> {
+    let info = ctx.info().adapter.as_ref()?;
+    cache::process_cache()?.fastest_design(&adapter_key(info), class, designs, problem.lk)
+}
+
+#[cfg(not(feature = "cache-files"))]
+fn cached_tiled(_: &Context, _: &Problem, _: &ShapeClass) -> Option<TiledConfig> {
+    None
+}
+
+#[cfg(not(feature = "cache-files"))]
+fn fastest_cached(_: &Context, _: &Problem, _: &ShapeClass, _: &[Design]) -> Option<Design> {
     None
 }
 

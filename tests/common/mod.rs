@@ -140,7 +140,20 @@ impl Case {
     }
 
     /// Runs the GPU and the reference; `Err` describes the worst element of the first mismatch.
+    /// A fused case without an explicit tile or design runs on every fused design this adapter
+    /// has (`available_designs`), each checked to have run (or to say why it fell back).
     pub fn check(&self) -> Result<(), String> {
+        let expand = self.opts.kernel == KernelChoice::Fused && self.tile.is_none() && self.opts.design.is_none();
+        if !expand {
+            return self.check_one();
+        }
+        for d in wgpu_attention::available_designs(ctx(), self.dtype) {
+            self.clone().opts(|o| o.design = Some(d)).check_one()?;
+        }
+        Ok(())
+    }
+
+    fn check_one(&self) -> Result<(), String> {
         let ctx = ctx();
         let p = self.problem;
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
@@ -208,6 +221,14 @@ impl Case {
             .map_err(|e| format!("{self:?}: attention failed: {e}"))?;
         call.submit().map_err(|e| format!("{self:?}: submit failed: {e}"))?;
         let gpu = call.into_output();
+        if let Some(d) = self.opts.design {
+            if gpu.design != Some(d) && gpu.design_note.is_none() {
+                return Err(format!(
+                    "{self:?}: asked for the {d} design, ran {:?} without a note",
+                    gpu.design
+                ));
+            }
+        }
 
         let expected = reference::sdpa(
             &HostInputs {

@@ -1,0 +1,131 @@
+//! Which design of the fused kernel serves a call: the caller's [`Design`], else the tuning
+//! cache's fastest, else the device's natural one; a design that cannot serve the call falls
+//! back (coopmat → tiled → register) with the reason kept for the caller and the bench table.
+
+use super::{Extras, Problem, Tuning};
+use crate::context::Context;
+use crate::error::Result;
+use crate::kernels::{self, FlashConfig, TiledConfig};
+use crate::options::{AttentionOptions, Design};
+use crate::tensor::DType;
+
+/// A fused design with its tile.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum FusedKernel {
+    Register(FlashConfig),
+    Tiled(TiledConfig),
+}
+
+impl FusedKernel {
+    pub fn design(&self) -> Design {
+        match self {
+            FusedKernel::Register(_) => Design::Register,
+            FusedKernel::Tiled(_) => Design::Tiled,
+        }
+    }
+}
+
+/// The tile as the bench table shows it.
+impl std::fmt::Display for FusedKernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FusedKernel::Register(c) => write!(f, "wg{} rows{}", c.workgroup, c.rows),
+            FusedKernel::Tiled(c) => write!(f, "q{} k{} lanes{}", c.block_q, c.block_k, c.lanes),
+        }
+    }
+}
+
+/// The design and tile a fused call runs, and why it is not the one asked for (if so).
+pub(crate) struct DesignPick {
+    pub kernel: FusedKernel,
+    pub note: Option<String>,
+}
+
+/// The design that runs the fused call when the caller names none: an explicit tile in `tuning`
+/// names its design; then the tuning cache's fastest measured design for the shape class; then
+/// register on CPU adapters (no workgroup memory, rows in registers) and tiled on GPUs.
+fn preferred(ctx: &Context, p: &Problem, dtype: DType, opts: &AttentionOptions, tuning: &Tuning) -> Design {
+    if tuning.flash.is_some() {
+        return Design::Register;
+    }
+    if tuning.tiled.is_some() {
+        return Design::Tiled;
+    }
+    let runnable: Vec<Design> = [Design::Register, Design::Tiled]
+        .into_iter()
+        .filter(|&d| d == Design::Register || kernels::flash_tiled::unsupported(ctx, false).is_none())
+        .collect();
+    if let Some(d) = crate::tune::fastest_design(ctx, p, dtype, opts, &runnable) {
+        return d;
+    }
+    match kernels::is_cpu(ctx) {
+        true => Design::Register,
+        false => Design::Tiled,
+    }
+}
+
+/// The fused designs this device runs for `dtype` storage with the dot-product score, in
+/// [`Design::ALL`] order (register always). A design listed here may still fall back for one
+/// call (for example coopmat for head dims that are not a multiple of its matrix size).
+///
+/// ```
+/// # fn main() -> Result<(), wgpu_attention::Error> {
+/// use wgpu_attention::{available_designs, Context, DType, Design};
+/// let ctx = Context::new()?;
+/// assert!(available_designs(&ctx, DType::F32).contains(&Design::Register));
+/// # Ok(()) }
+/// ```
+pub fn available_designs(ctx: &Context, dtype: DType) -> Vec<Design> {
+    let _ = dtype; // every design so far serves both storage types
+    Design::ALL
+        .into_iter()
+        .filter(|&d| unsupported(ctx, d, &Extras::default()).is_none())
+        .collect()
+}
+
+/// Why `design` cannot serve the call, or `None`.
+fn unsupported(ctx: &Context, design: Design, extras: &Extras) -> Option<String> {
+    match design {
+        Design::Register => None,
+        Design::Tiled => kernels::flash_tiled::unsupported(ctx, extras.score_vector.is_some()),
+        Design::Coopmat => Some("this build has no cooperative-matrix design".into()),
+    }
+}
+
+/// The design after falling back from `design` (coopmat → tiled → register).
+fn fallback(design: Design) -> Design {
+    match design {
+        Design::Coopmat => Design::Tiled,
+        _ => Design::Register,
+    }
+}
+
+/// The design and tile of a fused call.
+pub(crate) fn pick(
+    ctx: &Context,
+    p: &Problem,
+    dtype: DType,
+    opts: &AttentionOptions,
+    extras: &Extras,
+    tuning: &Tuning,
+) -> Result<DesignPick> {
+    let requested = opts.design.unwrap_or_else(|| preferred(ctx, p, dtype, opts, tuning));
+    let mut design = requested;
+    let mut why_not = None;
+    while let Some(why) = unsupported(ctx, design, extras) {
+        why_not.get_or_insert(why);
+        design = fallback(design);
+    }
+    let note = why_not.map(|why| format!("{requested} design unavailable ({why}); ran {design}"));
+    let kernel = match design {
+        Design::Tiled => FusedKernel::Tiled(match tuning.tiled {
+            Some(c) => c,
+            None => crate::tune::tiled_config(ctx, p, dtype, opts)?,
+        }),
+        _ => FusedKernel::Register(match tuning.flash {
+            Some(c) => c,
+            None => crate::tune::flash_config(ctx, p, dtype, opts)?,
+        }),
+    };
+    Ok(DesignPick { kernel, note })
+}
