@@ -216,6 +216,11 @@ fn coopmat_kernel_validates_for_every_variant() {
                 ..Variant::default()
             };
             let src = compose_variant(Kernel::FlashCoopmat, wgpu_attention::DType::F16, variant);
+            let module = naga::front::wgsl::parse_str(&src).map_err(|e| e.emit_to_string(&src));
+            assert!(
+                module.is_ok_and(|m| m.entry_points.iter().any(|e| e.name == "main")),
+                "{variant:?}: no entry point `main`"
+            );
             if let Err(e) = validate(&src, &HashMap::new()) {
                 failures.push(format!("{variant:?}: {e}"));
                 continue;

@@ -5,7 +5,7 @@
 use super::{Extras, Problem, Tuning};
 use crate::context::Context;
 use crate::error::Result;
-use crate::kernels::{self, FlashConfig, TiledConfig};
+use crate::kernels::{self, CoopmatConfig, FlashConfig, TiledConfig};
 use crate::options::{AttentionOptions, Design};
 use crate::tensor::DType;
 
@@ -14,6 +14,7 @@ use crate::tensor::DType;
 pub(crate) enum FusedKernel {
     Register(FlashConfig),
     Tiled(TiledConfig),
+    Coopmat(CoopmatConfig),
 }
 
 impl FusedKernel {
@@ -21,6 +22,7 @@ impl FusedKernel {
         match self {
             FusedKernel::Register(_) => Design::Register,
             FusedKernel::Tiled(_) => Design::Tiled,
+            FusedKernel::Coopmat(_) => Design::Coopmat,
         }
     }
 }
@@ -31,6 +33,7 @@ impl std::fmt::Display for FusedKernel {
         match self {
             FusedKernel::Register(c) => write!(f, "wg{} rows{}", c.workgroup, c.rows),
             FusedKernel::Tiled(c) => write!(f, "q{} k{} lanes{}", c.block_q, c.block_k, c.lanes),
+            FusedKernel::Coopmat(c) => write!(f, "q{} k{} wg{}", c.block_q, c.block_k, c.workgroup),
         }
     }
 }
@@ -43,23 +46,35 @@ pub(crate) struct DesignPick {
 
 /// The design that runs the fused call when the caller names none: an explicit tile in `tuning`
 /// names its design; then the tuning cache's fastest measured design for the shape class; then
-/// register on CPU adapters (no workgroup memory, rows in registers) and tiled on GPUs.
-fn preferred(ctx: &Context, p: &Problem, dtype: DType, opts: &AttentionOptions, tuning: &Tuning) -> Design {
+/// register on CPU adapters (no workgroup memory, rows in registers), coopmat on GPUs that can
+/// run it for this call (cooperative matrices, f16 storage) and tiled on other GPUs.
+fn preferred(
+    ctx: &Context,
+    p: &Problem,
+    dtype: DType,
+    opts: &AttentionOptions,
+    extras: &Extras,
+    tuning: &Tuning,
+) -> Design {
     if tuning.flash.is_some() {
         return Design::Register;
     }
     if tuning.tiled.is_some() {
         return Design::Tiled;
     }
-    let runnable: Vec<Design> = [Design::Register, Design::Tiled]
+    if tuning.coopmat.is_some() {
+        return Design::Coopmat;
+    }
+    let runnable: Vec<Design> = Design::ALL
         .into_iter()
-        .filter(|&d| d == Design::Register || kernels::flash_tiled::unsupported(ctx, false).is_none())
+        .filter(|&d| unsupported(ctx, d, p, dtype, extras).is_none())
         .collect();
     if let Some(d) = crate::tune::fastest_design(ctx, p, dtype, opts, &runnable) {
         return d;
     }
     match kernels::is_cpu(ctx) {
         true => Design::Register,
+        false if runnable.contains(&Design::Coopmat) => Design::Coopmat,
         false => Design::Tiled,
     }
 }
@@ -76,19 +91,23 @@ fn preferred(ctx: &Context, p: &Problem, dtype: DType, opts: &AttentionOptions, 
 /// # Ok(()) }
 /// ```
 pub fn available_designs(ctx: &Context, dtype: DType) -> Vec<Design> {
-    let _ = dtype; // every design so far serves both storage types
     Design::ALL
         .into_iter()
-        .filter(|&d| unsupported(ctx, d, &Extras::default()).is_none())
+        .filter(|&d| match d {
+            Design::Register => true,
+            Design::Tiled => kernels::flash_tiled::unsupported(ctx, false).is_none(),
+            _ => kernels::flash_coopmat::device_unsupported(ctx, dtype).is_none(),
+        })
         .collect()
 }
 
 /// Why `design` cannot serve the call, or `None`.
-fn unsupported(ctx: &Context, design: Design, extras: &Extras) -> Option<String> {
+fn unsupported(ctx: &Context, design: Design, p: &Problem, dtype: DType, extras: &Extras) -> Option<String> {
+    let additive = extras.score_vector.is_some();
     match design {
         Design::Register => None,
-        Design::Tiled => kernels::flash_tiled::unsupported(ctx, extras.score_vector.is_some()),
-        Design::Coopmat => Some("this build has no cooperative-matrix design".into()),
+        Design::Tiled => kernels::flash_tiled::unsupported(ctx, additive),
+        _ => kernels::flash_coopmat::unsupported(ctx, p, dtype, additive),
     }
 }
 
@@ -109,10 +128,12 @@ pub(crate) fn pick(
     extras: &Extras,
     tuning: &Tuning,
 ) -> Result<DesignPick> {
-    let requested = opts.design.unwrap_or_else(|| preferred(ctx, p, dtype, opts, tuning));
+    let requested = opts
+        .design
+        .unwrap_or_else(|| preferred(ctx, p, dtype, opts, extras, tuning));
     let mut design = requested;
     let mut why_not = None;
-    while let Some(why) = unsupported(ctx, design, extras) {
+    while let Some(why) = unsupported(ctx, design, p, dtype, extras) {
         why_not.get_or_insert(why);
         design = fallback(design);
     }
@@ -121,6 +142,10 @@ pub(crate) fn pick(
         Design::Tiled => FusedKernel::Tiled(match tuning.tiled {
             Some(c) => c,
             None => crate::tune::tiled_config(ctx, p, dtype, opts)?,
+        }),
+        Design::Coopmat => FusedKernel::Coopmat(match tuning.coopmat {
+            Some(c) => c,
+            None => CoopmatConfig::default_for(ctx, p.dk as u32, p.dv as u32)?,
         }),
         _ => FusedKernel::Register(match tuning.flash {
             Some(c) => c,

@@ -35,7 +35,7 @@ pub use varlen::{attention_varlen, attention_varlen_encode, validate_varlen, Var
 
 use crate::context::Context;
 use crate::error::Result;
-use crate::kernels::{self, DecodeConfig, FlashConfig, GemmTile, Step, TiledConfig};
+use crate::kernels::{self, CoopmatConfig, DecodeConfig, FlashConfig, GemmTile, Step, TiledConfig};
 use crate::options::{AttentionOptions, Design, KernelChoice};
 use crate::tensor::Tensor;
 
@@ -116,6 +116,8 @@ pub struct Tuning {
     pub flash: Option<FlashConfig>,
     /// Tile of the fused kernel's tiled design (set alone, it selects that design).
     pub tiled: Option<TiledConfig>,
+    /// Tile of the fused kernel's cooperative-matrix design (set alone, it selects that design).
+    pub coopmat: Option<CoopmatConfig>,
     /// GEMM tile of the staged QKᵀ and P·V kernels.
     pub gemm: Option<GemmTile>,
     /// Invocations per row of the staged softmax.

@@ -118,17 +118,11 @@ fn check_head_dims(m: u32, dk: u32, dv: u32) -> Result<()> {
 /// product), head dims that are not multiples of the matrix size, or a tile that does not fit
 /// the workgroup memory.
 pub(crate) fn unsupported(ctx: &Context, problem: &Problem, dtype: DType, additive: bool) -> Option<String> {
-    if dtype != DType::F16 {
-        return Some(format!("cooperative matrices read f16 storage (got {})", dtype.name()));
+    if let Some(why) = device_unsupported(ctx, dtype) {
+        return Some(why);
     }
     if additive {
         return Some("the additive score is not a matrix product".into());
-    }
-    if let Err(e) = matrix_size(ctx) {
-        return Some(e.to_string());
-    }
-    if !ctx.features().contains(wgpu::Features::SUBGROUP) {
-        return Some("the cooperative-matrix kernel spreads its tiles over subgroups: needs Features::SUBGROUP".into());
     }
     let (dk, dv) = (problem.dk as u32, problem.dv as u32);
     if problem.dk > MAX_HEAD_DIM as usize || problem.dv > MAX_HEAD_DIM as usize {
@@ -138,6 +132,20 @@ pub(crate) fn unsupported(ctx: &Context, problem: &Problem, dtype: DType, additi
         ));
     }
     CoopmatConfig::default_for(ctx, dk, dv).err().map(|e| e.to_string())
+}
+
+/// Why the kernel cannot run on `ctx` for `dtype` storage whatever the call, or `None`.
+pub(crate) fn device_unsupported(ctx: &Context, dtype: DType) -> Option<String> {
+    if dtype != DType::F16 {
+        return Some(format!("cooperative matrices read f16 storage (got {})", dtype.name()));
+    }
+    if let Err(e) = matrix_size(ctx) {
+        return Some(e.to_string());
+    }
+    if !ctx.features().contains(wgpu::Features::SUBGROUP) {
+        return Some("the cooperative-matrix kernel spreads its tiles over subgroups: needs Features::SUBGROUP".into());
+    }
+    None
 }
 
 #[allow(clippy::too_many_arguments, reason = "one buffer per shader binding")]
