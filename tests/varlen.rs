@@ -111,6 +111,13 @@ impl VCase {
             ..self.opts.clone()
         };
         let res = attention_varlen(ctx, &q, &k, &v, &seqs, &opts).map_err(|e| format!("{self:?}: {e}"))?;
+        if let (Some(want), Some(ran)) = (self.opts.design, res.design) {
+            if want != ran && res.design_note.is_none() {
+                return Err(format!(
+                    "{self:?}: asked for the {want} design, ran {ran} without a note"
+                ));
+            }
+        }
         let expected = reference::sdpa_varlen(
             &VarlenHostInputs {
                 hq: self.hq,
@@ -141,8 +148,15 @@ impl VCase {
     }
 }
 
+/// Every case on every fused design the adapter has (a design that cannot serve a case falls
+/// back, as the library does).
 fn check_cases(cases: impl IntoIterator<Item = VCase>) {
-    let failures: Vec<String> = cases.into_iter().filter_map(|c| c.check().err()).collect();
+    let designs = wgpu_attention::available_designs(ctx(), DType::F32);
+    let failures: Vec<String> = cases
+        .into_iter()
+        .flat_map(|c| designs.iter().map(move |&d| c.clone().opts(|o| o.design = Some(d))))
+        .filter_map(|c| c.check().err())
+        .collect();
     assert!(
         failures.is_empty(),
         "{} case(s) failed:\n{}",

@@ -67,6 +67,7 @@ impl Attention {
             return_lse: opts.return_lse,
             return_weights: opts.return_weights,
             kernel,
+            design: opts.design,
             out: opts.out.clone(),
             ..Default::default()
         };

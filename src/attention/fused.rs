@@ -181,50 +181,19 @@ impl ChunkRecorder<'_> {
         });
         debug_assert_eq!(centers.is_some(), self.local);
         let params_buf = kernels::params_buffer(self.ctx, &params);
-        let (qkv, masks) = ([&qb, &kb, &vb], [&bias, &mask, &shared.key_lengths]);
-        let step = match self.kernel {
-            FusedKernel::Register(cfg) => kernels::flash_forward::step(
-                self.ctx,
-                cfg,
-                self.dtype,
-                &params,
-                &params_buf,
-                qkv,
-                &ob,
-                &lse,
-                masks,
-                centers.as_ref(),
-                shared.score_vector.as_ref().map(|s| &s.0),
-                shared.alibi.as_ref(),
-            )?,
-            FusedKernel::Coopmat(cfg) => kernels::flash_coopmat::step(
-                self.ctx,
-                cfg,
-                self.dtype,
-                &params,
-                &params_buf,
-                qkv,
-                &ob,
-                &lse,
-                masks,
-                centers.as_ref(),
-                shared.score_vector.as_ref().map(|s| &s.0),
-                shared.alibi.as_ref(),
-            )?,
-            FusedKernel::Tiled(cfg) => kernels::flash_tiled::step(
-                self.ctx,
-                cfg,
-                self.dtype,
-                &params,
-                &params_buf,
-                qkv,
-                &ob,
-                &lse,
-                masks,
-                centers.as_ref(),
-                shared.alibi.as_ref(),
-            )?,
-        };
+        let step = self.kernel.step(
+            self.ctx,
+            self.dtype,
+            &params,
+            &params_buf,
+            [&qb, &kb, &vb],
+            &ob,
+            &lse,
+            [&bias, &mask, &shared.key_lengths],
+            centers.as_ref(),
+            shared.score_vector.as_ref().map(|s| &s.0),
+            shared.alibi.as_ref(),
+        )?;
         Ok((step, params_buf.size()))
     }
 }

@@ -508,6 +508,7 @@ impl Attention {
         };
         let mut allocated = Self::output_bytes(opts, &out, &lse);
         let mut steps = Vec::new();
+        let (mut design, mut design_note) = (None, None);
         if p.b > 0 && total_q > 0 && p.lq > 0 {
             // No keys at all: a zero stand-in row is bound (the kernel clamps every sequence to 0
             // keys and never reads it).
@@ -553,17 +554,14 @@ impl Attention {
             let (cu_k, _) = kernels::bind_tensor(ctx, &seqs.cu_seqlens_k, "cu_seqlens_k")?;
             params.bh_count = (p.b * p.hq) as u32;
             params.bh_stride = kernels::pair_stride(params.bh_count);
-            let cfg = match tuning.flash {
-                Some(c) => c,
-                None => crate::tune::flash_config(ctx, p, q.dtype(), opts)?,
-            };
+            let pick = super::design::pick(ctx, p, q.dtype(), opts, &Default::default(), tuning)?;
+            (design, design_note) = (Some(pick.kernel.design()), pick.note);
             let params_buf = kernels::params_buffer(ctx, &params);
             allocated += params_buf.size();
             let unused = kernels::unused_input(ctx);
             let alibi = Self::alibi_uniform(ctx, opts);
-            steps.push(kernels::flash_forward::step(
+            steps.push(pick.kernel.step(
                 ctx,
-                cfg,
                 q.dtype(),
                 &params,
                 &params_buf,
@@ -585,8 +583,8 @@ impl Attention {
                 lse,
                 weights: None,
                 kernel: KernelChoice::Fused,
-                design: None,
-                design_note: None,
+                design,
+                design_note,
             },
             causal: opts.causal.is_some(),
             allocated,

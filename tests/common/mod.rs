@@ -7,7 +7,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use wgpu_attention::reference::{self, Broadcast, HostInputs, Tolerance};
 use wgpu_attention::{
-    Attention, AttentionOptions, Context, DType, DecodeConfig, FlashConfig, KernelChoice, Problem, Tensor, Tuning,
+    Attention, AttentionOptions, Context, DType, DecodeConfig, FlashConfig, KernelChoice, Problem, Tensor, TiledConfig,
+    Tuning,
 };
 
 /// The test context (lavapipe in CI). Panics with install advice when no adapter exists.
@@ -71,6 +72,8 @@ pub struct Case {
     pub seed: u64,
     /// Fused tile; `None` uses the library's default choice.
     pub tile: Option<FlashConfig>,
+    /// Tile of the tiled design (selects that design); `None` uses the library's choice.
+    pub tiled: Option<TiledConfig>,
     /// Decode tile and splits; `None` uses the library's default choice.
     pub decode: Option<DecodeConfig>,
     /// Read K and V as pages through a shuffled block table (`AttentionOptions::block_table`).
@@ -89,6 +92,7 @@ impl Case {
             magnitude: 1.0,
             seed: 7,
             tile: None,
+            tiled: None,
             decode: None,
             paged: false,
         }
@@ -128,6 +132,10 @@ impl Case {
         self.tile = Some(t);
         self
     }
+    pub fn tiled(mut self, t: TiledConfig) -> Self {
+        self.tiled = Some(t);
+        self
+    }
     /// The same case over paged K/V: pages of the largest divisor of Lk up to 8 rows, in reversed
     /// order behind a block table (Lk > 0 only).
     pub fn paged(mut self) -> Self {
@@ -143,7 +151,10 @@ impl Case {
     /// A fused case without an explicit tile or design runs on every fused design this adapter
     /// has (`available_designs`), each checked to have run (or to say why it fell back).
     pub fn check(&self) -> Result<(), String> {
-        let expand = self.opts.kernel == KernelChoice::Fused && self.tile.is_none() && self.opts.design.is_none();
+        let expand = self.opts.kernel == KernelChoice::Fused
+            && self.tile.is_none()
+            && self.tiled.is_none()
+            && self.opts.design.is_none();
         if !expand {
             return self.check_one();
         }
@@ -190,6 +201,7 @@ impl Case {
         }
         let tuning = Tuning {
             flash: self.tile,
+            tiled: self.tiled,
             decode: self.decode,
             ..Default::default()
         };
@@ -221,7 +233,8 @@ impl Case {
             .map_err(|e| format!("{self:?}: attention failed: {e}"))?;
         call.submit().map_err(|e| format!("{self:?}: submit failed: {e}"))?;
         let gpu = call.into_output();
-        if let Some(d) = self.opts.design {
+        // (An empty problem dispatches nothing and runs no design.)
+        if let Some(d) = self.opts.design.filter(|_| p.b > 0 && p.lq > 0) {
             if gpu.design != Some(d) && gpu.design_note.is_none() {
                 return Err(format!(
                     "{self:?}: asked for the {d} design, ran {:?} without a note",
