@@ -2,7 +2,8 @@
 # Runs everything the README promises (what CI runs): formatting, clippy on every target and on
 # the minimal (no-default-features) library, the docs with warnings denied, the whole test suite
 # (GPU kernels against the CPU reference on the default adapter, lavapipe when there is no GPU),
-# the examples, and a short bounded fuzzing pass.
+# the examples, and a short bounded fuzzing pass. The cooperative-matrix tests run a second time
+# in the cooperative-matrix lane (scripts/coopmat-tests.sh; WGPU_ATTENTION_COOPMAT_LANE=0 skips it).
 # Usage: scripts/test.sh [extra cargo test args]   (WGPU_ATTENTION_FUZZ_SECONDS=0 skips fuzzing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,8 @@ step "docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --quiet --no-deps
 step "tests"
 cargo test "$@"
+step "tests on the cooperative-matrix lane (Mesa 26 lavapipe in a Debian 13 root)"
+bash scripts/coopmat-tests.sh
 step "examples"
 for example in examples/*.rs; do
     name="$(basename "$example" .rs)"

@@ -151,10 +151,13 @@ impl VCase {
 /// Every case on every fused design the adapter has (a design that cannot serve a case falls
 /// back, as the library does).
 fn check_cases(cases: impl IntoIterator<Item = VCase>) {
-    let designs = wgpu_attention::available_designs(ctx(), DType::F32);
     let failures: Vec<String> = cases
         .into_iter()
-        .flat_map(|c| designs.iter().map(move |&d| c.clone().opts(|o| o.design = Some(d))))
+        .flat_map(|c| {
+            // The designs for the case's storage type (coopmat serves f16 only).
+            let designs = wgpu_attention::available_designs(ctx(), c.dtype);
+            designs.into_iter().map(move |d| c.clone().opts(|o| o.design = Some(d)))
+        })
         .filter_map(|c| c.check().err())
         .collect();
     assert!(

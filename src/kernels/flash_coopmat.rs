@@ -64,7 +64,7 @@ impl CoopmatConfig {
                 block_q,
                 block_k,
             })
-            .filter(|c| c.block_q <= cpu_cap && c.block_q % m == 0 && c.block_k % m == 0)
+            .filter(|c| c.block_q <= cpu_cap && c.block_q.is_multiple_of(m) && c.block_k.is_multiple_of(m))
             .find(|c| c.workgroup_bytes(dk, dv) <= max_bytes)
             .ok_or_else(|| {
                 Error::Unsupported(format!(
@@ -84,7 +84,7 @@ impl CoopmatConfig {
         let m = matrix_size(ctx)?;
         check_head_dims(m, dk, dv)?;
         for (name, value) in [("block_q", self.block_q), ("block_k", self.block_k)] {
-            if value == 0 || value % m != 0 || value > 256 {
+            if value == 0 || !value.is_multiple_of(m) || value > 256 {
                 return Err(Error::Unsupported(format!(
                     "cooperative-matrix tile: {name} = {value} must be a multiple of the matrix size {m}, at most 256"
                 )));
@@ -105,7 +105,7 @@ fn matrix_size(ctx: &Context) -> Result<u32> {
 }
 
 fn check_head_dims(m: u32, dk: u32, dv: u32) -> Result<()> {
-    if dk == 0 || dv == 0 || dk % m != 0 || dv % m != 0 || dk.max(dv) > MAX_HEAD_DIM {
+    if dk == 0 || dv == 0 || !dk.is_multiple_of(m) || !dv.is_multiple_of(m) || dk.max(dv) > MAX_HEAD_DIM {
         return Err(Error::Unsupported(format!(
             "the cooperative-matrix kernel needs head dims that are multiples of its matrix size {m}, up to {MAX_HEAD_DIM} (got Dk={dk}, Dv={dv})"
         )));

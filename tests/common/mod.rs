@@ -7,8 +7,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use wgpu_attention::reference::{self, Broadcast, HostInputs, Tolerance};
 use wgpu_attention::{
-    Attention, AttentionOptions, Context, DType, DecodeConfig, FlashConfig, KernelChoice, Problem, Tensor, TiledConfig,
-    Tuning,
+    Attention, AttentionOptions, Context, CoopmatConfig, DType, DecodeConfig, FlashConfig, KernelChoice, Problem,
+    Tensor, TiledConfig, Tuning,
 };
 
 /// The test context (lavapipe in CI). Panics with install advice when no adapter exists.
@@ -74,6 +74,10 @@ pub struct Case {
     pub tile: Option<FlashConfig>,
     /// Tile of the tiled design (selects that design); `None` uses the library's choice.
     pub tiled: Option<TiledConfig>,
+    /// Tile of the cooperative-matrix design (selects it).
+    pub coopmat: Option<CoopmatConfig>,
+    /// Fail when the requested design fell back (`Case::strict`).
+    pub strict_design: bool,
     /// Decode tile and splits; `None` uses the library's default choice.
     pub decode: Option<DecodeConfig>,
     /// Read K and V as pages through a shuffled block table (`AttentionOptions::block_table`).
@@ -93,6 +97,8 @@ impl Case {
             seed: 7,
             tile: None,
             tiled: None,
+            coopmat: None,
+            strict_design: false,
             decode: None,
             paged: false,
         }
@@ -136,6 +142,16 @@ impl Case {
         self.tiled = Some(t);
         self
     }
+    pub fn coopmat(mut self, t: CoopmatConfig) -> Self {
+        self.coopmat = Some(t);
+        self
+    }
+    /// Runs on `design` and fails if another design ran (no fallback allowed).
+    pub fn strict(mut self, design: wgpu_attention::Design) -> Self {
+        self.opts.design = Some(design);
+        self.strict_design = true;
+        self
+    }
     /// The same case over paged K/V: pages of the largest divisor of Lk up to 8 rows, in reversed
     /// order behind a block table (Lk > 0 only).
     pub fn paged(mut self) -> Self {
@@ -154,6 +170,7 @@ impl Case {
         let expand = self.opts.kernel == KernelChoice::Fused
             && self.tile.is_none()
             && self.tiled.is_none()
+            && self.coopmat.is_none()
             && self.opts.design.is_none();
         if !expand {
             return self.check_one();
@@ -202,6 +219,7 @@ impl Case {
         let tuning = Tuning {
             flash: self.tile,
             tiled: self.tiled,
+            coopmat: self.coopmat,
             decode: self.decode,
             ..Default::default()
         };
@@ -235,10 +253,10 @@ impl Case {
         let gpu = call.into_output();
         // (An empty problem dispatches nothing and runs no design.)
         if let Some(d) = self.opts.design.filter(|_| p.b > 0 && p.lq > 0) {
-            if gpu.design != Some(d) && gpu.design_note.is_none() {
+            if gpu.design != Some(d) && (self.strict_design || gpu.design_note.is_none()) {
                 return Err(format!(
-                    "{self:?}: asked for the {d} design, ran {:?} without a note",
-                    gpu.design
+                    "{self:?}: asked for the {d} design, ran {:?} ({:?})",
+                    gpu.design, gpu.design_note
                 ));
             }
         }

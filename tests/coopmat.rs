@@ -1,0 +1,213 @@
+//! The cooperative-matrix design against the CPU reference (f16 storage): every mask kind and
+//! their combinations, both causal alignments, windows, soft cap, bias, ALiBi, key lengths, GQA,
+//! Lq ≠ Lk, Dk ≠ Dv, dropout, LSE, fully masked rows, lengths that are not multiples of the tiles,
+//! head dims from 8 to 256, and explicit tiles. These run where the adapter has f16 → f32
+//! cooperative matrices (the Mesa 26 lane of `scripts/coopmat-lane.sh`) and skip elsewhere; the
+//! fallback test runs everywhere. (Every f16 fused case of the other test files also runs on this
+//! design where it is available: `Case::check`.)
+
+mod common;
+use common::*;
+use wgpu_attention::{
+    available_designs, Alignment, AttentionOptions, CoopmatConfig, DType, Design, Dropout, KernelChoice, Window,
+};
+
+fn coopmat_runs() -> bool {
+    let runs = available_designs(ctx(), DType::F16).contains(&Design::Coopmat);
+    if !runs {
+        eprintln!(
+            "skipped: no cooperative-matrix design on {} (run it with scripts/coopmat-lane.sh)",
+            ctx().info().summary()
+        );
+    }
+    runs
+}
+
+/// A case that must run on the cooperative-matrix design.
+fn coop(p: wgpu_attention::Problem) -> Case {
+    Case::new(p)
+        .kernel(KernelChoice::Fused)
+        .dtype(DType::F16)
+        .strict(Design::Coopmat)
+}
+
+/// Head dims 8 to 256 (multiples of the matrix size), GQA and MQA, Lq ≠ Lk, Dk ≠ Dv, lengths
+/// below, at and across the tile sizes.
+#[test]
+fn coopmat_shapes_and_head_dims() {
+    if !coopmat_runs() {
+        return;
+    }
+    check_all(
+        [
+            problem(1, 1, 1, 1, 1, 8, 8),
+            problem(2, 3, 1, 17, 29, 16, 8),
+            problem(1, 4, 2, 70, 13, 8, 64),
+            problem(1, 2, 2, 5, 130, 32, 16),
+            problem(1, 2, 1, 33, 100, 64, 64),
+            problem(1, 2, 2, 64, 64, 64, 64),
+            problem(1, 1, 1, 40, 40, 128, 128),
+            problem(1, 1, 1, 19, 41, 256, 256),
+            problem(1, 1, 1, 9, 17, 256, 8),
+        ]
+        .map(coop),
+    );
+}
+
+/// Every option that changes the scores or the weights, alone and combined, on a shape whose
+/// lengths are not multiples of any tile.
+#[test]
+fn coopmat_every_option() {
+    if !coopmat_runs() {
+        return;
+    }
+    let p = problem(2, 2, 1, 45, 77, 32, 32);
+    let base = || coop(p);
+    let opts = |f: fn(&mut AttentionOptions)| base().opts(f);
+    check_all([
+        base(),
+        opts(|o| o.causal = Some(Alignment::TopLeft)),
+        opts(|o| o.causal = Some(Alignment::BottomRight)),
+        opts(|o| o.window = Some(Window::symmetric(6))),
+        opts(|o| {
+            o.window = Some(Window {
+                left: Some(20),
+                right: Some(0),
+                alignment: Alignment::BottomRight,
+            })
+        }),
+        opts(|o| o.softcap = Some(2.0)).magnitude(4.0),
+        opts(|o| o.scale = Some(0.3)),
+        base().bias([2, 2, 45, 77]),
+        base().bias([1, 1, 45, 77]),
+        base().mask(MaskKind::Random { shape: [2, 2, 45, 77] }),
+        base().mask(MaskKind::Random { shape: [1, 1, 45, 77] }),
+        base().mask(MaskKind::WithEmptyRow { shape: [2, 2, 45, 77] }),
+        base().key_lengths(vec![77, 9]),
+        base().key_lengths(vec![0, 40]),
+        opts(|o| {
+            o.causal = Some(Alignment::BottomRight);
+            o.align_to_key_lengths = true;
+        })
+        .key_lengths(vec![60, 13]),
+        opts(|o| o.dropout = Some(Dropout { p: 0.3, seed: 5 })),
+        opts(|o| o.dropout = Some(Dropout { p: 0.97, seed: 2 })),
+        opts(|o| o.alibi_slopes = Some(vec![0.5, 0.0625])),
+        opts(|o| o.zero_score_mask = true),
+        base()
+            .magnitude(3.0)
+            .bias([2, 1, 45, 77])
+            .mask(MaskKind::WithEmptyRow { shape: [1, 2, 45, 77] })
+            .key_lengths(vec![77, 30])
+            .opts(|o| {
+                o.causal = Some(Alignment::BottomRight);
+                o.softcap = Some(5.0);
+                o.window = Some(Window::symmetric(17));
+                o.dropout = Some(Dropout { p: 0.25, seed: 11 });
+                o.alibi_slopes = Some(vec![0.25, 0.125]);
+            }),
+    ]);
+}
+
+/// Rows that see no key at all: Lq > Lk with bottom-right causal alignment (the first Lq − Lk
+/// rows), a window beyond the keys, key length 0.
+#[test]
+fn coopmat_fully_masked_rows() {
+    if !coopmat_runs() {
+        return;
+    }
+    check_all([
+        coop(problem(1, 2, 2, 50, 20, 16, 16)).opts(|o| o.causal = Some(Alignment::BottomRight)),
+        coop(problem(1, 1, 1, 24, 24, 8, 8)).opts(|o| {
+            o.window = Some(Window {
+                left: Some(0),
+                right: Some(0),
+                alignment: Alignment::TopLeft,
+            })
+        }),
+        coop(problem(2, 1, 1, 16, 16, 8, 8)).key_lengths(vec![0, 0]),
+    ]);
+}
+
+/// Explicit tiles: one and several subgroups per workgroup, row blocks and key tiles from the
+/// matrix size up, on ragged lengths.
+#[test]
+fn coopmat_explicit_tiles() {
+    if !coopmat_runs() {
+        return;
+    }
+    let m = ctx().info().coopmat_f16_size().unwrap();
+    let tiles = [
+        (8, m, m),
+        (8, 2 * m, m),
+        (16, 4 * m, 2 * m),
+        (32, 2 * m, 4 * m),
+        (64, 4 * m, 4 * m),
+    ];
+    let mut cases = Vec::new();
+    for (workgroup, block_q, block_k) in tiles {
+        let cfg = CoopmatConfig {
+            workgroup,
+            block_q,
+            block_k,
+        };
+        for p in [problem(1, 2, 1, 37, 53, 16, 32), problem(2, 1, 1, 3, 130, 64, 64)] {
+            let c = coop(p).coopmat(cfg);
+            cases.push(c.clone());
+            cases.push(c.opts(|o| o.causal = Some(Alignment::BottomRight)));
+        }
+    }
+    check_all(cases);
+}
+
+/// Where the design cannot serve a call it falls back (to tiled, then register) and says why:
+/// f32 storage everywhere; on adapters without cooperative matrices every call; on those with
+/// them, head dims that are not multiples of the matrix size and the additive score's absence
+/// of a product are covered by `unsupported`.
+#[test]
+fn coopmat_falls_back_and_says_why() {
+    let p = problem(1, 2, 2, 20, 20, 16, 16);
+    // f32 storage: never the cooperative-matrix design, always a note.
+    let run = |dtype: DType, p: wgpu_attention::Problem| {
+        let [qs, ks, vs] = p.qkv_shapes();
+        let n = |s: &[usize]| s.iter().product::<usize>();
+        let fill = |s: &[usize]| upload(ctx(), &vec![0.25; n(s)], s, dtype);
+        let opts = AttentionOptions {
+            kernel: KernelChoice::Fused,
+            design: Some(Design::Coopmat),
+            ..Default::default()
+        };
+        let call = wgpu_attention::Attention::new(ctx(), &fill(&qs), &fill(&ks), &fill(&vs), &opts).unwrap();
+        call.submit().unwrap();
+        let out = call.into_output();
+        let o = out.out.to_f32_vec(ctx()).unwrap();
+        assert!(
+            o.iter().all(|&x| (x - 0.25).abs() < 1e-3),
+            "wrong output after fallback"
+        );
+        (out.design, out.design_note)
+    };
+    let (design, note) = run(DType::F32, p);
+    assert_ne!(design, Some(Design::Coopmat));
+    let note = note.expect("a fallback note");
+    assert!(
+        note.contains("coopmat design unavailable") && note.contains("f16"),
+        "{note}"
+    );
+
+    if !ctx().features().contains(wgpu_attention::wgpu::Features::SHADER_F16) {
+        return;
+    }
+    let (design, note) = run(DType::F16, p);
+    if available_designs(ctx(), DType::F16).contains(&Design::Coopmat) {
+        assert_eq!((design, note), (Some(Design::Coopmat), None));
+        // A head dim that is not a multiple of the matrix size.
+        let (design, note) = run(DType::F16, problem(1, 1, 1, 9, 9, 12, 12));
+        assert_ne!(design, Some(Design::Coopmat));
+        assert!(note.is_some_and(|n| n.contains("multiples of its matrix size")));
+    } else {
+        assert_ne!(design, Some(Design::Coopmat));
+        let note = note.expect("a fallback note");
+        assert!(note.contains("cooperative matrices"), "{note}");
+    }
+}
