@@ -197,7 +197,7 @@ pub(crate) fn pick(
         }),
         Design::Coopmat => FusedKernel::Coopmat(match tuning.coopmat {
             Some(c) => c,
-            None => CoopmatConfig::default_for(ctx, p.dk as u32, p.dv as u32)?,
+            None => crate::tune::coopmat_config(ctx, p, dtype, opts)?,
         }),
         _ => FusedKernel::Register(match tuning.flash {
             Some(c) => c,

@@ -11,7 +11,7 @@ use super::timer::{Stamps, Timer};
 use crate::attention::{Attention, Problem, Tuning};
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::kernels::{self, DecodeConfig, FlashConfig, TiledConfig};
+use crate::kernels::{self, CoopmatConfig, DecodeConfig, FlashConfig, TiledConfig};
 use crate::options::{Alignment, AttentionOptions, Design, KernelChoice};
 use crate::reference::{self, Tolerance};
 use crate::tensor::DType;
@@ -54,13 +54,16 @@ impl TuneKind {
 
     /// The designs this kind tunes on `ctx`: the decode kernel for decoding; for prefill every
     /// fused design the device can run (each is its own bucket, and the library runs the fastest).
-    pub fn designs(self, ctx: &Context) -> Vec<BucketDesign> {
+    pub fn designs(self, ctx: &Context, dtype: DType) -> Vec<BucketDesign> {
         match self {
             TuneKind::Decode => vec![BucketDesign::Decode],
             _ => {
                 let mut designs = vec![BucketDesign::Fused(Design::Register)];
                 if kernels::flash_tiled::unsupported(ctx, false).is_none() {
                     designs.push(BucketDesign::Fused(Design::Tiled));
+                }
+                if kernels::flash_coopmat::device_unsupported(ctx, dtype).is_none() {
+                    designs.push(BucketDesign::Fused(Design::Coopmat));
                 }
                 designs
             }
@@ -245,6 +248,13 @@ fn bucket_candidates(ctx: &Context, design: BucketDesign, p: &Problem, opts: &Tu
             .into_iter()
             .map(TunedConfig::Tiled)
             .collect(),
+        BucketDesign::Fused(Design::Coopmat) => {
+            let mut out = CoopmatConfig::candidates(ctx, p.dk as u32, p.dv as u32);
+            if let Some(n) = opts.max_tiles {
+                out.truncate(n);
+            }
+            out.into_iter().map(TunedConfig::Coopmat).collect()
+        }
         BucketDesign::Fused(_) => candidates(ctx, p.dk, p.dv, opts)
             .into_iter()
             .map(TunedConfig::Register)
@@ -261,6 +271,7 @@ fn built_in(ctx: &Context, design: BucketDesign, p: &Problem) -> Result<TunedCon
     let (dk, dv) = (p.dk as u32, p.dv as u32);
     Ok(match design {
         BucketDesign::Fused(Design::Tiled) => TunedConfig::Tiled(TiledConfig::default_for(ctx, dk, dv)?),
+        BucketDesign::Fused(Design::Coopmat) => TunedConfig::Coopmat(CoopmatConfig::default_for(ctx, dk, dv)?),
         BucketDesign::Fused(_) => TunedConfig::Register(FlashConfig::default_for(ctx, dk, dv)?),
         BucketDesign::Decode => TunedConfig::Decode(crate::tune::built_in_decode_config(ctx, p)?),
     })
@@ -271,6 +282,7 @@ pub fn label(c: &TunedConfig) -> String {
     match c {
         TunedConfig::Register(c) => format!("register wg{} rows{}", c.workgroup, c.rows),
         TunedConfig::Tiled(c) => format!("tiled q{} k{} lanes{}", c.block_q, c.block_k, c.lanes),
+        TunedConfig::Coopmat(c) => format!("coopmat q{} k{} wg{}", c.block_q, c.block_k, c.workgroup),
         TunedConfig::Decode(c) => {
             let design = if c.lanes { "lanes" } else { "rows" };
             match c.splits {
@@ -295,7 +307,11 @@ pub fn run_tune(ctx: &Context, opts: &TuneOptions) -> Result<(String, Vec<Bucket
     let buckets: Vec<(TuneKind, BucketDesign, usize, usize)> = opts
         .kinds
         .iter()
-        .flat_map(|&kind| kind.designs(ctx).into_iter().map(move |design| (kind, design)))
+        .flat_map(|&kind| {
+            kind.designs(ctx, opts.dtype)
+                .into_iter()
+                .map(move |design| (kind, design))
+        })
         .flat_map(|(kind, design)| {
             opts.head_dims
                 .iter()
@@ -338,6 +354,10 @@ pub fn run_tune(ctx: &Context, opts: &TuneOptions) -> Result<(String, Vec<Bucket
                     },
                     TunedConfig::Tiled(c) => Tuning {
                         tiled: Some(c),
+                        ..Default::default()
+                    },
+                    TunedConfig::Coopmat(c) => Tuning {
+                        coopmat: Some(c),
                         ..Default::default()
                     },
                     TunedConfig::Decode(c) => Tuning {

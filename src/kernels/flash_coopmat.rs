@@ -32,6 +32,36 @@ impl CoopmatConfig {
     /// fits the device's workgroup memory; the tuner may try them all.
     pub const CANDIDATES: [(u32, u32); 6] = [(64, 64), (64, 32), (32, 32), (32, 16), (16, 16), (8, 8)];
 
+    /// Every candidate the tuner tries on `ctx` for head dims `dk`, `dv`: the blocks that fit,
+    /// each with one subgroup and with four (where the device allows them).
+    pub fn candidates(ctx: &Context, dk: u32, dv: u32) -> Vec<Self> {
+        let Ok(base) = Self::default_for(ctx, dk, dv) else {
+            return Vec::new();
+        };
+        let subgroup = ctx
+            .info()
+            .adapter
+            .as_ref()
+            .map_or(32, |a| a.subgroup_max_size.clamp(4, 128));
+        let mut out = Vec::new();
+        for workgroup in [subgroup, 4 * subgroup] {
+            for (block_q, block_k) in Self::CANDIDATES {
+                let c = Self {
+                    workgroup,
+                    block_q,
+                    block_k,
+                };
+                if c.check(ctx, dk, dv).is_ok() && !out.contains(&c) {
+                    out.push(c);
+                }
+            }
+        }
+        // The default first: `max_tiles` keeps it.
+        out.retain(|c| *c != base);
+        out.insert(0, base);
+        out
+    }
+
     /// Workgroup memory of the kernel: the f16 Q, K and V tiles, the f32 scores and f16
     /// probabilities, the f32 O block and the running max/sum per row.
     pub fn workgroup_bytes(&self, dk: u32, dv: u32) -> u64 {

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use super::{length_bucket, BucketDesign, ShapeClass};
 use crate::attention::Problem;
 use crate::error::{Error, Result};
-use crate::kernels::{DecodeConfig, FlashConfig, TiledConfig};
+use crate::kernels::{CoopmatConfig, DecodeConfig, FlashConfig, TiledConfig};
 use crate::options::Design;
 
 /// Environment variable overriding the cache path.
@@ -16,7 +16,7 @@ pub const CACHE_ENV: &str = "WGPU_ATTENTION_TUNE_CACHE";
 pub const CACHE_VERSION: u32 = 3;
 
 /// A tuned winner: a tile of a fused design or of the decode kernel. The bucket key names the
-/// design too (`register/…`, `tiled/…`, `decode/…`).
+/// design too (`register/…`, `tiled/…`, `coopmat/…`, `decode/…`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TunedConfig {
@@ -24,6 +24,8 @@ pub enum TunedConfig {
     Register(FlashConfig),
     /// The tiled design's tile.
     Tiled(TiledConfig),
+    /// The cooperative-matrix design's tile.
+    Coopmat(CoopmatConfig),
     /// The decode kernel's tile and splits.
     Decode(DecodeConfig),
 }

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::attention::Problem;
 use crate::context::Context;
 use crate::error::Result;
-use crate::kernels::{DecodeConfig, FlashConfig, TiledConfig};
+use crate::kernels::{CoopmatConfig, DecodeConfig, FlashConfig, TiledConfig};
 use crate::options::{AttentionOptions, Design};
 use crate::tensor::DType;
 
@@ -235,6 +235,36 @@ pub(crate) fn tiled_config(
         Some(c) if c.check(ctx, dk, dv).is_ok() => Ok(c),
         _ => TiledConfig::default_for(ctx, dk, dv),
     }
+}
+
+/// The cooperative-matrix design's tile for `problem`: the tuning cache's winner for this adapter
+/// and bucket when present and still valid, else [`CoopmatConfig::default_for`].
+pub(crate) fn coopmat_config(
+    ctx: &Context,
+    problem: &Problem,
+    dtype: DType,
+    opts: &AttentionOptions,
+) -> Result<CoopmatConfig> {
+    let (dk, dv) = (problem.dk as u32, problem.dv as u32);
+    match cached_coopmat(ctx, problem, &ShapeClass::of(problem, dtype, opts)) {
+        Some(c) if c.check(ctx, dk, dv).is_ok() => Ok(c),
+        _ => CoopmatConfig::default_for(ctx, dk, dv),
+    }
+}
+
+#[cfg(feature = "cache-files")]
+fn cached_coopmat(ctx: &Context, problem: &Problem, class: &ShapeClass) -> Option<CoopmatConfig> {
+    let info = ctx.info().adapter.as_ref()?;
+    let design = BucketDesign::Fused(Design::Coopmat);
+    match cache::process_cache()?.lookup_entry(&adapter_key(info), class, design, problem.lk)? {
+        TunedConfig::Coopmat(c) => Some(c),
+        _ => None,
+    }
+}
+
+#[cfg(not(feature = "cache-files"))]
+fn cached_coopmat(_: &Context, _: &Problem, _: &ShapeClass) -> Option<CoopmatConfig> {
+    None
 }
 
 /// The design the tuning cache measured fastest for `problem`'s class on this adapter (among
