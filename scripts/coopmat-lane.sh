@@ -68,6 +68,20 @@ unbind_all() {
 }
 trap unbind_all EXIT
 
+# Deletes a half-made root, never through a mount left inside it (a bind-mounted /dev or work
+# tree would be deleted with it): those are unmounted first, and anything still mounted stops us.
+remove_partial() {
+    local dir="$1" target
+    [ -e "$dir" ] || return 0
+    while read -r target; do
+        case "$target" in "$dir"/*) as_root umount -l "$target" 2>/dev/null || true ;; esac
+    done < <(awk '{print $5}' /proc/self/mountinfo | sort -r)
+    if awk '{print $5}' /proc/self/mountinfo | grep -q "^$dir/"; then
+        die "mounts remain under $dir; unmount them before retrying"
+    fi
+    as_root rm -rf --one-file-system "$dir"
+}
+
 setup() {
     [ -f "$ready" ] && return 0
     local mirror keyring tmp
@@ -81,7 +95,7 @@ setup() {
     fi
     # Built beside the final path and renamed when complete: a half-made root is never reused.
     tmp="$root.partial"
-    as_root rm -rf "$tmp"
+    remove_partial "$tmp"
     mkdir -p "$(dirname "$root")"
     say "creating a Debian 13 root in $root from $mirror (a few minutes)"
     as_root debootstrap --variant=minbase --keyring="$keyring" trixie "$tmp" "$mirror" \

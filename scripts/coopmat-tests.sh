@@ -8,9 +8,10 @@
 #   WGPU_ATTENTION_COOPMAT_LANE=0        skip (local runs without root or network)
 #   WGPU_ATTENTION_COOPMAT_FILTER=NAME   test-name filter inside the lane (default: coopmat);
 #                                        an empty filter runs every test of every binary there
-#   WGPU_ATTENTION_COOPMAT_SUITE="fused numerics …"  test files (tests/NAME.rs) run whole in the
-#                                        lane, where every f16 fused case also runs on the
-#                                        cooperative-matrix design (default: none)
+#   WGPU_ATTENTION_COOPMAT_SUITE="fused …"  test files (tests/NAME.rs) run whole in the lane, where
+#                                        every f16 fused case also runs on the cooperative-matrix
+#                                        design (default: the table-driven fused files below, ~2
+#                                        minutes; add `shapes` for ~3 more; empty: none)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,7 +46,7 @@ bash scripts/coopmat-lane.sh run target/debug/wgpu-attention info 2>/dev/null | 
     exit 1
 }
 
-suite=" ${WGPU_ATTENTION_COOPMAT_SUITE:-} "
+suite=" ${WGPU_ATTENTION_COOPMAT_SUITE-fused numerics edges masks varlen designs alibi} "
 failed=()
 for bin in "${binaries[@]}"; do
     name="$(basename "$bin")"
