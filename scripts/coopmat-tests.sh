@@ -39,12 +39,14 @@ if [ "${#binaries[@]}" = 0 ]; then
     exit 1
 fi
 
-# The lane must really have cooperative matrices, or every coopmat test would skip.
-bash scripts/coopmat-lane.sh run target/debug/wgpu-attention info 2>/dev/null | grep -q '^coopmat design: [0-9]' || {
+# The lane must really have cooperative matrices, or every coopmat test would skip. (Output is
+# captured, not piped into `grep -q`: an early exit would fail the pipeline under pipefail.)
+info="$(bash scripts/coopmat-lane.sh run target/debug/wgpu-attention info 2>&1 || true)"
+if ! grep -q '^coopmat design: [0-9]' <<<"$info"; then
     echo "coopmat-tests: ERROR: the lane's adapter has no f16 -> f32 cooperative matrices:" >&2
-    bash scripts/coopmat-lane.sh run target/debug/wgpu-attention info >&2 || true
+    echo "$info" >&2
     exit 1
-}
+fi
 
 suite=" ${WGPU_ATTENTION_COOPMAT_SUITE-fused numerics edges masks varlen designs alibi} "
 failed=()
@@ -54,7 +56,8 @@ for bin in "${binaries[@]}"; do
     args=()
     if [[ "$suite" != *" $name "* ]] && [ -n "$filter" ]; then
         # A filter no test of the binary matches runs nothing; list first to keep the log short.
-        bash scripts/coopmat-lane.sh run "$bin" --list "$filter" 2>/dev/null | grep -q ': test$' || continue
+        listed="$(bash scripts/coopmat-lane.sh run "$bin" --list "$filter" 2>/dev/null || true)"
+        grep -q ': test$' <<<"$listed" || continue
         args+=("$filter")
     fi
     echo "== coopmat lane: $name ${args[*]:+(filter: ${args[*]})}" >&2
