@@ -12,7 +12,7 @@ use serde_json::Value;
 use wgpu_attention::bench::files::{read_npy, write_npy, HostData, HostTensor};
 use wgpu_attention::bench::{adapter_key, BucketDesign, ShapeClass, TuneCache, TuneEntry, TunedConfig, CACHE_ENV};
 use wgpu_attention::reference::{self, Broadcast, HostInputs, Tolerance};
-use wgpu_attention::{Alignment, AttentionOptions, Context, DType, FlashConfig, Problem};
+use wgpu_attention::{Alignment, AttentionOptions, Context, DType, Design, FlashConfig, Problem};
 
 fn cli() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_wgpu-attention"));
@@ -1046,8 +1046,65 @@ fn bench_variant_additive_reports_both_paths() {
         }
     }
     let csv = std::fs::read_to_string(&c).unwrap();
-    assert!(csv.lines().next().unwrap().ends_with(",variant,phases_ms"));
+    assert!(csv.lines().next().unwrap().ends_with(",variant,phases_ms,design"));
     assert_eq!(csv.lines().count(), 1 + rows.len());
+}
+
+/// `bench --design all` prints one fused row per design, each checked against the reference and
+/// naming the design that ran; a design the adapter lacks notes its fallback. `run --design`
+/// takes one design and refuses `all`.
+#[test]
+fn bench_design_all_reports_every_design() {
+    let dir = tempfile::tempdir().unwrap();
+    let (j, c) = (dir.path().join("d.json"), dir.path().join("d.csv"));
+    let out = ok(cli()
+        .args([
+            "bench",
+            "--design",
+            "all",
+            "--kernel",
+            "fused",
+            "--shape",
+            "1,2,1,19,23,16,8",
+        ])
+        .args([
+            "--causal",
+            "bottom-right",
+            "--warmup",
+            "0",
+            "--iters",
+            "1",
+            "--quiet",
+            "--json",
+        ])
+        .arg(&j)
+        .arg("--csv")
+        .arg(&c));
+    let v = json(&j);
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), Design::ALL.len(), "{}", stdout(&out));
+    let available = wgpu_attention::available_designs(&Context::new().unwrap(), DType::F32);
+    for (r, design) in rows.iter().zip(Design::ALL) {
+        assert_eq!(r["within_tolerance"], true, "{r}");
+        assert!(r["gflops"].as_f64().unwrap() > 0.0, "{r}");
+        let ran = r["design"].as_str().unwrap();
+        if available.contains(&design) {
+            assert_eq!(ran, design.name(), "{r}");
+        } else {
+            let note = r["note"].as_str().unwrap();
+            assert!(note.starts_with(&format!("{design} design unavailable")), "{r}");
+            assert!(note.ends_with(&format!("ran {ran}")), "{r}");
+        }
+        let label = format!("fused/{ran}");
+        assert!(stdout(&out).lines().any(|l| l.starts_with(&label)), "{}", stdout(&out));
+    }
+    assert!(std::fs::read_to_string(&c)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .ends_with(",design"));
+    fails_with(cli().args(["run", "--design", "all"]), "--design all applies to bench");
 }
 
 #[test]
