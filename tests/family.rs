@@ -72,7 +72,7 @@ fn gemm_cases(design: GemmDesign) {
     let ctx = ctx();
     let mut r = rng(1);
     // (batch_a, batch_b, m, k, n): primes, 1s, non-multiples of the 64×64 tile and of the
-    // register design's 8-row × 32-column workgroup block (9, 31, 33, 65), broadcast B.
+    // register design's 8-row × 64-column workgroup block (9, 31, 33, 65), broadcast B.
     let shapes = [
         (1, 1, 1, 1, 1),
         (1, 1, 3, 5, 7),
@@ -82,6 +82,7 @@ fn gemm_cases(design: GemmDesign) {
         (1, 1, 1, 11, 65),
         (2, 2, 9, 31, 33),
         (1, 1, 31, 1, 3),
+        (1, 1, 10, 8, 130),
     ];
     for (ba, bb, m, k, n) in shapes {
         for (trans_a, trans_b) in [(false, false), (true, false), (false, true), (true, true)] {

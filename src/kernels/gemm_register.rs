@@ -8,11 +8,11 @@ use crate::error::Result;
 use crate::pipeline::{self, Kernel, Variant};
 use crate::tensor::DType;
 
-/// Output rows per invocation (vec4 accumulators held in registers) when the problem has that
-/// many; each invocation computes a `rows × 4` block.
+/// Output rows per invocation when the problem has that many; each invocation computes a
+/// `rows × 8` block held in two vec4 accumulators per row.
 pub const DEFAULT_ROWS: u32 = 8;
 /// Invocations per workgroup (the `WG` override): one SIMD batch of a 256-bit CPU driver. A
-/// workgroup covers `rows × 4·WG` outputs. (Measured on llvmpipe at 1024×512×512: 8 and 16 alike,
+/// workgroup covers `rows × 8·WG` outputs. (Measured on llvmpipe at 1024×512×512: 8 and 16 alike,
 /// 64 ~30% slower.)
 pub const DEFAULT_WORKGROUP: u32 = 8;
 
@@ -43,7 +43,7 @@ pub(crate) fn step(
         SLOTS,
         &[("WG", workgroup as f64)],
     )?;
-    let blocks = gp.m.div_ceil(rows) as u64 * gp.n.div_ceil(4 * workgroup) as u64;
+    let blocks = gp.m.div_ceil(rows) as u64 * gp.n.div_ceil(8 * workgroup) as u64;
     let groups = grid(ctx, gp.batch as u64 * blocks, "gemm_register")?;
     Ok(dispatch_step(ctx, kernel, params, &buffers, groups))
 }
