@@ -100,9 +100,10 @@ pub struct GemmOptions {
     pub out: Option<Tensor>,
     /// Add the product to the existing contents of `out` (C += …).
     pub accumulate: bool,
-    /// Tile of the tiled design; `None` picks one from the shape.
+    /// Tile of the tiled design; `None` picks one from the shape. A tile with `design: Auto`
+    /// selects the tiled design.
     pub tile: Option<GemmTile>,
-    /// Kernel design; `Auto` picks by adapter type.
+    /// Kernel design; `Auto` picks by adapter type (or `Tiled` when `tile` is given).
     pub design: GemmDesign,
 }
 
@@ -352,12 +353,18 @@ pub fn prepare(ctx: &Context, a: &Tensor, b: &Tensor, opts: &GemmOptions) -> Res
         let params = kernels::params_buffer(ctx, &gp);
         let buffers = [&ab, &bb, &cb, &biasb];
         // Old llvmpipe ends long loops silently; the register design loops once per k.
-        let design = match opts.design.resolve(ctx) {
-            GemmDesign::Register if kernels::loop_budget(ctx) && shape.k > REGISTER_MAX_K_UNDER_LOOP_BUDGET => {
-                GemmDesign::Tiled
-            }
-            d => d,
+        let over_budget = kernels::loop_budget(ctx) && shape.k > REGISTER_MAX_K_UNDER_LOOP_BUDGET;
+        let design = match (opts.design, opts.tile) {
+            (GemmDesign::Auto, Some(_)) => GemmDesign::Tiled,
+            (GemmDesign::Auto, None) if over_budget => GemmDesign::Tiled,
+            (d, _) => d.resolve(ctx),
         };
+        if design == GemmDesign::Register && over_budget {
+            return Err(Error::Unsupported(format!(
+                "this driver (llvmpipe before Mesa 25) ends shader loops after 65535 iterations without an error; the register GEMM design reduces over at most {REGISTER_MAX_K_UNDER_LOOP_BUDGET} elements (K = {}): use GemmDesign::Auto or Tiled",
+                shape.k
+            )));
+        }
         let step = match design {
             GemmDesign::Register => kernels::gemm_register::step(ctx, a.dtype(), &gp, &params, buffers)?,
             _ => {
