@@ -4,9 +4,12 @@
 // walked in tiles of BLOCK_K rows, each K and V tile loaded once per workgroup (coalesced vec4
 // loads, the V tile reusing the K tile's memory) and read by every row of the block. Per tile:
 //   1. S[r, j] = q_r · k_j for the tile (lane t of a row computes keys t, t + LANES, …), then cap,
-//      bias, ALiBi and masks (`block_score`), into the S tile in workgroup memory;
-//   2. every lane of row r walks the row's BLOCK_K scores: online softmax (running max m and sum l
-//      in registers, identical in the row's lanes) and O[r, its slice] += p · V[j, its slice].
+//      bias, ALiBi and masks (`block_score`), into the S tile in workgroup memory, and each lane's
+//      maximum;
+//   2. while the V tile loads, each lane turns its own scores into probabilities against the row's
+//      running maximum (online softmax: max m identical in the row's lanes, each lane summing its
+//      own keys' share of l), in place;
+//   3. O[r, its slice] += P[r, :] · V[:, its slice].
 // O lives in registers: SLOTS vec4 per invocation (DV / (4 · LANES) rounded up), not a whole row.
 // Composed after common/params.wgsl, common/grid.wgsl, common/philox.wgsl, a centers piece,
 // an ALiBi piece, common/mask.wgsl, common/row_block.wgsl and a loader piece (common/load_vec4.wgsl
@@ -14,11 +17,12 @@
 // the device's workgroup memory.
 //
 // Design notes:
-// - Four barriers per key tile (K loaded, S written, V loaded, V read): the price of sharing every
-//   loaded K/V vector with BLOCK_Q rows, which is what GPUs reward (global traffic per FLOP falls
-//   by BLOCK_Q). CPU drivers prefer the register design (flash_forward.wgsl).
-// - The softmax is computed redundantly by the LANES lanes of a row (same operations in the same
-//   order, so the lanes agree bit for bit): no second reduction and no extra barrier.
+// - Four barriers per key tile (K loaded, S written, V loaded and P written, V read): the price
+//   of sharing every loaded K/V vector with BLOCK_Q rows, which is what GPUs reward (global
+//   traffic per FLOP falls by BLOCK_Q). CPU drivers prefer the register design (flash_forward.wgsl).
+// - Each exponential is computed once (by the lane that computed the score); the row maximum and
+//   the final sum are reduced over the LANES lanes through workgroup memory in a fixed order, so
+//   the lanes agree bit for bit and results are deterministic.
 // - Lazy rescaling as in the register design: the running max moves only when a tile's maximum
 //   exceeds it by RESCALE_THRESHOLD (probabilities stay ≤ e^8); the result is exact math.
 // - Key range and block skipping as in the register design (`enter_row_block`); local-p rows have
@@ -41,7 +45,8 @@ const RESCALE_THRESHOLD: f32 = 8.0;
 
 var<workgroup> q_tile: array<vec4<f32>, BLOCK_Q * DK4>;
 var<workgroup> kv_tile: array<vec4<f32>, BLOCK_K * KV4>;
-var<workgroup> s_tile: array<f32, BLOCK_Q * BLOCK_K>;
+var<workgroup> s_tile: array<f32, BLOCK_Q * BLOCK_K>; // scores, then probabilities
+var<workgroup> row_part: array<f32, WORKGROUP>;          // per-lane maxima, then sums
 
 @compute @workgroup_size(WORKGROUP)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -81,10 +86,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         o[s] = vec4<f32>(0.0);
     }
     var m = neg_inf();
-    var l = 0.0;
+    var l_lane = 0.0; // this lane's share of the row's sum (its keys), summed over lanes at the end
 
     for (var j0 = blk.k_begin; j0 < blk.k_end; j0 += i32(BLOCK_K)) {
-        // 1. K tile (zero past the range), then this lane's scores.
+        // 1. K tile (zero past the range), then this lane's scores and their maximum.
         workgroupBarrier();
         for (var e = lid; e < BLOCK_K * DK4; e += WORKGROUP) {
             let j = j0 + i32(e / DK4);
@@ -95,6 +100,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             kv_tile[(e / DK4) * KV4 + e % DK4] = x;
         }
         workgroupBarrier();
+        var lane_max = neg_inf();
         for (var jj = lane; jj < BLOCK_K; jj += LANES) {
             let j = j0 + i32(jj);
             var s = neg_inf();
@@ -107,8 +113,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 s = block_score((acc.x + acc.y) + (acc.z + acc.w), masked_range, b, h, im, u32(j), center);
             }
             s_tile[r * BLOCK_K + jj] = s;
+            if (s > lane_max) { // NaN never raises the max; it reaches l and O through exp below
+                lane_max = s;
+            }
         }
-        // 2. V tile over the K tile, then the row's online softmax and weighted sum.
+        row_part[lid] = lane_max;
+        // 2. V tile over the K tile; meanwhile each lane turns its own scores into probabilities
+        //    against the row's maximum (read from the lanes' maxima in a fixed order, so every
+        //    lane of the row takes the same rescaling decision).
         workgroupBarrier();
         for (var e = lid; e < BLOCK_K * DV4; e += WORKGROUP) {
             let j = j0 + i32(e / DV4);
@@ -118,34 +130,36 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             }
             kv_tile[(e / DV4) * KV4 + e % DV4] = x;
         }
-        workgroupBarrier();
         var tile_max = neg_inf();
-        for (var jj = 0u; jj < BLOCK_K; jj++) {
-            let s = s_tile[r * BLOCK_K + jj];
-            if (s > tile_max) { // NaN never raises the max; it reaches l and O through exp below
-                tile_max = s;
-            }
+        for (var t = 0u; t < LANES; t++) {
+            tile_max = max(tile_max, row_part[r * LANES + t]); // lane maxima are never NaN
         }
         if (tile_max > m + RESCALE_THRESHOLD) {
             let alpha = exp(m - tile_max);
-            l *= alpha;
+            l_lane *= alpha;
             for (var s = 0u; s < SLOTS; s++) {
                 o[s] *= alpha;
             }
             m = tile_max;
         }
-        for (var jj = 0u; jj < BLOCK_K; jj++) {
+        for (var jj = lane; jj < BLOCK_K; jj += LANES) {
             let s = s_tile[r * BLOCK_K + jj];
-            if (is_masked(s)) {
-                continue;
+            var p = 0.0;
+            if (!is_masked(s)) {
+                p = exp(s - m);
+                l_lane += p;
+                if (weighted) {
+                    p *= value_weight(b, h, im, u32(j0 + i32(jj)), center);
+                }
             }
-            var p = exp(s - m);
-            l += p;
-            if (weighted) {
-                p *= value_weight(b, h, im, u32(j0 + i32(jj)), center);
-            }
-            // A key of weight 0 (dropped) contributes nothing: a NaN or inf in its V row must not
-            // reach the row (0 · inf is NaN).
+            s_tile[r * BLOCK_K + jj] = p;
+        }
+        // 3. O[r, this lane's slice] += P[r, :] · V.
+        workgroupBarrier();
+        for (var jj = 0u; jj < BLOCK_K; jj++) {
+            let p = s_tile[r * BLOCK_K + jj];
+            // A key of weight 0 (masked or dropped) contributes nothing: a NaN or inf in its V
+            // row must not reach the row (0 · inf is NaN).
             if (!(p == 0.0)) { // not `!=`: it may compile to an ordered compare, false for NaN
                 for (var s = 0u; s < SLOTS; s++) {
                     let c4 = lane + s * LANES;
@@ -155,6 +169,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 }
             }
         }
+    }
+    // The row's sum: the lanes' shares added in a fixed order (the same in every lane).
+    row_part[lid] = l_lane;
+    workgroupBarrier();
+    var l = 0.0;
+    for (var t = 0u; t < LANES; t++) {
+        l += row_part[r * LANES + t];
     }
 
     // Normalize and write; a row with no visible key (l = 0) gets O = 0 and LSE = −inf; a NaN

@@ -38,6 +38,49 @@ pub enum Activation {
     Sigmoid,
 }
 
+/// Which GEMM kernel computes the product. Every design supports every option of [`GemmOptions`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
+pub enum GemmDesign {
+    /// [`GemmDesign::Register`] on CPU adapters (`DeviceType::Cpu`: llvmpipe, SwiftShader),
+    /// [`GemmDesign::Tiled`] elsewhere.
+    #[default]
+    Auto,
+    /// Workgroup tiles staged through workgroup memory (`shaders/gemm.wgsl`); the GPU design,
+    /// shaped by [`GemmOptions::tile`].
+    Tiled,
+    /// Each invocation keeps a block of output rows of one column in registers, with no workgroup
+    /// memory and no barriers (`shaders/gemm_register.wgsl`); the CPU design.
+    Register,
+}
+
+impl GemmDesign {
+    /// The design `Auto` stands for on `ctx` (other designs are returned as they are).
+    pub fn resolve(self, ctx: &Context) -> GemmDesign {
+        match self {
+            GemmDesign::Auto if kernels::is_cpu(ctx) => GemmDesign::Register,
+            GemmDesign::Auto => GemmDesign::Tiled,
+            d => d,
+        }
+    }
+
+    /// Lower-case name (`auto`, `tiled`, `register`).
+    pub fn name(self) -> &'static str {
+        match self {
+            GemmDesign::Auto => "auto",
+            GemmDesign::Tiled => "tiled",
+            GemmDesign::Register => "register",
+        }
+    }
+}
+
+impl std::fmt::Display for GemmDesign {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Options of [`gemm`].
 #[derive(Debug, Clone)]
 pub struct GemmOptions {
@@ -57,8 +100,11 @@ pub struct GemmOptions {
     pub out: Option<Tensor>,
     /// Add the product to the existing contents of `out` (C += …).
     pub accumulate: bool,
-    /// Tile; `None` picks one from the shape.
+    /// Tile of the tiled design; `None` picks one from the shape. A tile with `design: Auto`
+    /// selects the tiled design.
     pub tile: Option<GemmTile>,
+    /// Kernel design; `Auto` picks by adapter type (or `Tiled` when `tile` is given).
+    pub design: GemmDesign,
 }
 
 impl Default for GemmOptions {
@@ -73,6 +119,7 @@ impl Default for GemmOptions {
             out: None,
             accumulate: false,
             tile: None,
+            design: GemmDesign::Auto,
         }
     }
 }
@@ -254,6 +301,10 @@ fn default_tile(m: usize, n: usize) -> GemmTile {
     }
 }
 
+/// The longest reduction the register design takes on llvmpipe before Mesa 25, whose shaders end
+/// every loop after 65535 iterations in total ([`kernels::loop_budget`]); longer ones run tiled.
+const REGISTER_MAX_K_UNDER_LOOP_BUDGET: usize = 32768;
+
 /// Validates and prepares the GEMM; record it with [`Prepared::encode`] or run it.
 pub fn prepare(ctx: &Context, a: &Tensor, b: &Tensor, opts: &GemmOptions) -> Result<Prepared<Tensor>> {
     let shape = validate(ctx, a, b, opts)?;
@@ -299,9 +350,28 @@ pub fn prepare(ctx: &Context, a: &Tensor, b: &Tensor, opts: &GemmOptions) -> Res
             c: matrix_strides(&out, co, false),
             post_scale: opts.post_scale,
         };
-        let tile = opts.tile.unwrap_or_else(|| default_tile(shape.m, shape.n));
         let params = kernels::params_buffer(ctx, &gp);
-        let step = kernels::gemm::step(ctx, tile, a.dtype(), &gp, &params, [&ab, &bb, &cb, &biasb])?;
+        let buffers = [&ab, &bb, &cb, &biasb];
+        // Old llvmpipe ends long loops silently; the register design loops once per k.
+        let over_budget = kernels::loop_budget(ctx) && shape.k > REGISTER_MAX_K_UNDER_LOOP_BUDGET;
+        let design = match (opts.design, opts.tile) {
+            (GemmDesign::Auto, Some(_)) => GemmDesign::Tiled,
+            (GemmDesign::Auto, None) if over_budget => GemmDesign::Tiled,
+            (d, _) => d.resolve(ctx),
+        };
+        if design == GemmDesign::Register && over_budget {
+            return Err(Error::Unsupported(format!(
+                "this driver (llvmpipe before Mesa 25) ends shader loops after 65535 iterations without an error; the register GEMM design reduces over at most {REGISTER_MAX_K_UNDER_LOOP_BUDGET} elements (K = {}): use GemmDesign::Auto or Tiled",
+                shape.k
+            )));
+        }
+        let step = match design {
+            GemmDesign::Register => kernels::gemm_register::step(ctx, a.dtype(), &gp, &params, buffers)?,
+            _ => {
+                let tile = opts.tile.unwrap_or_else(|| default_tile(shape.m, shape.n));
+                kernels::gemm::step(ctx, tile, a.dtype(), &gp, &params, buffers)?
+            }
+        };
         let allocated = params.size() + if opts.out.is_none() { out.buffer().size() } else { 0 };
         let mut prepared = Prepared::new(ctx, out);
         prepared.push("gemm", vec![step], allocated, shape.flops());

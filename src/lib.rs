@@ -129,7 +129,7 @@ pub use backward::{attention_backward, AttentionBackward, BackwardOptions, Gradi
 pub use cache::{AppendOptions, KvCache, PagedLayout, PreparedAppend, PreparedRope, UNMAPPED_PAGE};
 pub use context::{Context, ContextOptions, DeviceInfo};
 pub use error::{Error, Result};
-pub use gemm::{Activation, GemmOptions};
+pub use gemm::{Activation, GemmDesign, GemmOptions};
 pub use kernels::{BackwardConfig, CoopmatConfig, DecodeConfig, FlashConfig, GemmTile, TiledConfig};
 pub use merge::merge_attention_states;
 pub use options::{alibi_slopes, Alignment, AttentionOptions, Design, Dropout, KernelChoice, Window};

@@ -52,6 +52,8 @@ pub mod common {
     pub const MASK: &str = include_str!("../shaders/common/mask.wgsl");
     /// The fused designs' query-row block: its (b, h), rows, lengths and key range.
     pub const ROW_BLOCK: &str = include_str!("../shaders/common/row_block.wgsl");
+    /// The GEMM kernels' uniform, bindings, edge-aware loads and epilogue (`store_c`).
+    pub const GEMM_IO: &str = include_str!("../shaders/common/gemm_io.wgsl");
     /// The register-tiled GEMM tile loop shared by QKᵀ and P·V.
     pub const GEMM_TILE: &str = include_str!("../shaders/common/gemm_tile.wgsl");
     /// Q/K/V/O bindings with vec4 loads (aligned operands).
@@ -122,8 +124,12 @@ pub enum Kernel {
     PeakFma,
     /// `shaders/peak_bandwidth.wgsl`: calibration kernel, vec4 stream copy (memory ceiling).
     PeakBandwidth,
-    /// `shaders/gemm.wgsl`: batched GEMM with bias, accumulation and tanh (projections).
+    /// `shaders/gemm.wgsl`: batched GEMM with bias, accumulation and tanh (projections), tiled
+    /// through workgroup memory (the GPU design).
     Gemm,
+    /// `shaders/gemm_register.wgsl`: the same GEMM register-blocked, without workgroup memory or
+    /// barriers (the CPU-adapter design); [`Variant::rows`] rows per invocation.
+    GemmRegister,
     /// `shaders/hard_attention.wgsl`: one sampled key per query (Gumbel-max over Philox words).
     HardAttention,
     /// `shaders/additive_hidden.wgsl`: the naive additive path's [Lq, Lk, Da] tanh tensor.
@@ -160,7 +166,7 @@ pub enum Kernel {
 
 impl Kernel {
     /// All kernels, for tests and pre-compilation.
-    pub const ALL: [Kernel; 24] = [
+    pub const ALL: [Kernel; 25] = [
         Kernel::QkScores,
         Kernel::MaskedSoftmax,
         Kernel::WeightedSum,
@@ -170,6 +176,7 @@ impl Kernel {
         Kernel::PeakFma,
         Kernel::PeakBandwidth,
         Kernel::Gemm,
+        Kernel::GemmRegister,
         Kernel::HardAttention,
         Kernel::AdditiveHidden,
         Kernel::Pool,
@@ -199,6 +206,7 @@ impl Kernel {
             Kernel::PeakFma => "peak_fma.wgsl",
             Kernel::PeakBandwidth => "peak_bandwidth.wgsl",
             Kernel::Gemm => "gemm.wgsl",
+            Kernel::GemmRegister => "gemm_register.wgsl",
             Kernel::HardAttention => "hard_attention.wgsl",
             Kernel::AdditiveHidden => "additive_hidden.wgsl",
             Kernel::Pool => "pool.wgsl",
@@ -225,6 +233,7 @@ impl Kernel {
             Kernel::PeakFma => include_str!("../shaders/peak_fma.wgsl"),
             Kernel::PeakBandwidth => include_str!("../shaders/peak_bandwidth.wgsl"),
             Kernel::Gemm => include_str!("../shaders/gemm.wgsl"),
+            Kernel::GemmRegister => include_str!("../shaders/gemm_register.wgsl"),
             Kernel::HardAttention => include_str!("../shaders/hard_attention.wgsl"),
             Kernel::AdditiveHidden => include_str!("../shaders/additive_hidden.wgsl"),
             Kernel::Pool => include_str!("../shaders/pool.wgsl"),
@@ -266,7 +275,8 @@ impl Kernel {
                 alibi,
                 common::MASK,
             ],
-            Kernel::Gemm => vec![common::GRID, common::GEMM_TILE],
+            Kernel::Gemm => vec![common::GRID, common::GEMM_IO, common::GEMM_TILE],
+            Kernel::GemmRegister => vec![common::GRID, common::GEMM_IO],
             Kernel::HardAttention => vec![
                 common::PARAMS,
                 common::GRID,
@@ -438,6 +448,10 @@ pub fn compose(kernel: Kernel, dtype: DType) -> String {
         },
         Kernel::FlashTiled => Variant {
             slots: 4,
+            ..Variant::default()
+        },
+        Kernel::GemmRegister => Variant {
+            rows: crate::kernels::gemm_register::DEFAULT_ROWS,
             ..Variant::default()
         },
         Kernel::FlashCoopmat => Variant {

@@ -12,7 +12,7 @@ use serde_json::Value;
 use wgpu_attention::bench::files::{read_npy, write_npy, HostData, HostTensor};
 use wgpu_attention::bench::{adapter_key, BucketDesign, ShapeClass, TuneCache, TuneEntry, TunedConfig, CACHE_ENV};
 use wgpu_attention::reference::{self, Broadcast, HostInputs, Tolerance};
-use wgpu_attention::{Alignment, AttentionOptions, Context, DType, FlashConfig, Problem};
+use wgpu_attention::{Alignment, AttentionOptions, Context, DType, Design, FlashConfig, Problem};
 
 fn cli() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_wgpu-attention"));
@@ -105,6 +105,34 @@ fn peak_writes_json() {
     assert!(stdout(&out).contains("GFLOP/s"));
     let v = json(&path);
     assert!(v["fma_f32_gflops"].as_f64().unwrap() > 0.0);
+    // The reported ceiling is the best of every calibration shape tried, and each is listed.
+    for (dtype, peak) in [("f32", &v["fma_f32"]), ("f16", &v["fma_f16"])] {
+        if peak.is_null() {
+            continue;
+        }
+        let best = peak["gflops"].as_f64().unwrap();
+        let variants = peak["variants"].as_array().unwrap();
+        assert!(variants.len() > 1, "{dtype}: one calibration shape only");
+        for shape in variants {
+            let g = shape["gflops"].as_f64().unwrap();
+            assert!(g > 0.0 && best >= g, "{dtype}: best {best} below a tried shape {shape}");
+            let line = format!(
+                "{dtype} {:>2} chains  wg {:>3}:",
+                shape["chains"].as_u64().unwrap(),
+                shape["workgroup"].as_u64().unwrap()
+            );
+            assert!(stdout(&out).contains(&line), "missing {line:?} in\n{}", stdout(&out));
+        }
+    }
+    assert_eq!(v["fma_f32_gflops"].as_f64(), v["fma_f32"]["gflops"].as_f64());
+    // A CPU adapter whose name gives its vector width (llvmpipe) gets the theoretical estimate.
+    let cpu = v["adapter"]["device_type"] == "Cpu" && v["adapter"]["name"].as_str().unwrap().contains(" bits");
+    if cpu && std::path::Path::new("/proc/cpuinfo").exists() {
+        let e = &v["cpu_estimate"];
+        assert!(e["gflops"].as_f64().unwrap() > 0.0, "no estimate in {v}");
+        assert!(e["cores"].as_u64().unwrap() >= 1 && e["vector_bits"].as_u64().unwrap() >= 128);
+        assert!(stdout(&out).contains("CPU theoretical:") && stdout(&out).contains("(estimate)"));
+    }
     assert!(v["bandwidth_gbps"].as_f64().unwrap() > 0.0);
     assert!(["gpu-timestamps", "wall-clock"].contains(&v["timer"].as_str().unwrap()));
     assert!(v["adapter"]["name"].is_string());
@@ -1046,8 +1074,65 @@ fn bench_variant_additive_reports_both_paths() {
         }
     }
     let csv = std::fs::read_to_string(&c).unwrap();
-    assert!(csv.lines().next().unwrap().ends_with(",variant,phases_ms"));
+    assert!(csv.lines().next().unwrap().ends_with(",variant,phases_ms,design"));
     assert_eq!(csv.lines().count(), 1 + rows.len());
+}
+
+/// `bench --design all` prints one fused row per design, each checked against the reference and
+/// naming the design that ran; a design the adapter lacks notes its fallback. `run --design`
+/// takes one design and refuses `all`.
+#[test]
+fn bench_design_all_reports_every_design() {
+    let dir = tempfile::tempdir().unwrap();
+    let (j, c) = (dir.path().join("d.json"), dir.path().join("d.csv"));
+    let out = ok(cli()
+        .args([
+            "bench",
+            "--design",
+            "all",
+            "--kernel",
+            "fused",
+            "--shape",
+            "1,2,1,19,23,16,8",
+        ])
+        .args([
+            "--causal",
+            "bottom-right",
+            "--warmup",
+            "0",
+            "--iters",
+            "1",
+            "--quiet",
+            "--json",
+        ])
+        .arg(&j)
+        .arg("--csv")
+        .arg(&c));
+    let v = json(&j);
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), Design::ALL.len(), "{}", stdout(&out));
+    let available = wgpu_attention::available_designs(&Context::new().unwrap(), DType::F32);
+    for (r, design) in rows.iter().zip(Design::ALL) {
+        assert_eq!(r["within_tolerance"], true, "{r}");
+        assert!(r["gflops"].as_f64().unwrap() > 0.0, "{r}");
+        let ran = r["design"].as_str().unwrap();
+        if available.contains(&design) {
+            assert_eq!(ran, design.name(), "{r}");
+        } else {
+            let note = r["note"].as_str().unwrap();
+            assert!(note.starts_with(&format!("{design} design unavailable")), "{r}");
+            assert!(note.ends_with(&format!("ran {ran}")), "{r}");
+        }
+        let label = format!("fused/{ran}");
+        assert!(stdout(&out).lines().any(|l| l.starts_with(&label)), "{}", stdout(&out));
+    }
+    assert!(std::fs::read_to_string(&c)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .ends_with(",design"));
+    fails_with(cli().args(["run", "--design", "all"]), "--design all applies to bench");
 }
 
 #[test]
@@ -1076,7 +1161,14 @@ fn bench_variant_mha_reports_phase_times() {
     );
     assert_eq!(r["within_tolerance"], true, "{r}");
     assert!(r["note"].as_str().unwrap().contains("heads 2/1 of dim 8"), "{r}");
+    // Which GEMM design ran the projections (Auto: register on a CPU adapter, tiled elsewhere).
+    let design = match v["adapter"]["device_type"].as_str() {
+        Some("Cpu") => "GEMM design: register",
+        _ => "GEMM design: tiled",
+    };
+    assert!(r["note"].as_str().unwrap().contains(design), "{r}");
     if v["timer"] == "gpu-timestamps" {
+        assert!(r["note"].as_str().unwrap().contains("%), attention "), "{r}");
         let phases = r["phases_ms"].as_object().expect("phase times");
         let names: Vec<&str> = phases.keys().map(String::as_str).collect();
         for name in ["projections", "attention", "output projection"] {

@@ -16,7 +16,8 @@ use wgpu_attention::family::{hard, local, location, mha, neurjudge, pooling, sco
 use wgpu_attention::reference::family as rf;
 use wgpu_attention::reference::{self, compare, Broadcast, HostInputs, HostScore, Tolerance};
 use wgpu_attention::{
-    gemm, Activation, Alignment, AttentionOptions, DType, Dropout, Error, GemmOptions, KernelChoice, Tensor,
+    gemm, gemm::GemmDesign, Activation, Alignment, AttentionOptions, DType, Dropout, Error, GemmOptions, KernelChoice,
+    Tensor,
 };
 
 /// Chained GEMM + attention stages, each rounding to f32.
@@ -44,17 +45,44 @@ fn assert_close(what: &str, got: &[f32], expected: &[f64], tol: Tolerance) {
 
 // ---------------------------------------------------------------- GEMM
 
+/// Every GEMM design, forced (Auto picks one of these by adapter type).
+const GEMM_DESIGNS: [GemmDesign; 2] = [GemmDesign::Tiled, GemmDesign::Register];
+
+#[test]
+fn gemm_auto_design_follows_the_adapter_type() {
+    let ctx = ctx();
+    let cpu = ctx
+        .info()
+        .adapter
+        .as_ref()
+        .is_some_and(|a| a.device_type == wgpu_attention::wgpu::DeviceType::Cpu);
+    let expected = if cpu { GemmDesign::Register } else { GemmDesign::Tiled };
+    assert_eq!(GemmDesign::Auto.resolve(ctx), expected);
+    assert_eq!(GemmDesign::Tiled.resolve(ctx), GemmDesign::Tiled);
+}
+
 #[test]
 fn gemm_matches_reference_across_shapes_transposes_and_epilogues() {
+    for design in GEMM_DESIGNS {
+        gemm_cases(design);
+    }
+}
+
+fn gemm_cases(design: GemmDesign) {
     let ctx = ctx();
     let mut r = rng(1);
-    // (batch_a, batch_b, m, k, n): primes, 1s, non-multiples of the 64×64 tile, broadcast B.
+    // (batch_a, batch_b, m, k, n): primes, 1s, non-multiples of the 64×64 tile and of the
+    // register design's 8-row × 64-column workgroup block (9, 31, 33, 65), broadcast B.
     let shapes = [
         (1, 1, 1, 1, 1),
         (1, 1, 3, 5, 7),
         (2, 1, 67, 13, 9),
         (3, 3, 17, 70, 31),
         (1, 1, 5, 64, 1),
+        (1, 1, 1, 11, 65),
+        (2, 2, 9, 31, 33),
+        (1, 1, 31, 1, 3),
+        (1, 1, 10, 8, 130),
     ];
     for (ba, bb, m, k, n) in shapes {
         for (trans_a, trans_b) in [(false, false), (true, false), (false, true), (true, true)] {
@@ -94,6 +122,7 @@ fn gemm_matches_reference_across_shapes_transposes_and_epilogues() {
                     post_scale: 2.0,
                     out: Some(out.clone()),
                     accumulate: true,
+                    design,
                     ..Default::default()
                 };
                 gemm::gemm(ctx, &ta, &tb, &opts).unwrap();
@@ -106,7 +135,7 @@ fn gemm_matches_reference_across_shapes_transposes_and_epilogues() {
                     act,
                     2.0,
                 );
-                let what = format!("gemm {ba}x{m}x{k} · {bb}x{k}x{n} trans=({trans_a},{trans_b}) {act:?}");
+                let what = format!("gemm {design} {ba}x{m}x{k} · {bb}x{k}x{n} trans=({trans_a},{trans_b}) {act:?}");
                 assert_close(&what, &read(&out), &expected, Tolerance::F32);
             }
         }
@@ -123,39 +152,47 @@ fn gemm_f16_and_four_dim_batches() {
     let (b0, b1, m, k, n) = (2, 3, 11, 19, 5);
     let a = round_f16(&random(&mut r, b0 * b1 * m * k, 1.0));
     let w = round_f16(&random(&mut r, n * k, 1.0));
-    let out = gemm::gemm(
-        ctx,
-        &upload(ctx, &a, &[b0, b1, m, k], DType::F16),
-        &upload(ctx, &w, &[n, k], DType::F16),
-        &GemmOptions {
-            trans_b: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    assert_eq!(out.shape(), &[b0, b1, m, n]);
-    let expected = rf::gemm(
-        rf::HostMatrix {
-            data: &a,
-            batch: b0 * b1,
-            rows: m,
-            cols: k,
-            trans: false,
-        },
-        rf::HostMatrix {
-            data: &w,
-            batch: 1,
-            rows: n,
-            cols: k,
-            trans: true,
-        },
-        1.0,
-        None,
-        None,
-        Activation::None,
-        1.0,
-    );
-    assert_close("gemm f16", &read(&out), &expected, Tolerance { abs: 1e-2, rel: 4e-3 });
+    for design in GEMM_DESIGNS {
+        let out = gemm::gemm(
+            ctx,
+            &upload(ctx, &a, &[b0, b1, m, k], DType::F16),
+            &upload(ctx, &w, &[n, k], DType::F16),
+            &GemmOptions {
+                trans_b: true,
+                design,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(out.shape(), &[b0, b1, m, n]);
+        let expected = rf::gemm(
+            rf::HostMatrix {
+                data: &a,
+                batch: b0 * b1,
+                rows: m,
+                cols: k,
+                trans: false,
+            },
+            rf::HostMatrix {
+                data: &w,
+                batch: 1,
+                rows: n,
+                cols: k,
+                trans: true,
+            },
+            1.0,
+            None,
+            None,
+            Activation::None,
+            1.0,
+        );
+        assert_close(
+            &format!("gemm f16 {design}"),
+            &read(&out),
+            &expected,
+            Tolerance { abs: 1e-2, rel: 4e-3 },
+        );
+    }
 }
 
 // ---------------------------------------------------------------- score functions

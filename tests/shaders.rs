@@ -54,6 +54,19 @@ fn every_kernel_validates_with_naga() {
             }
         }
     }
+    // The register-blocked GEMM at every row count its host picks (powers of two up to 8).
+    for dtype in [wgpu_attention::DType::F32, wgpu_attention::DType::F16] {
+        for rows in [1, 2, 4, 8] {
+            let variant = Variant {
+                rows,
+                ..Variant::default()
+            };
+            let src = compose_variant(Kernel::GemmRegister, dtype, variant);
+            if let Err(e) = validate(&src, &HashMap::new()) {
+                failures.push(format!("GemmRegister/{dtype}/{variant:?}: {e}"));
+            }
+        }
+    }
     // The decode kernel's row counts, loaders, K/V layouts and ALiBi.
     for dtype in [wgpu_attention::DType::F32, wgpu_attention::DType::F16] {
         for rows in 1..=16 {
@@ -246,4 +259,22 @@ fn coopmat_kernel_validates_for_every_variant() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// The FMA calibration kernel at every chain count and workgroup size `peak` tries (chains past
+/// CHAINS sit behind `if`s on the override).
+#[test]
+fn peak_fma_validates_for_every_calibration_shape() {
+    for dtype in [wgpu_attention::DType::F32, wgpu_attention::DType::F16] {
+        let src = compose(Kernel::PeakFma, dtype);
+        for chains in [1, 2, 4, 8, 16] {
+            for workgroup in [8, 64, 256] {
+                let c: HashMap<String, f64> = [("CHAINS", chains), ("WORKGROUP", workgroup), ("ITERS", 256)]
+                    .into_iter()
+                    .map(|(n, v)| (n.to_string(), v as f64))
+                    .collect();
+                validate(&src, &c).unwrap_or_else(|e| panic!("{dtype} CHAINS={chains} WORKGROUP={workgroup}: {e}"));
+            }
+        }
+    }
 }

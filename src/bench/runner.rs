@@ -478,6 +478,22 @@ fn set_check<'c>(row: &mut Row, comparisons: impl IntoIterator<Item = &'c Compar
     row.checked = checked;
 }
 
+/// The note of a multi-head attention row: which GEMM design ran its projections and, with phase
+/// times, the share of the projections (input and output) against the attention step.
+fn gemm_split(ctx: &Context, phases: Option<&[(String, f64)]>) -> String {
+    let design = format!("GEMM design: {}", crate::gemm::GemmDesign::Auto.resolve(ctx));
+    let Some(phases) = phases else {
+        return design;
+    };
+    let total: f64 = phases.iter().map(|(_, ms)| ms).sum();
+    let share = |what: &str| {
+        let ms: f64 = phases.iter().filter(|(n, _)| n.contains(what)).map(|(_, ms)| ms).sum();
+        (ms, 100.0 * ms / total.max(f64::MIN_POSITIVE))
+    };
+    let ((proj, proj_pct), (attn, attn_pct)) = (share("projection"), share("attention"));
+    format!("{design}; projections {proj:.3} ms ({proj_pct:.0}%), attention {attn:.3} ms ({attn_pct:.0}%)")
+}
+
 /// Appends `text` to the row's note (`; ` between parts).
 fn add_note(row: &mut Row, text: &str) {
     let text = super::one_line(text);
@@ -563,7 +579,7 @@ pub fn run_bench(ctx: &Context, opts: &BenchOptions) -> Result<BenchReport> {
     let timer = Timer::new(ctx)?;
     let gpu_kernels = opts.kernels.iter().any(|&k| k != KernelKind::Reference);
     let peak = match gpu_kernels {
-        true => Some(measure_fma(ctx, &timer, dtype, 3)?),
+        true => Some(measure_fma(ctx, &timer, dtype, 3)?.gflops),
         false => None,
     };
     let causals: Vec<Option<Alignment>> = match opts.causal.is_empty() {
@@ -999,6 +1015,9 @@ impl Bench<'_> {
         match self.time_phases(&call) {
             Ok(phases) => row.phases_ms = phases,
             Err(e) => add_note(row, &format!("phases: {e}")),
+        }
+        if row.variant == Variant::Mha.name() {
+            add_note(row, &gemm_split(self.ctx, row.phases_ms.as_deref()));
         }
         if macs > FULL_CHECK_MACS as f64 {
             add_note(

@@ -57,11 +57,12 @@ impl TiledConfig {
         dv.div_ceil(4).div_ceil(self.lanes).max(1)
     }
 
-    /// Workgroup memory of the kernel: the scaled Q block, one K/V tile and the score tile, f32.
+    /// Workgroup memory of the kernel: the scaled Q block, one K/V tile, the score tile and one
+    /// float per invocation (row maxima and sums), f32.
     pub fn shared_bytes(&self, dk: u32, dv: u32) -> u64 {
         let (dk4, kv4) = (dk.div_ceil(4) as u64, dk.max(dv).div_ceil(4) as u64);
         let (bq, bk) = (self.block_q as u64, self.block_k as u64);
-        16 * (bq * dk4 + bk * kv4) + 4 * bq * bk
+        16 * (bq * dk4 + bk * kv4) + 4 * bq * bk + 4 * self.workgroup() as u64
     }
 
     /// The first candidate that fits the device for head dims `dk`, `dv` with at most 8 O
