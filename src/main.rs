@@ -512,6 +512,10 @@ fn info() -> Result<()> {
             println!("device type:  {:?}", a.device_type);
             println!("driver:       {} {}", a.driver, a.driver_info);
             println!("vendor/device: {:#06x}/{:#06x}", a.vendor, a.device);
+            println!(
+                "subgroups:    {}..{} invocations",
+                a.subgroup_min_size, a.subgroup_max_size
+            );
         }
         None => println!("adapter:      unknown"),
     }

@@ -91,6 +91,8 @@ fn info_prints_adapter_and_limits() {
         "backend:",
         "driver:",
         "features:",
+        "cooperative matrices",
+        "coopmat design:",
         "max_compute_workgroup_storage_size",
     ] {
         assert!(s.contains(key), "missing {key} in\n{s}");

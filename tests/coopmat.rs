@@ -158,6 +158,36 @@ fn coopmat_explicit_tiles() {
         }
     }
     check_all(cases);
+
+    // A tile that breaks the kernel's rules is refused, not run: part of a subgroup, blocks that
+    // are not multiples of the matrix size.
+    let subgroup = ctx().info().adapter.as_ref().unwrap().subgroup_max_size;
+    let bad = [
+        (subgroup / 2, 2 * m, 2 * m),
+        (8.max(subgroup), m + 1, m),
+        (8.max(subgroup), m, 0),
+    ];
+    for (workgroup, block_q, block_k) in bad.into_iter().filter(|t| t.0 > 0) {
+        let cfg = CoopmatConfig {
+            workgroup,
+            block_q,
+            block_k,
+        };
+        let p = problem(1, 1, 1, 16, 16, 16, 16);
+        let [qs, ks, vs] = p.qkv_shapes();
+        let x = |s: &[usize]| upload(ctx(), &vec![0.5; s.iter().product()], s, DType::F16);
+        let tuning = wgpu_attention::Tuning {
+            coopmat: Some(cfg),
+            ..Default::default()
+        };
+        let opts = AttentionOptions {
+            kernel: KernelChoice::Fused,
+            design: Some(Design::Coopmat),
+            ..Default::default()
+        };
+        let got = wgpu_attention::Attention::with_tuning(ctx(), &x(&qs), &x(&ks), &x(&vs), &opts, &tuning);
+        assert!(got.is_err(), "{cfg:?} was accepted");
+    }
 }
 
 /// Where the design cannot serve a call it falls back (to tiled, then register) and says why:

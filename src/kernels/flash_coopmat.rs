@@ -120,6 +120,15 @@ impl CoopmatConfig {
                 )));
             }
         }
+        // Cooperative-matrix operations need whole subgroups: a multiple of the largest size the
+        // device may pick covers every size it may pick (powers of two).
+        let subgroup = ctx.info().adapter.as_ref().map_or(0, |a| a.subgroup_max_size);
+        if subgroup > 0 && !self.workgroup.is_multiple_of(subgroup) {
+            return Err(Error::Unsupported(format!(
+                "cooperative-matrix tile: a workgroup of {} is not a whole number of subgroups of {subgroup}",
+                self.workgroup
+            )));
+        }
         check_workgroup_x(ctx, "flash_coopmat", self.workgroup)?;
         super::check_workgroup(ctx, self.workgroup, self.workgroup_bytes(dk, dv))
     }
