@@ -10,8 +10,9 @@
 #   scripts/coopmat-lane.sh BINARY [ARGS...]   same as `run BINARY ARGS...` (e.g. a test binary)
 #
 # The root lives in .lanes/trixie/ of the work tree (ignored by git); WGPU_ATTENTION_LANE_ROOT
-# moves it. Creating it takes ~5 minutes and needs root (or sudo), debootstrap (installed with apt
-# when missing) and the network; any failure is reported and makes the script fail.
+# moves it and WGPU_ATTENTION_LANE_MIRROR replaces the Debian mirror of the host's apt sources.
+# Creating it takes ~5 minutes and needs root (or sudo), debootstrap (installed with apt when
+# missing) and the network; any failure is reported and makes the script fail.
 set -euo pipefail
 
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -29,6 +30,10 @@ as_root() {
 
 # The host's Debian mirror and keyring (the same ones ensure-vulkan.sh uses for backports).
 host_mirror() {
+    if [ -n "${WGPU_ATTENTION_LANE_MIRROR:-}" ]; then
+        echo "$WGPU_ATTENTION_LANE_MIRROR"
+        return
+    fi
     local uri
     uri="$(grep -hs -m1 '^URIs:.*debian/\?$' /etc/apt/sources.list.d/*.sources | awk '{print $2; exit}')"
     echo "${uri:-http://deb.debian.org/debian}"
@@ -100,7 +105,7 @@ setup() {
     say "creating a Debian 13 root in $root from $mirror (a few minutes)"
     as_root debootstrap --variant=minbase --keyring="$keyring" trixie "$tmp" "$mirror" \
         >"$(dirname "$root")/debootstrap.log" 2>&1 \
-        || die "debootstrap failed; see $(dirname "$root")/debootstrap.log"
+        || { tail -n 5 "$(dirname "$root")/debootstrap.log" >&2; die "debootstrap failed; see $(dirname "$root")/debootstrap.log"; }
     printf 'Types: deb\nURIs: %s\nSuites: trixie-backports\nComponents: main\nSigned-By: %s\n' \
         "$mirror" /usr/share/keyrings/debian-archive-keyring.gpg \
         | as_root tee "$tmp/etc/apt/sources.list.d/trixie-backports.sources" >/dev/null
@@ -135,7 +140,7 @@ run_in_root() {
 
 case "${1:-}" in
     "" | -h | --help)
-        sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     setup)
