@@ -140,7 +140,7 @@ run_in_root() {
 
 case "${1:-}" in
     "" | -h | --help)
-        sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     setup)
