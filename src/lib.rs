@@ -4,8 +4,11 @@
 //! device (and on Mesa's lavapipe CPU driver), with a naive f64 CPU reference for every kernel.
 //!
 //! Two paths compute scaled dot-product attention (`docs/ATTENTION.md` §1):
-//! - **fused** (`shaders/flash_forward.wgsl`): one pass with online softmax, O(B·H·Lq) extra
-//!   memory, masked key blocks skipped, f32 or f16 storage;
+//! - **fused**: one pass with online softmax, O(B·H·Lq) extra memory, masked key blocks skipped,
+//!   f32 or f16 storage, in one of several [`Design`]s chosen per adapter
+//!   ([`AttentionOptions::design`]): rows in registers (`shaders/flash_forward.wgsl`, CPU drivers),
+//!   workgroup tiles (`shaders/flash_tiled.wgsl`, GPUs), cooperative matrices
+//!   (`shaders/flash_coopmat.wgsl`, tensor cores, f16);
 //! - **staged** (`qk_scores` → `masked_softmax` → `weighted_sum`): materializes the scores and can
 //!   return the attention weights P.
 //!

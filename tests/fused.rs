@@ -79,32 +79,41 @@ fn tensors_larger_than_one_binding_are_chunked() {
         return_lse: true,
         ..Default::default()
     };
-    let res = attention(&ctx, &view(0, qs), &view(1, ks), &view(2, vs), &opts).unwrap();
-    let expected = wgpu_attention::reference::sdpa(
-        &wgpu_attention::reference::HostInputs {
-            problem: p,
-            q: &qd,
-            k: &kd,
-            v: &vd,
-            bias: Some(wgpu_attention::reference::Broadcast {
-                data: &bias,
-                shape: bias_shape,
-            }),
-            mask: Some(wgpu_attention::reference::Broadcast {
-                data: &mask,
-                shape: [p.b, 1, p.lq, p.lk],
-            }),
-            key_lengths: None,
-            score: Default::default(),
-            local: None,
-        },
-        &opts,
-    );
-    let tol = wgpu_attention::reference::Tolerance::F32;
-    let c = wgpu_attention::reference::compare(&res.out.to_vec::<f32>(&ctx).unwrap(), &expected.out, tol);
-    assert!(c.ok(), "O: {c}");
-    let c = wgpu_attention::reference::compare(&res.lse.unwrap().to_vec::<f32>(&ctx).unwrap(), &expected.lse, tol);
-    assert!(c.ok(), "LSE: {c}");
+    // On every fused design the device has: each binds the same operand windows.
+    for design in wgpu_attention::available_designs(&ctx, DType::F32) {
+        let opts = AttentionOptions {
+            design: Some(design),
+            ..opts.clone()
+        };
+        let res = attention(&ctx, &view(0, qs), &view(1, ks), &view(2, vs), &opts).unwrap();
+        assert_eq!(res.design, Some(design));
+        let expected = wgpu_attention::reference::sdpa(
+            &wgpu_attention::reference::HostInputs {
+                problem: p,
+                q: &qd,
+                k: &kd,
+                v: &vd,
+                bias: Some(wgpu_attention::reference::Broadcast {
+                    data: &bias,
+                    shape: bias_shape,
+                }),
+                mask: Some(wgpu_attention::reference::Broadcast {
+                    data: &mask,
+                    shape: [p.b, 1, p.lq, p.lk],
+                }),
+                key_lengths: None,
+                score: Default::default(),
+                local: None,
+            },
+            &opts,
+        );
+        let tol = wgpu_attention::reference::Tolerance::F32;
+        let c = wgpu_attention::reference::compare(&res.out.to_vec::<f32>(&ctx).unwrap(), &expected.out, tol);
+        assert!(c.ok(), "{design}: O: {c}");
+        let lse = res.lse.unwrap().to_vec::<f32>(&ctx).unwrap();
+        let c = wgpu_attention::reference::compare(&lse, &expected.lse, tol);
+        assert!(c.ok(), "{design}: LSE: {c}");
+    }
 
     // One head alone larger than a binding: a clear error naming the limit.
     let big = Tensor::zeros(&ctx, &[1, 1, 1024, 8], DType::F32).unwrap(); // 32 KiB

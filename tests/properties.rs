@@ -3,7 +3,7 @@
 mod common;
 use common::*;
 use proptest::prelude::*;
-use wgpu_attention::{Alignment, DType, FlashConfig, KernelChoice, Window};
+use wgpu_attention::{Alignment, DType, FlashConfig, KernelChoice, TiledConfig, Window};
 
 fn alignment() -> impl Strategy<Value = Alignment> {
     prop_oneof![Just(Alignment::TopLeft), Just(Alignment::BottomRight)]
@@ -20,6 +20,8 @@ prop_compose! {
         bias in any::<bool>(), mask in any::<bool>(), lengths in any::<bool>(),
         fused in any::<bool>(), f16 in any::<bool>(), seed in any::<u64>(),
         rows in 1u32..=3, workgroup in prop_oneof![Just(8u32), Just(16), Just(64)], subgroups in any::<bool>(),
+        tiled in any::<bool>(), block_q in prop_oneof![Just(4u32), Just(8), Just(16)],
+        lanes in prop_oneof![Just(1u32), Just(2), Just(4)], key_tiles in 1u32..=4,
     ) -> Case {
         let p = problem(b, hkv * group, hkv, lq, lk, dk, dv);
         let mut c = Case::new(p).seed(seed).opts(|o| {
@@ -32,10 +34,16 @@ prop_compose! {
         if mask { c = c.mask(MaskKind::Random { shape: [b, 1, lq, lk] }); }
         if lengths { c = c.key_lengths((0..b as u32).map(|i| (i * 7 + 3) % (lk as u32 + 1)).collect()); }
         if fused {
-            // Random tiles too; few rows keep lavapipe's pipeline compiles short.
-            let mut tile = FlashConfig::new(workgroup, rows);
-            tile.subgroups = subgroups;
-            c = c.kernel(KernelChoice::Fused).tile(tile);
+            // Random tiles too (register or tiled design); few rows keep lavapipe's pipeline
+            // compiles short.
+            c = c.kernel(KernelChoice::Fused);
+            if tiled {
+                c = c.tiled(TiledConfig::new(block_q, lanes * key_tiles, lanes));
+            } else {
+                let mut tile = FlashConfig::new(workgroup, rows);
+                tile.subgroups = subgroups;
+                c = c.tile(tile);
+            }
             if f16 { c = c.dtype(DType::F16); }
         } else {
             c = c.kernel(KernelChoice::Staged).opts(|o| o.return_weights = true);
