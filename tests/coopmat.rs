@@ -1,7 +1,7 @@
 //! The cooperative-matrix design against the CPU reference (f16 storage): every mask kind and
 //! their combinations, both causal alignments, windows, soft cap, bias, ALiBi, key lengths, GQA,
 //! Lq ≠ Lk, Dk ≠ Dv, dropout, LSE, fully masked rows, lengths that are not multiples of the tiles,
-//! head dims from 8 to 256, and explicit tiles. These run where the adapter has f16 → f32
+//! head dims from 8 to 256, explicit tiles, chunked (b, h) bindings on a borrowed device. These run where the adapter has f16 → f32
 //! cooperative matrices (the Mesa 26 lane of `scripts/coopmat-lane.sh`) and skip elsewhere; the
 //! fallback test runs everywhere. (Every f16 fused case of the other test files also runs on this
 //! design where it is available: `Case::check`.)
@@ -240,4 +240,70 @@ fn coopmat_falls_back_and_says_why() {
         let note = note.expect("a fallback note");
         assert!(note.contains("cooperative matrices"), "{note}");
     }
+}
+
+/// A borrowed device (`Context::from_device_and_adapter`, cooperative matrices requested by the
+/// caller) whose storage bindings are tiny: the (b, h) pairs are split into chunks that each bind
+/// a window of every tensor, with Q, K and V at odd offsets of one f16 buffer (scalar loads).
+#[test]
+fn coopmat_borrowed_device_and_chunked_bindings() {
+    use wgpu_attention::{attention, context::COOPMAT_FEATURES, wgpu, Context, Tensor};
+    if !coopmat_runs() {
+        return;
+    }
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+    let adapter = pollster::block_on(instance.request_adapter(&Default::default())).unwrap();
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        required_limits: wgpu::Limits {
+            max_storage_buffer_binding_size: 8 << 10,
+            ..adapter.limits()
+        },
+        required_features: (adapter.features() & wgpu_attention::context::WANTED_FEATURES) | COOPMAT_FEATURES,
+        // SAFETY: only this crate's validated kernels run on the device (see `Context::from_adapter`).
+        experimental_features: unsafe { wgpu::ExperimentalFeatures::enabled() },
+        ..Default::default()
+    }))
+    .unwrap();
+    let ctx = Context::from_device_and_adapter(&device, &queue, &adapter);
+    assert!(ctx.info().coopmat_f16_size().is_some());
+    // A borrowed device without the adapter cannot know the shapes: no coopmat there.
+    let blind = Context::from_device(&device, &queue);
+    assert!(!available_designs(&blind, DType::F16).contains(&Design::Coopmat));
+
+    let p = problem(3, 4, 2, 37, 45, 16, 24);
+    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(78);
+    let [qs, ks, vs] = p.qkv_shapes();
+    let data = |n: usize, rng: &mut _| round_f16(&random(rng, n, 1.0));
+    let (qd, kd, vd) = (
+        data(qs.iter().product(), &mut rng),
+        data(ks.iter().product(), &mut rng),
+        data(vs.iter().product(), &mut rng),
+    );
+    let mut packed = vec![0.0f32; 3];
+    let mut at = Vec::new();
+    for d in [&qd, &kd, &vd] {
+        at.push(packed.len());
+        packed.extend_from_slice(d);
+        packed.push(0.0);
+    }
+    let buf = upload(&ctx, &packed, &[packed.len()], DType::F16);
+    assert!(buf.buffer().size() > (8 << 10) as u64);
+    let view = |i: usize, s: [usize; 4]| Tensor::from_buffer(buf.buffer(), 2 * at[i] as u64, &s, DType::F16).unwrap();
+    let opts = AttentionOptions {
+        kernel: KernelChoice::Fused,
+        design: Some(Design::Coopmat),
+        causal: Some(Alignment::BottomRight),
+        return_lse: true,
+        ..Default::default()
+    };
+    let res = attention(&ctx, &view(0, qs), &view(1, ks), &view(2, vs), &opts).unwrap();
+    assert_eq!((res.design, res.design_note.as_deref()), (Some(Design::Coopmat), None));
+    let expected =
+        wgpu_attention::reference::sdpa(&wgpu_attention::reference::HostInputs::new(p, &qd, &kd, &vd), &opts);
+    let tol = wgpu_attention::reference::Tolerance::F16;
+    let c = wgpu_attention::reference::compare(&res.out.to_f32_vec(&ctx).unwrap(), &expected.out, tol);
+    assert!(c.ok(), "O: {c}");
+    let lse = res.lse.unwrap().to_vec::<f32>(&ctx).unwrap();
+    let c = wgpu_attention::reference::compare(&lse, &expected.lse, tol);
+    assert!(c.ok(), "LSE: {c}");
 }
