@@ -1,9 +1,9 @@
 //! The cooperative-matrix design against the CPU reference (f16 storage): every mask kind and
 //! their combinations, both causal alignments, windows, soft cap, bias, ALiBi, key lengths, GQA,
 //! Lq ≠ Lk, Dk ≠ Dv, dropout, LSE, fully masked rows, lengths that are not multiples of the tiles,
-//! head dims from 8 to 256, explicit tiles, chunked (b, h) bindings on a borrowed device. These run where the adapter has f16 → f32
-//! cooperative matrices (the Mesa 26 lane of `scripts/coopmat-lane.sh`) and skip elsewhere; the
-//! fallback test runs everywhere. (Every f16 fused case of the other test files also runs on this
+//! head dims from 8 to 256, explicit tiles, chunked (b, h) bindings on a borrowed device. These
+//! run where the adapter has f16 → f32 cooperative matrices (the Mesa 26 lane of
+//! `scripts/coopmat-lane.sh`) and skip elsewhere; the fallback test runs everywhere. (Every f16 fused case of the other test files also runs on this
 //! design where it is available: `Case::check`.)
 
 mod common;
