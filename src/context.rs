@@ -221,12 +221,14 @@ impl Context {
         let coopmat = adapter.features().contains(COOPMAT_FEATURES);
         let experimental_features = if coopmat {
             features |= COOPMAT_FEATURES;
-            // SAFETY: wgpu gates cooperative matrices behind experimental features because their
-            // validation is incomplete: a shader misusing them may reach the driver unchecked.
-            // Only this crate's own kernels run on this device; the cooperative-matrix one
-            // loads and stores workgroup arrays at offsets bounded by its override constants
-            // (checked on the host against the array sizes) and runs them in subgroup-uniform
-            // control flow, and its naga validation is tested without a GPU.
+            // SAFETY: wgpu gates cooperative matrices behind experimental features because its
+            // validation of them is incomplete: a shader that misuses them may reach the driver
+            // unchecked. The crate's only such shader is flash_coopmat.wgsl: every cooperative
+            // load and store addresses its own workgroup arrays at offsets the host bounds (blocks
+            // and head dims are multiples of the matrix size, checked before dispatch), in loops
+            // that are uniform per subgroup (naga checks it), on whole subgroups (the workgroup
+            // size is checked to be a multiple of the subgroup size); its variants are validated
+            // in tests without a GPU and run against the reference in the Mesa 26 lane.
             unsafe { wgpu::ExperimentalFeatures::enabled() }
         } else {
             wgpu::ExperimentalFeatures::disabled()
