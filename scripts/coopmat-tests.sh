@@ -48,7 +48,7 @@ if ! grep -q '^coopmat design: [0-9]' <<<"$info"; then
     exit 1
 fi
 
-suite=" ${WGPU_ATTENTION_COOPMAT_SUITE-fused numerics edges masks varlen designs alibi} "
+suite=" ${WGPU_ATTENTION_COOPMAT_SUITE-fused numerics edges masks varlen designs alibi properties} "
 failed=()
 for bin in "${binaries[@]}"; do
     name="$(basename "$bin")"
