@@ -29,8 +29,8 @@ wgpu_attention_add_backports() {
     [ -f "$list" ] && return 0
     grep -qs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/* && return 0
     local uri keyring
-    uri="$(grep -hs -m1 '^URIs:.*debian/\?$' /etc/apt/sources.list.d/*.sources | awk '{print $2}')"
-    keyring="$(grep -hs -m1 '^Signed-By:' /etc/apt/sources.list.d/*.sources | awk '{print $2}')"
+    uri="$(grep -hs -m1 '^URIs:.*debian/\?$' /etc/apt/sources.list.d/*.sources | awk 'NR == 1 {print $2}')"
+    keyring="$(grep -hs -m1 '^Signed-By:' /etc/apt/sources.list.d/*.sources | awk 'NR == 1 {print $2}')"
     uri="${uri:-http://deb.debian.org/debian}"
     keyring="${keyring:-/usr/share/keyrings/debian-archive-keyring.gpg}"
     printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: %s\n' \
