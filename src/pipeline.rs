@@ -265,6 +265,17 @@ impl Kernel {
         } else {
             common::NO_CENTERS
         };
+        // Every fused design: the uniform, masks and row block, then the Q/K/V/O loader.
+        let fused = vec![
+            common::PARAMS,
+            common::GRID,
+            common::PHILOX,
+            centers,
+            alibi,
+            common::MASK,
+            common::ROW_BLOCK,
+            io,
+        ];
         match self {
             Kernel::QkScores | Kernel::WeightedSum => vec![common::PARAMS, common::GRID, common::GEMM_TILE],
             Kernel::MaskedSoftmax => vec![
@@ -289,11 +300,6 @@ impl Kernel {
             Kernel::AdditiveHidden => vec![common::PARAMS, common::GRID],
             Kernel::Pool | Kernel::KvWrite | Kernel::DecodeMerge => vec![common::GRID],
             Kernel::FlashDecode | Kernel::FlashDecodeLanes => {
-                let io = if variant.vec4_io {
-                    common::LOAD_VEC4
-                } else {
-                    common::LOAD_SCALAR
-                };
                 let rows = if variant.paged {
                     common::KV_PAGED
                 } else {
@@ -314,17 +320,6 @@ impl Kernel {
                 pieces.extend([common::SCORE_DOT, rows, common::DECODE_PARTS]);
                 pieces
             }
-            // The tiled design's pieces: the products are cooperative matrices.
-            Kernel::FlashCoopmat => vec![
-                common::PARAMS,
-                common::GRID,
-                common::PHILOX,
-                centers,
-                alibi,
-                common::MASK,
-                common::ROW_BLOCK,
-                io,
-            ],
             Kernel::FlashForward => {
                 let fetch = if variant.subgroup > 0 {
                     common::FETCH_SUBGROUP
@@ -336,41 +331,13 @@ impl Kernel {
                 } else {
                     common::SCORE_DOT
                 };
-                vec![
-                    common::PARAMS,
-                    common::GRID,
-                    common::PHILOX,
-                    centers,
-                    alibi,
-                    common::MASK,
-                    common::ROW_BLOCK,
-                    io,
-                    fetch,
-                    score,
-                ]
+                let mut pieces = fused;
+                pieces.extend([fetch, score]);
+                pieces
             }
-            Kernel::FlashTiled => {
-                let io = if variant.vec4_io {
-                    common::LOAD_VEC4
-                } else {
-                    common::LOAD_SCALAR
-                };
-                let centers = if variant.local {
-                    common::CENTERS
-                } else {
-                    common::NO_CENTERS
-                };
-                vec![
-                    common::PARAMS,
-                    common::GRID,
-                    common::PHILOX,
-                    centers,
-                    alibi,
-                    common::MASK,
-                    common::ROW_BLOCK,
-                    io,
-                ]
-            }
+            // The tiled designs read their tiles through the loader piece; coopmat's products
+            // are cooperative matrices.
+            Kernel::FlashTiled | Kernel::FlashCoopmat => fused,
             Kernel::FlashBackwardPre => vec![common::PARAMS, common::GRID, common::GRAD_IO],
             Kernel::FlashBackwardDs => vec![
                 common::PARAMS,
@@ -389,11 +356,6 @@ impl Kernel {
             | Kernel::FlashBackwardQDirect
             | Kernel::FlashBackwardKvDirect
             | Kernel::FlashBackwardBiasDirect => {
-                let io = if variant.vec4_io {
-                    common::LOAD_VEC4
-                } else {
-                    common::LOAD_SCALAR
-                };
                 let d_out = match self {
                     Kernel::FlashBackwardQ | Kernel::FlashBackwardKv | Kernel::FlashBackwardBias => {
                         common::GRAD_DO_RECORDS

@@ -5,7 +5,8 @@
 use super::{Extras, Problem, Tuning};
 use crate::context::Context;
 use crate::error::Result;
-use crate::kernels::{self, BoundBuffer, CoopmatConfig, FlashConfig, Params, Step, TiledConfig};
+use crate::kernels::flash_forward::FusedBindings;
+use crate::kernels::{self, CoopmatConfig, FlashConfig, Step, TiledConfig};
 use crate::options::{AttentionOptions, Design};
 use crate::tensor::DType;
 
@@ -27,54 +28,11 @@ impl FusedKernel {
     }
 
     /// The dispatch of this design over the fused kernels' shared bindings.
-    #[allow(clippy::too_many_arguments, reason = "one buffer per shader binding")]
-    pub fn step(
-        &self,
-        ctx: &Context,
-        dtype: DType,
-        p: &Params,
-        params: &wgpu::Buffer,
-        qkv: [&BoundBuffer; 3],
-        out: &BoundBuffer,
-        lse: &BoundBuffer,
-        masks: [&BoundBuffer; 3],
-        centers: Option<&BoundBuffer>,
-        score_vector: Option<&BoundBuffer>,
-        alibi: Option<&BoundBuffer>,
-    ) -> Result<Step> {
+    pub fn step(&self, ctx: &Context, dtype: DType, bindings: &FusedBindings) -> Result<Step> {
         match *self {
-            FusedKernel::Register(cfg) => kernels::flash_forward::step(
-                ctx,
-                cfg,
-                dtype,
-                p,
-                params,
-                qkv,
-                out,
-                lse,
-                masks,
-                centers,
-                score_vector,
-                alibi,
-            ),
-            FusedKernel::Tiled(cfg) => {
-                debug_assert!(score_vector.is_none(), "the tiled design has the dot score only");
-                kernels::flash_tiled::step(ctx, cfg, dtype, p, params, qkv, out, lse, masks, centers, alibi)
-            }
-            FusedKernel::Coopmat(cfg) => kernels::flash_coopmat::step(
-                ctx,
-                cfg,
-                dtype,
-                p,
-                params,
-                qkv,
-                out,
-                lse,
-                masks,
-                centers,
-                score_vector,
-                alibi,
-            ),
+            FusedKernel::Register(cfg) => kernels::flash_forward::step(ctx, cfg, dtype, bindings),
+            FusedKernel::Tiled(cfg) => kernels::flash_tiled::step(ctx, cfg, dtype, bindings),
+            FusedKernel::Coopmat(cfg) => kernels::flash_coopmat::step(ctx, cfg, dtype, bindings),
         }
     }
 }

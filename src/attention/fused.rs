@@ -8,6 +8,7 @@ use super::{Attention, AttentionOutput, Extras, Problem, Tuning};
 use crate::chunks::{self, Chunk, Operand};
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::kernels::flash_forward::FusedBindings;
 use crate::kernels::{self, BoundBuffer, Params, Step};
 use crate::options::{AttentionOptions, KernelChoice};
 use crate::tensor::{DType, Tensor};
@@ -181,19 +182,18 @@ impl ChunkRecorder<'_> {
         });
         debug_assert_eq!(centers.is_some(), self.local);
         let params_buf = kernels::params_buffer(self.ctx, &params);
-        let step = self.kernel.step(
-            self.ctx,
-            self.dtype,
-            &params,
-            &params_buf,
-            [&qb, &kb, &vb],
-            &ob,
-            &lse,
-            [&bias, &mask, &shared.key_lengths],
-            centers.as_ref(),
-            shared.score_vector.as_ref().map(|s| &s.0),
-            shared.alibi.as_ref(),
-        )?;
+        let bindings = FusedBindings {
+            params: &params,
+            uniform: &params_buf,
+            qkv: [&qb, &kb, &vb],
+            out: &ob,
+            lse: &lse,
+            masks: [&bias, &mask, &shared.key_lengths],
+            centers: centers.as_ref(),
+            score_vector: shared.score_vector.as_ref().map(|s| &s.0),
+            alibi: shared.alibi.as_ref(),
+        };
+        let step = self.kernel.step(self.ctx, self.dtype, &bindings)?;
         Ok((step, params_buf.size()))
     }
 }

@@ -560,19 +560,18 @@ impl Attention {
             allocated += params_buf.size();
             let unused = kernels::unused_input(ctx);
             let alibi = Self::alibi_uniform(ctx, opts);
-            steps.push(pick.kernel.step(
-                ctx,
-                q.dtype(),
-                &params,
-                &params_buf,
-                [&qb, &kb, &vb],
-                &ob,
-                &lse_bound,
-                [&unused, &cu_q, &cu_k],
-                None,
-                None,
-                alibi.as_ref(),
-            )?);
+            let bindings = kernels::flash_forward::FusedBindings {
+                params: &params,
+                uniform: &params_buf,
+                qkv: [&qb, &kb, &vb],
+                out: &ob,
+                lse: &lse_bound,
+                masks: [&unused, &cu_q, &cu_k],
+                centers: None,
+                score_vector: None,
+                alibi: alibi.as_ref(),
+            };
+            steps.push(pick.kernel.step(ctx, q.dtype(), &bindings)?);
         }
         Ok(Self {
             ctx: ctx.clone(),

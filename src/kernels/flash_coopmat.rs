@@ -2,7 +2,8 @@
 //! storage, f32 accumulation). Same bindings and uniform as `flash_forward`, so the fused path
 //! dispatches either with the same buffers.
 
-use super::{check_workgroup_x, dispatch_step, grid, BoundBuffer, Params, Step};
+use super::flash_forward::FusedBindings;
+use super::{check_workgroup_x, grid, Step};
 use crate::attention::Problem;
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -187,22 +188,9 @@ pub(crate) fn device_unsupported(ctx: &Context, dtype: DType) -> Option<String> 
     None
 }
 
-#[allow(clippy::too_many_arguments, reason = "one buffer per shader binding")]
-pub(crate) fn step(
-    ctx: &Context,
-    cfg: CoopmatConfig,
-    dtype: DType,
-    p: &Params,
-    params: &wgpu::Buffer,
-    qkv: [&BoundBuffer; 3],
-    out: &BoundBuffer,
-    lse: &BoundBuffer,
-    masks: [&BoundBuffer; 3],
-    centers: Option<&BoundBuffer>,
-    score_vector: Option<&BoundBuffer>,
-    alibi: Option<&BoundBuffer>,
-) -> Result<Step> {
-    if dtype != DType::F16 || score_vector.is_some() {
+pub(crate) fn step(ctx: &Context, cfg: CoopmatConfig, dtype: DType, b: &FusedBindings) -> Result<Step> {
+    let p = b.params;
+    if dtype != DType::F16 || b.score_vector.is_some() {
         return Err(Error::Unsupported(
             "the cooperative-matrix kernel serves f16 storage with the dot-product score".into(),
         ));
@@ -222,21 +210,9 @@ pub(crate) fn step(
     if p.flags & super::flags::VARLEN != 0 {
         constants.push(("VARLEN", 1.0));
     }
-    let variant = Variant {
-        vec4_io: super::flash_forward::vec4_ok(p),
-        local: centers.is_some(),
-        alibi: alibi.is_some(),
-        coop: m,
-        ..Variant::default()
-    };
+    let variant = Variant { coop: m, ..b.variant() };
     let slots = super::flash_forward::slots(variant);
     let kernel = pipeline::get(ctx, Kernel::FlashCoopmat, dtype, variant, &slots, &constants)?;
     let blocks = p.bh_count as u64 * p.len_q.div_ceil(br) as u64;
-    let groups = grid(ctx, blocks, "flash_coopmat")?;
-    let [q, k, v] = qkv;
-    let [bias, mask, lengths] = masks;
-    let mut buffers = vec![q, k, v, out, lse, bias, mask, lengths];
-    buffers.extend(centers);
-    buffers.extend(alibi);
-    Ok(dispatch_step(ctx, kernel, params, &buffers, groups))
+    Ok(b.dispatch(ctx, kernel, grid(ctx, blocks, "flash_coopmat")?))
 }

@@ -1,9 +1,11 @@
 //! Host side of `shaders/flash_forward.wgsl`: the fused single-pass kernel.
 
+use std::sync::Arc;
+
 use super::{check_workgroup_x, dispatch_step, grid, BoundBuffer, Params, Step};
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::pipeline::{self, Kernel, Slot, Variant};
+use crate::pipeline::{self, CompiledKernel, Kernel, Slot, Variant};
 use crate::tensor::DType;
 
 /// Bindings: params, Q, K, V, O, LSE, bias, mask, key lengths (8 storage buffers: the default
@@ -189,21 +191,48 @@ pub(crate) fn vec4_ok(p: &Params) -> bool {
             .all(|s| [s.offset, s.row, s.head, s.batch].iter().all(|x| x.is_multiple_of(4)))
 }
 
-#[allow(clippy::too_many_arguments, reason = "one buffer per shader binding")]
-pub(crate) fn step(
-    ctx: &Context,
-    cfg: FlashConfig,
-    dtype: DType,
-    p: &Params,
-    params: &wgpu::Buffer,
-    qkv: [&BoundBuffer; 3],
-    out: &BoundBuffer,
-    lse: &BoundBuffer,
-    masks: [&BoundBuffer; 3],
-    centers: Option<&BoundBuffer>,
-    score_vector: Option<&BoundBuffer>,
-    alibi: Option<&BoundBuffer>,
-) -> Result<Step> {
+/// What every fused design binds (the slot list of [`slots`]): the uniform and its values, Q, K,
+/// V, O, LSE, bias, mask, key lengths, then the variants' local-p centers, additive score vector
+/// and ALiBi slopes.
+pub(crate) struct FusedBindings<'a> {
+    pub params: &'a Params,
+    pub uniform: &'a wgpu::Buffer,
+    pub qkv: [&'a BoundBuffer; 3],
+    pub out: &'a BoundBuffer,
+    pub lse: &'a BoundBuffer,
+    /// Bias, boolean mask (or cu_seqlens_q) and key lengths (or cu_seqlens_k).
+    pub masks: [&'a BoundBuffer; 3],
+    pub centers: Option<&'a BoundBuffer>,
+    pub score_vector: Option<&'a BoundBuffer>,
+    pub alibi: Option<&'a BoundBuffer>,
+}
+
+impl FusedBindings<'_> {
+    /// The dispatch of `kernel` over these bindings, in slot order.
+    pub(crate) fn dispatch(&self, ctx: &Context, kernel: Arc<CompiledKernel>, groups: (u32, u32)) -> Step {
+        let [q, k, v] = self.qkv;
+        let [bias, mask, lengths] = self.masks;
+        let mut buffers = vec![q, k, v, self.out, self.lse, bias, mask, lengths];
+        buffers.extend(self.centers);
+        buffers.extend(self.score_vector);
+        buffers.extend(self.alibi);
+        dispatch_step(ctx, kernel, self.uniform, &buffers, groups)
+    }
+
+    /// The pipeline variant bits the bindings decide (local-p, additive score, ALiBi, vec4 I/O).
+    pub(crate) fn variant(&self) -> Variant {
+        Variant {
+            vec4_io: vec4_ok(self.params),
+            additive: self.score_vector.is_some(),
+            local: self.centers.is_some(),
+            alibi: self.alibi.is_some(),
+            ..Variant::default()
+        }
+    }
+}
+
+pub(crate) fn step(ctx: &Context, cfg: FlashConfig, dtype: DType, b: &FusedBindings) -> Result<Step> {
+    let p = b.params;
     cfg.check(ctx, p.dim_k, p.dim_v)?;
     let mut constants = vec![
         ("WORKGROUP", cfg.workgroup as f64),
@@ -218,21 +247,10 @@ pub(crate) fn step(
     }
     let variant = Variant {
         rows: cfg.rows,
-        vec4_io: vec4_ok(p),
         subgroup: cfg.subgroup_size(ctx),
-        additive: score_vector.is_some(),
-        local: centers.is_some(),
-        alibi: alibi.is_some(),
-        ..Variant::default()
+        ..b.variant()
     };
     let kernel = pipeline::get(ctx, Kernel::FlashForward, dtype, variant, &slots(variant), &constants)?;
     let blocks = p.bh_count as u64 * p.len_q.div_ceil(cfg.block_q()) as u64;
-    let groups = grid(ctx, blocks, "flash_forward")?;
-    let [q, k, v] = qkv;
-    let [bias, mask, lengths] = masks;
-    let mut buffers = vec![q, k, v, out, lse, bias, mask, lengths];
-    buffers.extend(centers);
-    buffers.extend(score_vector);
-    buffers.extend(alibi);
-    Ok(dispatch_step(ctx, kernel, params, &buffers, groups))
+    Ok(b.dispatch(ctx, kernel, grid(ctx, blocks, "flash_forward")?))
 }

@@ -1,7 +1,8 @@
 //! Host side of `shaders/flash_tiled.wgsl`: the workgroup-tiled fused kernel (FlashAttention-2
 //! structure: Q block and K/V tiles in workgroup memory, O slices in registers).
 
-use super::{check_workgroup, check_workgroup_x, dispatch_step, grid, BoundBuffer, Params, Step};
+use super::flash_forward::FusedBindings;
+use super::{check_workgroup, check_workgroup_x, grid, Step};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::pipeline::{self, Kernel, Variant};
@@ -130,20 +131,13 @@ pub(crate) fn unsupported(ctx: &Context, additive: bool) -> Option<String> {
     None
 }
 
-#[allow(clippy::too_many_arguments, reason = "one buffer per shader binding")]
-pub(crate) fn step(
-    ctx: &Context,
-    cfg: TiledConfig,
-    dtype: DType,
-    p: &Params,
-    params: &wgpu::Buffer,
-    qkv: [&BoundBuffer; 3],
-    out: &BoundBuffer,
-    lse: &BoundBuffer,
-    masks: [&BoundBuffer; 3],
-    centers: Option<&BoundBuffer>,
-    alibi: Option<&BoundBuffer>,
-) -> Result<Step> {
+pub(crate) fn step(ctx: &Context, cfg: TiledConfig, dtype: DType, b: &FusedBindings) -> Result<Step> {
+    let p = b.params;
+    if b.score_vector.is_some() {
+        return Err(Error::Unsupported(
+            "the tiled design has the dot-product score only".into(),
+        ));
+    }
     cfg.check(ctx, p.dim_k, p.dim_v)?;
     let (dk4, dv4) = (p.dim_k.div_ceil(4), p.dim_v.div_ceil(4));
     let mut constants = vec![
@@ -162,19 +156,10 @@ pub(crate) fn step(
     }
     let variant = Variant {
         slots: cfg.slots(p.dim_v),
-        vec4_io: super::flash_forward::vec4_ok(p),
-        local: centers.is_some(),
-        alibi: alibi.is_some(),
-        ..Variant::default()
+        ..b.variant()
     };
     let slots = super::flash_forward::slots(variant);
     let kernel = pipeline::get(ctx, Kernel::FlashTiled, dtype, variant, &slots, &constants)?;
     let blocks = p.bh_count as u64 * p.len_q.div_ceil(cfg.block_q) as u64;
-    let groups = grid(ctx, blocks, "flash_tiled")?;
-    let [q, k, v] = qkv;
-    let [bias, mask, lengths] = masks;
-    let mut buffers = vec![q, k, v, out, lse, bias, mask, lengths];
-    buffers.extend(centers);
-    buffers.extend(alibi);
-    Ok(dispatch_step(ctx, kernel, params, &buffers, groups))
+    Ok(b.dispatch(ctx, kernel, grid(ctx, blocks, "flash_tiled")?))
 }
