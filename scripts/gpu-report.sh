@@ -33,6 +33,7 @@ step() {
 step info "$bin" info
 step peak "$bin" peak --json "$out/peak.json"
 step tune "$bin" tune --quick --quiet
+step tune-f16 "$bin" tune --quick --quiet --dtype f16   # f16 buckets: coopmat's tiles too
 for dtype in f32 f16; do
     files() { echo --json "$out/$1.json" --csv "$out/$1.csv" --plot "$out/$1.svg"; }
     # shellcheck disable=SC2046
