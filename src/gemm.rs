@@ -39,12 +39,19 @@ pub enum Activation {
 }
 
 /// Which GEMM kernel computes the product. Every design supports every option of [`GemmOptions`].
+///
+/// A forced design that cannot run on the device is an error, never a silent substitute (as
+/// with [`GemmDesign::Register`] beyond its reduction limit on old llvmpipe):
+/// [`GemmDesign::Coopmat`] with f32 storage, or on a device without f16 → f32 cooperative
+/// matrices or without `Features::SUBGROUP`, fails with [`Error::Unsupported`] saying why.
+/// `Auto` only picks designs that run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub enum GemmDesign {
-    /// [`GemmDesign::Register`] on CPU adapters (`DeviceType::Cpu`: llvmpipe, SwiftShader),
-    /// [`GemmDesign::Tiled`] elsewhere.
+    /// [`GemmDesign::Register`] on CPU adapters (`DeviceType::Cpu`: llvmpipe, SwiftShader);
+    /// elsewhere [`GemmDesign::Coopmat`] for f16 storage where the device has f16 → f32
+    /// cooperative matrices, [`GemmDesign::Tiled`] otherwise ([`GemmDesign::resolve_for`]).
     #[default]
     Auto,
     /// Workgroup tiles staged through workgroup memory (`shaders/gemm.wgsl`); the GPU design,
@@ -53,24 +60,48 @@ pub enum GemmDesign {
     /// Each invocation keeps a block of output rows of one column in registers, with no workgroup
     /// memory and no barriers (`shaders/gemm_register.wgsl`); the CPU design.
     Register,
+    /// Cooperative matrices (`shaders/gemm_coopmat.wgsl`): a workgroup of whole subgroups stages
+    /// f16 blocks of A and B in workgroup memory and multiplies CM×CM fragments (8 or 16, the
+    /// device's f16 → f32 matrix size) into f32 accumulators; f16 storage only, on devices with
+    /// `Features::EXPERIMENTAL_COOPERATIVE_MATRIX` and `SUBGROUP`.
+    Coopmat,
 }
 
 impl GemmDesign {
-    /// The design `Auto` stands for on `ctx` (other designs are returned as they are).
+    /// The design `Auto` stands for on `ctx` for f32 storage (other designs are returned as they
+    /// are); [`GemmDesign::resolve_for`] takes the storage type into account.
     pub fn resolve(self, ctx: &Context) -> GemmDesign {
+        self.resolve_for(ctx, DType::F32)
+    }
+
+    /// The design `Auto` stands for on `ctx` for `dtype` storage: `Register` on CPU adapters,
+    /// `Coopmat` for f16 where the device can run it, `Tiled` otherwise. Other designs are
+    /// returned as they are.
+    pub fn resolve_for(self, ctx: &Context, dtype: DType) -> GemmDesign {
         match self {
             GemmDesign::Auto if kernels::is_cpu(ctx) => GemmDesign::Register,
+            GemmDesign::Auto if kernels::gemm_coopmat::unsupported(ctx, dtype).is_none() => GemmDesign::Coopmat,
             GemmDesign::Auto => GemmDesign::Tiled,
             d => d,
         }
     }
 
-    /// Lower-case name (`auto`, `tiled`, `register`).
+    /// Why this design cannot run on `ctx` for `dtype` storage, or `None` when it can (`Auto`
+    /// always can). Only [`GemmDesign::Coopmat`] has device requirements.
+    pub fn unsupported(self, ctx: &Context, dtype: DType) -> Option<String> {
+        match self {
+            GemmDesign::Coopmat => kernels::gemm_coopmat::unsupported(ctx, dtype),
+            _ => None,
+        }
+    }
+
+    /// Lower-case name (`auto`, `tiled`, `register`, `coopmat`).
     pub fn name(self) -> &'static str {
         match self {
             GemmDesign::Auto => "auto",
             GemmDesign::Tiled => "tiled",
             GemmDesign::Register => "register",
+            GemmDesign::Coopmat => "coopmat",
         }
     }
 }
@@ -103,7 +134,8 @@ pub struct GemmOptions {
     /// Tile of the tiled design; `None` picks one from the shape. A tile with `design: Auto`
     /// selects the tiled design.
     pub tile: Option<GemmTile>,
-    /// Kernel design; `Auto` picks by adapter type (or `Tiled` when `tile` is given).
+    /// Kernel design; `Auto` picks by adapter type and storage type (or `Tiled` when `tile` is
+    /// given).
     pub design: GemmDesign,
 }
 
@@ -357,8 +389,11 @@ pub fn prepare(ctx: &Context, a: &Tensor, b: &Tensor, opts: &GemmOptions) -> Res
         let design = match (opts.design, opts.tile) {
             (GemmDesign::Auto, Some(_)) => GemmDesign::Tiled,
             (GemmDesign::Auto, None) if over_budget => GemmDesign::Tiled,
-            (d, _) => d.resolve(ctx),
+            (d, _) => d.resolve_for(ctx, a.dtype()),
         };
+        if let Some(why) = design.unsupported(ctx, a.dtype()) {
+            return Err(Error::Unsupported(format!("GemmDesign::Coopmat: {why}")));
+        }
         if design == GemmDesign::Register && over_budget {
             return Err(Error::Unsupported(format!(
                 "this driver (llvmpipe before Mesa 25) ends shader loops after 65535 iterations without an error; the register GEMM design reduces over at most {REGISTER_MAX_K_UNDER_LOOP_BUDGET} elements (K = {}): use GemmDesign::Auto or Tiled",
@@ -367,6 +402,7 @@ pub fn prepare(ctx: &Context, a: &Tensor, b: &Tensor, opts: &GemmOptions) -> Res
         }
         let step = match design {
             GemmDesign::Register => kernels::gemm_register::step(ctx, a.dtype(), &gp, &params, buffers)?,
+            GemmDesign::Coopmat => kernels::gemm_coopmat::step(ctx, a.dtype(), &gp, &params, buffers)?,
             _ => {
                 let tile = opts.tile.unwrap_or_else(|| default_tile(shape.m, shape.n));
                 kernels::gemm::step(ctx, tile, a.dtype(), &gp, &params, buffers)?

@@ -130,6 +130,10 @@ pub enum Kernel {
     /// `shaders/gemm_register.wgsl`: the same GEMM register-blocked, without workgroup memory or
     /// barriers (the CPU-adapter design); [`Variant::rows`] rows per invocation.
     GemmRegister,
+    /// `shaders/gemm_coopmat.wgsl`: the same GEMM on cooperative matrices (f16 storage, f32
+    /// accumulation): [`Variant::coop`] is the matrix size, [`Variant::rows`] the fragments per
+    /// subgroup.
+    GemmCoopmat,
     /// `shaders/hard_attention.wgsl`: one sampled key per query (Gumbel-max over Philox words).
     HardAttention,
     /// `shaders/additive_hidden.wgsl`: the naive additive path's [Lq, Lk, Da] tanh tensor.
@@ -166,7 +170,7 @@ pub enum Kernel {
 
 impl Kernel {
     /// All kernels, for tests and pre-compilation.
-    pub const ALL: [Kernel; 25] = [
+    pub const ALL: [Kernel; 26] = [
         Kernel::QkScores,
         Kernel::MaskedSoftmax,
         Kernel::WeightedSum,
@@ -177,6 +181,7 @@ impl Kernel {
         Kernel::PeakBandwidth,
         Kernel::Gemm,
         Kernel::GemmRegister,
+        Kernel::GemmCoopmat,
         Kernel::HardAttention,
         Kernel::AdditiveHidden,
         Kernel::Pool,
@@ -207,6 +212,7 @@ impl Kernel {
             Kernel::PeakBandwidth => "peak_bandwidth.wgsl",
             Kernel::Gemm => "gemm.wgsl",
             Kernel::GemmRegister => "gemm_register.wgsl",
+            Kernel::GemmCoopmat => "gemm_coopmat.wgsl",
             Kernel::HardAttention => "hard_attention.wgsl",
             Kernel::AdditiveHidden => "additive_hidden.wgsl",
             Kernel::Pool => "pool.wgsl",
@@ -234,6 +240,7 @@ impl Kernel {
             Kernel::PeakBandwidth => include_str!("../shaders/peak_bandwidth.wgsl"),
             Kernel::Gemm => include_str!("../shaders/gemm.wgsl"),
             Kernel::GemmRegister => include_str!("../shaders/gemm_register.wgsl"),
+            Kernel::GemmCoopmat => include_str!("../shaders/gemm_coopmat.wgsl"),
             Kernel::HardAttention => include_str!("../shaders/hard_attention.wgsl"),
             Kernel::AdditiveHidden => include_str!("../shaders/additive_hidden.wgsl"),
             Kernel::Pool => include_str!("../shaders/pool.wgsl"),
@@ -287,7 +294,7 @@ impl Kernel {
                 common::MASK,
             ],
             Kernel::Gemm => vec![common::GRID, common::GEMM_IO, common::GEMM_TILE],
-            Kernel::GemmRegister => vec![common::GRID, common::GEMM_IO],
+            Kernel::GemmRegister | Kernel::GemmCoopmat => vec![common::GRID, common::GEMM_IO],
             Kernel::HardAttention => vec![
                 common::PARAMS,
                 common::GRID,
@@ -385,7 +392,7 @@ impl Kernel {
     pub fn dtypes(self) -> &'static [DType] {
         match self {
             // f16 A/B operands are staged from f16 storage.
-            Kernel::FlashCoopmat => &[DType::F16],
+            Kernel::FlashCoopmat | Kernel::GemmCoopmat => &[DType::F16],
             _ => &[DType::F32, DType::F16],
         }
     }
@@ -418,6 +425,11 @@ pub fn compose(kernel: Kernel, dtype: DType) -> String {
         },
         Kernel::FlashCoopmat => Variant {
             coop: 8,
+            ..Variant::default()
+        },
+        Kernel::GemmCoopmat => Variant {
+            coop: 8,
+            rows: 2,
             ..Variant::default()
         },
         _ => Variant::default(),

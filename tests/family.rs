@@ -48,6 +48,18 @@ fn assert_close(what: &str, got: &[f32], expected: &[f64], tol: Tolerance) {
 /// Every GEMM design, forced (Auto picks one of these by adapter type).
 const GEMM_DESIGNS: [GemmDesign; 2] = [GemmDesign::Tiled, GemmDesign::Register];
 
+/// Whether the cooperative-matrix GEMM runs here (f16 storage); prints why not when it does not.
+fn gemm_coopmat_runs() -> bool {
+    let why = GemmDesign::Coopmat.unsupported(ctx(), DType::F16);
+    if let Some(why) = &why {
+        eprintln!(
+            "skipped: no cooperative-matrix GEMM on {} ({why}; run it with scripts/coopmat-lane.sh)",
+            ctx().info().summary()
+        );
+    }
+    why.is_none()
+}
+
 #[test]
 fn gemm_auto_design_follows_the_adapter_type() {
     let ctx = ctx();
@@ -59,6 +71,51 @@ fn gemm_auto_design_follows_the_adapter_type() {
     let expected = if cpu { GemmDesign::Register } else { GemmDesign::Tiled };
     assert_eq!(GemmDesign::Auto.resolve(ctx), expected);
     assert_eq!(GemmDesign::Tiled.resolve(ctx), GemmDesign::Tiled);
+    // f16: cooperative matrices where they run, except on CPU adapters.
+    let coopmat = GemmDesign::Coopmat.unsupported(ctx, DType::F16).is_none();
+    let expected_f16 = match (cpu, coopmat) {
+        (true, _) => GemmDesign::Register,
+        (false, true) => GemmDesign::Coopmat,
+        (false, false) => GemmDesign::Tiled,
+    };
+    assert_eq!(GemmDesign::Auto.resolve_for(ctx, DType::F16), expected_f16);
+    assert_eq!(GemmDesign::Auto.resolve_for(ctx, DType::F32), expected);
+}
+
+/// A forced cooperative-matrix GEMM that cannot run is an error saying why (f32 storage always;
+/// f16 where the device has no cooperative matrices), never a silent fallback.
+#[test]
+fn gemm_coopmat_forced_where_it_cannot_run_is_an_error() {
+    let ctx = ctx();
+    let opts = GemmOptions {
+        design: GemmDesign::Coopmat,
+        ..Default::default()
+    };
+    let x = t(&[1.0, 2.0, 3.0, 4.0], &[2, 2]);
+    let e = gemm::gemm(ctx, &x, &x, &opts).unwrap_err();
+    assert!(matches!(&e, Error::Unsupported(why) if why.contains("f16")), "{e}");
+    if !ctx.features().contains(wgpu_attention::wgpu::Features::SHADER_F16) {
+        return;
+    }
+    let h = upload(ctx, &[1.0, 2.0, 3.0, 4.0], &[2, 2], DType::F16);
+    match GemmDesign::Coopmat.unsupported(ctx, DType::F16) {
+        Some(_) => {
+            let e = gemm::gemm(ctx, &h, &h, &opts).unwrap_err();
+            assert!(matches!(e, Error::Unsupported(_)), "{e}");
+        }
+        None => {
+            let y = gemm::gemm(ctx, &h, &h, &opts).unwrap();
+            assert_eq!(read(&y), vec![7.0, 10.0, 15.0, 22.0]);
+        }
+    }
+}
+
+/// Every case of [`gemm_cases`] on the cooperative-matrix design, f16 storage.
+#[test]
+fn gemm_coopmat_f16_matches_reference_across_shapes_transposes_and_epilogues() {
+    if gemm_coopmat_runs() {
+        gemm_cases_dtype(GemmDesign::Coopmat, DType::F16);
+    }
 }
 
 #[test]
@@ -69,7 +126,20 @@ fn gemm_matches_reference_across_shapes_transposes_and_epilogues() {
 }
 
 fn gemm_cases(design: GemmDesign) {
+    gemm_cases_dtype(design, DType::F32);
+}
+
+/// The GEMM cases with `dtype` storage (f16: inputs rounded to f16, the tolerance of f16 output).
+fn gemm_cases_dtype(design: GemmDesign, dtype: DType) {
     let ctx = ctx();
+    let f16 = dtype == DType::F16;
+    let tolerance = if f16 {
+        Tolerance { abs: 2e-2, rel: 4e-3 }
+    } else {
+        Tolerance::F32
+    };
+    let prepare = |x: Vec<f32>| if f16 { round_f16(&x) } else { x };
+    let t = |data: &[f32], shape: &[usize]| upload(ctx, data, shape, dtype);
     let mut r = rng(1);
     // (batch_a, batch_b, m, k, n): primes, 1s, non-multiples of the 64×64 tile and of the
     // register design's 8-row × 64-column workgroup block (9, 31, 33, 65), broadcast B.
@@ -83,13 +153,14 @@ fn gemm_cases(design: GemmDesign) {
         (2, 2, 9, 31, 33),
         (1, 1, 31, 1, 3),
         (1, 1, 10, 8, 130),
+        (1, 1, 70, 45, 75),
     ];
     for (ba, bb, m, k, n) in shapes {
         for (trans_a, trans_b) in [(false, false), (true, false), (false, true), (true, true)] {
-            let a = random(&mut r, ba * m * k, 1.0);
-            let b = random(&mut r, bb * k * n, 1.0);
-            let bias = random(&mut r, n, 1.0);
-            let c0 = random(&mut r, ba.max(bb) * m * n, 1.0);
+            let a = prepare(random(&mut r, ba * m * k, 1.0));
+            let b = prepare(random(&mut r, bb * k * n, 1.0));
+            let bias = prepare(random(&mut r, n, 1.0));
+            let c0 = prepare(random(&mut r, ba.max(bb) * m * n, 1.0));
             let stored = |batch: usize, rows: usize, cols: usize, trans: bool| match (batch, trans) {
                 (1, false) => vec![rows, cols],
                 (1, true) => vec![cols, rows],
@@ -135,8 +206,9 @@ fn gemm_cases(design: GemmDesign) {
                     act,
                     2.0,
                 );
-                let what = format!("gemm {design} {ba}x{m}x{k} · {bb}x{k}x{n} trans=({trans_a},{trans_b}) {act:?}");
-                assert_close(&what, &read(&out), &expected, Tolerance::F32);
+                let what =
+                    format!("gemm {design} {dtype} {ba}x{m}x{k} · {bb}x{k}x{n} trans=({trans_a},{trans_b}) {act:?}");
+                assert_close(&what, &read(&out), &expected, tolerance);
             }
         }
     }
@@ -152,11 +224,34 @@ fn gemm_f16_and_four_dim_batches() {
     let (b0, b1, m, k, n) = (2, 3, 11, 19, 5);
     let a = round_f16(&random(&mut r, b0 * b1 * m * k, 1.0));
     let w = round_f16(&random(&mut r, n * k, 1.0));
-    for design in GEMM_DESIGNS {
+    gemm_f16_four_dim_batches_on(&a, &w, (b0, b1, m, k, n), &GEMM_DESIGNS);
+}
+
+/// The four-dim batch case of [`gemm_f16_and_four_dim_batches`] on the cooperative-matrix design.
+#[test]
+fn gemm_coopmat_f16_four_dim_batches_and_broadcast_weight() {
+    if !gemm_coopmat_runs() {
+        return;
+    }
+    let mut r = rng(2);
+    let (b0, b1, m, k, n) = (2, 3, 11, 19, 5);
+    let a = round_f16(&random(&mut r, b0 * b1 * m * k, 1.0));
+    let w = round_f16(&random(&mut r, n * k, 1.0));
+    gemm_f16_four_dim_batches_on(&a, &w, (b0, b1, m, k, n), &[GemmDesign::Coopmat]);
+}
+
+fn gemm_f16_four_dim_batches_on(
+    a: &[f32],
+    w: &[f32],
+    (b0, b1, m, k, n): (usize, usize, usize, usize, usize),
+    designs: &[GemmDesign],
+) {
+    let ctx = ctx();
+    for &design in designs {
         let out = gemm::gemm(
             ctx,
-            &upload(ctx, &a, &[b0, b1, m, k], DType::F16),
-            &upload(ctx, &w, &[n, k], DType::F16),
+            &upload(ctx, a, &[b0, b1, m, k], DType::F16),
+            &upload(ctx, w, &[n, k], DType::F16),
             &GemmOptions {
                 trans_b: true,
                 design,
@@ -167,14 +262,14 @@ fn gemm_f16_and_four_dim_batches() {
         assert_eq!(out.shape(), &[b0, b1, m, n]);
         let expected = rf::gemm(
             rf::HostMatrix {
-                data: &a,
+                data: a,
                 batch: b0 * b1,
                 rows: m,
                 cols: k,
                 trans: false,
             },
             rf::HostMatrix {
-                data: &w,
+                data: w,
                 batch: 1,
                 rows: n,
                 cols: k,

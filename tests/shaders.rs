@@ -261,6 +261,51 @@ fn coopmat_kernel_validates_for_every_variant() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
+/// The cooperative-matrix GEMM for both matrix sizes and the fragment counts its host picks, with
+/// its block constants at the smallest block, the CPU block and the GPU block, in both staging
+/// orders.
+#[test]
+fn gemm_coopmat_kernel_validates_for_both_matrix_sizes() {
+    let mut failures = Vec::new();
+    for coop in [8u32, 16] {
+        for rows in [1u32, 2, 4, 8, 16, 32] {
+            let variant = Variant {
+                coop,
+                rows,
+                ..Variant::default()
+            };
+            let src = compose_variant(Kernel::GemmCoopmat, wgpu_attention::DType::F16, variant);
+            if let Err(e) = validate(&src, &HashMap::new()) {
+                failures.push(format!("{variant:?}: {e}"));
+                continue;
+            }
+            for (workgroup, bm, bn, bk) in [
+                (8, coop, coop, coop),
+                (8, 4 * coop, 4 * coop, 2 * coop),
+                (128, 8 * coop, 8 * coop, 2 * coop),
+            ] {
+                for (a_m, b_k) in [(0, 0), (1, 1)] {
+                    let c: HashMap<String, f64> = [
+                        ("WORKGROUP", workgroup),
+                        ("BM", bm),
+                        ("BN", bn),
+                        ("BK", bk),
+                        ("A_M_CONTIGUOUS", a_m),
+                        ("B_K_CONTIGUOUS", b_k),
+                    ]
+                    .into_iter()
+                    .map(|(n, v)| (n.to_string(), v as f64))
+                    .collect();
+                    if let Err(e) = validate(&src, &c) {
+                        failures.push(format!("{variant:?} WG={workgroup} BM={bm} BN={bn} BK={bk}: {e}"));
+                    }
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
 /// The FMA calibration kernel at every chain count and workgroup size `peak` tries (chains past
 /// CHAINS sit behind `if`s on the override).
 #[test]

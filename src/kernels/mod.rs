@@ -8,6 +8,7 @@ pub mod flash_decode;
 pub mod flash_forward;
 pub mod flash_tiled;
 pub mod gemm;
+pub mod gemm_coopmat;
 pub mod gemm_register;
 pub mod hard_attention;
 pub mod kv_write;
