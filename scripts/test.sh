@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs everything the README promises (what CI runs): formatting, clippy on every target and on
-# the minimal (no-default-features) library, the docs with warnings denied, the whole test suite
+# Runs everything the README promises (what CI runs): formatting, clippy on every target, on
+# the minimal (no-default-features) library and on that library for wasm32 (the browser), the
+# docs with warnings denied, the whole test suite
 # (GPU kernels against the CPU reference on the default adapter, lavapipe when there is no GPU),
 # the examples, and a short bounded fuzzing pass.
 # Usage: scripts/test.sh [extra cargo test args]   (WGPU_ATTENTION_FUZZ_SECONDS=0 skips fuzzing)
@@ -17,6 +18,9 @@ step "clippy (all targets, default features)"
 cargo clippy --quiet --all-targets -- -D warnings
 step "clippy (library and examples without default features: wgpu, bytemuck, half, thiserror, pollster)"
 cargo clippy --quiet --no-default-features --lib --examples -- -D warnings
+step "clippy (library for the browser: wasm32-unknown-unknown, WebGPU backend)"
+rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+cargo clippy --quiet --no-default-features --lib --target wasm32-unknown-unknown -- -D warnings
 step "docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --quiet --no-deps
 step "tests"
