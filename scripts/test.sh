@@ -3,8 +3,9 @@
 # the minimal (no-default-features) library and on that library for wasm32 (the browser), the
 # docs with warnings denied, the whole test suite
 # (GPU kernels against the CPU reference on the default adapter, lavapipe when there is no GPU),
-# the examples, and a short bounded fuzzing pass.
-# Usage: scripts/test.sh [extra cargo test args]   (WGPU_ATTENTION_FUZZ_SECONDS=0 skips fuzzing)
+# the examples, the browser suite (scripts/test-browser.sh) and a short bounded fuzzing pass.
+# Usage: scripts/test.sh [extra cargo test args]   (WGPU_ATTENTION_FUZZ_SECONDS=0 skips fuzzing,
+# WGPU_ATTENTION_BROWSER=0 the browser suite)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/ensure-vulkan.sh
@@ -31,6 +32,10 @@ for example in examples/*.rs; do
     step "example $name"
     cargo run --quiet --example "$name"
 done
+if [ "${WGPU_ATTENTION_BROWSER:-1}" != 0 ]; then
+    step "browser (wasm32 in headless Chromium's WebGPU)"
+    bash scripts/test-browser.sh
+fi
 fuzz_seconds="${WGPU_ATTENTION_FUZZ_SECONDS:-20}"
 if [ "$fuzz_seconds" != 0 ]; then
     step "fuzzing (${fuzz_seconds}s per target)"
