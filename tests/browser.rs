@@ -3,10 +3,15 @@
 #![cfg(target_arch = "wasm32")]
 
 use wasm_bindgen_test::{console_log, wasm_bindgen_test, wasm_bindgen_test_configure};
+use wgpu_attention::pipeline::Kernel;
 use wgpu_attention::reference::{self, Broadcast, HostInputs, Tolerance};
+use wgpu_attention::wgpu;
 use wgpu_attention::{attention, Alignment, AttentionOptions, Context, DType, Error, KernelChoice, Problem, Tensor};
 
 wasm_bindgen_test_configure!(run_in_browser);
+
+#[path = "common/variants.rs"]
+mod variants;
 
 /// One device for the whole suite (the browser runs the tests one after another on one thread).
 async fn ctx() -> Context {
@@ -89,6 +94,18 @@ async fn check(p: Problem, kernel: KernelChoice, mut opts: AttentionOptions, ext
     let gpu = attention(&ctx, &upload(&q, &qs), &upload(&k, &ks), &upload(&v, &vs), &opts)
         .unwrap_or_else(|e| panic!("{p} {kernel:?}: {e}"));
     assert_eq!(gpu.kernel, kernel, "{p}: ran another path");
+    if let Some(d) = opts.design {
+        console_log!(
+            "{p}: asked for the {d} design, ran {:?} ({:?})",
+            gpu.design,
+            gpu.design_note
+        );
+        assert!(
+            gpu.design == Some(d) || gpu.design_note.is_some(),
+            "{p}: asked for the {d} design, ran {:?} without a note",
+            gpu.design
+        );
+    }
 
     let expected = reference::sdpa(
         &HostInputs {
@@ -163,6 +180,26 @@ async fn causal_alignments_and_gqa() {
     .await;
 }
 
+/// Every fused design the device runs (the tiled one is what GPUs get by default).
+#[wasm_bindgen_test]
+async fn fused_designs() {
+    let ctx = ctx().await;
+    let designs = wgpu_attention::available_designs(&ctx, DType::F32);
+    console_log!("fused designs on this device: {designs:?}");
+    for design in designs {
+        let opts = AttentionOptions {
+            causal: Some(Alignment::BottomRight),
+            design: Some(design),
+            ..Default::default()
+        };
+        let extras = Extras {
+            mask: Some([2, 1, 21, 70]),
+            ..Default::default()
+        };
+        check(problem(2, 4, 2, 21, 70, 32, 24), KernelChoice::Fused, opts, &extras).await;
+    }
+}
+
 /// The decode path (few query rows per KV head), which splits the keys and merges the parts.
 #[wasm_bindgen_test]
 async fn decode() {
@@ -230,4 +267,43 @@ async fn f16_or_its_absence() {
         assert!(matches!(err, Error::MissingFeature { .. }), "{err}");
         console_log!("f16: NOT CHECKED, the adapter lacks SHADER_F16 (the call was refused: {err})");
     }
+}
+
+/// The browser's WGSL compiler (Tint in Chromium) is stricter than naga in places (it evaluates
+/// const-expressions, and refuses a non-finite one): every kernel source the device can use must
+/// compile there. Sources needing a feature the device lacks are counted and logged, not run.
+#[wasm_bindgen_test]
+async fn every_kernel_compiles() {
+    let ctx = ctx().await;
+    let (f16, subgroups) = (
+        ctx.features().contains(wgpu::Features::SHADER_F16),
+        ctx.features().contains(wgpu::Features::SUBGROUP),
+    );
+    let (mut compiled, mut skipped, mut failures) = (0, 0, Vec::new());
+    for source in variants::all() {
+        let needs_subgroups =
+            source.kernel == Kernel::FlashDecodeLanes || source.variant.is_some_and(|v| v.subgroup > 0);
+        if (source.dtype == DType::F16 && !f16) || (needs_subgroups && !subgroups) {
+            skipped += 1;
+            continue;
+        }
+        let scope = ctx.device().push_error_scope(wgpu::ErrorFilter::Validation);
+        let _module = ctx.device().create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: None,
+            source: wgpu::ShaderSource::Wgsl(source.wgsl.as_str().into()),
+        });
+        match scope.pop().await {
+            Some(e) => failures.push(format!("{source}: {e}")),
+            None => compiled += 1,
+        }
+    }
+    console_log!(
+        "kernels: {compiled} sources compiled, {skipped} NOT CHECKED (need f16 or subgroups, which the device lacks)"
+    );
+    assert!(
+        failures.is_empty(),
+        "{} source(s) refused:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
