@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Runs everything the README promises (what CI runs): formatting, clippy on every target and on
-# the minimal (no-default-features) library, the docs with warnings denied, the whole test suite
+# Runs everything the README promises (what CI runs): formatting, clippy on every target, on
+# the minimal (no-default-features) library and on that library for wasm32 (the browser), the
+# docs with warnings denied, the whole test suite
 # (GPU kernels against the CPU reference on the default adapter, lavapipe when there is no GPU),
-# the examples, and a short bounded fuzzing pass. The cooperative-matrix tests run a second time
-# in the cooperative-matrix lane (scripts/coopmat-tests.sh; WGPU_ATTENTION_COOPMAT_LANE=0 skips it).
-# Usage: scripts/test.sh [extra cargo test args]   (WGPU_ATTENTION_FUZZ_SECONDS=0 skips fuzzing)
+# the examples, the browser suite (scripts/test-browser.sh) and a short bounded fuzzing pass. The
+# cooperative-matrix tests run a second time in the cooperative-matrix lane
+# (scripts/coopmat-tests.sh).
+# Usage: scripts/test.sh [extra cargo test args]   (WGPU_ATTENTION_FUZZ_SECONDS=0 skips fuzzing,
+# WGPU_ATTENTION_BROWSER=0 the browser suite, WGPU_ATTENTION_COOPMAT_LANE=0 the coopmat lane)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/ensure-vulkan.sh
@@ -18,6 +21,9 @@ step "clippy (all targets, default features)"
 cargo clippy --quiet --all-targets -- -D warnings
 step "clippy (library and examples without default features: wgpu, bytemuck, half, thiserror, pollster)"
 cargo clippy --quiet --no-default-features --lib --examples -- -D warnings
+step "clippy (library for the browser: wasm32-unknown-unknown, WebGPU backend)"
+rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+cargo clippy --quiet --no-default-features --lib --target wasm32-unknown-unknown -- -D warnings
 step "docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --quiet --no-deps
 step "tests"
@@ -30,6 +36,10 @@ for example in examples/*.rs; do
     step "example $name"
     cargo run --quiet --example "$name"
 done
+if [ "${WGPU_ATTENTION_BROWSER:-1}" != 0 ]; then
+    step "browser (wasm32 in headless Chromium's WebGPU)"
+    bash scripts/test-browser.sh
+fi
 fuzz_seconds="${WGPU_ATTENTION_FUZZ_SECONDS:-20}"
 if [ "$fuzz_seconds" != 0 ]; then
     step "fuzzing (${fuzz_seconds}s per target)"

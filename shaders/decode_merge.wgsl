@@ -49,7 +49,10 @@ struct PartEntry {
 @group(0) @binding(5) var<storage, read_write> lse: array<f32>;
 
 fn neg_inf() -> f32 {
-    return bitcast<f32>(0xff800000u);
+    // Through a var: `bitcast<f32>(0xff800000u)` is a const-expression, and WGSL compilers that
+    // evaluate those (Tint, in browsers) refuse a non-finite result.
+    var bits = 0xff800000u;
+    return bitcast<f32>(bits);
 }
 
 // NaN or +∞, by bits (a compiler may fold `x != x`).
@@ -96,7 +99,8 @@ fn main(
     var o = 0.0;
     var total = neg_inf();
     if (poisoned) {
-        o = bitcast<f32>(0x7fc00000u);
+        var nan_bits = 0x7fc00000u; // a var, not a const-expression (see neg_inf)
+        o = bitcast<f32>(nan_bits);
         total = o;
     } else if (!(m == neg_inf())) {
         var sum = 0.0;

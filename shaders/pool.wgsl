@@ -42,7 +42,10 @@ var<workgroup> red_max: array<f32, WORKGROUP>;
 var<workgroup> red_sum: array<f32, WORKGROUP>;
 
 fn neg_inf() -> f32 {
-    return bitcast<f32>(0xff800000u);
+    // Through a var: `bitcast<f32>(0xff800000u)` is a const-expression, and WGSL compilers that
+    // evaluate those (Tint, in browsers) refuse a non-finite result.
+    var bits = 0xff800000u;
+    return bitcast<f32>(bits);
 }
 
 fn step_kept(b: u32, t: u32) -> bool {

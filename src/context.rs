@@ -1,7 +1,9 @@
 //! The device the kernels run on: created by the crate ([`Context::new`]) or borrowed from the
 //! caller ([`Context::from_device`]).
 
+use std::future::Future;
 use std::sync::Arc;
+use std::task::{Poll, Waker};
 
 use crate::error::{Error, Result};
 use crate::pipeline::{DiskCache, PipelineCache};
@@ -131,6 +133,9 @@ struct Inner {
     pipelines: PipelineCache,
     /// The persisted driver pipeline cache (own devices with `PIPELINE_CACHE` only).
     disk_cache: Option<DiskCache>,
+    /// Error scopes the browser has not answered yet (see [`Context::wait_async`]).
+    #[cfg(target_arch = "wasm32")]
+    pending: std::sync::Mutex<web::PendingScopes>,
 }
 
 impl std::fmt::Debug for Context {
@@ -139,6 +144,21 @@ impl std::fmt::Debug for Context {
             .field("info", &self.inner.info.summary())
             .finish()
     }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+const NO_ADAPTER_HINT: &str = "on Linux without a GPU install lavapipe: apt-get install -y mesa-vulkan-drivers";
+#[cfg(target_arch = "wasm32")]
+const NO_ADAPTER_HINT: &str =
+    "the browser offers no WebGPU adapter (navigator.gpu missing or disabled; Chromium without a GPU needs --enable-unsafe-webgpu)";
+
+/// Reports what no caller can receive: stderr on native, the browser console on the web (where
+/// stderr goes nowhere).
+fn log_error(message: &str) {
+    #[cfg(not(target_arch = "wasm32"))]
+    eprintln!("{message}");
+    #[cfg(target_arch = "wasm32")]
+    web_sys::console::error_1(&message.into());
 }
 
 /// Ranks adapters: discrete GPUs first (integrated first under low power), CPU last, and native
@@ -163,9 +183,23 @@ fn adapter_rank(info: &wgpu::AdapterInfo, power: wgpu::PowerPreference) -> (u8, 
 /// One wgpu instance per backend set for every owned context of the process. wgpu tells devices
 /// apart by ids that are unique within an instance only, so owned devices from one instance are
 /// what lets a tensor's device be checked against a context's (and an instance is costly to make).
+#[cfg(not(target_arch = "wasm32"))]
 fn shared_instance(backends: wgpu::Backends) -> wgpu::Instance {
     static INSTANCES: std::sync::Mutex<Vec<(wgpu::Backends, wgpu::Instance)>> = std::sync::Mutex::new(Vec::new());
     let mut instances = INSTANCES.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    instance_for(&mut instances, backends)
+}
+
+/// The browser's wgpu handles are JavaScript objects, bound to the one thread that made them.
+#[cfg(target_arch = "wasm32")]
+fn shared_instance(backends: wgpu::Backends) -> wgpu::Instance {
+    thread_local! {
+        static INSTANCES: std::cell::RefCell<Vec<(wgpu::Backends, wgpu::Instance)>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    INSTANCES.with_borrow_mut(|instances| instance_for(instances, backends))
+}
+
+fn instance_for(instances: &mut Vec<(wgpu::Backends, wgpu::Instance)>, backends: wgpu::Backends) -> wgpu::Instance {
     if let Some((_, instance)) = instances.iter().find(|(b, _)| *b == backends) {
         return instance.clone();
     }
@@ -180,15 +214,29 @@ fn shared_instance(backends: wgpu::Backends) -> wgpu::Instance {
 impl Context {
     /// Creates a device on the best adapter, honoring `WGPU_BACKEND`, `WGPU_ADAPTER_NAME` and
     /// `WGPU_POWER_PREF`. Requests every feature of [`WANTED_FEATURES`] the adapter has and the
-    /// adapter's full limits.
+    /// adapter's full limits. Native only: in the browser use [`Context::new_async`].
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn new() -> Result<Self> {
-        Self::with_options(&ContextOptions::from_env())
+        pollster::block_on(Self::new_async())
     }
 
-    /// Creates a device with explicit adapter-selection options.
+    /// [`Context::new`] without blocking: the entry point in the browser (where the environment
+    /// variables do not exist and the adapter is the browser's WebGPU adapter).
+    pub async fn new_async() -> Result<Self> {
+        Self::with_options_async(&ContextOptions::from_env()).await
+    }
+
+    /// Creates a device with explicit adapter-selection options. Native only: in the browser
+    /// use [`Context::with_options_async`].
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn with_options(opts: &ContextOptions) -> Result<Self> {
+        pollster::block_on(Self::with_options_async(opts))
+    }
+
+    /// [`Context::with_options`] without blocking.
+    pub async fn with_options_async(opts: &ContextOptions) -> Result<Self> {
         let instance = shared_instance(opts.backends);
-        let mut adapters = pollster::block_on(instance.enumerate_adapters(opts.backends));
+        let mut adapters = instance.enumerate_adapters(opts.backends).await;
         if let Some(want) = &opts.adapter_name {
             let want = want.to_lowercase();
             adapters.retain(|a| a.get_info().name.to_lowercase().contains(&want));
@@ -201,31 +249,40 @@ impl Context {
         adapters.sort_by_key(|a| adapter_rank(&a.get_info(), opts.power_preference));
         let adapter = adapters.into_iter().next().ok_or_else(|| {
             Error::NoAdapter(format!(
-                "backends {:?}{}; on Linux without a GPU install lavapipe: apt-get install -y mesa-vulkan-drivers",
+                "backends {:?}{}; {}",
                 opts.backends,
                 opts.adapter_name
                     .as_ref()
                     .map(|n| format!(", name containing {n:?}"))
-                    .unwrap_or_default()
+                    .unwrap_or_default(),
+                NO_ADAPTER_HINT
             ))
         })?;
-        let ctx = Self::from_adapter(&adapter)?;
+        let ctx = Self::from_adapter_async(&adapter).await?;
         ctx.pipelines().set_capacity(opts.pipeline_cache_capacity);
         Ok(ctx)
     }
 
     /// Creates a device on a given adapter. Requests every feature of [`WANTED_FEATURES`] the
     /// adapter has, and [`COOPMAT_FEATURES`] when it has both (the cooperative-matrix design).
+    /// Native only: in the browser use [`Context::from_adapter_async`].
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn from_adapter(adapter: &wgpu::Adapter) -> Result<Self> {
+        pollster::block_on(Self::from_adapter_async(adapter))
+    }
+
+    /// [`Context::from_adapter`] without blocking.
+    pub async fn from_adapter_async(adapter: &wgpu::Adapter) -> Result<Self> {
         let mut features = adapter.features() & WANTED_FEATURES;
         let coopmat = adapter.features().contains(COOPMAT_FEATURES);
         let experimental_features = if coopmat {
             features |= COOPMAT_FEATURES;
             // SAFETY: wgpu gates cooperative matrices behind experimental features because its
             // validation of them is incomplete: a shader that misuses them may reach the driver
-            // unchecked. The crate's only such shader is flash_coopmat.wgsl: every cooperative
-            // load and store addresses its own workgroup arrays at offsets the host bounds (blocks
-            // and head dims are multiples of the matrix size, checked before dispatch), in loops
+            // unchecked. The crate's only such shaders are flash_coopmat.wgsl and gemm_coopmat.wgsl:
+            // every cooperative load and store addresses their own workgroup arrays at offsets the
+            // host bounds (blocks and head dims are multiples of the matrix size, checked before
+            // dispatch; GEMM operands are staged there with zero padding), in loops
             // that are uniform per subgroup (naga checks it), on whole subgroups (the workgroup
             // size is checked to be a multiple of the subgroup size); its variants are validated
             // in tests without a GPU and run against the reference in the Mesa 26 lane.
@@ -233,16 +290,20 @@ impl Context {
         } else {
             wgpu::ExperimentalFeatures::disabled()
         };
-        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-            label: Some("wgpu-attention"),
-            required_features: features,
-            required_limits: adapter.limits(),
-            experimental_features,
-            ..Default::default()
-        }))?;
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("wgpu-attention"),
+                required_features: features,
+                required_limits: adapter.limits(),
+                experimental_features,
+                ..Default::default()
+            })
+            .await?;
         // Our own device: every operation runs in an error scope, so anything uncaptured is a bug;
         // log it instead of wgpu's default panic.
-        device.on_uncaptured_error(Arc::new(|e| eprintln!("wgpu-attention: uncaptured wgpu error: {e}")));
+        device.on_uncaptured_error(Arc::new(|e| {
+            log_error(&format!("wgpu-attention: uncaptured wgpu error: {e}"))
+        }));
         let info = adapter.get_info();
         let disk_cache = DiskCache::open(&device, &info);
         let coop = adapter.cooperative_matrix_properties();
@@ -284,6 +345,13 @@ impl Context {
         Self::build(device.clone(), queue.clone(), Some(info), Vec::new(), None)
     }
 
+    #[cfg_attr(
+        target_arch = "wasm32",
+        expect(
+            clippy::arc_with_non_send_sync,
+            reason = "the browser's wgpu handles are neither Send nor Sync; one Arc type serves both targets"
+        )
+    )]
     fn build(
         device: wgpu::Device,
         queue: wgpu::Queue,
@@ -304,6 +372,8 @@ impl Context {
                 info,
                 pipelines: PipelineCache::default(),
                 disk_cache,
+                #[cfg(target_arch = "wasm32")]
+                pending: Default::default(),
             }),
         }
     }
@@ -345,6 +415,7 @@ impl Context {
     /// Runs `f` inside validation and out-of-memory error scopes, turning captured errors into
     /// [`Error::Wgpu`]; a device lost before `f` (which then does not run) or during it gives
     /// [`Error::DeviceLost`].
+    #[cfg(not(target_arch = "wasm32"))]
     pub(crate) fn scoped<T>(&self, during: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
         let oom = self.device().push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = self.device().push_error_scope(wgpu::ErrorFilter::Validation);
@@ -358,6 +429,51 @@ impl Context {
         match out {
             Some(out) if alive => out,
             _ => Err(Error::DeviceLost { during }),
+        }
+    }
+
+    /// In the browser the error scopes answer later, from the event loop, and nothing may block
+    /// for them: `f`'s own result is returned now, and a captured error by the next
+    /// [`Context::wait_async`] or asynchronous download.
+    #[cfg(target_arch = "wasm32")]
+    pub(crate) fn scoped<T>(&self, during: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let oom = self.device().push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = self.device().push_error_scope(wgpu::ErrorFilter::Validation);
+        let out = self.probe_alive().then(f);
+        let alive = out.is_some() && self.probe_alive();
+        let mut pending = self
+            .inner
+            .pending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        pending.push(during, validation.pop());
+        pending.push(during, oom.pop());
+        match out {
+            Some(out) if alive => out,
+            _ => Err(Error::DeviceLost { during }),
+        }
+    }
+
+    /// Waits for the answers of every error scope opened so far and returns the first error
+    /// they captured (each is reported once).
+    #[cfg(target_arch = "wasm32")]
+    async fn settle(&self) -> Result<()> {
+        loop {
+            let next = self
+                .inner
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take_first();
+            match next {
+                web::Next::Error(e) => return Err(e),
+                web::Next::Scope(during, scope) => {
+                    if let Some(source) = scope.await {
+                        return Err(Error::Wgpu { during, source });
+                    }
+                }
+                web::Next::Done => return Ok(()),
+            }
         }
     }
 
@@ -400,15 +516,31 @@ impl Context {
         Ok(())
     }
 
-    /// Blocks until all submitted work is done.
+    /// Blocks until all submitted work is done. Native only: in the browser use
+    /// [`Context::wait_async`].
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn wait(&self) -> Result<()> {
-        self.device().poll(wgpu::PollType::wait_indefinitely())?;
-        // A lost device "completes" everything: say so instead of reporting success.
-        self.check_alive("wait")
+        pollster::block_on(self.wait_async())
+    }
+
+    /// Resolves when all submitted work is done. In the browser it yields to the event loop
+    /// meanwhile and also reports the first wgpu error captured since the last such call (there,
+    /// operations return before the browser has validated their work); on native the device is
+    /// polled to completion before the future first returns, as in [`Context::wait`].
+    pub async fn wait_async(&self) -> Result<()> {
+        // Native: the blocking poll returns once everything is done.
+        self.drive()?;
+        #[cfg(target_arch = "wasm32")]
+        {
+            let (done, finished) = oneshot();
+            self.queue().on_submitted_work_done(move || done.send(()));
+            finished.await;
+        }
+        self.finish("wait").await
     }
 
     /// Copies `size` bytes at `offset` of `buffer` (which needs `COPY_SRC`) to the host.
-    pub(crate) fn read_buffer(&self, buffer: &wgpu::Buffer, offset: u64, size: u64) -> Result<Vec<u8>> {
+    pub(crate) async fn read_buffer_async(&self, buffer: &wgpu::Buffer, offset: u64, size: u64) -> Result<Vec<u8>> {
         let staging = self.scoped("readback", || {
             let staging = self.device().create_buffer(&wgpu::BufferDescriptor {
                 label: Some("wgpu-attention readback"),
@@ -421,15 +553,138 @@ impl Context {
             self.queue().submit([enc.finish()]);
             Ok(staging)
         })?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-        self.wait()?;
-        rx.recv()
-            .map_err(|_| Error::Unsupported("map callback dropped".into()))??;
+        let (mapped, on_mapped) = oneshot();
+        staging
+            .slice(..)
+            .map_async(wgpu::MapMode::Read, move |r| mapped.send(r));
+        self.drive()?;
+        let mapping = on_mapped.await;
+        // Errors of the work that produced the data come first: they explain a failed mapping.
+        self.finish("readback").await?;
+        mapping.ok_or_else(|| Error::Unsupported("map callback dropped".into()))??;
         let data = staging.slice(..).get_mapped_range()?.to_vec();
         staging.unmap();
         Ok(data)
+    }
+
+    /// Makes the device run its callbacks: a blocking poll on native; the browser runs them from
+    /// its event loop.
+    fn drive(&self) -> Result<()> {
+        #[cfg(not(target_arch = "wasm32"))]
+        self.device().poll(wgpu::PollType::wait_indefinitely())?;
+        Ok(())
+    }
+
+    /// After completed work: a lost device "completes" everything, so say so instead of
+    /// reporting success; in the browser, also the errors its scopes captured meanwhile.
+    async fn finish(&self, during: &'static str) -> Result<()> {
+        #[cfg(target_arch = "wasm32")]
+        self.settle().await?;
+        self.check_alive(during)
+    }
+}
+
+type Slot<T> = Arc<std::sync::Mutex<(Option<Option<T>>, Option<Waker>)>>;
+
+/// The sending half of [`oneshot`]; dropped unsent (a callback wgpu discards), it delivers
+/// `None`, so that nothing waits forever.
+struct Sender<T>(Option<Slot<T>>);
+
+impl<T> Sender<T> {
+    fn send(mut self, value: T) {
+        self.deliver(Some(value));
+    }
+    fn deliver(&mut self, value: Option<T>) {
+        if let Some(slot) = self.0.take() {
+            let mut s = slot.lock().unwrap_or_else(|p| p.into_inner());
+            s.0 = Some(value);
+            if let Some(waker) = s.1.take() {
+                waker.wake();
+            }
+        }
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        self.deliver(None);
+    }
+}
+
+/// A future for the value a wgpu callback delivers (a buffer mapping, finished work).
+fn oneshot<T>() -> (Sender<T>, impl Future<Output = Option<T>>) {
+    let slot: Slot<T> = Arc::new(std::sync::Mutex::new((None, None)));
+    let sender = Sender(Some(slot.clone()));
+    let receive = std::future::poll_fn(move |cx| {
+        let mut s = slot.lock().unwrap_or_else(|p| p.into_inner());
+        match s.0.take() {
+            Some(value) => Poll::Ready(value),
+            None => {
+                s.1 = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    });
+    (sender, receive)
+}
+
+/// Error scopes in the browser, whose answers arrive from its event loop.
+#[cfg(target_arch = "wasm32")]
+mod web {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Poll, Waker};
+
+    use crate::error::Error;
+
+    type Scope = Pin<Box<dyn Future<Output = Option<wgpu::Error>>>>;
+
+    /// The scopes not yet answered, oldest first, and the first error already answered.
+    #[derive(Default)]
+    pub(super) struct PendingScopes {
+        scopes: Vec<(&'static str, Scope)>,
+        error: Option<Error>,
+    }
+
+    pub(super) enum Next {
+        Error(Error),
+        Scope(&'static str, Scope),
+        Done,
+    }
+
+    impl PendingScopes {
+        /// Adds a scope, first dropping those already answered (keeping the first error), so
+        /// that a program that never waits does not accumulate them.
+        pub(super) fn push(
+            &mut self,
+            during: &'static str,
+            scope: impl Future<Output = Option<wgpu::Error>> + 'static,
+        ) {
+            let mut cx = Context::from_waker(Waker::noop());
+            let error = &mut self.error;
+            self.scopes
+                .retain_mut(|(during, scope)| match scope.as_mut().poll(&mut cx) {
+                    Poll::Pending => true,
+                    Poll::Ready(captured) => {
+                        if let (None, Some(source)) = (&error, captured) {
+                            *error = Some(Error::Wgpu { during, source });
+                        }
+                        false
+                    }
+                });
+            self.scopes.push((during, Box::pin(scope)));
+        }
+
+        /// The error already answered, else the oldest scope to wait for.
+        pub(super) fn take_first(&mut self) -> Next {
+            if let Some(e) = self.error.take() {
+                return Next::Error(e);
+            }
+            if self.scopes.is_empty() {
+                return Next::Done;
+            }
+            let (during, scope) = self.scopes.remove(0);
+            Next::Scope(during, scope)
+        }
     }
 }

@@ -102,6 +102,13 @@
 //! # Ok(()) }
 //! ```
 
+// Files, the command line and the benchmark harness need a file system, threads and blocking
+// calls; the browser build is the library alone.
+#[cfg(all(target_arch = "wasm32", any(feature = "files", feature = "cli")))]
+compile_error!(
+    "wgpu-attention: the `files` and `cli` features are native-only; for wasm32 depend on the crate with `default-features = false`"
+);
+
 pub mod attention;
 pub mod backward;
 #[cfg(feature = "cli")]
@@ -143,6 +150,8 @@ pub use wgpu;
 
 // The handles downstream crates share across threads: one `Context` (and its pipeline cache)
 // serves concurrent calls; tensors, prepared calls and their outputs move and share freely.
+// (In the browser wgpu's handles are JavaScript objects, bound to their thread.)
+#[cfg(not(target_arch = "wasm32"))]
 const _: fn() = || {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Context>();

@@ -426,8 +426,18 @@ impl Tensor {
 
     /// Copies the tensor back to the host in logical row-major order.
     ///
-    /// `T` must match the dtype; use [`Tensor::to_f32_vec`] to widen f16.
+    /// `T` must match the dtype; use [`Tensor::to_f32_vec`] to widen f16. Native only: in the
+    /// browser use [`Tensor::to_vec_async`].
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn to_vec<T: Element>(&self, ctx: &Context) -> Result<Vec<T>> {
+        pollster::block_on(self.to_vec_async(ctx))
+    }
+
+    /// [`Tensor::to_vec`] as a future: resolves once the GPU work before it is done and the data
+    /// is mapped (in the browser, yielding to the event loop meanwhile; on native it polls the
+    /// device). In the browser it also reports a wgpu error captured in an earlier call (see
+    /// [`Context::wait_async`]).
+    pub async fn to_vec_async<T: Element>(&self, ctx: &Context) -> Result<Vec<T>> {
         if T::DTYPE != self.dtype {
             return Err(Error::DType {
                 name: "download",
@@ -435,7 +445,7 @@ impl Tensor {
                 expected: T::DTYPE.name(),
             });
         }
-        let bytes = self.read_span(ctx)?;
+        let bytes = self.read_span(ctx).await?;
         let es = self.dtype.size();
         let mut out = Vec::with_capacity(self.numel());
         let mut index = vec![0usize; self.shape.len()];
@@ -453,11 +463,23 @@ impl Tensor {
         Ok(out)
     }
 
-    /// Downloads a float tensor (f32 or f16) as f32.
+    /// Downloads a float tensor (f32 or f16) as f32. Native only: in the browser use
+    /// [`Tensor::to_f32_vec_async`].
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn to_f32_vec(&self, ctx: &Context) -> Result<Vec<f32>> {
+        pollster::block_on(self.to_f32_vec_async(ctx))
+    }
+
+    /// [`Tensor::to_f32_vec`] as a future (see [`Tensor::to_vec_async`]).
+    pub async fn to_f32_vec_async(&self, ctx: &Context) -> Result<Vec<f32>> {
         match self.dtype {
-            DType::F32 => self.to_vec::<f32>(ctx),
-            DType::F16 => Ok(self.to_vec::<half::f16>(ctx)?.into_iter().map(f32::from).collect()),
+            DType::F32 => self.to_vec_async::<f32>(ctx).await,
+            DType::F16 => Ok(self
+                .to_vec_async::<half::f16>(ctx)
+                .await?
+                .into_iter()
+                .map(f32::from)
+                .collect()),
             other => Err(Error::DType {
                 name: "download",
                 got: other,
@@ -467,7 +489,7 @@ impl Tensor {
     }
 
     /// Reads the bytes covering every reachable element, starting at element 0.
-    fn read_span(&self, ctx: &Context) -> Result<Vec<u8>> {
+    async fn read_span(&self, ctx: &Context) -> Result<Vec<u8>> {
         self.check_device("download", ctx)?;
         if !self.buffer.usage().contains(wgpu::BufferUsages::COPY_SRC) {
             return Err(Error::BufferUsage {
@@ -479,7 +501,7 @@ impl Tensor {
         let start = self.offset & !(wgpu::COPY_BUFFER_ALIGNMENT - 1);
         let end = padded_size(self.end_byte()).min(self.buffer.size());
         let end = end.max(start + 4);
-        let bytes = ctx.read_buffer(&self.buffer, start, end - start)?;
+        let bytes = ctx.read_buffer_async(&self.buffer, start, end - start).await?;
         let skip = (self.offset - start) as usize;
         Ok(bytes[skip..].to_vec())
     }

@@ -6,6 +6,9 @@ use std::collections::HashMap;
 type Constants = naga::back::PipelineConstants;
 use wgpu_attention::pipeline::{compose, compose_variant, Kernel, Variant};
 
+#[path = "common/variants.rs"]
+mod variants;
+
 fn validate(src: &str, constants: &HashMap<String, f64>) -> Result<(), String> {
     let module = naga::front::wgsl::parse_str(src).map_err(|e| e.emit_to_string(src))?;
     let mut validator =
@@ -20,102 +23,10 @@ fn validate(src: &str, constants: &HashMap<String, f64>) -> Result<(), String> {
 
 #[test]
 fn every_kernel_validates_with_naga() {
-    let mut failures = Vec::new();
-    for kernel in Kernel::ALL {
-        for &dtype in kernel.dtypes() {
-            let src = compose(kernel, dtype);
-            if let Err(e) = validate(&src, &HashMap::new()) {
-                failures.push(format!("{kernel:?}/{dtype}: {e}"));
-            }
-        }
-    }
-    // Every source-level variant of the fused kernel too.
-    for dtype in [wgpu_attention::DType::F32, wgpu_attention::DType::F16] {
-        for rows in 1..=8 {
-            for vec4_io in [false, true] {
-                for subgroup in [0, 4, 8, 32, 64] {
-                    for (additive, local) in [(false, false), (true, false), (false, true), (true, true)] {
-                        let variant = Variant {
-                            rows,
-                            vec4_io,
-                            subgroup,
-                            additive,
-                            local,
-                            // ALiBi with every other combination, not a full product.
-                            alibi: additive == local,
-                            ..Variant::default()
-                        };
-                        let src = compose_variant(Kernel::FlashForward, dtype, variant);
-                        if let Err(e) = validate(&src, &HashMap::new()) {
-                            failures.push(format!("FlashForward/{dtype}/{variant:?}: {e}"));
-                        }
-                    }
-                }
-            }
-        }
-    }
-    // The register-blocked GEMM at every row count its host picks (powers of two up to 8).
-    for dtype in [wgpu_attention::DType::F32, wgpu_attention::DType::F16] {
-        for rows in [1, 2, 4, 8] {
-            let variant = Variant {
-                rows,
-                ..Variant::default()
-            };
-            let src = compose_variant(Kernel::GemmRegister, dtype, variant);
-            if let Err(e) = validate(&src, &HashMap::new()) {
-                failures.push(format!("GemmRegister/{dtype}/{variant:?}: {e}"));
-            }
-        }
-    }
-    // The decode kernel's row counts, loaders, K/V layouts and ALiBi.
-    for dtype in [wgpu_attention::DType::F32, wgpu_attention::DType::F16] {
-        for rows in 1..=16 {
-            for (vec4_io, paged) in [(false, false), (true, false), (false, true), (true, true)] {
-                let variant = Variant {
-                    rows,
-                    vec4_io,
-                    paged,
-                    alibi: paged != vec4_io,
-                    ..Variant::default()
-                };
-                let src = compose_variant(Kernel::FlashDecode, dtype, variant);
-                if let Err(e) = validate(&src, &HashMap::new()) {
-                    failures.push(format!("FlashDecode/{dtype}/{variant:?}: {e}"));
-                }
-            }
-        }
-    }
-    // The decode kernel's lanes design for every subgroup size, row count and layout.
-    for dtype in [wgpu_attention::DType::F32, wgpu_attention::DType::F16] {
-        for subgroup in [4, 8, 16, 32, 64] {
-            for rows in [1, 4, 16] {
-                for (vec4_io, paged) in [(false, false), (true, true)] {
-                    let variant = Variant {
-                        rows,
-                        vec4_io,
-                        paged,
-                        alibi: paged,
-                        subgroup,
-                        ..Variant::default()
-                    };
-                    let src = compose_variant(Kernel::FlashDecodeLanes, dtype, variant);
-                    if let Err(e) = validate(&src, &HashMap::new()) {
-                        failures.push(format!("FlashDecodeLanes/{dtype}/{variant:?}: {e}"));
-                    }
-                }
-            }
-        }
-    }
-    // ALiBi in the staged path's softmax.
-    for dtype in [wgpu_attention::DType::F32, wgpu_attention::DType::F16] {
-        let alibi = Variant {
-            alibi: true,
-            ..Variant::default()
-        };
-        if let Err(e) = validate(&compose_variant(Kernel::MaskedSoftmax, dtype, alibi), &HashMap::new()) {
-            failures.push(format!("MaskedSoftmax/{dtype}/alibi: {e}"));
-        }
-    }
+    let failures: Vec<String> = variants::all()
+        .into_iter()
+        .filter_map(|s| validate(&s.wgsl, &HashMap::new()).err().map(|e| format!("{s}: {e}")))
+        .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 

@@ -13,7 +13,8 @@
 // last query lines up with its last valid key. Kernels that skip key ranges use these too.
 fn seq_offset(b: u32) -> i32 {
     if (has_flag(FLAG_VARLEN)) {
-        return i32(varlen_len_k) - i32(varlen_len_q);
+        let seq = enter_sequence(b);
+        return i32(seq.w) - i32(seq.y);
     }
     return i32(min(key_lengths[b], params.len_k)) - i32(params.len_q);
 }
@@ -22,18 +23,15 @@ fn seq_offset(b: u32) -> i32 {
 // Q and O, its keys rows [cu_k[b], cu_k[b + 1]) of K and V, with cu_q in binding 9 and cu_k in
 // binding 10 (no boolean mask or key lengths then). Offsets are clamped to the packed rows
 // (total_q, total_k), so inconsistent offsets never address outside the tensors. Returns (first
-// query row, query rows, first key row, keys) and keeps the lengths for `seq_offset`.
-var<private> varlen_len_q: u32;
-var<private> varlen_len_k: u32;
-
+// query row, query rows, first key row, keys). Read from the buffers each time rather than kept in
+// private variables: WGSL's uniformity analysis counts private reads as non-uniform, and the
+// tiled design's barriers sit under loops bounded by these lengths.
 fn enter_sequence(b: u32) -> vec4<u32> {
     let q0 = min(mask_bytes[b], params.total_q);
     let q1 = clamp(mask_bytes[b + 1u], q0, params.total_q);
     let k0 = min(key_lengths[b], params.total_k);
     let k1 = clamp(key_lengths[b + 1u], k0, params.total_k);
-    varlen_len_q = q1 - q0;
-    varlen_len_k = k1 - k0;
-    return vec4<u32>(q0, varlen_len_q, k0, varlen_len_k);
+    return vec4<u32>(q0, q1 - q0, k0, k1 - k0);
 }
 
 fn causal_offset(b: u32) -> i32 {

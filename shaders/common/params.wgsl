@@ -84,7 +84,10 @@ fn has_flag(flag: u32) -> bool {
 }
 
 fn neg_inf() -> f32 {
-    return bitcast<f32>(0xff800000u);
+    // Through a var: `bitcast<f32>(0xff800000u)` is a const-expression, and WGSL compilers that
+    // evaluate those (Tint, in browsers) refuse a non-finite result.
+    var bits = 0xff800000u;
+    return bitcast<f32>(bits);
 }
 
 // True for a masked score: exactly -inf. Every finite score takes part, however negative (a bias of

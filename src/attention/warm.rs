@@ -14,8 +14,22 @@ impl Attention {
     /// `PIPELINE_CACHE` or the driver caches shaders on disk, later processes start warm too).
     ///
     /// Tensor-valued options (`bias`, `mask`, `key_lengths`) only need to be present: stand-ins of
-    /// the tiny shape are used in their place. `out` is ignored.
+    /// the tiny shape are used in their place. `out` is ignored. Native only: in the browser use
+    /// [`Attention::warm_up_async`].
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn warm_up(ctx: &Context, problem: &Problem, dtype: DType, opts: &AttentionOptions) -> Result<()> {
+        Self::submit_stand_in(ctx, problem, dtype, opts)?;
+        ctx.wait()
+    }
+
+    /// [`Attention::warm_up`] without blocking.
+    pub async fn warm_up_async(ctx: &Context, problem: &Problem, dtype: DType, opts: &AttentionOptions) -> Result<()> {
+        Self::submit_stand_in(ctx, problem, dtype, opts)?;
+        ctx.wait_async().await
+    }
+
+    /// Submits the stand-in call of [`Attention::warm_up`].
+    fn submit_stand_in(ctx: &Context, problem: &Problem, dtype: DType, opts: &AttentionOptions) -> Result<()> {
         let p = problem;
         // The path is chosen on the real problem: the stand-in's shorter Lq must not change it.
         let kernel = match opts.kernel {
@@ -61,6 +75,6 @@ impl Attention {
             ..opts.clone()
         };
         Self::with_tuning(ctx, &q, &k, &v, &stand_in, &tuning)?.submit()?;
-        ctx.wait()
+        Ok(())
     }
 }
