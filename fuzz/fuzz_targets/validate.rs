@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use wgpu_attention::{
-    validate, wgpu, Alignment, AttentionOptions, Context, DType, Dropout, KernelChoice, Tensor, Window,
+    validate, wgpu, Alignment, AttentionOptions, Context, DType, Design, Dropout, KernelChoice, Tensor, Window,
 };
 
 /// One buffer of 64 KiB (f32: 16,384 elements) that every fuzzed tensor views.
@@ -85,6 +85,7 @@ struct Call {
     align_to_key_lengths: bool,
     block_table: Option<View>,
     alibi_slopes: Option<Vec<f32>>,
+    design: u8,
 }
 
 fn alignment(top_left: bool) -> Alignment {
@@ -118,6 +119,7 @@ fuzz_target!(|call: Call| {
         align_to_key_lengths: call.align_to_key_lengths,
         block_table: optional(&call.block_table),
         alibi_slopes: call.alibi_slopes.clone(),
+        design: [None, Some(Design::Register), Some(Design::Tiled), Some(Design::Coopmat)][call.design as usize % 4],
     };
     if let Err(e) = validate(ctx, &q, &k, &v, &opts) {
         assert!(!e.to_string().is_empty());
