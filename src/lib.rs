@@ -102,23 +102,18 @@
 //! # Ok(()) }
 //! ```
 
-// Files, the command line and the benchmark harness need a file system, threads and blocking
-// calls; the browser build is the library alone.
-#[cfg(all(target_arch = "wasm32", any(feature = "files", feature = "cli")))]
-compile_error!(
-    "wgpu-attention: the `files` and `cli` features are native-only; for wasm32 depend on the crate with `default-features = false`"
-);
-
 pub mod attention;
 pub mod backward;
-#[cfg(feature = "cli")]
+// Files, the command line and the benchmark harness need a file system, threads and blocking
+// calls: on wasm32 their features enable nothing and the build is the library alone.
+#[cfg(all(feature = "cli", not(target_arch = "wasm32")))]
 pub mod bench;
 pub mod cache;
 mod chunks;
 pub mod context;
 pub mod error;
 pub mod family;
-#[cfg(feature = "files")]
+#[cfg(all(feature = "files", not(target_arch = "wasm32")))]
 pub mod files;
 pub mod gemm;
 pub mod kernels;
@@ -127,6 +122,8 @@ pub mod options;
 pub mod pipeline;
 mod prepared;
 pub mod reference;
+#[cfg(feature = "serde")]
+pub mod report;
 pub mod rope;
 pub mod tensor;
 pub mod tune;

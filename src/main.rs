@@ -1,6 +1,9 @@
 //! `wgpu-attention`: device info, calibration ceilings, benchmarks, attention on tensor files and
 //! tile tuning. The work lives in `wgpu_attention::bench`; this file only parses arguments.
 
+#[cfg(target_arch = "wasm32")]
+compile_error!("the wgpu-attention command line is native-only; in a browser use the library (or web/)");
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 

@@ -18,6 +18,8 @@ use crate::tensor::DType;
 
 mod persist;
 
+#[cfg(feature = "cache-files")]
+pub(crate) use persist::user_cache_dir;
 pub(crate) use persist::DiskCache;
 pub use persist::{pipeline_cache_dir, set_compile_hook, CompileHook, PIPELINE_CACHE_ENV};
 

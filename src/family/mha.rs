@@ -122,7 +122,7 @@ impl MultiHeadAttention {
 
     /// Loads the weights from a `.safetensors` file (names in the module docs) and uploads them
     /// (feature `files`).
-    #[cfg(feature = "files")]
+    #[cfg(all(feature = "files", not(target_arch = "wasm32")))]
     pub fn from_safetensors(ctx: &Context, path: &std::path::Path, heads_q: usize, heads_kv: usize) -> Result<Self> {
         use crate::files::{bad, check_safetensors, read_all, read_safetensors_bytes};
         check_safetensors(path, ctx.limits().max_buffer_size)?;

@@ -22,7 +22,16 @@ pub fn pipeline_cache_dir() -> Option<PathBuf> {
 
 #[cfg(feature = "cache-files")]
 fn default_dir() -> Option<PathBuf> {
-    dirs::cache_dir().map(|d| d.join("wgpu-attention").join("pipelines"))
+    user_cache_dir().map(|d| d.join("pipelines"))
+}
+
+/// `<user cache dir>/wgpu-attention` (none in a browser).
+#[cfg(feature = "cache-files")]
+pub(crate) fn user_cache_dir() -> Option<PathBuf> {
+    #[cfg(not(target_arch = "wasm32"))]
+    return dirs::cache_dir().map(|d| d.join("wgpu-attention"));
+    #[cfg(target_arch = "wasm32")]
+    None
 }
 
 /// A library built without `cache-files` writes no file the caller did not ask for.

@@ -187,7 +187,7 @@ pub fn cache_path() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os(CACHE_ENV).filter(|p| !p.is_empty()) {
         return Some(PathBuf::from(p));
     }
-    dirs::cache_dir().map(|d| d.join("wgpu-attention").join("tune.json"))
+    crate::pipeline::user_cache_dir().map(|d| d.join("tune.json"))
 }
 
 /// The process-wide cache, read on first use; `None` when absent or unreadable.
