@@ -539,8 +539,10 @@ impl Context {
         self.finish("wait").await
     }
 
-    /// Copies `size` bytes at `offset` of `buffer` (which needs `COPY_SRC`) to the host.
-    pub(crate) async fn read_buffer_async(&self, buffer: &wgpu::Buffer, offset: u64, size: u64) -> Result<Vec<u8>> {
+    /// Copies `size` bytes at `offset` of `buffer` (which needs `COPY_SRC`; offset and size
+    /// multiples of 4) to the host, for buffers that are not tensors (e.g. resolved timestamp
+    /// queries). Tensors have [`crate::Tensor::to_vec_async`].
+    pub async fn read_buffer_async(&self, buffer: &wgpu::Buffer, offset: u64, size: u64) -> Result<Vec<u8>> {
         let staging = self.scoped("readback", || {
             let staging = self.device().create_buffer(&wgpu::BufferDescriptor {
                 label: Some("wgpu-attention readback"),

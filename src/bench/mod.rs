@@ -25,52 +25,7 @@ pub use runner::{parse_shape, preset, run_bench, BenchOptions, BenchReport, Kern
 pub use timer::{Timer, TimerKind, Timing};
 pub use variant::Variant;
 
-use crate::context::Context;
-
-/// The adapter, as written into every report.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct AdapterReport {
-    /// Adapter name (`"unknown"` for a borrowed device without adapter information).
-    pub name: String,
-    /// Backend (`Vulkan`, `Metal`, …).
-    pub backend: String,
-    /// Driver name.
-    pub driver: String,
-    /// Driver version information.
-    pub driver_info: String,
-    /// `DiscreteGpu`, `IntegratedGpu`, `Cpu`, …
-    pub device_type: String,
-}
-
-impl AdapterReport {
-    /// The adapter of `ctx`.
-    pub fn of(ctx: &Context) -> Self {
-        match &ctx.info().adapter {
-            Some(a) => Self {
-                name: a.name.clone(),
-                backend: format!("{:?}", a.backend),
-                driver: a.driver.clone(),
-                driver_info: a.driver_info.clone(),
-                device_type: format!("{:?}", a.device_type),
-            },
-            None => Self {
-                name: "unknown".into(),
-                backend: "unknown".into(),
-                driver: String::new(),
-                driver_info: String::new(),
-                device_type: "unknown".into(),
-            },
-        }
-    }
-
-    /// `name (backend, device type, driver …)`.
-    pub fn summary(&self) -> String {
-        format!(
-            "{} ({}, {}, driver {} {})",
-            self.name, self.backend, self.device_type, self.driver, self.driver_info
-        )
-    }
-}
+pub use crate::report::AdapterReport;
 
 /// Flattens an error chain into one line (for CLI messages).
 pub fn one_line(msg: &str) -> String {

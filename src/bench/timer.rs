@@ -5,66 +5,10 @@ use std::time::Instant;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
+pub use crate::report::{TimerKind, Timing};
 
 /// Most runs recorded into one measured submission (two timestamps each).
 pub const MAX_RUNS_PER_SAMPLE: u32 = 64;
-
-/// How times were measured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TimerKind {
-    /// Timestamp queries written at the start of the first and the end of the last compute pass.
-    GpuTimestamps,
-    /// Host wall clock around `queue.submit` and waiting for the device (includes submission overhead).
-    WallClock,
-}
-
-impl TimerKind {
-    /// `"gpu-timestamps"` or `"wall-clock"`, as used in every report.
-    pub fn label(self) -> &'static str {
-        match self {
-            TimerKind::GpuTimestamps => "gpu-timestamps",
-            TimerKind::WallClock => "wall-clock",
-        }
-    }
-}
-
-impl std::fmt::Display for TimerKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.label())
-    }
-}
-
-impl serde::Serialize for TimerKind {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_str(self.label())
-    }
-}
-
-/// Per-run times of one measurement, warm-up excluded.
-#[derive(Debug, Clone)]
-pub struct Timing {
-    /// Seconds per run, one value per sample (a sample averages `runs_per_sample` back-to-back runs).
-    pub per_run_s: Vec<f64>,
-    /// Runs recorded into each measured submission.
-    pub runs_per_sample: u32,
-}
-
-impl Timing {
-    /// Median seconds per run.
-    pub fn median_s(&self) -> f64 {
-        let mut v = self.per_run_s.clone();
-        v.sort_by(f64::total_cmp);
-        match v.len() {
-            0 => f64::NAN,
-            n if !n.is_multiple_of(2) => v[n / 2],
-            n => 0.5 * (v[n / 2 - 1] + v[n / 2]),
-        }
-    }
-    /// Fastest seconds per run.
-    pub fn min_s(&self) -> f64 {
-        self.per_run_s.iter().copied().fold(f64::INFINITY, f64::min)
-    }
-}
 
 /// Where a recorded run writes its timestamps: `(query set, first index)`; the run writes `first`
 /// at the start of its first pass and `first + 1` at the end of its last.

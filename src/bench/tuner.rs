@@ -337,7 +337,7 @@ pub fn run_tune(ctx: &Context, opts: &TuneOptions) -> Result<(String, Vec<Bucket
         let inputs = make_inputs(ctx, &p, opts.dtype, 0x7u64 << 32 | bi as u64)?;
         let attn = kind.options();
         let plan = check_plan(&p, Alignment::TopLeft);
-        let expected = reference_subset(&p, &inputs, &attn, None, &plan);
+        let expected = reference_subset(&p, [&inputs.q, &inputs.k, &inputs.v], &attn, None, &plan);
         let default_cfg = built_in(ctx, design, &p)?;
         let mut best: Option<(f64, TunedConfig)> = None;
         let mut default_ms = None;

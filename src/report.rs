@@ -1,0 +1,391 @@
+//! What a benchmark records, shared by the `wgpu-attention bench` command line and the browser
+//! page (`web/`), so that both write the same JSON: the [`BenchReport`] of [`Row`]s and the
+//! [`AdapterReport`], how a row's FLOP rate, byte rate and error are filled in, and which outputs
+//! of a large problem are compared with the CPU reference ([`check_plan`]). Portable: no clock,
+//! no file, no blocking call (feature `serde`).
+
+use std::ops::Range;
+
+use crate::attention::Problem;
+use crate::options::{Alignment, AttentionOptions};
+use crate::reference::{self, Comparison, HostInputs};
+use crate::tensor::DType;
+
+/// Multiply-adds (B·Hq·Lq·Lk·(Dk+Dv)) up to which every output element is checked.
+pub const FULL_CHECK_MACS: u64 = 1 << 27;
+/// Multiply-adds per checked head above which only a block of rows is checked.
+pub const HEAD_CHECK_MACS: u64 = 1 << 29;
+
+/// Which implementation a row measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KernelKind {
+    /// The fused single-pass kernel.
+    Fused,
+    /// The three staged kernels.
+    Staged,
+    /// The split-KV decode kernel and its merge.
+    Decode,
+    /// The naive f64 CPU reference (wall clock).
+    Reference,
+    /// The only GPU path of a variant without a fused/staged choice (hard attention, pooling,
+    /// code-wise, location).
+    Gpu,
+    /// The fused backward pass (dQ, dK, dV) after a fused forward; FLOPs are 2.5 × the
+    /// forward's (the FlashAttention convention).
+    Backward,
+    /// The staged backward pass (materialized P and dS), when staged rows are asked for.
+    #[serde(rename = "backward-staged")]
+    BackwardStaged,
+}
+
+impl KernelKind {
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelKind::Fused => "fused",
+            KernelKind::Staged => "staged",
+            KernelKind::Decode => "decode",
+            KernelKind::Reference => "reference",
+            KernelKind::Gpu => "gpu",
+            KernelKind::Backward => "backward",
+            KernelKind::BackwardStaged => "backward-staged",
+        }
+    }
+    /// Every kind a user selects (`--kernel all`), in table order.
+    pub const ALL: [KernelKind; 3] = [KernelKind::Fused, KernelKind::Staged, KernelKind::Reference];
+}
+
+/// `none`, `top-left` or `bottom-right`.
+pub fn causal_label(c: Option<Alignment>) -> &'static str {
+    match c {
+        None => "none",
+        Some(Alignment::TopLeft) => "top-left",
+        Some(Alignment::BottomRight) => "bottom-right",
+    }
+}
+
+/// One measured (variant, kernel, dtype, shape, options).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Row {
+    /// The attention variant (`sdpa`, `additive`, `mha`, …).
+    pub variant: String,
+    /// `fused`, `staged`, `gpu` (a variant's only GPU path) or `reference`.
+    pub kernel: KernelKind,
+    /// `f32` or `f16`.
+    pub dtype: String,
+    /// Problem sizes.
+    pub shape: Problem,
+    /// `none`, `top-left` or `bottom-right`.
+    pub causal: String,
+    /// Sliding window `[left, right]` (`null` = unbounded side), when set.
+    pub window: Option<[Option<u32>; 2]>,
+    /// The fused kernel's design that ran (`register`, `tiled`, `coopmat`), fused rows only.
+    pub design: Option<String>,
+    /// The kernel's tile (tuning cache or default), e.g. `wg16 rows8` or `q32 k32 lanes4`.
+    pub tile: Option<String>,
+    /// `gpu-timestamps` or `wall-clock`.
+    pub timer: String,
+    /// Median time per run, ms.
+    pub median_ms: Option<f64>,
+    /// Fastest time per run, ms.
+    pub min_ms: Option<f64>,
+    /// FLOPs (`Problem::flops(causal)`) per median run, in GFLOP/s.
+    pub gflops: Option<f64>,
+    /// Bytes of Q, K, V read and O written once, per median run, in GB/s.
+    pub gbps: Option<f64>,
+    /// GFLOP/s as a percentage of the measured FMA ceiling of the same dtype.
+    pub pct_peak: Option<f64>,
+    /// Largest |GPU − reference| over the checked elements.
+    pub max_abs_err: Option<f64>,
+    /// Largest |GPU − reference| / |reference| over the checked elements.
+    pub max_rel_err: Option<f64>,
+    /// Whether every checked element is within the dtype's tolerance.
+    pub within_tolerance: Option<bool>,
+    /// Which outputs were compared with the reference: `all`, `2 of 32 heads`, …
+    pub checked: String,
+    /// Device bytes the call allocated (outputs, scratch, uniforms), `Attention::allocated_bytes`.
+    pub alloc_bytes: Option<u64>,
+    /// Runs per measured submission.
+    pub runs_per_sample: Option<u32>,
+    /// Measured samples.
+    pub samples: usize,
+    /// Why the row has no measurement, or anything else worth knowing (other variants: the input
+    /// shapes the benchmark shape became).
+    pub note: Option<String>,
+    /// Median GPU time of each phase of a multi-phase call, ms, in recording order (a JSON object;
+    /// needs GPU timestamps).
+    #[serde(serialize_with = "serialize_phases")]
+    pub phases_ms: Option<Vec<(String, f64)>>,
+}
+
+fn serialize_phases<S: serde::Serializer>(
+    phases: &Option<Vec<(String, f64)>>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    match phases {
+        None => s.serialize_none(),
+        Some(p) => {
+            let mut map = s.serialize_map(Some(p.len()))?;
+            for (name, ms) in p {
+                map.serialize_entry(name, ms)?;
+            }
+            map.end()
+        }
+    }
+}
+
+/// A whole benchmark run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BenchReport {
+    /// The adapter.
+    pub adapter: AdapterReport,
+    /// `gpu-timestamps` or `wall-clock` (GPU rows; the reference row always uses the wall clock).
+    pub timer: String,
+    /// Measured FMA ceiling of the benchmark dtype, GFLOP/s.
+    pub peak_gflops: Option<f64>,
+    /// Dtype of the rows and of the ceiling.
+    pub dtype: String,
+    /// Warm-up samples and measured samples per row.
+    pub warmup: u32,
+    /// Measured samples per row.
+    pub iters: u32,
+    /// One row per (kernel, dtype, shape, causal).
+    pub rows: Vec<Row>,
+}
+
+/// How times were measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimerKind {
+    /// Timestamp queries written at the start of the first and the end of the last compute pass.
+    GpuTimestamps,
+    /// Host wall clock around `queue.submit` and waiting for the device (includes submission overhead).
+    WallClock,
+}
+
+impl TimerKind {
+    /// `"gpu-timestamps"` or `"wall-clock"`, as used in every report.
+    pub fn label(self) -> &'static str {
+        match self {
+            TimerKind::GpuTimestamps => "gpu-timestamps",
+            TimerKind::WallClock => "wall-clock",
+        }
+    }
+}
+
+impl std::fmt::Display for TimerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+impl serde::Serialize for TimerKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.label())
+    }
+}
+
+/// Per-run times of one measurement, warm-up excluded.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    /// Seconds per run, one value per sample (a sample averages `runs_per_sample` back-to-back runs).
+    pub per_run_s: Vec<f64>,
+    /// Runs recorded into each measured submission.
+    pub runs_per_sample: u32,
+}
+
+impl Timing {
+    /// Median seconds per run.
+    pub fn median_s(&self) -> f64 {
+        let mut v = self.per_run_s.clone();
+        v.sort_by(f64::total_cmp);
+        match v.len() {
+            0 => f64::NAN,
+            n if !n.is_multiple_of(2) => v[n / 2],
+            n => 0.5 * (v[n / 2 - 1] + v[n / 2]),
+        }
+    }
+    /// Fastest seconds per run.
+    pub fn min_s(&self) -> f64 {
+        self.per_run_s.iter().copied().fold(f64::INFINITY, f64::min)
+    }
+}
+
+/// The adapter, as written into every report.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AdapterReport {
+    /// Adapter name (`"unknown"` for a borrowed device without adapter information).
+    pub name: String,
+    /// Backend (`Vulkan`, `Metal`, …).
+    pub backend: String,
+    /// Driver name.
+    pub driver: String,
+    /// Driver version information.
+    pub driver_info: String,
+    /// `DiscreteGpu`, `IntegratedGpu`, `Cpu`, …
+    pub device_type: String,
+}
+
+impl AdapterReport {
+    /// The adapter of `ctx`.
+    pub fn of(ctx: &crate::Context) -> Self {
+        match &ctx.info().adapter {
+            Some(a) => Self {
+                name: a.name.clone(),
+                backend: format!("{:?}", a.backend),
+                driver: a.driver.clone(),
+                driver_info: a.driver_info.clone(),
+                device_type: format!("{:?}", a.device_type),
+            },
+            None => Self {
+                name: "unknown".into(),
+                backend: "unknown".into(),
+                driver: String::new(),
+                driver_info: String::new(),
+                device_type: "unknown".into(),
+            },
+        }
+    }
+
+    /// `name (backend, device type, driver …)`.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} ({}, {}, driver {} {})",
+            self.name, self.backend, self.device_type, self.driver, self.driver_info
+        )
+    }
+}
+
+/// Multiply-adds of a problem: B·Hq·Lq·Lk·(Dk + Dv).
+pub fn macs(p: &Problem) -> u64 {
+    (p.b * p.hq) as u64 * p.lq as u64 * p.lk as u64 * (p.dk + p.dv) as u64
+}
+
+/// The checked (b, h) pairs and query rows of a partial check.
+pub type Subset = (Vec<(usize, usize)>, Range<usize>);
+
+/// Which outputs are compared with the reference.
+#[derive(Debug, Clone)]
+pub struct CheckPlan {
+    /// `None` = everything; else these (b, h) pairs and rows.
+    pub subset: Option<Subset>,
+    /// What was checked, as reports write it: `all`, `2 of 32 heads, rows 0..512`, …
+    pub label: String,
+}
+
+pub fn check_plan(p: &Problem, align: Alignment) -> CheckPlan {
+    if macs(p) <= FULL_CHECK_MACS {
+        return CheckPlan {
+            subset: None,
+            label: "all".into(),
+        };
+    }
+    let mut heads = vec![(0, 0)];
+    if p.b * p.hq > 1 {
+        heads.push((p.b - 1, p.hq - 1));
+    }
+    let per_row = p.lk as u64 * (p.dk + p.dv) as u64;
+    let r = ((HEAD_CHECK_MACS / per_row.max(1)) as usize).clamp(1, p.lq);
+    // Rows are sliced so that the causal alignment stays the same: the first rows for top-left
+    // (aligned position i), the last rows for bottom-right (i + Lk − Lq).
+    let rows = match align {
+        Alignment::TopLeft => 0..r,
+        Alignment::BottomRight => p.lq - r..p.lq,
+    };
+    let mut label = format!("{} of {} heads", heads.len(), p.b * p.hq);
+    if r < p.lq {
+        label += &format!(", rows {}..{}", rows.start, rows.end);
+    }
+    CheckPlan {
+        subset: Some((heads, rows)),
+        label,
+    }
+}
+
+/// The reference output of the checked elements (in the order [`gather`] lists them).
+pub fn reference_subset(
+    p: &Problem,
+    [q, k, v]: [&[f32]; 3],
+    opts: &AttentionOptions,
+    key_lengths: Option<&[u32]>,
+    plan: &CheckPlan,
+) -> Vec<f64> {
+    let Some((heads, rows)) = &plan.subset else {
+        let host = HostInputs {
+            key_lengths,
+            ..HostInputs::new(*p, q, k, v)
+        };
+        return reference::sdpa(&host, opts).out;
+    };
+    let group = p.hq / p.hkv;
+    let mut expected = Vec::new();
+    for &(b, h) in heads {
+        let qh = (b * p.hq + h) * p.lq;
+        let kh = b * p.hkv + h / group;
+        let sub = Problem {
+            b: 1,
+            hq: 1,
+            hkv: 1,
+            lq: rows.len(),
+            ..*p
+        };
+        let host = HostInputs {
+            key_lengths: key_lengths.map(|l| &l[b..b + 1]),
+            ..HostInputs::new(
+                sub,
+                &q[(qh + rows.start) * p.dk..(qh + rows.end) * p.dk],
+                &k[kh * p.lk * p.dk..(kh + 1) * p.lk * p.dk],
+                &v[kh * p.lk * p.dv..(kh + 1) * p.lk * p.dv],
+            )
+        };
+        expected.extend(reference::sdpa(&host, opts).out);
+    }
+    expected
+}
+
+/// The GPU output elements the plan checks.
+pub fn gather(p: &Problem, out: &[f32], plan: &CheckPlan) -> Vec<f32> {
+    let Some((heads, rows)) = &plan.subset else {
+        return out.to_vec();
+    };
+    let mut got = Vec::new();
+    for &(b, h) in heads {
+        let base = (b * p.hq + h) * p.lq;
+        got.extend_from_slice(&out[(base + rows.start) * p.dv..(base + rows.end) * p.dv]);
+    }
+    got
+}
+
+/// The times, FLOP rate, byte rate and percentage of the ceiling of a timed row.
+pub fn fill_metrics(row: &mut Row, flops: f64, bytes: u64, timing: &Timing, peak: Option<f64>) {
+    let median = timing.median_s();
+    row.median_ms = Some(median * 1e3);
+    row.min_ms = Some(timing.min_s() * 1e3);
+    row.samples = timing.per_run_s.len();
+    row.runs_per_sample = Some(timing.runs_per_sample);
+    let gflops = flops / median / 1e9;
+    row.gflops = Some(gflops);
+    row.gbps = Some(bytes as f64 / median / 1e9);
+    row.pct_peak = peak.map(|pk| 100.0 * gflops / pk);
+}
+
+/// Bytes of Q, K, V read and O written once.
+pub fn sdpa_bytes(p: &Problem, dtype: DType) -> u64 {
+    let elems = p.b * (p.hq * p.lq * (p.dk + p.dv) + p.hkv * p.lk * (p.dk + p.dv));
+    (elems * dtype.size()) as u64
+}
+
+/// Records the largest errors of `comparisons` and whether all of them passed.
+pub fn set_check<'c>(row: &mut Row, comparisons: impl IntoIterator<Item = &'c Comparison>, checked: String) {
+    let (mut abs, mut rel, mut ok) = (0.0f64, 0.0f64, true);
+    for c in comparisons {
+        abs = abs.max(c.max_abs);
+        rel = rel.max(c.max_rel);
+        ok &= c.ok();
+    }
+    row.max_abs_err = Some(abs);
+    row.max_rel_err = Some(rel);
+    row.within_tolerance = Some(ok);
+    row.checked = checked;
+}
