@@ -78,7 +78,9 @@ fn main(
     }
     if (lid == 0u && has_flag(FLAG_LSE)) {
         var out = neg_inf();
-        if (!empty) {
+        if (is_nan(row_sum) || is_nan(row_max)) {
+            out = nan_f32(); // a NaN score reached the row
+        } else if (!empty) {
             out = row_max + log(row_sum);
         }
         lse[params.lse_off + bh * params.len_q + i] = out;

@@ -90,6 +90,17 @@ fn neg_inf() -> f32 {
     return bitcast<f32>(bits);
 }
 
+// NaN by its bits: a compiler may fold `x != x`, and WGSL leaves log/exp of NaN undefined
+// (SwiftShader's log(NaN) is a finite 89.1), so NaN results are written explicitly.
+fn is_nan(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;
+}
+
+fn nan_f32() -> f32 {
+    var bits = 0x7fc00000u; // a var, not a const-expression (see neg_inf)
+    return bitcast<f32>(bits);
+}
+
 // True for a masked score: exactly -inf. Every finite score takes part, however negative (a bias of
 // f32::MIN is a number, not a mask), and NaN stays unmasked so that it propagates.
 fn is_masked(s: f32) -> bool {
