@@ -9,13 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 step() { echo "== $*" >&2; }
 
-if ! command -v chromedriver >/dev/null || [ ! -x /usr/lib/chromium/chromium ]; then
-    step "installing chromium and chromium-driver"
-    sudo_=""; [ "$(id -u)" = 0 ] || sudo_="sudo"
-    $sudo_ apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq chromium chromium-driver
-fi
-rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+source scripts/ensure-chromium.sh
+ensure_chromium
 
 # The test runner must be the exact version of the wasm-bindgen the suite links.
 version="$(grep -A1 '^name = "wasm-bindgen"$' Cargo.lock | sed -n 's/^version = "\(.*\)"/\1/p')"

@@ -3,11 +3,12 @@
 # the minimal (no-default-features) library and on that library for wasm32 (the browser), the
 # docs with warnings denied, the whole test suite
 # (GPU kernels against the CPU reference on the default adapter, lavapipe when there is no GPU),
-# the examples, the browser suite (scripts/test-browser.sh) and a short bounded fuzzing pass. The
+# the examples, the browser suite (scripts/test-browser.sh), the benchmark page in a browser
+# (scripts/test-web.sh) and a short bounded fuzzing pass. The
 # cooperative-matrix tests run a second time in the cooperative-matrix lane
 # (scripts/coopmat-tests.sh).
 # Usage: scripts/test.sh [extra cargo test args]   (WGPU_ATTENTION_FUZZ_SECONDS=0 skips fuzzing,
-# WGPU_ATTENTION_BROWSER=0 the browser suite, WGPU_ATTENTION_COOPMAT_LANE=0 the coopmat lane)
+# WGPU_ATTENTION_BROWSER=0 the browser suite and page, WGPU_ATTENTION_COOPMAT_LANE=0 the coopmat lane)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/ensure-vulkan.sh
@@ -24,10 +25,16 @@ cargo clippy --quiet --no-default-features --lib --examples -- -D warnings
 step "clippy (library for the browser: wasm32-unknown-unknown, WebGPU backend)"
 rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
 cargo clippy --quiet --no-default-features --lib --target wasm32-unknown-unknown -- -D warnings
+cargo clippy --quiet --lib --target wasm32-unknown-unknown -- -D warnings
+step "clippy (the benchmark page's engine, web/: native and wasm32)"
+cargo clippy --quiet -p wgpu-attention-web --all-targets -- -D warnings
+cargo clippy --quiet -p wgpu-attention-web --lib --target wasm32-unknown-unknown -- -D warnings
 step "docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --quiet --no-deps
 step "tests"
 cargo test "$@"
+step "tests of the benchmark page's engine (natively)"
+cargo test --quiet -p wgpu-attention-web
 step "tests on the cooperative-matrix lane (Mesa 26 lavapipe in a Debian 13 root)"
 bash scripts/coopmat-tests.sh
 step "examples"
@@ -39,6 +46,8 @@ done
 if [ "${WGPU_ATTENTION_BROWSER:-1}" != 0 ]; then
     step "browser (wasm32 in headless Chromium's WebGPU)"
     bash scripts/test-browser.sh
+    step "the benchmark page in headless Chromium (screenshot and report in target/web/)"
+    bash scripts/test-web.sh
 fi
 fuzz_seconds="${WGPU_ATTENTION_FUZZ_SECONDS:-20}"
 if [ "$fuzz_seconds" != 0 ]; then
