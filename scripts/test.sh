@@ -26,6 +26,15 @@ step "clippy (library for the browser: wasm32-unknown-unknown, WebGPU backend)"
 rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
 cargo clippy --quiet --no-default-features --lib --target wasm32-unknown-unknown -- -D warnings
 cargo clippy --quiet --lib --target wasm32-unknown-unknown -- -D warnings
+# A wasm dependent, with or without the default features, compiles no native-only crate.
+for features in "" "--no-default-features"; do
+    native_only="$(cargo tree --quiet -p wgpu-attention $features --target wasm32-unknown-unknown -e normal --prefix none \
+        | grep -E '^(pollster|clap|indicatif|plotters|rand|rand_chacha|anyhow|npyz|safetensors|dirs) ' || true)"
+    if [ -n "$native_only" ]; then
+        echo "the wasm32 library ($features) pulls native-only crates: $native_only" >&2
+        exit 1
+    fi
+done
 step "clippy (the benchmark page's engine, web/: native and wasm32)"
 cargo clippy --quiet -p wgpu-attention-web --all-targets -- -D warnings
 cargo clippy --quiet -p wgpu-attention-web --lib --target wasm32-unknown-unknown -- -D warnings
