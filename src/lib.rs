@@ -126,6 +126,7 @@ pub mod reference;
 pub mod report;
 pub mod rope;
 pub mod tensor;
+pub mod timer;
 pub mod tune;
 
 pub use attention::{

@@ -10,6 +10,7 @@ use crate::attention::Problem;
 use crate::options::{Alignment, AttentionOptions};
 use crate::reference::{self, Comparison, HostInputs};
 use crate::tensor::DType;
+use crate::timer::Timing;
 
 /// Multiply-adds (B·Hq·Lq·Lk·(Dk+Dv)) up to which every output element is checked.
 pub const FULL_CHECK_MACS: u64 = 1 << 27;
@@ -119,6 +120,43 @@ pub struct Row {
     pub phases_ms: Option<Vec<(String, f64)>>,
 }
 
+impl Row {
+    /// A row not measured yet: no times, no check (`checked` = `-`), no note.
+    pub fn unmeasured(
+        variant: &str,
+        kernel: KernelKind,
+        dtype: DType,
+        shape: Problem,
+        causal: Option<Alignment>,
+    ) -> Self {
+        Self {
+            variant: variant.into(),
+            kernel,
+            dtype: dtype.name().into(),
+            shape,
+            causal: causal_label(causal).into(),
+            window: None,
+            design: None,
+            tile: None,
+            timer: String::new(),
+            median_ms: None,
+            min_ms: None,
+            gflops: None,
+            gbps: None,
+            pct_peak: None,
+            max_abs_err: None,
+            max_rel_err: None,
+            within_tolerance: None,
+            checked: "-".into(),
+            alloc_bytes: None,
+            runs_per_sample: None,
+            samples: 0,
+            note: None,
+            phases_ms: None,
+        }
+    }
+}
+
 fn serialize_phases<S: serde::Serializer>(
     phases: &Option<Vec<(String, f64)>>,
     s: S,
@@ -153,63 +191,6 @@ pub struct BenchReport {
     pub iters: u32,
     /// One row per (kernel, dtype, shape, causal).
     pub rows: Vec<Row>,
-}
-
-/// How times were measured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TimerKind {
-    /// Timestamp queries written at the start of the first and the end of the last compute pass.
-    GpuTimestamps,
-    /// Host wall clock around `queue.submit` and waiting for the device (includes submission overhead).
-    WallClock,
-}
-
-impl TimerKind {
-    /// `"gpu-timestamps"` or `"wall-clock"`, as used in every report.
-    pub fn label(self) -> &'static str {
-        match self {
-            TimerKind::GpuTimestamps => "gpu-timestamps",
-            TimerKind::WallClock => "wall-clock",
-        }
-    }
-}
-
-impl std::fmt::Display for TimerKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.label())
-    }
-}
-
-impl serde::Serialize for TimerKind {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_str(self.label())
-    }
-}
-
-/// Per-run times of one measurement, warm-up excluded.
-#[derive(Debug, Clone)]
-pub struct Timing {
-    /// Seconds per run, one value per sample (a sample averages `runs_per_sample` back-to-back runs).
-    pub per_run_s: Vec<f64>,
-    /// Runs recorded into each measured submission.
-    pub runs_per_sample: u32,
-}
-
-impl Timing {
-    /// Median seconds per run.
-    pub fn median_s(&self) -> f64 {
-        let mut v = self.per_run_s.clone();
-        v.sort_by(f64::total_cmp);
-        match v.len() {
-            0 => f64::NAN,
-            n if !n.is_multiple_of(2) => v[n / 2],
-            n => 0.5 * (v[n / 2 - 1] + v[n / 2]),
-        }
-    }
-    /// Fastest seconds per run.
-    pub fn min_s(&self) -> f64 {
-        self.per_run_s.iter().copied().fold(f64::INFINITY, f64::min)
-    }
 }
 
 /// The adapter, as written into every report.

@@ -6,12 +6,12 @@
 //! packed variable-length prefill with the padded dense call.
 
 pub use crate::files;
+pub use crate::timer;
 pub mod decode;
 pub mod peak;
 pub mod plot;
 pub mod report;
 pub mod runner;
-pub mod timer;
 pub mod tuner;
 pub mod variant;
 pub mod varlen;

@@ -240,29 +240,8 @@ fn empty_row(
     opts: &BenchOptions,
 ) -> Row {
     Row {
-        variant: variant.name().into(),
-        kernel,
-        dtype: dtype.name().into(),
-        shape: *p,
-        causal: causal_label(causal).into(),
         window: opts.window.map(|(l, r)| [l, r]),
-        design: None,
-        tile: None,
-        timer: String::new(),
-        median_ms: None,
-        min_ms: None,
-        gflops: None,
-        gbps: None,
-        pct_peak: None,
-        max_abs_err: None,
-        max_rel_err: None,
-        within_tolerance: None,
-        checked: "-".into(),
-        alloc_bytes: None,
-        runs_per_sample: None,
-        samples: 0,
-        note: None,
-        phases_ms: None,
+        ..Row::unmeasured(variant.name(), kernel, dtype, *p, causal)
     }
 }
 

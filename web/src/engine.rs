@@ -1,5 +1,5 @@
 //! What the page runs, free of wasm-bindgen so that it also runs (and is tested) natively: one
-//! benchmark row per [`RowSpec`], timed by [`Timer`] and checked against the CPU reference like
+//! benchmark row per [`RowSpec`], timed by the library's [`Timer`] (asynchronously) and checked against the CPU reference like
 //! `wgpu-attention bench` rows, and the small correctness table of [`check_cases`].
 
 use std::cell::RefCell;
@@ -9,15 +9,14 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use wgpu_attention::reference::{self, Broadcast, HostInputs, Tolerance};
 use wgpu_attention::report::{
-    causal_label, check_plan, fill_metrics, gather, reference_subset, sdpa_bytes, set_check, AdapterReport,
-    BenchReport, KernelKind, Row,
+    check_plan, fill_metrics, gather, reference_subset, sdpa_bytes, set_check, AdapterReport, BenchReport, KernelKind,
+    Row,
 };
+use wgpu_attention::timer::{Stamps, Timer};
 use wgpu_attention::{
     available_designs, Alignment, Attention, AttentionOptions, Context, DType, Design, Error, KernelChoice, Problem,
     Result, Tensor,
 };
-
-use crate::timer::Timer;
 
 /// One benchmark row the page asks for (JSON from main.js; unknown names are refused when parsed).
 #[derive(Debug, Clone, Deserialize)]
@@ -242,29 +241,8 @@ impl Engine {
         let dtype = spec.dtype();
         let p = spec.problem();
         let mut row = Row {
-            variant: "sdpa".into(),
-            kernel: kind,
-            dtype: dtype.name().into(),
-            shape: p,
-            causal: causal_label(spec.causal.then_some(Alignment::TopLeft)).into(),
-            window: None,
-            design: None,
-            tile: None,
             timer: self.timer.kind().label().into(),
-            median_ms: None,
-            min_ms: None,
-            gflops: None,
-            gbps: None,
-            pct_peak: None,
-            max_abs_err: None,
-            max_rel_err: None,
-            within_tolerance: None,
-            checked: "-".into(),
-            alloc_bytes: None,
-            runs_per_sample: None,
-            samples: 0,
-            note: None,
-            phases_ms: None,
+            ..Row::unmeasured("sdpa", kind, dtype, p, spec.causal.then_some(Alignment::TopLeft))
         };
         if let Err(e) = self.measure(spec, kind, dtype, &p, &mut row).await {
             row.note = Some(match row.note.take() {
@@ -303,7 +281,11 @@ impl Engine {
         }
         let call = call.into_prepared("attention");
         row.alloc_bytes = Some(call.allocated_bytes());
-        let timing = self.timer.measure(spec.warmup, spec.iters, &call).await?;
+        let mut record = |enc: &mut wgpu_attention::wgpu::CommandEncoder, stamps: Stamps| match stamps {
+            Some((set, first)) => call.encode_timed(enc, set, first),
+            None => call.encode(enc),
+        };
+        let timing = self.timer.measure_async(spec.warmup, spec.iters, &mut record).await?;
         fill_metrics(row, call.flops(), sdpa_bytes(p, dtype), &timing, None);
 
         let plan = check_plan(p, Alignment::TopLeft);

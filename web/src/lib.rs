@@ -7,7 +7,6 @@
 //! per benchmark row, and [`Page::report`] for the JSON download. Everything crosses as JSON text.
 
 pub mod engine;
-pub mod timer;
 
 #[cfg(target_arch = "wasm32")]
 mod page {
