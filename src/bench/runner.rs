@@ -14,10 +14,8 @@ use crate::error::{Error, Result};
 use crate::options::{Alignment, AttentionOptions, Design, KernelChoice, Window};
 use crate::prepared::Prepared;
 use crate::reference::{self, HostInputs, Tolerance};
-pub use crate::report::{
-    causal_label, check_plan, fill_metrics, gather, macs, reference_subset, sdpa_bytes, set_check, BenchReport,
-    CheckPlan, KernelKind, Row, FULL_CHECK_MACS, HEAD_CHECK_MACS,
-};
+pub use crate::report::{causal_label, BenchReport, KernelKind, Row, FULL_CHECK_MACS, HEAD_CHECK_MACS};
+use crate::report::{check_plan, fill_metrics, gather, macs, reference_subset, sdpa_bytes, set_check, CheckPlan};
 use crate::tensor::{DType, Tensor};
 
 /// Multiply-adds up to which the CPU reference is timed as its own `reference` row.

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use super::runner::{check_plan, gather, make_inputs, reference_subset};
+use super::runner::make_inputs;
 use super::timer::{Stamps, Timer};
 use crate::attention::{Attention, Problem, Tuning};
 use crate::context::Context;
@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::kernels::{self, CoopmatConfig, DecodeConfig, FlashConfig, TiledConfig};
 use crate::options::{Alignment, AttentionOptions, Design, KernelChoice};
 use crate::reference::{self, Tolerance};
+use crate::report::{check_plan, gather, reference_subset};
 use crate::tensor::DType;
 use crate::tune::{
     adapter_key, config_fits, length_bucket, BucketDesign, ShapeClass, TuneCache, TuneEntry, TunedConfig,
