@@ -11,8 +11,9 @@
 # WGPU_ATTENTION_BROWSER=0 the browser suite and page, WGPU_ATTENTION_COOPMAT_LANE=0 the coopmat lane)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib/steps.sh
+step "driver (ensure-vulkan.sh: lavapipe, one consistent Mesa)"
 source scripts/ensure-vulkan.sh
-step() { echo "== $*" >&2; }
 
 step "adapter"
 cargo run --quiet -- info

@@ -25,7 +25,8 @@ pub const COOPMAT_FEATURES: wgpu::Features =
 /// `WGPU_ADAPTER_NAME` (case-insensitive substring) and `WGPU_POWER_PREF` (`low`, `high`, `none`).
 #[derive(Debug, Clone)]
 pub struct ContextOptions {
-    /// Backends to consider.
+    /// Backends to consider; default [`DEFAULT_BACKENDS`] (Vulkan, Metal, DX12 and the browser's
+    /// WebGPU). OpenGL is started only when asked for, here or with `WGPU_BACKEND=gl`.
     pub backends: wgpu::Backends,
     /// Keep only adapters whose name contains this (case-insensitive).
     pub adapter_name: Option<String>,
@@ -37,10 +38,17 @@ pub struct ContextOptions {
     pub pipeline_cache_capacity: usize,
 }
 
+/// The backends an owned context enumerates unless told otherwise: wgpu's first-tier APIs
+/// (Vulkan, Metal, DX12, and WebGPU in the browser). OpenGL is left out: the kernels need
+/// compute shaders that GL serves worse than the native APIs on the same machine, and bringing
+/// up EGL only to drop its adapters again costs time and, in wgpu-hal 30, can panic in its
+/// teardown when another thread holds an EGL context.
+pub const DEFAULT_BACKENDS: wgpu::Backends = wgpu::Backends::PRIMARY;
+
 impl Default for ContextOptions {
     fn default() -> Self {
         Self {
-            backends: wgpu::Backends::all(),
+            backends: DEFAULT_BACKENDS,
             adapter_name: None,
             power_preference: wgpu::PowerPreference::HighPerformance,
             pipeline_cache_capacity: crate::pipeline::DEFAULT_CACHE_CAPACITY,
@@ -211,6 +219,31 @@ fn instance_for(instances: &mut Vec<(wgpu::Backends, wgpu::Instance)>, backends:
     instance
 }
 
+/// A future whose panic is returned as a value (`std::panic::catch_unwind` for one poll at a time).
+struct CatchPanic<F>(std::pin::Pin<Box<F>>);
+
+impl<F: Future> Future for CatchPanic<F> {
+    type Output = std::thread::Result<F::Output>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let inner = self.0.as_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Ready(value)) => Poll::Ready(Ok(value)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    }
+}
+
+/// The text of a panic payload (`panic!` carries a `&str` or a `String`).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
 impl Context {
     /// Creates a device on the best adapter, honoring `WGPU_BACKEND`, `WGPU_ADAPTER_NAME` and
     /// `WGPU_POWER_PREF`. Requests every feature of [`WANTED_FEATURES`] the adapter has and the
@@ -235,19 +268,33 @@ impl Context {
 
     /// [`Context::with_options`] without blocking.
     pub async fn with_options_async(opts: &ContextOptions) -> Result<Self> {
-        let instance = shared_instance(opts.backends);
-        let mut adapters = instance.enumerate_adapters(opts.backends).await;
-        if let Some(want) = &opts.adapter_name {
-            let want = want.to_lowercase();
-            adapters.retain(|a| a.get_info().name.to_lowercase().contains(&want));
-        }
-        adapters.retain(|a| {
-            a.get_downlevel_capabilities()
-                .flags
-                .contains(wgpu::DownlevelFlags::COMPUTE_SHADERS)
-        });
-        adapters.sort_by_key(|a| adapter_rank(&a.get_info(), opts.power_preference));
-        let adapter = adapters.into_iter().next().ok_or_else(|| {
+        // wgpu-hal can panic while it brings up or releases a backend's adapters (EGL's teardown
+        // in wgpu-hal 30, when another thread holds an EGL context): that becomes an error here
+        // instead of unwinding through the caller. The adapters not chosen are dropped inside.
+        let chosen = CatchPanic(Box::pin(async {
+            let instance = shared_instance(opts.backends);
+            let mut adapters = instance.enumerate_adapters(opts.backends).await;
+            if let Some(want) = &opts.adapter_name {
+                let want = want.to_lowercase();
+                adapters.retain(|a| a.get_info().name.to_lowercase().contains(&want));
+            }
+            adapters.retain(|a| {
+                a.get_downlevel_capabilities()
+                    .flags
+                    .contains(wgpu::DownlevelFlags::COMPUTE_SHADERS)
+            });
+            adapters.sort_by_key(|a| adapter_rank(&a.get_info(), opts.power_preference));
+            adapters.into_iter().next()
+        }))
+        .await
+        .map_err(|panic| {
+            Error::NoAdapter(format!(
+                "wgpu panicked while enumerating the adapters of backends {:?}: {}",
+                opts.backends,
+                panic_message(panic.as_ref())
+            ))
+        })?;
+        let adapter = chosen.ok_or_else(|| {
             Error::NoAdapter(format!(
                 "backends {:?}{}; {}",
                 opts.backends,
