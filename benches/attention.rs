@@ -1,12 +1,15 @@
 //! Criterion benchmarks of the fused and staged kernels, timed on the GPU (timestamp queries when
 //! the device has them, else wall clock around submit + wait) through `iter_custom`.
 //! Throughput is in score elements (B·Hq·Lq·Lk) per second; FLOPs are in `wgpu-attention bench`.
-//! Shapes are small so that `cargo bench` finishes in a few minutes on lavapipe.
+//! Shapes are small so that `cargo bench` finishes in a few minutes on lavapipe. Every call's
+//! output is compared once with the f64 CPU reference before it is timed: a kernel that returns
+//! wrong numbers stops the run instead of being timed.
 
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use wgpu_attention::bench::timer::{Stamps, Timer, MAX_RUNS_PER_SAMPLE};
+use wgpu_attention::reference::{self, HostInputs, Tolerance};
 use wgpu_attention::{Alignment, Attention, AttentionOptions, Context, DType, KernelChoice, Problem, Tensor};
 
 struct Setup {
@@ -33,16 +36,18 @@ fn square(l: usize, d: usize) -> Problem {
     }
 }
 
-fn upload(ctx: &Context, p: &Problem, dtype: DType) -> [Tensor; 3] {
+/// Q, K and V on the GPU, with the host values the GPU holds (rounded to the dtype).
+fn upload(ctx: &Context, p: &Problem, dtype: DType) -> [(Tensor, Vec<f32>); 3] {
     p.qkv_shapes().map(|shape| {
         let n: usize = shape.iter().product();
         let x: Vec<f32> = (0..n).map(|i| ((i * 7919) % 97) as f32 / 97.0 - 0.5).collect();
         match dtype {
             DType::F16 => {
                 let h: Vec<half::f16> = x.iter().map(|&v| half::f16::from_f32(v)).collect();
-                Tensor::from_slice(ctx, &h, &shape).expect("upload")
+                let t = Tensor::from_slice(ctx, &h, &shape).expect("upload");
+                (t, h.iter().map(|v| v.to_f32()).collect())
             }
-            _ => Tensor::from_slice(ctx, &x, &shape).expect("upload"),
+            _ => (Tensor::from_slice(ctx, &x, &shape).expect("upload"), x),
         }
     })
 }
@@ -56,8 +61,13 @@ fn bench_one(
     dtype: DType,
     opts: &AttentionOptions,
 ) {
-    let [q, k, v] = upload(&s.ctx, p, dtype);
+    let [(q, hq), (k, hk), (v, hv)] = upload(&s.ctx, p, dtype);
     let call = Attention::new(&s.ctx, &q, &k, &v, opts).expect("attention setup");
+    call.submit().expect("attention run");
+    let got = call.output().out.to_f32_vec(&s.ctx).expect("read back O");
+    let expected = reference::sdpa(&HostInputs::new(*p, &hq, &hk, &hv), opts).out;
+    let check = reference::compare(&got, &expected, Tolerance::of(dtype));
+    assert!(check.ok(), "{:?} {p}: output outside tolerance before timing: {check}", opts.kernel);
     c.throughput(Throughput::Elements((p.b * p.hq * p.lq * p.lk) as u64));
     c.bench_function(id, |b| {
         b.iter_custom(|iters| {

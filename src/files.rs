@@ -592,10 +592,7 @@ pub fn run_attention(ctx: &Context, inputs: &RunInputs, opts: &AttentionOptions,
                 local: None,
             };
             let expected = reference::sdpa(&host, &full).out;
-            let tol = match dtype {
-                DType::F16 => Tolerance::F16,
-                _ => Tolerance::F32,
-            };
+            let tol = Tolerance::of(dtype);
             Some(reference::compare(&out.to_f32().unwrap_or_default(), &expected, tol))
         }
     };
@@ -684,10 +681,7 @@ pub fn run_attention_backward(
             ..HostInputs::new(problem, &qf, &kf, &vf)
         };
         let expected = reference::sdpa_backward(&host, &full, &d_out.to_f32().unwrap_or_default())?;
-        let tol = match dtype {
-            DType::F16 => Tolerance::F16,
-            _ => Tolerance::F32,
-        };
+        let tol = Tolerance::of(dtype);
         let mut want: Vec<(&'static str, &[f64])> =
             vec![("dq", &expected.dq), ("dk", &expected.dk), ("dv", &expected.dv)];
         if let Some(db) = &expected.dbias {
@@ -1019,10 +1013,7 @@ pub fn run_varlen(
             },
             opts,
         );
-        let tol = match dtype {
-            DType::F16 => Tolerance::F16,
-            _ => Tolerance::F32,
-        };
+        let tol = Tolerance::of(dtype);
         checks.push(("out", reference::compare(&f(&out), &expected.out, tol)));
         if let Some(l) = &lse {
             checks.push(("lse", reference::compare(&f(l), &expected.lse, tol)));

@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use wgpu_attention::bench::variant::{self, Flag, VariantParams};
 use wgpu_attention::bench::{self, files, peak, plot, report, tuner, BenchOptions, KernelKind, Variant};
 use wgpu_attention::reference::Comparison;
+use wgpu_attention::report::{CheckOptions, Verdict};
 use wgpu_attention::{Alignment, AttentionOptions, Context, DType, Design, Dropout, KernelChoice, Problem, Window};
 
 mod cli_backward;
@@ -226,6 +227,13 @@ struct BenchArgs {
     /// Measured samples per row.
     #[arg(long, default_value_t = 10)]
     iters: u32,
+    /// Do not compare outputs with the CPU reference (the rows say so; the run cannot fail on
+    /// wrong output). Without it, bench exits non-zero when any row is outside tolerance.
+    #[arg(long)]
+    no_check: bool,
+    /// Multiply every tolerance by X (default 1: the stated tolerances; 0 demands exact results).
+    #[arg(long, value_name = "X", default_value_t = 1.0)]
+    tolerance_scale: f64,
     /// Write the report as JSON.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -651,6 +659,7 @@ fn bench_cmd(a: &BenchArgs) -> Result<()> {
     opts.da = a.da;
     opts.half_width = a.half_width;
     opts.backward = a.backward;
+    opts.check = a.check_options()?;
     let ctx = match a.borrowed_device {
         true => borrowed_context()?,
         false => context()?,
@@ -666,7 +675,29 @@ fn bench_cmd(a: &BenchArgs) -> Result<()> {
     if let Some(p) = &a.plot {
         plot::plot_svg(&r, p)?;
     }
-    Ok(())
+    verdict(Verdict::of_rows(&r.rows, &opts.check))
+}
+
+/// Prints the verdict's line, or fails with it when a row is outside tolerance (after every
+/// table and file has been written).
+fn verdict(v: Verdict) -> Result<()> {
+    match v.passed() {
+        true => {
+            println!("{}", v.line());
+            Ok(())
+        }
+        false => bail!("{}", v.line()),
+    }
+}
+
+impl BenchArgs {
+    fn check_options(&self) -> Result<CheckOptions> {
+        Ok(CheckOptions {
+            enabled: !self.no_check,
+            tolerance_scale: self.tolerance_scale,
+        }
+        .validated()?)
+    }
 }
 
 /// `bench --preset decode`: the decode sweep of `bench::decode`.
@@ -688,6 +719,7 @@ fn decode_bench_cmd(a: &BenchArgs) -> Result<()> {
         page_size: a.page_size,
         warmup: a.warmup,
         iters: a.iters.max(1),
+        check: a.check_options()?,
         ..Default::default()
     };
     if !a.batches.is_empty() {
@@ -705,7 +737,7 @@ fn decode_bench_cmd(a: &BenchArgs) -> Result<()> {
     if let Some(p) = &a.json {
         report::write_json(p, &r)?;
     }
-    Ok(())
+    verdict(r.verdict(&opts.check))
 }
 
 /// A tensor flag's value: a `.npy` path, or a tensor name of `--safetensors FILE`.
@@ -867,7 +899,12 @@ fn bench_varlen_cmd(a: &BenchArgs) -> Result<()> {
         p.dk,
         a.dtype.dtype().name()
     );
-    println!("path         causal        median_ms     min_ms  GFLOP/s  time/varlen  max_abs_diff");
+    println!("path         causal        median_ms     min_ms  GFLOP/s  time/varlen  max_abs_err  checked");
+    let check = a.check_options()?;
+    let mut verdict_rows = Verdict {
+        checks_off: !check.enabled,
+        ..Default::default()
+    };
     let mut reports = Vec::new();
     for c in causal {
         let opts = VarlenBenchOptions {
@@ -879,29 +916,31 @@ fn bench_varlen_cmd(a: &BenchArgs) -> Result<()> {
             dtype: a.dtype.dtype(),
             warmup: a.warmup,
             iters: a.iters.max(1),
+            check,
         };
         let r = bench_varlen(&ctx, &opts).map_err(cli_error)?;
-        let name = match c {
-            None => "none",
-            Some(Alignment::TopLeft) => "top-left",
-            Some(Alignment::BottomRight) => "bottom-right",
-        };
+        let name = wgpu_attention::report::causal_label(c);
         for row in &r.rows {
+            let mut checked = row.checked.clone();
+            if row.within_tolerance == Some(false) {
+                checked = format!("OUTSIDE TOLERANCE ({checked})");
+            }
             println!(
-                "{:<12} {:<12} {:>10.3} {:>10.3} {:>8.2} {:>11.3}x {:>13.1e}",
+                "{:<12} {:<12} {:>10.3} {:>10.3} {:>8.2} {:>11.3}x {:>12}  {checked}",
                 row.path,
                 name,
                 row.median_ms,
                 row.min_ms,
                 row.gflops,
                 row.median_ms / r.rows[0].median_ms,
-                row.max_abs_diff
+                row.max_abs_err.map_or("-".into(), |e| format!("{e:.1e}")),
             );
         }
         println!(
             "varlen / padded (same [B, L, H, D] layout) median time: {:.3}",
             r.ratio()
         );
+        r.add_to(&mut verdict_rows, p.hq, p.hkv, p.dk, name);
         reports.push(r);
     }
     if let Some(r) = reports.first() {
@@ -910,7 +949,7 @@ fn bench_varlen_cmd(a: &BenchArgs) -> Result<()> {
     if let Some(path) = &a.json {
         report::write_json(path, &reports)?;
     }
-    Ok(())
+    verdict(verdict_rows)
 }
 
 fn run_cmd(a: &RunArgs) -> Result<()> {

@@ -8,7 +8,7 @@ use std::ops::Range;
 
 use crate::attention::Problem;
 use crate::options::{Alignment, AttentionOptions};
-use crate::reference::{self, Comparison, HostInputs};
+use crate::reference::{self, Comparison, HostInputs, Tolerance};
 use crate::tensor::DType;
 use crate::timer::Timing;
 
@@ -101,10 +101,14 @@ pub struct Row {
     pub max_abs_err: Option<f64>,
     /// Largest |GPU − reference| / |reference| over the checked elements.
     pub max_rel_err: Option<f64>,
-    /// Whether every checked element is within the dtype's tolerance.
+    /// Whether every checked element is within the tolerance (`None`: not checked).
     pub within_tolerance: Option<bool>,
     /// Which outputs were compared with the reference: `all`, `2 of 32 heads`, …
     pub checked: String,
+    /// Whether every output element was compared (`false` for a partial check or none).
+    pub checked_in_full: bool,
+    /// The tolerance of the check, `[abs, rel]`: |GPU − reference| ≤ abs + rel·|reference|.
+    pub tolerance: Option<[f64; 2]>,
     /// Device bytes the call allocated (outputs, scratch, uniforms), `Attention::allocated_bytes`.
     pub alloc_bytes: Option<u64>,
     /// Runs per measured submission.
@@ -148,6 +152,8 @@ impl Row {
             max_rel_err: None,
             within_tolerance: None,
             checked: "-".into(),
+            checked_in_full: false,
+            tolerance: None,
             alloc_bytes: None,
             runs_per_sample: None,
             samples: 0,
@@ -255,12 +261,21 @@ pub struct CheckPlan {
     pub label: String,
 }
 
+impl CheckPlan {
+    /// Every output element, under `label` (`all`, or the outputs' names).
+    pub fn full(label: &str) -> Self {
+        Self {
+            subset: None,
+            label: label.into(),
+        }
+    }
+}
+
+/// The outputs of a scaled dot-product attention row that are compared with the reference:
+/// all of them up to [`FULL_CHECK_MACS`], else the first and last (b, h) on a block of rows.
 pub fn check_plan(p: &Problem, align: Alignment) -> CheckPlan {
     if macs(p) <= FULL_CHECK_MACS {
-        return CheckPlan {
-            subset: None,
-            label: "all".into(),
-        };
+        return CheckPlan::full("all");
     }
     let mut heads = vec![(0, 0)];
     if p.b * p.hq > 1 {
@@ -357,8 +372,14 @@ pub fn sdpa_bytes(p: &Problem, dtype: DType) -> u64 {
     (elems * dtype.size()) as u64
 }
 
-/// Records the largest errors of `comparisons` and whether all of them passed.
-pub fn set_check<'c>(row: &mut Row, comparisons: impl IntoIterator<Item = &'c Comparison>, checked: String) {
+/// Records the largest errors of `comparisons` (made with `tolerance` on the outputs `plan`
+/// names) and whether all of them passed.
+pub fn set_check<'c>(
+    row: &mut Row,
+    comparisons: impl IntoIterator<Item = &'c Comparison>,
+    plan: &CheckPlan,
+    tolerance: Tolerance,
+) {
     let (mut abs, mut rel, mut ok) = (0.0f64, 0.0f64, true);
     for c in comparisons {
         abs = abs.max(c.max_abs);
@@ -368,5 +389,139 @@ pub fn set_check<'c>(row: &mut Row, comparisons: impl IntoIterator<Item = &'c Co
     row.max_abs_err = Some(abs);
     row.max_rel_err = Some(rel);
     row.within_tolerance = Some(ok);
-    row.checked = checked;
+    row.checked = plan.label.clone();
+    row.checked_in_full = plan.subset.is_none();
+    row.tolerance = Some([tolerance.abs, tolerance.rel]);
+}
+
+/// Whether and how benchmark rows are compared with the CPU reference.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CheckOptions {
+    /// Compare outputs with the reference (`bench --no-check` turns it off).
+    pub enabled: bool,
+    /// Factor on every tolerance (`bench --tolerance-scale`; 1 = the stated tolerances).
+    pub tolerance_scale: f64,
+}
+
+impl Default for CheckOptions {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            tolerance_scale: 1.0,
+        }
+    }
+}
+
+impl CheckOptions {
+    /// What a row's `checked` cell says when checks are off.
+    pub const SKIPPED: &'static str = "skipped (--no-check)";
+
+    /// `tolerance` times the scale.
+    pub fn scale(&self, tolerance: Tolerance) -> Tolerance {
+        tolerance.scaled(self.tolerance_scale)
+    }
+
+    /// Refuses a scale that is negative, NaN or infinite.
+    pub fn validated(self) -> crate::error::Result<Self> {
+        if !(self.tolerance_scale.is_finite() && self.tolerance_scale >= 0.0) {
+            return Err(crate::error::Error::InvalidOption {
+                name: "tolerance scale",
+                value: self.tolerance_scale,
+                why: "must be finite and at least 0",
+            });
+        }
+        Ok(self)
+    }
+}
+
+/// How the rows of a run fared against the reference: rows outside the tolerance fail the run;
+/// rows checked in part or not at all are named but do not fail it.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Verdict {
+    /// Rows compared in full and within tolerance.
+    pub within_in_full: usize,
+    /// Rows compared in part (a subset of heads or rows) and within tolerance.
+    pub within_in_part: Vec<String>,
+    /// Rows outside the tolerance.
+    pub outside: Vec<String>,
+    /// Rows not compared (no output, too large for the reference, or checks turned off).
+    pub not_checked: Vec<String>,
+    /// Checks were turned off (`--no-check`).
+    pub checks_off: bool,
+}
+
+impl Verdict {
+    /// Counts one row: `within` is `None` when the row was not compared.
+    pub fn add(&mut self, label: String, within: Option<bool>, in_full: bool) {
+        match within {
+            Some(false) => self.outside.push(label),
+            Some(true) if in_full => self.within_in_full += 1,
+            Some(true) => self.within_in_part.push(label),
+            None => self.not_checked.push(label),
+        }
+    }
+
+    /// The verdict of report rows (reference rows are the reference: not counted).
+    pub fn of_rows<'r>(rows: impl IntoIterator<Item = &'r Row>, checks: &CheckOptions) -> Self {
+        let mut v = Verdict {
+            checks_off: !checks.enabled,
+            ..Default::default()
+        };
+        for r in rows.into_iter().filter(|r| r.kernel != KernelKind::Reference) {
+            v.add(row_label(r), r.within_tolerance, r.checked_in_full);
+        }
+        v
+    }
+
+    /// True when no row is outside the tolerance.
+    pub fn passed(&self) -> bool {
+        self.outside.is_empty()
+    }
+
+    /// One line naming every row that was not checked in full and within tolerance.
+    pub fn line(&self) -> String {
+        let list = |rows: &[String]| rows.join(", ");
+        let mut parts = vec![];
+        if !self.outside.is_empty() {
+            parts.push(format!(
+                "{} OUTSIDE TOLERANCE: {}",
+                self.outside.len(),
+                list(&self.outside)
+            ));
+        }
+        parts.push(format!("{} within tolerance in full", self.within_in_full));
+        if !self.within_in_part.is_empty() {
+            parts.push(format!(
+                "{} within tolerance in part: {}",
+                self.within_in_part.len(),
+                list(&self.within_in_part)
+            ));
+        }
+        if !self.not_checked.is_empty() {
+            let why = if self.checks_off { " (--no-check)" } else { "" };
+            parts.push(format!(
+                "{} not checked{why}: {}",
+                self.not_checked.len(),
+                list(&self.not_checked)
+            ));
+        }
+        format!("check: {}", parts.join("; "))
+    }
+}
+
+/// A row as the verdict names it: `variant kernel[/design] dtype B,Hq,Hkv,Lq,Lk,Dk,Dv causal`.
+pub fn row_label(r: &Row) -> String {
+    let p = &r.shape;
+    let kernel = match &r.design {
+        Some(d) => format!("{}/{d}", r.kernel.name()),
+        None => r.kernel.name().to_string(),
+    };
+    let mut label = format!(
+        "{} {kernel} {} {},{},{},{},{},{},{}",
+        r.variant, r.dtype, p.b, p.hq, p.hkv, p.lq, p.lk, p.dk, p.dv
+    );
+    if r.causal != "none" {
+        label += &format!(" causal={}", r.causal);
+    }
+    label
 }

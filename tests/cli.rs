@@ -2046,11 +2046,104 @@ fn bench_varlen_compares_packed_and_padded_prefill() {
     assert_eq!(paths, ["varlen", "padded", "padded-bhld"]);
     for row in rows {
         assert!(row["median_ms"].as_f64().unwrap() > 0.0, "{row}");
-        assert!(row["max_abs_diff"].as_f64().unwrap() <= 1e-5, "{row}");
+        assert!(row["max_abs_err"].as_f64().unwrap() <= 2e-5, "{row}");
+        assert_eq!(row["within_tolerance"], true, "{row}");
+        assert_eq!(row["checked"], "all", "{row}");
     }
     fails_with(cli().args(["bench", "--varlen", "0,0"]), "longer than 0");
     fails_with(
         cli().args(["bench", "--varlen", "4", "--preset", "seq"]),
         "--varlen takes at most one --shape",
+    );
+}
+
+/// Every bench mode fails (after its table) when a row is outside tolerance, naming the rows in
+/// one line; passes with the stated tolerances; and says so when checks are turned off.
+#[test]
+fn every_bench_mode_fails_on_wrong_output() {
+    let small = ["--shape", "1,2,2,16,16,8,8", "--quiet", "--warmup", "0", "--iters", "1"];
+    let modes: [(&str, Vec<&str>); 6] = [
+        ("sweep", [&small[..], &["--kernel", "all"]].concat()),
+        ("design all", [&small[..], &["--design", "all"]].concat()),
+        (
+            "backward",
+            [&small[..], &["--backward", "--kernel", "fused", "--kernel", "staged"]].concat(),
+        ),
+        ("variant", [&small[..], &["--variant", "additive"]].concat()),
+        (
+            "decode",
+            vec![
+                "--preset",
+                "decode",
+                "--batches",
+                "1",
+                "--lengths",
+                "32",
+                "--warmup",
+                "0",
+                "--iters",
+                "1",
+            ],
+        ),
+        (
+            "varlen",
+            vec![
+                "--varlen",
+                "5,0,17",
+                "--shape",
+                "1,2,1,1,16",
+                "--warmup",
+                "0",
+                "--iters",
+                "1",
+            ],
+        ),
+    ];
+    for (mode, args) in &modes {
+        let passed = ok(cli().arg("bench").args(args));
+        let s = stdout(&passed);
+        let last = s.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with("check: ") && last.contains("within tolerance"),
+            "{mode}: {s}"
+        );
+        assert!(!last.contains("OUTSIDE"), "{mode}: {last}");
+
+        // Tolerance 0 demands exact results, which an f32 kernel against the f64 reference never has.
+        let out = cli()
+            .arg("bench")
+            .args(args)
+            .args(["--tolerance-scale", "0"])
+            .output()
+            .expect("runs");
+        assert!(
+            !out.status.success(),
+            "{mode}: a row outside tolerance must fail the run"
+        );
+        let lines = stderr_lines(&out);
+        let last = lines.last().map(String::as_str).unwrap_or_default();
+        assert!(
+            last.starts_with("error: check: ") && last.contains("OUTSIDE TOLERANCE: "),
+            "{mode}: {lines:#?}"
+        );
+        assert!(!stdout(&out).is_empty(), "{mode}: the table is printed before failing");
+
+        let unchecked = ok(cli()
+            .arg("bench")
+            .args(args)
+            .args(["--no-check", "--tolerance-scale", "0"]));
+        let s = stdout(&unchecked);
+        assert!(s.contains("skipped (--no-check)"), "{mode}: {s}");
+        assert!(
+            s.lines()
+                .last()
+                .unwrap_or_default()
+                .contains("not checked (--no-check)"),
+            "{mode}: {s}"
+        );
+    }
+    fails_with(
+        cli().args(["bench", "--shape", "1,2,2,16,16,8,8", "--tolerance-scale=-1"]),
+        "tolerance scale",
     );
 }

@@ -5,7 +5,9 @@
 //! rate (`kv_gbps`: bytes of K and V over the GPU time) and its share of the adapter's measured
 //! copy bandwidth, and the host time of one call prepared from scratch (validation, pipeline
 //! lookup, bind groups, recording, submission) against the same call replayed (recording and
-//! submission only). Outputs are checked against the CPU reference on a few heads.
+//! submission only). Outputs are checked against the CPU reference: every head when the sweep's
+//! shape is small enough for the naive reference ([`crate::report::FULL_CHECK_MACS`]), else the
+//! first and last (b, h).
 
 use std::time::Instant;
 
@@ -21,7 +23,8 @@ use crate::context::Context;
 use crate::error::Result;
 use crate::kernels::DecodeConfig;
 use crate::options::{AttentionOptions, KernelChoice};
-use crate::reference::{self, HostInputs, Tolerance};
+use crate::reference::{self, Tolerance};
+use crate::report::{check_plan, gather, reference_subset, CheckOptions, CheckPlan, Verdict};
 use crate::tensor::{DType, Tensor};
 
 /// How the cache stores K and V.
@@ -57,6 +60,8 @@ pub struct DecodeBenchOptions {
     pub warmup: u32,
     /// Measured samples.
     pub iters: u32,
+    /// Whether rows are compared with the reference, and the tolerance scale.
+    pub check: CheckOptions,
 }
 
 impl Default for DecodeBenchOptions {
@@ -72,6 +77,7 @@ impl Default for DecodeBenchOptions {
             layouts: vec![KvLayout::Contiguous, KvLayout::Paged],
             warmup: 2,
             iters: 10,
+            check: CheckOptions::default(),
         }
     }
 }
@@ -125,8 +131,14 @@ pub struct DecodeRow {
     pub host_replay_ms: Option<f64>,
     /// Largest absolute error on the checked heads.
     pub max_abs_err: Option<f64>,
-    /// Whether the checked heads are within the dtype's tolerance.
+    /// Whether the checked heads are within the tolerance (`None`: not checked).
     pub within_tolerance: Option<bool>,
+    /// Which outputs were compared: `all`, `2 of 256 heads`, or why none.
+    pub checked: String,
+    /// Whether every output element was compared.
+    pub checked_in_full: bool,
+    /// The tolerance of the check, `[abs, rel]`.
+    pub tolerance: Option<[f64; 2]>,
     /// Why a row has no numbers.
     pub note: Option<String>,
 }
@@ -195,8 +207,45 @@ fn to_pages(x: &[f32], [b, hkv, lk, d]: [usize; 4], page: usize, table: &[u32]) 
     out
 }
 
+impl DecodeReport {
+    /// How the rows fared against the reference.
+    pub fn verdict(&self, checks: &CheckOptions) -> Verdict {
+        let mut v = Verdict {
+            checks_off: !checks.enabled,
+            ..Default::default()
+        };
+        for r in &self.rows {
+            v.add(r.label(), r.within_tolerance, r.checked_in_full);
+        }
+        v
+    }
+}
+
+impl DecodeRow {
+    /// The row as a verdict names it: `decode/rows f32 contiguous B,Hq,Hkv,Lk,D splits 8`.
+    pub fn label(&self) -> String {
+        let p = self.shape;
+        let layout = match (self.layout, self.page_size) {
+            (KvLayout::Paged, Some(s)) => format!("paged/{s}"),
+            _ => "contiguous".into(),
+        };
+        let splits = self.splits.map_or(String::new(), |s| format!(" splits {s}"));
+        format!(
+            "decode/{} {} {layout} {},{},{},{},{}{splits}",
+            self.design, self.dtype, p.b, p.hq, p.hkv, p.lk, p.dk
+        )
+    }
+}
+
+/// The outputs a row is compared on and their reference values, computed once per shape.
+struct Expected {
+    plan: CheckPlan,
+    out: Vec<f64>,
+}
+
 /// Runs the sweep; rows that cannot run on this adapter carry the reason in `note`.
 pub fn run_decode_bench(ctx: &Context, opts: &DecodeBenchOptions) -> Result<DecodeReport> {
+    let check = opts.check.validated()?;
     let timer = Timer::new(ctx)?;
     let (copy_peak_gbps, _) = measure_bandwidth(ctx, &timer, opts.iters.max(3))?;
     let mut rows = Vec::new();
@@ -217,6 +266,16 @@ pub fn run_decode_bench(ctx: &Context, opts: &DecodeBenchOptions) -> Result<Deco
                 k: fill(kv_len, 2 + lk as u64, opts.dtype),
                 v: fill(kv_len, 3 + lk as u64, opts.dtype),
             };
+            let expected = check.enabled.then(|| {
+                let plan = check_plan(&p, crate::options::Alignment::BottomRight);
+                let lengths = vec![lk as u32; b];
+                let attn = AttentionOptions {
+                    align_to_key_lengths: true,
+                    ..Default::default()
+                };
+                let out = reference_subset(&p, [&host.q, &host.k, &host.v], &attn, Some(&lengths), &plan);
+                Expected { plan, out }
+            });
             let rows_auto = DecodeConfig::default_for(ctx, &p)?;
             let mut designs = vec![rows_auto, DecodeConfig { splits: 1, ..rows_auto }];
             designs.extend(DecodeConfig::lanes_for(ctx, &p)?);
@@ -238,9 +297,21 @@ pub fn run_decode_bench(ctx: &Context, opts: &DecodeBenchOptions) -> Result<Deco
                         host_replay_ms: None,
                         max_abs_err: None,
                         within_tolerance: None,
+                        checked: match check.enabled {
+                            true => "-".into(),
+                            false => CheckOptions::SKIPPED.into(),
+                        },
+                        checked_in_full: false,
+                        tolerance: None,
                         note: None,
                     };
-                    if let Err(e) = measure_row(ctx, &timer, opts, &host, cfg, copy_peak_gbps, &mut row) {
+                    let measured = measure_row(ctx, &timer, opts, &host, cfg, copy_peak_gbps, &mut row);
+                    let measured = measured.map(|out| {
+                        if let Some(e) = &expected {
+                            check_row(&mut row, &out, e, check.scale(Tolerance::of(opts.dtype)));
+                        }
+                    });
+                    if let Err(e) = measured {
                         row.note = Some(super::one_line(&e.to_string()));
                     }
                     rows.push(row);
@@ -264,7 +335,7 @@ fn measure_row(
     cfg: DecodeConfig,
     copy_peak_gbps: f64,
     row: &mut DecodeRow,
-) -> Result<()> {
+) -> Result<Vec<f32>> {
     let p = row.shape;
     let dtype = opts.dtype;
     let kv_shape = [p.b, p.hkv, p.lk, p.dk];
@@ -349,38 +420,18 @@ fn measure_row(
     }
     row.host_oneshot_ms = Some(median_of(&mut oneshot) * 1e3);
     row.host_replay_ms = Some(median_of(&mut replay) * 1e3);
+    call.output().out.to_f32_vec(ctx)
+}
 
-    // The first and last (b, h) against the reference.
-    let out = call.output().out.to_f32_vec(ctx)?;
-    let tol = match dtype {
-        DType::F16 => Tolerance::F16,
-        _ => Tolerance::F32,
-    };
-    let (mut worst, mut ok) = (0.0f64, true);
-    let group = p.hq / p.hkv;
-    for (b, h) in [(0, 0), (p.b - 1, p.hq - 1)] {
-        let kh = (b * p.hkv + h / group) * p.lk * p.dk;
-        let sub = Problem {
-            b: 1,
-            hq: 1,
-            hkv: 1,
-            ..p
-        };
-        let qh = (b * p.hq + h) * p.dk;
-        let inputs = HostInputs::new(
-            sub,
-            &host.q[qh..qh + p.dk],
-            &host.k[kh..kh + p.lk * p.dk],
-            &host.v[kh..kh + p.lk * p.dk],
-        );
-        let expected = reference::sdpa(&inputs, &AttentionOptions::default()).out;
-        let c = reference::compare(&out[qh..qh + p.dv], &expected, tol);
-        worst = worst.max(c.max_abs);
-        ok &= c.ok();
-    }
-    row.max_abs_err = Some(worst);
-    row.within_tolerance = Some(ok);
-    Ok(())
+/// Compares a row's output with the reference on the outputs its plan names.
+fn check_row(row: &mut DecodeRow, out: &[f32], expected: &Expected, tol: Tolerance) {
+    let got = gather(&row.shape, out, &expected.plan);
+    let c = reference::compare(&got, &expected.out, tol);
+    row.max_abs_err = Some(c.max_abs);
+    row.within_tolerance = Some(c.ok());
+    row.checked = expected.plan.label.clone();
+    row.checked_in_full = expected.plan.subset.is_none();
+    row.tolerance = Some([tol.abs, tol.rel]);
 }
 
 fn median_of(x: &mut [f64]) -> f64 {
@@ -408,6 +459,7 @@ pub fn decode_table(r: &DecodeReport) -> String {
         "host_1shot_ms",
         "host_replay_ms",
         "max_abs",
+        "checked",
         "note",
     ];
     let num = |x: Option<f64>, d: usize| x.map_or("-".to_string(), |v| format!("{v:.d$}"));
@@ -436,6 +488,7 @@ pub fn decode_table(r: &DecodeReport) -> String {
                 num(row.host_oneshot_ms, 3),
                 num(row.host_replay_ms, 3),
                 row.max_abs_err.map_or("-".into(), |e| format!("{e:.1e}")),
+                row.checked.clone(),
                 note,
             ]
         })

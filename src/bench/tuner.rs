@@ -301,10 +301,7 @@ pub fn run_tune(ctx: &Context, opts: &TuneOptions) -> Result<(String, Vec<Bucket
     })?;
     let key = adapter_key(info);
     let timer = Timer::new(ctx)?;
-    let tol = match opts.dtype {
-        DType::F16 => Tolerance::F16,
-        _ => Tolerance::F32,
-    };
+    let tol = Tolerance::of(opts.dtype);
     let buckets: Vec<(TuneKind, BucketDesign, usize, usize)> = opts
         .kinds
         .iter()

@@ -13,7 +13,10 @@ use crate::attention::{Attention, Varlen};
 use crate::context::Context;
 use crate::error::Result;
 use crate::options::{Alignment, AttentionOptions, KernelChoice};
+use crate::reference::{self, Tolerance};
+use crate::report::{check_plan, gather, reference_subset, CheckOptions, CheckPlan, Verdict, FULL_CHECK_MACS};
 use crate::tensor::{DType, Tensor};
+use crate::Problem;
 
 /// What [`bench_varlen`] measures.
 #[derive(Debug, Clone)]
@@ -34,6 +37,8 @@ pub struct VarlenBenchOptions {
     pub warmup: u32,
     /// Measured samples.
     pub iters: u32,
+    /// Whether rows are compared with the reference, and the tolerance scale.
+    pub check: CheckOptions,
 }
 
 /// One measured path.
@@ -48,8 +53,17 @@ pub struct VarlenBenchRow {
     /// GFLOP/s of the useful work (the sequences' own rows and keys, FlashAttention's count,
     /// halved for causal), the same numerator for every path.
     pub gflops: f64,
-    /// Largest |O − O of varlen| over the sequences' rows (0 for varlen itself).
-    pub max_abs_diff: f64,
+    /// Largest |O − reference| over the checked rows of the sequences (the f64 CPU reference
+    /// of each sequence alone).
+    pub max_abs_err: Option<f64>,
+    /// Whether the checked rows are within the tolerance (`None`: not checked).
+    pub within_tolerance: Option<bool>,
+    /// Which rows were compared: `all`, or the sequences and the heads and rows of each.
+    pub checked: String,
+    /// Whether every row of every sequence was compared.
+    pub checked_in_full: bool,
+    /// The tolerance of the check, `[abs, rel]`.
+    pub tolerance: Option<[f64; 2]>,
 }
 
 /// Every path on one batch.
@@ -59,6 +73,8 @@ pub struct VarlenBenchReport {
     pub timer: TimerKind,
     /// The sequence lengths.
     pub lengths: Vec<u32>,
+    /// Storage dtype.
+    pub dtype: String,
     /// Varlen, padded [B, L, H, D], padded [B, H, L, D].
     pub rows: [VarlenBenchRow; 3],
 }
@@ -67,6 +83,17 @@ impl VarlenBenchReport {
     /// Median time of varlen over the padded call on the same layout ([B, L, H, D]).
     pub fn ratio(&self) -> f64 {
         self.rows[0].median_ms / self.rows[1].median_ms
+    }
+
+    /// Adds the rows to a verdict: `varlen/padded f32 [5, 17, 3] Hq,Hkv,D causal=…`.
+    pub fn add_to(&self, verdict: &mut Verdict, hq: usize, hkv: usize, d: usize, causal: &str) {
+        for r in &self.rows {
+            let label = format!(
+                "varlen/{} {} {:?} {hq},{hkv},{d} causal={causal}",
+                r.path, self.dtype, self.lengths
+            );
+            verdict.add(label, r.within_tolerance, r.checked_in_full);
+        }
     }
 }
 
@@ -91,7 +118,15 @@ pub fn bench_varlen(ctx: &Context, o: &VarlenBenchOptions) -> Result<VarlenBench
     for &l in &o.lengths {
         cu.push(cu.last().copied().unwrap_or(0) + l);
     }
-    let value = |i: usize| ((i * 7919) % 997) as f32 / 997.0 - 0.5;
+    let check = o.check.validated()?;
+    // Rounded to the storage dtype, so that the reference reads what the GPU reads.
+    let value = |i: usize| {
+        let x = ((i * 7919) % 997) as f32 / 997.0 - 0.5;
+        match o.dtype {
+            DType::F16 => half::f16::from_f32(x).to_f32(),
+            _ => x,
+        }
+    };
     let packed = |heads: usize| -> Vec<f32> { (0..total * heads * d).map(value).collect() };
     let (q, kv) = (packed(hq), packed(hkv));
     // Element offset of row r of sequence s, head h in the padded layouts.
@@ -163,28 +198,25 @@ pub fn bench_varlen(ctx: &Context, o: &VarlenBenchOptions) -> Result<VarlenBench
             samples[i].push(timer.sample(runs[i], &mut record)?);
         }
     }
-    // O of every path on the sequences' rows, against varlen's.
-    let vo = varlen.output().out.to_f32_vec(ctx)?;
-    let diff = |o_dense: &[f32], at: &dyn Fn(usize, usize, usize, usize) -> usize| {
-        let mut m: f64 = 0.0;
-        for (s, (&start, &len)) in cu.iter().zip(&o.lengths).enumerate() {
-            for r in 0..len as usize {
-                for h in 0..hq {
-                    let a = &vo[((start as usize + r) * hq + h) * d..][..d];
-                    for (x, y) in a.iter().zip(&o_dense[at(s, h, r, hq)..][..d]) {
-                        m = m.max((x - y).abs() as f64);
-                    }
-                }
-            }
-        }
-        m
-    };
-    // Both padded calls write O as a contiguous [B, H, L, D] tensor.
-    let diffs = [
-        0.0,
-        diff(&padded.output().out.to_f32_vec(ctx)?, &bhld),
-        diff(&padded_bhld.output().out.to_f32_vec(ctx)?, &bhld),
+    // O of every path against the f64 reference of each sequence alone. Varlen writes O packed
+    // [total, Hq, D]; both padded calls write a contiguous [B, Hq, L, D] tensor.
+    let packed_at = |s: usize, h: usize, r: usize, heads: usize| ((cu[s] as usize + r) * heads + h) * d;
+    let outputs: [(Vec<f32>, &RowAt<'_>); 3] = [
+        (varlen.output().out.to_f32_vec(ctx)?, &packed_at),
+        (padded.output().out.to_f32_vec(ctx)?, &bhld),
+        (padded_bhld.output().out.to_f32_vec(ctx)?, &bhld),
     ];
+    let tol = check.scale(Tolerance::of(o.dtype));
+    let checks: Vec<Checked> = match check.enabled {
+        false => vec![Checked::skipped(); 3],
+        true => {
+            let reference = SequenceReference::new(o, &cu, &q, &kv);
+            outputs
+                .iter()
+                .map(|(out, at)| reference.check(|s, h, r| &out[at(s, h, r, hq)..][..d], tol))
+                .collect()
+        }
+    };
     let row = |i: usize| {
         let t = Timing {
             per_run_s: samples[i].clone(),
@@ -195,12 +227,148 @@ pub fn bench_varlen(ctx: &Context, o: &VarlenBenchOptions) -> Result<VarlenBench
             median_ms: t.median_s() * 1e3,
             min_ms: t.min_s() * 1e3,
             gflops: useful / t.median_s() * 1e-9,
-            max_abs_diff: diffs[i],
+            max_abs_err: checks[i].max_abs,
+            within_tolerance: checks[i].within,
+            checked: checks[i].label.clone(),
+            checked_in_full: checks[i].in_full,
+            tolerance: check.enabled.then_some([tol.abs, tol.rel]),
         }
     };
     Ok(VarlenBenchReport {
         timer: timer.kind(),
         lengths: o.lengths.clone(),
+        dtype: o.dtype.name().into(),
         rows: [row(0), row(1), row(2)],
     })
+}
+
+/// Element offset of (sequence, head, row) in an output layout, given the heads per row.
+type RowAt<'a> = dyn Fn(usize, usize, usize, usize) -> usize + 'a;
+
+/// The outcome of one path's check.
+#[derive(Debug, Clone)]
+struct Checked {
+    max_abs: Option<f64>,
+    within: Option<bool>,
+    label: String,
+    in_full: bool,
+}
+
+impl Checked {
+    fn skipped() -> Self {
+        Self {
+            max_abs: None,
+            within: None,
+            label: CheckOptions::SKIPPED.into(),
+            in_full: false,
+        }
+    }
+}
+
+/// The reference outputs of the checked sequences: every sequence when the whole batch fits
+/// [`FULL_CHECK_MACS`], else the first and last non-empty ones, each on the heads and rows of
+/// its [`check_plan`].
+struct SequenceReference {
+    hq: usize,
+    d: usize,
+    /// (sequence, its problem, plan, reference output of the plan's elements).
+    sequences: Vec<(usize, Problem, CheckPlan, Vec<f64>)>,
+    label: String,
+    in_full: bool,
+}
+
+impl SequenceReference {
+    fn new(o: &VarlenBenchOptions, cu: &[u32], q: &[f32], kv: &[f32]) -> Self {
+        let (hq, hkv, d) = (o.hq, o.hkv, o.d);
+        let problem = |l: usize| Problem {
+            b: 1,
+            hq,
+            hkv,
+            lq: l,
+            lk: l,
+            dk: d,
+            dv: d,
+        };
+        let total_macs: u64 = o
+            .lengths
+            .iter()
+            .map(|&l| crate::report::macs(&problem(l as usize)))
+            .sum();
+        let nonempty: Vec<usize> = (0..o.lengths.len()).filter(|&s| o.lengths[s] > 0).collect();
+        let mut chosen = nonempty.clone();
+        if total_macs > FULL_CHECK_MACS && nonempty.len() > 2 {
+            chosen = vec![nonempty[0], nonempty[nonempty.len() - 1]];
+        }
+        // Sequence s as [1, H, L, D] host tensors.
+        let heads_first = |x: &[f32], s: usize, heads: usize| -> Vec<f32> {
+            let (start, len) = (cu[s] as usize, o.lengths[s] as usize);
+            let mut out = Vec::with_capacity(heads * len * d);
+            for h in 0..heads {
+                for r in 0..len {
+                    out.extend_from_slice(&x[((start + r) * heads + h) * d..][..d]);
+                }
+            }
+            out
+        };
+        let opts = AttentionOptions {
+            causal: o.causal.map(|_| Alignment::TopLeft),
+            ..Default::default()
+        };
+        let sequences: Vec<_> = chosen
+            .iter()
+            .map(|&s| {
+                let p = problem(o.lengths[s] as usize);
+                let plan = check_plan(&p, Alignment::TopLeft);
+                let (sq, skv) = (heads_first(q, s, hq), heads_first(kv, s, hkv));
+                let expected = reference_subset(&p, [&sq, &skv, &skv], &opts, None, &plan);
+                (s, p, plan, expected)
+            })
+            .collect();
+        let in_full = chosen.len() == nonempty.len() && sequences.iter().all(|(_, _, plan, _)| plan.subset.is_none());
+        let label = match in_full {
+            true => "all".to_string(),
+            false => {
+                let parts: Vec<String> = sequences
+                    .iter()
+                    .map(|(s, _, plan, _)| format!("sequence {s}: {}", plan.label))
+                    .collect();
+                format!(
+                    "{} of {} sequences ({})",
+                    chosen.len(),
+                    nonempty.len(),
+                    parts.join("; ")
+                )
+            }
+        };
+        Self {
+            hq,
+            d,
+            sequences,
+            label,
+            in_full,
+        }
+    }
+
+    /// Compares a path's output, read through `row(sequence, head, row)` (the D values of one
+    /// output row), with the reference.
+    fn check<'o>(&self, row: impl Fn(usize, usize, usize) -> &'o [f32], tol: Tolerance) -> Checked {
+        let (mut max_abs, mut within) = (0.0f64, true);
+        for (s, p, plan, expected) in &self.sequences {
+            let mut out = Vec::with_capacity(self.hq * p.lq * self.d);
+            for h in 0..self.hq {
+                for r in 0..p.lq {
+                    out.extend_from_slice(row(*s, h, r));
+                }
+            }
+            let c = reference::compare(&gather(p, &out, plan), expected, tol);
+            max_abs = max_abs.max(c.max_abs);
+            within &= c.ok();
+        }
+        Checked {
+            max_abs: Some(max_abs),
+            within: Some(within),
+            label: self.label.clone(),
+            in_full: self.in_full,
+        }
+    }
 }

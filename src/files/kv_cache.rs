@@ -260,10 +260,7 @@ pub fn run_kv_cache(ctx: &Context, inputs: &KvRunInputs, opts: &AttentionOptions
                 .map_err(Error::Unsupported)?;
         }
         let expected = host.attend(&qf, qs[1], qs[2], opts);
-        let tol = match dtype {
-            DType::F16 => Tolerance::F16,
-            _ => Tolerance::F32,
-        };
+        let tol = Tolerance::of(dtype);
         checks.push((
             "out",
             reference::compare(&out.to_f32().unwrap_or_default(), &expected.out, tol),

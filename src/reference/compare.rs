@@ -14,6 +14,23 @@ impl Tolerance {
     pub const F32: Tolerance = Tolerance { abs: 2e-5, rel: 2e-4 };
     /// f16 storage (inputs rounded to f16 on both sides, f32 accumulation, f16 output).
     pub const F16: Tolerance = Tolerance { abs: 2e-3, rel: 4e-3 };
+
+    /// The tolerance of one kernel call in storage dtype `dtype` ([`Tolerance::F16`] for f16,
+    /// else [`Tolerance::F32`]).
+    pub fn of(dtype: crate::tensor::DType) -> Tolerance {
+        match dtype {
+            crate::tensor::DType::F16 => Tolerance::F16,
+            _ => Tolerance::F32,
+        }
+    }
+
+    /// Both parts multiplied by `factor` (a benchmark's `--tolerance-scale`).
+    pub fn scaled(self, factor: f64) -> Tolerance {
+        Tolerance {
+            abs: self.abs * factor,
+            rel: self.rel * factor,
+        }
+    }
 }
 
 /// The outcome of [`compare`].

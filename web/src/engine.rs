@@ -142,13 +142,6 @@ fn upload(ctx: &Context, data: &[f32], shape: &[usize], dtype: DType) -> Result<
     }
 }
 
-fn tolerance(dtype: DType) -> Tolerance {
-    match dtype {
-        DType::F16 => Tolerance::F16,
-        _ => Tolerance::F32,
-    }
-}
-
 /// What a cached reference output was computed for: shape, causal, dtype.
 type ReferenceKey = (Problem, bool, &'static str);
 
@@ -302,7 +295,8 @@ impl Engine {
             *cached = Some((key, expected));
         }
         let expected = &cached.as_ref().expect("filled above").1;
-        set_check(row, [&reference::compare(&got, expected, tolerance(dtype))], plan.label);
+        let tolerance = Tolerance::of(dtype);
+        set_check(row, [&reference::compare(&got, expected, tolerance)], &plan, tolerance);
         Ok(())
     }
 
