@@ -67,7 +67,11 @@ fn bench_one(
     let got = call.output().out.to_f32_vec(&s.ctx).expect("read back O");
     let expected = reference::sdpa(&HostInputs::new(*p, &hq, &hk, &hv), opts).out;
     let check = reference::compare(&got, &expected, Tolerance::of(dtype));
-    assert!(check.ok(), "{:?} {p}: output outside tolerance before timing: {check}", opts.kernel);
+    assert!(
+        check.ok(),
+        "{:?} {p}: output outside tolerance before timing: {check}",
+        opts.kernel
+    );
     c.throughput(Throughput::Elements((p.b * p.hq * p.lq * p.lk) as u64));
     c.bench_function(id, |b| {
         b.iter_custom(|iters| {

@@ -9,8 +9,12 @@ use wgpu_attention::reference::{self, HostInputs, Tolerance};
 use wgpu_attention::{wgpu, Attention, AttentionOptions, Context, DType, Problem, Tensor};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // Your program's device. Ask for the features wgpu-attention can use that the adapter has.
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+    // Your program's device (Vulkan, Metal or DX12). Ask for the features wgpu-attention can use
+    // that the adapter has.
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends: wgpu::Backends::PRIMARY,
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    });
     let adapter = pollster::block_on(instance.request_adapter(&Default::default()))?;
     let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
         label: Some("my program"),

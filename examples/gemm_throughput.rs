@@ -1,29 +1,35 @@
 //! GEMM throughput of each design at one shape (default: the 1024×512×512 projection of a
-//! multi-head layer, `x Wᵀ` with a bias), wall clock per submission, best of the samples, checked
-//! once against the CPU reference.
+//! multi-head layer, `x Wᵀ` with a bias): GPU time per call (timestamp queries where the device
+//! has them, else wall clock around submit and wait), median and fastest of the samples after a
+//! warm-up, each design's output checked against the CPU reference first. Exits non-zero when
+//! an output is outside tolerance.
 //!
-//! `cargo run --release --example gemm_throughput [M N K [SAMPLES]] [f16] [DESIGN…]`
+//! `cargo run --release --example gemm_throughput [M N K [SAMPLES]] [f16] [DESIGN…] [--json FILE]`
 //!
 //! `f16` stores the operands in half precision (inputs rounded to f16; needs `SHADER_F16`);
 //! DESIGN (`tiled`, `register`, `coopmat`) picks designs, default every design that runs here for
-//! that storage type (`coopmat`: f16 on devices with cooperative matrices).
+//! that storage type (`coopmat`: f16 on devices with cooperative matrices). `--json FILE` writes
+//! the rows (scripts/record.sh records them).
 
-use std::time::Instant;
 use wgpu_attention::gemm::{self, GemmDesign};
 use wgpu_attention::reference::{compare, family as rf, Tolerance};
+use wgpu_attention::timer::{Stamps, Timer};
 use wgpu_attention::{Activation, Context, DType, GemmOptions, Tensor};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut sizes = Vec::new();
     let mut dtype = DType::F32;
     let mut designs = Vec::new();
-    for arg in std::env::args().skip(1) {
+    let mut json = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
         match arg.as_str() {
             "f16" => dtype = DType::F16,
             "f32" => dtype = DType::F32,
             "tiled" => designs.push(GemmDesign::Tiled),
             "register" => designs.push(GemmDesign::Register),
             "coopmat" => designs.push(GemmDesign::Coopmat),
+            "--json" => json = Some(args.next().ok_or("--json needs a file")?),
             n => sizes.push(n.parse::<usize>()?),
         }
     }
@@ -84,6 +90,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         1.0,
     );
     let flops = 2.0 * (m * n * k) as f64;
+    let timer = Timer::new(&ctx)?;
+    let mut rows = Vec::new();
+    let mut wrong = Vec::new();
     for design in designs {
         let opts = GemmOptions {
             trans_b: true,
@@ -92,27 +101,53 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ..Default::default()
         };
         let call = gemm::prepare(&ctx, &ta, &tw, &opts)?;
-        call.submit()?; // warm-up: pipeline creation and first touch
-        ctx.wait()?;
-        let mut best = f64::INFINITY;
-        for _ in 0..samples {
-            let t = Instant::now();
-            call.submit()?;
-            ctx.wait()?;
-            best = best.min(t.elapsed().as_secs_f64());
-        }
+        call.submit()?; // pipeline creation and first touch, then the check
         let check = compare(&call.output().to_f32_vec(&ctx)?, &expected, tolerance);
+        let mut record = |enc: &mut wgpu_attention::wgpu::CommandEncoder, stamps: Stamps| match stamps {
+            Some((set, i)) => call.encode_timed(enc, set, i),
+            None => call.encode(enc),
+        };
+        let timing = timer.measure(2, samples as u32, &mut record)?;
+        let (median, fastest) = (timing.median_s(), timing.min_s());
         println!(
-            "{m}x{n}x{k} {} {design:<8} {:8.2} ms {:7.2} GFLOP/s  {}",
+            "{m}x{n}x{k} {} {design:<8} median {:8.2} ms (min {:8.2}) {:7.2} GFLOP/s  {}",
             dtype.name(),
-            best * 1e3,
-            flops / best / 1e9,
+            median * 1e3,
+            fastest * 1e3,
+            flops / median / 1e9,
             if check.ok() {
                 "ok".to_string()
             } else {
-                format!("WRONG {check}")
+                format!("OUTSIDE TOLERANCE {check}")
             }
         );
+        if !check.ok() {
+            wrong.push(design.to_string());
+        }
+        rows.push(format!(
+            "{{\"design\": \"{design}\", \"dtype\": \"{}\", \"m\": {m}, \"n\": {n}, \"k\": {k}, \"median_ms\": {}, \"min_ms\": {}, \"gflops\": {}, \"max_abs_err\": {}, \"tolerance\": [{}, {}], \"within_tolerance\": {}}}",
+            dtype.name(),
+            median * 1e3,
+            fastest * 1e3,
+            flops / median / 1e9,
+            check.max_abs,
+            tolerance.abs,
+            tolerance.rel,
+            check.ok()
+        ));
+    }
+    println!("timer: {}", timer.kind().label());
+    if let Some(path) = json {
+        let adapter = format!("{:?}", ctx.info().summary());
+        let text = format!(
+            "{{\"kind\": \"gemm\", \"adapter\": {adapter}, \"timer\": \"{}\", \"samples\": {samples}, \"rows\": [\n  {}\n]}}\n",
+            timer.kind().label(),
+            rows.join(",\n  ")
+        );
+        std::fs::write(&path, text)?;
+    }
+    if !wrong.is_empty() {
+        return Err(format!("outside tolerance: {}", wrong.join(", ")).into());
     }
     Ok(())
 }

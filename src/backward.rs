@@ -447,13 +447,12 @@ fn record(
         pad: [0; 3],
     };
 
-    // ALiBi slopes as the uniform table of `shaders/common/alibi.wgsl` (4096 slopes; the forward's
-    // validation keeps Hq within it).
-    let alibi_buf = opts.alibi_slopes.as_ref().map(|slopes| {
-        let mut table = [0f32; 4096];
-        table[..slopes.len().min(4096)].copy_from_slice(&slopes[..slopes.len().min(4096)]);
-        kernels::params_buffer(ctx, &table)
-    });
+    // ALiBi slopes as the uniform table of `shaders/common/alibi.wgsl` (the forward's validation
+    // keeps them within it).
+    let alibi_buf = opts
+        .alibi_slopes
+        .as_ref()
+        .map(|slopes| kernels::alibi_buffer(ctx, slopes));
     let alibi = alibi_buf.as_ref().map(BoundBuffer::whole);
     let params_buf = kernels::params_buffer(ctx, &params);
     let backward_buf = kernels::params_buffer(ctx, &backward);

@@ -35,10 +35,10 @@ pub(crate) fn check_backward_flags(a: &RunArgs) -> Result<()> {
         bail!("--backward needs --d-out FILE.npy (the gradient of the loss with respect to the output)");
     }
     if a.weights.is_some() {
-        bail!("--weights does not apply to --backward (the backward runs on the fused kernels)");
+        bail!("--weights does not apply to --backward (it writes the gradients, not P)");
     }
-    if matches!(a.kernel, RunKernelArg::Staged | RunKernelArg::Decode) {
-        bail!("--backward runs on the fused kernels: use --kernel fused (or auto)");
+    if a.kernel == RunKernelArg::Decode {
+        bail!("--backward has no decode kernel: use --kernel fused, staged (f32) or auto");
     }
     if a.out_dbias.is_some() && a.bias.is_none() && a.bias_name.is_none() && a.safetensors.is_none() {
         bail!("--out-dbias needs a bias (--bias FILE.npy)");
@@ -69,7 +69,8 @@ pub(crate) fn backward_cmd(a: &RunArgs) -> Result<()> {
     let d_out_path = a.d_out.as_deref().context("--backward needs --d-out")?;
     let d_out = files::read_npy_limited(d_out_path, "d_out", max)?;
     let notice = pipeline_notice();
-    let res = files::run_attention_backward(&ctx, &run_inputs, &d_out, &attention_options(a), a.check);
+    let opts = attention_options(a, max)?;
+    let res = files::run_attention_backward(&ctx, &run_inputs, &d_out, &opts, a.check);
     drop(notice);
     let res = res.map_err(cli_error)?;
     let shapes: Vec<String> = res
@@ -77,7 +78,11 @@ pub(crate) fn backward_cmd(a: &RunArgs) -> Result<()> {
         .iter()
         .map(|(n, t)| format!("{n} {:?} {}", t.shape, t.dtype()))
         .collect();
-    println!("sdpa backward (fused kernels): {}", shapes.join(", "));
+    let path = match a.kernel {
+        RunKernelArg::Staged => "staged path: GEMMs over materialized P and dS",
+        _ => "fused kernels",
+    };
+    println!("sdpa backward ({path}): {}", shapes.join(", "));
     let mut passed = true;
     for (name, c) in &res.checks {
         passed &= report_check(name, c);

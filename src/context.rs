@@ -9,11 +9,15 @@ use crate::error::{Error, Result};
 use crate::pipeline::{DiskCache, PipelineCache};
 
 /// Features the crate uses when the adapter offers them; none is required. `PIPELINE_CACHE`
-/// persists compiled pipelines across processes (see [`crate::pipeline::PIPELINE_CACHE_ENV`]).
+/// persists compiled pipelines across processes (see [`crate::pipeline::PIPELINE_CACHE_ENV`]);
+/// `PASSTHROUGH_SHADERS` (every Vulkan device) lets the crate hand Vulkan SPIR-V it wrote itself,
+/// free of the layout decorations Vulkan forbids outside buffer memory, which wgpu 30's own
+/// writer emits (wgpu issue 7696; without the feature the kernels take wgpu's path).
 pub const WANTED_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
     .union(wgpu::Features::SUBGROUP)
     .union(wgpu::Features::TIMESTAMP_QUERY)
-    .union(wgpu::Features::PIPELINE_CACHE);
+    .union(wgpu::Features::PIPELINE_CACHE)
+    .union(wgpu::Features::PASSTHROUGH_SHADERS);
 
 /// Features of the cooperative-matrix design (f16 A/B operands, f32 accumulators): an owned
 /// context requests both when the adapter has both (see [`Context::from_adapter`]).

@@ -72,8 +72,11 @@
 //! ```
 //! use wgpu_attention::{attention_encode, wgpu, AttentionOptions, Context, DType, Tensor};
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! // Your program's device (here created on the first adapter).
-//! let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+//! // Your program's device (here created on the first Vulkan/Metal/DX12 adapter).
+//! let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+//!     backends: wgpu::Backends::PRIMARY,
+//!     ..wgpu::InstanceDescriptor::new_without_display_handle()
+//! });
 //! let adapter = pollster::block_on(instance.request_adapter(&Default::default()))?;
 //! let (device, queue) = pollster::block_on(adapter.request_device(&Default::default()))?;
 //!
@@ -140,7 +143,7 @@ pub use error::{Error, Result};
 pub use gemm::{Activation, GemmDesign, GemmOptions};
 pub use kernels::{BackwardConfig, CoopmatConfig, DecodeConfig, FlashConfig, GemmTile, TiledConfig};
 pub use merge::merge_attention_states;
-pub use options::{alibi_slopes, Alignment, AttentionOptions, Design, Dropout, KernelChoice, Window};
+pub use options::{alibi_slopes, AlibiSlopes, Alignment, AttentionOptions, Design, Dropout, KernelChoice, Window};
 pub use prepared::Prepared;
 pub use rope::{rope, rope_encode, Rope, RopeStyle};
 pub use tensor::{DType, Element, Tensor};

@@ -13,7 +13,9 @@ use wgpu_attention::bench::variant::{self, Flag, VariantParams};
 use wgpu_attention::bench::{self, files, peak, plot, report, tuner, BenchOptions, KernelKind, Variant};
 use wgpu_attention::reference::Comparison;
 use wgpu_attention::report::{CheckOptions, Verdict};
-use wgpu_attention::{Alignment, AttentionOptions, Context, DType, Design, Dropout, KernelChoice, Problem, Window};
+use wgpu_attention::{
+    AlibiSlopes, Alignment, AttentionOptions, Context, DType, Design, Dropout, KernelChoice, Problem, Window,
+};
 
 mod cli_backward;
 use cli_backward::{backward_cmd, check_backward_flags};
@@ -369,7 +371,8 @@ struct RunArgs {
     /// Key/value heads (mha; default: --heads).
     #[arg(long, value_name = "N")]
     kv_heads: Option<usize>,
-    /// ALiBi slopes, f32 [Hq] (.npy, or a tensor name with --safetensors; sdpa and dot).
+    /// ALiBi slopes, f32 [Hq] or [B, Hq] (.npy, or a tensor name with --safetensors; sdpa and
+    /// dot; every path: fused designs, staged, decode, KV cache, varlen, backward).
     #[arg(long, value_name = "FILE|NAME")]
     alibi_slopes: Option<String>,
     /// KV-cache mode (sdpa; FlashAttention's flash_attn_with_kvcache): rows already in each
@@ -390,6 +393,17 @@ struct RunArgs {
     /// KV-cache mode: new values [B, Hkv, Lnew, Dv] (with --k-new).
     #[arg(long, value_name = "FILE|NAME")]
     v_new: Option<String>,
+    /// KV-cache mode: write K of the cache after the append as .npy, in the layout and dtype of
+    /// --k ([B, Hkv, C, D], or pages [N, P, Hkv, D]): the --k of the next step.
+    #[arg(long, value_name = "FILE.npy")]
+    out_k_cache: Option<PathBuf>,
+    /// KV-cache mode: write V of the cache after the append, like --out-k-cache.
+    #[arg(long, value_name = "FILE.npy")]
+    out_v_cache: Option<PathBuf>,
+    /// KV-cache mode: write the sequence lengths after the append, u32 [B] (the next step's
+    /// --cache-seqlens).
+    #[arg(long, value_name = "FILE.npy")]
+    out_cache_seqlens: Option<PathBuf>,
     /// KV-cache mode: rotary table cos θ, f32 [max_positions, rotary_dim / 2]; Q row i and new key
     /// row r of sequence b are rotated at positions len_b + i and len_b + r.
     #[arg(long, value_name = "FILE|NAME")]
@@ -438,6 +452,9 @@ impl RunArgs {
         ]
         .iter()
         .any(|f| f.is_some())
+            || [&self.out_k_cache, &self.out_v_cache, &self.out_cache_seqlens]
+                .iter()
+                .any(|f| f.is_some())
             || self.page_size.is_some()
             || self.rotary_interleaved
     }
@@ -497,7 +514,10 @@ impl TuneKindArg {
 /// crate's fast paths use, full limits), lent to `Context::from_device`.
 fn borrowed_context() -> Result<Context> {
     use wgpu_attention::wgpu;
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends: wgpu::Backends::from_env().unwrap_or(wgpu_attention::context::DEFAULT_BACKENDS),
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    });
     let adapter = pollster::block_on(instance.request_adapter(&Default::default())).context("no adapter")?;
     let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
         label: Some("borrowed"),
@@ -810,9 +830,9 @@ fn run_kv_cache_cmd(a: &RunArgs) -> Result<()> {
             true => wgpu_attention::RopeStyle::Interleaved,
             false => wgpu_attention::RopeStyle::HalfSplit,
         },
+        read_back_cache: a.out_k_cache.is_some() || a.out_v_cache.is_some(),
     };
-    let mut opts = attention_options(a);
-    opts.alibi_slopes = alibi_slopes(a, max)?;
+    let opts = attention_options(a, max)?;
     let notice = pipeline_notice();
     let res = files::run_kv_cache(&ctx, &inputs, &opts, a.check).map_err(cli_error);
     drop(notice);
@@ -833,7 +853,17 @@ fn run_kv_cache_cmd(a: &RunArgs) -> Result<()> {
     for (name, c) in &res.checks {
         passed &= report_check(name, c);
     }
-    for (path, t) in [(&a.out, Some(&res.out)), (&a.lse, res.lse.as_ref())] {
+    let lengths = files::HostTensor {
+        shape: vec![res.lengths.len()],
+        data: files::HostData::U32(res.lengths.clone()),
+    };
+    for (path, t) in [
+        (&a.out, Some(&res.out)),
+        (&a.lse, res.lse.as_ref()),
+        (&a.out_k_cache, res.k_cache.as_ref()),
+        (&a.out_v_cache, res.v_cache.as_ref()),
+        (&a.out_cache_seqlens, Some(&lengths)),
+    ] {
         if let (Some(path), Some(t)) = (path, t) {
             files::write_npy(path, t)?;
             println!("wrote {}", path.display());
@@ -845,16 +875,17 @@ fn run_kv_cache_cmd(a: &RunArgs) -> Result<()> {
     Ok(())
 }
 
-/// `--alibi-slopes`: f32 [Hq] read from a file.
-fn alibi_slopes(a: &RunArgs, max_bytes: u64) -> Result<Option<Vec<f32>>> {
+/// `--alibi-slopes`: f32 [Hq] or [B, Hq] read from a file.
+fn alibi_slopes(a: &RunArgs, max_bytes: u64) -> Result<Option<AlibiSlopes>> {
     let Some(v) = &a.alibi_slopes else {
         return Ok(None);
     };
     let t = read_named(a, v, "alibi-slopes", max_bytes)?;
-    match (t.shape.len(), t.to_f32()) {
-        (1, Some(slopes)) => Ok(Some(slopes)),
+    match (&t.shape[..], t.to_f32()) {
+        (&[_], Some(slopes)) => Ok(Some(AlibiSlopes::per_head(slopes))),
+        (&[b, _], Some(slopes)) => Ok(Some(AlibiSlopes::per_batch(b, slopes))),
         _ => bail!(
-            "--alibi-slopes must be a float vector [Hq], got {:?} {}",
+            "--alibi-slopes must be floats [Hq] or [B, Hq], got {:?} {}",
             t.shape,
             t.dtype()
         ),
@@ -992,8 +1023,7 @@ fn run_cmd(a: &RunArgs) -> Result<()> {
         bail!("--variant {v} is f32 only, the inputs are f16: pass --dtype f32 to convert them");
     }
     let defaults = VariantParams::default();
-    let mut attention = attention_options(a);
-    attention.alibi_slopes = alibi_slopes(a, ctx.limits().max_buffer_size)?;
+    let attention = attention_options(a, ctx.limits().max_buffer_size)?;
     let params = VariantParams {
         attention,
         half_width: a.half_width.map_or(0, |w| w as u32),
@@ -1084,7 +1114,7 @@ fn run_varlen_cmd(a: &RunArgs, ctx: &Context, dtype: Option<DType>) -> Result<()
         cu_seqlens_q: cu_q,
         cu_seqlens_k: cu_k,
     };
-    let mut opts = attention_options(a);
+    let mut opts = attention_options(a, ctx.limits().max_buffer_size)?;
     if v == Variant::Dot {
         opts.scale = Some(a.scale.unwrap_or(1.0));
     }
@@ -1349,9 +1379,10 @@ fn note_unused_tensors(path: &Path, v: Variant) -> Result<()> {
 }
 
 /// The options of §1 the flags set (tensor options come from the files).
-fn attention_options(a: &RunArgs) -> AttentionOptions {
+/// The options of `run`, ALiBi slopes read from their file (at most `max_bytes`).
+fn attention_options(a: &RunArgs, max_bytes: u64) -> Result<AttentionOptions> {
     let causal = a.causal.alignment();
-    AttentionOptions {
+    Ok(AttentionOptions {
         scale: a.scale,
         softcap: a.softcap,
         causal,
@@ -1373,8 +1404,9 @@ fn attention_options(a: &RunArgs) -> AttentionOptions {
             p,
             seed: a.seed.unwrap_or(0),
         }),
+        alibi_slopes: alibi_slopes(a, max_bytes)?,
         ..Default::default()
-    }
+    })
 }
 
 /// Prints one check line (errors and PASS/FAIL); true when it passed.

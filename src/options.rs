@@ -150,12 +150,13 @@ pub struct AttentionOptions {
     /// Key padding: a [`crate::DType::U32`] tensor of shape \[B\] holding the number of valid keys
     /// of each batch; keys at or past it are masked.
     pub key_lengths: Option<Tensor>,
-    /// ALiBi (Press et al.): one slope per query head (length Hq, finite; at most 4096 heads);
-    /// `slope_h · |i' − j|` is subtracted from every score after the soft cap and the bias, with
-    /// `i'` the bottom-right aligned query position `i + Lk − Lq` (per sequence `i + min(len_b,
-    /// Lk) − Lq` with `align_to_key_lengths`), as FlashAttention's `alibi_slopes`. Slopes of the
-    /// original recipe: [`alibi_slopes`].
-    pub alibi_slopes: Option<Vec<f32>>,
+    /// ALiBi (Press et al.): slopes [Hq] or [B, Hq] ([`AlibiSlopes`], finite; B·Hq at most
+    /// 4096); `slope_{b,h} · |i' − j|` is subtracted from every score after the soft cap and the
+    /// bias, with `i'` the bottom-right aligned query position `i + Lk − Lq` (per sequence
+    /// `i + min(len_b, Lk) − Lq` with `align_to_key_lengths`), as FlashAttention's
+    /// `alibi_slopes`. Slopes of the original recipe: [`alibi_slopes`]; a `Vec<f32>` converts
+    /// with `.into()` (one slope per head).
+    pub alibi_slopes: Option<AlibiSlopes>,
     /// Paged K/V (a paged KV cache, as vLLM and FlashAttention's `block_table`): K is
     /// [num_pages, page_size, Hkv, Dk] and V [num_pages, page_size, Hkv, Dv] pages, this
     /// [`crate::DType::U32`] table [B, pages_per_seq] (last axis contiguous; narrower views of a
@@ -219,6 +220,81 @@ pub fn alibi_slopes(heads: usize) -> Vec<f32> {
     let mut slopes = geometric(n);
     slopes.extend(geometric(2 * n).into_iter().step_by(2).take(heads - n));
     slopes.into_iter().map(|s| s as f32).collect()
+}
+
+/// ALiBi slopes as FlashAttention's `alibi_slopes`: one per query head, shape [Hq], or one per
+/// batch and query head, shape [B, Hq] (row-major: the slope of batch b, head h is
+/// `values[b · Hq + h]`). The kernels hold them in one uniform buffer of 4096 slopes, so B·Hq is at
+/// most [`AlibiSlopes::MAX`]; a call beyond it is refused with [`crate::Error::Limit`].
+///
+/// ```
+/// use wgpu_attention::{alibi_slopes, AlibiSlopes};
+/// let per_head: AlibiSlopes = alibi_slopes(8).into();
+/// assert_eq!(per_head.shape(), vec![8]);
+/// let per_batch = AlibiSlopes::per_batch(2, [alibi_slopes(8), vec![0.0; 8]].concat());
+/// assert_eq!((per_batch.shape(), per_batch.slope(1, 3, 8)), (vec![2, 8], 0.0));
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct AlibiSlopes {
+    values: Vec<f32>,
+    /// B for [B, Hq] slopes; `None` for [Hq].
+    batch: Option<usize>,
+}
+
+impl AlibiSlopes {
+    /// Most slopes a call may use (B·Hq for [B, Hq] slopes, Hq for [Hq]).
+    pub const MAX: usize = 4096;
+
+    /// One slope per query head: [Hq].
+    pub fn per_head(slopes: Vec<f32>) -> Self {
+        Self {
+            values: slopes,
+            batch: None,
+        }
+    }
+
+    /// One slope per batch and query head: [B, Hq] row-major, `slopes.len()` = B · Hq (checked
+    /// against the call's shape).
+    pub fn per_batch(batch: usize, slopes: Vec<f32>) -> Self {
+        Self {
+            values: slopes,
+            batch: Some(batch),
+        }
+    }
+
+    /// The slopes in memory order.
+    pub fn values(&self) -> &[f32] {
+        &self.values
+    }
+
+    /// B for [B, Hq] slopes, `None` for [Hq].
+    pub fn batch(&self) -> Option<usize> {
+        self.batch
+    }
+
+    /// [Hq] or [B, Hq] (a batch of 0 gives [0, 0]).
+    pub fn shape(&self) -> Vec<usize> {
+        match self.batch {
+            None => vec![self.values.len()],
+            Some(b) => vec![b, self.values.len().checked_div(b).unwrap_or(0)],
+        }
+    }
+
+    /// The slope of batch `b`, query head `h`, for a call with `heads_q` query heads.
+    pub fn slope(&self, b: usize, h: usize, heads_q: usize) -> f32 {
+        match self.batch {
+            None => self.values[h],
+            Some(_) => self.values[b * heads_q + h],
+        }
+    }
+}
+
+impl From<Vec<f32>> for AlibiSlopes {
+    /// One slope per query head.
+    fn from(slopes: Vec<f32>) -> Self {
+        Self::per_head(slopes)
+    }
 }
 
 /// Dropout on the attention weights (docs/ATTENTION.md §1 step 6).

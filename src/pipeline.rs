@@ -17,6 +17,8 @@ use crate::error::{Error, Result};
 use crate::tensor::DType;
 
 mod persist;
+#[cfg(not(target_arch = "wasm32"))]
+mod spirv;
 
 #[cfg(feature = "cache-files")]
 pub(crate) use persist::user_cache_dir;
@@ -400,9 +402,14 @@ impl Kernel {
     }
 }
 
-/// The full WGSL source of `kernel` for storage type `dtype` with the default [`Variant`].
+/// The full WGSL source of `kernel` for storage type `dtype` with its [`default_variant`].
 pub fn compose(kernel: Kernel, dtype: DType) -> String {
-    let variant = match kernel {
+    compose_variant(kernel, dtype, default_variant(kernel))
+}
+
+/// The variant [`compose`] builds for `kernel`.
+pub fn default_variant(kernel: Kernel) -> Variant {
+    match kernel {
         Kernel::FlashForward
         | Kernel::FlashDecode
         | Kernel::FlashBackwardQ
@@ -435,8 +442,7 @@ pub fn compose(kernel: Kernel, dtype: DType) -> String {
             ..Variant::default()
         },
         _ => Variant::default(),
-    };
-    compose_variant(kernel, dtype, variant)
+    }
 }
 
 /// The full WGSL source: prelude (element type, row count), common pieces, then the kernel with
@@ -685,12 +691,17 @@ pub(crate) fn get(
     if !disk.is_some_and(|d| d.knows(disk_key)) {
         persist::notify_compile(&format!("{} {}", kernel.file(), dtype.name()));
     }
+    let own_spirv = own_spirv(ctx, kernel, &source, slots, constants);
     let compiled = ctx.scoped("pipeline creation", || {
         let device = ctx.device();
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(kernel.file()),
-            source: wgpu::ShaderSource::Wgsl(source.into()),
-        });
+        let module = match &own_spirv {
+            #[cfg(not(target_arch = "wasm32"))]
+            Some((words, workgroup)) => spirv::create_module(device, kernel.file(), words, *workgroup),
+            _ => device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(kernel.file()),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
+            }),
+        };
         let entries: Vec<wgpu::BindGroupLayoutEntry> = slots
             .iter()
             .map(|&(binding, slot)| wgpu::BindGroupLayoutEntry {
@@ -725,7 +736,8 @@ pub(crate) fn get(
             module: &module,
             entry_point: Some("main"),
             compilation_options: wgpu::PipelineCompilationOptions {
-                constants,
+                // The crate's own SPIR-V has the constants applied already.
+                constants: if own_spirv.is_some() { &[] } else { constants },
                 // Every workgroup array is written before it is read.
                 zero_initialize_workgroup_memory: false,
             },
@@ -743,6 +755,108 @@ pub(crate) fn get(
     })?;
     ctx.pipelines().lock().insert(key, compiled.clone());
     Ok(compiled)
+}
+
+/// The bindings of a composed kernel as naga reflects them from its WGSL: each global of bind
+/// group 0 with its [`Slot`] (uniform, read-only or read-write storage), sorted by binding. The
+/// host modules' binding tables must agree with it (tests/shaders.rs checks every kernel).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn reflect_slots(wgsl: &str) -> std::result::Result<Vec<(u32, Slot)>, String> {
+    let module = naga::front::wgsl::parse_str(wgsl).map_err(|e| e.emit_to_string(wgsl))?;
+    let mut slots = Vec::new();
+    for (_, var) in module.global_variables.iter() {
+        let Some(binding) = &var.binding else { continue };
+        if binding.group != 0 {
+            return Err(format!(
+                "binding group {} (the kernels use group 0 only)",
+                binding.group
+            ));
+        }
+        let slot = match var.space {
+            naga::AddressSpace::Uniform => Slot::Uniform,
+            naga::AddressSpace::Storage { access } if access.contains(naga::StorageAccess::STORE) => Slot::ReadWrite,
+            naga::AddressSpace::Storage { .. } => Slot::Read,
+            other => return Err(format!("binding {} in {other:?} memory", binding.binding)),
+        };
+        slots.push((binding.binding, slot));
+    }
+    slots.sort_unstable_by_key(|&(binding, _)| binding);
+    Ok(slots)
+}
+
+/// Creates the shader module of any kernel variant as a pipeline of it would (the crate's own
+/// SPIR-V where the device takes it, else wgpu's path), without compiling a pipeline: a
+/// driver or validation layer checks the module when it is created, so every permutation can be
+/// checked on a device in seconds. Returns whether the crate's own SPIR-V was used.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn create_module(ctx: &Context, kernel: Kernel, dtype: DType, variant: Variant) -> Result<bool> {
+    let source = compose_variant(kernel, dtype, variant);
+    let slots = reflect_slots(&source).map_err(Error::Unsupported)?;
+    let own = own_spirv(ctx, kernel, &source, &slots, &[]);
+    ctx.scoped("shader module creation", || {
+        let _module = match &own {
+            Some((words, workgroup)) => spirv::create_module(ctx.device(), kernel.file(), words, *workgroup),
+            None => ctx.device().create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(kernel.file()),
+                source: wgpu::ShaderSource::Wgsl(source.as_str().into()),
+            }),
+        };
+        Ok(own.is_some())
+    })
+}
+
+/// Why a kernel variant cannot run on `backend` through naga (so the runtime refuses it there
+/// instead of failing inside wgpu or the driver), or `None`. tests/shaders.rs writes every other
+/// composed kernel through naga's SPIR-V, MSL and HLSL writers.
+pub fn backend_unsupported(variant: Variant, backend: wgpu::Backend) -> Option<&'static str> {
+    match (backend, variant.coop) {
+        (_, 0) => None,
+        (wgpu::Backend::Dx12, _) => Some("naga's HLSL writer has no cooperative matrices"),
+        (wgpu::Backend::Metal, m) if m != 8 => {
+            Some("Metal's simdgroup matrices are 8×8 only (naga would write a simdgroup type Metal lacks)")
+        }
+        (wgpu::Backend::Gl, _) => Some("naga's GLSL writer has no cooperative matrices"),
+        _ => None,
+    }
+}
+
+/// Environment variable choosing who writes the Vulkan SPIR-V of the kernels: `wgpu` forces
+/// wgpu's own writer (with the layout decorations Vulkan forbids outside buffer memory), for
+/// comparisons; anything else, or unset, lets the crate write it where the device allows.
+pub const SPIRV_ENV: &str = "WGPU_ATTENTION_SPIRV";
+
+/// The SPIR-V of `source` written by the crate ([`spirv`]: no layout decorations outside buffer
+/// memory) where the device takes it: Vulkan with `PASSTHROUGH_SHADERS`, kernels without
+/// cooperative matrices. `None` sends the kernel down wgpu's own WGSL path.
+#[cfg(not(target_arch = "wasm32"))]
+fn own_spirv(
+    ctx: &Context,
+    kernel: Kernel,
+    source: &str,
+    slots: &[(u32, Slot)],
+    constants: &[(&'static str, f64)],
+) -> Option<(Vec<u32>, [u32; 3])> {
+    if !ctx.features().contains(wgpu::Features::PASSTHROUGH_SHADERS)
+        || matches!(kernel, Kernel::FlashCoopmat | Kernel::GemmCoopmat)
+        || std::env::var(SPIRV_ENV).is_ok_and(|v| v == "wgpu")
+    {
+        return None;
+    }
+    let facts = spirv::VulkanFacts::of(ctx.device())?;
+    let bindings: Vec<u32> = slots.iter().map(|&(binding, _)| binding).collect();
+    // A module the writer refuses takes wgpu's path, which reports any error of the WGSL itself.
+    spirv::write(source, constants, &bindings, ctx.features(), facts).ok()
+}
+
+#[cfg(target_arch = "wasm32")]
+fn own_spirv(
+    _: &Context,
+    _: Kernel,
+    _: &str,
+    _: &[(u32, Slot)],
+    _: &[(&'static str, f64)],
+) -> Option<(Vec<u32>, [u32; 3])> {
+    None
 }
 
 #[cfg(test)]

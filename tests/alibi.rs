@@ -1,10 +1,10 @@
-//! ALiBi slopes (`AttentionOptions::alibi_slopes`) on every kernel path against the CPU
-//! reference, against an explicit bias tensor, and its errors.
+//! ALiBi slopes (`AttentionOptions::alibi_slopes`, [Hq] or [B, Hq]) on every kernel path
+//! against the CPU reference, against an explicit bias tensor, and its errors.
 
 mod common;
 use common::*;
 use wgpu_attention::{
-    alibi_slopes, attention, Alignment, AttentionOptions, DType, Error, KernelChoice, Tensor, Window,
+    alibi_slopes, attention, AlibiSlopes, Alignment, AttentionOptions, DType, Error, KernelChoice, Tensor, Window,
 };
 
 const PATHS: [KernelChoice; 3] = [KernelChoice::Fused, KernelChoice::Staged, KernelChoice::Decode];
@@ -37,13 +37,13 @@ fn every_path_matches_the_reference() {
     let mut cases = Vec::new();
     for kernel in PATHS {
         let p = problem(2, 4, 2, 3, 37, 16, 16);
-        let alibi = |c: Case| c.kernel(kernel).opts(|o| o.alibi_slopes = Some(steep(4)));
+        let alibi = |c: Case| c.kernel(kernel).opts(|o| o.alibi_slopes = Some(steep(4).into()));
         cases.extend([
             alibi(Case::new(p)),
             // Lq ≠ Lk: distances from the bottom-right aligned position, with both causal alignments.
             alibi(Case::new(p)).opts(|o| o.causal = Some(Alignment::BottomRight)),
             alibi(Case::new(p)).opts(|o| o.causal = Some(Alignment::TopLeft)),
-            alibi(Case::new(problem(1, 8, 1, 2, 29, 8, 12))).opts(|o| o.alibi_slopes = Some(alibi_slopes(8))),
+            alibi(Case::new(problem(1, 8, 1, 2, 29, 8, 12))).opts(|o| o.alibi_slopes = Some(alibi_slopes(8).into())),
             // After the soft cap and the bias.
             alibi(Case::new(p)).bias([1, 4, 3, 37]).opts(|o| o.softcap = Some(2.0)),
             // Per-sequence alignment to the key lengths (a KV cache of uneven lengths).
@@ -56,7 +56,21 @@ fn every_path_matches_the_reference() {
                 .opts(|o| o.window = Some(Window::causal_local(4, Alignment::BottomRight))),
             alibi(Case::new(p)).dtype(DType::F16),
             // Zero and negative slopes are numbers like any other.
-            alibi(Case::new(p)).opts(|o| o.alibi_slopes = Some(vec![0.0, -0.3, 0.5, 0.0])),
+            alibi(Case::new(p)).opts(|o| o.alibi_slopes = Some(vec![0.0, -0.3, 0.5, 0.0].into())),
+            // [B, Hq] slopes (FlashAttention's (batch, nheads)): each batch its own, here the
+            // second batch's reversed, so a slope read from the wrong batch moves the output.
+            alibi(Case::new(p)).opts(|o| {
+                let mut per_batch = steep(4);
+                per_batch.extend(steep(4).into_iter().rev());
+                o.alibi_slopes = Some(AlibiSlopes::per_batch(2, per_batch));
+            }),
+            alibi(Case::new(problem(3, 2, 1, 2, 23, 8, 8)))
+                .key_lengths(vec![23, 4, 11])
+                .opts(|o| {
+                    o.alibi_slopes = Some(AlibiSlopes::per_batch(3, vec![0.9, 0.1, 0.0, 0.5, 0.3, 0.7]));
+                    o.causal = Some(Alignment::BottomRight);
+                    o.align_to_key_lengths = true;
+                }),
         ]);
     }
     // The decode path's cases again over paged K/V.
@@ -92,7 +106,7 @@ fn equals_the_explicit_bias() {
     let bias = Tensor::from_slice(ctx, &bias, &[1, h, lq, lk]).unwrap();
     for kernel in PATHS {
         let with_alibi = AttentionOptions {
-            alibi_slopes: Some(slopes.clone()),
+            alibi_slopes: Some(slopes.clone().into()),
             kernel,
             ..Default::default()
         };
@@ -119,7 +133,7 @@ fn bad_slopes_are_refused() {
     let (q, k) = (t(&[1, 4, 2, 8]), t(&[1, 2, 5, 8]));
     let call = |slopes: Vec<f32>| {
         let opts = AttentionOptions {
-            alibi_slopes: Some(slopes),
+            alibi_slopes: Some(slopes.into()),
             ..Default::default()
         };
         attention(ctx, &q, &k, &k, &opts).map(|_| ())
@@ -146,9 +160,58 @@ fn bad_slopes_are_refused() {
         })
     ));
     let many = AttentionOptions {
-        alibi_slopes: Some(vec![0.1; 4097]),
+        alibi_slopes: Some(vec![0.1; 4097].into()),
         ..Default::default()
     };
-    let (q, k) = (t(&[1, 4097, 1, 4]), t(&[1, 1, 3, 4]));
-    assert!(matches!(attention(ctx, &q, &k, &k, &many), Err(Error::Limit { .. })));
+    let (q4097, k1) = (t(&[1, 4097, 1, 4]), t(&[1, 1, 3, 4]));
+    assert!(matches!(
+        attention(ctx, &q4097, &k1, &k1, &many),
+        Err(Error::Limit { .. })
+    ));
+
+    // [B, Hq] slopes: the batch must be the call's, the values B · Hq, and B · Hq ≤ 4096.
+    let per_batch = |b: usize, values: Vec<f32>| AttentionOptions {
+        alibi_slopes: Some(AlibiSlopes::per_batch(b, values)),
+        ..Default::default()
+    };
+    let e = attention(ctx, &q, &k, &k, &per_batch(2, vec![0.5; 8])).unwrap_err();
+    assert!(
+        matches!(&e, Error::ShapeMismatch { name: "alibi_slopes", expected, got } if *expected == vec![1, 4] && *got == vec![2, 4]),
+        "{e}"
+    );
+    let e = attention(ctx, &q, &k, &k, &per_batch(1, vec![0.5; 3])).unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            Error::ShapeMismatch {
+                name: "alibi_slopes",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = attention(ctx, &q, &k, &k, &per_batch(3, vec![0.5; 4])).unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            Error::InvalidOption {
+                name: "alibi_slopes",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let (q, k) = (t(&[2, 2049, 1, 4]), t(&[2, 1, 3, 4]));
+    let e = attention(ctx, &q, &k, &k, &per_batch(2, vec![0.1; 2 * 2049])).unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            Error::Limit {
+                needed: 4098,
+                max: 4096,
+                ..
+            }
+        ) && e.to_string().contains("B·Hq"),
+        "{e}"
+    );
 }

@@ -585,7 +585,7 @@ fn nan_in_d_out_stays_in_its_row_and_masked_infinities_never_arrive() {
 #[test]
 fn eight_storage_bindings_keep_d_out_in_the_records() {
     use wgpu_attention::{wgpu, Context};
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+    let instance = common::instance();
     let adapter = pollster::block_on(instance.request_adapter(&Default::default())).unwrap();
     let limits = wgpu::Limits {
         max_storage_buffers_per_shader_stage: 8,
@@ -669,7 +669,7 @@ fn eight_storage_bindings_keep_d_out_in_the_records() {
 #[test]
 fn tensors_larger_than_one_binding_are_refused() {
     use wgpu_attention::{wgpu, Context};
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+    let instance = common::instance();
     let adapter = pollster::block_on(instance.request_adapter(&Default::default())).unwrap();
     let limits = wgpu::Limits {
         max_storage_buffer_binding_size: 16 << 10,
@@ -813,15 +813,22 @@ fn zero_score_masking_has_zero_gradients_for_padding_keys() {
 fn alibi_gradients() {
     let slopes = |h: usize| wgpu_attention::alibi_slopes(h);
     check_all([
-        grad(1, 4, 2, 13, 17, 8, 8).opts(|o| o.alibi_slopes = Some(slopes(4))),
+        grad(1, 4, 2, 13, 17, 8, 8).opts(|o| o.alibi_slopes = Some(slopes(4).into())),
         grad(2, 2, 1, 9, 12, 8, 8).key_lengths(vec![12, 5]).opts(|o| {
-            o.alibi_slopes = Some(slopes(2));
+            o.alibi_slopes = Some(slopes(2).into());
             o.causal = Some(Alignment::BottomRight);
             o.align_to_key_lengths = true;
         }),
         grad(1, 2, 2, 10, 10, 8, 8)
             .staged()
-            .opts(|o| o.alibi_slopes = Some(vec![0.5, -0.25])),
+            .opts(|o| o.alibi_slopes = Some(vec![0.5, -0.25].into())),
+        // [B, Hq] slopes, on both paths.
+        grad(2, 2, 1, 7, 9, 8, 8).opts(|o| {
+            o.alibi_slopes = Some(wgpu_attention::AlibiSlopes::per_batch(2, vec![0.5, 0.1, 0.9, 0.0]));
+        }),
+        grad(2, 2, 2, 6, 6, 8, 8).staged().opts(|o| {
+            o.alibi_slopes = Some(wgpu_attention::AlibiSlopes::per_batch(2, vec![0.2, 0.7, -0.3, 0.4]));
+        }),
     ]);
 }
 

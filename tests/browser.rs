@@ -38,6 +38,16 @@ async fn ctx() -> Context {
     ctx
 }
 
+/// The browser's named skip (the twin of tests/common/skip.rs): logs `SKIPPED <what>: <reason>
+/// [<capability>]`, which scripts/test-browser.sh counts, and fails instead where the lane
+/// requires the capability (`WGPU_ATTENTION_REQUIRE` when the suite was built).
+fn skip(what: &str, cap: &str, reason: &str) {
+    let required = option_env!("WGPU_ATTENTION_REQUIRE")
+        .is_some_and(|list| list.split(',').map(str::trim).any(|n| n == cap || n == "all"));
+    assert!(!required, "{what} needs {cap}, which this lane requires, but {reason}");
+    console_log!("SKIPPED {what}: {reason} [{cap}]");
+}
+
 /// Deterministic values in [-magnitude, magnitude) (no RNG crate in the wasm build).
 fn values(seed: u64, n: usize, magnitude: f32) -> Vec<f32> {
     let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
@@ -256,10 +266,10 @@ async fn invalid_call_is_an_error() {
     ctx.wait_async().await.unwrap();
 }
 
-/// f16 needs `SHADER_F16`, which SwiftShader lacks: then the call must say so, and the log says
-/// that f16 was not checked on this adapter.
+/// f16 storage against the reference where the adapter has `SHADER_F16`; where it has not
+/// (SwiftShader), the call is refused with `MissingFeature` and the f16 check is a named skip.
 #[wasm_bindgen_test]
-async fn f16_or_its_absence() {
+async fn f16_matches_the_reference_or_is_refused() {
     let ctx = ctx().await;
     let p = problem(1, 2, 2, 8, 8, 16, 16);
     let [qs, ..] = p.qkv_shapes();
@@ -268,16 +278,32 @@ async fn f16_or_its_absence() {
         .map(half::f16::from_f32)
         .collect();
     let q = Tensor::from_slice(&ctx, &data, &qs).unwrap();
-    let res = attention(&ctx, &q, &q, &q, &AttentionOptions::default());
-    if ctx.features().contains(wgpu_attention::wgpu::Features::SHADER_F16) {
-        let out = res.unwrap().out.to_f32_vec_async(&ctx).await.unwrap();
-        assert!(out.iter().all(|x| x.is_finite()));
-        console_log!("f16: adapter has SHADER_F16, an f16 call ran");
-    } else {
-        let err = res.unwrap_err();
-        assert!(matches!(err, Error::MissingFeature { .. }), "{err}");
-        console_log!("f16: NOT CHECKED, the adapter lacks SHADER_F16 (the call was refused: {err})");
-    }
+    let opts = AttentionOptions {
+        return_lse: true,
+        ..Default::default()
+    };
+    let res = match attention(&ctx, &q, &q, &q, &opts) {
+        Err(err) if !ctx.features().contains(wgpu_attention::wgpu::Features::SHADER_F16) => {
+            assert!(matches!(err, Error::MissingFeature { .. }), "{err}");
+            return skip(
+                "f16_matches_the_reference",
+                "f16",
+                &format!("the adapter lacks SHADER_F16 ({err})"),
+            );
+        }
+        res => res.unwrap(),
+    };
+    let host: Vec<f32> = data.iter().map(|x| x.to_f32()).collect();
+    let expected = reference::sdpa(&HostInputs::new(p, &host, &host, &host), &opts);
+    let out = reference::compare(
+        &res.out.to_f32_vec_async(&ctx).await.unwrap(),
+        &expected.out,
+        Tolerance::F16,
+    );
+    assert!(out.ok(), "f16 O: {out}");
+    let lse = res.lse.unwrap().to_f32_vec_async(&ctx).await.unwrap();
+    let lse = reference::compare(&lse, &expected.lse, Tolerance::F16);
+    assert!(lse.ok(), "f16 LSE: {lse}");
 }
 
 /// The browser's WGSL compiler (Tint in Chromium) is stricter than naga in places (it evaluates
@@ -294,7 +320,21 @@ async fn every_kernel_compiles() {
     for source in variants::all() {
         let needs_subgroups =
             source.kernel == Kernel::FlashDecodeLanes || source.variant.is_some_and(|v| v.subgroup > 0);
-        if (source.dtype == DType::F16 && !f16) || (needs_subgroups && !subgroups) {
+        if source.dtype == DType::F16 && !f16 {
+            skip(
+                &format!("every_kernel_compiles ({source})"),
+                "f16",
+                "the adapter lacks SHADER_F16",
+            );
+            skipped += 1;
+            continue;
+        }
+        if needs_subgroups && !subgroups {
+            skip(
+                &format!("every_kernel_compiles ({source})"),
+                "subgroups",
+                "wgpu's WebGPU backend offers no SUBGROUP",
+            );
             skipped += 1;
             continue;
         }
@@ -1182,7 +1222,7 @@ async fn numeric_policy() {
     if ctx.features().contains(wgpu::Features::SHADER_F16) {
         dtypes.push(DType::F16);
     } else {
-        console_log!("numeric policy: f16 NOT CHECKED, the adapter lacks SHADER_F16");
+        skip("numeric_policy (f16)", "f16", "the adapter lacks SHADER_F16");
     }
     let upload_as = |x: &[f32], shape: &[usize], dtype: DType| match dtype {
         DType::F16 => {

@@ -3,9 +3,12 @@
 //! reference), the attention family's variants in run and bench, one-line errors for every bad
 //! input file or parameter, and tune with a temporary cache that the library then picks up.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
+use common::skip::Cap;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
@@ -230,10 +233,7 @@ fn bench_reports_checked_rows_in_every_format() {
 
 #[test]
 fn bench_f16_within_tolerance() {
-    let ctx = Context::new().unwrap();
-    if !ctx.features().contains(wgpu_attention::wgpu::Features::SHADER_F16) {
-        return;
-    }
+    require!(Cap::F16);
     let dir = tempfile::tempdir().unwrap();
     let j = dir.path().join("b.json");
     ok(cli()
@@ -410,10 +410,7 @@ fn f16_bytes(x: &[f32]) -> Vec<u8> {
 
 #[test]
 fn run_safetensors_f16_matches_the_reference() {
-    let ctx = Context::new().unwrap();
-    if !ctx.features().contains(wgpu_attention::wgpu::Features::SHADER_F16) {
-        return;
-    }
+    require!(Cap::F16);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("qkv.safetensors");
     let p = Problem {
@@ -964,11 +961,7 @@ fn run_errors_speak_in_flags() {
         .arg(d("w.npy")),
         &["--weights needs the staged path", "--kernel staged"],
     );
-    if Context::new()
-        .unwrap()
-        .features()
-        .contains(wgpu_attention::wgpu::Features::SHADER_F16)
-    {
+    if common::skip::has_for(Cap::F16, "an f16 additive call") {
         not_api(
             &mut run_variant(
                 "additive",
@@ -1603,7 +1596,7 @@ fn run_notices_first_compiles_and_persists_pipelines() {
     // Five query rows: `Auto` takes the decode kernel (and its merge).
     assert!(first.iter().any(|l| l.contains("flash_decode.wgsl f32")), "{first:?}");
     let ctx = Context::new().unwrap();
-    if ctx.features().contains(wgpu_attention::wgpu::Features::PIPELINE_CACHE) {
+    if common::skip::has_on(&ctx, Cap::PipelineCache, Some("the persisted cache")) {
         let files: Vec<_> = std::fs::read_dir(&cache).unwrap().collect();
         assert_eq!(files.len(), 1, "one cache file per adapter and driver");
         assert_eq!(notices(), Vec::<String>::new(), "the second process finds it cached");
@@ -2146,4 +2139,314 @@ fn every_bench_mode_fails_on_wrong_output() {
         cli().args(["bench", "--shape", "1,2,2,16,16,8,8", "--tolerance-scale=-1"]),
         "tolerance scale",
     );
+}
+
+/// `--alibi-slopes` as a [B, Hq] file (FlashAttention's (batch, nheads)) on every path that takes
+/// ALiBi: fused, staged and decode, packed sequences and the backward (fused and staged), each
+/// output compared here with the CPU reference given the same slopes.
+#[test]
+fn run_alibi_slopes_per_batch_on_every_path() {
+    use wgpu_attention::reference::{sdpa_backward, sdpa_varlen, VarlenHostInputs};
+    use wgpu_attention::AlibiSlopes;
+    let dir = tempfile::tempdir().unwrap();
+    let d = |n: &str| dir.path().join(n);
+    let (b, hq, hkv, lq, lk, dim) = (2usize, 4usize, 2usize, 5usize, 9usize, 8usize);
+    let p = Problem {
+        b,
+        hq,
+        hkv,
+        lq,
+        lk,
+        dk: dim,
+        dv: dim,
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(44);
+    let [qs, ks, vs] = p.qkv_shapes();
+    let (q, k, v) = (
+        random(&mut rng, qs.iter().product()),
+        random(&mut rng, ks.iter().product()),
+        random(&mut rng, vs.iter().product()),
+    );
+    let d_out = random(&mut rng, b * hq * lq * dim);
+    // Batch 1's slopes are batch 0's reversed: a slope read from the wrong batch shows.
+    let slopes = vec![0.9, 0.5, 0.2, 0.05, 0.05, 0.2, 0.5, 0.9];
+    for (name, shape, data) in [
+        ("q", qs.to_vec(), &q),
+        ("k", ks.to_vec(), &k),
+        ("v", vs.to_vec(), &v),
+        ("do", vec![b, hq, lq, dim], &d_out),
+        ("slopes", vec![b, hq], &slopes),
+    ] {
+        write_npy(&d(&format!("{name}.npy")), &f32_tensor(&shape, data.clone())).unwrap();
+    }
+    let opts = AttentionOptions {
+        causal: Some(Alignment::BottomRight),
+        alibi_slopes: Some(AlibiSlopes::per_batch(b, slopes.clone())),
+        ..Default::default()
+    };
+    let base = |extra: &[&str]| {
+        let mut c = cli();
+        c.arg("run");
+        for (flag, file) in [
+            ("--q", "q.npy"),
+            ("--k", "k.npy"),
+            ("--v", "v.npy"),
+            ("--alibi-slopes", "slopes.npy"),
+        ] {
+            c.arg(flag).arg(d(file));
+        }
+        c.args(["--causal", "bottom-right"]).args(extra);
+        c
+    };
+    let expected = reference::sdpa(&HostInputs::new(p, &q, &k, &v), &opts);
+    for kernel in ["fused", "staged", "decode"] {
+        ok(base(&["--kernel", kernel, "--out"]).arg(d("o.npy")));
+        let c = reference::compare(&out_f32(&d("o.npy")), &expected.out, Tolerance::F32);
+        assert!(c.ok(), "{kernel}: {c}");
+    }
+    let grads = sdpa_backward(&HostInputs::new(p, &q, &k, &v), &opts, &d_out).unwrap();
+    for kernel in ["fused", "staged"] {
+        ok(base(&["--backward", "--kernel", kernel, "--d-out"])
+            .arg(d("do.npy"))
+            .arg("--out-dq")
+            .arg(d("dq.npy"))
+            .arg("--out-dk")
+            .arg(d("dk.npy")));
+        for (name, want) in [("dq", &grads.dq), ("dk", &grads.dk)] {
+            let c = reference::compare(&out_f32(&d(&format!("{name}.npy"))), want, Tolerance::F32);
+            assert!(c.ok(), "backward {kernel} {name}: {c}");
+        }
+    }
+    // Packed sequences: batch b of the slopes is sequence b.
+    let (cu_q, cu_k) = ([0u32, 3, 5], [0u32, 6, 9]);
+    let (pq, pk, pv) = (
+        random(&mut rng, 5 * hq * dim),
+        random(&mut rng, 9 * hkv * dim),
+        random(&mut rng, 9 * hkv * dim),
+    );
+    write_npy(&d("pq.npy"), &f32_tensor(&[5, hq, dim], pq.clone())).unwrap();
+    write_npy(&d("pk.npy"), &f32_tensor(&[9, hkv, dim], pk.clone())).unwrap();
+    write_npy(&d("pv.npy"), &f32_tensor(&[9, hkv, dim], pv.clone())).unwrap();
+    write_npy(&d("cu_q.npy"), &u32_tensor(&[3], cu_q.to_vec())).unwrap();
+    write_npy(&d("cu_k.npy"), &u32_tensor(&[3], cu_k.to_vec())).unwrap();
+    let mut c = cli();
+    c.arg("run");
+    for (flag, file) in [
+        ("--q", "pq.npy"),
+        ("--k", "pk.npy"),
+        ("--v", "pv.npy"),
+        ("--cu-seqlens-q", "cu_q.npy"),
+        ("--cu-seqlens-k", "cu_k.npy"),
+        ("--alibi-slopes", "slopes.npy"),
+        ("--out", "po.npy"),
+    ] {
+        c.arg(flag).arg(d(file));
+    }
+    ok(c.args(["--causal", "bottom-right"]));
+    let packed = VarlenHostInputs {
+        hq,
+        hkv,
+        dk: dim,
+        dv: dim,
+        q: &pq,
+        k: &pk,
+        v: &pv,
+        cu_seqlens_q: &cu_q,
+        cu_seqlens_k: &cu_k,
+    };
+    let want = sdpa_varlen(&packed, &opts);
+    let c = reference::compare(&out_f32(&d("po.npy")), &want.out, Tolerance::F32);
+    assert!(c.ok(), "varlen: {c}");
+    // Slopes of another batch size are refused in the flags' words.
+    write_npy(&d("slopes3.npy"), &f32_tensor(&[3, hq], vec![0.1; 3 * hq])).unwrap();
+    let mut c = cli();
+    c.arg("run");
+    for (flag, file) in [
+        ("--q", "q.npy"),
+        ("--k", "k.npy"),
+        ("--v", "v.npy"),
+        ("--alibi-slopes", "slopes3.npy"),
+    ] {
+        c.arg(flag).arg(d(file));
+    }
+    fails_with(&mut c, "alibi_slopes: shape [3, 4] does not match the expected [2, 4]");
+}
+
+/// Two decode steps chained through files: `run` over a KV cache writes the cache after its
+/// append (`--out-k-cache`, `--out-v-cache`, `--out-cache-seqlens`) and a second `run` continues
+/// from those files; both outputs equal one library call sequence on one `KvCache`
+/// (contiguous and paged, with and without rotary tables, f32 and f16 storage).
+#[test]
+fn chained_decode_steps_through_files_match_the_library() {
+    use wgpu_attention::{AppendOptions, KvCache, PagedLayout, Rope, RopeStyle, Tensor};
+    struct Chain {
+        paged: bool,
+        rope: bool,
+        dtype: DType,
+    }
+    let chains = [
+        Chain {
+            paged: false,
+            rope: false,
+            dtype: DType::F32,
+        },
+        Chain {
+            paged: true,
+            rope: true,
+            dtype: DType::F32,
+        },
+        Chain {
+            paged: false,
+            rope: true,
+            dtype: DType::F16,
+        },
+    ];
+    let (b, hq, hkv, d, cap, page) = (2usize, 4usize, 2usize, 8usize, 8usize, 4usize);
+    let (pages, per_seq) = (5usize, cap / page);
+    let table = vec![4u32, 1, 0, 3];
+    let ctx = Context::new().unwrap();
+    for (ci, chain) in chains.iter().enumerate() {
+        let what = format!(
+            "chain {ci} (paged {}, rope {}, {})",
+            chain.paged, chain.rope, chain.dtype
+        );
+        if chain.dtype == DType::F16 && !common::skip::has_for(Cap::F16, &what) {
+            continue;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let d_ = |n: &str| dir.path().join(format!("{n}.npy"));
+        let mut rng = ChaCha8Rng::seed_from_u64(90 + ci as u64);
+        let round = |x: Vec<f32>| match chain.dtype {
+            DType::F16 => x.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect(),
+            _ => x,
+        };
+        let host = |shape: &[usize], x: Vec<f32>| match chain.dtype {
+            DType::F16 => HostTensor {
+                shape: shape.to_vec(),
+                data: HostData::F16(x.iter().map(|&v| half::f16::from_f32(v)).collect()),
+            },
+            _ => f32_tensor(shape, x),
+        };
+        // Step 1: a chunk of 3 new rows per sequence (prefill), step 2: one row (decode).
+        // (Q, K, V, rows) of each step.
+        let steps: Vec<_> = [3usize, 1]
+            .iter()
+            .map(|&n| {
+                let q = round(random(&mut rng, b * hq * n * d));
+                let k = round(random(&mut rng, b * hkv * n * d));
+                let v = round(random(&mut rng, b * hkv * n * d));
+                (q, k, v, n)
+            })
+            .collect();
+        let cos: Vec<f32> = (0..16 * d / 2).map(|i| (i as f32 * 0.07).cos()).collect();
+        let sin: Vec<f32> = (0..16 * d / 2).map(|i| (i as f32 * 0.07).sin()).collect();
+        write_npy(&d_("cos"), &f32_tensor(&[16, d / 2], cos.clone())).unwrap();
+        write_npy(&d_("sin"), &f32_tensor(&[16, d / 2], sin.clone())).unwrap();
+        let cache_shape = match chain.paged {
+            true => vec![pages, page, hkv, d],
+            false => vec![b, hkv, cap, d],
+        };
+        let zeros = vec![0.0; cache_shape.iter().product()];
+        write_npy(&d_("k0"), &host(&cache_shape, zeros.clone())).unwrap();
+        write_npy(&d_("v0"), &host(&cache_shape, zeros)).unwrap();
+        write_npy(&d_("len0"), &u32_tensor(&[b], vec![0, 0])).unwrap();
+        write_npy(&d_("table"), &u32_tensor(&[b, per_seq], table.clone())).unwrap();
+
+        // The library: one cache, the same appends, rotations and attention.
+        let mut cache = match chain.paged {
+            true => {
+                let layout = PagedLayout {
+                    pages,
+                    page_size: page,
+                    pages_per_seq: per_seq,
+                };
+                let mut c = KvCache::new_paged(&ctx, b, hkv, layout, d, d, chain.dtype).unwrap();
+                c.set_block_table(&ctx, &table).unwrap();
+                c
+            }
+            false => KvCache::new(&ctx, b, hkv, cap, d, d, chain.dtype).unwrap(),
+        };
+        let up = |x: &[f32], shape: &[usize]| match chain.dtype {
+            DType::F16 => {
+                let h: Vec<half::f16> = x.iter().map(|&v| half::f16::from_f32(v)).collect();
+                Tensor::from_slice(&ctx, &h, shape).unwrap()
+            }
+            _ => Tensor::from_slice(&ctx, x, shape).unwrap(),
+        };
+        let rope = chain.rope.then(|| {
+            let t = |x: &[f32]| Tensor::from_slice(&ctx, x, &[16, d / 2]).unwrap();
+            Rope::from_tables(RopeStyle::HalfSplit, t(&cos), t(&sin)).unwrap()
+        });
+        let opts = AttentionOptions {
+            causal: Some(Alignment::BottomRight),
+            ..Default::default()
+        };
+        let (mut k_in, mut v_in, mut len_in) = ("k0".to_string(), "v0".to_string(), "len0".to_string());
+        for (si, (q, k, v, n)) in steps.iter().enumerate() {
+            let qt = up(q, &[b, hq, *n, d]);
+            let qt = match &rope {
+                Some(r) => cache.rope_q(&ctx, &qt, r).unwrap(),
+                None => qt,
+            };
+            let append = AppendOptions {
+                lengths: None,
+                rope: rope.clone(),
+            };
+            cache
+                .append_with(&ctx, &up(k, &[b, hkv, *n, d]), &up(v, &[b, hkv, *n, d]), &append)
+                .unwrap();
+            let want = cache.attend(&ctx, &qt, &opts).unwrap().out.to_f32_vec(&ctx).unwrap();
+
+            // The same step through files, from the previous step's written cache.
+            write_npy(&d_("q"), &host(&[b, hq, *n, d], q.clone())).unwrap();
+            write_npy(&d_("kn"), &host(&[b, hkv, *n, d], k.clone())).unwrap();
+            write_npy(&d_("vn"), &host(&[b, hkv, *n, d], v.clone())).unwrap();
+            let (k_out, v_out, len_out) = (format!("k{}", si + 1), format!("v{}", si + 1), format!("len{}", si + 1));
+            let mut cmd = cli();
+            cmd.arg("run");
+            for (flag, file) in [
+                ("--q", "q"),
+                ("--k", &k_in),
+                ("--v", &v_in),
+                ("--cache-seqlens", &len_in),
+                ("--k-new", "kn"),
+                ("--v-new", "vn"),
+                ("--out", "o"),
+                ("--out-k-cache", &k_out),
+                ("--out-v-cache", &v_out),
+                ("--out-cache-seqlens", &len_out),
+            ] {
+                cmd.arg(flag).arg(d_(file));
+            }
+            if chain.paged {
+                cmd.arg("--block-table").arg(d_("table"));
+            }
+            if chain.rope {
+                cmd.arg("--rotary-cos")
+                    .arg(d_("cos"))
+                    .arg("--rotary-sin")
+                    .arg(d_("sin"));
+            }
+            ok(cmd.args(["--causal", "bottom-right", "--check"]));
+            let got = out_f32(&d_("o"));
+            let worst = got.iter().zip(&want).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+            assert!(
+                worst <= 1e-6,
+                "{what} step {}: files and library differ by {worst}",
+                si + 1
+            );
+            let lengths: Vec<u32> = npyz::NpyFile::new(&std::fs::read(d_(&len_out)).unwrap()[..])
+                .unwrap()
+                .into_vec()
+                .unwrap();
+            assert_eq!(lengths, cache.lengths(), "{what}");
+            let written = read_npy(&d_(&k_out), "k").unwrap();
+            assert_eq!(
+                (written.shape.clone(), written.dtype()),
+                (cache_shape.clone(), chain.dtype),
+                "{what}"
+            );
+            (k_in, v_in, len_in) = (k_out, v_out, len_out);
+        }
+    }
 }

@@ -7,21 +7,11 @@
 //! design where it is available: `Case::check`.)
 
 mod common;
+use common::skip::Cap;
 use common::*;
 use wgpu_attention::{
     available_designs, Alignment, AttentionOptions, CoopmatConfig, DType, Design, Dropout, KernelChoice, Window,
 };
-
-fn coopmat_runs() -> bool {
-    let runs = available_designs(ctx(), DType::F16).contains(&Design::Coopmat);
-    if !runs {
-        eprintln!(
-            "skipped: no cooperative-matrix design on {} (run it with scripts/coopmat-lane.sh)",
-            ctx().info().summary()
-        );
-    }
-    runs
-}
 
 /// A case that must run on the cooperative-matrix design.
 fn coop(p: wgpu_attention::Problem) -> Case {
@@ -35,9 +25,7 @@ fn coop(p: wgpu_attention::Problem) -> Case {
 /// below, at and across the tile sizes.
 #[test]
 fn coopmat_shapes_and_head_dims() {
-    if !coopmat_runs() {
-        return;
-    }
+    require!(Cap::Coopmat);
     check_all(
         [
             problem(1, 1, 1, 1, 1, 8, 8),
@@ -58,9 +46,7 @@ fn coopmat_shapes_and_head_dims() {
 /// lengths are not multiples of any tile.
 #[test]
 fn coopmat_every_option() {
-    if !coopmat_runs() {
-        return;
-    }
+    require!(Cap::Coopmat);
     let p = problem(2, 2, 1, 45, 77, 32, 32);
     let base = || coop(p);
     let opts = |f: fn(&mut AttentionOptions)| base().opts(f);
@@ -92,7 +78,7 @@ fn coopmat_every_option() {
         .key_lengths(vec![60, 13]),
         opts(|o| o.dropout = Some(Dropout { p: 0.3, seed: 5 })),
         opts(|o| o.dropout = Some(Dropout { p: 0.97, seed: 2 })),
-        opts(|o| o.alibi_slopes = Some(vec![0.5, 0.0625])),
+        opts(|o| o.alibi_slopes = Some(vec![0.5, 0.0625].into())),
         opts(|o| o.zero_score_mask = true),
         base()
             .magnitude(3.0)
@@ -104,7 +90,7 @@ fn coopmat_every_option() {
                 o.softcap = Some(5.0);
                 o.window = Some(Window::symmetric(17));
                 o.dropout = Some(Dropout { p: 0.25, seed: 11 });
-                o.alibi_slopes = Some(vec![0.25, 0.125]);
+                o.alibi_slopes = Some(vec![0.25, 0.125].into());
             }),
     ]);
 }
@@ -113,9 +99,7 @@ fn coopmat_every_option() {
 /// rows), a window beyond the keys, key length 0.
 #[test]
 fn coopmat_fully_masked_rows() {
-    if !coopmat_runs() {
-        return;
-    }
+    require!(Cap::Coopmat);
     check_all([
         coop(problem(1, 2, 2, 50, 20, 16, 16)).opts(|o| o.causal = Some(Alignment::BottomRight)),
         coop(problem(1, 1, 1, 24, 24, 8, 8)).opts(|o| {
@@ -133,9 +117,7 @@ fn coopmat_fully_masked_rows() {
 /// matrix size up, on ragged lengths.
 #[test]
 fn coopmat_explicit_tiles() {
-    if !coopmat_runs() {
-        return;
-    }
+    require!(Cap::Coopmat);
     let m = ctx().info().coopmat_f16_size().unwrap();
     let tiles = [
         (8, m, m),
@@ -225,9 +207,7 @@ fn coopmat_falls_back_and_says_why() {
         "{note}"
     );
 
-    if !ctx().features().contains(wgpu_attention::wgpu::Features::SHADER_F16) {
-        return;
-    }
+    require!(Cap::F16);
     let (design, note) = run(DType::F16, p);
     if available_designs(ctx(), DType::F16).contains(&Design::Coopmat) {
         assert_eq!((design, note), (Some(Design::Coopmat), None));
@@ -248,10 +228,8 @@ fn coopmat_falls_back_and_says_why() {
 #[test]
 fn coopmat_borrowed_device_and_chunked_bindings() {
     use wgpu_attention::{attention, context::COOPMAT_FEATURES, wgpu, Context, Tensor};
-    if !coopmat_runs() {
-        return;
-    }
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+    require!(Cap::Coopmat);
+    let instance = common::instance();
     let adapter = pollster::block_on(instance.request_adapter(&Default::default())).unwrap();
     let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
         required_limits: wgpu::Limits {

@@ -330,7 +330,7 @@ fn no_keys() {
 fn batches_beyond_one_binding_are_split() {
     use wgpu_attention::reference::{self, HostInputs, Tolerance};
     use wgpu_attention::{attention, wgpu, AttentionOptions, Context, Error, Tensor};
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+    let instance = common::instance();
     let adapter = pollster::block_on(instance.request_adapter(&Default::default())).unwrap();
     let limits = wgpu::Limits {
         max_storage_buffer_binding_size: 16 << 10,
@@ -395,7 +395,31 @@ fn batches_beyond_one_binding_are_split() {
     )
     .unwrap_err();
     assert!(matches!(e, Error::Unsupported(_)), "{e}");
+    // Auto takes the fused kernel, which chunks by heads; a head of 18.75 KiB is itself beyond
+    // the binding, so that is refused too.
     let auto = attention(&ctx, &z(qs), &z(ks), &z(vs), &AttentionOptions::default());
-    // The fused kernel chunks by heads; a head of 18.75 KiB is itself beyond the binding.
-    assert!(matches!(auto, Err(Error::Limit { .. })) || auto.unwrap().kernel == KernelChoice::Fused);
+    assert!(matches!(auto, Err(Error::Limit { .. })), "{auto:?}");
+
+    // A batch of K beyond a binding whose heads fit (2 × 9.4 KiB): Auto runs the fused kernel
+    // in head chunks, and it matches the reference.
+    let fits = problem(2, 2, 2, 1, 150, 16, 16);
+    let [qs, ks, vs] = fits.qkv_shapes();
+    let (q, k, v) = (
+        random(&mut rng, qs.iter().product(), 1.0),
+        random(&mut rng, ks.iter().product(), 1.0),
+        random(&mut rng, vs.iter().product(), 1.0),
+    );
+    let up = |x: &[f32], s: [usize; 4]| Tensor::from_slice(&ctx, x, &s).unwrap();
+    let res = attention(
+        &ctx,
+        &up(&q, qs),
+        &up(&k, ks),
+        &up(&v, vs),
+        &AttentionOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(res.kernel, KernelChoice::Fused);
+    let expected = reference::sdpa(&HostInputs::new(fits, &q, &k, &v), &AttentionOptions::default());
+    let c = reference::compare(&res.out.to_vec::<f32>(&ctx).unwrap(), &expected.out, Tolerance::F32);
+    assert!(c.ok(), "fused in head chunks: {c}");
 }

@@ -3,27 +3,18 @@
 //! files also runs on every design the adapter has: `Case::check`.)
 
 mod common;
+use common::skip::Cap;
 use common::*;
 use wgpu_attention::{
     attention, available_designs, AttentionOptions, DType, Design, Dropout, Error, KernelChoice, TiledConfig, Tuning,
     Window,
 };
 
-fn tiled_runs() -> bool {
-    available_designs(ctx(), DType::F32).contains(&Design::Tiled)
-}
-
 /// Tiles that do not divide the shapes: row blocks and key tiles with ragged ends, one lane per
 /// row and many, Lq ≠ Lk, Dk ≠ Dv, head dims that are not multiples of 4 (scalar loads), GQA.
 #[test]
 fn tiled_tiles_on_awkward_shapes() {
-    if !tiled_runs() {
-        eprintln!(
-            "skipped: this adapter has no tiled design ({:?})",
-            available_designs(ctx(), DType::F32)
-        );
-        return;
-    }
+    require!(Cap::Tiled);
     let tiles = [
         TiledConfig::new(8, 8, 1),
         TiledConfig::new(16, 8, 4),
@@ -52,10 +43,7 @@ fn tiled_tiles_on_awkward_shapes() {
 /// changes the score path at once.
 #[test]
 fn tiled_wide_heads_and_combined_options() {
-    if !tiled_runs() {
-        eprintln!("skipped: this adapter has no tiled design");
-        return;
-    }
+    require!(Cap::Tiled);
     let tile = TiledConfig::new(16, 8, 4);
     let p = problem(2, 2, 1, 19, 41, 256, 256);
     check_all([
@@ -70,7 +58,7 @@ fn tiled_wide_heads_and_combined_options() {
                 o.softcap = Some(4.0);
                 o.window = Some(Window::symmetric(9));
                 o.dropout = Some(Dropout { p: 0.25, seed: 11 });
-                o.alibi_slopes = Some(vec![0.5, 0.125]);
+                o.alibi_slopes = Some(vec![0.5, 0.125].into());
             }),
     ]);
 }
@@ -175,9 +163,7 @@ fn oversized_and_invalid_tiles_are_errors() {
         design: Some(Design::Tiled),
         ..Default::default()
     };
-    if !tiled_runs() {
-        return;
-    }
+    require!(Cap::Tiled);
     let with = |tile| {
         let tuning = Tuning {
             tiled: Some(tile),
@@ -203,10 +189,8 @@ fn oversized_and_invalid_tiles_are_errors() {
 /// f16 storage on the tiled design (f32 tiles in workgroup memory).
 #[test]
 fn tiled_f16() {
-    if !tiled_runs() || !ctx().features().contains(wgpu_attention::wgpu::Features::SHADER_F16) {
-        eprintln!("skipped: no tiled design or no SHADER_F16 on this adapter");
-        return;
-    }
+    require!(Cap::Tiled);
+    require!(Cap::F16);
     let tile = TiledConfig::new(16, 16, 4);
     check_all([
         Case::new(problem(1, 4, 2, 37, 53, 64, 64))

@@ -74,3 +74,50 @@ fn link_parser_finds_links_outside_code() {
     let text = "see [a](docs/A.md) and `[b](no.md)`\n```\n[c](no.md)\n```\n[d](B.md#x)";
     assert_eq!(link_targets(text), vec!["docs/A.md", "B.md#x"]);
 }
+
+/// BENCHMARKS.md is generated from the records under benchmarks/: every table between
+/// `<!-- table … -->` markers equals what scripts/benchmarks-md.py renders from its record, every
+/// record it cites has a meta.json naming its commit, build and driver, and no table is written
+/// by hand outside the markers.
+#[test]
+fn benchmarks_tables_match_their_records() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new("python3")
+        .arg(root.join("scripts/benchmarks-md.py"))
+        .arg("--check")
+        .current_dir(root)
+        .output()
+        .expect("python3 runs scripts/benchmarks-md.py");
+    assert!(
+        out.status.success(),
+        "BENCHMARKS.md differs from its records:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(root.join("BENCHMARKS.md")).unwrap();
+    let mut records = Vec::new();
+    let mut in_table = false;
+    for (n, line) in text.lines().enumerate() {
+        if let Some(spec) = line.strip_prefix("<!-- table ") {
+            in_table = true;
+            records.extend(
+                spec.split_whitespace()
+                    .filter(|w| w.starts_with("benchmarks/"))
+                    .map(String::from),
+            );
+        } else if line == "<!-- /table -->" {
+            in_table = false;
+        } else if !in_table && line.starts_with('|') {
+            panic!("BENCHMARKS.md:{}: a table outside the generated blocks: {line}", n + 1);
+        }
+    }
+    assert!(!records.is_empty(), "BENCHMARKS.md cites no record");
+    for record in &records {
+        let meta = root.join(record).parent().unwrap().join("meta.json");
+        let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&meta).unwrap()).unwrap();
+        for field in ["commit", "build", "adapter", "cpu", "date", "load_before", "load_after"] {
+            assert!(meta.get(field).is_some(), "{record}: meta.json lacks {field}");
+        }
+        assert_eq!(meta["commit"].as_str().map(str::len), Some(40), "{record}: commit");
+    }
+}

@@ -9,6 +9,7 @@
 
 mod common;
 
+use common::skip::Cap;
 use common::{ctx, problem, random, round_f16, upload};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -48,18 +49,6 @@ fn assert_close(what: &str, got: &[f32], expected: &[f64], tol: Tolerance) {
 /// Every GEMM design, forced (Auto picks one of these by adapter type).
 const GEMM_DESIGNS: [GemmDesign; 2] = [GemmDesign::Tiled, GemmDesign::Register];
 
-/// Whether the cooperative-matrix GEMM runs here (f16 storage); prints why not when it does not.
-fn gemm_coopmat_runs() -> bool {
-    let why = GemmDesign::Coopmat.unsupported(ctx(), DType::F16);
-    if let Some(why) = &why {
-        eprintln!(
-            "skipped: no cooperative-matrix GEMM on {} ({why}; run it with scripts/coopmat-lane.sh)",
-            ctx().info().summary()
-        );
-    }
-    why.is_none()
-}
-
 #[test]
 fn gemm_auto_design_follows_the_adapter_type() {
     let ctx = ctx();
@@ -94,9 +83,7 @@ fn gemm_coopmat_forced_where_it_cannot_run_is_an_error() {
     let x = t(&[1.0, 2.0, 3.0, 4.0], &[2, 2]);
     let e = gemm::gemm(ctx, &x, &x, &opts).unwrap_err();
     assert!(matches!(&e, Error::Unsupported(why) if why.contains("f16")), "{e}");
-    if !ctx.features().contains(wgpu_attention::wgpu::Features::SHADER_F16) {
-        return;
-    }
+    require!(Cap::F16);
     let h = upload(ctx, &[1.0, 2.0, 3.0, 4.0], &[2, 2], DType::F16);
     match GemmDesign::Coopmat.unsupported(ctx, DType::F16) {
         Some(_) => {
@@ -113,9 +100,8 @@ fn gemm_coopmat_forced_where_it_cannot_run_is_an_error() {
 /// Every case of [`gemm_cases`] on the cooperative-matrix design, f16 storage.
 #[test]
 fn gemm_coopmat_f16_matches_reference_across_shapes_transposes_and_epilogues() {
-    if gemm_coopmat_runs() {
-        gemm_cases_dtype(GemmDesign::Coopmat, DType::F16);
-    }
+    require!(Cap::CoopmatGemm);
+    gemm_cases_dtype(GemmDesign::Coopmat, DType::F16);
 }
 
 #[test]
@@ -216,10 +202,7 @@ fn gemm_cases_dtype(design: GemmDesign, dtype: DType) {
 
 #[test]
 fn gemm_f16_and_four_dim_batches() {
-    let ctx = ctx();
-    if !ctx.features().contains(wgpu_attention::wgpu::Features::SHADER_F16) {
-        return;
-    }
+    require!(Cap::F16);
     let mut r = rng(2);
     let (b0, b1, m, k, n) = (2, 3, 11, 19, 5);
     let a = round_f16(&random(&mut r, b0 * b1 * m * k, 1.0));
@@ -230,9 +213,7 @@ fn gemm_f16_and_four_dim_batches() {
 /// The four-dim batch case of [`gemm_f16_and_four_dim_batches`] on the cooperative-matrix design.
 #[test]
 fn gemm_coopmat_f16_four_dim_batches_and_broadcast_weight() {
-    if !gemm_coopmat_runs() {
-        return;
-    }
+    require!(Cap::CoopmatGemm);
     let mut r = rng(2);
     let (b0, b1, m, k, n) = (2, 3, 11, 19, 5);
     let a = round_f16(&random(&mut r, b0 * b1 * m * k, 1.0));
@@ -452,9 +433,7 @@ fn additive_fused_and_naive_match_reference() {
 
 #[test]
 fn additive_fused_f16() {
-    if !ctx().features().contains(wgpu_attention::wgpu::Features::SHADER_F16) {
-        return;
-    }
+    require!(Cap::F16);
     let opts = AttentionOptions {
         window: Some(wgpu_attention::Window::symmetric(4)),
         ..Default::default()
@@ -794,7 +773,7 @@ fn codewise_attention_matches_reference() {
 fn han_pooling_matches_reference_with_masks() {
     let ctx = ctx();
     for dtype in [DType::F32, DType::F16] {
-        if dtype == DType::F16 && !ctx.features().contains(wgpu_attention::wgpu::Features::SHADER_F16) {
+        if dtype == DType::F16 && !common::skip::has_for(Cap::F16, "f16 pooling") {
             continue;
         }
         let (b, l, d, da) = (3, 29, 10, 7);

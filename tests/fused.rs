@@ -34,7 +34,7 @@ fn causal() {
 #[test]
 fn tensors_larger_than_one_binding_are_chunked() {
     use wgpu_attention::{attention, wgpu, AttentionOptions, Context, DType, Error, Tensor};
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+    let instance = common::instance();
     let adapter = pollster::block_on(instance.request_adapter(&Default::default())).unwrap();
     let limits = wgpu::Limits {
         max_storage_buffer_binding_size: 16 << 10,

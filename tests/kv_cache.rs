@@ -3,6 +3,7 @@
 //! bottom-right causal attention over chunks of new queries (chunked prefill).
 
 mod common;
+use common::skip::Cap;
 use common::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -290,10 +291,7 @@ fn empty_sequence_gives_zero_output_and_negative_infinite_lse() {
 
 #[test]
 fn f16_cache() {
-    if !ctx().features().contains(wgpu_attention::wgpu::Features::SHADER_F16) {
-        eprintln!("skipped: no SHADER_F16");
-        return;
-    }
+    require!(Cap::F16);
     let mut c = Pair::new(2, 2, 20, 16, 16, DType::F16, 6);
     c.append(6, Some(&[6, 2]), None).unwrap();
     c.append(2, None, None).unwrap();
@@ -470,7 +468,7 @@ fn rope_fused_into_append_and_for_queries() {
         (RopeStyle::Interleaved, 8, DType::F32),
         (RopeStyle::HalfSplit, 10, DType::F16),
     ] {
-        if dtype == DType::F16 && !ctx().features().contains(wgpu_attention::wgpu::Features::SHADER_F16) {
+        if dtype == DType::F16 && !common::skip::has_for(Cap::F16, &format!("f16 {style:?}")) {
             continue;
         }
         let gpu_rope = Rope::new(ctx(), style, rotary_dim, 64).unwrap();

@@ -10,6 +10,7 @@ mod common;
 mod numeric_policy;
 
 use common::ctx;
+use common::skip::Cap;
 use numeric_policy::{Case, BIAS_SHAPE, P};
 use wgpu_attention::{Attention, DType, DecodeConfig, Design, FlashConfig, KernelChoice, Tensor, Tuning};
 
@@ -146,10 +147,7 @@ fn numeric_policy_f32() {
 
 #[test]
 fn numeric_policy_f16() {
-    if !ctx().features().contains(wgpu_attention::wgpu::Features::SHADER_F16) {
-        eprintln!("skipped: the adapter has no SHADER_F16");
-        return;
-    }
+    require!(Cap::F16);
     let failures: Vec<String> = numeric_policy::cases()
         .iter()
         .filter(|c| c.f16)

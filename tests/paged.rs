@@ -5,6 +5,7 @@
 //! decode step replayed from prepared calls equals the one-shot calls.
 
 mod common;
+use common::skip::Cap;
 use common::*;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -156,7 +157,7 @@ fn paged_equals_contiguous_and_the_reference() {
     t.append(3, Some(&[3, 2, 1]), None);
     t.check_contents();
     let alibi = AttentionOptions {
-        alibi_slopes: Some(alibi_slopes(4)),
+        alibi_slopes: Some(alibi_slopes(4).into()),
         ..causal()
     };
     let window = AttentionOptions {
@@ -173,7 +174,7 @@ fn paged_equals_contiguous_and_the_reference() {
         failures.extend(t.check_attend(4, lq, &opts).err());
         let softcap = AttentionOptions {
             softcap: Some(1.5),
-            alibi_slopes: opts.alibi_slopes.as_ref().map(|_| alibi_slopes(8)),
+            alibi_slopes: opts.alibi_slopes.as_ref().map(|_| alibi_slopes(8).into()),
             ..opts
         };
         failures.extend(t.check_attend(8, lq, &softcap).err());
@@ -183,10 +184,9 @@ fn paged_equals_contiguous_and_the_reference() {
 
 #[test]
 fn full_capacity_f16_and_rope() {
-    let dtype = if ctx().features().contains(wgpu_attention::wgpu::Features::SHADER_F16) {
-        DType::F16
-    } else {
-        DType::F32
+    let dtype = match common::skip::has_for(Cap::F16, "f16 pages (runs f32 instead)") {
+        true => DType::F16,
+        false => DType::F32,
     };
     let layout = PagedLayout {
         pages: 8,
@@ -248,7 +248,7 @@ fn attention_over_a_block_table() {
         (
             "alibi",
             AttentionOptions {
-                alibi_slopes: Some(alibi_slopes(hq)),
+                alibi_slopes: Some(alibi_slopes(hq).into()),
                 ..causal()
             },
         ),
@@ -379,7 +379,7 @@ fn replayed_decode_steps_equal_one_shot_calls() {
         let k_in = Tensor::zeros(ctx(), &[b, hkv, 1, d], DType::F32).unwrap();
         let v_in = Tensor::zeros(ctx(), &[b, hkv, 1, d], DType::F32).unwrap();
         let opts = AttentionOptions {
-            alibi_slopes: Some(alibi_slopes(hq)),
+            alibi_slopes: Some(alibi_slopes(hq).into()),
             ..causal()
         };
         let rope_q = cache.prepare_rope_q(ctx(), &q_in, &rope).unwrap();

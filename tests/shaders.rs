@@ -9,6 +9,9 @@ use wgpu_attention::pipeline::{compose, compose_variant, Kernel, Variant};
 #[path = "common/variants.rs"]
 mod variants;
 
+mod common;
+use common::skip::{has_for, Cap};
+
 fn validate(src: &str, constants: &HashMap<String, f64>) -> Result<(), String> {
     let module = naga::front::wgsl::parse_str(src).map_err(|e| e.emit_to_string(src))?;
     let mut validator =
@@ -232,5 +235,139 @@ fn peak_fma_validates_for_every_calibration_shape() {
                 validate(&src, &c).unwrap_or_else(|e| panic!("{dtype} CHAINS={chains} WORKGROUP={workgroup}: {e}"));
             }
         }
+    }
+}
+
+/// Every composed kernel through naga's writers for the three native backends: SPIR-V (Vulkan),
+/// MSL (Metal) and HLSL (DX12), with its default override constants applied. A variant a backend
+/// cannot run is named by `pipeline::backend_unsupported` (the runtime refuses it there with that
+/// reason: cooperative matrices on DX12, 16×16 ones on Metal); every other write must succeed. (No Metal or DXC
+/// compiler runs here: the check is that naga's writers accept every kernel.)
+#[test]
+fn every_kernel_writes_spirv_msl_and_hlsl() {
+    use naga::back::{hlsl, msl, spv};
+    use wgpu_attention::pipeline::backend_unsupported;
+    use wgpu_attention::wgpu::Backend;
+    let (mut written, mut refused, mut failures) = ([0usize; 3], [0usize; 3], Vec::new());
+    for source in variants::all() {
+        let module = naga::front::wgsl::parse_str(&source.wgsl).unwrap();
+        let mut validator =
+            naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all());
+        let info = validator.validate(&module).unwrap();
+        let stage = Some((naga::ShaderStage::Compute, "main"));
+        let (module, info) =
+            naga::back::pipeline_constants::process_overrides(&module, &info, stage, &Constants::default()).unwrap();
+        let results: [(Backend, Result<(), String>); 3] = [
+            (
+                Backend::Vulkan,
+                spv::write_vec(&module, &info, &spv::Options::default(), None)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+            ),
+            (
+                Backend::Metal,
+                msl::write_string(
+                    &module,
+                    &info,
+                    &msl::Options {
+                        lang_version: (3, 1),
+                        ..Default::default()
+                    },
+                    &msl::PipelineOptions::default(),
+                )
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            ),
+            (Backend::Dx12, {
+                let options = hlsl::Options {
+                    shader_model: hlsl::ShaderModel::V6_2,
+                    fake_missing_bindings: true,
+                    ..Default::default()
+                };
+                let mut out = String::new();
+                hlsl::Writer::new(&mut out, &options, &hlsl::PipelineOptions::default())
+                    .write(&module, &info, None)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }),
+        ];
+        let variant = source
+            .variant
+            .unwrap_or_else(|| wgpu_attention::pipeline::default_variant(source.kernel));
+        for (i, (backend, result)) in results.into_iter().enumerate() {
+            match (result, backend_unsupported(variant, backend)) {
+                (Ok(()), None) => written[i] += 1,
+                // Refused by the runtime, whether or not naga's writer produces text for it.
+                (_, Some(_)) => refused[i] += 1,
+                (Err(e), None) => failures.push(format!("{source} on {backend:?}: {e}")),
+            }
+        }
+    }
+    eprintln!(
+        "SPIR-V {} written, {} refused; MSL {} written, {} refused; HLSL {} written, {} refused",
+        written[0], refused[0], written[1], refused[1], written[2], refused[2]
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    assert!(written.iter().all(|&n| n > 800), "{written:?}");
+}
+
+/// Every composed kernel's shader module created on the test device the way its pipelines are:
+/// on Vulkan from the crate's own SPIR-V (no layout decorations outside buffer memory), which the
+/// driver (and, in the validation lane of scripts/test.sh, the Khronos layer and its spirv-val)
+/// checks at creation. Variants needing a feature the device lacks are named skips.
+#[test]
+fn every_kernel_module_is_created_on_the_device() {
+    use wgpu_attention::pipeline::{create_module, reflect_slots};
+    let ctx = common::ctx();
+    let (f16, subgroups, coopmat) = (
+        has_for(Cap::F16, "f16 modules"),
+        has_for(Cap::Subgroups, "subgroup modules"),
+        has_for(Cap::Coopmat, "cooperative-matrix modules"),
+    );
+    let (mut own, mut wgpu_path, mut skipped, mut failures) = (0, 0, 0, Vec::new());
+    for source in variants::all() {
+        if let Err(e) = reflect_slots(&source.wgsl) {
+            failures.push(format!("{source}: bindings: {e}"));
+            continue;
+        }
+        let variant = source
+            .variant
+            .unwrap_or_else(|| wgpu_attention::pipeline::default_variant(source.kernel));
+        let needs_subgroups = variant.subgroup > 0 || source.kernel == Kernel::FlashDecodeLanes;
+        if (source.dtype == wgpu_attention::DType::F16 && !f16)
+            || (needs_subgroups && !subgroups)
+            || (variant.coop > 0 && !coopmat)
+        {
+            skipped += 1;
+            continue;
+        }
+        match create_module(ctx, source.kernel, source.dtype, variant) {
+            Ok(true) => own += 1,
+            Ok(false) => wgpu_path += 1,
+            Err(e) => failures.push(format!("{source}: {e}")),
+        }
+    }
+    eprintln!("{own} modules from the crate's SPIR-V, {wgpu_path} through wgpu's path, {skipped} skipped");
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    assert!(own + wgpu_path > 0);
+    let vulkan = ctx
+        .info()
+        .adapter
+        .as_ref()
+        .is_some_and(|a| a.backend == wgpu_attention::wgpu::Backend::Vulkan);
+    if vulkan
+        && ctx
+            .features()
+            .contains(wgpu_attention::wgpu::Features::PASSTHROUGH_SHADERS)
+    {
+        // Every kernel but the cooperative-matrix ones takes the crate's SPIR-V on Vulkan.
+        let coop_modules = variants::all()
+            .iter()
+            .filter(|s| matches!(s.kernel, Kernel::FlashCoopmat | Kernel::GemmCoopmat))
+            .count();
+        assert!(
+            wgpu_path <= coop_modules,
+            "{wgpu_path} modules fell back to wgpu's SPIR-V writer"
+        );
     }
 }

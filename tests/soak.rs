@@ -4,6 +4,7 @@
 #![cfg(target_os = "linux")]
 
 mod common;
+use common::skip::Cap;
 use common::{problem, random, upload};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -107,10 +108,10 @@ fn sample(ctx: &Context, instance: &wgpu::Instance, calls: usize) -> Sample {
 
 #[test]
 fn ten_thousand_calls_keep_memory_buffers_and_pipelines_flat() {
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+    let instance = common::instance();
     let adapter = pollster::block_on(instance.request_adapter(&Default::default())).unwrap();
     let ctx = Context::from_adapter(&adapter).unwrap();
-    let f16 = ctx.features().contains(wgpu::Features::SHADER_F16);
+    let f16 = common::skip::has_on(&ctx, Cap::F16, Some("f16 calls"));
     let capacity = ctx.pipelines().capacity();
     // The count sees live handles: a held tensor (and the call's output) are buffers.
     let before = live_buffers(&instance);

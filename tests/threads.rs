@@ -2,11 +2,12 @@
 //! fresh cache) give bit-for-bit the results of the same calls run one after another.
 
 mod common;
+use common::skip::Cap;
 use common::{problem, random, upload};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::time::Instant;
-use wgpu_attention::{attention, wgpu, Alignment, AttentionOptions, Context, DType, KernelChoice, Problem, Tensor};
+use wgpu_attention::{attention, Alignment, AttentionOptions, Context, DType, KernelChoice, Problem, Tensor};
 
 const THREADS: usize = 8;
 const CALLS: usize = 50;
@@ -82,7 +83,7 @@ fn run(ctx: &Context, s: &Spec) -> Output {
 fn concurrent_calls_match_a_single_threaded_run_bit_for_bit() {
     // A fresh context, so the threads also race to create the same pipelines.
     let shared = Context::new().unwrap();
-    let f16 = shared.features().contains(wgpu::Features::SHADER_F16);
+    let f16 = common::skip::has_on(&shared, Cap::F16, Some("f16 calls"));
     let specs: Vec<Spec> = (0..THREADS * CALLS).map(|i| spec(i, f16)).collect();
     let t0 = Instant::now();
     let per_thread: Vec<Vec<(usize, Output)>> = std::thread::scope(|scope| {

@@ -247,10 +247,16 @@ fn softcap_scale_dropout_and_zero_score() {
         VCase::new(&RAGGED, &RAGGED_K, 2, 2, 16).opts(|o| o.zero_score_mask = true),
         // ALiBi distances from each sequence's own bottom-right position.
         VCase::new(&RAGGED, &RAGGED_K, 4, 2, 16).opts(|o| {
-            o.alibi_slopes = Some(vec![0.9, 0.5, 0.25, 0.0]);
+            o.alibi_slopes = Some(vec![0.9, 0.5, 0.25, 0.0].into());
             o.causal = Some(Alignment::BottomRight);
         }),
-        VCase::new(&RAGGED, &RAGGED_K, 2, 2, 16).opts(|o| o.alibi_slopes = Some(vec![0.7, 0.3])),
+        VCase::new(&RAGGED, &RAGGED_K, 2, 2, 16).opts(|o| o.alibi_slopes = Some(vec![0.7, 0.3].into())),
+        // [B, Hq] slopes: one pair per sequence.
+        VCase::new(&RAGGED, &RAGGED_K, 2, 1, 16).opts(|o| {
+            let per_seq: Vec<f32> = (0..2 * RAGGED.len()).map(|i| 0.1 + 0.13 * i as f32).collect();
+            o.alibi_slopes = Some(wgpu_attention::AlibiSlopes::per_batch(RAGGED.len(), per_seq));
+            o.causal = Some(Alignment::BottomRight);
+        }),
     ]);
 }
 

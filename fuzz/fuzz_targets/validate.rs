@@ -118,7 +118,7 @@ fuzz_target!(|call: Call| {
         out: optional(&call.out),
         align_to_key_lengths: call.align_to_key_lengths,
         block_table: optional(&call.block_table),
-        alibi_slopes: call.alibi_slopes.clone(),
+        alibi_slopes: call.alibi_slopes.clone().map(Into::into),
         design: [None, Some(Design::Register), Some(Design::Tiled), Some(Design::Coopmat)][call.design as usize % 4],
     };
     if let Err(e) = validate(ctx, &q, &k, &v, &opts) {

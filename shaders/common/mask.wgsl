@@ -100,7 +100,7 @@ fn finish_score(scaled: f32, b: u32, h: u32, i: u32, j: u32, center: f32) -> f32
     }
     if (has_flag(FLAG_ALIBI)) {
         // A slope of 0 adds exactly 0 (never 0 · inf: distances are finite).
-        s -= alibi_slope(h) * f32(abs(i32(i) + alibi_offset(b) - i32(j)));
+        s -= alibi_slope(b, h) * f32(abs(i32(i) + alibi_offset(b) - i32(j)));
     }
     return s;
 }

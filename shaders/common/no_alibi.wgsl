@@ -1,5 +1,5 @@
 // `alibi_slope` of kernels compiled without ALiBi (FLAG_ALIBI is never set for them).
 
-fn alibi_slope(h: u32) -> f32 {
+fn alibi_slope(b: u32, h: u32) -> f32 {
     return 0.0;
 }

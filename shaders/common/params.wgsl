@@ -78,6 +78,8 @@ const FLAG_VARLEN: u32 = 4096u;
 // ALiBi: scores minus slope_h · |i' − j| (common/alibi.wgsl), per sequence like the masks above.
 const FLAG_ALIBI: u32 = 8192u;
 const FLAG_ALIBI_PER_SEQ: u32 = 16384u;
+// ALiBi slopes [B, Hq] (one per batch and head) instead of [Hq].
+const FLAG_ALIBI_PER_BATCH: u32 = 32768u;
 
 fn has_flag(flag: u32) -> bool {
     return (params.flags & flag) != 0u;

@@ -62,8 +62,11 @@ pub(crate) fn base_params(p: &Problem, opts: &AttentionOptions) -> Params {
     if opts.zero_score_mask {
         f |= flags::ZERO_SCORE;
     }
-    if opts.alibi_slopes.is_some() {
+    if let Some(slopes) = &opts.alibi_slopes {
         f |= flags::ALIBI;
+        if slopes.batch().is_some() {
+            f |= flags::ALIBI_PER_BATCH;
+        }
         params.alibi_offset = Alignment::BottomRight.offset(p.lq, p.lk).clamp(-UNBOUNDED, UNBOUNDED) as i32;
         if per_sequence(opts, Alignment::BottomRight) {
             f |= flags::ALIBI_PER_SEQ;

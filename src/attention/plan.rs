@@ -177,14 +177,12 @@ impl Attention {
         Ok([bias, mask, lens])
     }
 
-    /// The ALiBi slopes uniform (`shaders/common/alibi.wgsl`: 1024 vec4, zero past Hq) when
-    /// `opts.alibi_slopes` is set.
+    /// The ALiBi slopes uniform (`shaders/common/alibi.wgsl`: 1024 vec4, [Hq] or [B, Hq]
+    /// slopes, zero past them) when `opts.alibi_slopes` is set.
     pub(super) fn alibi_uniform(ctx: &Context, opts: &AttentionOptions) -> Option<BoundBuffer> {
-        opts.alibi_slopes.as_ref().map(|slopes| {
-            let mut table = [0f32; super::validate::MAX_ALIBI_HEADS];
-            table[..slopes.len()].copy_from_slice(slopes);
-            BoundBuffer::whole(&kernels::params_buffer(ctx, &table))
-        })
+        opts.alibi_slopes
+            .as_ref()
+            .map(|slopes| BoundBuffer::whole(&kernels::alibi_buffer(ctx, slopes)))
     }
 
     /// O (the caller's `opts.out`, or a new tensor) and, when requested, LSE.

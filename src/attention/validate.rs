@@ -7,9 +7,9 @@ use crate::error::{Error, Result};
 use crate::options::{AttentionOptions, KernelChoice};
 use crate::tensor::{DType, Tensor};
 
-/// Most query heads ALiBi slopes may cover: `shaders/common/alibi.wgsl` holds them in one
-/// uniform array of 1024 vec4.
-pub(crate) const MAX_ALIBI_HEADS: usize = 4096;
+/// Most slopes ([Hq] or [B, Hq]) an ALiBi call may use: `shaders/common/alibi.wgsl` holds them
+/// in one uniform array of 1024 vec4.
+pub(crate) const MAX_ALIBI_HEADS: usize = crate::options::AlibiSlopes::MAX;
 
 /// Checks Q, K, V and every option against each other and the device; returns the problem sizes.
 pub fn validate(ctx: &Context, q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttentionOptions) -> Result<Problem> {
@@ -123,7 +123,7 @@ pub fn validate(ctx: &Context, q: &Tensor, k: &Tensor, v: &Tensor, opts: &Attent
             });
         }
     }
-    check_alibi(opts, p.hq)?;
+    check_alibi(opts, p.b, p.hq)?;
     if opts.align_to_key_lengths && opts.key_lengths.is_none() {
         return Err(Error::InvalidOption {
             name: "align_to_key_lengths",
@@ -181,25 +181,40 @@ pub fn validate(ctx: &Context, q: &Tensor, k: &Tensor, v: &Tensor, opts: &Attent
     Ok(p)
 }
 
-/// ALiBi slopes: one finite slope per query head, at most [`MAX_ALIBI_HEADS`].
-pub(super) fn check_alibi(opts: &AttentionOptions, hq: usize) -> Result<()> {
+/// ALiBi slopes: [Hq] or [B, Hq] finite slopes, at most [`MAX_ALIBI_HEADS`] in all.
+pub(super) fn check_alibi(opts: &AttentionOptions, batch: usize, hq: usize) -> Result<()> {
     if let Some(slopes) = &opts.alibi_slopes {
-        if slopes.len() != hq {
-            return Err(Error::ShapeMismatch {
+        let n = slopes.values().len();
+        if slopes.batch().is_some_and(|b| n % b.max(1) != 0 || (b == 0 && n != 0)) {
+            return Err(Error::InvalidOption {
                 name: "alibi_slopes",
-                expected: vec![hq],
-                got: vec![slopes.len()],
+                value: n as f64,
+                why: "[B, Hq] slopes need B · Hq values",
             });
         }
-        if hq > MAX_ALIBI_HEADS {
+        let expected = match slopes.batch() {
+            None => vec![hq],
+            Some(_) => vec![batch, hq],
+        };
+        if slopes.shape() != expected {
+            return Err(Error::ShapeMismatch {
+                name: "alibi_slopes",
+                expected,
+                got: slopes.shape(),
+            });
+        }
+        if n > MAX_ALIBI_HEADS {
             return Err(Error::Limit {
-                what: format!("ALiBi slopes for {} query heads", hq),
-                limit: "4096 heads (one uniform buffer of slopes)",
-                needed: hq as u64,
+                what: match slopes.batch() {
+                    None => format!("ALiBi slopes for {hq} query heads"),
+                    Some(b) => format!("ALiBi slopes for B·Hq = {b}·{hq} (batch, head) pairs"),
+                },
+                limit: "4096 slopes (one uniform buffer of slopes)",
+                needed: n as u64,
                 max: MAX_ALIBI_HEADS as u64,
             });
         }
-        if let Some(&s) = slopes.iter().find(|s| !s.is_finite()) {
+        if let Some(&s) = slopes.values().iter().find(|s| !s.is_finite()) {
             return Err(Error::InvalidOption {
                 name: "alibi_slopes",
                 value: s as f64,

@@ -364,7 +364,7 @@ pub fn validate_varlen(
         }
     }
     check_scalar_options(opts)?;
-    check_alibi(opts, p.hq)?;
+    check_alibi(opts, p.b, p.hq)?;
     let refuse = |what: &str| Err(Error::Unsupported(format!("variable-length attention: {what}")));
     if opts.block_table.is_some() {
         return refuse("packed K/V are not paged; give block_table to attention() over a KV cache");

@@ -1,7 +1,9 @@
 //! `run` over a KV cache read from files (FlashAttention's `flash_attn_with_kvcache`): a cache
 //! (contiguous or paged with a block table) with per-sequence lengths, optional new keys and
 //! values appended in place (rotated on the way in), optionally rotated queries, then attention
-//! over the cache; with `check`, O and the LSE are compared with the CPU twin of the cache.
+//! over the cache; with `check`, O and the LSE are compared with the CPU twin of the cache. The
+//! cache after the append can be read back in the input's layout and dtype, so that a second
+//! run continues from it.
 
 use super::{HostData, HostTensor};
 use crate::cache::{AppendOptions, KvCache, PagedLayout};
@@ -36,6 +38,8 @@ pub struct KvRunInputs {
     pub rotary: Option<(HostTensor, HostTensor)>,
     /// Pair convention of the rotary tables.
     pub rotary_style: RopeStyle,
+    /// Read the cache back after the append ([`KvRunOutputs::k_cache`], `v_cache`).
+    pub read_back_cache: bool,
 }
 
 /// Outputs of [`run_kv_cache`].
@@ -47,6 +51,11 @@ pub struct KvRunOutputs {
     pub lse: Option<HostTensor>,
     /// Sequence lengths after the append.
     pub lengths: Vec<u32>,
+    /// With [`KvRunInputs::read_back_cache`]: K and V of the cache after the append, in the
+    /// layout and dtype of the input cache ([B, Hkv, C, D], or pages [N, P, Hkv, D]).
+    pub k_cache: Option<HostTensor>,
+    /// V of the cache after the append, like `k_cache`.
+    pub v_cache: Option<HostTensor>,
     /// The kernel that ran.
     pub kernel: KernelChoice,
     /// O (and LSE) against the reference, when requested.
@@ -87,7 +96,7 @@ fn words<'a>(t: &'a HostTensor, name: &'static str, shape: &[usize]) -> Result<&
     }
 }
 
-/// Pages [N, P, H, D] (row-major) reordered to [N, H, P, D].
+/// Pages [N, P, H, D] (row-major) reordered to the cache's head-major storage [N, H, P, D].
 fn head_major(t: &HostTensor) -> HostTensor {
     let [n, p, h, d] = [t.shape[0], t.shape[1], t.shape[2], t.shape[3]];
     debug_assert_eq!(n * p * h * d, t.shape.iter().product::<usize>());
@@ -222,6 +231,16 @@ pub fn run_kv_cache(ctx: &Context, inputs: &KvRunInputs, opts: &AttentionOptions
         }
     };
     let res = cache.attend(ctx, &q, opts)?;
+    let (mut k_cache, mut v_cache) = (None, None);
+    if inputs.read_back_cache {
+        // The cache's tensors are [B, Hkv, C, D] or a [N, P, Hkv, D] view of head-major pages:
+        // a download reads them in that logical order, the input's layout.
+        let back = |t: &crate::tensor::Tensor, like: &HostTensor| -> Result<HostTensor> {
+            Ok(HostTensor::download(ctx, t)?.converted(like.dtype()))
+        };
+        k_cache = Some(back(cache.k(), &inputs.k_cache)?);
+        v_cache = Some(back(cache.v(), &inputs.v_cache)?);
+    }
     let out = HostTensor::download(ctx, &res.out)?;
     let lse = res.lse.as_ref().map(|t| HostTensor::download(ctx, t)).transpose()?;
     let mut checks = Vec::new();
@@ -276,6 +295,8 @@ pub fn run_kv_cache(ctx: &Context, inputs: &KvRunInputs, opts: &AttentionOptions
         out,
         lse,
         lengths: cache.lengths().to_vec(),
+        k_cache,
+        v_cache,
         kernel: res.kernel,
         checks,
     })

@@ -77,7 +77,7 @@ impl CoopmatConfig {
     /// get one subgroup per workgroup (barriers are cheap there, and lavapipe runs a workgroup on
     /// one thread), GPUs four subgroups of 32.
     pub fn default_for(ctx: &Context, dk: u32, dv: u32) -> Result<Self> {
-        let m = matrix_size(ctx)?;
+        let m = super::coopmat_size(ctx)?;
         check_head_dims(m, dk, dv)?;
         let cpu = super::is_cpu(ctx);
         let subgroup = ctx
@@ -112,7 +112,7 @@ impl CoopmatConfig {
 
     /// Checks the tile against the kernel's rules and the device's limits.
     pub fn check(&self, ctx: &Context, dk: u32, dv: u32) -> Result<()> {
-        let m = matrix_size(ctx)?;
+        let m = super::coopmat_size(ctx)?;
         check_head_dims(m, dk, dv)?;
         for (name, value) in [("block_q", self.block_q), ("block_k", self.block_k)] {
             if value == 0 || !value.is_multiple_of(m) || value > 256 {
@@ -133,15 +133,6 @@ impl CoopmatConfig {
         check_workgroup_x(ctx, "flash_coopmat", self.workgroup)?;
         super::check_workgroup(ctx, self.workgroup, self.workgroup_bytes(dk, dv))
     }
-}
-
-/// The f16 → f32 matrix size M (M×M×M) the kernel uses on `ctx`.
-fn matrix_size(ctx: &Context) -> Result<u32> {
-    ctx.info().coopmat_f16_size().ok_or_else(|| {
-        Error::Unsupported(
-            "the device has no f16 → f32 cooperative matrices (needs Features::EXPERIMENTAL_COOPERATIVE_MATRIX and SHADER_F16, and an adapter listing an 8×8×8 or 16×16×16 configuration)".into(),
-        )
-    })
 }
 
 fn check_head_dims(m: u32, dk: u32, dv: u32) -> Result<()> {
@@ -179,7 +170,7 @@ pub(crate) fn device_unsupported(ctx: &Context, dtype: DType) -> Option<String> 
     if dtype != DType::F16 {
         return Some(format!("cooperative matrices read f16 storage (got {})", dtype.name()));
     }
-    if let Err(e) = matrix_size(ctx) {
+    if let Err(e) = super::coopmat_size(ctx) {
         return Some(e.to_string());
     }
     if !ctx.features().contains(wgpu::Features::SUBGROUP) {
@@ -196,7 +187,7 @@ pub(crate) fn step(ctx: &Context, cfg: CoopmatConfig, dtype: DType, b: &FusedBin
         ));
     }
     cfg.check(ctx, p.dim_k, p.dim_v)?;
-    let m = matrix_size(ctx)?;
+    let m = super::coopmat_size(ctx)?;
     let (br, bc, dk, dv) = (cfg.block_q, cfg.block_k, p.dim_k, p.dim_v);
     let mut constants = vec![
         ("WORKGROUP", cfg.workgroup as f64),

@@ -53,22 +53,13 @@ fn subgroup_max(ctx: &Context) -> u32 {
         .map_or(32, |a| a.subgroup_max_size.clamp(4, 128))
 }
 
-/// The f16 → f32 matrix size the kernel uses on `ctx`.
-fn matrix_size(ctx: &Context) -> Result<u32> {
-    ctx.info().coopmat_f16_size().ok_or_else(|| {
-        Error::Unsupported(
-            "the device has no f16 → f32 cooperative matrices (needs Features::EXPERIMENTAL_COOPERATIVE_MATRIX and SHADER_F16, and an adapter listing an 8×8×8 or 16×16×16 configuration)".into(),
-        )
-    })
-}
-
 /// The block for `ctx`: on CPU adapters one subgroup per workgroup (lavapipe runs a workgroup on
 /// one thread) and blocks of at most 4×4 fragments; on GPUs 128 invocations (four subgroups of
 /// 32) and the largest candidate that fits the workgroup memory with at most 16 fragments per
 /// subgroup. (Measured in the Mesa 26.1 lavapipe lane at 1024×512×512: 4×4 fragments of 8×8 ran
 /// at ~3 GFLOP/s, 2×2 at ~2.)
 pub(crate) fn block_for(ctx: &Context) -> Result<CoopmatBlock> {
-    let m = matrix_size(ctx)?;
+    let m = super::coopmat_size(ctx)?;
     let subgroup = subgroup_max(ctx);
     let cpu = super::is_cpu(ctx);
     let max_invocations = ctx.limits().max_compute_invocations_per_workgroup;
@@ -123,7 +114,7 @@ pub(crate) fn step(
     if let Some(why) = unsupported(ctx, dtype) {
         return Err(Error::Unsupported(format!("GemmDesign::Coopmat: {why}")));
     }
-    let m = matrix_size(ctx)?;
+    let m = super::coopmat_size(ctx)?;
     let block = block_for(ctx)?;
     check_workgroup_x(ctx, "gemm_coopmat", block.workgroup)?;
     let variant = Variant {

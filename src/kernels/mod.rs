@@ -130,6 +130,8 @@ pub mod flags {
     pub const ALIBI: u32 = 8192;
     /// ALiBi distances from each batch's bottom-right position (its key length).
     pub const ALIBI_PER_SEQ: u32 = 16384;
+    /// ALiBi slopes [B, Hq]: batch b, head h reads slope b · Hq + h.
+    pub const ALIBI_PER_BATCH: u32 = 32768;
 }
 
 /// The page uniform of `shaders/common/kv_paged.wgsl` (`struct Pages`).
@@ -361,6 +363,39 @@ pub(crate) fn dispatch_step(
         bind_group,
         groups,
     }
+}
+
+/// The cooperative-matrix size M (M×M×M, f16 × f16 → f32) of the device's kernels, refused where
+/// the device has none or its backend's shader writer cannot express them
+/// ([`crate::pipeline::backend_unsupported`]).
+pub(crate) fn coopmat_size(ctx: &Context) -> Result<u32> {
+    let m = ctx.info().coopmat_f16_size().ok_or_else(|| {
+        Error::Unsupported(
+            "the device has no f16 → f32 cooperative matrices (needs Features::EXPERIMENTAL_COOPERATIVE_MATRIX and SHADER_F16, and an adapter listing an 8×8×8 or 16×16×16 configuration)".into(),
+        )
+    })?;
+    let variant = crate::pipeline::Variant {
+        coop: m,
+        ..Default::default()
+    };
+    match ctx.info().adapter.as_ref().map(|a| a.backend) {
+        Some(backend) => match crate::pipeline::backend_unsupported(variant, backend) {
+            Some(why) => Err(Error::Unsupported(format!(
+                "cooperative matrices on {backend:?}: {why}"
+            ))),
+            None => Ok(m),
+        },
+        None => Ok(m),
+    }
+}
+
+/// The uniform of `shaders/common/alibi.wgsl`: the slopes in memory order, zero past them (the
+/// caller has checked that they fit).
+pub(crate) fn alibi_buffer(ctx: &Context, slopes: &crate::options::AlibiSlopes) -> wgpu::Buffer {
+    let mut table = [0f32; crate::options::AlibiSlopes::MAX];
+    let n = slopes.values().len().min(table.len());
+    table[..n].copy_from_slice(&slopes.values()[..n]);
+    params_buffer(ctx, &table)
 }
 
 /// A uniform buffer holding `params` (any kernel's uniform struct).

@@ -117,8 +117,8 @@ pub fn sdpa(inputs: &HostInputs, opts: &AttentionOptions) -> ReferenceOutput {
     sdpa_from_batch(inputs, opts, 0)
 }
 
-/// [`sdpa`] on batches numbered from `first_batch` (the b of the dropout counter): one sequence
-/// of a packed batch run alone keeps its own stream.
+/// [`sdpa`] on batches numbered from `first_batch` (the b of the dropout counter and of [B, Hq]
+/// ALiBi slopes): one sequence of a packed batch run alone keeps its own stream and slopes.
 pub(super) fn sdpa_from_batch(inputs: &HostInputs, opts: &AttentionOptions, first_batch: usize) -> ReferenceOutput {
     let p = inputs.problem;
     let group = p.hq / p.hkv;
@@ -155,7 +155,7 @@ pub(super) fn sdpa_from_batch(inputs: &HostInputs, opts: &AttentionOptions, firs
                         // −slope · |i' − j|, i' bottom-right aligned (per sequence when asked).
                         let pos = i as i64 + offset(inputs, opts, &p, b, Alignment::BottomRight);
                         let distance = (pos - j as i64).abs() as f64;
-                        x = f32_round(x - f32_round(slopes[h] as f64 * distance));
+                        x = f32_round(x - f32_round(slopes.slope(first_batch + b, h, p.hq) as f64 * distance));
                     }
                     *sj = if allowed(inputs, opts, &p, b, h, i, j) && !(opts.zero_score_mask && zero) {
                         x

@@ -93,6 +93,24 @@ pub fn all() -> Vec<Source> {
         };
         variants.push((Kernel::MaskedSoftmax, dtype, alibi));
     }
+    // Cooperative matrices of 16×16×16 (NVIDIA/AMD) besides the default 8×8×8.
+    variants.push((
+        Kernel::FlashCoopmat,
+        DType::F16,
+        Variant {
+            coop: 16,
+            ..Variant::default()
+        },
+    ));
+    variants.push((
+        Kernel::GemmCoopmat,
+        DType::F16,
+        Variant {
+            coop: 16,
+            rows: 2,
+            ..Variant::default()
+        },
+    ));
     let defaults = Kernel::ALL.into_iter().flat_map(|kernel| {
         kernel.dtypes().iter().map(move |&dtype| Source {
             kernel,

@@ -1,0 +1,345 @@
+#!/usr/bin/env python3
+"""Generates the tables of BENCHMARKS.md from the records under benchmarks/ (scripts/record.sh).
+
+BENCHMARKS.md holds the hand-written text; every table sits between two markers naming its kind
+and its record files:
+
+    <!-- table bench benchmarks/2026-12-06-llvmpipe-mesa-25.0.7/prefill.json -->
+    ... generated ...
+    <!-- /table -->
+
+This script rewrites what is between the markers from the records: a line naming the record
+(commit, build, driver, machine, date, load) and the table. `--check` rewrites nothing and exits
+1 when the file differs from what the records give (tests/docs.rs runs it), so the document
+cannot drift from the data.
+
+Kinds (their arguments are record files, relative to the repository):
+  bench FILE [kernels=fused,staged] [dtype=f32]   rows of `wgpu-attention bench --json`
+  decode FILE [layout=contiguous]                 rows of `bench --preset decode --json`
+  varlen FILE                                     rows of `bench --varlen --json`
+  gemm FILE                                       rows of examples/gemm_throughput --json
+  peak FILE                                       `wgpu-attention peak --json`
+  prefill-peers BENCH PEERS                       the crate's fused rows beside NumPy/JAX (same record)
+  decode-peers DECODE PEERS                       the best decode row per shape beside NumPy/JAX
+  drivers A B [kernels=…]                         the same bench rows from two driver runs of one record
+  cold FILE                                       first calls with the driver's shader cache off
+
+Usage: scripts/benchmarks-md.py [--check] [FILE.md]
+"""
+
+import json
+import os
+import re
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MARK = re.compile(r"^<!-- table (?P<spec>.+?) -->\n(?P<body>.*?)^<!-- /table -->\n", re.M | re.S)
+
+
+def load(path):
+    with open(os.path.join(ROOT, path)) as f:
+        return json.load(f)
+
+
+def meta_of(path):
+    return load(os.path.join(os.path.dirname(path), "meta.json"))
+
+
+def num(x, digits):
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def sci(x):
+    return "-" if x is None else f"{x:.1e}"
+
+
+def table(header, rows):
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(out) + "\n"
+
+
+def provenance(paths):
+    """One line per record directory the table reads: commit, build, driver, machine, date, load."""
+    lines = []
+    for d in sorted({os.path.dirname(p) for p in paths}):
+        m = load(os.path.join(d, "meta.json"))
+        files = ", ".join(f"[`{os.path.basename(p)}`]({p})" for p in paths if os.path.dirname(p) == d)
+        dirty = " (uncommitted changes)" if m["dirty"] else ""
+        load_avg = f"load {m['load_before'][0]:.2f} → {m['load_after'][0]:.2f}"
+        lines.append(
+            f"*Record `{d}` ({files}): commit `{m['commit'][:10]}`{dirty}, {m['build']} build, "
+            f"{m['adapter']['name']}, driver {m['adapter']['driver']} {m['adapter']['driver_info']}"
+            f"{knobs(m)}; {m['cpu']['model']}, {m['cpu']['cores']} cores; {m['date']}, {load_avg}.*"
+        )
+    return "\n".join(lines) + "\n\n"
+
+
+def knobs(m):
+    set_ = {k: v for k, v in m.get("driver_env", {}).items() if v}
+    return "" if not set_ else " (" + ", ".join(f"{k}={v}" for k, v in sorted(set_.items())) + ")"
+
+
+def shape(s):
+    return f"{s['b']}×{s['hq']}/{s['hkv']}×{s['lq']}×{s['lk']}×{s['dk']}" + ("" if s["dk"] == s["dv"] else f"/{s['dv']}")
+
+
+def checked(r):
+    if r.get("within_tolerance") is False:
+        return f"**OUTSIDE** ({r['checked']})"
+    return r.get("checked", "-")
+
+
+def kernel(r):
+    k = r["kernel"]
+    return f"{k}/{r['design']}" if r.get("design") else k
+
+
+def opts_of(args):
+    pos = [a for a in args if "=" not in a]
+    kv = dict(a.split("=", 1) for a in args if "=" in a)
+    return pos, kv
+
+
+def bench_rows(report, kv):
+    kernels = kv.get("kernels")
+    rows = report["rows"]
+    if kernels:
+        rows = [r for r in rows if r["kernel"] in kernels.split(",")]
+    if "dtype" in kv:
+        rows = [r for r in rows if r["dtype"] == kv["dtype"]]
+    return rows
+
+
+def render_bench(paths, kv):
+    report = load(paths[0])
+    rows = bench_rows(report, kv)
+    peak = report.get("peak_gflops")
+    body = [
+        [
+            r["variant"] if r["variant"] != "sdpa" else "",
+            kernel(r),
+            r["dtype"],
+            shape(r["shape"]),
+            r["causal"],
+            num(r.get("median_ms"), 3),
+            num(r.get("gflops"), 2),
+            num(r.get("gbps"), 2),
+            num(r.get("pct_peak"), 1),
+            sci(r.get("max_abs_err")),
+            checked(r),
+        ]
+        for r in rows
+    ]
+    header = ["variant", "kernel", "dtype", "B×Hq/Hkv×Lq×Lk×D", "causal", "median ms", "GFLOP/s", "GB/s", "% FMA peak", "max abs err", "checked"]
+    if not any(r[0] for r in body):
+        header, body = header[1:], [r[1:] for r in body]
+    note = f"FMA ceiling of the run: {peak:.1f} GFLOP/s ({report['dtype']}); timer: {report['timer']}.\n\n" if peak else f"Timer: {report['timer']}.\n\n"
+    return note + table(header, body)
+
+
+def decode_label(r):
+    layout = f"paged/{r['page_size']}" if r["layout"] == "paged" else "contiguous"
+    return layout, f"{r['design']} wg{r['workgroup']}", r.get("splits") or "-"
+
+
+def render_decode(paths, kv):
+    report = load(paths[0])
+    rows = report["rows"]
+    if "layout" in kv:
+        rows = [r for r in rows if r["layout"] == kv["layout"]]
+    body = []
+    for r in rows:
+        s = r["shape"]
+        layout, design, splits = decode_label(r)
+        body.append(
+            [
+                f"{s['b']}×{s['hq']}/{s['hkv']}×{s['lk']}×{s['dk']}",
+                r["dtype"],
+                layout,
+                design,
+                splits,
+                num(r.get("median_ms"), 3),
+                num(r.get("kv_gbps"), 2),
+                num(r.get("pct_copy_peak"), 1),
+                num(r.get("host_oneshot_ms"), 3),
+                num(r.get("host_replay_ms"), 3),
+                sci(r.get("max_abs_err")),
+                checked(r),
+            ]
+        )
+    note = f"Copy bandwidth of the run: {report['copy_peak_gbps']:.2f} GB/s; timer: {report['timer']}.\n\n"
+    header = ["B×Hq/Hkv×Lk×D", "dtype", "layout", "design", "splits", "median ms", "K/V GB/s", "% copy", "host 1-shot ms", "host replay ms", "max abs err", "checked"]
+    return note + table(header, body)
+
+
+def render_varlen(paths, kv):
+    reports = load(paths[0])
+    body = []
+    for rep in reports:
+        base = rep["rows"][0]["median_ms"]
+        for r in rep["rows"]:
+            body.append(
+                [
+                    str(rep["lengths"]),
+                    rep["dtype"],
+                    r["path"],
+                    num(r["median_ms"], 3),
+                    num(r["gflops"], 2),
+                    f"{r['median_ms'] / base:.2f}×",
+                    sci(r.get("max_abs_err")),
+                    checked(r),
+                ]
+            )
+    header = ["lengths", "dtype", "path", "median ms", "GFLOP/s", "time / varlen", "max abs err", "checked"]
+    return f"Timer: {reports[0]['timer']}.\n\n" + table(header, body)
+
+
+def render_gemm(paths, kv):
+    report = load(paths[0])
+    body = [
+        [f"{r['m']}×{r['n']}×{r['k']}", r["dtype"], r["design"], num(r["median_ms"], 3), num(r["min_ms"], 3), num(r["gflops"], 2), sci(r["max_abs_err"]), "yes" if r["within_tolerance"] else "**NO**"]
+        for r in report["rows"]
+    ]
+    header = ["M×N×K", "dtype", "design", "median ms", "min ms", "GFLOP/s", "max abs err", "within tolerance"]
+    return f"Timer: {report['timer']}; {report['samples']} samples per design.\n\n" + table(header, body)
+
+
+def render_peak(paths, kv):
+    body = []
+    for p in paths:
+        r = load(p)
+        est = r.get("cpu_estimate") or {}
+        body.append(
+            [
+                os.path.basename(p),
+                num(r.get("fma_f32_gflops"), 1),
+                num(r.get("fma_f16_gflops"), 1),
+                num(r.get("bandwidth_gbps"), 2),
+                num(est.get("gflops"), 1) if est else "-",
+            ]
+        )
+    header = ["run", "FMA f32 GFLOP/s", "FMA f16 GFLOP/s", "copy GB/s", "CPU FMA estimate GFLOP/s"]
+    return table(header, body)
+
+
+def render_prefill_peers(paths, kv):
+    bench, peers = load(paths[0]), load(paths[1])
+    by_peer = {}
+    for r in peers["rows"]:
+        by_peer[(r["peer"], r["shape"]["lq"], r["causal"])] = r
+    body = []
+    for r in bench["rows"]:
+        if r["kernel"] != "fused" or r["dtype"] != "f32":
+            continue
+        s = r["shape"]
+        key = (s["lq"], r["causal"])
+        cells = [shape(s), r["causal"], f"{kernel(r)} {num(r.get('gflops'), 2)}"]
+        for peer in ("numpy", "jax"):
+            p = by_peer.get((peer,) + key)
+            cells.append("-" if p is None else num(p["gflops"], 2))
+        body.append(cells)
+    v = peers["versions"]
+    note = f"GFLOP/s (FlashAttention's count); NumPy {v['numpy']}, JAX {v['jax'] or 'not installed'} on the same CPU in the same record.\n\n"
+    return note + table(["B×Hq/Hkv×Lq×Lk×D", "causal", "wgpu-attention", "NumPy", "JAX"], body)
+
+
+def render_decode_peers(paths, kv):
+    decode, peers = load(paths[0]), load(paths[1])
+    best = {}
+    for r in decode["rows"]:
+        if r.get("median_ms") is None or r["layout"] != "contiguous" or r["shape"]["b"] != 1:
+            continue
+        lk = r["shape"]["lk"]
+        if lk not in best or r["median_ms"] < best[lk]["median_ms"]:
+            best[lk] = r
+    by_peer = {(r["peer"], r["shape"]["lk"]): r for r in peers["rows"]}
+    body = []
+    for lk, r in sorted(best.items()):
+        _, design, splits = decode_label(r)
+        cells = [f"1×{r['shape']['hq']}/{r['shape']['hkv']}×{lk}×{r['shape']['dk']}", f"{design}, splits {splits}", num(r["median_ms"], 2)]
+        for peer in ("numpy", "jax"):
+            p = by_peer.get((peer, lk))
+            cells.append("-" if p is None else num(p["median_ms"], 2))
+        body.append(cells)
+    v = peers["versions"]
+    note = f"Median ms of one decode step (f32); NumPy {v['numpy']}, JAX {v['jax'] or 'not installed'} on the same CPU in the same record.\n\n"
+    return note + table(["B×Hq/Hkv×Lk×D", "wgpu-attention (fastest design)", "ms", "NumPy ms", "JAX ms"], body)
+
+
+def render_drivers(paths, kv):
+    a, b = load(paths[0]), load(paths[1])
+    ka, kb = (f"{r['adapter']['driver_info'].split(' (')[0]}" for r in (a, b))
+    index = {(kernel(r), r["dtype"], shape(r["shape"]), r["causal"]): r for r in bench_rows(b, kv)}
+    body = []
+    for r in bench_rows(a, kv):
+        key = (kernel(r), r["dtype"], shape(r["shape"]), r["causal"])
+        o = index.get(key)
+        if o is None or r.get("median_ms") is None or o.get("median_ms") is None:
+            continue
+        body.append(list(key) + [num(r["median_ms"], 3), num(o["median_ms"], 3), f"{r['median_ms'] / o['median_ms']:.2f}×"])
+    header = ["kernel", "dtype", "B×Hq/Hkv×Lq×Lk×D", "causal", f"{ka} ms", f"{kb} ms", "time ratio"]
+    return table(header, body)
+
+
+def render_cold(paths, kv):
+    report = load(paths[0])
+    body = [
+        [r["class"], r["call"], num(r["seconds"], 2), f"{r['peak_rss_mb']:.0f}", "yes" if r["ok"] else "**NO**"]
+        for r in report["rows"]
+    ]
+    note = f"Each call in a fresh process, {report['cache']}; target ≤ {report['target_seconds']} s and ≤ {report['target_rss_mb']} MB.\n\n"
+    return note + table(["kernel class", "call", "seconds", "peak RSS MB", "within target"], body)
+
+
+KINDS = {
+    "bench": render_bench,
+    "decode": render_decode,
+    "varlen": render_varlen,
+    "gemm": render_gemm,
+    "peak": render_peak,
+    "prefill-peers": render_prefill_peers,
+    "decode-peers": render_decode_peers,
+    "drivers": render_drivers,
+    "cold": render_cold,
+}
+
+
+def render(spec):
+    kind, *args = spec.split()
+    if kind not in KINDS:
+        raise SystemExit(f"benchmarks-md: unknown table kind {kind!r} in <!-- table {spec} -->")
+    paths, kv = opts_of(args)
+    for p in paths:
+        if not os.path.exists(os.path.join(ROOT, p)):
+            raise SystemExit(f"benchmarks-md: {p} (named by <!-- table {spec} -->) does not exist")
+    return provenance(paths) + KINDS[kind](paths, kv)
+
+
+def generate(text):
+    return MARK.sub(lambda m: f"<!-- table {m['spec']} -->\n{render(m['spec'])}<!-- /table -->\n", text)
+
+
+def main():
+    args = sys.argv[1:]
+    check = "--check" in args
+    files = [a for a in args if a != "--check"] or [os.path.join(ROOT, "BENCHMARKS.md")]
+    stale = []
+    for path in files:
+        with open(path) as f:
+            text = f.read()
+        new = generate(text)
+        if new != text:
+            if check:
+                stale.append(path)
+            else:
+                with open(path, "w") as f:
+                    f.write(new)
+                print(f"benchmarks-md: rewrote {path}")
+    if stale:
+        print(f"benchmarks-md: {', '.join(stale)} differ from their records: run scripts/benchmarks-md.py", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
