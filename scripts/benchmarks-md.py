@@ -22,6 +22,7 @@ Kinds (their arguments are record files, relative to the repository):
   prefill-peers BENCH PEERS                       the crate's fused rows beside NumPy/JAX (same record)
   decode-peers DECODE PEERS                       the best decode row per shape beside NumPy/JAX
   drivers A B [kernels=…]                         the same bench rows from two driver runs of one record
+  drivers-decode A B                              the same decode rows from two driver runs
   cold FILE                                       first calls with the driver's shader cache off
 
 Usage: scripts/benchmarks-md.py [--check] [FILE.md]
@@ -59,18 +60,33 @@ def table(header, rows):
     return "\n".join(out) + "\n"
 
 
+def adapter_of(path, meta):
+    """The adapter a file was measured on: its own record of it where it has one (a run on another
+    driver in the same record), else the record's."""
+    own = load(path)
+    own = own[0] if isinstance(own, list) and own else own
+    a = own.get("adapter") if isinstance(own, dict) else None
+    if isinstance(a, dict):
+        return f"{a['name']}, driver {a['driver']} {a['driver_info']}"
+    if isinstance(a, str):
+        return a
+    m = meta["adapter"]
+    return f"{m['name']}, driver {m['driver']} {m['driver_info']}"
+
+
 def provenance(paths):
-    """One line per record directory the table reads: commit, build, driver, machine, date, load."""
+    """One line per file the table reads: record, commit, build, adapter and driver, knobs,
+    machine, date, load."""
     lines = []
-    for d in sorted({os.path.dirname(p) for p in paths}):
+    for p in paths:
+        d = os.path.dirname(p)
         m = load(os.path.join(d, "meta.json"))
-        files = ", ".join(f"[`{os.path.basename(p)}`]({p})" for p in paths if os.path.dirname(p) == d)
         dirty = " (uncommitted changes)" if m["dirty"] else ""
         load_avg = f"load {m['load_before'][0]:.2f} → {m['load_after'][0]:.2f}"
         lines.append(
-            f"*Record `{d}` ({files}): commit `{m['commit'][:10]}`{dirty}, {m['build']} build, "
-            f"{m['adapter']['name']}, driver {m['adapter']['driver']} {m['adapter']['driver_info']}"
-            f"{knobs(m)}; {m['cpu']['model']}, {m['cpu']['cores']} cores; {m['date']}, {load_avg}.*"
+            f"*[`{p}`]({p}) (record `{d}`): commit `{m['commit'][:10]}`{dirty}, {m['build']} build, "
+            f"{adapter_of(p, m)}{knobs(m)}; {m['cpu']['model']}, {m['cpu']['cores']} cores; "
+            f"{m['date']}, {load_avg}.*"
         )
     return "\n".join(lines) + "\n\n"
 
@@ -282,6 +298,21 @@ def render_drivers(paths, kv):
     return table(header, body)
 
 
+def render_drivers_decode(paths, kv):
+    """Rows of the same decode sweep on two drivers, paired in order (a row runs the same design
+    and splits on both: the same binary chose them)."""
+    a, b = load(paths[0]), load(paths[1])
+    ka, kb = (f"{r['adapter']['driver_info'].split(' (')[0]}" for r in (a, b))
+    key = lambda r: (f"{r['shape']['b']}×{r['shape']['hq']}/{r['shape']['hkv']}×{r['shape']['lk']}×{r['shape']['dk']}",) + decode_label(r)
+    body = []
+    for r, o in zip(a["rows"], b["rows"]):
+        if key(r) != key(o) or r.get("median_ms") is None or o.get("median_ms") is None:
+            continue
+        body.append([str(c) for c in key(r)] + [num(r["median_ms"], 3), num(o["median_ms"], 3), f"{r['median_ms'] / o['median_ms']:.2f}×"])
+    header = ["B×Hq/Hkv×Lk×D", "layout", "design", "splits", f"{ka} ms", f"{kb} ms", "time ratio"]
+    return table(header, body)
+
+
 def render_cold(paths, kv):
     report = load(paths[0])
     body = [
@@ -301,6 +332,7 @@ KINDS = {
     "prefill-peers": render_prefill_peers,
     "decode-peers": render_decode_peers,
     "drivers": render_drivers,
+    "drivers-decode": render_drivers_decode,
     "cold": render_cold,
 }
 

@@ -8,8 +8,9 @@
 # Usage: scripts/record.sh [NAME] [--suites a,b,…]
 #   NAME      the record's name after the date (default: the adapter, e.g. llvmpipe-mesa-25.0.7)
 #   --suites  a subset of: prefill prefill-f16 designs designs-f16 decode family backward varlen
-#             gemm peers mesa22 (default: all; the ones needing f16 or another driver skip with a
-#             reason where the machine lacks it)
+#             gemm peers mesa22 cold (default: all; the ones needing f16 or another driver skip
+#             with a reason where the machine lacks it; cold: scripts/cold-calls.sh, first calls
+#             with every cache off)
 # Run it on an otherwise idle machine: every figure is a wall or GPU time on shared cores.
 # Every suite checks its outputs against the CPU reference and fails the record when a row is
 # outside tolerance. The NumPy/JAX peers are installed into target/peers-venv (PyPI).
@@ -18,7 +19,7 @@ cd "$(dirname "$0")/.."
 source scripts/ensure-vulkan.sh
 
 name=""
-suites="prefill prefill-f16 designs designs-f16 decode family backward varlen gemm peers mesa22"
+suites="prefill prefill-f16 designs designs-f16 decode family backward varlen gemm peers mesa22 cold"
 while [ $# -gt 0 ]; do
     case "$1" in
         --suites) suites="${2//,/ }"; shift 2 ;;
@@ -65,6 +66,9 @@ skip_suite() {
     skipped+=("\"$1\": \"$2\"")
 }
 bench() { "$bin" bench --quiet "$@"; }
+# Samples per row: enough for a median on a quiet machine, few enough that a record takes about
+# an hour on 2 cores (WGPU_ATTENTION_RECORD_ITERS changes it).
+short="--warmup 1 --iters ${WGPU_ATTENTION_RECORD_ITERS:-5}"
 
 load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
 started="$(date -u +%FT%TZ)"
@@ -72,33 +76,34 @@ suite peak-before "$bin" peak --json "$out/peak-before.json"
 for s in $suites; do
     case "$s" in
         prefill)
-            suite prefill bench --preset seq --kernel all --causal none --causal top-left --json "$out/prefill.json" ;;
+            suite prefill bench --preset seq --kernel all --causal none --causal top-left $short --json "$out/prefill.json" ;;
         prefill-f16)
             if [ "$has_f16" = 1 ]; then
-                suite prefill-f16 bench --preset seq --dtype f16 --kernel fused --kernel staged --json "$out/prefill-f16.json"
+                suite prefill-f16 bench --shape 1,8,1024,64 --shape 1,8,2048,64 --dtype f16 --kernel fused --kernel staged \
+                    --causal none --causal top-left $short --json "$out/prefill-f16.json"
             else skip_suite prefill-f16 "the adapter has no SHADER_F16"; fi ;;
         designs)
             suite designs bench --shape 1,8,1024,64 --shape 1,8,2048,64 --design all --kernel fused \
-                --causal none --causal top-left --json "$out/designs.json" ;;
+                --causal none --causal top-left $short --json "$out/designs.json" ;;
         designs-f16)
             if [ "$has_f16" = 1 ]; then
                 suite designs-f16 bench --shape 1,8,1024,64 --design all --kernel fused --dtype f16 \
-                    --causal none --causal top-left --json "$out/designs-f16.json"
+                    --causal none --causal top-left $short --json "$out/designs-f16.json"
             else skip_suite designs-f16 "the adapter has no SHADER_F16"; fi ;;
         decode)
-            suite decode bench --preset decode --batches 1,8 --lengths 4096,16384 --json "$out/decode.json" ;;
+            suite decode bench --preset decode --batches 1,8 --lengths 4096,16384 $short --json "$out/decode.json" ;;
         family)
             variants=()
             for v in sdpa dot general additive local-m local-p hard zero-masked codewise han-pool ff-pool self-sum mha location; do
                 variants+=(--variant "$v")
             done
-            suite family bench "${variants[@]}" --shape 1,8,256,64 --kernel all --json "$out/family.json" ;;
+            suite family bench "${variants[@]}" --shape 1,8,256,64 --kernel all $short --json "$out/family.json" ;;
         backward)
             suite backward bench --shape 1,8,1024,64 --kernel fused --kernel staged --backward \
-                --causal none --causal top-left --json "$out/backward.json" ;;
+                --causal none --causal top-left $short --json "$out/backward.json" ;;
         varlen)
             suite varlen bench --varlen 512,100,1000,37 --shape 1,8,8,1,64 --causal none --causal bottom-right \
-                --json "$out/varlen.json" ;;
+                $short --json "$out/varlen.json" ;;
         gemm)
             suite gemm "$gemm" 1024 512 512 10 --json "$out/gemm.json"
             if [ "$has_f16" = 1 ]; then suite gemm-f16 "$gemm" 1024 512 512 10 f16 --json "$out/gemm-f16.json"; fi ;;
@@ -113,10 +118,12 @@ for s in $suites; do
             icd="$(bash scripts/drivers.sh lavapipe-22 || true)"
             if [ -n "$icd" ]; then
                 suite mesa22-prefill env VK_ICD_FILENAMES="$icd" "$bin" bench --quiet --preset seq --kernel fused \
-                    --kernel staged --causal none --causal top-left --json "$out/prefill.mesa22.json"
+                    --causal none --causal top-left $short --json "$out/prefill.mesa22.json"
                 suite mesa22-decode env VK_ICD_FILENAMES="$icd" "$bin" bench --quiet --preset decode --batches 1 \
-                    --lengths 4096 --json "$out/decode.mesa22.json"
+                    --lengths 4096,16384 $short --json "$out/decode.mesa22.json"
             else skip_suite mesa22 "Debian 12's Mesa 22.3.6 lavapipe could not be unpacked (scripts/drivers.sh)"; fi ;;
+        cold)
+            suite cold bash scripts/cold-calls.sh "$out/cold.json" ;;
         *) echo "record: unknown suite $s" >&2; exit 1 ;;
     esac
 done

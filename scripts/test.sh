@@ -3,10 +3,15 @@
 # the minimal (no-default-features) library and on that library for wasm32 (the browser), the
 # docs with warnings denied, then the test lanes — one driver configuration each, every lane
 # requiring the capabilities its driver has (a named skip of a required capability fails it):
-#   default    the whole test suite on the default adapter (Mesa 25 lavapipe when there is no
-#              GPU) and the benchmark page's engine natively
-#   coopmat    cooperative matrices on Mesa 26 lavapipe in a Debian 13 root (coopmat-tests.sh)
-#   browser    the browser suite and the benchmark page in headless Chromium's WebGPU
+#   default      the whole test suite on the default adapter (Mesa 25 lavapipe when there is no
+#                GPU) and the benchmark page's engine natively
+#   swiftshader  the kernel test files on SwiftShader's Vulkan (another shader compiler, 4-wide
+#                subgroups, no f16), unpacked from Debian's chromium-common (scripts/drivers.sh)
+#   lavapipe-4, lavapipe-16   the subgroup paths at 4- and 16-wide subgroups
+#   validation   the core test files and every kernel's shader module under the Khronos
+#                validation layer (its spirv-val included); any message fails the lane
+#   coopmat      cooperative matrices on Mesa 26 lavapipe in a Debian 13 root (coopmat-tests.sh)
+#   browser      the browser suite and the benchmark page in headless Chromium's WebGPU
 # then the examples and a short bounded fuzzing pass. Every step and lane prints its wall time;
 # at the end a table of the steps, one summary line per lane (passed, failed, ignored, skipped
 # by capability, time), and on a failure the failing step's name last.
@@ -50,7 +55,8 @@ cargo clippy --quiet --all-targets -- -D warnings
 if [ "$quick" = 1 ]; then
     step "tests (quick: core files on the default lane)"
     lane_begin default "$default_require" "$adapter"
-    lane_run cargo test "$@" --test fused --test staged --test decode --test numerics --test errors --test cli
+    lane_binaries "$@" --test fused --test staged --test decode --test numerics --test errors --test cli
+    lane_tests -- fused staged decode numerics errors cli
     lane_end
     exit 0
 fi
@@ -78,8 +84,59 @@ RUSTDOCFLAGS="-D warnings" cargo doc --quiet --no-deps
 
 step "lane default: every test file"
 lane_begin default "$default_require" "$adapter"
-lane_run cargo test "$@"
+lane_binaries "$@"
+lane_run_binaries -- "${wgpu_attention_test_bins[@]}"
+lane_run cargo test --quiet --doc "$@"
 lane_run cargo test --quiet -p wgpu-attention-web
+lane_end
+# The lanes below run the default lane's test binaries again, on other drivers and settings.
+
+step "lane swiftshader: SwiftShader's Vulkan (another compiler; 4-wide subgroups, no f16)"
+swiftshader_icd="$(bash scripts/drivers.sh swiftshader)"
+lane_begin swiftshader "subgroups,tiled,pipeline-cache" "SwiftShader Vulkan (Subzero), 4-wide subgroups"
+lane_tests VK_ICD_FILENAMES="$swiftshader_icd" -- fused staged decode numerics masks merge kv_cache paged \
+    varlen designs edges family backward alibi shaders
+lane_end
+
+# lavapipe's subgroup width follows its vector width: 128 bits → 4 lanes, 512 → 16 (AVX-512).
+# The tests that reach every subgroup path: the fused subgroup fetch (register design), the
+# tiled design's lanes, the decode kernel's lanes design over split counts, and the numeric policy
+# (every kernel, subgroup and plain fetch, both decode designs); and every module at that width.
+subgroup_tests=(numerics fused:plain_shapes decode:shapes_and_split_counts designs:tiled_tiles_on_awkward_shapes
+    shaders:module_is_created)
+step "lane lavapipe-4: lavapipe with 4-wide subgroups (every subgroup path)"
+lane_begin lavapipe-4 "$default_require" "$adapter, LP_NATIVE_VECTOR_WIDTH=128 (4-wide subgroups)"
+lane_tests LP_NATIVE_VECTOR_WIDTH=128 -- "${subgroup_tests[@]}"
+lane_end
+step "lane lavapipe-16: lavapipe with 16-wide subgroups (every subgroup path; needs AVX-512)"
+if grep -qw avx512f /proc/cpuinfo; then
+    lane_begin lavapipe-16 "$default_require" "$adapter, LP_NATIVE_VECTOR_WIDTH=512 (16-wide subgroups)"
+    lane_tests LP_NATIVE_VECTOR_WIDTH=512 -- "${subgroup_tests[@]}"
+    lane_end
+else
+    echo "SKIPPED lane lavapipe-16: the CPU has no AVX-512, so lavapipe offers no 16-wide subgroups" >&2
+fi
+
+step "lane validation: the Khronos validation layer over the core tests and every kernel's module"
+validation_layer="$(bash scripts/drivers.sh validation)"
+validation_logs="$wgpu_attention_lane_dir/validation"
+rm -rf "$validation_logs" && mkdir -p "$validation_logs"
+lane_begin validation "$default_require" "$adapter, VK_LAYER_KHRONOS_validation (chromium-common's build)"
+validation_tests=(shaders fused staged decode:shapes_and_split_counts numerics errors backward:staged family:gemm kv_cache:rope)
+lane_tests VK_LAYER_PATH="$validation_layer" VK_INSTANCE_LAYERS=VK_LAYER_KHRONOS_validation \
+    VK_LAYER_ENABLE_MESSAGE_LIMIT=false VK_KHRONOS_VALIDATION_LOG_FILENAME="$validation_logs/{}.txt" \
+    -- "${validation_tests[@]}"
+# The layer opens its log when it loads: a missing log means it never checked anything.
+if [ "$(find "$validation_logs" -name '*.txt' | wc -l)" -lt "${#validation_tests[@]}" ]; then
+    echo "the validation layer did not load in every test binary: $(ls "$validation_logs")" >&2
+    exit 1
+fi
+if grep -l "Validation Error" "$validation_logs"/*.txt >/dev/null 2>&1; then
+    grep -h -A3 "Validation Error" "$validation_logs"/*.txt | head -40 >&2
+    echo "validation: $(grep -h "Validation Error" "$validation_logs"/*.txt | grep -o 'VUID[-A-Za-z0-9_]*' | sort | uniq -c | tr '\n' ' ')" >&2
+    exit 1
+fi
+echo "validation: no message from the layer (logs in $validation_logs)" >&2
 lane_end
 
 if [ "${WGPU_ATTENTION_COOPMAT_LANE:-1}" != 0 ]; then

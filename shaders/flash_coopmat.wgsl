@@ -287,12 +287,7 @@ fn main(input: Inputs) {
         let lse_row0 = lse_row0_of(blk);
         for (var r = lid; r < BR; r += WORKGROUP) {
             if (i0 + r < len_q) {
-                let l = row_sum[r];
-                var x = neg_inf();
-                if (!(l == 0.0)) {
-                    x = row_max[r] + log(l);
-                }
-                lse[lse_row0 + i0 + r] = x;
+                lse[lse_row0 + i0 + r] = lse_of(row_max[r], row_sum[r]);
             }
         }
     }

@@ -147,11 +147,7 @@ fn main(input: KernelInputs) {
             store_o4(o_head + i_{r} * params.o_sl, c4, o_{r}[c4] * inv_{r});
         }
         if (has_flag(FLAG_LSE)) {
-            var x = neg_inf();
-            if (!(l_{r} == 0.0)) {
-                x = m_{r} + log(l_{r});
-            }
-            lse[lse_row0 + i_{r}] = x;
+            lse[lse_row0 + i_{r}] = lse_of(m_{r}, l_{r});
         }
     }
     //@end_row

@@ -193,11 +193,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             }
         }
         if (has_flag(FLAG_LSE) && lane == 0u) {
-            var x = neg_inf();
-            if (!(l == 0.0)) {
-                x = m + log(l);
-            }
-            lse[lse_row0_of(blk) + i] = x;
+            lse[lse_row0_of(blk) + i] = lse_of(m, l);
         }
     }
 }

@@ -71,6 +71,9 @@ struct WarmUpArgs {
     /// Kernel paths; repeatable (default: auto, the fused kernel).
     #[arg(long = "kernel", value_enum)]
     kernels: Vec<RunKernelArg>,
+    /// Design of the fused kernel (default: the library's choice for the adapter).
+    #[arg(long, value_enum, default_value = "auto")]
+    design: DesignArg,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -1459,6 +1462,9 @@ fn sdpa_inputs(a: &RunArgs, dtype: Option<DType>, max_bytes: u64) -> Result<vari
 }
 
 fn warm_up_cmd(a: &WarmUpArgs) -> Result<()> {
+    if a.design == DesignArg::All {
+        bail!("--design all applies to bench (one row per design); warm-up takes one design");
+    }
     let ctx = context()?;
     let causal = if a.causal.is_empty() {
         vec![CausalArg::None]
@@ -1481,6 +1487,7 @@ fn warm_up_cmd(a: &WarmUpArgs) -> Result<()> {
                         RunKernelArg::Staged => KernelChoice::Staged,
                         RunKernelArg::Decode => KernelChoice::Decode,
                     },
+                    design: a.design.design(),
                     ..Default::default()
                 };
                 let started = std::time::Instant::now();

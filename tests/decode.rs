@@ -1,6 +1,7 @@
 //! The split-KV decode kernel (GQA packing + flash-decoding merge) against the CPU reference.
 
 mod common;
+use common::skip::Cap;
 use common::*;
 use wgpu_attention::{Alignment, DType, DecodeConfig, Dropout, KernelChoice, Window};
 
@@ -35,10 +36,8 @@ fn lanes(n: u32) -> Option<DecodeConfig> {
 /// Every design the device runs: rows, and lanes when it has a fixed subgroup size.
 fn designs() -> Vec<fn(u32) -> DecodeConfig> {
     let mut d: Vec<fn(u32) -> DecodeConfig> = vec![splits];
-    if lanes(1).is_some() {
-        d.push(|n| lanes(n).unwrap());
-    } else {
-        eprintln!("the adapter has no fixed subgroup size: the lanes design is not tested here");
+    if common::skip::has_for(Cap::Subgroups, "the decode kernel's lanes design") {
+        d.push(|n| lanes(n).expect("a fixed subgroup size gives the lanes design"));
     }
     d
 }

@@ -64,7 +64,12 @@ fn kernels() -> Vec<(String, KernelChoice, Option<Design>, Tuning)> {
         dk: 8,
         dv: 8,
     };
-    if let Some(lanes) = DecodeConfig::lanes_for(ctx(), &p).unwrap() {
+    let lanes = common::skip::has_for(Cap::Subgroups, "the decode kernel's lanes design").then(|| {
+        DecodeConfig::lanes_for(ctx(), &p)
+            .unwrap()
+            .expect("a fixed subgroup size gives the lanes design")
+    });
+    if let Some(lanes) = lanes {
         let tuning = |splits| Tuning {
             decode: Some(DecodeConfig { splits, ..lanes }),
             ..Default::default()

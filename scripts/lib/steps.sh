@@ -108,3 +108,76 @@ wgpu_attention_lanes_report() {
     echo "== lanes:" >&2
     printf '%s\n' "${wgpu_attention_lanes[@]}" >&2
 }
+
+# The test binaries of the current build, so that lanes after the first run them again (on other
+# drivers or settings) without building anything:
+#   lane_binaries [cargo test args]              lists them (once per script run)
+#   lane_tests [VAR=VALUE…] -- NAME[:FILTER]…    runs tests/NAME.rs's binary (only the tests whose
+#                                                name contains FILTER, when given) with VAR set,
+#                                                one binary per core (WGPU_ATTENTION_LANE_JOBS)
+#   lane_run_binaries [VAR=VALUE…] -- PATH…      the same for binaries given by path
+wgpu_attention_test_bins=()
+lane_binaries() {
+    mapfile -t wgpu_attention_test_bins < <(
+        cargo test --no-run --message-format=json "$@" 2>/dev/null \
+            | grep '"test":true' | grep -o '"executable":"[^"]*"' \
+            | sed 's/^"executable":"//; s/"$//' | sort -u
+    )
+    [ ${#wgpu_attention_test_bins[@]} -gt 0 ] || { echo "no test binaries (cargo test --no-run failed?)" >&2; return 1; }
+}
+
+lane_tests() {
+    local vars=() bins=() spec name filter bin found
+    while [ $# -gt 0 ] && [ "$1" != -- ]; do vars+=("$1"); shift; done
+    shift
+    for spec in "$@"; do
+        name="${spec%%:*}"
+        filter=""
+        [ "$spec" = "$name" ] || filter="${spec#*:}"
+        found=""
+        for bin in "${wgpu_attention_test_bins[@]}"; do
+            [[ "$(basename "$bin")" == "$name"-* ]] && found="$bin"
+        done
+        [ -n "$found" ] || { echo "lane $wgpu_attention_lane: no test binary for tests/$name.rs" >&2; return 1; }
+        bins+=("$found${filter:+:$filter}")
+    done
+    lane_run_binaries "${vars[@]}" -- "${bins[@]}"
+}
+
+# lane_run_binaries [VAR=VALUE…] -- PATH[:FILTER]…   the test binaries given, one per core
+# (`{}` in a VALUE becomes the binary's file name)
+# (WGSL pipeline compiles keep a test binary on about one core), each into its own log; the logs
+# are appended to the lane's log in the order given, and any failure fails the call at the end.
+lane_run_binaries() {
+    local vars=() specs=() logs=() i spec bin filter status=0 running=0
+    local jobs="${WGPU_ATTENTION_LANE_JOBS:-$(nproc)}"
+    while [ $# -gt 0 ] && [ "$1" != -- ]; do vars+=("$1"); shift; done
+    shift
+    specs=("$@")
+    for i in "${!specs[@]}"; do
+        spec="${specs[$i]}"
+        bin="${spec%%:*}"
+        filter=""
+        [ "$spec" = "$bin" ] || filter="${spec#*:}"
+        logs+=("$wgpu_attention_lane_dir/$wgpu_attention_lane.$i.log")
+        echo "== lane $wgpu_attention_lane: $(basename "$bin")${filter:+ (tests matching $filter)}" >&2
+        # `{}` in a variable's value stands for the binary's name (a log file per binary).
+        (env "${vars[@]//\{\}/$(basename "$bin")}" "$bin" ${filter:+"$filter"} >"${logs[$i]}" 2>&1
+            echo "exit $?" >>"${logs[$i]}") &
+        running=$((running + 1))
+        if [ "$running" -ge "$jobs" ]; then
+            wait -n
+            running=$((running - 1))
+        fi
+    done
+    wait
+    for i in "${!specs[@]}"; do
+        tee -a "$wgpu_attention_lane_log" <"${logs[$i]}"
+        if [ "$(tail -n 1 "${logs[$i]}")" != "exit 0" ]; then
+            echo "== lane $wgpu_attention_lane: $(basename "${specs[$i]%%:*}") FAILED" >&2
+            status=1
+        fi
+        rm -f "${logs[$i]}"
+    done
+    return "$status"
+}

@@ -131,5 +131,5 @@ fn split_state(m: f32, l: f32) -> vec2<f32> {
     if (l == 0.0) {
         return vec2<f32>(0.0, neg_inf());
     }
-    return vec2<f32>(1.0 / l, m + log(l));
+    return vec2<f32>(1.0 / l, lse_of(m, l));
 }

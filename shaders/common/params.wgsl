@@ -103,6 +103,19 @@ fn nan_f32() -> f32 {
     return bitcast<f32>(bits);
 }
 
+// The LSE m + ln(l) of a softmax row with running max m and sum l: −∞ for a row that saw no key
+// (l = 0), NaN when a NaN score reached the row (in m or in l: WGSL's max may drop a NaN, and
+// log(NaN) is undefined, so the NaN is written explicitly).
+fn lse_of(m: f32, l: f32) -> f32 {
+    if (is_nan(m) || is_nan(l)) {
+        return nan_f32();
+    }
+    if (l == 0.0) {
+        return neg_inf();
+    }
+    return m + log(l);
+}
+
 // True for a masked score: exactly -inf. Every finite score takes part, however negative (a bias of
 // f32::MIN is a number, not a mask), and NaN stays unmasked so that it propagates.
 fn is_masked(s: f32) -> bool {
