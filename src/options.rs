@@ -150,7 +150,7 @@ pub struct AttentionOptions {
     /// Key padding: a [`crate::DType::U32`] tensor of shape \[B\] holding the number of valid keys
     /// of each batch; keys at or past it are masked.
     pub key_lengths: Option<Tensor>,
-    /// ALiBi (Press et al.): slopes [Hq] or [B, Hq] ([`AlibiSlopes`], finite; B·Hq at most
+    /// ALiBi (Press et al.): slopes \[Hq\] or [B, Hq] ([`AlibiSlopes`], finite; B·Hq at most
     /// 4096); `slope_{b,h} · |i' − j|` is subtracted from every score after the soft cap and the
     /// bias, with `i'` the bottom-right aligned query position `i + Lk − Lq` (per sequence
     /// `i + min(len_b, Lk) − Lq` with `align_to_key_lengths`), as FlashAttention's
@@ -222,7 +222,7 @@ pub fn alibi_slopes(heads: usize) -> Vec<f32> {
     slopes.into_iter().map(|s| s as f32).collect()
 }
 
-/// ALiBi slopes as FlashAttention's `alibi_slopes`: one per query head, shape [Hq], or one per
+/// ALiBi slopes as FlashAttention's `alibi_slopes`: one per query head, shape \[Hq\], or one per
 /// batch and query head, shape [B, Hq] (row-major: the slope of batch b, head h is
 /// `values[b · Hq + h]`). The kernels hold them in one uniform buffer of 4096 slopes, so B·Hq is at
 /// most [`AlibiSlopes::MAX`]; a call beyond it is refused with [`crate::Error::Limit`].
@@ -238,15 +238,15 @@ pub fn alibi_slopes(heads: usize) -> Vec<f32> {
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct AlibiSlopes {
     values: Vec<f32>,
-    /// B for [B, Hq] slopes; `None` for [Hq].
+    /// B for [B, Hq] slopes; `None` for \[Hq\].
     batch: Option<usize>,
 }
 
 impl AlibiSlopes {
-    /// Most slopes a call may use (B·Hq for [B, Hq] slopes, Hq for [Hq]).
+    /// Most slopes a call may use (B·Hq for [B, Hq] slopes, Hq for \[Hq\]).
     pub const MAX: usize = 4096;
 
-    /// One slope per query head: [Hq].
+    /// One slope per query head: \[Hq\].
     pub fn per_head(slopes: Vec<f32>) -> Self {
         Self {
             values: slopes,
@@ -268,12 +268,12 @@ impl AlibiSlopes {
         &self.values
     }
 
-    /// B for [B, Hq] slopes, `None` for [Hq].
+    /// B for [B, Hq] slopes, `None` for \[Hq\].
     pub fn batch(&self) -> Option<usize> {
         self.batch
     }
 
-    /// [Hq] or [B, Hq] (a batch of 0 gives [0, 0]).
+    /// \[Hq\] or [B, Hq] (a batch of 0 gives [0, 0]).
     pub fn shape(&self) -> Vec<usize> {
         match self.batch {
             None => vec![self.values.len()],
