@@ -103,12 +103,34 @@ def shape(s):
 def checked(r):
     if r.get("within_tolerance") is False:
         return f"**OUTSIDE** ({r['checked']})"
-    return r.get("checked", "-")
+    c = r.get("checked", "-")
+    if c == "-" and r.get("median_ms") is not None and r.get("timer") != "wall-clock":
+        return "not checked¹"
+    return c
+
+
+def footnotes(rows, label):
+    """Why rows have no time or were not checked, from their notes, below the table."""
+    lines = []
+    for r in rows:
+        note = r.get("note") or ""
+        timed = r.get("median_ms") is not None
+        if not timed and note:
+            lines.append(f"- {label(r)}: no time: {note}")
+        elif checked(r) == "not checked¹":
+            why = next((part for part in note.split("; ") if part.startswith("not checked")), "not checked")
+            lines.append(f"- {label(r)}: {why}")
+    if not lines:
+        return ""
+    return "\nRows without a time, or without a check (¹), and why:\n\n" + "\n".join(lines) + "\n"
 
 
 def kernel(r):
     k = r["kernel"]
-    return f"{k}/{r['design']}" if r.get("design") else k
+    label = f"{k}/{r['design']}" if r.get("design") else k
+    # A design the adapter cannot run falls back to another and says so in the row's note.
+    asked = re.search(r"(\w+) design unavailable", r.get("note") or "")
+    return f"{label} (for {asked.group(1)})" if asked else label
 
 
 def opts_of(args):
@@ -133,7 +155,7 @@ def render_bench(paths, kv):
     peak = report.get("peak_gflops")
     body = [
         [
-            r["variant"] if r["variant"] != "sdpa" else "",
+            r["variant"],
             kernel(r),
             r["dtype"],
             shape(r["shape"]),
@@ -148,15 +170,17 @@ def render_bench(paths, kv):
         for r in rows
     ]
     header = ["variant", "kernel", "dtype", "B×Hq/Hkv×Lq×Lk×D", "causal", "median ms", "GFLOP/s", "GB/s", "% FMA peak", "max abs err", "checked"]
-    if not any(r[0] for r in body):
+    if all(r[0] == "sdpa" for r in body):
         header, body = header[1:], [r[1:] for r in body]
     note = f"FMA ceiling of the run: {peak:.1f} GFLOP/s ({report['dtype']}); timer: {report['timer']}.\n\n" if peak else f"Timer: {report['timer']}.\n\n"
-    return note + table(header, body)
+    label = lambda r: f"{r['variant']} {kernel(r)} {r['dtype']} {shape(r['shape'])} causal {r['causal']}"
+    return note + table(header, body) + footnotes(rows, label)
 
 
 def decode_label(r):
     layout = f"paged/{r['page_size']}" if r["layout"] == "paged" else "contiguous"
-    return layout, f"{r['design']} wg{r['workgroup']}", r.get("splits") or "-"
+    design = f"{r['design']} wg{r['workgroup']}" + (" (built-in)" if r.get("built_in") else "")
+    return layout, design, r.get("splits") or "-"
 
 
 def render_decode(paths, kv):
@@ -186,7 +210,13 @@ def render_decode(paths, kv):
         )
     note = f"Copy bandwidth of the run: {report['copy_peak_gbps']:.2f} GB/s; timer: {report['timer']}.\n\n"
     header = ["B×Hq/Hkv×Lk×D", "dtype", "layout", "design", "splits", "median ms", "K/V GB/s", "% copy", "host 1-shot ms", "host replay ms", "max abs err", "checked"]
-    return note + table(header, body)
+
+    def label(r):
+        s = r["shape"]
+        layout, design, _ = decode_label(r)
+        return f"{s['b']}×{s['hq']}/{s['hkv']}×{s['lk']}×{s['dk']} {layout} {design}"
+
+    return note + table(header, body) + footnotes(rows, label)
 
 
 def render_varlen(paths, kv):

@@ -1,5 +1,6 @@
 //! The documentation's promises that need no GPU: every relative link in the repository's
-//! Markdown files resolves to a file or directory of the repository.
+//! Markdown files resolves to a file or directory of the repository, every table of
+//! BENCHMARKS.md matches its record, and every measured default agrees with the record it names.
 
 use std::path::{Path, PathBuf};
 
@@ -119,5 +120,56 @@ fn benchmarks_tables_match_their_records() {
             assert!(meta.get(field).is_some(), "{record}: meta.json lacks {field}");
         }
         assert_eq!(meta["commit"].as_str().map(str::len), Some(40), "{record}: commit");
+    }
+}
+
+/// Every measured default names a record of the repository, and that record's decode rows show
+/// what the entry claims: at B = 1 on a contiguous cache, at every key length recorded, the
+/// fastest row of the design the entry picks beats the fastest row of the other design.
+#[test]
+fn measured_decode_defaults_match_their_records() {
+    use wgpu_attention::kernels::flash_decode::CPU_DECODE_DESIGNS;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    assert!(!CPU_DECODE_DESIGNS.is_empty());
+    for entry in CPU_DECODE_DESIGNS {
+        let path = root.join(entry.record);
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let rows = json["rows"].as_array().expect("a decode record has rows");
+        let mut lengths: Vec<u64> = Vec::new();
+        for r in rows {
+            let lk = r["shape"]["lk"].as_u64().unwrap();
+            if r["shape"]["b"] == 1 && r["layout"] == "contiguous" && !lengths.contains(&lk) {
+                lengths.push(lk);
+            }
+        }
+        assert!(!lengths.is_empty(), "{}: no B = 1 contiguous rows", entry.record);
+        for lk in lengths {
+            let fastest = |design: &str| {
+                rows.iter()
+                    .filter(|r| {
+                        r["shape"]["b"] == 1
+                            && r["shape"]["lk"] == lk
+                            && r["layout"] == "contiguous"
+                            && r["design"] == design
+                            && r["within_tolerance"] != false
+                    })
+                    .filter_map(|r| r["median_ms"].as_f64())
+                    .fold(f64::INFINITY, f64::min)
+            };
+            let (lanes, rows_ms) = (fastest("lanes"), fastest("rows"));
+            assert!(
+                lanes.is_finite() && rows_ms.is_finite(),
+                "{}: Lk {lk} lacks a design",
+                entry.record
+            );
+            assert_eq!(
+                lanes < rows_ms,
+                entry.lanes,
+                "{} at Lk {lk}: lanes {lanes} ms, rows {rows_ms} ms, but the entry picks {}",
+                entry.record,
+                if entry.lanes { "lanes" } else { "rows" }
+            );
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! The decode benchmark (`wgpu-attention bench --preset decode`): one decode step (Lq = 1) over a
 //! KV cache holding Lk keys per sequence, contiguous and paged, with the decode kernel's designs
 //! side by side: rows per invocation with the splits chosen by the device, the same unsplit, and
-//! the head dim spread over a subgroup (`lanes`, where the device has a fixed subgroup size). Every row reports the GPU time, the K/V read
+//! the head dim spread over a subgroup (`lanes`, where the device has a fixed subgroup size); the
+//! row of the tile an untuned call gets is marked `built-in`. Every row reports the GPU time, the K/V read
 //! rate (`kv_gbps`: bytes of K and V over the GPU time) and its share of the adapter's measured
 //! copy bandwidth, and the host time of one call prepared from scratch (validation, pipeline
 //! lookup, bind groups, recording, submission) against the same call replayed (recording and
@@ -115,6 +116,8 @@ pub struct DecodeRow {
     pub design: &'static str,
     /// Workgroup size.
     pub workgroup: u32,
+    /// Whether this is the tile a call gets without a tuning cache ([`DecodeConfig::built_in`]).
+    pub built_in: bool,
     /// Splits of each sequence's keys (1 = unsplit).
     pub splits: Option<u32>,
     /// Median GPU time of one call.
@@ -279,6 +282,7 @@ pub fn run_decode_bench(ctx: &Context, opts: &DecodeBenchOptions) -> Result<Deco
             let rows_auto = DecodeConfig::default_for(ctx, &p)?;
             let mut designs = vec![rows_auto, DecodeConfig { splits: 1, ..rows_auto }];
             designs.extend(DecodeConfig::lanes_for(ctx, &p)?);
+            let built_in = DecodeConfig::built_in(ctx, &p)?;
             for &layout in &opts.layouts {
                 for &cfg in &designs {
                     let mut row = DecodeRow {
@@ -288,6 +292,7 @@ pub fn run_decode_bench(ctx: &Context, opts: &DecodeBenchOptions) -> Result<Deco
                         page_size: (layout == KvLayout::Paged).then_some(opts.page_size),
                         design: if cfg.lanes { "lanes" } else { "rows" },
                         workgroup: cfg.workgroup,
+                        built_in: cfg == built_in,
                         splits: None,
                         median_ms: None,
                         min_ms: None,
@@ -480,7 +485,12 @@ pub fn decode_table(r: &DecodeReport) -> String {
                 format!("{},{},{},{},{}", p.b, p.hq, p.hkv, p.lk, p.dk),
                 row.dtype.clone(),
                 layout,
-                format!("{} wg{}", row.design, row.workgroup),
+                format!(
+                    "{} wg{}{}",
+                    row.design,
+                    row.workgroup,
+                    if row.built_in { " (built-in)" } else { "" }
+                ),
                 row.splits.map_or("-".into(), |s| s.to_string()),
                 num(row.median_ms, 3),
                 num(row.kv_gbps, 2),

@@ -582,8 +582,8 @@ impl Bench<'_> {
     }
 
     /// Times the fused backward pass after a fused forward (for O and LSE) with dO = 1 / √(Dv)
-    /// everywhere; checks dV, dK and dQ against the reference gradients when the problem is
-    /// small enough for a full check.
+    /// everywhere; checks dV, dK and dQ against the reference gradients ([`backward_check_plan`]:
+    /// all of them, or two KV-head groups whole).
     fn backward_row(&self, row: &mut Row, p: &Problem, inputs: &Inputs, attn_opts: &AttentionOptions) -> Result<()> {
         let ctx = self.ctx;
         let opts = AttentionOptions {
@@ -631,28 +631,52 @@ impl Bench<'_> {
         fill_metrics(row, call.flops(), bytes, &timing, self.peak);
         if !self.opts.check.enabled {
             row.checked = CheckOptions::SKIPPED.into();
-        } else if macs(p) <= FULL_CHECK_MACS {
-            let host = HostInputs {
-                key_lengths: self.opts.key_lengths.as_deref(),
-                ..HostInputs::new(*p, &inputs.q, &inputs.k, &inputs.v)
-            };
-            let expected = reference::sdpa_backward(&host, attn_opts, &d_out_host)?;
-            let g = call.output();
-            let checks = [
-                reference::compare(&g.dq.to_f32_vec(ctx)?, &expected.dq, self.tol),
-                reference::compare(&g.dk.to_f32_vec(ctx)?, &expected.dk, self.tol),
-                reference::compare(&g.dv.to_f32_vec(ctx)?, &expected.dv, self.tol),
-            ];
-            set_check(row, &checks, &CheckPlan::full("dq, dk, dv"), self.tol);
-        } else {
+            return Ok(());
+        }
+        let g = call.output();
+        let got = [g.dq.to_f32_vec(ctx)?, g.dk.to_f32_vec(ctx)?, g.dv.to_f32_vec(ctx)?];
+        let key_lengths = self.opts.key_lengths.as_deref();
+        let Some(plan) = backward_check_plan(p) else {
             add_note(
                 row,
                 &format!(
-                    "not checked: {} multiply-adds exceed the check limit of {FULL_CHECK_MACS}",
-                    macs(p)
+                    "not checked: {} multiply-adds in two KV-head groups exceed the check limit of {HEAD_CHECK_MACS}",
+                    backward_group_macs(p) * 2
                 ),
             );
+            return Ok(());
+        };
+        let mut checks = Vec::new();
+        for &(b, kv) in &plan.groups {
+            // The query heads of KV head `kv` and that head's keys and values: dK and dV sum over
+            // every query row of the group, so the group is checked whole.
+            let group = p.hq / p.hkv;
+            let sub = Problem {
+                b: 1,
+                hq: group,
+                hkv: 1,
+                ..*p
+            };
+            let q_range = (b * p.hq + kv * group) * p.lq * p.dk..(b * p.hq + (kv + 1) * group) * p.lq * p.dk;
+            let k_range = (b * p.hkv + kv) * p.lk * p.dk..(b * p.hkv + kv + 1) * p.lk * p.dk;
+            let v_range = (b * p.hkv + kv) * p.lk * p.dv..(b * p.hkv + kv + 1) * p.lk * p.dv;
+            let host = HostInputs {
+                key_lengths: key_lengths.map(|l| &l[b..b + 1]),
+                ..HostInputs::new(
+                    sub,
+                    &inputs.q[q_range.clone()],
+                    &inputs.k[k_range.clone()],
+                    &inputs.v[v_range.clone()],
+                )
+            };
+            // dO is the same value everywhere: any slice of the right length is the group's.
+            let d_out_sub = &d_out_host[..group * p.lq * p.dv];
+            let expected = reference::sdpa_backward(&host, attn_opts, d_out_sub)?;
+            checks.push(reference::compare(&got[0][q_range], &expected.dq, self.tol));
+            checks.push(reference::compare(&got[1][k_range], &expected.dk, self.tol));
+            checks.push(reference::compare(&got[2][v_range], &expected.dv, self.tol));
         }
+        set_check(row, &checks, &plan.plan, self.tol);
         Ok(())
     }
 
@@ -745,10 +769,12 @@ impl Bench<'_> {
             row.checked = CheckOptions::SKIPPED.into();
             return Ok(());
         }
-        if macs > FULL_CHECK_MACS as f64 {
+        // A member's outputs are compared whole (no subset of heads), up to the size the reference
+        // row itself runs at.
+        if macs > REFERENCE_MACS as f64 {
             add_note(
                 row,
-                &format!("not checked: {macs:.0} multiply-adds exceed the check limit of {FULL_CHECK_MACS}"),
+                &format!("not checked: {macs:.0} multiply-adds exceed the reference limit of {REFERENCE_MACS}"),
             );
             return Ok(());
         }
@@ -759,4 +785,48 @@ impl Bench<'_> {
         set_check(row, comparisons.iter().map(|(_, c)| c), &CheckPlan::full("all"), tol);
         Ok(())
     }
+}
+
+/// The KV-head groups a backward row is checked on: every one up to [`FULL_CHECK_MACS`], else
+/// the first and the last (b, KV head) with all of its query heads (dK and dV sum over them) when
+/// those fit [`HEAD_CHECK_MACS`]; `None` beyond.
+struct BackwardCheck {
+    groups: Vec<(usize, usize)>,
+    plan: CheckPlan,
+}
+
+fn backward_check_plan(p: &Problem) -> Option<BackwardCheck> {
+    let all: Vec<(usize, usize)> = (0..p.b).flat_map(|b| (0..p.hkv).map(move |kv| (b, kv))).collect();
+    if macs(p) <= FULL_CHECK_MACS {
+        return Some(BackwardCheck {
+            groups: all,
+            plan: CheckPlan::full("dq, dk, dv"),
+        });
+    }
+    let mut groups = vec![(0, 0)];
+    if all.len() > 1 {
+        groups.push((p.b - 1, p.hkv - 1));
+    }
+    let group = p.hq / p.hkv;
+    let heads: Vec<(usize, usize)> = groups
+        .iter()
+        .flat_map(|&(b, kv)| (kv * group..(kv + 1) * group).map(move |h| (b, h)))
+        .collect();
+    (backward_group_macs(p) * groups.len() as u64 <= HEAD_CHECK_MACS).then(|| BackwardCheck {
+        plan: CheckPlan {
+            label: format!("dq, dk, dv of {} of {} heads", heads.len(), p.b * p.hq),
+            subset: Some((heads, 0..p.lq)),
+        },
+        groups,
+    })
+}
+
+/// Multiply-adds of the reference backward of one KV-head group (its query heads, every row).
+fn backward_group_macs(p: &Problem) -> u64 {
+    macs(&Problem {
+        b: 1,
+        hq: p.hq / p.hkv,
+        hkv: 1,
+        ..*p
+    })
 }

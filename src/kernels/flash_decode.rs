@@ -78,12 +78,16 @@ impl DecodeConfig {
     }
 
     /// The built-in tile of `ctx`: the lanes design on GPUs with a fixed subgroup size (the head
-    /// dim spread over a subgroup keeps the per-invocation state in registers), the row design
-    /// elsewhere (on CPU drivers a subgroup is one SIMD vector, where whole rows per lane win).
+    /// dim spread over a subgroup keeps the per-invocation state in registers) and on the CPU
+    /// drivers [`CPU_DECODE_DESIGNS`] measured it on; the row design elsewhere.
     pub fn built_in(ctx: &Context, problem: &Problem) -> Result<Self> {
-        match is_cpu(ctx) {
-            true => Self::default_for(ctx, problem),
-            false => Ok(Self::lanes_for(ctx, problem)?.unwrap_or(Self::default_for(ctx, problem)?)),
+        let lanes = match is_cpu(ctx) {
+            true => cpu_decode_design(ctx).is_some_and(|d| d.lanes),
+            false => true,
+        };
+        match lanes {
+            true => Ok(Self::lanes_for(ctx, problem)?.unwrap_or(Self::default_for(ctx, problem)?)),
+            false => Self::default_for(ctx, problem),
         }
     }
 
@@ -178,6 +182,52 @@ impl DecodeConfig {
         }
         check_workgroup_x(ctx, "decode", self.workgroup)
     }
+}
+
+/// A decode design measured on a CPU driver: `bench --preset decode` (B 1 and 8, Hq/Hkv 32/8,
+/// D = 128, Lk 4096 and 16384, contiguous and paged caches) in the record named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MeasuredDecodeDesign {
+    /// The adapter name's prefix.
+    pub adapter: &'static str,
+    /// Mesa major versions the entry covers, inclusive (0..=u32::MAX for drivers outside Mesa).
+    pub mesa: (u32, u32),
+    /// Whether the lanes design is the faster one there.
+    pub lanes: bool,
+    /// The record in `benchmarks/` whose decode table justifies the entry.
+    pub record: &'static str,
+}
+
+/// The built-in decode design on CPU drivers, one entry per driver measured; a CPU driver not
+/// listed keeps the row design (no record says otherwise). GPUs take the lanes design where the
+/// subgroup size is fixed: an estimate until a record from a GPU says otherwise (docs/GPU.md).
+pub const CPU_DECODE_DESIGNS: &[MeasuredDecodeDesign] = &[
+    // Mesa 25.0.7: lanes 8.1 / 31.3 ms against rows 9.7 / 44.1 ms (B 1, Lk 4096 / 16384,
+    // contiguous), ahead at B 8 and on paged caches but one (B 1, Lk 4096: 12.5 against 10.7 ms).
+    // Later Mesa versions are assumed alike until recorded.
+    MeasuredDecodeDesign {
+        adapter: "llvmpipe",
+        mesa: (25, u32::MAX),
+        lanes: true,
+        record: "benchmarks/2026-12-06-llvmpipe-mesa-25.0.7/decode.json",
+    },
+    // Mesa 22.3.6, the same binary in the same record: rows 18.5 / 45.6 ms against lanes 24.0 /
+    // 94.2 ms. Mesa 23 and 24 are assumed alike until recorded.
+    MeasuredDecodeDesign {
+        adapter: "llvmpipe",
+        mesa: (22, 24),
+        lanes: false,
+        record: "benchmarks/2026-12-06-llvmpipe-mesa-25.0.7/decode.mesa22.json",
+    },
+];
+
+/// The entry of [`CPU_DECODE_DESIGNS`] that covers `ctx`'s adapter and driver.
+pub fn cpu_decode_design(ctx: &Context) -> Option<&'static MeasuredDecodeDesign> {
+    let a = ctx.info().adapter.as_ref()?;
+    let mesa = super::mesa_major(&a.driver_info).unwrap_or(0);
+    CPU_DECODE_DESIGNS
+        .iter()
+        .find(|d| a.name.starts_with(d.adapter) && (d.mesa.0..=d.mesa.1).contains(&mesa))
 }
 
 /// The device's subgroup size when `SUBGROUP` is granted and the size is fixed (4 to 64).

@@ -172,14 +172,17 @@ pub(crate) fn loop_budget(ctx: &Context) -> bool {
     if a.device_type != wgpu::DeviceType::Cpu || !a.name.starts_with("llvmpipe") {
         return false;
     }
-    // driver_info reads "Mesa 22.3.6 (LLVM 15.0.6)"; an unreadable version counts as old.
-    let major = a
-        .driver_info
+    // An unreadable version counts as old.
+    mesa_major(&a.driver_info).is_none_or(|m| m < 25)
+}
+
+/// Mesa's major version in a driver string such as "Mesa 22.3.6 (LLVM 15.0.6)".
+pub(crate) fn mesa_major(driver_info: &str) -> Option<u32> {
+    driver_info
         .split_whitespace()
         .skip_while(|w| *w != "Mesa")
         .nth(1)
-        .and_then(|v| v.split('.').next()?.parse::<u32>().ok());
-    major.is_none_or(|m| m < 25)
+        .and_then(|v| v.split('.').next()?.parse::<u32>().ok())
 }
 
 /// Keys the staged path's kernels may reduce over under an llvmpipe loop budget (the P·V GEMM
