@@ -67,7 +67,8 @@ skip_suite() {
 }
 bench() { "$bin" bench --quiet "$@"; }
 # Samples per row: enough for a median on a quiet machine, few enough that a record takes about
-# an hour on 2 cores (WGPU_ATTENTION_RECORD_ITERS changes it).
+# half an hour on 2 cores (WGPU_ATTENTION_RECORD_ITERS changes it; the decode suite takes
+# WGPU_ATTENTION_RECORD_DECODE_ITERS, default 30).
 short="--warmup 1 --iters ${WGPU_ATTENTION_RECORD_ITERS:-5}"
 
 load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
@@ -91,7 +92,9 @@ for s in $suites; do
                     --causal none --causal top-left $short --json "$out/designs-f16.json"
             else skip_suite designs-f16 "the adapter has no SHADER_F16"; fi ;;
         decode)
-            suite decode bench --preset decode --batches 1,8 --lengths 4096,16384 $short --json "$out/decode.json" ;;
+            # A decode step takes milliseconds: more samples for a stable median.
+            suite decode bench --preset decode --batches 1,8 --lengths 4096,16384 --warmup 2 \
+                --iters "${WGPU_ATTENTION_RECORD_DECODE_ITERS:-30}" --json "$out/decode.json" ;;
         family)
             variants=()
             for v in sdpa dot general additive local-m local-p hard zero-masked codewise han-pool ff-pool self-sum mha location; do
