@@ -202,14 +202,14 @@ pub struct MeasuredDecodeDesign {
 /// listed keeps the row design (no record says otherwise). GPUs take the lanes design where the
 /// subgroup size is fixed: an estimate until a record from a GPU says otherwise (docs/GPU.md).
 pub const CPU_DECODE_DESIGNS: &[MeasuredDecodeDesign] = &[
-    // Mesa 25.0.7: lanes 8.1 / 31.3 ms against rows 9.7 / 44.1 ms (B 1, Lk 4096 / 16384,
-    // contiguous), ahead at B 8 and on paged caches but one (B 1, Lk 4096: 12.5 against 10.7 ms).
-    // Later Mesa versions are assumed alike until recorded.
+    // Mesa 25.0.7, 30 samples a row: lanes 6.7 / 26.0 ms against rows 8.7 / 31.6 ms (B 1, Lk
+    // 4096 / 16384, contiguous), ahead at B 8 and on paged caches too. Later Mesa versions are
+    // assumed alike until recorded.
     MeasuredDecodeDesign {
         adapter: "llvmpipe",
         mesa: (25, u32::MAX),
         lanes: true,
-        record: "benchmarks/2026-12-06-llvmpipe-mesa-25.0.7/decode.json",
+        record: "benchmarks/2026-12-06-llvmpipe-mesa-25.0.7-decode/decode.json",
     },
     // Mesa 22.3.6, the same binary in the same record: rows 18.5 / 45.6 ms against lanes 24.0 /
     // 94.2 ms. Mesa 23 and 24 are assumed alike until recorded.
