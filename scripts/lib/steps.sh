@@ -119,9 +119,14 @@ wgpu_attention_lanes_report() {
 wgpu_attention_test_bins=()
 lane_binaries() {
     mapfile -t wgpu_attention_test_bins < <(
-        cargo test --no-run --message-format=json "$@" 2>/dev/null \
-            | grep '"test":true' | grep -o '"executable":"[^"]*"' \
-            | sed 's/^"executable":"//; s/"$//' | sort -u
+        # Test harnesses only: the artifact's profile says `test` (a binary target's own `test`
+        # flag is true too, and running the CLI without arguments is not a test).
+        cargo test --no-run --message-format=json "$@" 2>/dev/null | python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["profile"]["test"] and m.get("executable"):
+        print(m["executable"])' | sort -u
     )
     [ ${#wgpu_attention_test_bins[@]} -gt 0 ] || { echo "no test binaries (cargo test --no-run failed?)" >&2; return 1; }
 }
