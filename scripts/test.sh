@@ -38,7 +38,11 @@ source scripts/ensure-vulkan.sh
 step "adapter"
 info="$(cargo run --quiet -- info)"
 echo "$info"
-adapter="$(sed -n 's/^adapter: *//p' <<<"$info"); $(sed -n 's/^driver: *//p' <<<"$info"); subgroups $(sed -n 's/^subgroups: *//p' <<<"$info")"
+# A lane's adapter line from `info` output: adapter; driver; subgroups.
+adapter_line() {
+    echo "$(sed -n 's/^adapter: *//p' <<<"$1"); $(sed -n 's/^driver: *//p' <<<"$1"); subgroups $(sed -n 's/^subgroups: *//p' <<<"$1")"
+}
+adapter="$(adapter_line "$info")"
 # What the default lane requires. lavapipe (CI, and any machine without a GPU) has f16, fixed
 # subgroups, the tiled design and the pipeline cache: losing one fails the lane. On another
 # adapter only what WGPU_ATTENTION_REQUIRE names is required; the rest skips by name.
@@ -107,15 +111,15 @@ subgroup_tests=(numerics fused:plain_shapes decode:shapes_and_split_counts desig
 # The adapter line of a lane whose variables change the driver, read from the driver under them;
 # fails unless it reports the subgroup width the lane exists for.
 adapter_under() {
-    local width="$1" lane_info line
+    local width="$1" lane_info subgroups
     shift
     lane_info="$(env "$@" cargo run --quiet -- info)"
-    line="$(sed -n 's/^subgroups: *//p' <<<"$lane_info")"
-    [ "$line" = "$width..$width invocations" ] || {
-        echo "lane: $* gives subgroups '$line', not $width-wide" >&2
+    subgroups="$(sed -n 's/^subgroups: *//p' <<<"$lane_info")"
+    [ "$subgroups" = "$width..$width invocations" ] || {
+        echo "lane: $* gives subgroups '$subgroups', not $width-wide" >&2
         return 1
     }
-    echo "$(sed -n 's/^adapter: *//p' <<<"$lane_info"); $(sed -n 's/^driver: *//p' <<<"$lane_info"); subgroups $line; $*"
+    echo "$(adapter_line "$lane_info"); $*"
 }
 step "lane lavapipe-4: lavapipe with 4-wide subgroups (every subgroup path)"
 adapter4="$(adapter_under 4 LP_NATIVE_VECTOR_WIDTH=128)"

@@ -647,10 +647,10 @@ impl Bench<'_> {
             return Ok(());
         };
         let mut checks = Vec::new();
+        let group = p.hq / p.hkv;
         for &(b, kv) in &plan.groups {
             // The query heads of KV head `kv` and that head's keys and values: dK and dV sum over
             // every query row of the group, so the group is checked whole.
-            let group = p.hq / p.hkv;
             let sub = Problem {
                 b: 1,
                 hq: group,
@@ -796,15 +796,14 @@ struct BackwardCheck {
 }
 
 fn backward_check_plan(p: &Problem) -> Option<BackwardCheck> {
-    let all: Vec<(usize, usize)> = (0..p.b).flat_map(|b| (0..p.hkv).map(move |kv| (b, kv))).collect();
     if macs(p) <= FULL_CHECK_MACS {
         return Some(BackwardCheck {
-            groups: all,
+            groups: (0..p.b).flat_map(|b| (0..p.hkv).map(move |kv| (b, kv))).collect(),
             plan: CheckPlan::full("dq, dk, dv"),
         });
     }
     let mut groups = vec![(0, 0)];
-    if all.len() > 1 {
+    if p.b * p.hkv > 1 {
         groups.push((p.b - 1, p.hkv - 1));
     }
     let group = p.hq / p.hkv;

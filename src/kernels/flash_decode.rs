@@ -81,10 +81,7 @@ impl DecodeConfig {
     /// dim spread over a subgroup keeps the per-invocation state in registers) and on the CPU
     /// drivers [`CPU_DECODE_DESIGNS`] measured it on; the row design elsewhere.
     pub fn built_in(ctx: &Context, problem: &Problem) -> Result<Self> {
-        let lanes = match is_cpu(ctx) {
-            true => cpu_decode_design(ctx).is_some_and(|d| d.lanes),
-            false => true,
-        };
+        let lanes = !is_cpu(ctx) || cpu_decode_design(ctx).is_some_and(|d| d.lanes);
         match lanes {
             true => Ok(Self::lanes_for(ctx, problem)?.unwrap_or(Self::default_for(ctx, problem)?)),
             false => Self::default_for(ctx, problem),
