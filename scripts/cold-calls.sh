@@ -3,8 +3,8 @@
 # shader cache off (MESA_SHADER_CACHE_DISABLE=true) and the crate's pipeline cache off
 # (WGPU_ATTENTION_PIPELINE_CACHE=off), as on a new machine or after a driver update. Prints a
 # line per call and writes JSON rows (class, call, seconds, peak RSS) to FILE for
-# scripts/benchmarks-md.py. The targets (issue of record: every class within 10 s and 500 MB on
-# Mesa 25 lavapipe) are written into the file and marked per row.
+# scripts/benchmarks-md.py. The targets (every class within 10 s and 500 MB on Mesa 25 lavapipe)
+# are written into the file and marked per row.
 # Usage: scripts/cold-calls.sh FILE.json   (uses target/release/; scripts/record.sh builds it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,16 +29,20 @@ call() {
     printf '%-28s %7.2f s %6d MB  %s\n' "$class" "$seconds" "$mb" "$shown" >&2
     rows+=("{\"class\": \"$class\", \"call\": \"$shown\", \"seconds\": $seconds, \"peak_rss_mb\": $mb, \"ok\": $ok}")
 }
-warm() { call "$1" "warm-up $2" "$bin" warm-up $2; }
-warm "fused/register D=64" "--shape 1,4,4,130,130,64,64 --kernel fused --design register"
-warm "fused/register D=128" "--shape 1,4,4,130,130,128,128 --kernel fused --design register"
-warm "fused/tiled D=64" "--shape 1,4,4,130,130,64,64 --kernel fused --design tiled"
-warm "decode D=128" "--shape 1,32,8,1,1024,128,128 --kernel decode"
-warm "staged D=64" "--shape 1,4,4,130,130,64,64 --kernel staged"
-call "backward (fused) D=64" "bench --shape 1,4,1,130,130,64,64 --kernel fused --backward" \
-    "$bin" bench --quiet --no-check --warmup 0 --iters 1 --shape 1,4,1,130,130,64,64 --kernel fused --backward
-call "family: additive (fused)" "bench --variant additive --shape 1,1,130,64 --kernel fused" \
-    "$bin" bench --quiet --no-check --warmup 0 --iters 1 --variant additive --shape 1,1,130,64 --kernel fused
+# A first call as a one-shot process makes it: the library's own choice of code (on CPU adapters
+# the quick code while the fast code is not compiled), one call, no reference check.
+first() {
+    local class="$1" args="$2"
+    call "$class" "bench --first-call $args" "$bin" bench --quiet --no-check --first-call --warmup 0 --iters 1 $args
+}
+first "fused/register D=64" "--shape 1,4,4,130,130,64,64 --kernel fused --design register"
+first "fused/register D=128" "--shape 1,4,4,130,130,128,128 --kernel fused --design register"
+first "fused/tiled D=64" "--shape 1,4,4,130,130,64,64 --kernel fused --design tiled"
+first "decode D=128" "--shape 1,32,8,1,1024,128,128 --kernel decode"
+first "staged D=64" "--shape 1,4,4,130,130,64,64 --kernel staged"
+first "backward (fused) D=64" "--shape 1,4,1,130,130,64,64 --kernel fused --backward"
+first "backward (fused) D=128" "--shape 1,4,1,130,130,128,128 --kernel fused --backward"
+first "family: additive (fused)" "--variant additive --shape 1,1,130,64 --kernel fused"
 for design in tiled register; do
     call "gemm/$design" "gemm_throughput 256 128 128 1 $design" "$gemm" 256 128 128 1 "$design"
 done

@@ -59,13 +59,13 @@ fn main(
     let jm_{r} = min(j_{r}, params.len_k - 1u); // keys past Lk compute on a valid key, never written
     var k_{r}: array<vec4<f32>, MAX_HEAD_VEC4>;
     var dk_{r}: array<vec4<f32>, MAX_HEAD_VEC4>;
-    for (var d4 = 0u; d4 < DK4; d4++) {
+    for (var d4 = 0u; d4 < k_vecs(); d4++) {
         k_{r}[d4] = load_k4(k_head + jm_{r} * params.k_sl, d4);
         dk_{r}[d4] = vec4<f32>(0.0);
     }
     var v_{r}: array<vec4<f32>, MAX_HEAD_VEC4>;
     var dv_{r}: array<vec4<f32>, MAX_HEAD_VEC4>;
-    for (var c4 = 0u; c4 < DV4; c4++) {
+    for (var c4 = 0u; c4 < v_vecs(); c4++) {
         v_{r}[c4] = load_v4(v_head + jm_{r} * params.v_sl, c4);
         dv_{r}[c4] = vec4<f32>(0.0);
     }
@@ -79,15 +79,15 @@ fn main(
             let iu = u32(i);
             let r = bh * params.len_q + iu;
             let st = row_stats(r);
-            for (var d4 = 0u; d4 < DK4; d4++) {
+            for (var d4 = 0u; d4 < k_vecs(); d4++) {
                 qi[d4] = load_q4(q_head + iu * params.q_sl, d4) * params.scale;
             }
-            for (var c4 = 0u; c4 < DV4; c4++) {
+            for (var c4 = 0u; c4 < v_vecs(); c4++) {
                 doi[c4] = load_do4(r, b, h, iu, c4);
             }
             //@each_row
             var acc_{r} = vec4<f32>(0.0);
-            for (var d4 = 0u; d4 < DK4; d4++) {
+            for (var d4 = 0u; d4 < k_vecs(); d4++) {
                 acc_{r} += qi[d4] * k_{r}[d4];
             }
             let pr_{r} = grad_prob((acc_{r}.x + acc_{r}.y) + (acc_{r}.z + acc_{r}.w), st.x, b, h, iu, jm_{r});
@@ -95,13 +95,13 @@ fn main(
             if (!(pr_{r}.x == 0.0)) {
                 let pz_{r} = pr_{r}.x * pr_{r}.y;
                 var dp_{r} = vec4<f32>(0.0);
-                for (var c4 = 0u; c4 < DV4; c4++) {
+                for (var c4 = 0u; c4 < v_vecs(); c4++) {
                     dp_{r} += doi[c4] * v_{r}[c4];
                     dv_{r}[c4] += pz_{r} * doi[c4];
                 }
                 let dpz_{r} = ((dp_{r}.x + dp_{r}.y) + (dp_{r}.z + dp_{r}.w)) * pr_{r}.y;
                 let ds_{r} = pr_{r}.x * (dpz_{r} - st.y) * pr_{r}.z;
-                for (var d4 = 0u; d4 < DK4; d4++) {
+                for (var d4 = 0u; d4 < k_vecs(); d4++) {
                     dk_{r}[d4] += ds_{r} * qi[d4];
                 }
             }
@@ -113,10 +113,10 @@ fn main(
     //@each_row
     if (j_{r} < params.len_k) {
         let row_{r} = bk * params.len_k + j_{r};
-        for (var d4 = 0u; d4 < DK4; d4++) {
+        for (var d4 = 0u; d4 < k_vecs(); d4++) {
             store_grad4(backward.dk_off + row_{r} * DK, d4, dk_{r}[d4], DK);
         }
-        for (var c4 = 0u; c4 < DV4; c4++) {
+        for (var c4 = 0u; c4 < v_vecs(); c4++) {
             store_grad4(backward.dv_off + row_{r} * DV, c4, dv_{r}[c4], DV);
         }
     }

@@ -6,8 +6,9 @@
 // Composed after common/params.wgsl, common/grid.wgsl, common/philox.wgsl,
 // common/no_centers.wgsl, common/mask.wgsl, a loader (common/load_scalar.wgsl or
 // common/load_vec4.wgsl: `load_q4`, `load_k4`, `load_v4`), common/grad_io.wgsl, a dO piece
-// (common/grad_do_records.wgsl or common/grad_do_direct.wgsl: `load_do4`) and
-// common/grad_prob.wgsl. `//@each_row` blocks are repeated ROWS times by the host.
+// (common/grad_do_records.wgsl or common/grad_do_direct.wgsl: `load_do4`), common/grad_prob.wgsl
+// and a loops piece (`k_vecs`, `v_vecs`: common/loops_unrolled.wgsl, or common/loops_compact.wgsl
+// for the quick first-call code). `//@each_row` blocks are repeated ROWS times by the host.
 
 override WORKGROUP: u32 = 64u;
 override DK: u32 = 64u;
@@ -63,42 +64,42 @@ fn main(
     let g_{r} = bh * params.len_q + im_{r};
     let st_{r} = row_stats(g_{r});
     var q_{r}: array<vec4<f32>, MAX_HEAD_VEC4>;
-    for (var d4 = 0u; d4 < DK4; d4++) {
+    for (var d4 = 0u; d4 < k_vecs(); d4++) {
         q_{r}[d4] = load_q4(q_head + im_{r} * params.q_sl, d4) * params.scale;
     }
     var do_{r}: array<vec4<f32>, MAX_HEAD_VEC4>;
-    for (var c4 = 0u; c4 < DV4; c4++) {
+    for (var c4 = 0u; c4 < v_vecs(); c4++) {
         do_{r}[c4] = load_do4(g_{r}, b, h, im_{r}, c4);
     }
     var dq_{r}: array<vec4<f32>, MAX_HEAD_VEC4>;
-    for (var d4 = 0u; d4 < DK4; d4++) {
+    for (var d4 = 0u; d4 < k_vecs(); d4++) {
         dq_{r}[d4] = vec4<f32>(0.0);
     }
     //@end_row
 
     for (var j = k_begin; j < k_end; j++) {
         let ju = u32(j);
-        for (var d4 = 0u; d4 < DK4; d4++) {
+        for (var d4 = 0u; d4 < k_vecs(); d4++) {
             kj[d4] = load_k4(k_head + ju * params.k_sl, d4);
         }
-        for (var c4 = 0u; c4 < DV4; c4++) {
+        for (var c4 = 0u; c4 < v_vecs(); c4++) {
             vj[c4] = load_v4(v_head + ju * params.v_sl, c4);
         }
         //@each_row
         var acc_{r} = vec4<f32>(0.0);
-        for (var d4 = 0u; d4 < DK4; d4++) {
+        for (var d4 = 0u; d4 < k_vecs(); d4++) {
             acc_{r} += q_{r}[d4] * kj[d4];
         }
         let pr_{r} = grad_prob((acc_{r}.x + acc_{r}.y) + (acc_{r}.z + acc_{r}.w), st_{r}.x, b, h, im_{r}, ju);
         // A key of probability 0 (masked) contributes nothing, whatever its V row holds.
         if (!(pr_{r}.x == 0.0)) {
             var dp_{r} = vec4<f32>(0.0);
-            for (var c4 = 0u; c4 < DV4; c4++) {
+            for (var c4 = 0u; c4 < v_vecs(); c4++) {
                 dp_{r} += do_{r}[c4] * vj[c4];
             }
             let dpz_{r} = ((dp_{r}.x + dp_{r}.y) + (dp_{r}.z + dp_{r}.w)) * pr_{r}.y;
             let ds_{r} = pr_{r}.x * (dpz_{r} - st_{r}.y) * pr_{r}.z;
-            for (var d4 = 0u; d4 < DK4; d4++) {
+            for (var d4 = 0u; d4 < k_vecs(); d4++) {
                 dq_{r}[d4] += ds_{r} * kj[d4];
             }
         }
@@ -108,7 +109,7 @@ fn main(
     // dQ [B, Hq, Lq, Dk], row-major.
     //@each_row
     if (i_{r} < params.len_q) {
-        for (var d4 = 0u; d4 < DK4; d4++) {
+        for (var d4 = 0u; d4 < k_vecs(); d4++) {
             store_grad4(g_{r} * DK, d4, dq_{r}[d4] * params.scale, DK);
         }
     }

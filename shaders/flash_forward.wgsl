@@ -3,7 +3,8 @@
 // once: Q rows and O accumulators live in registers, each loaded K/V vector feeds ROWS rows, and
 // the Lq×Lk score matrix never exists. Composed after common/params.wgsl, common/mask.wgsl,
 // common/row_block.wgsl (the block's rows and key range), a loader piece (common/load_vec4.wgsl or common/load_scalar.wgsl: the Q/K/V/O bindings and
-// `load_q4`, `load_k4`, `load_v4`, `store_o4`), a fetch piece (common/fetch_plain.wgsl or
+// `load_q4`, `load_k4`, `load_v4`, `store_o4`), common/loops_unrolled.wgsl (`k_vecs`,
+// `v_vecs`: the head-dim loop trip counts), a fetch piece (common/fetch_plain.wgsl or
 // common/fetch_subgroup.wgsl: `KernelInputs`, `fetch_k`, `fetch_v` filling the `kv` registers,
 // `uniform_min`/`uniform_max`) and a score piece (common/score_dot.wgsl or
 // common/score_additive.wgsl: `score_term`).
@@ -83,11 +84,11 @@ fn main(input: KernelInputs) {
     let v_head = v_head_of(blk);
     //@each_row
     var q_{r}: array<vec4<f32>, MAX_HEAD_VEC4>;
-    for (var d4 = 0u; d4 < DK4; d4++) {
+    for (var d4 = 0u; d4 < k_vecs(); d4++) {
         q_{r}[d4] = load_q4(q_head + im_{r} * params.q_sl, d4) * params.scale;
     }
     var o_{r}: array<vec4<f32>, MAX_HEAD_VEC4>;
-    for (var c4 = 0u; c4 < DV4; c4++) {
+    for (var c4 = 0u; c4 < v_vecs(); c4++) {
         o_{r}[c4] = vec4<f32>(0.0);
     }
     var m_{r} = neg_inf();
@@ -100,7 +101,7 @@ fn main(input: KernelInputs) {
         fetch_k(k_head + ju * params.k_sl, lane);
         //@each_row
         var acc_{r} = vec4<f32>(0.0);
-        for (var d4 = 0u; d4 < DK4; d4++) {
+        for (var d4 = 0u; d4 < k_vecs(); d4++) {
             acc_{r} += score_term(q_{r}[d4], kv[d4], d4);
         }
         let s_{r} = block_score((acc_{r}.x + acc_{r}.y) + (acc_{r}.z + acc_{r}.w), masked_range, b, h, im_{r}, ju, c_{r});
@@ -109,7 +110,7 @@ fn main(input: KernelInputs) {
             if (s_{r} > m_{r} + RESCALE_THRESHOLD) {
                 let alpha = exp(m_{r} - s_{r});
                 l_{r} *= alpha;
-                for (var c4 = 0u; c4 < DV4; c4++) {
+                for (var c4 = 0u; c4 < v_vecs(); c4++) {
                     o_{r}[c4] *= alpha;
                 }
                 m_{r} = s_{r};
@@ -126,7 +127,7 @@ fn main(input: KernelInputs) {
         // A key of weight 0 (masked or dropped) contributes nothing: a NaN or inf in its V row
         // must not reach rows that do not weigh it (0 · inf is NaN).
         if (!(p_{r} == 0.0)) { // not `!=`: it may compile to an ordered compare, false for NaN
-            for (var c4 = 0u; c4 < DV4; c4++) {
+            for (var c4 = 0u; c4 < v_vecs(); c4++) {
                 o_{r}[c4] += p_{r} * kv[c4];
             }
         }
@@ -143,7 +144,7 @@ fn main(input: KernelInputs) {
         if (!(l_{r} == 0.0)) {
             inv_{r} = 1.0 / l_{r};
         }
-        for (var c4 = 0u; c4 < DV4; c4++) {
+        for (var c4 = 0u; c4 < v_vecs(); c4++) {
             store_o4(o_head + i_{r} * params.o_sl, c4, o_{r}[c4] * inv_{r});
         }
         if (has_flag(FLAG_LSE)) {

@@ -18,7 +18,7 @@ use crate::attention::{base_params, validate, Problem};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::kernels::flash_backward::{self, BackwardBindings, BackwardParams, GradKernel};
-use crate::kernels::{self, BackwardConfig, BoundBuffer, Step, Strides};
+use crate::kernels::{self, BackwardConfig, BoundBuffer, Code, Step, Strides};
 use crate::options::{AttentionOptions, KernelChoice};
 use crate::tensor::{DType, Tensor};
 
@@ -162,14 +162,18 @@ impl AttentionBackward {
             let grads = Gradients { dq, dk, dv, dbias };
             let mut steps = Vec::new();
             if p.b > 0 && p.lq > 0 && p.lk > 0 {
-                let cfg = match bopts.config {
-                    Some(c) => c,
-                    None => BackwardConfig::default_for(ctx, p.dk as u32, p.dv as u32)?,
+                let (cfg, code) = match bopts.config {
+                    Some(c) => (c, Code::Fast),
+                    None => (
+                        BackwardConfig::default_for(ctx, p.dk as u32, p.dv as u32)?,
+                        Code::QuickUntilCompiled,
+                    ),
                 };
                 let recorded = record(
                     ctx,
                     &p,
                     cfg,
+                    code,
                     [q, k, v],
                     [out, d_out, lse],
                     opts,
@@ -189,6 +193,41 @@ impl AttentionBackward {
                 allocated,
             })
         })
+    }
+
+    /// Compiles (and runs once, for drivers that compile at the first dispatch) the fast code of
+    /// the pipelines a backward call of `problem` in `dtype` with `opts` and `bopts` will use, on
+    /// a tiny stand-in problem of the same shape class (see [`crate::Attention::warm_up`]). Later
+    /// calls then run that code instead of the quick first-call code of
+    /// [`crate::pipeline::PipelineCache::set_quick_first_calls`]. On lavapipe the default tile's
+    /// fast code takes minutes to compile cold: a process meant to train should warm up once
+    /// (or run `wgpu-attention warm-up --backward`, which persists it where the device has
+    /// `PIPELINE_CACHE`). Tensor-valued options only need to be present. Native only.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn warm_up(
+        ctx: &Context,
+        problem: &Problem,
+        dtype: DType,
+        opts: &AttentionOptions,
+        bopts: &BackwardOptions,
+    ) -> Result<()> {
+        let p = problem;
+        let stand_in = crate::attention::warm::StandIn::new(ctx, p, dtype, opts)?;
+        let rows = [1, stand_in.group, stand_in.lq];
+        let out = Tensor::zeros(ctx, &[rows[0], rows[1], rows[2], p.dv], dtype)?;
+        let d_out = Tensor::zeros(ctx, out.shape(), dtype)?;
+        let lse = Tensor::zeros(ctx, &rows, DType::F32)?;
+        // An explicit tile: the fast code, never the quick one.
+        let bopts = BackwardOptions {
+            config: Some(match bopts.config {
+                Some(c) => c,
+                None => BackwardConfig::default_for(ctx, p.dk as u32, p.dv as u32)?,
+            }),
+            ..*bopts
+        };
+        let [q, k, v] = &stand_in.qkv;
+        Self::with_options(ctx, [q, k, v], [&out, &d_out, &lse], &stand_in.opts, &bopts)?.submit()?;
+        ctx.wait()
     }
 
     /// Records the call into `encoder` (the caller submits it).
@@ -388,6 +427,7 @@ fn record(
     ctx: &Context,
     p: &Problem,
     cfg: BackwardConfig,
+    code: Code,
     [q, k, v]: [&Tensor; 3],
     [out, d_out, lse]: [&Tensor; 3],
     opts: &AttentionOptions,
@@ -480,7 +520,8 @@ fn record(
             .iter()
             .all(|x| x.is_multiple_of(4)),
     };
-    let grad = |which, buf: &BoundBuffer, dtype| flash_backward::grad_step(ctx, which, cfg, dtype, &bindings, buf);
+    let grad =
+        |which, buf: &BoundBuffer, dtype| flash_backward::grad_step(ctx, which, cfg, code, dtype, &bindings, buf);
     let mut allocated = rows_tensor.buffer().size()
         + params_buf.size()
         + backward_buf.size()

@@ -2,7 +2,7 @@
 //! is `wgpu_attention::bench::files::run_attention_backward`).
 
 use anyhow::{bail, Context as _, Result};
-use wgpu_attention::bench::{self, files, Variant};
+use wgpu_attention::bench::{files, Variant};
 
 use super::{attention_options, cli_error, context, pipeline_notice, report_check, sdpa_inputs};
 use super::{DTypeArg, RunArgs, RunKernelArg};
@@ -48,7 +48,6 @@ pub(crate) fn check_backward_flags(a: &RunArgs) -> Result<()> {
 
 /// `run --backward`: the forward for O and LSE, then dQ, dK, dV (and dBias) written to files.
 pub(crate) fn backward_cmd(a: &RunArgs) -> Result<()> {
-    bench::prefer_short_compiles(true);
     let ctx = context()?;
     let max = ctx.limits().max_buffer_size;
     if let Some(path) = &a.safetensors {

@@ -74,6 +74,10 @@ struct WarmUpArgs {
     /// Design of the fused kernel (default: the library's choice for the adapter).
     #[arg(long, value_enum, default_value = "auto")]
     design: DesignArg,
+    /// Also compile the backward kernels of each call (the fast code of the default tile; on
+    /// lavapipe minutes cold, which first calls otherwise avoid with quick code).
+    #[arg(long)]
+    backward: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -239,6 +243,11 @@ struct BenchArgs {
     /// Multiply every tolerance by X (default 1: the stated tolerances; 0 demands exact results).
     #[arg(long, value_name = "X", default_value_t = 1.0)]
     tolerance_scale: f64,
+    /// Time the code a first call runs: on CPU adapters the quick code while the fast code is not
+    /// compiled (with --warmup 0 --iters 1 in a fresh process: the first call itself). Without
+    /// it, bench measures the fast code.
+    #[arg(long)]
+    first_call: bool,
     /// Write the report as JSON.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -683,6 +692,7 @@ fn bench_cmd(a: &BenchArgs) -> Result<()> {
     opts.half_width = a.half_width;
     opts.backward = a.backward;
     opts.check = a.check_options()?;
+    opts.first_call = a.first_call;
     let ctx = match a.borrowed_device {
         true => borrowed_context()?,
         false => context()?,
@@ -1000,8 +1010,6 @@ fn run_cmd(a: &RunArgs) -> Result<()> {
     }
     let v = a.variant;
     let dtype = a.dtype.map(DTypeArg::dtype);
-    // One call per process: on CPU adapters small problems get a fused tile that compiles fast.
-    bench::prefer_short_compiles(true);
     let ctx = context()?;
     if let Some(path) = &a.safetensors {
         // Tensors larger than the device can hold are refused from the header, before reading.
@@ -1492,11 +1500,16 @@ fn warm_up_cmd(a: &WarmUpArgs) -> Result<()> {
                 };
                 let started = std::time::Instant::now();
                 wgpu_attention::Attention::warm_up(&ctx, p, a.dtype.dtype(), &opts)?;
+                if a.backward {
+                    let bopts = wgpu_attention::BackwardOptions::default();
+                    wgpu_attention::AttentionBackward::warm_up(&ctx, p, a.dtype.dtype(), &opts, &bopts)?;
+                }
                 println!(
-                    "{p} {} causal={} kernel={}: ready in {:.2} s",
+                    "{p} {} causal={} kernel={}{}: ready in {:.2} s",
                     a.dtype.dtype().name(),
                     c.to_possible_value().map_or("?".into(), |v| v.get_name().to_string()),
                     k.to_possible_value().map_or("?".into(), |v| v.get_name().to_string()),
+                    if a.backward { " with backward" } else { "" },
                     started.elapsed().as_secs_f64()
                 );
             }

@@ -10,6 +10,7 @@
 //! [`PIPELINE_CACHE_ENV`]).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::context::Context;
@@ -76,6 +77,10 @@ pub mod common {
     pub const GRAD_DO_DIRECT: &str = include_str!("../shaders/common/grad_do_direct.wgsl");
     /// dO read from the caller's tensor with vec4 loads (aligned operands).
     pub const GRAD_DO_DIRECT_VEC4: &str = include_str!("../shaders/common/grad_do_direct_vec4.wgsl");
+    /// Head-dim loop trip counts from the override constants (unrolled: the fast code).
+    pub const LOOPS_UNROLLED: &str = include_str!("../shaders/common/loops_unrolled.wgsl");
+    /// Head-dim loop trip counts from the uniform (kept as loops: the compact code).
+    pub const LOOPS_COMPACT: &str = include_str!("../shaders/common/loops_compact.wgsl");
     /// The backward kernels' recomputed probability with its dropout and soft-cap factors.
     pub const GRAD_PROB: &str = include_str!("../shaders/common/grad_prob.wgsl");
 }
@@ -105,6 +110,10 @@ pub struct Variant {
     pub coop: u32,
     /// Per-invocation accumulator vec4s of the tiled design (`const SLOTS`; 0 = none).
     pub slots: u32,
+    /// Head-dim loops bounded by the uniform (`common/loops_compact.wgsl`) instead of the
+    /// override constants (`common/loops_unrolled.wgsl`): the backward's dQ and dK/dV quick code
+    /// for first calls on CPU drivers (see [`PipelineCache::set_quick_first_calls`]).
+    pub compact: bool,
 }
 
 /// Every kernel of the crate: its shader file and the common pieces it is composed from.
@@ -271,6 +280,11 @@ impl Kernel {
         } else {
             common::LOAD_SCALAR
         };
+        let loops = if variant.compact {
+            common::LOOPS_COMPACT
+        } else {
+            common::LOOPS_UNROLLED
+        };
         let centers = if variant.local {
             common::CENTERS
         } else {
@@ -326,7 +340,7 @@ impl Kernel {
                     io,
                 ];
                 if self == Kernel::FlashDecode {
-                    pieces.push(common::FETCH_PLAIN);
+                    pieces.extend([common::LOOPS_UNROLLED, common::FETCH_PLAIN]);
                 }
                 pieces.extend([common::SCORE_DOT, rows, common::DECODE_PARTS]);
                 pieces
@@ -343,7 +357,7 @@ impl Kernel {
                     common::SCORE_DOT
                 };
                 let mut pieces = fused;
-                pieces.extend([fetch, score]);
+                pieces.extend([loops, fetch, score]);
                 pieces
             }
             // The tiled designs read their tiles through the loader piece; coopmat's products
@@ -385,6 +399,7 @@ impl Kernel {
                     common::GRAD_IO,
                     d_out,
                     common::GRAD_PROB,
+                    loops,
                 ]
             }
             // Calibration kernels are self-contained.
@@ -543,6 +558,7 @@ pub const DEFAULT_CACHE_CAPACITY: usize = 256;
 /// one would exceed it, the least recently used is dropped (calls prepared with it keep it alive).
 pub struct PipelineCache {
     lru: Mutex<Lru<Key, Arc<CompiledKernel>>>,
+    quick_first_calls: AtomicBool,
 }
 
 impl Default for PipelineCache {
@@ -565,6 +581,7 @@ impl PipelineCache {
     pub fn with_capacity(capacity: usize) -> Self {
         Self {
             lru: Mutex::new(Lru::new(capacity)),
+            quick_first_calls: AtomicBool::new(true),
         }
     }
     fn lock(&self) -> std::sync::MutexGuard<'_, Lru<Key, Arc<CompiledKernel>>> {
@@ -591,6 +608,68 @@ impl PipelineCache {
     pub fn evictions(&self) -> u64 {
         self.lock().evicted
     }
+    /// Whether first calls on a CPU adapter may run quick-compiling code (default: yes). The fast
+    /// code of the register design and of the backward's dQ and dK/dV kernels unrolls every
+    /// head-dim loop for each row an invocation owns, which lavapipe compiles in seconds to
+    /// minutes (the backward's default tile: 7 minutes cold). While that code is not compiled (in
+    /// this process or in the persisted pipeline cache), a call without an explicit tile and of at
+    /// most [`QUICK_MACS`] multiply-adds runs quick code instead, compiled in seconds: the
+    /// forward with one row per invocation (within a few percent of the fast tile's speed), the
+    /// backward with one row and head-dim loops kept as loops (about 5× slower).
+    /// [`crate::Attention::warm_up`], [`crate::AttentionBackward::warm_up`], `wgpu-attention
+    /// warm-up` and explicit tiles compile the fast code, which every later call then uses. Off:
+    /// every call compiles the fast code (what `bench` and `tune` measure). Results agree within
+    /// the kernels' stated tolerances either way.
+    pub fn set_quick_first_calls(&self, on: bool) {
+        self.quick_first_calls.store(on, Ordering::Relaxed);
+    }
+    /// See [`PipelineCache::set_quick_first_calls`].
+    pub fn quick_first_calls(&self) -> bool {
+        self.quick_first_calls.load(Ordering::Relaxed)
+    }
+    fn contains(&self, key: &Key) -> bool {
+        self.lock().map.contains_key(key)
+    }
+}
+
+/// Multiply-adds (Q·Kᵀ and P·V; the backward counts 2.5 times the forward's) up to which a first
+/// call may run quick code (see [`PipelineCache::set_quick_first_calls`]): 2³³ ≈ 8.6·10⁹, a few
+/// seconds of the backward's compact code on lavapipe; beyond it the fast code's compile is the
+/// smaller cost.
+pub const QUICK_MACS: f64 = 8589934592.0;
+
+/// Whether a call of `macs` multiply-adds without an explicit tile runs the quick code of a
+/// kernel whose fast code is (kernel, dtype, variant, constants): on CPU adapters, with the
+/// context's policy on, while that code is neither compiled here nor in the persisted cache.
+pub(crate) fn runs_quick(
+    ctx: &Context,
+    macs: f64,
+    kernel: Kernel,
+    dtype: DType,
+    variant: Variant,
+    constants: &[(&'static str, f64)],
+) -> bool {
+    let cpu = ctx
+        .info()
+        .adapter
+        .as_ref()
+        .is_some_and(|a| a.device_type == wgpu::DeviceType::Cpu);
+    if !cpu || !ctx.pipelines().quick_first_calls() || macs > QUICK_MACS {
+        return false;
+    }
+    let key = Key {
+        kernel,
+        dtype,
+        variant,
+        constants: constants.iter().map(|&(n, v)| (n, v.to_bits())).collect(),
+    };
+    if ctx.pipelines().contains(&key) {
+        return false;
+    }
+    let known = ctx
+        .disk_cache()
+        .is_some_and(|d| d.knows(persist::key(&compose_variant(kernel, dtype, variant), &key.constants)));
+    !known
 }
 
 /// A map bounded to `capacity` entries that drops the least recently used one on overflow.

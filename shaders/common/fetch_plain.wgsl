@@ -15,13 +15,13 @@ fn lane_of(input: KernelInputs) -> u32 {
 var<private> kv: array<vec4<f32>, MAX_HEAD_VEC4>;
 
 fn fetch_k(row: u32, lane: u32) {
-    for (var d4 = 0u; d4 < DK4; d4++) {
+    for (var d4 = 0u; d4 < k_vecs(); d4++) {
         kv[d4] = load_k4(row, d4);
     }
 }
 
 fn fetch_v(row: u32, lane: u32) {
-    for (var c4 = 0u; c4 < DV4; c4++) {
+    for (var c4 = 0u; c4 < v_vecs(); c4++) {
         kv[c4] = load_v4(row, c4);
     }
 }

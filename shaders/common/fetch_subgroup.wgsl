@@ -18,9 +18,9 @@ fn lane_of(input: KernelInputs) -> u32 {
 var<private> kv: array<vec4<f32>, MAX_HEAD_VEC4 + SUBGROUP>;
 
 fn fetch_k(row: u32, lane: u32) {
-    for (var c = 0u; c < DK4; c += SUBGROUP) {
+    for (var c = 0u; c < k_vecs(); c += SUBGROUP) {
         var mine = vec4<f32>(0.0);
-        if (c + lane < DK4) {
+        if (c + lane < k_vecs()) {
             mine = load_k4(row, c + lane);
         }
         //@each_lane
@@ -30,9 +30,9 @@ fn fetch_k(row: u32, lane: u32) {
 }
 
 fn fetch_v(row: u32, lane: u32) {
-    for (var c = 0u; c < DV4; c += SUBGROUP) {
+    for (var c = 0u; c < v_vecs(); c += SUBGROUP) {
         var mine = vec4<f32>(0.0);
-        if (c + lane < DV4) {
+        if (c + lane < v_vecs()) {
             mine = load_v4(row, c + lane);
         }
         //@each_lane

@@ -7,7 +7,7 @@
 var<private> score_w: array<vec4<f32>, MAX_HEAD_VEC4>;
 
 fn init_score_weights() {
-    for (var d4 = 0u; d4 < DK4; d4++) {
+    for (var d4 = 0u; d4 < k_vecs(); d4++) {
         var x = vec4<f32>(0.0);
         for (var e = 0u; e < 4u; e++) {
             if (d4 * 4u + e < DK) {

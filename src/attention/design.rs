@@ -6,14 +6,16 @@ use super::{Extras, Problem, Tuning};
 use crate::context::Context;
 use crate::error::Result;
 use crate::kernels::flash_forward::FusedBindings;
-use crate::kernels::{self, CoopmatConfig, FlashConfig, Step, TiledConfig};
+use crate::kernels::{self, Code, CoopmatConfig, FlashConfig, Step, TiledConfig};
 use crate::options::{AttentionOptions, Design};
 use crate::tensor::DType;
 
 /// A fused design with its tile.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum FusedKernel {
-    Register(FlashConfig),
+    /// The register design's tile and which code runs it (quick first calls unless the tile
+    /// was given).
+    Register(FlashConfig, Code),
     Tiled(TiledConfig),
     Coopmat(CoopmatConfig),
 }
@@ -21,7 +23,7 @@ pub(crate) enum FusedKernel {
 impl FusedKernel {
     pub fn design(&self) -> Design {
         match self {
-            FusedKernel::Register(_) => Design::Register,
+            FusedKernel::Register(..) => Design::Register,
             FusedKernel::Tiled(_) => Design::Tiled,
             FusedKernel::Coopmat(_) => Design::Coopmat,
         }
@@ -30,7 +32,7 @@ impl FusedKernel {
     /// The dispatch of this design over the fused kernels' shared bindings.
     pub fn step(&self, ctx: &Context, dtype: DType, bindings: &FusedBindings) -> Result<Step> {
         match *self {
-            FusedKernel::Register(cfg) => kernels::flash_forward::step(ctx, cfg, dtype, bindings),
+            FusedKernel::Register(cfg, code) => kernels::flash_forward::step(ctx, cfg, code, dtype, bindings),
             FusedKernel::Tiled(cfg) => kernels::flash_tiled::step(ctx, cfg, dtype, bindings),
             FusedKernel::Coopmat(cfg) => kernels::flash_coopmat::step(ctx, cfg, dtype, bindings),
         }
@@ -41,7 +43,7 @@ impl FusedKernel {
 impl std::fmt::Display for FusedKernel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            FusedKernel::Register(c) => write!(f, "wg{} rows{}", c.workgroup, c.rows),
+            FusedKernel::Register(c, _) => write!(f, "wg{} rows{}", c.workgroup, c.rows),
             FusedKernel::Tiled(c) => write!(f, "q{} k{} lanes{}", c.block_q, c.block_k, c.lanes),
             FusedKernel::Coopmat(c) => write!(f, "q{} k{} wg{}", c.block_q, c.block_k, c.workgroup),
         }
@@ -157,10 +159,13 @@ pub(crate) fn pick(
             Some(c) => c,
             None => crate::tune::coopmat_config(ctx, p, dtype, opts)?,
         }),
-        _ => FusedKernel::Register(match tuning.flash {
-            Some(c) => c,
-            None => crate::tune::flash_config(ctx, p, dtype, opts)?,
-        }),
+        _ => match tuning.flash {
+            Some(c) => FusedKernel::Register(c, Code::Fast),
+            None => FusedKernel::Register(
+                crate::tune::flash_config(ctx, p, dtype, opts)?,
+                Code::QuickUntilCompiled,
+            ),
+        },
     };
     Ok(DesignPick { kernel, note })
 }

@@ -24,7 +24,7 @@ mod plan;
 mod staged;
 mod validate;
 mod varlen;
-mod warm;
+pub(crate) mod warm;
 
 pub use design::available_designs;
 pub(crate) use params::base_params;

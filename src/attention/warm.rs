@@ -54,13 +54,39 @@ impl Attention {
                 ..Default::default()
             },
         };
+        let stand_in = StandIn::new(ctx, p, dtype, opts)?;
+        let stand_in_opts = AttentionOptions {
+            kernel,
+            ..stand_in.opts.clone()
+        };
+        let [q, k, v] = &stand_in.qkv;
+        Self::with_tuning(ctx, q, k, v, &stand_in_opts, &tuning)?.submit()?;
+        Ok(())
+    }
+}
+
+/// A tiny call of the same shape class as `problem` (at most 4 query rows and keys, one KV
+/// head and its query heads): zero Q, K, V and stand-ins of the tensor-valued options.
+pub(crate) struct StandIn {
+    pub qkv: [Tensor; 3],
+    /// `opts` with `bias`, `mask` and `key_lengths` replaced by stand-ins and no `out`.
+    pub opts: AttentionOptions,
+    /// Query heads, query rows and keys of the stand-in.
+    pub group: usize,
+    pub lq: usize,
+}
+
+impl StandIn {
+    pub fn new(ctx: &Context, p: &Problem, dtype: DType, opts: &AttentionOptions) -> Result<Self> {
         let (lq, lk) = (p.lq.clamp(1, 4), p.lk.clamp(1, 4));
         let group = (p.hq / p.hkv.max(1)).max(1);
         let zeros = |shape: &[usize], dtype| Tensor::zeros(ctx, shape, dtype);
-        let q = zeros(&[1, group, lq, p.dk], dtype)?;
-        let k = zeros(&[1, 1, lk, p.dk], dtype)?;
-        let v = zeros(&[1, 1, lk, p.dv], dtype)?;
-        let stand_in = AttentionOptions {
+        let qkv = [
+            zeros(&[1, group, lq, p.dk], dtype)?,
+            zeros(&[1, 1, lk, p.dk], dtype)?,
+            zeros(&[1, 1, lk, p.dv], dtype)?,
+        ];
+        let opts = AttentionOptions {
             bias: opts.bias.as_ref().map(|_| zeros(&[1, 1, lq, lk], dtype)).transpose()?,
             mask: match &opts.mask {
                 Some(_) => Some(Tensor::from_slice(ctx, &vec![true; lq * lk], &[1, 1, lq, lk])?),
@@ -71,10 +97,8 @@ impl Attention {
                 None => None,
             },
             out: None,
-            kernel,
             ..opts.clone()
         };
-        Self::with_tuning(ctx, &q, &k, &v, &stand_in, &tuning)?.submit()?;
-        Ok(())
+        Ok(Self { qkv, opts, group, lq })
     }
 }

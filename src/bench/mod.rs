@@ -17,9 +17,8 @@ pub mod variant;
 pub mod varlen;
 
 pub use crate::tune::{
-    adapter_key, cache_path, config_fits, head_dim_bucket, length_bucket, prefer_short_compiles, selected_flash_config,
-    BucketDesign, MaskClass, ShapeClass, TuneCache, TuneEntry, TunedConfig, CACHE_ENV, CACHE_VERSION,
-    SHORT_COMPILE_MACS,
+    adapter_key, cache_path, config_fits, head_dim_bucket, length_bucket, selected_flash_config, BucketDesign,
+    MaskClass, ShapeClass, TuneCache, TuneEntry, TunedConfig, CACHE_ENV, CACHE_VERSION,
 };
 pub use runner::{parse_shape, preset, run_bench, BenchOptions, BenchReport, KernelKind, Row};
 pub use timer::{Timer, TimerKind, Timing};

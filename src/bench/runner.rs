@@ -56,6 +56,10 @@ pub struct BenchOptions {
     pub backward: bool,
     /// Whether rows are compared with the reference, and the tolerance scale.
     pub check: CheckOptions,
+    /// Time the code a first call runs (the quick code of
+    /// [`crate::pipeline::PipelineCache::set_quick_first_calls`] where the context allows it)
+    /// instead of the fast code benchmarks otherwise measure.
+    pub first_call: bool,
 }
 
 impl Default for BenchOptions {
@@ -77,7 +81,28 @@ impl Default for BenchOptions {
             designs: vec![None],
             backward: false,
             check: CheckOptions::default(),
+            first_call: false,
         }
+    }
+}
+
+/// The context's first-call policy while a benchmark runs; restored when dropped.
+struct QuickFirstCalls<'a> {
+    ctx: &'a Context,
+    before: bool,
+}
+
+impl<'a> QuickFirstCalls<'a> {
+    fn set(ctx: &'a Context, on: bool) -> Self {
+        let before = ctx.pipelines().quick_first_calls();
+        ctx.pipelines().set_quick_first_calls(on);
+        Self { ctx, before }
+    }
+}
+
+impl Drop for QuickFirstCalls<'_> {
+    fn drop(&mut self) {
+        self.ctx.pipelines().set_quick_first_calls(self.before);
     }
 }
 
@@ -224,6 +249,9 @@ fn gemm_split(ctx: &Context, phases: Option<&[(String, f64)]>) -> String {
 }
 
 /// Appends `text` to the row's note (`; ` between parts).
+/// The note of a `first_call` row whose kernel has quick code: the tile shown is the fast one.
+const FIRST_CALL_NOTE: &str = "first call: quick code (1 row) unless this tile's fast code was compiled";
+
 fn add_note(row: &mut Row, text: &str) {
     let text = super::one_line(text);
     row.note = Some(match row.note.take() {
@@ -284,6 +312,8 @@ pub fn run_bench(ctx: &Context, opts: &BenchOptions) -> Result<BenchReport> {
             feature: wgpu::Features::SHADER_F16,
         });
     }
+    // The fast code unless first calls are what is measured; the caller's policy comes back after.
+    let _policy = QuickFirstCalls::set(ctx, opts.first_call && ctx.pipelines().quick_first_calls());
     let timer = Timer::new(ctx)?;
     let gpu_kernels = opts.kernels.iter().any(|&k| k != KernelKind::Reference);
     let peak = match gpu_kernels {
@@ -558,6 +588,9 @@ impl Bench<'_> {
             row.design = Some(pick.kernel.design().name().into());
             row.tile = Some(pick.kernel.to_string());
             row.note = pick.note;
+            if self.opts.first_call && pick.kernel.design() == Design::Register {
+                add_note(row, FIRST_CALL_NOTE);
+            }
         }
         let [q, k, v] = &inputs.tensors;
         let call = Attention::new(ctx, q, k, v, &opts)?;
@@ -621,6 +654,9 @@ impl Bench<'_> {
         if !staged {
             let c = crate::BackwardConfig::default_for(ctx, p.dk as u32, p.dv as u32)?;
             row.tile = Some(format!("wg{} rows{}", c.workgroup, c.rows));
+            if self.opts.first_call {
+                add_note(row, FIRST_CALL_NOTE);
+            }
         }
         let call = call.into_prepared("backward");
         row.timer = self.timer.kind().label().into();

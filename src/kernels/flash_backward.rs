@@ -2,7 +2,7 @@
 //! the per-row records), `flash_backward_q.wgsl` (dQ), `flash_backward_kv.wgsl` (dK, dV) and
 //! `flash_backward_bias.wgsl` (dBias).
 
-use super::{check_workgroup_x, dispatch_step, grid, BoundBuffer, Params, Step, Strides};
+use super::{check_workgroup_x, dispatch_step, grid, BoundBuffer, Code, Params, Step, Strides};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::pipeline::{self, Kernel, Slot, Variant};
@@ -58,6 +58,10 @@ pub const DIRECT_STORAGE_BINDINGS: u32 = 9;
 pub const MAX_HEAD_DIM: u32 = 256;
 /// Largest number of rows one invocation of the dQ or dK/dV kernel may own.
 pub const MAX_ROWS: u32 = 16;
+/// Rows per invocation of the dQ and dK/dV kernels' quick code, which also keeps its head-dim
+/// loops as loops (see [`pipeline::runs_quick`]): at D = 64 lavapipe compiles it in about 1.5 s
+/// per kernel against minutes for the default tile's fast code, which runs about 5× faster.
+pub const QUICK_ROWS: u32 = 1;
 /// Invocations per workgroup of the pre-pass and dBias kernels.
 const FLAT_WORKGROUP: u32 = 64;
 
@@ -223,6 +227,7 @@ pub(crate) fn grad_step(
     ctx: &Context,
     which: GradKernel,
     cfg: BackwardConfig,
+    code: Code,
     dtype: DType,
     b: &BackwardBindings,
     grad: &BoundBuffer,
@@ -230,43 +235,43 @@ pub(crate) fn grad_step(
     let p = b.params;
     cfg.check(ctx, p.dim_k, p.dim_v)?;
     let vec4_io = vec4_ok(p) && (b.d_out.is_none() || b.d_out_vec4);
-    let (kernel, rows, workgroup, count) = match which {
-        GradKernel::Q => (
-            Kernel::FlashBackwardQ,
-            cfg.rows,
-            cfg.workgroup,
-            p.bh_count as u64 * p.len_q.div_ceil(cfg.block()) as u64,
-        ),
-        GradKernel::Kv => (
-            Kernel::FlashBackwardKv,
-            cfg.rows,
-            cfg.workgroup,
-            p.batch as u64 * p.heads_kv as u64 * p.len_k.div_ceil(cfg.block()) as u64,
-        ),
-        GradKernel::Bias { elements } => (
-            Kernel::FlashBackwardBias,
-            0,
-            FLAT_WORKGROUP,
-            elements.div_ceil(FLAT_WORKGROUP as u64),
-        ),
+    let direct = b.d_out.is_some();
+    let kernel = match which {
+        GradKernel::Q if direct => Kernel::FlashBackwardQDirect,
+        GradKernel::Q => Kernel::FlashBackwardQ,
+        GradKernel::Kv if direct => Kernel::FlashBackwardKvDirect,
+        GradKernel::Kv => Kernel::FlashBackwardKv,
+        GradKernel::Bias { .. } if direct => Kernel::FlashBackwardBiasDirect,
+        GradKernel::Bias { .. } => Kernel::FlashBackwardBias,
     };
-    let variant = Variant {
-        rows,
+    let bias = matches!(which, GradKernel::Bias { .. });
+    let workgroup = if bias { FLAT_WORKGROUP } else { cfg.workgroup };
+    let constants = head_constants(workgroup, p);
+    let mut variant = Variant {
+        rows: if bias { 0 } else { cfg.rows },
         vec4_io,
         alibi: b.alibi.is_some(),
         ..Variant::default()
     };
-    let kernel = match (b.d_out.is_some(), kernel) {
-        (false, k) => k,
-        (true, Kernel::FlashBackwardQ) => Kernel::FlashBackwardQDirect,
-        (true, Kernel::FlashBackwardKv) => Kernel::FlashBackwardKvDirect,
-        (true, _) => Kernel::FlashBackwardBiasDirect,
+    // The backward's products: 2.5 times the forward's multiply-adds.
+    let macs = 2.5 * p.bh_count as f64 * p.len_q as f64 * p.len_k as f64 * (p.dim_k + p.dim_v) as f64;
+    let mut cfg = cfg;
+    if code == Code::QuickUntilCompiled && !bias && pipeline::runs_quick(ctx, macs, kernel, dtype, variant, &constants)
+    {
+        cfg.rows = QUICK_ROWS;
+        variant.rows = QUICK_ROWS;
+        variant.compact = true;
+    }
+    let count = match which {
+        GradKernel::Q => p.bh_count as u64 * p.len_q.div_ceil(cfg.block()) as u64,
+        GradKernel::Kv => p.batch as u64 * p.heads_kv as u64 * p.len_k.div_ceil(cfg.block()) as u64,
+        GradKernel::Bias { elements } => elements.div_ceil(FLAT_WORKGROUP as u64),
     };
     // The kernels that read the caller's dO directly bind it at 11.
     let mut slots = GRAD_SLOTS.to_vec();
     slots.extend(b.d_out.map(|_| (11, Slot::Read)));
     slots.extend(b.alibi.map(|_| (14, Slot::Uniform)));
-    let compiled = pipeline::get(ctx, kernel, dtype, variant, &slots, &head_constants(workgroup, p))?;
+    let compiled = pipeline::get(ctx, kernel, dtype, variant, &slots, &constants)?;
     let groups = grid(ctx, count, kernel.file())?;
     let [q, k, v] = b.qkv;
     let [bias, mask, lengths] = b.masks;

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::{check_workgroup_x, dispatch_step, grid, BoundBuffer, Params, Step};
+use super::{check_workgroup_x, dispatch_step, grid, BoundBuffer, Code, Params, Step};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::pipeline::{self, CompiledKernel, Kernel, Slot, Variant};
@@ -128,10 +128,12 @@ impl FlashConfig {
         self.workgroup * self.rows
     }
 
-    /// The built-in default. CPU adapters (lavapipe) favour many rows per invocation (each loaded
-    /// vector is reused across rows) but compile time grows with rows × head dim (LLVM unrolls the
-    /// register code: ~8 s for 8 rows at D=64, ~35 s at D=128), so rows shrink as heads grow. GPUs
-    /// are register-bound: few rows.
+    /// The built-in default. On CPU adapters (lavapipe) rows per invocation barely change the
+    /// speed while compile time triples with each doubling of rows (the driver unrolls every
+    /// row's register code). Measured on Mesa 25.0.7 lavapipe, B=1, H=8, L=1024, 16 invocations,
+    /// cold compile / warm time: D=64 rows 1, 2, 4, 8: 1.6 s / 99 ms, 4.3 s / 88 ms, 12.7 s /
+    /// 80 ms, ~40 s / 99 ms; D=128 rows 1, 2, 4: 3.8 s / 200 ms, 11 s / 172 ms, 40 s / 206 ms
+    /// (non-causal, one process per tile). GPUs are register-bound: few rows.
     pub fn default_for(ctx: &Context, dk: u32, dv: u32) -> Result<Self> {
         check_head_dims(dk, dv)?;
         let cpu = ctx
@@ -141,14 +143,13 @@ impl FlashConfig {
             .is_some_and(|a| a.device_type == wgpu::DeviceType::Cpu);
         let head = dk + dv;
         let (rows, subgroups) = match (cpu, head) {
-            (true, 0..=128) => (8, true),
-            (true, 129..=256) => (4, true),
-            (true, _) => (2, false),
+            (true, 0..=256) => (2, true),
+            (true, _) => (1, false),
             (false, 0..=256) => (2, true),
             (false, _) => (1, true),
         };
-        // CPU: 16 invocations × 8 rows = 128 query rows per workgroup, so causal and window masks can
-        // skip key ranges at a fine grain; GPUs want more invocations per workgroup.
+        // CPU: 16 invocations per workgroup, so causal and window masks skip key ranges at a fine
+        // grain; GPUs want more invocations per workgroup.
         let workgroup = if cpu { 16 } else { 64 }.min(ctx.limits().max_compute_invocations_per_workgroup);
         Ok(Self {
             workgroup,
@@ -231,7 +232,14 @@ impl FusedBindings<'_> {
     }
 }
 
-pub(crate) fn step(ctx: &Context, cfg: FlashConfig, dtype: DType, b: &FusedBindings) -> Result<Step> {
+/// Query rows per invocation of the quick code (see [`pipeline::runs_quick`]): one row's
+/// unrolled code compiles in seconds at head dims up to 128 and runs within a few percent of the
+/// fast tile on lavapipe, so the forward needs no compact loops.
+pub const QUICK_ROWS: u32 = 1;
+
+/// The dispatch of tile `cfg` over the bindings; with [`Code::QuickUntilCompiled`] a first call
+/// may run the quick code instead (one row per invocation).
+pub(crate) fn step(ctx: &Context, cfg: FlashConfig, code: Code, dtype: DType, b: &FusedBindings) -> Result<Step> {
     let p = b.params;
     cfg.check(ctx, p.dim_k, p.dim_v)?;
     let mut constants = vec![
@@ -245,11 +253,19 @@ pub(crate) fn step(ctx: &Context, cfg: FlashConfig, dtype: DType, b: &FusedBindi
     if p.flags & super::flags::VARLEN != 0 {
         constants.push(("VARLEN", 1.0));
     }
-    let variant = Variant {
+    let mut variant = Variant {
         rows: cfg.rows,
         subgroup: cfg.subgroup_size(ctx),
         ..b.variant()
     };
+    let macs = p.bh_count as f64 * p.len_q as f64 * p.len_k as f64 * (p.dim_k + p.dim_v) as f64;
+    let mut cfg = cfg;
+    if code == Code::QuickUntilCompiled
+        && pipeline::runs_quick(ctx, macs, Kernel::FlashForward, dtype, variant, &constants)
+    {
+        cfg.rows = QUICK_ROWS;
+        variant.rows = QUICK_ROWS;
+    }
     let kernel = pipeline::get(ctx, Kernel::FlashForward, dtype, variant, &slots(variant), &constants)?;
     let blocks = p.bh_count as u64 * p.len_q.div_ceil(cfg.block_q()) as u64;
     Ok(b.dispatch(ctx, kernel, grid(ctx, blocks, "flash_forward")?))

@@ -310,6 +310,17 @@ pub(crate) fn grid(ctx: &Context, count: u64, what: &str) -> Result<(u32, u32)> 
     Ok((max as u32, y as u32))
 }
 
+/// Which code a kernel with quick-compiling code runs (the register forward, the backward's dQ
+/// and dK/dV kernels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Code {
+    /// The fast code of the tile as given (an explicit tile, a warm-up, a benchmark).
+    Fast,
+    /// The quick code while the fast code is not compiled, where
+    /// [`crate::pipeline::runs_quick`] allows it.
+    QuickUntilCompiled,
+}
+
 /// One recorded unit of work of a prepared call.
 #[derive(Debug)]
 pub(crate) enum Step {

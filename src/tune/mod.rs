@@ -16,8 +16,6 @@ mod cache;
 #[cfg(feature = "cache-files")]
 pub use cache::{cache_path, TuneCache, TuneEntry, TunedConfig, CACHE_ENV, CACHE_VERSION};
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use crate::attention::Problem;
 use crate::context::Context;
 use crate::error::Result;
@@ -166,26 +164,7 @@ pub fn config_fits(ctx: &Context, cfg: &FlashConfig, dk: usize, dv: usize) -> bo
 }
 
 /// The tile the fused kernel uses for `problem`: the tuning cache's winner for this adapter and
-/// bucket when present and still valid, else the largest built-in candidate that fits.
-static SHORT_COMPILES: AtomicBool = AtomicBool::new(false);
-
-/// Multiply-adds below which [`prefer_short_compiles`] trades the fused kernel's throughput for
-/// compile time (2³¹ ≈ 2·10⁹, e.g. 8 heads of L = 1024, D = 64: about 0.3 s of lavapipe work).
-pub const SHORT_COMPILE_MACS: f64 = 2147483648.0;
-
-/// Prefer fused tiles that compile quickly on CPU adapters, for processes that run one call and
-/// exit (the CLI's `run`). LLVM unrolls the register code of every query row an invocation owns,
-/// so lavapipe's first compile of the default 8-row tile at D = 64 takes seconds (more under
-/// load), while 2 rows compile 4–8x faster at about half the throughput: with this set, a
-/// problem below [`SHORT_COMPILE_MACS`] on a CPU adapter without a tuned tile uses at most 2
-/// rows. Off by default: long-lived callers amortize the compile.
-pub fn prefer_short_compiles(on: bool) {
-    SHORT_COMPILES.store(on, Ordering::Relaxed);
-}
-
-/// The tile the fused kernel uses for `problem`: the tuning cache's winner for this adapter and
-/// bucket when present and still valid, else the largest built-in candidate that fits (fewer
-/// rows for small problems on CPU adapters with [`prefer_short_compiles`]).
+/// bucket when present and still valid, else [`FlashConfig::default_for`].
 pub(crate) fn flash_config(
     ctx: &Context,
     problem: &Problem,
@@ -195,18 +174,7 @@ pub(crate) fn flash_config(
     if let Some(cfg) = cached_config(ctx, problem, &ShapeClass::of(problem, dtype, opts)) {
         return Ok(cfg);
     }
-    let mut cfg = FlashConfig::default_for(ctx, problem.dk as u32, problem.dv as u32)?;
-    let cpu = ctx
-        .info()
-        .adapter
-        .as_ref()
-        .is_some_and(|a| a.device_type == wgpu::DeviceType::Cpu);
-    let p = problem;
-    let macs = (p.b * p.hq) as f64 * p.lq as f64 * p.lk as f64 * (p.dk + p.dv) as f64;
-    if cpu && SHORT_COMPILES.load(Ordering::Relaxed) && macs < SHORT_COMPILE_MACS {
-        cfg.rows = cfg.rows.min(2);
-    }
-    Ok(cfg)
+    FlashConfig::default_for(ctx, problem.dk as u32, problem.dv as u32)
 }
 
 #[cfg(feature = "cache-files")]
