@@ -542,6 +542,18 @@ struct Key {
     constants: Vec<(&'static str, u64)>,
 }
 
+impl Key {
+    fn new(kernel: Kernel, dtype: DType, variant: Variant, constants: &[(&'static str, f64)]) -> Self {
+        let constants = constants.iter().map(|&(n, v)| (n, v.to_bits())).collect();
+        Self {
+            kernel,
+            dtype,
+            variant,
+            constants,
+        }
+    }
+}
+
 /// A compiled kernel with its bind group layout.
 #[derive(Debug)]
 pub struct CompiledKernel {
@@ -649,20 +661,11 @@ pub(crate) fn runs_quick(
     variant: Variant,
     constants: &[(&'static str, f64)],
 ) -> bool {
-    let cpu = ctx
-        .info()
-        .adapter
-        .as_ref()
-        .is_some_and(|a| a.device_type == wgpu::DeviceType::Cpu);
+    let cpu = crate::kernels::is_cpu(ctx);
     if !cpu || !ctx.pipelines().quick_first_calls() || macs > QUICK_MACS {
         return false;
     }
-    let key = Key {
-        kernel,
-        dtype,
-        variant,
-        constants: constants.iter().map(|&(n, v)| (n, v.to_bits())).collect(),
-    };
+    let key = Key::new(kernel, dtype, variant, constants);
     if ctx.pipelines().contains(&key) {
         return false;
     }
@@ -739,12 +742,7 @@ pub(crate) fn get(
     slots: &[(u32, Slot)],
     constants: &[(&'static str, f64)],
 ) -> Result<Arc<CompiledKernel>> {
-    let key = Key {
-        kernel,
-        dtype,
-        variant,
-        constants: constants.iter().map(|&(n, v)| (n, v.to_bits())).collect(),
-    };
+    let key = Key::new(kernel, dtype, variant, constants);
     if let Some(hit) = ctx.pipelines().lock().get(&key) {
         return Ok(hit);
     }

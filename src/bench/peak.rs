@@ -378,11 +378,7 @@ fn measure_fma_shape(
 /// Copy bandwidth in GB/s (bytes read + written) and the size of each buffer.
 pub fn measure_bandwidth(ctx: &Context, timer: &Timer, iters: u32) -> Result<(f64, u64)> {
     let l = ctx.limits();
-    let cpu = ctx
-        .info()
-        .adapter
-        .as_ref()
-        .is_some_and(|a| a.device_type == wgpu::DeviceType::Cpu);
+    let cpu = crate::kernels::is_cpu(ctx);
     let want: u64 = if cpu { 64 << 20 } else { 256 << 20 };
     let granule = 16 * BANDWIDTH_WORKGROUP as u64;
     let bytes = want.min(l.max_storage_buffer_binding_size).min(l.max_buffer_size) / granule * granule;

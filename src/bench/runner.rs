@@ -248,10 +248,10 @@ fn gemm_split(ctx: &Context, phases: Option<&[(String, f64)]>) -> String {
     format!("{design}; projections {proj:.3} ms ({proj_pct:.0}%), attention {attn:.3} ms ({attn_pct:.0}%)")
 }
 
-/// Appends `text` to the row's note (`; ` between parts).
 /// The note of a `first_call` row whose kernel has quick code: the tile shown is the fast one.
 const FIRST_CALL_NOTE: &str = "first call: quick code (1 row) unless this tile's fast code was compiled";
 
+/// Appends `text` to the row's note (`; ` between parts).
 fn add_note(row: &mut Row, text: &str) {
     let text = super::one_line(text);
     row.note = Some(match row.note.take() {

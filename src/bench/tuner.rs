@@ -139,11 +139,7 @@ impl TuneOptions {
     /// The default run for `ctx`: [`TuneOptions::standard`] on GPUs; on a CPU adapter (lavapipe,
     /// a couple of minutes) 1 head, L ∈ {128, 512} and 3 samples per candidate.
     pub fn for_context(ctx: &Context) -> Self {
-        let cpu = ctx
-            .info()
-            .adapter
-            .as_ref()
-            .is_some_and(|a| a.device_type == wgpu::DeviceType::Cpu);
+        let cpu = crate::kernels::is_cpu(ctx);
         match cpu {
             true => Self {
                 lengths: vec![128, 512],

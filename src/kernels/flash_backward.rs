@@ -87,11 +87,7 @@ impl BackwardConfig {
     /// invocation and wide workgroups.
     pub fn default_for(ctx: &Context, dk: u32, dv: u32) -> Result<Self> {
         check_head_dims(dk, dv)?;
-        let cpu = ctx
-            .info()
-            .adapter
-            .as_ref()
-            .is_some_and(|a| a.device_type == wgpu::DeviceType::Cpu);
+        let cpu = super::is_cpu(ctx);
         // Measured on lavapipe at B=1, H=8, L=1024, D=64: 8 rows per invocation are twice as fast
         // as 4; 16 rows gain little more and compile much longer.
         let (workgroup, rows) = match (cpu, dk + dv) {
@@ -254,7 +250,7 @@ pub(crate) fn grad_step(
         ..Variant::default()
     };
     // The backward's products: 2.5 times the forward's multiply-adds.
-    let macs = 2.5 * p.bh_count as f64 * p.len_q as f64 * p.len_k as f64 * (p.dim_k + p.dim_v) as f64;
+    let macs = 2.5 * p.forward_macs();
     let mut cfg = cfg;
     if code == Code::QuickUntilCompiled && !bias && pipeline::runs_quick(ctx, macs, kernel, dtype, variant, &constants)
     {

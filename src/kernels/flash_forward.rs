@@ -136,11 +136,7 @@ impl FlashConfig {
     /// (non-causal, one process per tile). GPUs are register-bound: few rows.
     pub fn default_for(ctx: &Context, dk: u32, dv: u32) -> Result<Self> {
         check_head_dims(dk, dv)?;
-        let cpu = ctx
-            .info()
-            .adapter
-            .as_ref()
-            .is_some_and(|a| a.device_type == wgpu::DeviceType::Cpu);
+        let cpu = super::is_cpu(ctx);
         let head = dk + dv;
         let (rows, subgroups) = match (cpu, head) {
             (true, 0..=256) => (2, true),
@@ -258,10 +254,9 @@ pub(crate) fn step(ctx: &Context, cfg: FlashConfig, code: Code, dtype: DType, b:
         subgroup: cfg.subgroup_size(ctx),
         ..b.variant()
     };
-    let macs = p.bh_count as f64 * p.len_q as f64 * p.len_k as f64 * (p.dim_k + p.dim_v) as f64;
     let mut cfg = cfg;
     if code == Code::QuickUntilCompiled
-        && pipeline::runs_quick(ctx, macs, Kernel::FlashForward, dtype, variant, &constants)
+        && pipeline::runs_quick(ctx, p.forward_macs(), Kernel::FlashForward, dtype, variant, &constants)
     {
         cfg.rows = QUICK_ROWS;
         variant.rows = QUICK_ROWS;

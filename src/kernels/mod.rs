@@ -76,6 +76,14 @@ pub struct Params {
     pub alibi_offset: i32,
 }
 
+impl Params {
+    /// Multiply-adds of the forward's two products (Q·Kᵀ and P·V) over every (b, h) pair and
+    /// query row the dispatch covers, before causal or window skipping.
+    pub(crate) fn forward_macs(&self) -> f64 {
+        self.bh_count as f64 * self.len_q as f64 * self.len_k as f64 * (self.dim_k + self.dim_v) as f64
+    }
+}
+
 /// A stride coprime with `pairs` near `pairs` / φ: visiting pair p · stride mod pairs spreads the
 /// (b, h) pairs evenly over the dispatch order. Drivers that hand each thread a contiguous range
 /// of workgroups (lavapipe) then give every thread a fair share of a batch of uneven sequence
