@@ -103,10 +103,10 @@ lane_tests VK_ICD_FILENAMES="$swiftshader_icd" -- fused staged decode numerics m
 lane_end
 
 # lavapipe's subgroup width follows its vector width: 128 bits → 4 lanes, 512 → 16 (AVX-512).
-# The tests that reach every subgroup path: the fused subgroup fetch (register design), the
-# tiled design's lanes, the decode kernel's lanes design over split counts, and the numeric policy
-# (every kernel, subgroup and plain fetch, both decode designs); and every module at that width.
-subgroup_tests=(numerics fused:plain_shapes decode:shapes_and_split_counts designs:tiled_tiles_on_awkward_shapes
+# Every test file whose kernels take a subgroup path on lavapipe: the register design's subgroup
+# fetch (every fused call), the tiled design, the decode kernel's lanes design (the built-in one,
+# also under KV caches and paged layouts), the numeric policy; and every module at that width.
+subgroup_tests=(fused designs decode kv_cache paged varlen masks alibi edges family numerics
     shaders:module_is_created)
 # The adapter line of a lane whose variables change the driver, read from the driver under them;
 # fails unless it reports the subgroup width the lane exists for.

@@ -213,10 +213,12 @@ impl AttentionBackward {
     ) -> Result<()> {
         let p = problem;
         let stand_in = crate::attention::warm::StandIn::new(ctx, p, dtype, opts)?;
-        let rows = [1, stand_in.group, stand_in.lq];
+        let [q, k, v] = &stand_in.qkv;
+        // O and dO have Q's rows and V's head dim; the LSE one value per row.
+        let rows = &q.shape()[..3];
         let out = Tensor::zeros(ctx, &[rows[0], rows[1], rows[2], p.dv], dtype)?;
         let d_out = Tensor::zeros(ctx, out.shape(), dtype)?;
-        let lse = Tensor::zeros(ctx, &rows, DType::F32)?;
+        let lse = Tensor::zeros(ctx, rows, DType::F32)?;
         // An explicit tile: the fast code, never the quick one.
         let bopts = BackwardOptions {
             config: Some(match bopts.config {
@@ -225,7 +227,6 @@ impl AttentionBackward {
             }),
             ..*bopts
         };
-        let [q, k, v] = &stand_in.qkv;
         Self::with_options(ctx, [q, k, v], [&out, &d_out, &lse], &stand_in.opts, &bopts)?.submit()?;
         ctx.wait()
     }

@@ -17,10 +17,12 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::tensor::DType;
 
+mod permutations;
 mod persist;
 #[cfg(not(target_arch = "wasm32"))]
 mod spirv;
 
+pub use permutations::{axes, is_permutation, permutations, permutations_of, Axes};
 #[cfg(feature = "cache-files")]
 pub(crate) use persist::user_cache_dir;
 pub(crate) use persist::DiskCache;
@@ -650,6 +652,19 @@ impl PipelineCache {
 /// smaller cost.
 pub const QUICK_MACS: f64 = 8589934592.0;
 
+/// Refuses a (kernel, dtype, variant) the permutation table does not list: nothing is composed
+/// that the shader tests did not check.
+fn check_permutation(kernel: Kernel, dtype: DType, variant: Variant) -> Result<()> {
+    match is_permutation(kernel, dtype, variant) {
+        true => Ok(()),
+        false => Err(Error::Unsupported(format!(
+            "{} in {}: {variant:?} is not in the kernel permutation table (pipeline::permutations)",
+            kernel.file(),
+            dtype.name()
+        ))),
+    }
+}
+
 /// Whether a call of `macs` multiply-adds without an explicit tile runs the quick code of a
 /// kernel whose fast code is (kernel, dtype, variant, constants): on CPU adapters, with the
 /// context's policy on, while that code is neither compiled here nor in the persisted cache.
@@ -746,6 +761,7 @@ pub(crate) fn get(
     if let Some(hit) = ctx.pipelines().lock().get(&key) {
         return Ok(hit);
     }
+    check_permutation(kernel, dtype, variant)?;
     if dtype == DType::F16 && !ctx.features().contains(wgpu::Features::SHADER_F16) {
         return Err(Error::MissingFeature {
             what: "f16 storage",
@@ -867,6 +883,7 @@ pub fn reflect_slots(wgsl: &str) -> std::result::Result<Vec<(u32, Slot)>, String
 /// checked on a device in seconds. Returns whether the crate's own SPIR-V was used.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn create_module(ctx: &Context, kernel: Kernel, dtype: DType, variant: Variant) -> Result<bool> {
+    check_permutation(kernel, dtype, variant)?;
     let source = compose_variant(kernel, dtype, variant);
     let slots = reflect_slots(&source).map_err(Error::Unsupported)?;
     let own = own_spirv(ctx, kernel, &source, &slots, &[]);

@@ -243,7 +243,7 @@ fn device_limits() {
     let q = t(&[1, 1, 8, 64]);
     for (cfg, want_limit) in [
         (FlashConfig::new(4096, 1), true),
-        (FlashConfig::new(64, 17), false),
+        (FlashConfig::new(64, 9), false),
         (FlashConfig::new(64, 0), false),
     ] {
         let tuning = Tuning {

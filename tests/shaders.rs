@@ -291,9 +291,7 @@ fn every_kernel_writes_spirv_msl_and_hlsl() {
                     .map_err(|e| e.to_string())
             }),
         ];
-        let variant = source
-            .variant
-            .unwrap_or_else(|| wgpu_attention::pipeline::default_variant(source.kernel));
+        let variant = source.variant;
         for (i, (backend, result)) in results.into_iter().enumerate() {
             match (result, backend_unsupported(variant, backend)) {
                 (Ok(()), None) => written[i] += 1,
@@ -330,9 +328,7 @@ fn every_kernel_module_is_created_on_the_device() {
             failures.push(format!("{source}: bindings: {e}"));
             continue;
         }
-        let variant = source
-            .variant
-            .unwrap_or_else(|| wgpu_attention::pipeline::default_variant(source.kernel));
+        let variant = source.variant;
         let needs_subgroups = variant.subgroup > 0 || source.kernel == Kernel::FlashDecodeLanes;
         if (source.dtype == wgpu_attention::DType::F16 && !f16)
             || (needs_subgroups && !subgroups)

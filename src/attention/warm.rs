@@ -71,9 +71,6 @@ pub(crate) struct StandIn {
     pub qkv: [Tensor; 3],
     /// `opts` with `bias`, `mask` and `key_lengths` replaced by stand-ins and no `out`.
     pub opts: AttentionOptions,
-    /// Query heads, query rows and keys of the stand-in.
-    pub group: usize,
-    pub lq: usize,
 }
 
 impl StandIn {
@@ -99,6 +96,6 @@ impl StandIn {
             out: None,
             ..opts.clone()
         };
-        Ok(Self { qkv, opts, group, lq })
+        Ok(Self { qkv, opts })
     }
 }

@@ -56,8 +56,9 @@ pub const DIRECT_STORAGE_BINDINGS: u32 = 9;
 
 /// Largest head dim the backward kernels keep in registers.
 pub const MAX_HEAD_DIM: u32 = 256;
-/// Largest number of rows one invocation of the dQ or dK/dV kernel may own.
-pub const MAX_ROWS: u32 = 16;
+/// Largest number of rows one invocation of the dQ or dK/dV kernel may own (the default tile's 8:
+/// more compile for many minutes on CPU drivers).
+pub const MAX_ROWS: u32 = 8;
 /// Rows per invocation of the dQ and dK/dV kernels' quick code, which also keeps its head-dim
 /// loops as loops (see [`pipeline::runs_quick`]): at D = 64 lavapipe compiles it in about 1.5 s
 /// per kernel against minutes for the default tile's fast code, which runs about 5× faster.
@@ -89,7 +90,7 @@ impl BackwardConfig {
         check_head_dims(dk, dv)?;
         let cpu = super::is_cpu(ctx);
         // Measured on lavapipe at B=1, H=8, L=1024, D=64: 8 rows per invocation are twice as fast
-        // as 4; 16 rows gain little more and compile much longer.
+        // as 4.
         let (workgroup, rows) = match (cpu, dk + dv) {
             (true, 0..=128) => (16, 8),
             (true, 129..=256) => (16, 4),
@@ -109,7 +110,7 @@ impl BackwardConfig {
             return Err(Error::InvalidOption {
                 name: "rows",
                 value: self.rows as f64,
-                why: "rows per invocation of the backward kernels must be between 1 and 16",
+                why: "rows per invocation of the backward kernels must be between 1 and 8",
             });
         }
         check_workgroup_x(ctx, "backward", self.workgroup)
