@@ -8,9 +8,10 @@
 # Usage: scripts/record.sh [NAME] [--suites a,b,…]
 #   NAME      the record's name after the date (default: the adapter, e.g. llvmpipe-mesa-25.0.7)
 #   --suites  a subset of: prefill prefill-f16 designs designs-f16 decode family backward varlen
-#             gemm peers mesa22 cold (default: all; the ones needing f16 or another driver skip
-#             with a reason where the machine lacks it; cold: scripts/cold-calls.sh, first calls
-#             with every cache off)
+#             gemm peers mesa22 cold driver-check (default: all; the ones needing f16 or another
+#             driver skip with a reason where the machine lacks it; cold: scripts/cold-calls.sh,
+#             first calls with every cache off; driver-check: scripts/driver-check.sh, the CLI
+#             checked on every driver configuration)
 # Run it on an otherwise idle machine: every figure is a wall or GPU time on shared cores.
 # Every suite checks its outputs against the CPU reference and fails the record when a row is
 # outside tolerance. The NumPy/JAX peers are installed into target/peers-venv (PyPI).
@@ -19,7 +20,7 @@ cd "$(dirname "$0")/.."
 source scripts/ensure-vulkan.sh
 
 name=""
-suites="prefill prefill-f16 designs designs-f16 decode family backward varlen gemm peers mesa22 cold"
+suites="prefill prefill-f16 designs designs-f16 decode family backward varlen gemm peers mesa22 cold driver-check"
 while [ $# -gt 0 ]; do
     case "$1" in
         --suites) suites="${2//,/ }"; shift 2 ;;
@@ -127,6 +128,8 @@ for s in $suites; do
             else skip_suite mesa22 "Debian 12's Mesa 22.3.6 lavapipe could not be unpacked (scripts/drivers.sh)"; fi ;;
         cold)
             suite cold bash scripts/cold-calls.sh "$out/cold.json" ;;
+        driver-check)
+            suite driver-check bash scripts/driver-check.sh "$out" ;;
         *) echo "record: unknown suite $s" >&2; exit 1 ;;
     esac
 done
