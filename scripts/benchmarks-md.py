@@ -24,6 +24,7 @@ Kinds (their arguments are record files, relative to the repository):
   drivers A B [kernels=…]                         the same bench rows from two driver runs of one record
   drivers-decode A B                              the same decode rows from two driver runs
   cold FILE                                       first calls with the driver's shader cache off
+  driver-check FILE                               the CLI checked on every driver configuration
 
 Usage: scripts/benchmarks-md.py [--check] [FILE.md]
 """
@@ -353,6 +354,24 @@ def render_cold(paths, kv):
     return note + table(["kernel class", "call", "seconds", "peak RSS MB", "within target"], body)
 
 
+def render_driver_check(paths, kv):
+    report = load(paths[0])
+    hidden = ("VK_LAYER_PATH", "VK_LAYER_ENABLE_MESSAGE_LIMIT", "VK_KHRONOS_VALIDATION_LOG_FILENAME")
+
+    def variables(env):
+        words = [w.split("=", 1) for w in env.split()]
+        shown = [f"`{k}={os.path.basename(v)}`" for k, v in words if k not in hidden]
+        return " ".join(shown) or "-"
+
+    body = [[l["lane"], l["adapter"], variables(l["env"]), str(l["checked_rows"])] for l in report["lanes"]]
+    note = (
+        "Every fused design and staged (fast code), the fused forward and backward as a first call runs them "
+        "(quick code) and decode, with `--check`; every row within tolerance. "
+        f"Messages from the validation layer: {report['validation_messages']}.\n\n"
+    )
+    return note + table(["lane", "adapter", "driver variables", "rows checked"], body)
+
+
 KINDS = {
     "bench": render_bench,
     "decode": render_decode,
@@ -364,6 +383,7 @@ KINDS = {
     "drivers": render_drivers,
     "drivers-decode": render_drivers_decode,
     "cold": render_cold,
+    "driver-check": render_driver_check,
 }
 
 
