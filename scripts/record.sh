@@ -8,7 +8,7 @@
 # Usage: scripts/record.sh [NAME] [--suites a,b,…]
 #   NAME      the record's name after the date (default: the adapter, e.g. llvmpipe-mesa-25.0.7)
 #   --suites  a subset of: prefill prefill-f16 designs designs-f16 decode family backward varlen
-#             gemm peers mesa22 cold driver-check (default: all; the ones needing f16 or another
+#             gemm peers mesa22 cold driver-check register-tiles (default: all; the ones needing f16 or another
 #             driver skip with a reason where the machine lacks it; cold: scripts/cold-calls.sh,
 #             first calls with every cache off; driver-check: scripts/driver-check.sh, the CLI
 #             checked on every driver configuration)
@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 source scripts/ensure-vulkan.sh
 
 name=""
-suites="prefill prefill-f16 designs designs-f16 decode family backward varlen gemm peers mesa22 cold driver-check"
+suites="prefill prefill-f16 designs designs-f16 decode family backward varlen gemm peers mesa22 cold driver-check register-tiles"
 while [ $# -gt 0 ]; do
     case "$1" in
         --suites) suites="${2//,/ }"; shift 2 ;;
@@ -130,6 +130,13 @@ for s in $suites; do
             suite cold bash scripts/cold-calls.sh "$out/cold.json" ;;
         driver-check)
             suite driver-check bash scripts/driver-check.sh "$out" ;;
+        register-tiles)
+            # The register design's rows per invocation side by side: what the built-in tile on
+            # CPU adapters rests on (each tile's compile is a first call's cost without quick code).
+            tiles=()
+            for rows in 1 2 4 8; do tiles+=(--register-tile "16,$rows"); done
+            suite register-tiles bench --shape 1,8,1024,64 --shape 1,8,1024,128 --kernel fused "${tiles[@]}" \
+                --causal none --causal top-left $short --json "$out/register-tiles.json" ;;
         *) echo "record: unknown suite $s" >&2; exit 1 ;;
     esac
 done

@@ -248,6 +248,10 @@ struct BenchArgs {
     /// it, bench measures the fast code.
     #[arg(long)]
     first_call: bool,
+    /// A register-design tile WORKGROUP,ROWS to time; repeatable: one fused row per tile, side
+    /// by side (where the register design runs).
+    #[arg(long = "register-tile", value_name = "WG,ROWS", value_parser = parse_register_tile)]
+    register_tiles: Vec<wgpu_attention::FlashConfig>,
     /// Write the report as JSON.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -693,6 +697,7 @@ fn bench_cmd(a: &BenchArgs) -> Result<()> {
     opts.backward = a.backward;
     opts.check = a.check_options()?;
     opts.first_call = a.first_call;
+    opts.register_tiles = a.register_tiles.clone();
     let ctx = match a.borrowed_device {
         true => borrowed_context()?,
         false => context()?,
@@ -709,6 +714,19 @@ fn bench_cmd(a: &BenchArgs) -> Result<()> {
         plot::plot_svg(&r, p)?;
     }
     verdict(Verdict::of_rows(&r.rows, &opts.check))
+}
+
+/// `--register-tile WG,ROWS`.
+fn parse_register_tile(s: &str) -> std::result::Result<wgpu_attention::FlashConfig, String> {
+    let parsed: Vec<u32> = s
+        .split(',')
+        .map(|x| x.trim().parse::<u32>())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| format!("{s}: {e}"))?;
+    match parsed[..] {
+        [workgroup, rows] => Ok(wgpu_attention::FlashConfig::new(workgroup, rows)),
+        _ => Err(format!("{s}: expected WORKGROUP,ROWS (e.g. 16,2)")),
+    }
 }
 
 /// Prints the verdict's line, or fails with it when a row is outside tolerance (after every

@@ -1131,6 +1131,27 @@ fn bench_design_all_reports_every_design() {
 }
 
 #[test]
+fn bench_register_tiles_run_side_by_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = dir.path().join("t.json");
+    ok(cli()
+        .args(["bench", "--kernel", "fused", "--shape", "1,2,1,19,23,16,8", "--quiet"])
+        .args(["--register-tile", "8,1", "--register-tile", "16,2", "--warmup", "0", "--iters", "1"])
+        .arg("--json")
+        .arg(&j));
+    let v = json(&j);
+    let rows = v["rows"].as_array().unwrap();
+    let tiles: Vec<&str> = rows.iter().map(|r| r["tile"].as_str().unwrap()).collect();
+    assert_eq!(tiles, ["wg8 rows1", "wg16 rows2"]);
+    assert!(rows.iter().all(|r| r["within_tolerance"] == true), "{rows:?}");
+    for bad in ["16", "16,2,1", "16,x"] {
+        let out = cli().args(["bench", "--register-tile", bad]).output().unwrap();
+        assert!(!out.status.success());
+        assert!(stderr_lines(&out)[0].contains("--register-tile"), "{bad}: {:?}", stderr_lines(&out));
+    }
+}
+
+#[test]
 fn bench_variant_mha_reports_phase_times() {
     let dir = tempfile::tempdir().unwrap();
     let j = dir.path().join("b.json");

@@ -8,9 +8,10 @@ use rand_chacha::ChaCha8Rng;
 use super::peak::measure_fma;
 use super::timer::{time_host, Stamps, Timer, TimerKind, Timing};
 use super::variant::{self, Variant, VariantInputs, VariantParams};
-use crate::attention::{Attention, Problem};
+use crate::attention::{Attention, Problem, Tuning};
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::kernels::FlashConfig;
 use crate::options::{Alignment, AttentionOptions, Design, KernelChoice, Window};
 use crate::prepared::Prepared;
 use crate::reference::{self, HostInputs, Tolerance};
@@ -56,6 +57,9 @@ pub struct BenchOptions {
     pub backward: bool,
     /// Whether rows are compared with the reference, and the tolerance scale.
     pub check: CheckOptions,
+    /// Register-design tiles to time side by side, one fused row each where the register design
+    /// runs (empty: the library's choice).
+    pub register_tiles: Vec<FlashConfig>,
     /// Time the code a first call runs (the quick code of
     /// [`crate::pipeline::PipelineCache::set_quick_first_calls`] where the context allows it)
     /// instead of the fast code benchmarks otherwise measure.
@@ -81,6 +85,7 @@ impl Default for BenchOptions {
             designs: vec![None],
             backward: false,
             check: CheckOptions::default(),
+            register_tiles: Vec::new(),
             first_call: false,
         }
     }
@@ -460,12 +465,24 @@ impl Bench<'_> {
             };
             let plan = check_plan(p, align);
             let mut expected: Option<Vec<f64>> = None;
-            // The fused kernel once per requested design.
+            // The fused kernel once per requested design, and per register tile where asked.
             let runs = opts.kernels.iter().flat_map(|&kernel| match kernel {
-                KernelKind::Fused => opts.designs.iter().map(|&d| (kernel, d)).collect(),
-                _ => vec![(kernel, None)],
+                KernelKind::Fused => opts
+                    .designs
+                    .iter()
+                    .flat_map(|&d| {
+                        let tiles: Vec<Option<FlashConfig>> = match d {
+                            None | Some(Design::Register) if !opts.register_tiles.is_empty() => {
+                                opts.register_tiles.iter().copied().map(Some).collect()
+                            }
+                            _ => vec![None],
+                        };
+                        tiles.into_iter().map(move |t| (kernel, d, t))
+                    })
+                    .collect(),
+                _ => vec![(kernel, None, None)],
             });
-            for (kernel, design) in runs {
+            for (kernel, design, tile) in runs {
                 self.bar
                     .set_message(format!("{} {} causal={}", kernel.name(), p, causal_label(causal)));
                 let mut row = empty_row(Variant::Sdpa, kernel, p, dtype, causal, opts);
@@ -517,7 +534,12 @@ impl Bench<'_> {
                         design,
                         ..attn_opts.clone()
                     };
-                    if let Err(e) = self.sdpa_row(&mut row, p, inputs, &attn_opts, &plan, exp.map(|e| e.as_slice())) {
+                    let tuning = Tuning {
+                        flash: tile,
+                        ..Default::default()
+                    };
+                    let expected = exp.map(|e| (&plan, e.as_slice()));
+                    if let Err(e) = self.sdpa_row(&mut row, p, inputs, &attn_opts, &tuning, expected) {
                         row.note = Some(super::one_line(&e.to_string()));
                     }
                 }
@@ -569,8 +591,8 @@ impl Bench<'_> {
         p: &Problem,
         inputs: &Inputs,
         attn_opts: &AttentionOptions,
-        plan: &CheckPlan,
-        expected: Option<&[f64]>,
+        tuning: &Tuning,
+        expected: Option<(&CheckPlan, &[f64])>,
     ) -> Result<()> {
         let ctx = self.ctx;
         let choice = match row.kernel {
@@ -584,7 +606,7 @@ impl Bench<'_> {
             ..attn_opts.clone()
         };
         if choice == KernelChoice::Fused {
-            let pick = crate::attention::design::pick(ctx, p, dtype, &opts, &Default::default(), &Default::default())?;
+            let pick = crate::attention::design::pick(ctx, p, dtype, &opts, &Default::default(), tuning)?;
             row.design = Some(pick.kernel.design().name().into());
             row.tile = Some(pick.kernel.to_string());
             row.note = pick.note;
@@ -593,7 +615,7 @@ impl Bench<'_> {
             }
         }
         let [q, k, v] = &inputs.tensors;
-        let call = Attention::new(ctx, q, k, v, &opts)?;
+        let call = Attention::with_tuning(ctx, q, k, v, &opts, tuning)?;
         if let Some(splits) = call.decode_splits() {
             // The tile (tuned or built-in) and the splits the plan settled on.
             let c = crate::tune::decode_config(ctx, p, dtype, attn_opts)?;
@@ -604,7 +626,7 @@ impl Bench<'_> {
         row.alloc_bytes = Some(call.allocated_bytes());
         let timing = self.time(&call)?;
         fill_metrics(row, call.flops(), sdpa_bytes(p, dtype), &timing, self.peak);
-        let Some(expected) = expected else {
+        let Some((plan, expected)) = expected else {
             row.checked = CheckOptions::SKIPPED.into();
             return Ok(());
         };

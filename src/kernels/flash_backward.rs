@@ -60,8 +60,9 @@ pub const MAX_HEAD_DIM: u32 = 256;
 /// more compile for many minutes on CPU drivers).
 pub const MAX_ROWS: u32 = 8;
 /// Rows per invocation of the dQ and dK/dV kernels' quick code, which also keeps its head-dim
-/// loops as loops (see [`pipeline::runs_quick`]): at D = 64 lavapipe compiles it in about 1.5 s
-/// per kernel against minutes for the default tile's fast code, which runs about 5× faster.
+/// loops as loops (see [`crate::pipeline::PipelineCache::set_quick_first_calls`]): at D = 64
+/// lavapipe compiles it in about 1.5 s per kernel against minutes for the default tile's fast
+/// code, which runs about 5× faster.
 pub const QUICK_ROWS: u32 = 1;
 /// Invocations per workgroup of the pre-pass and dBias kernels.
 const FLAT_WORKGROUP: u32 = 64;

@@ -229,9 +229,10 @@ impl FusedBindings<'_> {
     }
 }
 
-/// Query rows per invocation of the quick code (see [`pipeline::runs_quick`]): one row's
-/// unrolled code compiles in seconds at head dims up to 128 and runs within a few percent of the
-/// fast tile on lavapipe, so the forward needs no compact loops.
+/// Query rows per invocation of the quick code (see
+/// [`crate::pipeline::PipelineCache::set_quick_first_calls`]): one row's unrolled code compiles
+/// in seconds at head dims up to 128 and runs within a few percent of the fast tile on lavapipe,
+/// so the forward needs no compact loops.
 pub const QUICK_ROWS: u32 = 1;
 
 /// The dispatch of tile `cfg` over the bindings; with [`Code::QuickUntilCompiled`] a first call
