@@ -14,7 +14,9 @@ This script rewrites what is between the markers from the records: a line naming
 cannot drift from the data.
 
 Kinds (their arguments are record files, relative to the repository):
-  bench FILE [kernels=fused,staged] [dtype=f32]   rows of `wgpu-attention bench --json`
+  bench FILE [kernels=fused,staged] [dtype=f32] [tile=yes]
+                                                  rows of `wgpu-attention bench --json` (tile=yes:
+                                                  with the tile each row ran)
   decode FILE [layout=contiguous]                 rows of `bench --preset decode --json`
   varlen FILE                                     rows of `bench --varlen --json`
   gemm FILE                                       rows of examples/gemm_throughput --json
@@ -171,6 +173,11 @@ def render_bench(paths, kv):
         for r in rows
     ]
     header = ["variant", "kernel", "dtype", "B×Hq/Hkv×Lq×Lk×D", "causal", "median ms", "GFLOP/s", "GB/s", "% FMA peak", "max abs err", "checked"]
+    if kv.get("tile") == "yes":
+        # The tile each row ran, after the kernel (tables comparing tiles side by side).
+        header.insert(2, "tile")
+        for r, src in zip(body, rows):
+            r.insert(2, src.get("tile") or "-")
     if all(r[0] == "sdpa" for r in body):
         header, body = header[1:], [r[1:] for r in body]
     note = f"FMA ceiling of the run: {peak:.1f} GFLOP/s ({report['dtype']}); timer: {report['timer']}.\n\n" if peak else f"Timer: {report['timer']}.\n\n"

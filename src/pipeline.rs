@@ -628,7 +628,7 @@ impl PipelineCache {
     /// minutes (the backward's default tile: 7 minutes cold). While that code is not compiled (in
     /// this process or in the persisted pipeline cache), a call without an explicit tile and of at
     /// most [`QUICK_MACS`] multiply-adds runs quick code instead, compiled in seconds: the
-    /// forward with one row per invocation (within a few percent of the fast tile's speed), the
+    /// forward with one row per invocation (15–20% slower than the fast tile on lavapipe), the
     /// backward with one row and head-dim loops kept as loops (about 5× slower).
     /// [`crate::Attention::warm_up`], [`crate::AttentionBackward::warm_up`], `wgpu-attention
     /// warm-up` and explicit tiles compile the fast code, which every later call then uses. Off:

@@ -1136,7 +1136,16 @@ fn bench_register_tiles_run_side_by_side() {
     let j = dir.path().join("t.json");
     ok(cli()
         .args(["bench", "--kernel", "fused", "--shape", "1,2,1,19,23,16,8", "--quiet"])
-        .args(["--register-tile", "8,1", "--register-tile", "16,2", "--warmup", "0", "--iters", "1"])
+        .args([
+            "--register-tile",
+            "8,1",
+            "--register-tile",
+            "16,2",
+            "--warmup",
+            "0",
+            "--iters",
+            "1",
+        ])
         .arg("--json")
         .arg(&j));
     let v = json(&j);
@@ -1147,7 +1156,11 @@ fn bench_register_tiles_run_side_by_side() {
     for bad in ["16", "16,2,1", "16,x"] {
         let out = cli().args(["bench", "--register-tile", bad]).output().unwrap();
         assert!(!out.status.success());
-        assert!(stderr_lines(&out)[0].contains("--register-tile"), "{bad}: {:?}", stderr_lines(&out));
+        assert!(
+            stderr_lines(&out)[0].contains("--register-tile"),
+            "{bad}: {:?}",
+            stderr_lines(&out)
+        );
     }
 }
 

@@ -173,3 +173,56 @@ fn measured_decode_defaults_match_their_records() {
         }
     }
 }
+
+/// Each built-in register tile on CPU drivers is the fastest row count its record measured for
+/// that head dim, in every causal setting.
+#[test]
+fn measured_register_rows_match_their_records() {
+    use wgpu_attention::kernels::flash_forward::CPU_REGISTER_ROWS;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    assert!(!CPU_REGISTER_ROWS.is_empty());
+    let mut lower = 0;
+    for entry in CPU_REGISTER_ROWS {
+        let path = root.join(entry.record);
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let rows = json["rows"].as_array().expect("a bench record has rows");
+        // The record's rows for head dims in (lower, max_head], grouped by shape and causal.
+        let covered: Vec<&serde_json::Value> = rows
+            .iter()
+            .filter(|r| {
+                let head = r["shape"]["dk"].as_u64().unwrap() + r["shape"]["dv"].as_u64().unwrap();
+                head > lower && head <= entry.max_head as u64 && r["within_tolerance"] == true
+            })
+            .collect();
+        assert!(
+            !covered.is_empty(),
+            "{}: no row for head dims up to {}",
+            entry.record,
+            entry.max_head
+        );
+        let mut groups: Vec<(&serde_json::Value, &serde_json::Value)> =
+            covered.iter().map(|r| (&r["shape"], &r["causal"])).collect();
+        groups.dedup();
+        for (shape, causal) in groups {
+            let fastest = covered
+                .iter()
+                .filter(|r| r["shape"] == *shape && r["causal"] == *causal)
+                .min_by(|a, b| {
+                    a["median_ms"]
+                        .as_f64()
+                        .unwrap()
+                        .total_cmp(&b["median_ms"].as_f64().unwrap())
+                })
+                .unwrap();
+            assert_eq!(
+                fastest["tile"].as_str().unwrap(),
+                format!("wg16 rows{}", entry.rows),
+                "{} ({shape}, causal {causal}): the entry picks {} rows",
+                entry.record,
+                entry.rows
+            );
+        }
+        lower = entry.max_head as u64;
+    }
+}

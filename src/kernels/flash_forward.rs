@@ -29,6 +29,36 @@ pub(crate) fn slots(v: Variant) -> Vec<(u32, Slot)> {
     slots
 }
 
+/// A measured built-in register tile on CPU drivers: rows per invocation for head dims
+/// (Dk + Dv) up to `max_head`.
+#[derive(Debug, Clone, Copy)]
+pub struct MeasuredRegisterRows {
+    pub max_head: u32,
+    pub rows: u32,
+    /// The record in `benchmarks/` whose rows justify the entry.
+    pub record: &'static str,
+}
+
+/// The register design's rows per invocation on CPU drivers (16 invocations per workgroup,
+/// subgroup fetch), by head dims. Measured on Mesa 25.0.7 lavapipe, B 1, H 8, L 1024, rows 1 /
+/// 2 / 4 / 8, not causal: D 64: 97.6 / 87.0 / 80.3 / 98.0 ms; D 128: 195.8 / 167.2 / 206.4 /
+/// 198.5 ms (causal alike). Compile time triples with each doubling of rows (cold at D 64:
+/// 1.6 / 4.3 / 12.7 / ~40 s), which first calls avoid with one row (quick code). Head dims past
+/// 256 (D > 128) keep one row and the plain fetch, unmeasured. Other CPU drivers are assumed
+/// alike until recorded.
+pub const CPU_REGISTER_ROWS: &[MeasuredRegisterRows] = &[
+    MeasuredRegisterRows {
+        max_head: 128,
+        rows: 4,
+        record: "benchmarks/2026-12-06-llvmpipe-mesa-25.0.7-register-tiles/register-tiles.json",
+    },
+    MeasuredRegisterRows {
+        max_head: 256,
+        rows: 2,
+        record: "benchmarks/2026-12-06-llvmpipe-mesa-25.0.7-register-tiles/register-tiles.json",
+    },
+];
+
 /// Keys a row block of the fused kernel may visit under an llvmpipe loop budget
 /// (see `kernels::loop_budget`), for head dims up to 128 (whose inner loops NIR unrolls).
 pub const CPU_MAX_KEYS: usize = 8192;
@@ -129,21 +159,19 @@ impl FlashConfig {
         self.workgroup * self.rows
     }
 
-    /// The built-in default. On CPU adapters (lavapipe) rows per invocation barely change the
-    /// speed while compile time triples with each doubling of rows (the driver unrolls every
-    /// row's register code). Measured on Mesa 25.0.7 lavapipe, B=1, H=8, L=1024, 16 invocations,
-    /// cold compile / warm time: D=64 rows 1, 2, 4, 8: 1.6 s / 99 ms, 4.3 s / 88 ms, 12.7 s /
-    /// 80 ms, ~40 s / 99 ms; D=128 rows 1, 2, 4: 3.8 s / 200 ms, 11 s / 172 ms, 40 s / 206 ms
-    /// (non-causal, one process per tile). GPUs are register-bound: few rows.
+    /// The built-in default. On CPU adapters: [`CPU_REGISTER_ROWS`], measured; GPUs are
+    /// register-bound: few rows (an estimate until a GPU record says otherwise).
     pub fn default_for(ctx: &Context, dk: u32, dv: u32) -> Result<Self> {
         check_head_dims(dk, dv)?;
         let cpu = super::is_cpu(ctx);
         let head = dk + dv;
-        let (rows, subgroups) = match (cpu, head) {
-            (true, 0..=256) => (2, true),
-            (true, _) => (1, false),
-            (false, 0..=256) => (2, true),
-            (false, _) => (1, true),
+        let (rows, subgroups) = match cpu {
+            true => CPU_REGISTER_ROWS
+                .iter()
+                .find(|m| head <= m.max_head)
+                .map_or((1, false), |m| (m.rows, true)),
+            false if head <= 256 => (2, true),
+            false => (1, true),
         };
         // CPU: 16 invocations per workgroup, so causal and window masks skip key ranges at a fine
         // grain; GPUs want more invocations per workgroup.
@@ -231,8 +259,8 @@ impl FusedBindings<'_> {
 
 /// Query rows per invocation of the quick code (see
 /// [`crate::pipeline::PipelineCache::set_quick_first_calls`]): one row's unrolled code compiles
-/// in seconds at head dims up to 128 and runs within a few percent of the fast tile on lavapipe,
-/// so the forward needs no compact loops.
+/// in seconds at head dims up to 128 and runs 15–20% slower than the fast tile on lavapipe
+/// ([`CPU_REGISTER_ROWS`]), so the forward needs no compact loops.
 pub const QUICK_ROWS: u32 = 1;
 
 /// The dispatch of tile `cfg` over the bindings; with [`Code::QuickUntilCompiled`] a first call
