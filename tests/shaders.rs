@@ -309,6 +309,31 @@ fn every_kernel_writes_spirv_msl_and_hlsl() {
     assert!(written.iter().all(|&n| n > 800), "{written:?}");
 }
 
+/// The runtime composes nothing outside the permutation table: a variant it does not list (a
+/// row count past the register design's limit, compact loops on the forward) is refused with
+/// `Error::Unsupported` naming the table, before any shader exists.
+#[test]
+fn variants_outside_the_table_are_refused() {
+    use wgpu_attention::pipeline::create_module;
+    let ctx = common::ctx();
+    for variant in [
+        Variant {
+            rows: 9,
+            ..Variant::default()
+        },
+        Variant {
+            rows: 1,
+            compact: true,
+            ..Variant::default()
+        },
+    ] {
+        match create_module(ctx, Kernel::FlashForward, wgpu_attention::DType::F32, variant) {
+            Err(wgpu_attention::Error::Unsupported(why)) => assert!(why.contains("permutation table"), "{why}"),
+            other => panic!("{variant:?}: {other:?}"),
+        }
+    }
+}
+
 /// Every composed kernel's shader module created on the test device the way its pipelines are:
 /// on Vulkan from the crate's own SPIR-V (no layout decorations outside buffer memory), which the
 /// driver (and, in the validation lane of scripts/test.sh, the Khronos layer and its spirv-val)
