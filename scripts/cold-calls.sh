@@ -37,12 +37,16 @@ first() {
 }
 first "fused/register D=64" "--shape 1,4,4,130,130,64,64 --kernel fused --design register"
 first "fused/register D=128" "--shape 1,4,4,130,130,128,128 --kernel fused --design register"
-first "fused/tiled D=64" "--shape 1,4,4,130,130,64,64 --kernel fused --design tiled"
-first "decode D=128" "--shape 1,32,8,1,1024,128,128 --kernel decode"
-first "staged D=64" "--shape 1,4,4,130,130,64,64 --kernel staged"
-first "backward (fused) D=64" "--shape 1,4,1,130,130,64,64 --kernel fused --backward"
-first "backward (fused) D=128" "--shape 1,4,1,130,130,128,128 --kernel fused --backward"
+for d in 64 128; do
+    first "fused/tiled D=$d" "--shape 1,4,4,130,130,$d,$d --kernel fused --design tiled"
+    first "decode D=$d" "--shape 1,32,8,1,1024,$d,$d --kernel decode"
+    first "staged D=$d" "--shape 1,4,4,130,130,$d,$d --kernel staged"
+    first "backward (fused) D=$d" "--shape 1,4,1,130,130,$d,$d --kernel fused --backward"
+done
 first "family: additive (fused)" "--variant additive --shape 1,1,130,64 --kernel fused"
+first "family: local-p (fused)" "--variant local-p --shape 1,1,130,64 --kernel fused"
+first "family: hard" "--variant hard --shape 1,1,130,64"
+first "family: han-pool" "--variant han-pool --shape 1,1,130,64"
 for design in tiled register; do
     call "gemm/$design" "gemm_throughput 256 128 128 1 $design" "$gemm" 256 128 128 1 "$design"
 done
