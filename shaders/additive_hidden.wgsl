@@ -2,7 +2,9 @@
 // T[r, j, a] = tanh(Q'[i, a] + K'[j, a]) for query rows i = row_base + r of one (b, h) pair, where
 // Q' = W_q q + b and K' = W_k k are the projections (head dim dim_k = Da). A GEMM with v then
 // reduces T to scores. This path exists as the baseline of the fused kernel, which never builds T.
-// Composed after common/params.wgsl and common/grid.wgsl.
+
+//@import common/params.wgsl
+//@import common/grid.wgsl
 
 override WORKGROUP: u32 = 64u;
 

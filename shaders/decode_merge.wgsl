@@ -4,11 +4,12 @@
 // Parts with LSE_s = −∞ (no key taking part) contribute nothing; a row with no part left gets
 // O = 0 and LSE = −∞; a NaN (or +∞) LSE_s makes the row NaN, as a NaN score does in one pass.
 // A part of weight 0 is skipped, so a ±∞/NaN in its O never reaches the row (as a key of weight 0
-// in the single-pass kernels). Self-contained apart from common/grid.wgsl; one invocation per
-// output element.
+// in the single-pass kernels). One invocation per output element.
 //
 // Parts are read as 32-bit words (f32, or two f16 when PARTS_F16) through a table of per-part
 // offsets and strides, so the decode scratch and any caller tensors share the kernel.
+
+//@import common/grid.wgsl
 
 override WORKGROUP: u32 = 64u;
 override PARTS_F16: bool = false;

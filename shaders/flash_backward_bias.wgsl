@@ -2,7 +2,36 @@
 // score after the soft cap, summed over the axes the bias is broadcast along (its batch or head
 // axis of size 1), in a fixed order (deterministic, no atomics). One invocation per element of
 // dBias [bias batches, bias heads, Lq, Lk]; P and dP are recomputed from Q, K, V, the forward's
-// LSE and dO. Composed like flash_backward_q.wgsl (rows are not used).
+// LSE and dO.
+
+//@switches vec4_io alibi direct
+//@import common/params.wgsl
+//@import common/grid.wgsl
+//@import common/philox.wgsl
+//@import common/no_centers.wgsl
+//@if alibi
+//@import common/alibi.wgsl
+//@else
+//@import common/no_alibi.wgsl
+//@endif
+//@import common/mask.wgsl
+//@if vec4_io
+//@import common/load_vec4.wgsl
+//@else
+//@import common/load_scalar.wgsl
+//@endif
+//@import common/grad_io.wgsl
+//@if direct
+//@if vec4_io
+//@import common/grad_do_direct_vec4.wgsl
+//@else
+//@import common/grad_do_direct.wgsl
+//@endif
+//@else
+//@import common/grad_do_records.wgsl
+//@endif
+//@import common/grad_prob.wgsl
+//@import common/loops_unrolled.wgsl
 
 override WORKGROUP: u32 = 64u;
 override DK: u32 = 64u;

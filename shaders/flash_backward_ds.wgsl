@@ -1,9 +1,22 @@
 // Staged backward (docs/ATTENTION.md §10), the element-wise step between its GEMMs: for every
 // (b, h, i, j) of the materialized [B, Hq, Lq, Lk] matrices, from the scaled scores r = scale · q · k
 // and dP̃ = dO · v (both computed by GEMMs), writes P ∘ Z over r and dS′ = P ∘ (Z ∘ dP̃ − D) times
-// the soft cap's derivative over dP̃. One invocation per element. Composed after
-// common/params.wgsl, common/grid.wgsl, common/philox.wgsl, common/no_centers.wgsl,
-// common/mask.wgsl, common/grad_io.wgsl and common/grad_prob.wgsl.
+// the soft cap's derivative over dP̃. One invocation per element.
+
+//@switches alibi
+//@import common/params.wgsl
+//@import common/grid.wgsl
+//@import common/philox.wgsl
+//@import common/no_centers.wgsl
+//@if alibi
+//@import common/alibi.wgsl
+//@else
+//@import common/no_alibi.wgsl
+//@endif
+//@import common/mask.wgsl
+//@import common/grad_io.wgsl
+//@import common/grad_do_records.wgsl
+//@import common/grad_prob.wgsl
 
 override WORKGROUP: u32 = 64u;
 override DV4: u32 = 16u;

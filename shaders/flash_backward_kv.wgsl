@@ -4,7 +4,39 @@
 // (grouped-query attention sums over them in a fixed order: deterministic, no atomics):
 // P is recomputed from Q, K and the forward's LSE, dV += (Z ∘ P) · dO, dP = dO · v,
 // dS = P ∘ (Z ∘ dP − D) times the soft cap's derivative, dK += dS · (scale · q).
-// Composed like flash_backward_q.wgsl.
+
+//@switches rows vec4_io alibi compact direct
+//@import common/params.wgsl
+//@import common/grid.wgsl
+//@import common/philox.wgsl
+//@import common/no_centers.wgsl
+//@if alibi
+//@import common/alibi.wgsl
+//@else
+//@import common/no_alibi.wgsl
+//@endif
+//@import common/mask.wgsl
+//@if vec4_io
+//@import common/load_vec4.wgsl
+//@else
+//@import common/load_scalar.wgsl
+//@endif
+//@import common/grad_io.wgsl
+//@if direct
+//@if vec4_io
+//@import common/grad_do_direct_vec4.wgsl
+//@else
+//@import common/grad_do_direct.wgsl
+//@endif
+//@else
+//@import common/grad_do_records.wgsl
+//@endif
+//@import common/grad_prob.wgsl
+//@if compact
+//@import common/loops_compact.wgsl
+//@else
+//@import common/loops_unrolled.wgsl
+//@endif
 
 override WORKGROUP: u32 = 64u;
 override DK: u32 = 64u;

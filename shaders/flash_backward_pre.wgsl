@@ -1,7 +1,10 @@
 // Backward pre-pass: for every query row, D = Σ dO ∘ O (in f32), and the row's record in
 // `grad_rows` (common/grad_io.wgsl): dO in f32 when RECORD_DO, then (LSE, D). One invocation per
-// row. Composed after common/params.wgsl, common/grid.wgsl and common/grad_io.wgsl; the `o`
-// strides of `params` are those of the forward's output.
+// row. The `o` strides of `params` are those of the forward's output.
+
+//@import common/params.wgsl
+//@import common/grid.wgsl
+//@import common/grad_io.wgsl
 
 override WORKGROUP: u32 = 64u;
 override DV: u32 = 64u;

@@ -3,12 +3,40 @@
 // workgroup can see once: P is recomputed from Q, K and the forward's LSE, then
 // dP = dO · v, dS = P ∘ (Z ∘ dP − D) (Z: the dropout factor), times the soft cap's derivative, and
 // dQ += dS · k; dQ = scale · Σ dS K is written once, in key order (deterministic, no atomics).
-// Composed after common/params.wgsl, common/grid.wgsl, common/philox.wgsl,
-// common/no_centers.wgsl, common/mask.wgsl, a loader (common/load_scalar.wgsl or
-// common/load_vec4.wgsl: `load_q4`, `load_k4`, `load_v4`), common/grad_io.wgsl, a dO piece
-// (common/grad_do_records.wgsl or common/grad_do_direct.wgsl: `load_do4`), common/grad_prob.wgsl
-// and a loops piece (`k_vecs`, `v_vecs`: common/loops_unrolled.wgsl, or common/loops_compact.wgsl
-// for the quick first-call code). `//@each_row` blocks are repeated ROWS times by the host.
+// `//@each_row` blocks are repeated ROWS times by the host.
+
+//@switches rows vec4_io alibi compact direct
+//@import common/params.wgsl
+//@import common/grid.wgsl
+//@import common/philox.wgsl
+//@import common/no_centers.wgsl
+//@if alibi
+//@import common/alibi.wgsl
+//@else
+//@import common/no_alibi.wgsl
+//@endif
+//@import common/mask.wgsl
+//@if vec4_io
+//@import common/load_vec4.wgsl
+//@else
+//@import common/load_scalar.wgsl
+//@endif
+//@import common/grad_io.wgsl
+//@if direct
+//@if vec4_io
+//@import common/grad_do_direct_vec4.wgsl
+//@else
+//@import common/grad_do_direct.wgsl
+//@endif
+//@else
+//@import common/grad_do_records.wgsl
+//@endif
+//@import common/grad_prob.wgsl
+//@if compact
+//@import common/loops_compact.wgsl
+//@else
+//@import common/loops_unrolled.wgsl
+//@endif
 
 override WORKGROUP: u32 = 64u;
 override DK: u32 = 64u;

@@ -2,12 +2,7 @@
 // accumulation). A workgroup owns BR query rows of one (b, h) pair and walks the visible keys in
 // tiles of BC: S = Q·Kᵀ and O += P·V are products of CM×CM matrices (`coopMultiplyAdd`, the
 // adapter's largest f16 → f32 shape, fixed in the prelude: `CM`, `coop_a`, `coop_b`, `coop_c`);
-// the softmax runs in scalar code on the S tile in workgroup memory. Composed after
-// common/params.wgsl, common/grid.wgsl, common/philox.wgsl, a centers piece, an ALiBi piece,
-// common/mask.wgsl, common/row_block.wgsl (the block's rows and key range) and a loader piece
-// (common/load_vec4.wgsl or common/load_scalar.wgsl), like the register design: same bindings,
-// same uniform.
-//
+// the softmax runs in scalar code on the S tile in workgroup memory.
 // Per key tile, with three barriers:
 //   A. stage the K tile (f16, zero rows outside the visible range)           | barrier
 //   B. S = Q·Kᵀ: each subgroup takes CM×CM tiles of S, stored as f32          | barrier
@@ -24,6 +19,28 @@
 // and 0 · ∞ is NaN in a matrix product: keys outside the visible range are staged as zero rows,
 // and ±∞ and NaN inside it are staged as 0, then added in scalar code where P ≠ 0 (the register
 // design's rule), after the product.
+
+//@switches vec4_io local alibi coop
+//@import common/params.wgsl
+//@import common/grid.wgsl
+//@import common/philox.wgsl
+//@if local
+//@import common/centers.wgsl
+//@else
+//@import common/no_centers.wgsl
+//@endif
+//@if alibi
+//@import common/alibi.wgsl
+//@else
+//@import common/no_alibi.wgsl
+//@endif
+//@import common/mask.wgsl
+//@import common/row_block.wgsl
+//@if vec4_io
+//@import common/load_vec4.wgsl
+//@else
+//@import common/load_scalar.wgsl
+//@endif
 
 override WORKGROUP: u32 = 8u;
 override BR: u32 = 32u;  // query rows per workgroup (multiple of CM)

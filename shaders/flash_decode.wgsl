@@ -5,12 +5,6 @@
 // vector loaded feeds every query head of the group) and writes, per row, the split's normalized
 // partial output O_s = Σ p v / Σ p (f32) and its LSE_s = m + log Σ p into scratch laid out as
 // [B, Hq, Lq, S] rows (of the dispatch's batches). `shaders/decode_merge.wgsl` then combines the S splits of every row.
-// Composed after common/params.wgsl, common/grid.wgsl, common/philox.wgsl, common/no_centers.wgsl,
-// an ALiBi piece, common/mask.wgsl, a loader piece (common/load_vec4.wgsl or
-// common/load_scalar.wgsl: only `load_q4`, `load_k4`, `load_v4` are used), common/fetch_plain.wgsl,
-// common/score_dot.wgsl, a K/V layout piece (common/kv_contiguous.wgsl or common/kv_paged.wgsl:
-// `kv_rows`) and common/decode_parts.wgsl (the split uniform and the partial states).
-//
 // Design notes:
 // - The key range of each (b, kv head) is split by that sequence's own key length (read on the
 //   GPU), so a prepared call keeps every split busy as a KV cache grows and a batch of uneven
@@ -22,6 +16,32 @@
 //   merge kernel, not inside the workgroup.
 // - Masks, scores, dropout keying and lazy rescaling are those of flash_forward.wgsl, so both
 //   kernels follow one numeric policy; a split no row can see writes O_s = 0 and LSE_s = −∞.
+
+//@switches rows vec4_io alibi paged
+//@import common/params.wgsl
+//@import common/grid.wgsl
+//@import common/philox.wgsl
+//@import common/no_centers.wgsl
+//@if alibi
+//@import common/alibi.wgsl
+//@else
+//@import common/no_alibi.wgsl
+//@endif
+//@import common/mask.wgsl
+//@if vec4_io
+//@import common/load_vec4.wgsl
+//@else
+//@import common/load_scalar.wgsl
+//@endif
+//@import common/loops_unrolled.wgsl
+//@import common/fetch_plain.wgsl
+//@import common/score_dot.wgsl
+//@if paged
+//@import common/kv_paged.wgsl
+//@else
+//@import common/kv_contiguous.wgsl
+//@endif
+//@import common/decode_parts.wgsl
 
 override WORKGROUP: u32 = 16u;
 override DK: u32 = 64u;  // head dim of Q and K

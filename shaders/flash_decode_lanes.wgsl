@@ -11,10 +11,31 @@
 // row together instead of one row each. Everything is derived from the workgroup id, so the key
 // loop, the masks and the softmax are uniform (no divergence).
 //
-// Composed after common/params.wgsl, common/grid.wgsl, common/philox.wgsl,
-// common/no_centers.wgsl, an ALiBi piece, common/mask.wgsl, a loader piece (`load_q4`,
-// `load_k4`, `load_v4`), common/score_dot.wgsl, a K/V layout piece (`kv_rows`) and
-// common/decode_parts.wgsl. SUBGROUP (the fixed subgroup size) and ROWS come from the prelude.
+// SUBGROUP (the fixed subgroup size) and ROWS come from the prelude.
+
+//@switches rows vec4_io subgroup alibi paged
+//@import common/params.wgsl
+//@import common/grid.wgsl
+//@import common/philox.wgsl
+//@import common/no_centers.wgsl
+//@if alibi
+//@import common/alibi.wgsl
+//@else
+//@import common/no_alibi.wgsl
+//@endif
+//@import common/mask.wgsl
+//@if vec4_io
+//@import common/load_vec4.wgsl
+//@else
+//@import common/load_scalar.wgsl
+//@endif
+//@import common/score_dot.wgsl
+//@if paged
+//@import common/kv_paged.wgsl
+//@else
+//@import common/kv_contiguous.wgsl
+//@endif
+//@import common/decode_parts.wgsl
 
 override DK: u32 = 64u;  // head dim of Q and K
 override DV: u32 = 64u;  // head dim of V and O

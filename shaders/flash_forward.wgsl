@@ -1,14 +1,7 @@
 // Fused single-pass attention (FlashAttention forward) with online softmax. Each invocation owns
 // ROWS query rows of one (b, h) pair (rows lid, lid + WORKGROUP, …) and streams every visible key
 // once: Q rows and O accumulators live in registers, each loaded K/V vector feeds ROWS rows, and
-// the Lq×Lk score matrix never exists. Composed after common/params.wgsl, common/mask.wgsl,
-// common/row_block.wgsl (the block's rows and key range), a loader piece (common/load_vec4.wgsl or common/load_scalar.wgsl: the Q/K/V/O bindings and
-// `load_q4`, `load_k4`, `load_v4`, `store_o4`), common/loops_unrolled.wgsl (`k_vecs`,
-// `v_vecs`: the head-dim loop trip counts), a fetch piece (common/fetch_plain.wgsl or
-// common/fetch_subgroup.wgsl: `KernelInputs`, `fetch_k`, `fetch_v` filling the `kv` registers,
-// `uniform_min`/`uniform_max`) and a score piece (common/score_dot.wgsl or
-// common/score_additive.wgsl: `score_term`).
-//
+// the Lq×Lk score matrix never exists.
 // Design notes:
 // - No workgroup memory and no barriers: every lane needs the same K/V row at the same time, so
 //   rows are broadcast (by the memory system, or by subgroupBroadcast after a cooperative load).
@@ -26,6 +19,39 @@
 // - Packed variable-length sequences (VARLEN): the (b, h) pair is a sequence and a head; its
 //   first rows and lengths come from cu_seqlens on the GPU (`enter_sequence`, clamped to the
 //   tensors), positions i, j stay within the sequence, and LSE is laid out [Hq, total_q].
+
+//@switches rows vec4_io subgroup additive local alibi
+//@import common/params.wgsl
+//@import common/grid.wgsl
+//@import common/philox.wgsl
+//@if local
+//@import common/centers.wgsl
+//@else
+//@import common/no_centers.wgsl
+//@endif
+//@if alibi
+//@import common/alibi.wgsl
+//@else
+//@import common/no_alibi.wgsl
+//@endif
+//@import common/mask.wgsl
+//@import common/row_block.wgsl
+//@if vec4_io
+//@import common/load_vec4.wgsl
+//@else
+//@import common/load_scalar.wgsl
+//@endif
+//@import common/loops_unrolled.wgsl
+//@if subgroup
+//@import common/fetch_subgroup.wgsl
+//@else
+//@import common/fetch_plain.wgsl
+//@endif
+//@if additive
+//@import common/score_additive.wgsl
+//@else
+//@import common/score_dot.wgsl
+//@endif
 
 override WORKGROUP: u32 = 64u;
 override DK: u32 = 64u;  // head dim of Q and K

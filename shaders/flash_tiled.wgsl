@@ -11,9 +11,7 @@
 //      own keys' share of l), in place;
 //   3. O[r, its slice] += P[r, :] · V[:, its slice].
 // O lives in registers: SLOTS vec4 per invocation (DV / (4 · LANES) rounded up), not a whole row.
-// Composed after common/params.wgsl, common/grid.wgsl, common/philox.wgsl, a centers piece,
-// an ALiBi piece, common/mask.wgsl, common/row_block.wgsl and a loader piece (common/load_vec4.wgsl
-// or common/load_scalar.wgsl). The host sets SLOTS with the source and checks that the tiles fit
+// The host sets SLOTS with the source and checks that the tiles fit
 // the device's workgroup memory.
 //
 // Design notes:
@@ -27,6 +25,28 @@
 //   exceeds it by RESCALE_THRESHOLD (probabilities stay ≤ e^8); the result is exact math.
 // - Key range and block skipping as in the register design (`enter_row_block`); local-p rows have
 //   their own windows and are not narrowed per block: every key of the range is tested.
+
+//@switches vec4_io local alibi slots
+//@import common/params.wgsl
+//@import common/grid.wgsl
+//@import common/philox.wgsl
+//@if local
+//@import common/centers.wgsl
+//@else
+//@import common/no_centers.wgsl
+//@endif
+//@if alibi
+//@import common/alibi.wgsl
+//@else
+//@import common/no_alibi.wgsl
+//@endif
+//@import common/mask.wgsl
+//@import common/row_block.wgsl
+//@if vec4_io
+//@import common/load_vec4.wgsl
+//@else
+//@import common/load_scalar.wgsl
+//@endif
 
 override WORKGROUP: u32 = 128u; // BLOCK_Q · LANES
 override BLOCK_Q: u32 = 32u;    // query rows per workgroup

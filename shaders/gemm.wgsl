@@ -1,7 +1,10 @@
 // Batched GEMM for the projections of the attention family (ATTENTION.md §2–§8), tiled design:
 // workgroup tiles staged through workgroup memory (common/gemm_tile.wgsl), the fast shape on GPUs.
-// The operation, operands and epilogue are those of common/gemm_io.wgsl. Composed after
-// common/grid.wgsl, common/gemm_io.wgsl and common/gemm_tile.wgsl.
+// The operation, operands and epilogue are those of common/gemm_io.wgsl.
+
+//@import common/grid.wgsl
+//@import common/gemm_io.wgsl
+//@import common/gemm_tile.wgsl
 
 fn accumulate(acc: vec4<f32>, a: f32, b: vec4<f32>) -> vec4<f32> {
     return acc + a * b;

@@ -7,12 +7,15 @@
 // the whole reduction. At the end every fragment is stored into an f32 tile in workgroup memory and
 // each element is written through `store_c`, so alpha, bias, accumulation, activation and edges
 // are those of the other designs. The operation, operands and epilogue are those of
-// common/gemm_io.wgsl. Composed after common/grid.wgsl and common/gemm_io.wgsl; ROWS (fragments per
-// subgroup) comes from the prelude: accumulator r < ROWS of subgroup s holds fragment s + r · (number of
-// subgroups), and the host picks ROWS so that the fewest subgroups the device may form cover
+// common/gemm_io.wgsl. ROWS (fragments per subgroup) comes from the prelude: accumulator r < ROWS
+// of subgroup s holds fragment s + r · (number of subgroups), and the host picks ROWS so that the fewest subgroups the device may form cover
 // every fragment. Cooperative-matrix operations need uniform control flow (naga checks it), so no
 // `if` guards them: when the device forms more subgroups than that, an accumulator past the last
 // fragment computes the last fragment again and stores it into a scratch fragment past the C tile.
+
+//@switches rows coop
+//@import common/grid.wgsl
+//@import common/gemm_io.wgsl
 
 override WORKGROUP: u32 = 8u;
 override BM: u32 = 32u; // rows of C per workgroup (multiple of CM)

@@ -8,8 +8,12 @@
 // invocation ran at ~2.5 GFLOP/s, 8 rows × 4 columns at 5-8.7, 8 × 8 (this) ahead of 8 × 4 in 4 of 5
 // alternating runs; 16 rows ran slower (the accumulators spill).
 // The operation, operands and epilogue are those of common/gemm_io.wgsl. Edges: rows past M and
-// columns past N read a clamped (valid) element and are never stored. Composed after
-// common/grid.wgsl and common/gemm_io.wgsl; ROWS (rows per invocation) comes from the prelude.
+// columns past N read a clamped (valid) element and are never stored. ROWS (rows per invocation)
+// comes from the prelude.
+
+//@switches rows
+//@import common/grid.wgsl
+//@import common/gemm_io.wgsl
 
 // Invocations per workgroup; a workgroup covers ROWS rows × 8·WG columns.
 override WG: u32 = 8u;

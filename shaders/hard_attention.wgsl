@@ -2,8 +2,15 @@
 // j ~ Categorical(P[i, :]) and outputs V[j]. Sampling uses the Gumbel-max trick,
 // j = argmax_j (s_ij + g_ij) with g = −ln(−ln u) and u from the Philox word of (b, h, i, j): an exact
 // draw from softmax(s), streamed over the keys without normalizing, reproducible on the CPU.
-// One invocation per query row. Composed after common/params.wgsl, common/grid.wgsl,
-// common/philox.wgsl, common/mask.wgsl and common/load_scalar.wgsl.
+// One invocation per query row.
+
+//@import common/params.wgsl
+//@import common/grid.wgsl
+//@import common/philox.wgsl
+//@import common/no_centers.wgsl
+//@import common/no_alibi.wgsl
+//@import common/mask.wgsl
+//@import common/load_scalar.wgsl
 
 override WORKGROUP: u32 = 64u;
 override DK: u32 = 64u;

@@ -17,7 +17,9 @@
 //   (a second dispatch after the writes, so that every write read the old length).
 // A destination row at or past dst_rows (the capacity) is never written; the host refuses such an
 // append before recording it. One invocation per row (per batch when advancing): on CPU drivers a
-// per-element grid spends its time in index arithmetic. Composed after common/grid.wgsl.
+// per-element grid spends its time in index arithmetic.
+
+//@import common/grid.wgsl
 
 override WORKGROUP: u32 = 64u;
 

@@ -1,6 +1,17 @@
 // Fused masked softmax over each row of S (in place: S in, P out) and the row's LSE; P includes
-// the dropout and local-p factors (`value_weight`). One workgroup per row. Composed after
-// common/params.wgsl, common/grid.wgsl, common/philox.wgsl and common/mask.wgsl.
+// the dropout and local-p factors (`value_weight`). One workgroup per row.
+
+//@switches alibi
+//@import common/params.wgsl
+//@import common/grid.wgsl
+//@import common/philox.wgsl
+//@import common/centers.wgsl
+//@if alibi
+//@import common/alibi.wgsl
+//@else
+//@import common/no_alibi.wgsl
+//@endif
+//@import common/mask.wgsl
 
 override WORKGROUP: u32 = 64u; // a power of two (tree reduction)
 

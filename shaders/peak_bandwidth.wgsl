@@ -1,7 +1,7 @@
 // Calibration: device-memory bandwidth. A vec4 stream copy, one element per invocation: every
 // byte of `src` is read once and every byte of `dst` written once. Large grids are spread over
 // x and y by the host (each at most maxComputeWorkgroupsPerDimension).
-// Composed after the generated prelude (`alias elem = f32;` or `f16`); needs no common piece.
+// Needs no piece: the prelude's `elem` (f32 or f16) is its only import.
 
 override WORKGROUP: u32 = 256u;
 

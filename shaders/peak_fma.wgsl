@@ -8,7 +8,7 @@
 // adapter best differs (a GPU wants many invocations, a CPU driver many FMAs per lane and step).
 // CHAINS = 16 is eight vec8 chains held as two vec4 each. Chains past CHAINS sit behind `if`s on the
 // override constant, which the driver folds away.
-// Composed after the generated prelude (`alias elem = f32;` or `f16`); needs no common piece.
+// Needs no piece: the prelude's `elem` (f32 or f16) is its only import.
 
 override WORKGROUP: u32 = 64u;
 override ITERS: u32 = 256u;

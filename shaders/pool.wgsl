@@ -5,7 +5,9 @@
 //   α_t = m_t                             (MODE_SUM)
 //   out[b, :] = Σ_t α_t X[b, t, :]
 // One workgroup per batch; α is written to `alpha` (the returned weights) and read back after a
-// storage barrier. Composed after common/grid.wgsl.
+// storage barrier.
+
+//@import common/grid.wgsl
 
 override WORKGROUP: u32 = 64u; // a power of two (tree reduction)
 

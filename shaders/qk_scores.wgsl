@@ -1,5 +1,8 @@
 // S = scale · Q Kᵀ for every (b, h) pair of the chunk; S is [bh_count, Lq, Lk], contiguous.
-// Composed after common/params.wgsl and common/gemm_tile.wgsl.
+
+//@import common/params.wgsl
+//@import common/grid.wgsl
+//@import common/gemm_tile.wgsl
 
 @group(0) @binding(1) var<storage, read> q: array<elem>;
 @group(0) @binding(2) var<storage, read> k: array<elem>;

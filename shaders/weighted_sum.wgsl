@@ -1,5 +1,8 @@
 // O = P V for every (b, h) pair of the chunk; P is [bh_count, Lq, Lk] from masked_softmax.
-// Composed after common/params.wgsl and common/gemm_tile.wgsl.
+
+//@import common/params.wgsl
+//@import common/grid.wgsl
+//@import common/gemm_tile.wgsl
 
 @group(0) @binding(1) var<storage, read> weights: array<f32>;
 @group(0) @binding(2) var<storage, read> v: array<elem>;

@@ -176,6 +176,11 @@ pub enum Error {
     #[error("{name}: {why}")]
     SeqOffsets { name: &'static str, why: String },
 
+    /// A shader did not compose or compile: each message placed at `shaders/FILE:LINE[:COLUMN]`
+    /// of the piece it comes from.
+    #[error("shader {module} failed: {}", .messages.join("; "))]
+    Shader { module: String, messages: Vec<String> },
+
     /// The operation or combination of options is not supported by the selected kernel.
     #[error("unsupported: {0}")]
     Unsupported(String),

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 type Constants = naga::back::PipelineConstants;
-use wgpu_attention::pipeline::{compose, compose_variant, Kernel, Variant};
+use wgpu_attention::pipeline::{compose, compose_switches, permutations_of, Kernel, Switches};
 
 #[path = "common/variants.rs"]
 mod variants;
@@ -35,19 +35,20 @@ fn every_kernel_validates_with_naga() {
 
 #[test]
 fn flash_kernel_validates_for_odd_head_dims() {
-    let src = compose_variant(
+    let src = compose_switches(
         Kernel::FlashForward,
         wgpu_attention::DType::F32,
-        Variant {
+        Switches {
             rows: 3,
             vec4_io: false,
             subgroup: 8,
             additive: true,
             local: true,
             alibi: true,
-            ..Variant::default()
+            ..Switches::default()
         },
-    );
+    )
+    .unwrap();
     for (dk, dv) in [(8, 8), (24, 40), (256, 256), (3, 5)] {
         for varlen in [0, 1] {
             let c: HashMap<String, f64> = [
@@ -66,7 +67,8 @@ fn flash_kernel_validates_for_odd_head_dims() {
     }
 }
 
-/// The backward kernels' row counts, loaders and element types, with odd and maximal head dims.
+/// Every permutation of the backward kernels (row counts, loaders, dO sources, compact loops,
+/// element types) with odd and maximal head dims.
 #[test]
 fn backward_kernels_validate_for_every_variant() {
     let mut failures = Vec::new();
@@ -81,40 +83,25 @@ fn backward_kernels_validate_for_every_variant() {
             Kernel::FlashBackwardKvDirect,
             Kernel::FlashBackwardBiasDirect,
         ] {
-            let rows = match kernel {
-                Kernel::FlashBackwardQ
-                | Kernel::FlashBackwardKv
-                | Kernel::FlashBackwardQDirect
-                | Kernel::FlashBackwardKvDirect => 1..=16,
-                _ => 0..=0,
-            };
-            for rows in rows {
-                for vec4_io in [false, true] {
-                    let variant = Variant {
-                        rows,
-                        vec4_io,
-                        ..Variant::default()
-                    };
-                    let src = compose_variant(kernel, dtype, variant);
-                    for (dk, dv) in [(8, 8), (3, 5), (256, 256)] {
-                        let c: HashMap<String, f64> = [
-                            ("DK", dk),
-                            ("DV", dv),
-                            ("DK4", (dk + 3) / 4),
-                            ("DV4", (dv + 3) / 4),
-                            ("WORKGROUP", 16),
-                        ]
-                        .into_iter()
-                        .filter(|(n, _)| {
-                            !matches!(kernel, Kernel::FlashBackwardPre | Kernel::FlashBackwardDs)
-                                || !n.starts_with("DK")
-                        })
-                        .filter(|(n, _)| kernel != Kernel::FlashBackwardDs || *n != "DV")
-                        .map(|(n, v)| (n.to_string(), v as f64))
-                        .collect();
-                        if let Err(e) = validate(&src, &c) {
-                            failures.push(format!("{kernel:?}/{dtype}/{variant:?}/Dk={dk},Dv={dv}: {e}"));
-                        }
+            for switches in permutations_of(kernel, dtype) {
+                let src = compose_switches(kernel, dtype, switches).unwrap();
+                for (dk, dv) in [(8, 8), (3, 5), (256, 256)] {
+                    let c: HashMap<String, f64> = [
+                        ("DK", dk),
+                        ("DV", dv),
+                        ("DK4", (dk + 3) / 4),
+                        ("DV4", (dv + 3) / 4),
+                        ("WORKGROUP", 16),
+                    ]
+                    .into_iter()
+                    .filter(|(n, _)| {
+                        !matches!(kernel, Kernel::FlashBackwardPre | Kernel::FlashBackwardDs) || !n.starts_with("DK")
+                    })
+                    .filter(|(n, _)| kernel != Kernel::FlashBackwardDs || *n != "DV")
+                    .map(|(n, v)| (n.to_string(), v as f64))
+                    .collect();
+                    if let Err(e) = validate(&src, &c) {
+                        failures.push(format!("{kernel:?}/{dtype}/{switches:?}/Dk={dk},Dv={dv}: {e}"));
                     }
                 }
             }
@@ -123,7 +110,7 @@ fn backward_kernels_validate_for_every_variant() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
-/// The cooperative-matrix kernel for both matrix sizes, every loader, local-p and ALiBi variant,
+/// The cooperative-matrix kernel for both matrix sizes, every loader, local-p and ALiBi switches,
 /// with its tile constants at the smallest and a large tile, and the widest heads.
 #[test]
 fn coopmat_kernel_validates_for_every_variant() {
@@ -135,21 +122,21 @@ fn coopmat_kernel_validates_for_every_variant() {
             (true, true, true),
             (false, true, false),
         ] {
-            let variant = Variant {
+            let switches = Switches {
                 vec4_io,
                 local,
                 alibi,
                 coop,
-                ..Variant::default()
+                ..Switches::default()
             };
-            let src = compose_variant(Kernel::FlashCoopmat, wgpu_attention::DType::F16, variant);
+            let src = compose_switches(Kernel::FlashCoopmat, wgpu_attention::DType::F16, switches).unwrap();
             let module = naga::front::wgsl::parse_str(&src).map_err(|e| e.emit_to_string(&src));
             assert!(
                 module.is_ok_and(|m| m.entry_points.iter().any(|e| e.name == "main")),
-                "{variant:?}: no entry point `main`"
+                "{switches:?}: no entry point `main`"
             );
             if let Err(e) = validate(&src, &HashMap::new()) {
-                failures.push(format!("{variant:?}: {e}"));
+                failures.push(format!("{switches:?}: {e}"));
                 continue;
             }
             for (br, bc, dk, dv, workgroup, varlen) in [(coop, coop, coop, coop, 8, 0), (64, 32, 256, 128, 128, 1)] {
@@ -167,7 +154,7 @@ fn coopmat_kernel_validates_for_every_variant() {
                 .map(|(n, v)| (n.to_string(), v as f64))
                 .collect();
                 if let Err(e) = validate(&src, &c) {
-                    failures.push(format!("{variant:?} Br={br} Bc={bc} Dk={dk} Dv={dv}: {e}"));
+                    failures.push(format!("{switches:?} Br={br} Bc={bc} Dk={dk} Dv={dv}: {e}"));
                 }
             }
         }
@@ -182,15 +169,15 @@ fn coopmat_kernel_validates_for_every_variant() {
 fn gemm_coopmat_kernel_validates_for_both_matrix_sizes() {
     let mut failures = Vec::new();
     for coop in [8u32, 16] {
-        for rows in [1u32, 2, 4, 8, 16, 32] {
-            let variant = Variant {
+        for rows in [1u32, 2, 4, 8, 16] {
+            let switches = Switches {
                 coop,
                 rows,
-                ..Variant::default()
+                ..Switches::default()
             };
-            let src = compose_variant(Kernel::GemmCoopmat, wgpu_attention::DType::F16, variant);
+            let src = compose_switches(Kernel::GemmCoopmat, wgpu_attention::DType::F16, switches).unwrap();
             if let Err(e) = validate(&src, &HashMap::new()) {
-                failures.push(format!("{variant:?}: {e}"));
+                failures.push(format!("{switches:?}: {e}"));
                 continue;
             }
             for (workgroup, bm, bn, bk) in [
@@ -211,7 +198,7 @@ fn gemm_coopmat_kernel_validates_for_both_matrix_sizes() {
                     .map(|(n, v)| (n.to_string(), v as f64))
                     .collect();
                     if let Err(e) = validate(&src, &c) {
-                        failures.push(format!("{variant:?} WG={workgroup} BM={bm} BN={bn} BK={bk}: {e}"));
+                        failures.push(format!("{switches:?} WG={workgroup} BM={bm} BN={bn} BK={bk}: {e}"));
                     }
                 }
             }
@@ -225,7 +212,7 @@ fn gemm_coopmat_kernel_validates_for_both_matrix_sizes() {
 #[test]
 fn peak_fma_validates_for_every_calibration_shape() {
     for dtype in [wgpu_attention::DType::F32, wgpu_attention::DType::F16] {
-        let src = compose(Kernel::PeakFma, dtype);
+        let src = compose(Kernel::PeakFma, dtype).unwrap();
         for chains in [1, 2, 4, 8, 16] {
             for workgroup in [8, 64, 256] {
                 let c: HashMap<String, f64> = [("CHAINS", chains), ("WORKGROUP", workgroup), ("ITERS", 256)]
@@ -239,7 +226,7 @@ fn peak_fma_validates_for_every_calibration_shape() {
 }
 
 /// Every composed kernel through naga's writers for the three native backends: SPIR-V (Vulkan),
-/// MSL (Metal) and HLSL (DX12), with its default override constants applied. A variant a backend
+/// MSL (Metal) and HLSL (DX12), with its default override constants applied. A switches a backend
 /// cannot run is named by `pipeline::backend_unsupported` (the runtime refuses it there with that
 /// reason: cooperative matrices on DX12, 16×16 ones on Metal); every other write must succeed. (No Metal or DXC
 /// compiler runs here: the check is that naga's writers accept every kernel.)
@@ -291,9 +278,9 @@ fn every_kernel_writes_spirv_msl_and_hlsl() {
                     .map_err(|e| e.to_string())
             }),
         ];
-        let variant = source.variant;
+        let switches = source.switches;
         for (i, (backend, result)) in results.into_iter().enumerate() {
-            match (result, backend_unsupported(variant, backend)) {
+            match (result, backend_unsupported(switches, backend)) {
                 (Ok(()), None) => written[i] += 1,
                 // Refused by the runtime, whether or not naga's writer produces text for it.
                 (_, Some(_)) => refused[i] += 1,
@@ -309,27 +296,27 @@ fn every_kernel_writes_spirv_msl_and_hlsl() {
     assert!(written.iter().all(|&n| n > 800), "{written:?}");
 }
 
-/// The runtime composes nothing outside the permutation table: a variant it does not list (a
+/// The runtime composes nothing outside the permutation table: a switches it does not list (a
 /// row count past the register design's limit, compact loops on the forward) is refused with
 /// `Error::Unsupported` naming the table, before any shader exists.
 #[test]
 fn variants_outside_the_table_are_refused() {
     use wgpu_attention::pipeline::create_module;
     let ctx = common::ctx();
-    for variant in [
-        Variant {
+    for switches in [
+        Switches {
             rows: 9,
-            ..Variant::default()
+            ..Switches::default()
         },
-        Variant {
+        Switches {
             rows: 1,
             compact: true,
-            ..Variant::default()
+            ..Switches::default()
         },
     ] {
-        match create_module(ctx, Kernel::FlashForward, wgpu_attention::DType::F32, variant) {
+        match create_module(ctx, Kernel::FlashForward, wgpu_attention::DType::F32, switches) {
             Err(wgpu_attention::Error::Unsupported(why)) => assert!(why.contains("permutation table"), "{why}"),
-            other => panic!("{variant:?}: {other:?}"),
+            other => panic!("{switches:?}: {other:?}"),
         }
     }
 }
@@ -340,7 +327,7 @@ fn variants_outside_the_table_are_refused() {
 /// checks at creation. Variants needing a feature the device lacks are named skips.
 #[test]
 fn every_kernel_module_is_created_on_the_device() {
-    use wgpu_attention::pipeline::{create_module, reflect_slots};
+    use wgpu_attention::pipeline::{create_module, reflect_bindings};
     let ctx = common::ctx();
     let (f16, subgroups, coopmat) = (
         has_for(Cap::F16, "f16 modules"),
@@ -349,20 +336,20 @@ fn every_kernel_module_is_created_on_the_device() {
     );
     let (mut own, mut wgpu_path, mut skipped, mut failures) = (0, 0, 0, Vec::new());
     for source in variants::all() {
-        if let Err(e) = reflect_slots(&source.wgsl) {
+        if let Err(e) = reflect_bindings(&source.wgsl) {
             failures.push(format!("{source}: bindings: {e}"));
             continue;
         }
-        let variant = source.variant;
-        let needs_subgroups = variant.subgroup > 0 || source.kernel == Kernel::FlashDecodeLanes;
+        let switches = source.switches;
+        let needs_subgroups = switches.subgroup > 0 || source.kernel == Kernel::FlashDecodeLanes;
         if (source.dtype == wgpu_attention::DType::F16 && !f16)
             || (needs_subgroups && !subgroups)
-            || (variant.coop > 0 && !coopmat)
+            || (switches.coop > 0 && !coopmat)
         {
             skipped += 1;
             continue;
         }
-        match create_module(ctx, source.kernel, source.dtype, variant) {
+        match create_module(ctx, source.kernel, source.dtype, switches) {
             Ok(true) => own += 1,
             Ok(false) => wgpu_path += 1,
             Err(e) => failures.push(format!("{source}: {e}")),
@@ -391,4 +378,69 @@ fn every_kernel_module_is_created_on_the_device() {
             "{wgpu_path} modules fell back to wgpu's SPIR-V writer"
         );
     }
+}
+
+/// The test-only shaders of tests/shaders/ by import path.
+fn test_shader(path: &str) -> Option<&'static str> {
+    match path {
+        "broken_entry.wgsl" => Some(include_str!("shaders/broken_entry.wgsl")),
+        "broken_piece.wgsl" => Some(include_str!("shaders/broken_piece.wgsl")),
+        _ => None,
+    }
+}
+
+/// A compiler error in a piece is placed at the piece's file and line, through the composed
+/// source's line markers: naga's parse error, and the device's compilation messages
+/// (`ShaderModule::get_compilation_info`) as `Error::Shader`.
+#[test]
+fn a_broken_piece_is_named_by_file_and_line() {
+    use wgpu_attention::pipeline::{compose::compose_with, create_wgsl_module, source_location};
+    let src = compose_with(
+        &test_shader,
+        "tests/shaders",
+        "broken_entry.wgsl",
+        wgpu_attention::DType::F32,
+        &[],
+    )
+    .expect("the recipe itself is sound");
+    let expected = ("tests/shaders/broken_piece.wgsl".to_string(), 4);
+
+    let error = naga::front::wgsl::parse_str(&src).expect_err("the piece does not compile");
+    let line = error.location(&src).expect("naga places its error").line_number;
+    assert_eq!(
+        source_location(&src, line),
+        Some(expected.clone()),
+        "{}",
+        error.emit_to_string(&src)
+    );
+
+    match create_wgsl_module(common::ctx(), "broken_entry.wgsl", &src) {
+        Err(wgpu_attention::Error::Shader { module, messages }) => {
+            assert_eq!(module, "broken_entry.wgsl");
+            let place = format!("{}:{}:", expected.0, expected.1);
+            assert!(messages.iter().any(|m| m.starts_with(&place)), "{messages:?}");
+            assert!(messages.iter().any(|m| m.contains("undefined_name")), "{messages:?}");
+        }
+        other => panic!("expected Error::Shader, got {other:?}"),
+    }
+}
+
+/// Every permutation's host binding table ([`wgpu_attention::kernels::bindings`], what the bind
+/// group layout is built from) equals what naga reflects from its composed WGSL: binding numbers,
+/// uniform or storage, read-only or read-write.
+#[test]
+fn every_binding_table_matches_the_shader() {
+    use wgpu_attention::pipeline::reflect_bindings;
+    let mut failures = Vec::new();
+    let sources = variants::all();
+    for s in &sources {
+        let host = wgpu_attention::kernels::bindings(s.kernel, s.switches);
+        match reflect_bindings(&s.wgsl) {
+            Ok(shader) if shader == host => {}
+            Ok(shader) => failures.push(format!("{s}: host {host:?}, shader {shader:?}")),
+            Err(e) => failures.push(format!("{s}: {e}")),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(sources.len() > 4000, "{} permutations", sources.len());
 }

@@ -1,7 +1,7 @@
 // What the decode kernels (flash_decode.wgsl, flash_decode_lanes.wgsl) share: the split layout,
 // the partial states they write (`shaders/decode_merge.wgsl` combines the S splits of every row),
 // each sequence's key range and split, each row's visible keys, and the score after masks.
-// Composed after common/params.wgsl and common/mask.wgsl.
+// Needs common/params.wgsl and common/mask.wgsl.
 
 // The split layout; mirrors `kernels::flash_decode::DecodeParams`.
 struct Decode {

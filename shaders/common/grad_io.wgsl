@@ -1,7 +1,6 @@
-// Bindings and row statistics shared by the backward kernels (docs/ATTENTION.md §10). Composed
-// after common/params.wgsl and before a dO piece (common/grad_do_records.wgsl or
-// common/grad_do_direct.wgsl: `record_size`, `load_do4`).
-//
+// Bindings and row statistics shared by the backward kernels (docs/ATTENTION.md §10). Needs
+// common/params.wgsl; a dO piece (common/grad_do_records.wgsl or common/grad_do_direct.wgsl)
+// provides `record_size` and `load_do4`.
 // `grad_rows` holds one record of `record_size()` vec4s per query row r = (b · Hq + h) · Lq + i,
 // written by flash_backward_pre.wgsl and read by the gradient kernels: with dO kept in the records
 // (devices with 8 storage bindings per stage), dO of the row in f32 (DV4 vec4s, zero-padded past

@@ -1,5 +1,5 @@
 // The recomputed probability of one (row, key) pair in the backward kernels, with the factors the
-// chain rule needs. Composed after common/mask.wgsl and common/grad_io.wgsl.
+// chain rule needs. Needs common/mask.wgsl and common/grad_io.wgsl.
 
 // For the scaled score `raw` = scale · q · k of query i and key j: (P, Z, C) where
 // P = exp(s − LSE) with s the score after cap, bias and masks (0 for a masked key or a row with no

@@ -1,7 +1,8 @@
 // Score post-processing of ATTENTION.md §1 steps 2–4 (soft cap, additive bias, masks) and the
-// post-softmax weighting of step 6 and §4 (dropout, local-p Gaussian). Composed after
-// common/philox.wgsl, a centers piece (common/centers.wgsl or common/no_centers.wgsl:
-// `row_center`) and an ALiBi piece (common/alibi.wgsl or common/no_alibi.wgsl: `alibi_slope`). Bindings 8–10 are bound to a dummy buffer when the matching flag is off.
+// post-softmax weighting of step 6 and §4 (dropout, local-p Gaussian). Needs common/philox.wgsl, a
+// centers piece (common/centers.wgsl or common/no_centers.wgsl: `row_center`) and an ALiBi piece
+// (common/alibi.wgsl or common/no_alibi.wgsl: `alibi_slope`). Bindings 8–10 are bound to a dummy
+// buffer when the matching flag is off.
 
 @group(0) @binding(8) var<storage, read> bias: array<elem>;
 // Bool mask, one byte per element (NumPy/PyTorch layout), read four to a word.

@@ -1,6 +1,6 @@
 // A block of query rows of one (b, h) pair, as the fused designs see it: which pair and rows the
 // workgroup owns, its sequence's lengths (packed sequences read theirs from cu_seqlens), and the
-// keys it visits. Composed after common/params.wgsl, common/grid.wgsl and common/mask.wgsl; the
+// keys it visits. Needs common/params.wgsl, common/grid.wgsl and common/mask.wgsl; the
 // kernel declares `override VARLEN: bool`.
 
 struct RowBlock {

@@ -6,12 +6,10 @@ use super::AdapterReport;
 use crate::context::Context;
 use crate::error::Result;
 use crate::kernels;
-use crate::pipeline::{self, CompiledKernel, Kernel, Slot};
+use crate::pipeline::{self, CompiledKernel, Kernel};
 use crate::tensor::DType;
 use std::sync::Arc;
 
-const FMA_SLOTS: &[(u32, Slot)] = &[(0, Slot::ReadWrite)];
-const BANDWIDTH_SLOTS: &[(u32, Slot)] = &[(0, Slot::Read), (1, Slot::ReadWrite)];
 const FMA_ITERS: u32 = 256;
 /// The calibration shapes tried: independent vec4 chains per invocation × workgroup sizes. Few
 /// chains in big workgroups suit GPUs; a CPU driver runs each invocation as a SIMD lane and
@@ -274,25 +272,21 @@ fn record_dispatch(
     pass.dispatch_workgroups(groups.0, groups.1, 1);
 }
 
-/// The cached calibration pipeline (no uniform; storage slots only).
+/// The cached calibration pipeline (no uniform; storage bindings only).
 fn calibration(
     ctx: &Context,
     kernel: Kernel,
     dtype: DType,
-    slots: &'static [(u32, Slot)],
     constants: &[(&'static str, f64)],
 ) -> Result<Arc<CompiledKernel>> {
-    pipeline::get(ctx, kernel, dtype, Default::default(), slots, constants)
+    pipeline::get(ctx, kernel, dtype, Default::default(), constants)
 }
 
-fn bind(
-    ctx: &Context,
-    kernel: &CompiledKernel,
-    slots: &[(u32, Slot)],
-    buffers: &[&wgpu::Buffer],
-) -> Result<wgpu::BindGroup> {
+/// A bind group of `buffers`, in the kernel's binding order.
+fn bind(ctx: &Context, kernel: &CompiledKernel, buffers: &[&wgpu::Buffer]) -> Result<wgpu::BindGroup> {
     ctx.scoped("peak bind group", || {
-        let entries: Vec<wgpu::BindGroupEntry> = slots
+        let entries: Vec<wgpu::BindGroupEntry> = kernel
+            .bindings
             .iter()
             .zip(buffers)
             .map(|(&(binding, _), b)| wgpu::BindGroupEntry {
@@ -354,9 +348,9 @@ fn measure_fma_shape(
         ("ITERS", FMA_ITERS as f64),
         ("CHAINS", chains as f64),
     ];
-    let kernel = calibration(ctx, Kernel::PeakFma, dtype, FMA_SLOTS, &constants)?;
+    let kernel = calibration(ctx, Kernel::PeakFma, dtype, &constants)?;
     let out = storage(ctx, "wgpu-attention peak fma out", 1 << 20)?;
-    let bind_group = bind(ctx, &kernel, FMA_SLOTS, &[&out])?;
+    let bind_group = bind(ctx, &kernel, &[&out])?;
     // The same number of invocations to start with whatever the workgroup size.
     let mut workgroups: u64 = (16384 / workgroup as u64).max(1);
     loop {
@@ -386,12 +380,11 @@ pub fn measure_bandwidth(ctx: &Context, timer: &Timer, iters: u32) -> Result<(f6
         ctx,
         Kernel::PeakBandwidth,
         DType::F32,
-        BANDWIDTH_SLOTS,
         &[("WORKGROUP", BANDWIDTH_WORKGROUP as f64)],
     )?;
     let src = storage(ctx, "wgpu-attention peak src", bytes)?;
     let dst = storage(ctx, "wgpu-attention peak dst", bytes)?;
-    let bind_group = bind(ctx, &kernel, BANDWIDTH_SLOTS, &[&src, &dst])?;
+    let bind_group = bind(ctx, &kernel, &[&src, &dst])?;
     let groups = kernels::grid(ctx, bytes / granule, "peak_bandwidth")?;
     let mut record = |enc: &mut wgpu::CommandEncoder, stamps: Stamps| {
         record_dispatch(enc, stamps, &kernel.pipeline, &bind_group, groups)

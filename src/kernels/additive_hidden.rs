@@ -4,15 +4,15 @@
 use super::{dispatch_step, grid, BoundBuffer, Params, Step};
 use crate::context::Context;
 use crate::error::Result;
-use crate::pipeline::{self, Kernel, Slot};
+use crate::pipeline::{self, BindingKind, Kernel};
 use crate::tensor::DType;
 
 /// Bindings: params, Q' (projected queries), K' (projected keys), hidden.
-pub const SLOTS: &[(u32, Slot)] = &[
-    (0, Slot::Uniform),
-    (1, Slot::Read),
-    (2, Slot::Read),
-    (7, Slot::ReadWrite),
+pub const BINDINGS: &[(u32, BindingKind)] = &[
+    (0, BindingKind::Uniform),
+    (1, BindingKind::Read),
+    (2, BindingKind::Read),
+    (7, BindingKind::ReadWrite),
 ];
 
 const WORKGROUP: u32 = 64;
@@ -31,7 +31,6 @@ pub(crate) fn step(
         Kernel::AdditiveHidden,
         dtype,
         Default::default(),
-        SLOTS,
         &[("WORKGROUP", WORKGROUP as f64)],
     )?;
     let elements = p.row_count as u64 * p.len_k as u64 * p.dim_k as u64;

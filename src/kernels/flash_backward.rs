@@ -5,7 +5,7 @@
 use super::{check_workgroup_x, dispatch_step, grid, BoundBuffer, Code, Params, Step, Strides};
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::pipeline::{self, Kernel, Slot, Variant};
+use crate::pipeline::{self, BindingKind, Kernel, Switches};
 use crate::tensor::DType;
 
 /// The backward kernels' second uniform; mirrors `struct Backward` in
@@ -26,28 +26,28 @@ pub(crate) struct BackwardParams {
 }
 
 /// Pre-pass bindings: params, O, dO, LSE, row records, the backward uniform.
-const PRE_SLOTS: &[(u32, Slot)] = &[
-    (0, Slot::Uniform),
-    (1, Slot::Read),
-    (2, Slot::Read),
-    (3, Slot::Read),
-    (5, Slot::ReadWrite),
-    (7, Slot::Uniform),
+pub(crate) const PRE_BINDINGS: &[(u32, BindingKind)] = &[
+    (0, BindingKind::Uniform),
+    (1, BindingKind::Read),
+    (2, BindingKind::Read),
+    (3, BindingKind::Read),
+    (5, BindingKind::ReadWrite),
+    (7, BindingKind::Uniform),
 ];
 
 /// Gradient-kernel bindings: params, Q, K, V, row records, gradient output, the backward uniform,
 /// bias, mask, key lengths (8 storage buffers: the default limit).
-const GRAD_SLOTS: &[(u32, Slot)] = &[
-    (0, Slot::Uniform),
-    (1, Slot::Read),
-    (2, Slot::Read),
-    (3, Slot::Read),
-    (5, Slot::ReadWrite),
-    (6, Slot::ReadWrite),
-    (7, Slot::Uniform),
-    (8, Slot::Read),
-    (9, Slot::Read),
-    (10, Slot::Read),
+const GRAD_BINDINGS: &[(u32, BindingKind)] = &[
+    (0, BindingKind::Uniform),
+    (1, BindingKind::Read),
+    (2, BindingKind::Read),
+    (3, BindingKind::Read),
+    (5, BindingKind::ReadWrite),
+    (6, BindingKind::ReadWrite),
+    (7, BindingKind::Uniform),
+    (8, BindingKind::Read),
+    (9, BindingKind::Read),
+    (10, BindingKind::Read),
 ];
 
 /// Storage bindings of the gradient kernels that read dO directly; with fewer per stage, dO is
@@ -190,14 +190,7 @@ pub(crate) fn pre_step(
         ("DV4", p.dim_v.div_ceil(4) as f64),
         ("RECORD_DO", if record_do { 1.0 } else { 0.0 }),
     ];
-    let kernel = pipeline::get(
-        ctx,
-        Kernel::FlashBackwardPre,
-        dtype,
-        Variant::default(),
-        PRE_SLOTS,
-        &constants,
-    )?;
+    let kernel = pipeline::get(ctx, Kernel::FlashBackwardPre, dtype, Switches::default(), &constants)?;
     let count = p.batch as u64 * p.heads_q as u64 * p.len_q as u64;
     let groups = grid(ctx, count.div_ceil(FLAT_WORKGROUP as u64), "flash_backward_pre")?;
     Ok(dispatch_step(
@@ -207,6 +200,22 @@ pub(crate) fn pre_step(
         &[o, d_out, lse, rows, backward],
         groups,
     ))
+}
+
+/// The gradient kernels' bindings: [`GRAD_BINDINGS`], then dO (11) for the kernels that read
+/// the caller's tensor and the ALiBi slopes (14) in those variants.
+pub(crate) fn grad_bindings(direct: bool, s: Switches) -> Vec<(u32, BindingKind)> {
+    let mut bindings = GRAD_BINDINGS.to_vec();
+    bindings.extend(direct.then_some((11, BindingKind::Read)));
+    bindings.extend(s.alibi.then_some((14, BindingKind::Uniform)));
+    bindings
+}
+
+/// The staged element-wise step's bindings: [`DS_BINDINGS`], then the ALiBi slopes (14).
+pub(crate) fn ds_bindings(s: Switches) -> Vec<(u32, BindingKind)> {
+    let mut bindings = DS_BINDINGS.to_vec();
+    bindings.extend(s.alibi.then_some((14, BindingKind::Uniform)));
+    bindings
 }
 
 /// Which gradient kernel a dispatch runs.
@@ -245,20 +254,20 @@ pub(crate) fn grad_step(
     let bias = matches!(which, GradKernel::Bias { .. });
     let workgroup = if bias { FLAT_WORKGROUP } else { cfg.workgroup };
     let constants = head_constants(workgroup, p);
-    let mut variant = Variant {
+    let mut switches = Switches {
         rows: if bias { 0 } else { cfg.rows },
         vec4_io,
         alibi: b.alibi.is_some(),
-        ..Variant::default()
+        ..Switches::default()
     };
     // The backward's products: 2.5 times the forward's multiply-adds.
     let macs = 2.5 * p.forward_macs();
     let mut cfg = cfg;
-    if code == Code::QuickUntilCompiled && !bias && pipeline::runs_quick(ctx, macs, kernel, dtype, variant, &constants)
+    if code == Code::QuickUntilCompiled && !bias && pipeline::runs_quick(ctx, macs, kernel, dtype, switches, &constants)
     {
         cfg.rows = QUICK_ROWS;
-        variant.rows = QUICK_ROWS;
-        variant.compact = true;
+        switches.rows = QUICK_ROWS;
+        switches.compact = true;
     }
     let count = match which {
         GradKernel::Q => p.bh_count as u64 * p.len_q.div_ceil(cfg.block()) as u64,
@@ -266,10 +275,7 @@ pub(crate) fn grad_step(
         GradKernel::Bias { elements } => elements.div_ceil(FLAT_WORKGROUP as u64),
     };
     // The kernels that read the caller's dO directly bind it at 11.
-    let mut slots = GRAD_SLOTS.to_vec();
-    slots.extend(b.d_out.map(|_| (11, Slot::Read)));
-    slots.extend(b.alibi.map(|_| (14, Slot::Uniform)));
-    let compiled = pipeline::get(ctx, kernel, dtype, variant, &slots, &constants)?;
+    let compiled = pipeline::get(ctx, kernel, dtype, switches, &constants)?;
     let groups = grid(ctx, count, kernel.file())?;
     let [q, k, v] = b.qkv;
     let [bias, mask, lengths] = b.masks;
@@ -281,15 +287,15 @@ pub(crate) fn grad_step(
 
 /// Staged element-wise step bindings: params, scores (in/out), dP (in/out), row records, the
 /// backward uniform, bias, mask, key lengths.
-const DS_SLOTS: &[(u32, Slot)] = &[
-    (0, Slot::Uniform),
-    (1, Slot::ReadWrite),
-    (2, Slot::ReadWrite),
-    (5, Slot::ReadWrite),
-    (7, Slot::Uniform),
-    (8, Slot::Read),
-    (9, Slot::Read),
-    (10, Slot::Read),
+const DS_BINDINGS: &[(u32, BindingKind)] = &[
+    (0, BindingKind::Uniform),
+    (1, BindingKind::ReadWrite),
+    (2, BindingKind::ReadWrite),
+    (5, BindingKind::ReadWrite),
+    (7, BindingKind::Uniform),
+    (8, BindingKind::Read),
+    (9, BindingKind::Read),
+    (10, BindingKind::Read),
 ];
 
 /// The staged backward's element-wise step over the materialized [B, Hq, Lq, Lk] f32 matrices:
@@ -304,13 +310,11 @@ pub(crate) fn ds_step(
         ("WORKGROUP", FLAT_WORKGROUP as f64),
         ("DV4", b.params.dim_v.div_ceil(4) as f64),
     ];
-    let variant = Variant {
+    let switches = Switches {
         alibi: b.alibi.is_some(),
-        ..Variant::default()
+        ..Switches::default()
     };
-    let mut slots = DS_SLOTS.to_vec();
-    slots.extend(b.alibi.map(|_| (14, Slot::Uniform)));
-    let kernel = pipeline::get(ctx, Kernel::FlashBackwardDs, DType::F32, variant, &slots, &constants)?;
+    let kernel = pipeline::get(ctx, Kernel::FlashBackwardDs, DType::F32, switches, &constants)?;
     let groups = grid(ctx, elements.div_ceil(FLAT_WORKGROUP as u64), "flash_backward_ds")?;
     let [bias, mask, lengths] = b.masks;
     let mut buffers = vec![scores, d_p, b.rows, b.backward, bias, mask, lengths];

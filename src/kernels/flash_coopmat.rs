@@ -7,7 +7,7 @@ use super::{check_workgroup_x, grid, Step};
 use crate::attention::Problem;
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::pipeline::{self, Kernel, Variant};
+use crate::pipeline::{self, Kernel, Switches};
 use crate::tensor::DType;
 
 /// Largest head dim of the cooperative-matrix kernel.
@@ -201,9 +201,11 @@ pub(crate) fn step(ctx: &Context, cfg: CoopmatConfig, dtype: DType, b: &FusedBin
     if p.flags & super::flags::VARLEN != 0 {
         constants.push(("VARLEN", 1.0));
     }
-    let variant = Variant { coop: m, ..b.variant() };
-    let slots = super::flash_forward::slots(variant);
-    let kernel = pipeline::get(ctx, Kernel::FlashCoopmat, dtype, variant, &slots, &constants)?;
+    let switches = Switches {
+        coop: m,
+        ..b.switches()
+    };
+    let kernel = pipeline::get(ctx, Kernel::FlashCoopmat, dtype, switches, &constants)?;
     let blocks = p.bh_count as u64 * p.len_q.div_ceil(br) as u64;
     Ok(b.dispatch(ctx, kernel, grid(ctx, blocks, "flash_coopmat")?))
 }

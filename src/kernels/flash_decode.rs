@@ -5,7 +5,7 @@ use super::{check_workgroup_x, dispatch_step, grid, is_cpu, BoundBuffer, Params,
 use crate::attention::Problem;
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::pipeline::{self, Kernel, Slot, Variant};
+use crate::pipeline::{self, BindingKind, Kernel, Switches};
 use crate::tensor::DType;
 
 /// Largest head dim the decode kernel keeps in registers.
@@ -20,27 +20,37 @@ pub const KEYS_PER_SPLIT: usize = 16384;
 /// Bindings of the decode kernel: params, Q, K, V, partial LSE, partial O, bias, mask, key
 /// lengths, the split uniform (then the block table (13), the ALiBi slopes (14) and the page
 /// uniform (15) in those variants).
-const DECODE_SLOTS: &[(u32, Slot)] = &[
-    (0, Slot::Uniform),
-    (1, Slot::Read),
-    (2, Slot::Read),
-    (3, Slot::Read),
-    (5, Slot::ReadWrite),
-    (6, Slot::ReadWrite),
-    (8, Slot::Read),
-    (9, Slot::Read),
-    (10, Slot::Read),
-    (11, Slot::Uniform),
+const DECODE_BINDINGS: &[(u32, BindingKind)] = &[
+    (0, BindingKind::Uniform),
+    (1, BindingKind::Read),
+    (2, BindingKind::Read),
+    (3, BindingKind::Read),
+    (5, BindingKind::ReadWrite),
+    (6, BindingKind::ReadWrite),
+    (8, BindingKind::Read),
+    (9, BindingKind::Read),
+    (10, BindingKind::Read),
+    (11, BindingKind::Uniform),
 ];
 
+/// The decode kernels' bindings: [`DECODE_BINDINGS`], then the block table (13) and the page
+/// uniform (15) when paged, the ALiBi slopes (14) with ALiBi.
+pub(crate) fn decode_bindings(s: Switches) -> Vec<(u32, BindingKind)> {
+    let mut bindings = DECODE_BINDINGS.to_vec();
+    bindings.extend(s.paged.then_some((13, BindingKind::Read)));
+    bindings.extend(s.alibi.then_some((14, BindingKind::Uniform)));
+    bindings.extend(s.paged.then_some((15, BindingKind::Uniform)));
+    bindings
+}
+
 /// Bindings of the merge kernel: uniform, parts' O words, parts' LSE, part table, O, LSE.
-const MERGE_SLOTS: &[(u32, Slot)] = &[
-    (0, Slot::Uniform),
-    (1, Slot::Read),
-    (2, Slot::Read),
-    (3, Slot::Read),
-    (4, Slot::ReadWrite),
-    (5, Slot::ReadWrite),
+pub(crate) const MERGE_BINDINGS: &[(u32, BindingKind)] = &[
+    (0, BindingKind::Uniform),
+    (1, BindingKind::Read),
+    (2, BindingKind::Read),
+    (3, BindingKind::Read),
+    (4, BindingKind::ReadWrite),
+    (5, BindingKind::ReadWrite),
 ];
 
 /// Tile of the decode kernel: `workgroup` invocations, each owning `rows` packed rows (query
@@ -341,19 +351,15 @@ pub(crate) fn decode_step(
             (Kernel::FlashDecode, 0)
         }
     };
-    let variant = Variant {
+    let switches = Switches {
         rows,
         vec4_io: vec4_ok(p),
         alibi: extras.alibi.is_some(),
         paged: extras.pages.is_some(),
         subgroup,
-        ..Variant::default()
+        ..Switches::default()
     };
-    let mut slots = DECODE_SLOTS.to_vec();
-    slots.extend(variant.paged.then_some((13, Slot::Read)));
-    slots.extend(variant.alibi.then_some((14, Slot::Uniform)));
-    slots.extend(variant.paged.then_some((15, Slot::Uniform)));
-    let compiled = pipeline::get(ctx, kernel, dtype, variant, &slots, &constants)?;
+    let compiled = pipeline::get(ctx, kernel, dtype, switches, &constants)?;
     let (d, decode_buf) = decode;
     let blocks = (d.batch_count as u64 * p.heads_kv as u64) * d.row_blocks as u64 * d.splits as u64;
     let groups = match cfg.lanes {
@@ -389,14 +395,7 @@ pub(crate) fn merge_step(
         ("WORKGROUP", workgroup as f64),
         ("PARTS_F16", if parts_f16 { 1.0 } else { 0.0 }),
     ];
-    let kernel = pipeline::get(
-        ctx,
-        Kernel::DecodeMerge,
-        dtype,
-        Variant::default(),
-        MERGE_SLOTS,
-        &constants,
-    )?;
+    let kernel = pipeline::get(ctx, Kernel::DecodeMerge, dtype, Switches::default(), &constants)?;
     let elements = m.batch as u64 * m.heads as u64 * m.len as u64 * m.dim as u64;
     if elements > u32::MAX as u64 {
         return Err(Error::Limit {

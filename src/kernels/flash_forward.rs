@@ -5,28 +5,28 @@ use std::sync::Arc;
 use super::{check_workgroup_x, dispatch_step, grid, BoundBuffer, Code, Params, Step};
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::pipeline::{self, CompiledKernel, Kernel, Slot, Variant};
+use crate::pipeline::{self, BindingKind, CompiledKernel, Kernel, Switches};
 use crate::tensor::DType;
 
 /// Bindings: params, Q, K, V, O, LSE, bias, mask, key lengths (8 storage buffers: the default
 /// limit), then local-p positions (11) and the additive score vector (12), and the ALiBi slopes
 /// uniform (14), for those variants.
-pub(crate) fn slots(v: Variant) -> Vec<(u32, Slot)> {
-    let mut slots = vec![
-        (0, Slot::Uniform),
-        (1, Slot::Read),
-        (2, Slot::Read),
-        (3, Slot::Read),
-        (4, Slot::ReadWrite),
-        (5, Slot::ReadWrite),
-        (8, Slot::Read),
-        (9, Slot::Read),
-        (10, Slot::Read),
+pub(crate) fn bindings(v: Switches) -> Vec<(u32, BindingKind)> {
+    let mut bindings = vec![
+        (0, BindingKind::Uniform),
+        (1, BindingKind::Read),
+        (2, BindingKind::Read),
+        (3, BindingKind::Read),
+        (4, BindingKind::ReadWrite),
+        (5, BindingKind::ReadWrite),
+        (8, BindingKind::Read),
+        (9, BindingKind::Read),
+        (10, BindingKind::Read),
     ];
-    slots.extend(v.local.then_some((11, Slot::Read)));
-    slots.extend(v.additive.then_some((12, Slot::Read)));
-    slots.extend(v.alibi.then_some((14, Slot::Uniform)));
-    slots
+    bindings.extend(v.local.then_some((11, BindingKind::Read)));
+    bindings.extend(v.additive.then_some((12, BindingKind::Read)));
+    bindings.extend(v.alibi.then_some((14, BindingKind::Uniform)));
+    bindings
 }
 
 /// A measured built-in register tile on CPU drivers: rows per invocation for head dims
@@ -217,7 +217,7 @@ pub(crate) fn vec4_ok(p: &Params) -> bool {
             .all(|s| [s.offset, s.row, s.head, s.batch].iter().all(|x| x.is_multiple_of(4)))
 }
 
-/// What every fused design binds (the slot list of [`slots`]): the uniform and its values, Q, K,
+/// What every fused design binds (the list of [`bindings`]): the uniform and its values, Q, K,
 /// V, O, LSE, bias, mask, key lengths, then the variants' local-p centers, additive score vector
 /// and ALiBi slopes.
 pub(crate) struct FusedBindings<'a> {
@@ -245,14 +245,14 @@ impl FusedBindings<'_> {
         dispatch_step(ctx, kernel, self.uniform, &buffers, groups)
     }
 
-    /// The pipeline variant bits the bindings decide (local-p, additive score, ALiBi, vec4 I/O).
-    pub(crate) fn variant(&self) -> Variant {
-        Variant {
+    /// The pipeline switches bits the bindings decide (local-p, additive score, ALiBi, vec4 I/O).
+    pub(crate) fn switches(&self) -> Switches {
+        Switches {
             vec4_io: vec4_ok(self.params),
             additive: self.score_vector.is_some(),
             local: self.centers.is_some(),
             alibi: self.alibi.is_some(),
-            ..Variant::default()
+            ..Switches::default()
         }
     }
 }
@@ -279,19 +279,19 @@ pub(crate) fn step(ctx: &Context, cfg: FlashConfig, code: Code, dtype: DType, b:
     if p.flags & super::flags::VARLEN != 0 {
         constants.push(("VARLEN", 1.0));
     }
-    let mut variant = Variant {
+    let mut switches = Switches {
         rows: cfg.rows,
         subgroup: cfg.subgroup_size(ctx),
-        ..b.variant()
+        ..b.switches()
     };
     let mut cfg = cfg;
     if code == Code::QuickUntilCompiled
-        && pipeline::runs_quick(ctx, p.forward_macs(), Kernel::FlashForward, dtype, variant, &constants)
+        && pipeline::runs_quick(ctx, p.forward_macs(), Kernel::FlashForward, dtype, switches, &constants)
     {
         cfg.rows = QUICK_ROWS;
-        variant.rows = QUICK_ROWS;
+        switches.rows = QUICK_ROWS;
     }
-    let kernel = pipeline::get(ctx, Kernel::FlashForward, dtype, variant, &slots(variant), &constants)?;
+    let kernel = pipeline::get(ctx, Kernel::FlashForward, dtype, switches, &constants)?;
     let blocks = p.bh_count as u64 * p.len_q.div_ceil(cfg.block_q()) as u64;
     Ok(b.dispatch(ctx, kernel, grid(ctx, blocks, "flash_forward")?))
 }

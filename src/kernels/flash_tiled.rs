@@ -5,7 +5,7 @@ use super::flash_forward::FusedBindings;
 use super::{check_workgroup, check_workgroup_x, grid, Step};
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::pipeline::{self, Kernel, Variant};
+use crate::pipeline::{self, Kernel, Switches};
 use crate::tensor::DType;
 
 /// Largest head dim of the tiled design.
@@ -154,12 +154,11 @@ pub(crate) fn step(ctx: &Context, cfg: TiledConfig, dtype: DType, b: &FusedBindi
     if p.flags & super::flags::VARLEN != 0 {
         constants.push(("VARLEN", 1.0));
     }
-    let variant = Variant {
+    let switches = Switches {
         slots: cfg.slots(p.dim_v),
-        ..b.variant()
+        ..b.switches()
     };
-    let slots = super::flash_forward::slots(variant);
-    let kernel = pipeline::get(ctx, Kernel::FlashTiled, dtype, variant, &slots, &constants)?;
+    let kernel = pipeline::get(ctx, Kernel::FlashTiled, dtype, switches, &constants)?;
     let blocks = p.bh_count as u64 * p.len_q.div_ceil(cfg.block_q) as u64;
     Ok(b.dispatch(ctx, kernel, grid(ctx, blocks, "flash_tiled")?))
 }

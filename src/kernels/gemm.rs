@@ -3,16 +3,16 @@
 use super::{dispatch_step, grid, BoundBuffer, GemmTile, Step};
 use crate::context::Context;
 use crate::error::Result;
-use crate::pipeline::{self, Kernel, Slot};
+use crate::pipeline::{self, BindingKind, Kernel};
 use crate::tensor::DType;
 
 /// Bindings: params, A, B, C, bias.
-pub const SLOTS: &[(u32, Slot)] = &[
-    (0, Slot::Uniform),
-    (1, Slot::Read),
-    (2, Slot::Read),
-    (3, Slot::ReadWrite),
-    (4, Slot::Read),
+pub const BINDINGS: &[(u32, BindingKind)] = &[
+    (0, BindingKind::Uniform),
+    (1, BindingKind::Read),
+    (2, BindingKind::Read),
+    (3, BindingKind::ReadWrite),
+    (4, BindingKind::Read),
 ];
 
 /// Flag bits of [`GemmParams::flags`].
@@ -68,7 +68,6 @@ pub(crate) fn step(
         Kernel::Gemm,
         dtype,
         Default::default(),
-        SLOTS,
         &tile.constants(b_k_contiguous),
     )?;
     let groups = grid(ctx, gp.batch as u64 * tile.tiles(gp.m, gp.n), "gemm")?;

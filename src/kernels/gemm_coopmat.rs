@@ -1,12 +1,12 @@
 //! Host side of `shaders/gemm_coopmat.wgsl`: the GEMM on cooperative matrices (f16 storage, f32
-//! accumulation). Same bindings and uniform as `gemm.wgsl` ([`super::gemm::SLOTS`],
+//! accumulation). Same bindings and uniform as `gemm.wgsl` ([`super::gemm::BINDINGS`],
 //! [`super::gemm::GemmParams`]).
 
-use super::gemm::{GemmParams, SLOTS};
+use super::gemm::GemmParams;
 use super::{check_workgroup, check_workgroup_x, dispatch_step, grid, BoundBuffer, Step};
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::pipeline::{self, Kernel, Variant};
+use crate::pipeline::{self, Kernel, Switches};
 use crate::tensor::DType;
 
 /// Block of the cooperative-matrix GEMM: a workgroup of `workgroup` invocations (whole
@@ -117,10 +117,10 @@ pub(crate) fn step(
     let m = super::coopmat_size(ctx)?;
     let block = block_for(ctx)?;
     check_workgroup_x(ctx, "gemm_coopmat", block.workgroup)?;
-    let variant = Variant {
+    let switches = Switches {
         coop: m,
         rows: block.fragments_per_subgroup(m, subgroup_max(ctx)),
-        ..Variant::default()
+        ..Switches::default()
     };
     let a_m_contiguous = gp.a.row == 1 && gp.a.col != 1;
     let b_k_contiguous = gp.b.row == 1 && gp.b.col != 1;
@@ -132,7 +132,7 @@ pub(crate) fn step(
         ("A_M_CONTIGUOUS", a_m_contiguous as u32 as f64),
         ("B_K_CONTIGUOUS", b_k_contiguous as u32 as f64),
     ];
-    let kernel = pipeline::get(ctx, Kernel::GemmCoopmat, dtype, variant, SLOTS, &constants)?;
+    let kernel = pipeline::get(ctx, Kernel::GemmCoopmat, dtype, switches, &constants)?;
     let blocks = gp.m.div_ceil(block.block_m) as u64 * gp.n.div_ceil(block.block_n) as u64;
     let groups = grid(ctx, gp.batch as u64 * blocks, "gemm_coopmat")?;
     Ok(dispatch_step(ctx, kernel, params, &buffers, groups))

@@ -1,11 +1,11 @@
 //! Host side of `shaders/gemm_register.wgsl`: the register-blocked GEMM for CPU adapters. Same
-//! bindings and uniform as `gemm.wgsl` ([`super::gemm::SLOTS`], [`super::gemm::GemmParams`]).
+//! bindings and uniform as `gemm.wgsl` ([`super::gemm::BINDINGS`], [`super::gemm::GemmParams`]).
 
-use super::gemm::{GemmParams, SLOTS};
+use super::gemm::GemmParams;
 use super::{check_workgroup_x, dispatch_step, grid, BoundBuffer, Step};
 use crate::context::Context;
 use crate::error::Result;
-use crate::pipeline::{self, Kernel, Variant};
+use crate::pipeline::{self, Kernel, Switches};
 use crate::tensor::DType;
 
 /// Output rows per invocation when the problem has that many; each invocation computes a
@@ -31,18 +31,11 @@ pub(crate) fn step(
 ) -> Result<Step> {
     let (rows, workgroup) = (rows_for(gp.m), DEFAULT_WORKGROUP);
     check_workgroup_x(ctx, "gemm_register", workgroup)?;
-    let variant = Variant {
+    let switches = Switches {
         rows,
-        ..Variant::default()
+        ..Switches::default()
     };
-    let kernel = pipeline::get(
-        ctx,
-        Kernel::GemmRegister,
-        dtype,
-        variant,
-        SLOTS,
-        &[("WG", workgroup as f64)],
-    )?;
+    let kernel = pipeline::get(ctx, Kernel::GemmRegister, dtype, switches, &[("WG", workgroup as f64)])?;
     let blocks = gp.m.div_ceil(rows) as u64 * gp.n.div_ceil(8 * workgroup) as u64;
     let groups = grid(ctx, gp.batch as u64 * blocks, "gemm_register")?;
     Ok(dispatch_step(ctx, kernel, params, &buffers, groups))

@@ -3,20 +3,20 @@
 use super::{dispatch_step, grid, BoundBuffer, Params, Step};
 use crate::context::Context;
 use crate::error::Result;
-use crate::pipeline::{self, Kernel, Slot};
+use crate::pipeline::{self, BindingKind, Kernel};
 use crate::tensor::DType;
 
 /// Bindings: params, Q, K, V, O, indices, bias, mask, key lengths.
-pub const SLOTS: &[(u32, Slot)] = &[
-    (0, Slot::Uniform),
-    (1, Slot::Read),
-    (2, Slot::Read),
-    (3, Slot::Read),
-    (4, Slot::ReadWrite),
-    (6, Slot::ReadWrite),
-    (8, Slot::Read),
-    (9, Slot::Read),
-    (10, Slot::Read),
+pub const BINDINGS: &[(u32, BindingKind)] = &[
+    (0, BindingKind::Uniform),
+    (1, BindingKind::Read),
+    (2, BindingKind::Read),
+    (3, BindingKind::Read),
+    (4, BindingKind::ReadWrite),
+    (6, BindingKind::ReadWrite),
+    (8, BindingKind::Read),
+    (9, BindingKind::Read),
+    (10, BindingKind::Read),
 ];
 
 /// Invocations per workgroup (one query row each).
@@ -39,7 +39,7 @@ pub(crate) fn step(
         ("DK", p.dim_k as f64),
         ("DV", p.dim_v as f64),
     ];
-    let kernel = pipeline::get(ctx, Kernel::HardAttention, dtype, Default::default(), SLOTS, &constants)?;
+    let kernel = pipeline::get(ctx, Kernel::HardAttention, dtype, Default::default(), &constants)?;
     let rows = p.bh_count as u64 * p.len_q as u64;
     let groups = grid(ctx, rows.div_ceil(workgroup as u64), "hard_attention")?;
     let [q, k, v] = qkv;

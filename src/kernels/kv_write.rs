@@ -4,20 +4,20 @@
 use super::{dispatch_step, grid, BoundBuffer, Step};
 use crate::context::Context;
 use crate::error::Result;
-use crate::pipeline::{self, Kernel, Slot};
+use crate::pipeline::{self, BindingKind, Kernel};
 use crate::tensor::DType;
 
 /// Bindings: params, source, destination, starts (lengths), counts, cos table, sin table, block
 /// table.
-pub const SLOTS: &[(u32, Slot)] = &[
-    (0, Slot::Uniform),
-    (1, Slot::Read),
-    (2, Slot::ReadWrite),
-    (3, Slot::ReadWrite),
-    (4, Slot::Read),
-    (5, Slot::Read),
-    (6, Slot::Read),
-    (7, Slot::Read),
+pub const BINDINGS: &[(u32, BindingKind)] = &[
+    (0, BindingKind::Uniform),
+    (1, BindingKind::Read),
+    (2, BindingKind::ReadWrite),
+    (3, BindingKind::ReadWrite),
+    (4, BindingKind::Read),
+    (5, BindingKind::Read),
+    (6, BindingKind::Read),
+    (7, BindingKind::Read),
 ];
 
 /// Invocations per workgroup (one row each).
@@ -77,7 +77,6 @@ pub(crate) fn step(ctx: &Context, dtype: DType, p: &WriteParams, b: WriteBinding
         Kernel::KvWrite,
         dtype,
         Default::default(),
-        SLOTS,
         &[("WORKGROUP", workgroup as f64)],
     )?;
     let invocations = if p.flags & flags::ADVANCE != 0 {

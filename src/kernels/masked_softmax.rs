@@ -3,20 +3,27 @@
 use super::{check_workgroup, dispatch_step, grid, BoundBuffer, Params, Step};
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::pipeline::{self, Kernel, Slot, Variant};
+use crate::pipeline::{self, BindingKind, Kernel, Switches};
 use crate::tensor::DType;
 
 /// Bindings: params, S/P (in place), LSE, bias, mask, key lengths, local-p centers (then the
 /// ALiBi slopes uniform when given).
-const SLOTS: &[(u32, Slot)] = &[
-    (0, Slot::Uniform),
-    (1, Slot::ReadWrite),
-    (2, Slot::ReadWrite),
-    (8, Slot::Read),
-    (9, Slot::Read),
-    (10, Slot::Read),
-    (11, Slot::Read),
+pub(crate) const BINDINGS: &[(u32, BindingKind)] = &[
+    (0, BindingKind::Uniform),
+    (1, BindingKind::ReadWrite),
+    (2, BindingKind::ReadWrite),
+    (8, BindingKind::Read),
+    (9, BindingKind::Read),
+    (10, BindingKind::Read),
+    (11, BindingKind::Read),
 ];
+
+/// [`BINDINGS`], then the ALiBi slopes (14) with ALiBi.
+pub(crate) fn bindings(s: Switches) -> Vec<(u32, BindingKind)> {
+    let mut bindings = BINDINGS.to_vec();
+    bindings.extend(s.alibi.then_some((14, BindingKind::Uniform)));
+    bindings
+}
 
 /// Invocations per row (a power of two).
 pub const DEFAULT_WORKGROUP: u32 = 64;
@@ -41,18 +48,15 @@ pub(crate) fn step(
         });
     }
     check_workgroup(ctx, workgroup, 2 * workgroup as u64 * 4)?;
-    let variant = Variant {
+    let switches = Switches {
         alibi: alibi.is_some(),
-        ..Variant::default()
+        ..Switches::default()
     };
-    let mut slots = SLOTS.to_vec();
-    slots.extend(alibi.map(|_| (14, Slot::Uniform)));
     let kernel = pipeline::get(
         ctx,
         Kernel::MaskedSoftmax,
         dtype,
-        variant,
-        &slots,
+        switches,
         &[("WORKGROUP", workgroup as f64)],
     )?;
     let groups = grid(ctx, p.bh_count as u64 * p.len_q as u64, "masked_softmax")?;

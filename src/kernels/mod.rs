@@ -2,6 +2,7 @@
 //! plus the uniform they share and the small helpers every launch needs.
 
 pub mod additive_hidden;
+pub mod bindings;
 pub mod flash_backward;
 pub mod flash_coopmat;
 pub mod flash_decode;
@@ -17,6 +18,7 @@ pub mod pool;
 pub mod qk_scores;
 pub mod weighted_sum;
 
+pub use bindings::{bindings, storage_count, STORAGE_BUDGET};
 pub use flash_backward::BackwardConfig;
 pub use flash_coopmat::CoopmatConfig;
 pub use flash_decode::DecodeConfig;
@@ -359,7 +361,7 @@ pub(crate) fn dispatch_step(
 ) -> Step {
     let mut rest = buffers.iter();
     let entries: Vec<wgpu::BindGroupEntry> = kernel
-        .slots
+        .bindings
         .iter()
         .map(|&(binding, _)| {
             let resource = if binding == 0 {
@@ -396,12 +398,12 @@ pub(crate) fn coopmat_size(ctx: &Context) -> Result<u32> {
             "the device has no f16 → f32 cooperative matrices (needs Features::EXPERIMENTAL_COOPERATIVE_MATRIX and SHADER_F16, and an adapter listing an 8×8×8 or 16×16×16 configuration)".into(),
         )
     })?;
-    let variant = crate::pipeline::Variant {
+    let switches = crate::pipeline::Switches {
         coop: m,
         ..Default::default()
     };
     match ctx.info().adapter.as_ref().map(|a| a.backend) {
-        Some(backend) => match crate::pipeline::backend_unsupported(variant, backend) {
+        Some(backend) => match crate::pipeline::backend_unsupported(switches, backend) {
             Some(why) => Err(Error::Unsupported(format!(
                 "cooperative matrices on {backend:?}: {why}"
             ))),
@@ -550,7 +552,6 @@ impl GemmTile {
 pub(crate) fn gemm_step(
     ctx: &Context,
     kernel: crate::pipeline::Kernel,
-    slots: &'static [(u32, crate::pipeline::Slot)],
     b_k_contiguous: bool,
     tile: GemmTile,
     dtype: crate::tensor::DType,
@@ -560,14 +561,7 @@ pub(crate) fn gemm_step(
     buffers: [&BoundBuffer; 3],
 ) -> Result<Step> {
     tile.check(ctx)?;
-    let compiled = crate::pipeline::get(
-        ctx,
-        kernel,
-        dtype,
-        Default::default(),
-        slots,
-        &tile.constants(b_k_contiguous),
-    )?;
+    let compiled = crate::pipeline::get(ctx, kernel, dtype, Default::default(), &tile.constants(b_k_contiguous))?;
     let groups = grid(ctx, p.bh_count as u64 * tile.tiles(m, n), kernel.file())?;
     Ok(dispatch_step(ctx, compiled, params, &buffers, groups))
 }

@@ -3,18 +3,18 @@
 use super::{check_workgroup, dispatch_step, grid, BoundBuffer, Step};
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::pipeline::{self, Kernel, Slot};
+use crate::pipeline::{self, BindingKind, Kernel};
 use crate::tensor::DType;
 
 /// Bindings: params, scores, X, out, alpha (weights), step mask, step bias.
-pub const SLOTS: &[(u32, Slot)] = &[
-    (0, Slot::Uniform),
-    (1, Slot::Read),
-    (2, Slot::Read),
-    (3, Slot::ReadWrite),
-    (4, Slot::ReadWrite),
-    (5, Slot::Read),
-    (6, Slot::Read),
+pub const BINDINGS: &[(u32, BindingKind)] = &[
+    (0, BindingKind::Uniform),
+    (1, BindingKind::Read),
+    (2, BindingKind::Read),
+    (3, BindingKind::ReadWrite),
+    (4, BindingKind::ReadWrite),
+    (5, BindingKind::Read),
+    (6, BindingKind::Read),
 ];
 
 /// How step scores become weights.
@@ -82,7 +82,6 @@ pub(crate) fn step(
         Kernel::Pool,
         dtype,
         Default::default(),
-        SLOTS,
         &[("WORKGROUP", workgroup as f64)],
     )?;
     let groups = grid(ctx, pp.batch as u64, "pool")?;

@@ -3,15 +3,15 @@
 use super::{gemm_step, BoundBuffer, GemmTile, Params, Step};
 use crate::context::Context;
 use crate::error::Result;
-use crate::pipeline::{Kernel, Slot};
+use crate::pipeline::{BindingKind, Kernel};
 use crate::tensor::DType;
 
 /// Bindings: params, Q, K, S.
-pub const SLOTS: &[(u32, Slot)] = &[
-    (0, Slot::Uniform),
-    (1, Slot::Read),
-    (2, Slot::Read),
-    (3, Slot::ReadWrite),
+pub const BINDINGS: &[(u32, BindingKind)] = &[
+    (0, BindingKind::Uniform),
+    (1, BindingKind::Read),
+    (2, BindingKind::Read),
+    (3, BindingKind::ReadWrite),
 ];
 
 #[allow(clippy::too_many_arguments, reason = "one buffer per shader binding")]
@@ -28,7 +28,6 @@ pub(crate) fn step(
     gemm_step(
         ctx,
         Kernel::QkScores,
-        SLOTS,
         true,
         tile,
         dtype,

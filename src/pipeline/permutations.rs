@@ -1,14 +1,14 @@
 //! The table of every kernel permutation the crate composes: for each kernel, the values each
-//! source-level switch of [`Variant`] takes, and its storage types. The runtime composes only
+//! source-level switch of [`Switches`] takes, and its storage types. The runtime composes only
 //! what the table lists ([`super::get`] refuses anything else), and the shader tests iterate it
 //! (naga, the MSL and HLSL writers, the device's module creation under the validation layer, the
 //! browser's WGSL compiler), so a permutation either is in the table and checked, or does not
 //! exist. Override constants (head dims, workgroup and tile sizes) are not part of it.
 
-use super::{Kernel, Variant};
+use super::{Kernel, Switches};
 use crate::tensor::DType;
 
-/// The values each switch of a kernel's [`Variant`] takes; the kernel's permutations are their
+/// The values each switch of a kernel's [`Switches`] takes; the kernel's permutations are their
 /// product.
 #[derive(Debug, Clone, Copy)]
 pub struct Axes {
@@ -36,7 +36,7 @@ const SUBGROUPS: &[u32] = &[4, 8, 16, 32, 64, 128];
 /// Cooperative-matrix sizes M (M×M×M) of the devices the crate uses them on.
 const COOP_SIZES: &[u32] = &[8, 16];
 
-/// A kernel with no source-level switch: its default variant only.
+/// A kernel with no source-level switch: its default switches only.
 const FIXED: Axes = Axes {
     rows: NONE,
     vec4_io: NO,
@@ -140,10 +140,10 @@ pub fn axes(kernel: Kernel) -> Axes {
     }
 }
 
-/// Whether (kernel, dtype, variant) is in the table.
-pub fn is_permutation(kernel: Kernel, dtype: DType, variant: Variant) -> bool {
+/// Whether (kernel, dtype, switches) is in the table.
+pub fn is_permutation(kernel: Kernel, dtype: DType, switches: Switches) -> bool {
     let a = axes(kernel);
-    let Variant {
+    let Switches {
         rows,
         vec4_io,
         subgroup,
@@ -154,7 +154,7 @@ pub fn is_permutation(kernel: Kernel, dtype: DType, variant: Variant) -> bool {
         coop,
         slots,
         compact,
-    } = variant;
+    } = switches;
     kernel.dtypes().contains(&dtype)
         && a.rows.contains(&rows)
         && a.vec4_io.contains(&vec4_io)
@@ -169,11 +169,11 @@ pub fn is_permutation(kernel: Kernel, dtype: DType, variant: Variant) -> bool {
 }
 
 /// Every permutation of `kernel` in `dtype`: the product of its axes.
-pub fn permutations_of(kernel: Kernel, dtype: DType) -> Vec<Variant> {
+pub fn permutations_of(kernel: Kernel, dtype: DType) -> Vec<Switches> {
     let a = axes(kernel);
-    let mut out = vec![Variant::default()];
-    // Expands every variant so far by each value of one axis.
-    fn expand<T: Copy>(out: Vec<Variant>, values: &[T], set: impl Fn(&mut Variant, T)) -> Vec<Variant> {
+    let mut out = vec![Switches::default()];
+    // Expands every switches so far by each value of one axis.
+    fn expand<T: Copy>(out: Vec<Switches>, values: &[T], set: impl Fn(&mut Switches, T)) -> Vec<Switches> {
         let mut next = Vec::with_capacity(out.len() * values.len());
         for v in out {
             for &x in values {
@@ -200,8 +200,8 @@ pub fn permutations_of(kernel: Kernel, dtype: DType) -> Vec<Variant> {
     }
 }
 
-/// Every permutation of every kernel: (kernel, dtype, variant).
-pub fn permutations() -> Vec<(Kernel, DType, Variant)> {
+/// Every permutation of every kernel: (kernel, dtype, switches).
+pub fn permutations() -> Vec<(Kernel, DType, Switches)> {
     Kernel::ALL
         .into_iter()
         .flat_map(|kernel| {
@@ -222,7 +222,7 @@ mod tests {
     fn every_default_variant_is_listed_and_every_listed_one_is_found() {
         for kernel in Kernel::ALL {
             for &dtype in kernel.dtypes() {
-                let v = super::super::default_variant(kernel);
+                let v = super::super::default_switches(kernel);
                 assert!(
                     is_permutation(kernel, dtype, v),
                     "{kernel:?} {dtype:?}: default {v:?} not listed"
@@ -234,21 +234,21 @@ mod tests {
         let unique: std::collections::HashSet<_> = all.iter().collect();
         assert_eq!(unique.len(), all.len(), "a permutation listed twice");
         // Off the table: a row count past the kernels' limit, a compact forward.
-        let forward = Variant {
+        let forward = Switches {
             rows: 9,
-            ..Variant::default()
+            ..Switches::default()
         };
         assert!(!is_permutation(Kernel::FlashForward, DType::F32, forward));
-        let compact = Variant {
+        let compact = Switches {
             rows: 1,
             compact: true,
-            ..Variant::default()
+            ..Switches::default()
         };
         assert!(!is_permutation(Kernel::FlashForward, DType::F32, compact));
         assert!(!is_permutation(
             Kernel::FlashCoopmat,
             DType::F32,
-            super::super::default_variant(Kernel::FlashCoopmat)
+            super::super::default_switches(Kernel::FlashCoopmat)
         ));
     }
 }

@@ -1,20 +1,20 @@
 //! Every composed shader source the crate can build (its permutation table): checked by naga
 //! natively (tests/shaders.rs) and by the browser's WGSL compiler (tests/browser.rs).
 
-use wgpu_attention::pipeline::{compose_variant, permutations, Kernel, Variant};
+use wgpu_attention::pipeline::{compose_switches, permutations, Kernel, Switches};
 use wgpu_attention::DType;
 
 /// One composed kernel source.
 pub struct Source {
     pub kernel: Kernel,
     pub dtype: DType,
-    pub variant: Variant,
+    pub switches: Switches,
     pub wgsl: String,
 }
 
 impl std::fmt::Display for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?}/{}/{:?}", self.kernel, self.dtype, self.variant)
+        write!(f, "{:?}/{}/{:?}", self.kernel, self.dtype, self.switches)
     }
 }
 
@@ -22,11 +22,11 @@ impl std::fmt::Display for Source {
 pub fn all() -> Vec<Source> {
     permutations()
         .into_iter()
-        .map(|(kernel, dtype, variant)| Source {
+        .map(|(kernel, dtype, switches)| Source {
             kernel,
             dtype,
-            variant,
-            wgsl: compose_variant(kernel, dtype, variant),
+            switches,
+            wgsl: compose_switches(kernel, dtype, switches).unwrap_or_else(|e| panic!("{e}")),
         })
         .collect()
 }
