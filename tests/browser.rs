@@ -306,6 +306,35 @@ async fn f16_matches_the_reference_or_is_refused() {
     assert!(lse.ok(), "f16 LSE: {lse}");
 }
 
+/// A compiler error in a piece is placed at the piece's file and line in the browser too: the
+/// browser's own compiler (Tint) reports a line of the composed source, and the composed source's
+/// markers map it back (`pipeline::place_messages`).
+#[wasm_bindgen_test]
+async fn a_broken_piece_is_named_by_file_and_line() {
+    use wgpu_attention::pipeline::{compose::compose_with, place_messages};
+    let ctx = ctx().await;
+    let test_shader = |path: &str| match path {
+        "broken_entry.wgsl" => Some(include_str!("shaders/broken_entry.wgsl")),
+        "broken_piece.wgsl" => Some(include_str!("shaders/broken_piece.wgsl")),
+        _ => None,
+    };
+    let src = compose_with(&test_shader, "tests/shaders", "broken_entry.wgsl", DType::F32, &[]).unwrap();
+    let scope = ctx.device().push_error_scope(wgpu::ErrorFilter::Validation);
+    let module = ctx.device().create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some("broken_entry.wgsl"),
+        source: wgpu::ShaderSource::Wgsl(src.as_str().into()),
+    });
+    let messages = place_messages(&src, &module.get_compilation_info().await);
+    assert!(scope.pop().await.is_some(), "the broken piece compiled");
+    console_log!("placed: {messages:?}");
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.starts_with("tests/shaders/broken_piece.wgsl:4:")),
+        "{messages:?}"
+    );
+}
+
 /// The browser's WGSL compiler (Tint in Chromium) is stricter than naga in places (it evaluates
 /// const-expressions, and refuses a non-finite one): every kernel source the device can use must
 /// compile there. Sources needing a feature the device lacks are counted and logged, not run.
@@ -319,7 +348,7 @@ async fn every_kernel_compiles() {
     let (mut compiled, mut failures) = (0, Vec::new());
     let (mut without_f16, mut without_subgroups) = (0, 0);
     for source in variants::all() {
-        let needs_subgroups = source.kernel == Kernel::FlashDecodeLanes || source.variant.subgroup > 0;
+        let needs_subgroups = source.kernel == Kernel::FlashDecodeLanes || source.switches.subgroup > 0;
         if source.dtype == DType::F16 && !f16 {
             without_f16 += 1;
             continue;
