@@ -2,7 +2,8 @@
 //! is `wgpu_attention::bench::files::run_attention_backward`).
 
 use anyhow::{bail, Context as _, Result};
-use wgpu_attention::bench::{files, Variant};
+use wgpu_attention::bench::Variant;
+use wgpu_attention::files;
 
 use super::{attention_options, cli_error, context, pipeline_notice, report_check, sdpa_inputs};
 use super::{DTypeArg, RunArgs, RunKernelArg};

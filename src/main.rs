@@ -10,9 +10,10 @@ use std::process::ExitCode;
 use anyhow::{anyhow, bail, Context as _, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use wgpu_attention::bench::variant::{self, Flag, VariantParams};
-use wgpu_attention::bench::{self, files, peak, plot, report, tuner, BenchOptions, KernelKind, Variant};
+use wgpu_attention::bench::{self, peak, plot, render, tuner, BenchOptions, KernelKind, Variant};
+use wgpu_attention::bench_record::{CheckOptions, Verdict};
+use wgpu_attention::files;
 use wgpu_attention::reference::Comparison;
-use wgpu_attention::report::{CheckOptions, Verdict};
 use wgpu_attention::{
     AlibiSlopes, Alignment, AttentionOptions, Context, DType, Design, Dropout, KernelChoice, Problem, Window,
 };
@@ -627,7 +628,7 @@ fn peak_cmd(iters: u32, json: Option<&Path>) -> Result<()> {
     let r = peak::measure_peak(&ctx, iters)?;
     println!("{r}");
     if let Some(path) = json {
-        report::write_json(path, &r)?;
+        render::write_json(path, &r)?;
     }
     Ok(())
 }
@@ -703,12 +704,12 @@ fn bench_cmd(a: &BenchArgs) -> Result<()> {
         false => context()?,
     };
     let r = bench::run_bench(&ctx, &opts)?;
-    print!("{}", report::table(&r));
+    print!("{}", render::table(&r));
     if let Some(p) = &a.json {
-        report::write_json(p, &r)?;
+        render::write_json(p, &r)?;
     }
     if let Some(p) = &a.csv {
-        report::write_text(p, &report::csv(&r))?;
+        render::write_text(p, &render::csv(&r))?;
     }
     if let Some(p) = &a.plot {
         plot::plot_svg(&r, p)?;
@@ -786,7 +787,7 @@ fn decode_bench_cmd(a: &BenchArgs) -> Result<()> {
     let r = bench::decode::run_decode_bench(&ctx, &opts)?;
     print!("{}", bench::decode::decode_table(&r));
     if let Some(p) = &a.json {
-        report::write_json(p, &r)?;
+        render::write_json(p, &r)?;
     }
     verdict(r.verdict(&opts.check))
 }
@@ -981,7 +982,7 @@ fn bench_varlen_cmd(a: &BenchArgs) -> Result<()> {
             check,
         };
         let r = bench_varlen(&ctx, &opts).map_err(cli_error)?;
-        let name = wgpu_attention::report::causal_label(c);
+        let name = wgpu_attention::bench_record::causal_label(c);
         for row in &r.rows {
             let mut checked = row.checked.clone();
             if row.within_tolerance == Some(false) {
@@ -1009,7 +1010,7 @@ fn bench_varlen_cmd(a: &BenchArgs) -> Result<()> {
         println!("timer: {}", r.timer);
     }
     if let Some(path) = &a.json {
-        report::write_json(path, &reports)?;
+        render::write_json(path, &reports)?;
     }
     verdict(verdict_rows)
 }

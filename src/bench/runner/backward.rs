@@ -3,13 +3,13 @@
 
 use super::{add_note, Bench, Inputs, FIRST_CALL_NOTE};
 use crate::attention::{Attention, Problem};
-use crate::error::{Error, Result};
-use crate::options::{AttentionOptions, KernelChoice};
-use crate::reference::{self, HostInputs};
-use crate::report::{
+use crate::bench_record::{
     fill_metrics, macs, sdpa_bytes, set_check, CheckOptions, CheckPlan, KernelKind, Row, FULL_CHECK_MACS,
     HEAD_CHECK_MACS,
 };
+use crate::error::{Error, Result};
+use crate::options::{AttentionOptions, KernelChoice};
+use crate::reference::{self, HostInputs};
 use crate::tensor::{DType, Tensor};
 
 impl Bench<'_> {

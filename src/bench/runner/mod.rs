@@ -14,14 +14,16 @@ use rand_chacha::ChaCha8Rng;
 use super::peak::measure_fma;
 use super::variant::{Variant, VariantParams};
 use crate::attention::{Attention, Problem, Tuning};
+pub use crate::bench_record::{
+    causal_label, BenchReport, CheckOptions, KernelKind, Row, FULL_CHECK_MACS, HEAD_CHECK_MACS,
+};
+use crate::bench_record::{check_plan, fill_metrics, gather, macs, reference_subset, sdpa_bytes, set_check, CheckPlan};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::kernels::FlashConfig;
 use crate::options::{Alignment, AttentionOptions, Design, KernelChoice, Window};
 use crate::prepared::Prepared;
 use crate::reference::{self, HostInputs, Tolerance};
-pub use crate::report::{causal_label, BenchReport, CheckOptions, KernelKind, Row, FULL_CHECK_MACS, HEAD_CHECK_MACS};
-use crate::report::{check_plan, fill_metrics, gather, macs, reference_subset, sdpa_bytes, set_check, CheckPlan};
 use crate::tensor::{DType, Tensor};
 use crate::timer::{time_host, Stamps, Timer, TimerKind, Timing};
 

@@ -3,9 +3,9 @@
 use super::{add_note, empty_row, gemm_split, row_kinds, variant_causals, Bench, REFERENCE_MACS};
 use crate::attention::Problem;
 use crate::bench::variant::{self, Variant, VariantInputs, VariantParams};
+use crate::bench_record::{causal_label, fill_metrics, set_check, CheckOptions, CheckPlan, KernelKind, Row};
 use crate::error::Result;
 use crate::options::{AttentionOptions, KernelChoice};
-use crate::report::{causal_label, fill_metrics, set_check, CheckOptions, CheckPlan, KernelKind, Row};
 use crate::timer::time_host;
 
 impl Bench<'_> {
