@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use wgpu_attention::bench::timer::{Stamps, Timer, MAX_RUNS_PER_SAMPLE};
 use wgpu_attention::reference::{self, HostInputs, Tolerance};
+use wgpu_attention::timer::{Stamps, Timer, MAX_RUNS_PER_SAMPLE};
 use wgpu_attention::{Alignment, Attention, AttentionOptions, Context, DType, KernelChoice, Problem, Tensor};
 
 struct Setup {

@@ -111,6 +111,8 @@ pub mod backward;
 // calls: on wasm32 their features enable nothing and the build is the library alone.
 #[cfg(all(feature = "cli", not(target_arch = "wasm32")))]
 pub mod bench;
+#[cfg(feature = "serde")]
+pub mod bench_record;
 pub mod cache;
 mod chunks;
 pub mod context;
@@ -125,8 +127,6 @@ pub mod options;
 pub mod pipeline;
 mod prepared;
 pub mod reference;
-#[cfg(feature = "serde")]
-pub mod report;
 pub mod rope;
 pub mod tensor;
 pub mod timer;

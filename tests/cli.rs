@@ -12,8 +12,8 @@ use common::skip::Cap;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
-use wgpu_attention::bench::files::{read_npy, write_npy, HostData, HostTensor};
 use wgpu_attention::bench::{adapter_key, BucketDesign, ShapeClass, TuneCache, TuneEntry, TunedConfig, CACHE_ENV};
+use wgpu_attention::files::{read_npy, write_npy, HostData, HostTensor};
 use wgpu_attention::reference::{self, Broadcast, HostInputs, Tolerance};
 use wgpu_attention::{Alignment, AttentionOptions, Context, DType, Design, FlashConfig, Problem};
 

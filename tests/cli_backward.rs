@@ -6,7 +6,7 @@ use std::path::Path;
 use assert_cmd::Command;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use wgpu_attention::bench::files::{read_npy, write_npy, HostData, HostTensor};
+use wgpu_attention::files::{read_npy, write_npy, HostData, HostTensor};
 use wgpu_attention::reference::{self, Broadcast, HostInputs, Tolerance};
 use wgpu_attention::{Alignment, AttentionOptions, Problem};
 

@@ -7,7 +7,7 @@
 //! copy bandwidth, and the host time of one call prepared from scratch (validation, pipeline
 //! lookup, bind groups, recording, submission) against the same call replayed (recording and
 //! submission only). Outputs are checked against the CPU reference: every head when the sweep's
-//! shape is small enough for the naive reference ([`crate::report::FULL_CHECK_MACS`]), else the
+//! shape is small enough for the naive reference ([`crate::bench_record::FULL_CHECK_MACS`]), else the
 //! first and last (b, h).
 
 use std::time::Instant;
@@ -17,16 +17,16 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::peak::measure_bandwidth;
-use super::timer::{Stamps, Timer};
 use super::AdapterReport;
 use crate::attention::{Attention, Problem, Tuning};
+use crate::bench_record::{check_plan, gather, reference_subset, CheckOptions, CheckPlan, Verdict};
 use crate::context::Context;
 use crate::error::Result;
 use crate::kernels::DecodeConfig;
 use crate::options::{AttentionOptions, KernelChoice};
 use crate::reference::{self, Tolerance};
-use crate::report::{check_plan, gather, reference_subset, CheckOptions, CheckPlan, Verdict};
 use crate::tensor::{DType, Tensor};
+use crate::timer::{Stamps, Timer};
 
 /// How the cache stores K and V.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

@@ -1,13 +1,13 @@
 //! The adapter's ceilings, measured with two calibration kernels: FMA throughput
 //! (`shaders/peak_fma.wgsl`) and device-memory bandwidth (`shaders/peak_bandwidth.wgsl`).
 
-use super::timer::{Stamps, Timer, TimerKind};
 use super::AdapterReport;
 use crate::context::Context;
 use crate::error::Result;
 use crate::kernels;
 use crate::pipeline::{self, CompiledKernel, Kernel};
 use crate::tensor::DType;
+use crate::timer::{Stamps, Timer, TimerKind};
 use std::sync::Arc;
 
 const FMA_ITERS: u32 = 256;

@@ -24,8 +24,8 @@ pub fn series(report: &BenchReport) -> BTreeMap<String, Vec<(f64, f64)>> {
     for r in &report.rows {
         let Some(g) = r.gflops else { continue };
         let mut label = match r.variant.as_str() {
-            "sdpa" => super::report::kernel_label(r),
-            v => format!("{v} {}", super::report::kernel_label(r)),
+            "sdpa" => super::render::kernel_label(r),
+            v => format!("{v} {}", super::render::kernel_label(r)),
         };
         if r.causal != "none" {
             label += &format!(" causal {}", r.causal);

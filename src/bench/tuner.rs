@@ -7,15 +7,15 @@
 use std::path::Path;
 
 use super::runner::make_inputs;
-use super::timer::{Stamps, Timer};
 use crate::attention::{Attention, Problem, Tuning};
+use crate::bench_record::{check_plan, gather, reference_subset};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::kernels::{self, CoopmatConfig, DecodeConfig, FlashConfig, TiledConfig};
 use crate::options::{Alignment, AttentionOptions, Design, KernelChoice};
 use crate::reference::{self, Tolerance};
-use crate::report::{check_plan, gather, reference_subset};
 use crate::tensor::DType;
+use crate::timer::{Stamps, Timer};
 use crate::tune::{
     adapter_key, config_fits, length_bucket, BucketDesign, ShapeClass, TuneCache, TuneEntry, TunedConfig,
 };

@@ -8,14 +8,14 @@
 //! and contiguous [B, H, L, D] (`padded-bhld`: each head's rows adjacent, which the packed layout
 //! cannot offer).
 
-use super::timer::{Stamps, Timer, TimerKind, Timing};
 use crate::attention::{Attention, Varlen};
+use crate::bench_record::{check_plan, gather, reference_subset, CheckOptions, CheckPlan, Verdict, FULL_CHECK_MACS};
 use crate::context::Context;
 use crate::error::Result;
 use crate::options::{Alignment, AttentionOptions, KernelChoice};
 use crate::reference::{self, Tolerance};
-use crate::report::{check_plan, gather, reference_subset, CheckOptions, CheckPlan, Verdict, FULL_CHECK_MACS};
 use crate::tensor::{DType, Tensor};
+use crate::timer::{Stamps, Timer, TimerKind, Timing};
 use crate::Problem;
 
 /// What [`bench_varlen`] measures.
@@ -292,7 +292,7 @@ impl SequenceReference {
         let total_macs: u64 = o
             .lengths
             .iter()
-            .map(|&l| crate::report::macs(&problem(l as usize)))
+            .map(|&l| crate::bench_record::macs(&problem(l as usize)))
             .sum();
         let nonempty: Vec<usize> = (0..o.lengths.len()).filter(|&s| o.lengths[s] > 0).collect();
         let mut chosen = nonempty.clone();

@@ -7,11 +7,11 @@ use std::cell::RefCell;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use wgpu_attention::reference::{self, Broadcast, HostInputs, Tolerance};
-use wgpu_attention::report::{
+use wgpu_attention::bench_record::{
     check_plan, fill_metrics, gather, reference_subset, sdpa_bytes, set_check, AdapterReport, BenchReport, KernelKind,
     Row,
 };
+use wgpu_attention::reference::{self, Broadcast, HostInputs, Tolerance};
 use wgpu_attention::timer::{Stamps, Timer};
 use wgpu_attention::{
     available_designs, Alignment, Attention, AttentionOptions, Context, DType, Design, Error, KernelChoice, Problem,

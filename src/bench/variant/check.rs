@@ -1,9 +1,9 @@
 //! Running a variant, downloading its outputs and comparing them with the CPU reference.
 
-use super::super::files::{HostData, HostTensor};
 use super::{gpu_output, prepare, reference, Expected, HostOutputs, Outputs, VariantInputs, VariantParams};
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::files::{HostData, HostTensor};
 use crate::options::KernelChoice;
 use crate::reference::{self, Comparison, Tolerance};
 

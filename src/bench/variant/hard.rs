@@ -7,7 +7,7 @@ use crate::options::AttentionOptions;
 use crate::reference::family as rf;
 use crate::reference::HostInputs;
 
-use super::super::files::HostData;
+use crate::files::HostData;
 
 pub(super) static HARD: Spec = Spec {
     variant: Variant::Hard,

@@ -6,12 +6,12 @@ use std::path::Path;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::super::files::{self, HostData, HostTensor};
 use super::{mha, Variant};
 use crate::attention::Problem;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::family::mha::MultiHeadAttention;
+use crate::files::{self, HostData, HostTensor};
 use crate::reference::Tolerance;
 use crate::tensor::{DType, Tensor};
 

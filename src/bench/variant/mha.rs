@@ -1,12 +1,12 @@
 //! Multi-head attention (§8): the layer's projections around §1.
 
-use super::super::files::{HostData, HostTensor};
 use super::inputs::VariantInputs;
 use super::{named, Expected, Flag, Outputs, Spec, Variant};
 use crate::attention::Problem;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::family::mha::{Linear, MhaOptions, MhaWeights, MultiHeadAttention};
+use crate::files::{HostData, HostTensor};
 use crate::options::{AttentionOptions, KernelChoice};
 use crate::reference::family::{self as rf, HostLinear};
 

@@ -162,7 +162,7 @@ impl Outputs {
 }
 
 /// Downloaded [`Outputs`].
-pub type HostOutputs = Vec<(&'static str, super::files::HostTensor)>;
+pub type HostOutputs = Vec<(&'static str, crate::files::HostTensor)>;
 /// Reference values of the checked outputs, by name.
 pub type Expected = Vec<(&'static str, Vec<f64>)>;
 
@@ -396,7 +396,7 @@ fn named<O>(call: Prepared<O>, outputs: impl FnOnce(&O) -> Outputs) -> Prepared<
 }
 
 /// A GPU output by name.
-fn gpu_output<'a>(gpu: Option<&'a HostOutputs>, name: &str) -> Option<&'a super::files::HostTensor> {
+fn gpu_output<'a>(gpu: Option<&'a HostOutputs>, name: &str) -> Option<&'a crate::files::HostTensor> {
     gpu?.iter().find(|(n, _)| *n == name).map(|(_, t)| t)
 }
 

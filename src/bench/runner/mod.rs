@@ -2,22 +2,30 @@
 //! and bytes, and check the output against the f64 CPU reference (sdpa: on a subset of heads/rows
 //! when the problem is too large for the naive reference; other variants: when it is small enough).
 
+mod backward;
+mod shapes;
+mod variants;
+
+pub use shapes::{parse_shape, preset, PRESETS};
+
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::peak::measure_fma;
-use super::timer::{time_host, Stamps, Timer, TimerKind, Timing};
-use super::variant::{self, Variant, VariantInputs, VariantParams};
+use super::variant::{Variant, VariantParams};
 use crate::attention::{Attention, Problem, Tuning};
+pub use crate::bench_record::{
+    causal_label, BenchReport, CheckOptions, KernelKind, Row, FULL_CHECK_MACS, HEAD_CHECK_MACS,
+};
+use crate::bench_record::{check_plan, fill_metrics, gather, macs, reference_subset, sdpa_bytes, set_check, CheckPlan};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::kernels::FlashConfig;
 use crate::options::{Alignment, AttentionOptions, Design, KernelChoice, Window};
 use crate::prepared::Prepared;
 use crate::reference::{self, HostInputs, Tolerance};
-pub use crate::report::{causal_label, BenchReport, CheckOptions, KernelKind, Row, FULL_CHECK_MACS, HEAD_CHECK_MACS};
-use crate::report::{check_plan, fill_metrics, gather, macs, reference_subset, sdpa_bytes, set_check, CheckPlan};
 use crate::tensor::{DType, Tensor};
+use crate::timer::{time_host, Stamps, Timer, TimerKind, Timing};
 
 /// Multiply-adds up to which the CPU reference is timed as its own `reference` row.
 pub const REFERENCE_MACS: u64 = 1 << 31;
@@ -109,99 +117,6 @@ impl Drop for QuickFirstCalls<'_> {
     fn drop(&mut self) {
         self.ctx.pipelines().set_quick_first_calls(self.before);
     }
-}
-
-fn square(b: usize, h: usize, l: usize, d: usize) -> Problem {
-    Problem {
-        b,
-        hq: h,
-        hkv: h,
-        lq: l,
-        lk: l,
-        dk: d,
-        dv: d,
-    }
-}
-
-/// Names of the presets.
-pub const PRESETS: [&str; 4] = ["default", "seq", "headdim", "decode"];
-
-/// A named sweep: its shapes and the causal variants it runs by default.
-/// - `seq`: B=1, H=8, D=64, L ∈ {512, 1024, 2048};
-/// - `headdim`: B=1, H=8, L=1024, D ∈ {32, 64, 128, 256};
-/// - `decode`: B ∈ {1, 8}, Hq=32, Hkv=8, D=128, Lq=1, Lk ∈ {1024, 4096, 16384};
-/// - `default`: B=1, H=4, D=64, L ∈ {128, 256, 512}, non-causal and causal (a couple of minutes on lavapipe).
-pub fn preset(name: &str) -> std::result::Result<(Vec<Problem>, Vec<Option<Alignment>>), String> {
-    Ok(match name {
-        "seq" => ([512, 1024, 2048].map(|l| square(1, 8, l, 64)).to_vec(), vec![None]),
-        "headdim" => ([32, 64, 128, 256].map(|d| square(1, 8, 1024, d)).to_vec(), vec![None]),
-        "decode" => (
-            [1, 8]
-                .into_iter()
-                .flat_map(|b| {
-                    [1024, 4096, 16384].map(|lk| Problem {
-                        b,
-                        hq: 32,
-                        hkv: 8,
-                        lq: 1,
-                        lk,
-                        dk: 128,
-                        dv: 128,
-                    })
-                })
-                .collect(),
-            vec![None],
-        ),
-        "default" => (
-            [128, 256, 512].map(|l| square(1, 4, l, 64)).to_vec(),
-            vec![None, Some(Alignment::TopLeft)],
-        ),
-        other => {
-            return Err(format!(
-                "unknown preset {other:?} (expected one of {})",
-                PRESETS.join(", ")
-            ))
-        }
-    })
-}
-
-/// Parses a shape: `B,Hq,Hkv,Lq,Lk,Dk,Dv`, `B,Hq,Hkv,L,D` (Lq = Lk, Dk = Dv) or `B,H,L,D`.
-pub fn parse_shape(s: &str) -> std::result::Result<Problem, String> {
-    let v: Vec<usize> = s
-        .split([',', 'x'])
-        .map(|x| x.trim().parse::<usize>())
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|e| format!("shape {s:?}: {e} (expected B,H,L,D or B,Hq,Hkv,L,D or B,Hq,Hkv,Lq,Lk,Dk,Dv)"))?;
-    let p = match v[..] {
-        [b, h, l, d] => square(b, h, l, d),
-        [b, hq, hkv, l, d] => Problem {
-            hq,
-            hkv,
-            ..square(b, hq, l, d)
-        },
-        [b, hq, hkv, lq, lk, dk, dv] => Problem {
-            b,
-            hq,
-            hkv,
-            lq,
-            lk,
-            dk,
-            dv,
-        },
-        _ => {
-            return Err(format!(
-                "shape {s:?} has {} values (expected 4: B,H,L,D; 5: B,Hq,Hkv,L,D; or 7: B,Hq,Hkv,Lq,Lk,Dk,Dv)",
-                v.len()
-            ))
-        }
-    };
-    if [p.b, p.hq, p.hkv, p.lq, p.lk, p.dk, p.dv].contains(&0) {
-        return Err(format!("shape {s:?}: every size must be at least 1"));
-    }
-    if !p.hq.is_multiple_of(p.hkv) {
-        return Err(format!("shape {s:?}: Hq={} is not a multiple of Hkv={}", p.hq, p.hkv));
-    }
-    Ok(p)
 }
 
 /// Seeded inputs of one shape: host copies (rounded to the dtype) and GPU tensors.
@@ -635,255 +550,4 @@ impl Bench<'_> {
         set_check(row, [&reference::compare(&got, expected, self.tol)], plan, self.tol);
         Ok(())
     }
-
-    /// Times the fused backward pass after a fused forward (for O and LSE) with dO = 1 / √(Dv)
-    /// everywhere; checks dV, dK and dQ against the reference gradients ([`backward_check_plan`]:
-    /// all of them, or two KV-head groups whole).
-    fn backward_row(&self, row: &mut Row, p: &Problem, inputs: &Inputs, attn_opts: &AttentionOptions) -> Result<()> {
-        let ctx = self.ctx;
-        let opts = AttentionOptions {
-            kernel: KernelChoice::Fused,
-            return_lse: true,
-            ..attn_opts.clone()
-        };
-        let staged = row.kernel == KernelKind::BackwardStaged;
-        let [q, k, v] = &inputs.tensors;
-        let dtype = q.dtype();
-        let forward = Attention::new(ctx, q, k, v, &opts)?;
-        forward.submit()?;
-        let out = forward.into_output();
-        let lse = out
-            .lse
-            .as_ref()
-            .ok_or_else(|| Error::Unsupported("the forward returned no LSE".into()))?;
-        let d_out_host = vec![1.0 / (p.dv as f32).sqrt(); p.b * p.hq * p.lq * p.dv];
-        let d_out = match dtype {
-            DType::F16 => {
-                let h: Vec<half::f16> = d_out_host.iter().map(|&x| half::f16::from_f32(x)).collect();
-                Tensor::from_slice(ctx, &h, &[p.b, p.hq, p.lq, p.dv])?
-            }
-            _ => Tensor::from_slice(ctx, &d_out_host, &[p.b, p.hq, p.lq, p.dv])?,
-        };
-        let backward_opts = AttentionOptions {
-            kernel: if staged {
-                KernelChoice::Staged
-            } else {
-                KernelChoice::Fused
-            },
-            ..opts.clone()
-        };
-        let call = crate::backward::AttentionBackward::new(ctx, q, k, v, &out.out, &d_out, lse, &backward_opts)?;
-        if !staged {
-            let c = crate::BackwardConfig::default_for(ctx, p.dk as u32, p.dv as u32)?;
-            row.tile = Some(format!("wg{} rows{}", c.workgroup, c.rows));
-            if self.opts.first_call {
-                add_note(row, FIRST_CALL_NOTE);
-            }
-        }
-        let call = call.into_prepared("backward");
-        row.timer = self.timer.kind().label().into();
-        row.alloc_bytes = Some(call.allocated_bytes());
-        let timing = self.time(&call)?;
-        // Q, K, V, O, dO read; dQ, dK, dV written.
-        let bytes = 2 * sdpa_bytes(p, dtype) + (p.b * p.hq * p.lq * p.dv * dtype.size()) as u64;
-        fill_metrics(row, call.flops(), bytes, &timing, self.peak);
-        if !self.opts.check.enabled {
-            row.checked = CheckOptions::SKIPPED.into();
-            return Ok(());
-        }
-        let g = call.output();
-        let got = [g.dq.to_f32_vec(ctx)?, g.dk.to_f32_vec(ctx)?, g.dv.to_f32_vec(ctx)?];
-        let key_lengths = self.opts.key_lengths.as_deref();
-        let Some(plan) = backward_check_plan(p) else {
-            add_note(
-                row,
-                &format!(
-                    "not checked: {} multiply-adds in two KV-head groups exceed the check limit of {HEAD_CHECK_MACS}",
-                    backward_group_macs(p) * 2
-                ),
-            );
-            return Ok(());
-        };
-        let mut checks = Vec::new();
-        let group = p.hq / p.hkv;
-        for &(b, kv) in &plan.groups {
-            // The query heads of KV head `kv` and that head's keys and values: dK and dV sum over
-            // every query row of the group, so the group is checked whole.
-            let sub = Problem {
-                b: 1,
-                hq: group,
-                hkv: 1,
-                ..*p
-            };
-            let q_range = (b * p.hq + kv * group) * p.lq * p.dk..(b * p.hq + (kv + 1) * group) * p.lq * p.dk;
-            let k_range = (b * p.hkv + kv) * p.lk * p.dk..(b * p.hkv + kv + 1) * p.lk * p.dk;
-            let v_range = (b * p.hkv + kv) * p.lk * p.dv..(b * p.hkv + kv + 1) * p.lk * p.dv;
-            let host = HostInputs {
-                key_lengths: key_lengths.map(|l| &l[b..b + 1]),
-                ..HostInputs::new(
-                    sub,
-                    &inputs.q[q_range.clone()],
-                    &inputs.k[k_range.clone()],
-                    &inputs.v[v_range.clone()],
-                )
-            };
-            // dO is the same value everywhere: any slice of the right length is the group's.
-            let d_out_sub = &d_out_host[..group * p.lq * p.dv];
-            let expected = reference::sdpa_backward(&host, attn_opts, d_out_sub)?;
-            checks.push(reference::compare(&got[0][q_range], &expected.dq, self.tol));
-            checks.push(reference::compare(&got[1][k_range], &expected.dk, self.tol));
-            checks.push(reference::compare(&got[2][v_range], &expected.dv, self.tol));
-        }
-        set_check(row, &checks, &plan.plan, self.tol);
-        Ok(())
-    }
-
-    /// The rows of another variant for one shape: seeded inputs after the mapping of
-    /// [`variant::bench_help`], checked in full when the reference is cheap enough.
-    fn variant_shape(&mut self, v: Variant, p: &Problem, seed: u64) {
-        let (ctx, opts) = (self.ctx, self.opts);
-        let inputs = variant::random_inputs(ctx, v, p, opts.da.unwrap_or(p.dk), opts.dtype, seed);
-        for causal in variant_causals(v, &self.causals) {
-            let params = VariantParams {
-                attention: self.attention_options(causal),
-                half_width: opts.half_width,
-                ..Default::default()
-            };
-            for kernel in row_kinds(v, &opts.kernels) {
-                self.bar
-                    .set_message(format!("{v} {} {p} causal={}", kernel.name(), causal_label(causal)));
-                let mut row = empty_row(v, kernel, p, opts.dtype, causal, opts);
-                if !v.takes_attention_options() {
-                    row.window = None;
-                }
-                match &inputs {
-                    Err(e) => add_note(&mut row, &format!("inputs: {e}")),
-                    Ok(inputs) => {
-                        let mut shapes = inputs.describe();
-                        if matches!(v, Variant::LocalM | Variant::LocalP) {
-                            shapes += &format!(", W={}", params.half_width);
-                        }
-                        add_note(&mut row, &shapes);
-                        if let Err(e) = self.variant_row(&mut row, inputs, &params) {
-                            add_note(&mut row, &e.to_string());
-                        }
-                    }
-                }
-                self.push(row);
-            }
-        }
-    }
-
-    fn variant_row(&self, row: &mut Row, inputs: &VariantInputs, params: &VariantParams) -> Result<()> {
-        let params = VariantParams {
-            attention: AttentionOptions {
-                kernel: match row.kernel {
-                    KernelKind::Fused => KernelChoice::Fused,
-                    KernelKind::Staged => KernelChoice::Staged,
-                    KernelKind::Decode => KernelChoice::Decode,
-                    _ => KernelChoice::Auto,
-                },
-                ..params.attention.clone()
-            },
-            ..params.clone()
-        };
-        // The reference row prepares the GPU call too: it validates the inputs and counts the FLOPs.
-        let call = variant::prepare(self.ctx, inputs, &params)?;
-        let macs = call.flops() / 2.0;
-        if row.kernel == KernelKind::Reference {
-            row.timer = "wall-clock".into();
-            if macs > REFERENCE_MACS as f64 {
-                add_note(
-                    row,
-                    &format!("skipped: {macs:.0} multiply-adds exceed the reference limit of {REFERENCE_MACS}"),
-                );
-                return Ok(());
-            }
-            let mut result = Ok(Vec::new());
-            let timing = time_host(self.opts.iters.min(3), || {
-                result = variant::reference(inputs, &params, None);
-            });
-            result?;
-            fill_metrics(row, call.flops(), 0, &timing, None);
-            row.gbps = None;
-            add_note(row, "CPU f64 reference, wall clock");
-            return Ok(());
-        }
-        row.timer = self.timer.kind().label().into();
-        row.alloc_bytes = Some(call.allocated_bytes());
-        let timing = self.time(&call)?;
-        // Every input read and every output written once.
-        let outputs = call.output().iter().map(|(_, t)| t.numel() * t.dtype().size());
-        let bytes = inputs.bytes() + outputs.sum::<usize>() as u64;
-        fill_metrics(row, call.flops(), bytes, &timing, self.peak);
-        match self.time_phases(&call) {
-            Ok(phases) => row.phases_ms = phases,
-            Err(e) => add_note(row, &format!("phases: {e}")),
-        }
-        if row.variant == Variant::Mha.name() {
-            add_note(row, &gemm_split(self.ctx, row.phases_ms.as_deref()));
-        }
-        if !self.opts.check.enabled {
-            row.checked = CheckOptions::SKIPPED.into();
-            return Ok(());
-        }
-        // A member's outputs are compared whole (no subset of heads), up to the size the reference
-        // row itself runs at.
-        if macs > REFERENCE_MACS as f64 {
-            add_note(
-                row,
-                &format!("not checked: {macs:.0} multiply-adds exceed the reference limit of {REFERENCE_MACS}"),
-            );
-            return Ok(());
-        }
-        let got = variant::download(self.ctx, call.output())?;
-        let expected = variant::reference(inputs, &params, Some(&got))?;
-        let tol = self.opts.check.scale(inputs.tolerance());
-        let comparisons = variant::compare_outputs(&got, &expected, tol)?;
-        set_check(row, comparisons.iter().map(|(_, c)| c), &CheckPlan::full("all"), tol);
-        Ok(())
-    }
-}
-
-/// The KV-head groups a backward row is checked on: every one up to [`FULL_CHECK_MACS`], else
-/// the first and the last (b, KV head) with all of its query heads (dK and dV sum over them) when
-/// those fit [`HEAD_CHECK_MACS`]; `None` beyond.
-struct BackwardCheck {
-    groups: Vec<(usize, usize)>,
-    plan: CheckPlan,
-}
-
-fn backward_check_plan(p: &Problem) -> Option<BackwardCheck> {
-    if macs(p) <= FULL_CHECK_MACS {
-        return Some(BackwardCheck {
-            groups: (0..p.b).flat_map(|b| (0..p.hkv).map(move |kv| (b, kv))).collect(),
-            plan: CheckPlan::full("dq, dk, dv"),
-        });
-    }
-    let mut groups = vec![(0, 0)];
-    if p.b * p.hkv > 1 {
-        groups.push((p.b - 1, p.hkv - 1));
-    }
-    let group = p.hq / p.hkv;
-    let heads: Vec<(usize, usize)> = groups
-        .iter()
-        .flat_map(|&(b, kv)| (kv * group..(kv + 1) * group).map(move |h| (b, h)))
-        .collect();
-    (backward_group_macs(p) * groups.len() as u64 <= HEAD_CHECK_MACS).then(|| BackwardCheck {
-        plan: CheckPlan {
-            label: format!("dq, dk, dv of {} of {} heads", heads.len(), p.b * p.hq),
-            subset: Some((heads, 0..p.lq)),
-        },
-        groups,
-    })
-}
-
-/// Multiply-adds of the reference backward of one KV-head group (its query heads, every row).
-fn backward_group_macs(p: &Problem) -> u64 {
-    macs(&Problem {
-        b: 1,
-        hq: p.hq / p.hkv,
-        hkv: 1,
-        ..*p
-    })
 }

@@ -1,18 +1,114 @@
 //! `run` over a KV cache read from files (FlashAttention's `flash_attn_with_kvcache`): a cache
 //! (contiguous or paged with a block table) with per-sequence lengths, optional new keys and
 //! values appended in place (rotated on the way in), optionally rotated queries, then attention
-//! over the cache; with `check`, O and the LSE are compared with the CPU twin of the cache. The
-//! cache after the append can be read back in the input's layout and dtype, so that a second
+//! over the cache; with `--check`, O and the LSE are compared with the CPU twin of the cache. The
+//! cache after the append can be written back in the input's layout and dtype, so that a second
 //! run continues from it.
 
-use super::{HostData, HostTensor};
-use crate::cache::{AppendOptions, KvCache, PagedLayout};
-use crate::context::Context;
-use crate::error::{Error, Result};
-use crate::options::{AttentionOptions, KernelChoice};
-use crate::reference::{self, Comparison, HostAngles, HostKvCache, HostRope, Tolerance};
-use crate::rope::{Rope, RopeStyle};
-use crate::tensor::DType;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+use wgpu_attention::bench::Variant;
+use wgpu_attention::files::{self, HostData, HostTensor};
+use wgpu_attention::reference::{self, Comparison, HostAngles, HostKvCache, HostRope, Tolerance};
+use wgpu_attention::{
+    wgpu, AppendOptions, AttentionOptions, Context, DType, Error, KernelChoice, KvCache, PagedLayout, Rope, RopeStyle,
+    Tensor,
+};
+
+use crate::args::DTypeArg;
+use crate::call::{context, with_notice};
+use crate::run::RunArgs;
+use crate::run_inputs::{attention_options, read_named};
+use crate::verdict::{kernel_name, report_and_write};
+
+/// `run` in KV-cache mode: the cache from --k/--v, lengths, block table, new rows and rotary
+/// tables, then attention over it ([`run_kv_cache`]).
+pub fn run_kv_cache_cmd(a: &RunArgs) -> Result<()> {
+    if a.variant != Variant::Sdpa {
+        bail!("the KV-cache flags (--cache-seqlens, --block-table, --k-new, ...) apply to --variant sdpa");
+    }
+    for (flag, given) in [
+        ("--mask", a.mask.is_some() || a.mask_name.is_some()),
+        ("--bias", a.bias.is_some() || a.bias_name.is_some()),
+        ("--weights", a.weights.is_some()),
+    ] {
+        if given {
+            bail!("{flag} does not apply with a KV cache (it returns O and the LSE)");
+        }
+    }
+    if a.k_new.is_some() != a.v_new.is_some() {
+        bail!("--k-new and --v-new go together");
+    }
+    if a.rotary_cos.is_some() != a.rotary_sin.is_some() {
+        bail!("--rotary-cos and --rotary-sin go together");
+    }
+    if a.rotary_interleaved && a.rotary_cos.is_none() {
+        bail!("--rotary-interleaved needs --rotary-cos and --rotary-sin");
+    }
+    if a.page_size.is_some() && a.block_table.is_none() {
+        bail!("--page-size needs --block-table (the cache is contiguous without one)");
+    }
+    let ctx = context()?;
+    let max = ctx.limits().max_buffer_size;
+    let opt = |v: &Option<String>, role: &str| v.as_deref().map(|v| read_named(a, v, role, max)).transpose();
+    // Lengths and page ids: any integer dtype within u32.
+    let ints = |v: &Option<String>, role: &str| -> Result<Option<HostTensor>> {
+        Ok(match (v, &a.safetensors) {
+            (None, _) => None,
+            (Some(name), Some(path)) => Some(files::read_safetensors_u32(path, &std::fs::read(path)?, name)?),
+            (Some(file), None) => Some(files::read_npy_u32(Path::new(file), role)?),
+        })
+    };
+    let qkv = |flag: &Option<PathBuf>, name: &str, role: &str| -> Result<HostTensor> {
+        match (&a.safetensors, flag) {
+            (Some(path), _) => Ok(files::read_safetensors(path, name)?),
+            (None, Some(p)) => Ok(files::read_npy_limited(p, role, max)?),
+            (None, None) => bail!("missing --{role} (or give --safetensors FILE)"),
+        }
+    };
+    let dtype = a.dtype.map(DTypeArg::dtype);
+    let q = qkv(&a.q, &a.q_name, "q")?;
+    let dtype = dtype.unwrap_or(q.dtype());
+    let inputs = KvRunInputs {
+        q: q.converted(dtype),
+        k_cache: qkv(&a.k, &a.k_name, "k")?,
+        v_cache: qkv(&a.v, &a.v_name, "v")?,
+        cache_seqlens: ints(&a.cache_seqlens, "cache-seqlens")?,
+        block_table: ints(&a.block_table, "block-table")?,
+        page_size: a.page_size,
+        k_new: opt(&a.k_new, "k-new")?,
+        v_new: opt(&a.v_new, "v-new")?,
+        rotary: opt(&a.rotary_cos, "rotary-cos")?.zip(opt(&a.rotary_sin, "rotary-sin")?),
+        rotary_style: match a.rotary_interleaved {
+            true => RopeStyle::Interleaved,
+            false => RopeStyle::HalfSplit,
+        },
+        read_back_cache: a.out_k_cache.is_some() || a.out_v_cache.is_some(),
+    };
+    let opts = attention_options(a, max)?;
+    let res = with_notice(|| run_kv_cache(&ctx, &inputs, &opts, a.check))?;
+    let mut shapes = vec![format!("out {:?} {}", res.out.shape, res.out.dtype())];
+    shapes.extend(res.lse.as_ref().map(|l| format!("lse {:?} f32", l.shape)));
+    println!(
+        "sdpa over a KV cache ({} kernel): {}; lengths {:?}",
+        kernel_name(res.kernel),
+        shapes.join(", "),
+        res.lengths
+    );
+    let lengths = HostTensor {
+        shape: vec![res.lengths.len()],
+        data: HostData::U32(res.lengths.clone()),
+    };
+    let outputs = [
+        (&a.out, Some(&res.out)),
+        (&a.lse, res.lse.as_ref()),
+        (&a.out_k_cache, res.k_cache.as_ref()),
+        (&a.out_v_cache, res.v_cache.as_ref()),
+        (&a.out_cache_seqlens, Some(&lengths)),
+    ];
+    report_and_write(&res.checks, &outputs, "output outside the reference tolerance")
+}
 
 /// Inputs of [`run_kv_cache`], as read from files. Float tensors are converted to Q's dtype.
 #[derive(Debug, Clone)]
@@ -62,7 +158,7 @@ pub struct KvRunOutputs {
     pub checks: Vec<(&'static str, Comparison)>,
 }
 
-fn float(t: &HostTensor, name: &'static str, rank: usize) -> Result<()> {
+fn float(t: &HostTensor, name: &'static str, rank: usize) -> wgpu_attention::Result<()> {
     if !matches!(t.dtype(), DType::F32 | DType::F16) {
         return Err(Error::DType {
             name,
@@ -80,7 +176,7 @@ fn float(t: &HostTensor, name: &'static str, rank: usize) -> Result<()> {
     Ok(())
 }
 
-fn words<'a>(t: &'a HostTensor, name: &'static str, shape: &[usize]) -> Result<&'a [u32]> {
+fn words<'a>(t: &'a HostTensor, name: &'static str, shape: &[usize]) -> wgpu_attention::Result<&'a [u32]> {
     match &t.data {
         HostData::U32(v) if t.shape == shape => Ok(v),
         HostData::U32(_) => Err(Error::ShapeMismatch {
@@ -120,7 +216,12 @@ fn head_major(t: &HostTensor) -> HostTensor {
 
 /// Builds the cache, appends, rotates and attends; `opts` gives the attention options (its
 /// key lengths and block table come from the cache).
-pub fn run_kv_cache(ctx: &Context, inputs: &KvRunInputs, opts: &AttentionOptions, check: bool) -> Result<KvRunOutputs> {
+pub fn run_kv_cache(
+    ctx: &Context,
+    inputs: &KvRunInputs,
+    opts: &AttentionOptions,
+    check: bool,
+) -> wgpu_attention::Result<KvRunOutputs> {
     float(&inputs.q, "q", 4)?;
     float(&inputs.k_cache, "k cache", 4)?;
     float(&inputs.v_cache, "v cache", 4)?;
@@ -185,7 +286,7 @@ pub fn run_kv_cache(ctx: &Context, inputs: &KvRunInputs, opts: &AttentionOptions
         };
         let t = src.converted(dtype).upload(ctx)?;
         // Both are fresh tensors of equal size: whole (4-byte padded) buffers.
-        let bytes = crate::tensor::padded_size((t.numel() * dtype.size()) as u64);
+        let bytes = padded_size((t.numel() * dtype.size()) as u64);
         enc.copy_buffer_to_buffer(t.buffer(), 0, dst.buffer(), 0, bytes);
     }
     ctx.queue().submit([enc.finish()]);
@@ -235,7 +336,7 @@ pub fn run_kv_cache(ctx: &Context, inputs: &KvRunInputs, opts: &AttentionOptions
     if inputs.read_back_cache {
         // The cache's tensors are [B, Hkv, C, D] or a [N, P, Hkv, D] view of head-major pages:
         // a download reads them in that logical order, the input's layout.
-        let back = |t: &crate::tensor::Tensor, like: &HostTensor| -> Result<HostTensor> {
+        let back = |t: &Tensor, like: &HostTensor| -> wgpu_attention::Result<HostTensor> {
             Ok(HostTensor::download(ctx, t)?.converted(like.dtype()))
         };
         k_cache = Some(back(cache.k(), &inputs.k_cache)?);
@@ -300,4 +401,13 @@ pub fn run_kv_cache(ctx: &Context, inputs: &KvRunInputs, opts: &AttentionOptions
         kernel: res.kernel,
         checks,
     })
+}
+
+/// Rounds a byte size up to wgpu's copy alignment (and at least 4 bytes), as the library sizes
+/// the buffer of a fresh tensor.
+fn padded_size(bytes: u64) -> u64 {
+    bytes
+        .max(4)
+        .div_ceil(wgpu::COPY_BUFFER_ALIGNMENT)
+        .saturating_mul(wgpu::COPY_BUFFER_ALIGNMENT)
 }
