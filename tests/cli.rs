@@ -2487,3 +2487,62 @@ fn chained_decode_steps_through_files_match_the_library() {
         }
     }
 }
+
+/// `shader` prints a kernel permutation's composed source, as its pipelines compile it (the
+/// switches in its prelude, each piece behind a line marker naming its file), lists the
+/// permutation table without a kernel, and refuses what the table does not list, naming the
+/// values a switch takes.
+#[test]
+fn shader_prints_any_permutation() {
+    let src = stdout(&ok(cli().args([
+        "shader",
+        "flash_forward",
+        "--set",
+        "rows=2",
+        "--set",
+        "alibi=1",
+    ])));
+    assert!(src.contains("const ROWS: u32 = 2u;"), "{src}");
+    assert!(src.contains("//#line shaders/common/alibi.wgsl 1"), "{src}");
+    assert!(!src.contains("//#line shaders/common/no_alibi.wgsl"), "{src}");
+    assert!(src.contains("fn main("), "{src}");
+    let expected = wgpu_attention::pipeline::compose_switches(
+        wgpu_attention::pipeline::Kernel::FlashForward,
+        DType::F32,
+        wgpu_attention::pipeline::Switches {
+            rows: 2,
+            alibi: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(src, expected);
+
+    let tiled = stdout(&ok(cli().args([
+        "shader",
+        "attention",
+        "--design",
+        "tiled",
+        "--dtype",
+        "f16",
+    ])));
+    assert!(tiled.starts_with("enable f16;") && tiled.contains("//#line shaders/flash_tiled.wgsl 1"));
+    let direct = stdout(&ok(cli().args(["shader", "flash_backward_q", "--set", "direct=1"])));
+    assert!(direct.contains("//#line shaders/common/grad_do_direct.wgsl 1"));
+
+    let table = stdout(&ok(cli().args(["shader"])));
+    assert!(
+        table.contains("flash_forward") && table.contains("rows=1..8"),
+        "{table}"
+    );
+    fails_with_all(
+        cli().args(["shader", "flash_forward", "--set", "rows=9"]),
+        &["permutation table", "rows=1..8"],
+    );
+    fails_with(
+        cli().args(["shader", "flash_forward", "--set", "paged=1"]),
+        "permutation table",
+    );
+    fails_with(cli().args(["shader", "flash_forward", "--set", "rows"]), "NAME=VALUE");
+    fails_with(cli().args(["shader", "no_such_kernel"]), "no kernel `no_such_kernel`");
+}

@@ -493,6 +493,15 @@ impl<'a> Composer<'_, 'a> {
             };
             let (word, arg) = d.split_once(char::is_whitespace).unwrap_or((d, ""));
             let arg = arg.trim();
+            // Directives are comments: kept in the text (before what they bring), they show the
+            // recipe.
+            let shown = match word {
+                "else" | "endif" => branches.last().is_none_or(|b| b.outer),
+                _ => keep,
+            };
+            if shown && !word.starts_with("each_") {
+                self.emit(path, n, line);
+            }
             match word {
                 "switches" if from.is_none() => {}
                 "import" => {
@@ -544,10 +553,6 @@ impl<'a> Composer<'_, 'a> {
                         why: format!("unknown directive `//@{word}`"),
                     })
                 }
-            }
-            // Directives are comments: kept in the text, they show the recipe.
-            if keep {
-                self.emit(path, n, line);
             }
         }
         if let Some(r) = repeat {

@@ -1,7 +1,8 @@
-//! `wgpu-attention`: device info, calibration ceilings, benchmarks, attention on tensor files and
-//! tile tuning. This file holds the command line's top level and its exit code; each subcommand
-//! lives in its own module (its arguments and its handler), the shared argument types in
-//! [`args`], and the work in the library (`wgpu_attention::bench`, `wgpu_attention::files`).
+//! `wgpu-attention`: device info, calibration ceilings, benchmarks, attention on tensor files,
+//! tile tuning, warm-up and the composed shaders. This file holds the command line's top level
+//! and its exit code; each subcommand lives in its own module (its arguments and its handler),
+//! the shared argument types in [`args`], and the work in the library (`wgpu_attention::bench`,
+//! `wgpu_attention::files`).
 
 #[cfg(target_arch = "wasm32")]
 compile_error!("the wgpu-attention command line is native-only; in a browser use the library (or web/)");
@@ -23,6 +24,7 @@ mod run_backward;
 mod run_inputs;
 mod run_kv_cache;
 mod run_varlen;
+mod shader;
 mod tune;
 mod verdict;
 mod warm_up;
@@ -62,6 +64,9 @@ enum Command {
     /// Compile the pipelines of call shapes ahead of their first use (later processes start warm
     /// where the device has PIPELINE_CACHE or the driver caches compiled shaders on disk).
     WarmUp(warm_up::WarmUpArgs),
+    /// Print the composed WGSL of any kernel permutation (as its pipelines compile it), or list
+    /// the kernels and their switches.
+    Shader(shader::ShaderArgs),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +78,7 @@ fn main() -> ExitCode {
         Command::Run(a) => run::run_cmd(a),
         Command::Tune(a) => tune::tune_cmd(a),
         Command::WarmUp(a) => warm_up::warm_up_cmd(a),
+        Command::Shader(a) => shader::shader_cmd(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
