@@ -15,6 +15,7 @@
 //@import common/no_alibi.wgsl
 //@endif
 //@import common/mask.wgsl
+//@import common/side_records.wgsl
 //@if vec4_io
 //@import common/load_vec4.wgsl
 //@else

@@ -14,6 +14,7 @@
 //@import common/no_alibi.wgsl
 //@endif
 //@import common/mask.wgsl
+//@import common/side_records.wgsl
 //@import common/grad_io.wgsl
 //@import common/grad_do_records.wgsl
 //@import common/grad_prob.wgsl

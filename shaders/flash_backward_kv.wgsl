@@ -16,6 +16,7 @@
 //@import common/no_alibi.wgsl
 //@endif
 //@import common/mask.wgsl
+//@import common/side_records.wgsl
 //@if vec4_io
 //@import common/load_vec4.wgsl
 //@else
@@ -72,7 +73,7 @@ fn main(
     // window).
     var q_begin = 0i;
     var q_end = i32(params.len_q);
-    if (has_flag(FLAG_KEY_LENGTHS) && j0 >= min(key_lengths[b], params.len_k)) {
+    if (has_flag(FLAG_KEY_LENGTHS) && j0 >= min(key_lengths_at(b), params.len_k)) {
         q_end = 0; // every key of the block is past the sequence's length
     }
     if (has_flag(FLAG_CAUSAL)) {

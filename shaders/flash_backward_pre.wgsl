@@ -1,10 +1,13 @@
 // Backward pre-pass: for every query row, D = Σ dO ∘ O (in f32), and the row's record in
 // `grad_rows` (common/grad_io.wgsl): dO in f32 when RECORD_DO, then (LSE, D). One invocation per
-// row. The `o` strides of `params` are those of the forward's output.
+// row; the first ⌈B / 4⌉ also copy the key lengths (side buffer, common/side.wgsl) after the
+// records, where the gradient kernels read them (common/side_records.wgsl). The `o` strides of
+// `params` are those of the forward's output.
 
 //@import common/params.wgsl
 //@import common/grid.wgsl
 //@import common/grad_io.wgsl
+//@import common/side.wgsl
 
 override WORKGROUP: u32 = 64u;
 override DV: u32 = 64u;
@@ -27,6 +30,15 @@ fn main(
     @builtin(local_invocation_index) lid: u32,
 ) {
     let r = linear_workgroup(wid, nwg) * WORKGROUP + lid;
+    if (has_flag(FLAG_KEY_LENGTHS) && r < (params.batch + 3u) / 4u) {
+        var lengths = vec4<u32>(0u);
+        for (var e = 0u; e < 4u; e++) {
+            if (r * 4u + e < params.batch) {
+                lengths[e] = key_lengths_at(r * 4u + e);
+            }
+        }
+        grad_rows[backward.lengths_off + r] = bitcast<vec4<f32>>(lengths);
+    }
     if (r >= params.batch * params.heads_q * params.len_q) {
         return;
     }

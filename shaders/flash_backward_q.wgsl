@@ -16,6 +16,7 @@
 //@import common/no_alibi.wgsl
 //@endif
 //@import common/mask.wgsl
+//@import common/side_records.wgsl
 //@if vec4_io
 //@import common/load_vec4.wgsl
 //@else
@@ -72,7 +73,7 @@ fn main(
     var k_begin = 0i;
     var k_end = i32(params.len_k);
     if (has_flag(FLAG_KEY_LENGTHS)) {
-        k_end = min(k_end, i32(min(key_lengths[b], params.len_k)));
+        k_end = min(k_end, i32(min(key_lengths_at(b), params.len_k)));
     }
     if (has_flag(FLAG_CAUSAL)) {
         k_end = min(k_end, i32(i_last) + causal_offset(b) + 1);

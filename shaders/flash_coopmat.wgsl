@@ -35,6 +35,7 @@
 //@import common/no_alibi.wgsl
 //@endif
 //@import common/mask.wgsl
+//@import common/side.wgsl
 //@import common/row_block.wgsl
 //@if vec4_io
 //@import common/load_vec4.wgsl

@@ -10,6 +10,7 @@
 //@import common/no_centers.wgsl
 //@import common/no_alibi.wgsl
 //@import common/mask.wgsl
+//@import common/side.wgsl
 //@import common/load_scalar.wgsl
 
 override WORKGROUP: u32 = 64u;

@@ -12,6 +12,7 @@
 //@import common/no_alibi.wgsl
 //@endif
 //@import common/mask.wgsl
+//@import common/side.wgsl
 
 override WORKGROUP: u32 = 64u; // a power of two (tree reduction)
 

@@ -469,7 +469,10 @@ fn record(
         true => 4,
         false => 4 * (p.dv.div_ceil(4) + 1),
     };
-    let rows_tensor = Tensor::zeros(ctx, &[p.b * p.hq * p.lq, record_floats], DType::F32)?;
+    // After the records, the key lengths (copied by the pre-pass, read there by the gradient
+    // kernels: one storage binding fewer), four per vec4.
+    let record_words = p.b * p.hq * p.lq * record_floats;
+    let rows_tensor = Tensor::zeros(ctx, &[record_words + 4 * p.b.div_ceil(4)], DType::F32)?;
     let (rows, rows_off) = kernels::bind_tensor(ctx, &rows_tensor, "backward row records")?;
     let (dqb, _) = kernels::bind_tensor(ctx, &grads.dq, "dq")?;
     let (dkvb, _) = kernels::bind_tensor(ctx, dkv, "dk/dv")?;
@@ -485,7 +488,8 @@ fn record(
         bias_batches,
         bias_heads,
         rows_off: rows_off / 4,
-        pad: [0; 3],
+        lengths_off: (rows_off as usize + record_words) as u32 / 4,
+        pad: [0; 2],
     };
 
     // ALiBi slopes as the uniform table of `shaders/common/alibi.wgsl` (the forward's validation
@@ -506,6 +510,7 @@ fn record(
         [&ob, &dob, &lb],
         &rows,
         &backward_bound,
+        &lens,
         !direct,
     )?];
     let bindings = BackwardBindings {
@@ -514,7 +519,7 @@ fn record(
         qkv: [&qb, &kb, &vb],
         rows: &rows,
         backward: &backward_bound,
-        masks: [&bias, &mask, &lens],
+        masks: [&bias, &mask],
         d_out: direct.then_some(&dob),
         alibi: alibi.as_ref(),
         d_out_vec4: [dos.offset, dos.batch, dos.head, dos.row]

@@ -584,25 +584,31 @@ fn nan_in_d_out_stays_in_its_row_and_masked_infinities_never_arrive() {
     }
 }
 
-/// A device with the default 8 storage bindings per stage: the kernels read dO from the row
-/// records (copied there in f32 by the pre-pass) instead of a 9th binding, with the same results.
+/// A device with WebGPU's default 8 storage bindings per stage runs the kernels that read dO from
+/// its tensor (the key lengths travel in the row records), with the same results and memory as an
+/// unrestricted device; a device with 7 runs the backward with dO copied into the records in f32
+/// by the pre-pass (the forward's O and LSE come from the reference there: the forward needs 8).
 #[test]
-fn eight_storage_bindings_keep_d_out_in_the_records() {
+fn eight_storage_bindings_read_d_out_directly_and_seven_keep_it_in_the_records() {
     use wgpu_attention::{wgpu, Context};
-    let instance = common::instance();
-    let adapter = pollster::block_on(instance.request_adapter(&Default::default())).unwrap();
-    let limits = wgpu::Limits {
-        max_storage_buffers_per_shader_stage: 8,
-        ..adapter.limits()
+    let limited = |storage: u32| {
+        let instance = common::instance();
+        let adapter = pollster::block_on(instance.request_adapter(&Default::default())).unwrap();
+        let limits = wgpu::Limits {
+            max_storage_buffers_per_shader_stage: storage,
+            ..adapter.limits()
+        };
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            required_limits: limits,
+            required_features: adapter.features() & wgpu_attention::context::WANTED_FEATURES,
+            ..Default::default()
+        }))
+        .unwrap();
+        let ctx = Context::from_device_with_adapter_info(&device, &queue, adapter.get_info());
+        assert_eq!(ctx.limits().max_storage_buffers_per_shader_stage, storage);
+        ctx
     };
-    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-        required_limits: limits,
-        required_features: adapter.features() & wgpu_attention::context::WANTED_FEATURES,
-        ..Default::default()
-    }))
-    .unwrap();
-    let small = Context::from_device_with_adapter_info(&device, &queue, adapter.get_info());
-    assert_eq!(small.limits().max_storage_buffers_per_shader_stage, 8);
+    let (eight, seven) = (limited(8), limited(7));
     let p = problem(2, 4, 2, 19, 23, 8, 12);
     let mut rng = ChaCha8Rng::seed_from_u64(31);
     let [qs, ks, vs] = p.qkv_shapes();
@@ -611,61 +617,64 @@ fn eight_storage_bindings_keep_d_out_in_the_records() {
     let v = random(&mut rng, vs.iter().product(), 1.0);
     let d_out = random(&mut rng, p.b * p.hq * p.lq * p.dv, 1.0);
     let bias = random(&mut rng, p.lq * p.lk, 1.0);
-    let expected = reference::sdpa_backward(
-        &HostInputs {
-            bias: Some(Broadcast {
-                data: &bias,
-                shape: [1, 1, p.lq, p.lk],
-            }),
-            ..HostInputs::new(p, &q, &k, &v)
-        },
-        &AttentionOptions {
-            causal: Some(Alignment::BottomRight),
-            ..Default::default()
-        },
-        &d_out,
-    )
-    .unwrap();
+    let lengths = [17u32, 23];
+    let host_opts = AttentionOptions {
+        causal: Some(Alignment::BottomRight),
+        ..Default::default()
+    };
+    let inputs = HostInputs {
+        bias: Some(Broadcast {
+            data: &bias,
+            shape: [1, 1, p.lq, p.lk],
+        }),
+        key_lengths: Some(&lengths),
+        ..HostInputs::new(p, &q, &k, &v)
+    };
+    let expected = reference::sdpa_backward(&inputs, &host_opts, &d_out).unwrap();
+    let forward = reference::sdpa(&inputs, &host_opts);
     let mut allocated = Vec::new();
-    for ctx in [&small, ctx()] {
+    for (ctx, name) in [(ctx(), "unrestricted"), (&eight, "8 storage"), (&seven, "7 storage")] {
         let up = |x: &[f32], s: &[usize]| Tensor::from_slice(ctx, x, s).unwrap();
         let (qt, kt, vt) = (up(&q, &qs), up(&k, &ks), up(&v, &vs));
         let opts = AttentionOptions {
             causal: Some(Alignment::BottomRight),
             bias: Some(up(&bias, &[p.lq, p.lk])),
+            key_lengths: Some(Tensor::from_slice(ctx, &lengths, &[p.b]).unwrap()),
             return_lse: true,
             ..Default::default()
         };
-        let fwd = wgpu_attention::attention(ctx, &qt, &kt, &vt, &opts).unwrap();
-        let call = AttentionBackward::new(
-            ctx,
-            &qt,
-            &kt,
-            &vt,
-            &fwd.out,
-            &up(&d_out, &[p.b, p.hq, p.lq, p.dv]),
-            fwd.lse.as_ref().unwrap(),
-            &opts,
-        )
-        .unwrap();
+        let (out, lse) = match ctx.limits().max_storage_buffers_per_shader_stage {
+            7 => {
+                let f32s = |x: &[f64]| x.iter().map(|&v| v as f32).collect::<Vec<f32>>();
+                (
+                    up(&f32s(&forward.out), &[p.b, p.hq, p.lq, p.dv]),
+                    up(&f32s(&forward.lse), &[p.b, p.hq, p.lq]),
+                )
+            }
+            _ => {
+                let fwd = wgpu_attention::attention(ctx, &qt, &kt, &vt, &opts).unwrap();
+                (fwd.out, fwd.lse.unwrap())
+            }
+        };
+        let d_out_t = up(&d_out, &[p.b, p.hq, p.lq, p.dv]);
+        let call = AttentionBackward::new(ctx, &qt, &kt, &vt, &out, &d_out_t, &lse, &opts).unwrap();
         allocated.push(call.allocated_bytes());
-        let direct = ctx.limits().max_storage_buffers_per_shader_stage >= 9;
         let g = call.run().unwrap();
-        for (name, got, want) in [
+        for (grad, got, want) in [
             ("dq", &g.dq, &expected.dq),
             ("dk", &g.dk, &expected.dk),
             ("dv", &g.dv, &expected.dv),
             ("dbias", g.dbias.as_ref().unwrap(), expected.dbias.as_ref().unwrap()),
         ] {
             let c = reference::compare(&got.to_vec::<f32>(ctx).unwrap(), want, GRAD_F32);
-            assert!(c.ok(), "{name} (direct dO: {direct}): {c}");
+            assert!(c.ok(), "{grad} ({name}): {c}");
         }
     }
-    // With 8 bindings every row record also holds dO in f32 (Dv = 12: 48 bytes more per row).
-    if ctx().limits().max_storage_buffers_per_shader_stage >= 9 {
-        let rows = (p.b * p.hq * p.lq) as u64;
-        assert_eq!(allocated[0] - allocated[1], rows * 48, "{allocated:?}");
-    }
+    // 8 bindings read dO where an unrestricted device does; with 7 every row record also holds dO
+    // in f32 (Dv = 12: 48 bytes more per row).
+    assert_eq!(allocated[0], allocated[1], "{allocated:?}");
+    let rows = (p.b * p.hq * p.lq) as u64;
+    assert_eq!(allocated[2] - allocated[1], rows * 48, "{allocated:?}");
 }
 
 /// A device whose storage bindings are tiny: a tensor larger than one binding is a typed error,

@@ -85,7 +85,7 @@ fn decode_block(unit: u32) -> Block {
 // Keys of batch b: its key length (unsigned) within Lk.
 fn decode_key_len(b: u32) -> i32 {
     if (has_flag(FLAG_KEY_LENGTHS)) {
-        return i32(min(key_lengths[b], params.len_k));
+        return i32(min(key_lengths_at(b), params.len_k));
     }
     return i32(params.len_k);
 }

@@ -4,7 +4,8 @@
 // `grad_rows` holds one record of `record_size()` vec4s per query row r = (b · Hq + h) · Lq + i,
 // written by flash_backward_pre.wgsl and read by the gradient kernels: with dO kept in the records
 // (devices with 8 storage bindings per stage), dO of the row in f32 (DV4 vec4s, zero-padded past
-// DV) first; then (LSE, D, 0, 0) with D = Σ dO ∘ O.
+// DV) first; then (LSE, D, 0, 0) with D = Σ dO ∘ O. After the records, from `lengths_off`, the key
+// lengths (u32 bits, four per vec4) with FLAG_KEY_LENGTHS.
 
 struct Backward {
     // dO [B, Hq, Lq, Dv]: element offset and (batch, head, row) strides.
@@ -19,7 +20,9 @@ struct Backward {
     bias_heads: u32,
     // Element offset of the row statistics in `grad_rows` (vec4 units).
     rows_off: u32,
-    pad0: u32, pad1: u32, pad2: u32,
+    // vec4 offset in `grad_rows` of the key lengths the pre-pass copies there (common/side_records.wgsl).
+    lengths_off: u32,
+    pad1: u32, pad2: u32,
 }
 
 @group(0) @binding(7) var<uniform> backward: Backward;

@@ -1,13 +1,13 @@
 // Score post-processing of ATTENTION.md §1 steps 2–4 (soft cap, additive bias, masks) and the
 // post-softmax weighting of step 6 and §4 (dropout, local-p Gaussian). Needs common/philox.wgsl, a
-// centers piece (common/centers.wgsl or common/no_centers.wgsl: `row_center`) and an ALiBi piece
-// (common/alibi.wgsl or common/no_alibi.wgsl: `alibi_slope`). Bindings 8–10 are bound to a dummy
-// buffer when the matching flag is off.
+// centers piece (common/centers.wgsl or common/no_centers.wgsl: `row_center`), an ALiBi piece
+// (common/alibi.wgsl or common/no_alibi.wgsl: `alibi_slope`) and a key-lengths piece
+// (common/side.wgsl or common/side_records.wgsl: `key_lengths_at`). Bindings 8 and 9 are bound to a
+// dummy buffer when the matching flag is off.
 
 @group(0) @binding(8) var<storage, read> bias: array<elem>;
 // Bool mask, one byte per element (NumPy/PyTorch layout), read four to a word.
 @group(0) @binding(9) var<storage, read> mask_bytes: array<u32>;
-@group(0) @binding(10) var<storage, read> key_lengths: array<u32>;
 
 // Aligned-position offsets of batch b (i' = i + offset): the uniform's, or, with the per-sequence
 // flags (bottom-right alignment with key lengths), min(len_b, Lk) − Lq so that each sequence's
@@ -17,12 +17,12 @@ fn seq_offset(b: u32) -> i32 {
         let seq = enter_sequence(b);
         return i32(seq.w) - i32(seq.y);
     }
-    return i32(min(key_lengths[b], params.len_k)) - i32(params.len_q);
+    return i32(min(key_lengths_at(b), params.len_k)) - i32(params.len_q);
 }
 
 // Packed sequences (FLAG_VARLEN): sequence b's queries are rows [cu_q[b], cu_q[b + 1]) of the packed
 // Q and O, its keys rows [cu_k[b], cu_k[b + 1]) of K and V, with cu_q in binding 9 and cu_k in
-// binding 10 (no boolean mask or key lengths then). Offsets are clamped to the packed rows
+// the side buffer (no boolean mask or key lengths then). Offsets are clamped to the packed rows
 // (total_q, total_k), so inconsistent offsets never address outside the tensors. Returns (first
 // query row, query rows, first key row, keys). Read from the buffers each time rather than kept in
 // private variables: WGSL's uniformity analysis counts private reads as non-uniform, and the
@@ -30,8 +30,8 @@ fn seq_offset(b: u32) -> i32 {
 fn enter_sequence(b: u32) -> vec4<u32> {
     let q0 = min(mask_bytes[b], params.total_q);
     let q1 = clamp(mask_bytes[b + 1u], q0, params.total_q);
-    let k0 = min(key_lengths[b], params.total_k);
-    let k1 = clamp(key_lengths[b + 1u], k0, params.total_k);
+    let k0 = min(key_lengths_at(b), params.total_k);
+    let k1 = clamp(key_lengths_at(b + 1u), k0, params.total_k);
     return vec4<u32>(q0, q1 - q0, k0, k1 - k0);
 }
 
@@ -61,7 +61,7 @@ fn alibi_offset(b: u32) -> i32 {
 // Structural masks (key padding, causal, window, local-p, boolean) of key j for query i, batch b,
 // head h; `center` is the row's local-p position (`row_center`, read once per row by the caller).
 fn key_allowed(b: u32, h: u32, i: u32, j: u32, center: f32) -> bool {
-    if (has_flag(FLAG_KEY_LENGTHS) && j >= key_lengths[b]) {
+    if (has_flag(FLAG_KEY_LENGTHS) && j >= key_lengths_at(b)) {
         return false;
     }
     if (has_flag(FLAG_CAUSAL) && i32(j) > i32(i) + causal_offset(b)) {

@@ -71,8 +71,8 @@ const FLAG_LOCAL: u32 = 512u;
 // Bottom-right causal / window aligned per batch to the key length: i' = i + min(len_b, Lk) − Lq.
 const FLAG_CAUSAL_PER_SEQ: u32 = 1024u;
 const FLAG_WINDOW_PER_SEQ: u32 = 2048u;
-// Packed variable-length sequences (fused kernel): bindings 9 and 10 hold cu_seqlens_q and
-// cu_seqlens_k, len_q / len_k are the longest sequences, and per-sequence alignment uses each
+// Packed variable-length sequences (fused kernel): binding 9 holds cu_seqlens_q and the side buffer
+// (common/side.wgsl) cu_seqlens_k, len_q / len_k are the longest sequences, and per-sequence alignment uses each
 // sequence's own lengths.
 const FLAG_VARLEN: u32 = 4096u;
 // ALiBi: scores minus slope_h · |i' − j| (common/alibi.wgsl), per sequence like the masks above.

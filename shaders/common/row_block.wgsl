@@ -59,7 +59,7 @@ fn enter_row_block(t: u32, rows: u32, blk: ptr<function, RowBlock>) -> bool {
     var full_begin = 0i;
     var full_end = i32(len_k);
     if (has_flag(FLAG_KEY_LENGTHS)) {
-        k_end = min(k_end, i32(min(key_lengths[b], params.len_k))); // lengths are unsigned
+        k_end = min(k_end, i32(min(key_lengths_at(b), params.len_k))); // lengths are unsigned
         full_end = min(full_end, k_end);
     }
     if (has_flag(FLAG_CAUSAL)) {

@@ -22,10 +22,13 @@ pub(crate) struct BackwardParams {
     pub bias_batches: u32,
     pub bias_heads: u32,
     pub rows_off: u32,
-    pub pad: [u32; 3],
+    /// vec4 offset in the records of the key lengths the pre-pass copies there.
+    pub lengths_off: u32,
+    pub pad: [u32; 2],
 }
 
-/// Pre-pass bindings: params, O, dO, LSE, row records, the backward uniform.
+/// Pre-pass bindings: params, O, dO, LSE, row records, the backward uniform, key lengths (the
+/// side buffer, copied into the records).
 pub(crate) const PRE_BINDINGS: &[(u32, BindingKind)] = &[
     (0, BindingKind::Uniform),
     (1, BindingKind::Read),
@@ -33,10 +36,11 @@ pub(crate) const PRE_BINDINGS: &[(u32, BindingKind)] = &[
     (3, BindingKind::Read),
     (5, BindingKind::ReadWrite),
     (7, BindingKind::Uniform),
+    (10, BindingKind::Read),
 ];
 
-/// Gradient-kernel bindings: params, Q, K, V, row records, gradient output, the backward uniform,
-/// bias, mask, key lengths (8 storage buffers: the default limit).
+/// Gradient-kernel bindings: params, Q, K, V, row records (with the key lengths), gradient output,
+/// the backward uniform, bias, mask (7 storage buffers; dO read from its tensor makes 8).
 const GRAD_BINDINGS: &[(u32, BindingKind)] = &[
     (0, BindingKind::Uniform),
     (1, BindingKind::Read),
@@ -47,12 +51,11 @@ const GRAD_BINDINGS: &[(u32, BindingKind)] = &[
     (7, BindingKind::Uniform),
     (8, BindingKind::Read),
     (9, BindingKind::Read),
-    (10, BindingKind::Read),
 ];
 
-/// Storage bindings of the gradient kernels that read dO directly; with fewer per stage, dO is
-/// copied into the row records in f32 by the pre-pass.
-pub const DIRECT_STORAGE_BINDINGS: u32 = 9;
+/// Storage bindings of the gradient kernels that read dO directly (WebGPU's guaranteed 8); with
+/// fewer per stage, dO is copied into the row records in f32 by the pre-pass.
+pub const DIRECT_STORAGE_BINDINGS: u32 = 8;
 
 /// Largest head dim the backward kernels keep in registers.
 pub const MAX_HEAD_DIM: u32 = 256;
@@ -161,8 +164,8 @@ pub(crate) struct BackwardBindings<'a> {
     pub rows: &'a BoundBuffer,
     /// The backward uniform.
     pub backward: &'a BoundBuffer,
-    /// Bias, mask, key lengths.
-    pub masks: [&'a BoundBuffer; 3],
+    /// Bias and mask (the key lengths are in the row records).
+    pub masks: [&'a BoundBuffer; 2],
     /// The caller's dO, when the kernels read it directly (the records then hold only LSE, D).
     pub d_out: Option<&'a BoundBuffer>,
     /// Whether that dO allows vec4 loads (head dim, offset and strides multiples of 4).
@@ -172,7 +175,7 @@ pub(crate) struct BackwardBindings<'a> {
 }
 
 /// The pre-pass over every query row: reads O, dO and LSE, writes the row records (with dO in
-/// f32 when `record_do`).
+/// f32 when `record_do`) and copies the key lengths after them.
 #[allow(clippy::too_many_arguments, reason = "one buffer per shader binding")]
 pub(crate) fn pre_step(
     ctx: &Context,
@@ -182,6 +185,7 @@ pub(crate) fn pre_step(
     [o, d_out, lse]: [&BoundBuffer; 3],
     rows: &BoundBuffer,
     backward: &BoundBuffer,
+    key_lengths: &BoundBuffer,
     record_do: bool,
 ) -> Result<Step> {
     let constants = [
@@ -197,7 +201,7 @@ pub(crate) fn pre_step(
         ctx,
         kernel,
         params,
-        &[o, d_out, lse, rows, backward],
+        &[o, d_out, lse, rows, backward, key_lengths],
         groups,
     ))
 }
@@ -278,15 +282,15 @@ pub(crate) fn grad_step(
     let compiled = pipeline::get(ctx, kernel, dtype, switches, &constants)?;
     let groups = grid(ctx, count, kernel.file())?;
     let [q, k, v] = b.qkv;
-    let [bias, mask, lengths] = b.masks;
-    let mut buffers = vec![q, k, v, b.rows, grad, b.backward, bias, mask, lengths];
+    let [bias, mask] = b.masks;
+    let mut buffers = vec![q, k, v, b.rows, grad, b.backward, bias, mask];
     buffers.extend(b.d_out);
     buffers.extend(b.alibi);
     Ok(dispatch_step(ctx, compiled, b.params_buf, &buffers, groups))
 }
 
 /// Staged element-wise step bindings: params, scores (in/out), dP (in/out), row records, the
-/// backward uniform, bias, mask, key lengths.
+/// backward uniform, bias, mask (the key lengths are in the records).
 const DS_BINDINGS: &[(u32, BindingKind)] = &[
     (0, BindingKind::Uniform),
     (1, BindingKind::ReadWrite),
@@ -295,7 +299,6 @@ const DS_BINDINGS: &[(u32, BindingKind)] = &[
     (7, BindingKind::Uniform),
     (8, BindingKind::Read),
     (9, BindingKind::Read),
-    (10, BindingKind::Read),
 ];
 
 /// The staged backward's element-wise step over the materialized [B, Hq, Lq, Lk] f32 matrices:
@@ -316,8 +319,8 @@ pub(crate) fn ds_step(
     };
     let kernel = pipeline::get(ctx, Kernel::FlashBackwardDs, DType::F32, switches, &constants)?;
     let groups = grid(ctx, elements.div_ceil(FLAT_WORKGROUP as u64), "flash_backward_ds")?;
-    let [bias, mask, lengths] = b.masks;
-    let mut buffers = vec![scores, d_p, b.rows, b.backward, bias, mask, lengths];
+    let [bias, mask] = b.masks;
+    let mut buffers = vec![scores, d_p, b.rows, b.backward, bias, mask];
     buffers.extend(b.alibi);
     Ok(dispatch_step(ctx, kernel, b.params_buf, &buffers, groups))
 }

@@ -153,6 +153,11 @@ pub const FILES: &[(&str, &str)] = &[
         "common/score_dot.wgsl",
         include_str!("../../shaders/common/score_dot.wgsl"),
     ),
+    ("common/side.wgsl", include_str!("../../shaders/common/side.wgsl")),
+    (
+        "common/side_records.wgsl",
+        include_str!("../../shaders/common/side_records.wgsl"),
+    ),
 ];
 
 /// The crate's shader file at `path` (relative to `shaders/`).
@@ -637,6 +642,24 @@ mod tests {
             Some(("shaders/entry.wgsl".into(), 11))
         );
         assert_eq!(source_location(&src, 1), None, "prelude");
+    }
+
+    #[test]
+    fn every_shader_file_is_listed() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+        let mut on_disk = Vec::new();
+        for dir in [root.clone(), root.join("common")] {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_some_and(|e| e == "wgsl") {
+                    on_disk.push(path.strip_prefix(&root).unwrap().to_string_lossy().replace('\\', "/"));
+                }
+            }
+        }
+        on_disk.sort();
+        let mut listed: Vec<String> = FILES.iter().map(|(p, _)| p.to_string()).collect();
+        listed.sort();
+        assert_eq!(listed, on_disk);
     }
 
     #[test]
