@@ -17,8 +17,9 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::tensor::DType;
 
+mod driver_cache;
 mod permutations;
-mod persist;
+use driver_cache as persist;
 #[cfg(not(target_arch = "wasm32"))]
 mod spirv;
 
