@@ -173,7 +173,7 @@ impl Attention {
         extras: &Extras,
         tuning: &Tuning,
     ) -> Result<Self> {
-        if let Some(e) = kernels::staged_over_budget(ctx, problem.lk) {
+        if let Some(e) = kernels::policy::staged_over_budget(ctx, problem.lk) {
             return Err(e);
         }
         let mut params = base_params(&problem, opts);
