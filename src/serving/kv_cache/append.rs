@@ -1,11 +1,11 @@
 //! Appending rows to a [`KvCache`]: padded, uneven and packed appends, recorded once or every
 //! step, the keys optionally rotated on the way in.
 
-use super::super::rope::{check_rows_operand, Rope};
 use super::KvCache;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::kernels::{self, kv_write, Step};
+use crate::serving::rope::{check_rows_operand, Rope};
 use crate::tensor::Tensor;
 
 /// An append recorded once ([`KvCache::prepare_append`]) and replayed each step with
