@@ -176,7 +176,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         outputs.push(attend.output().out.to_vec::<f32>(&ctx)?);
 
         // The same step on the CPU.
-        let q_rot: Vec<f32> = reference::cache::rope(&q, [b, hq, 1, d], &host.lengths, &host_rope)
+        let q_rot: Vec<f32> = reference::serving::rope(&q, [b, hq, 1, d], &host.lengths, &host_rope)
             .into_iter()
             .map(|x| x as f32)
             .collect();

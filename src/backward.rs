@@ -332,7 +332,7 @@ pub fn validate_backward(
         ));
     }
     if opts.kernel == KernelChoice::Staged {
-        if let Some(e) = crate::kernels::staged_over_budget(ctx, p.lk.max(p.lq)) {
+        if let Some(e) = crate::kernels::policy::staged_over_budget(ctx, p.lk.max(p.lq)) {
             return Err(e);
         }
         if q.dtype() != DType::F32 {
@@ -357,7 +357,7 @@ pub fn validate_backward(
     let longest = p.lk.max(group_rows);
     let too_long =
         longest > cpu_max || (p.dk.max(p.dv) > 128 && longest > crate::kernels::flash_forward::CPU_MAX_KEYS_WIDE);
-    if opts.kernel != KernelChoice::Staged && crate::kernels::loop_budget(ctx) && too_long {
+    if opts.kernel != KernelChoice::Staged && crate::kernels::policy::loop_budget(ctx) && too_long {
         return Err(Error::Unsupported(format!(
             "this driver (llvmpipe before Mesa 25) ends shader loops after 65535 iterations without an error; the fused backward stays within it for {cpu_max} keys and query rows per KV head with head dims up to 128, 128 beyond (Dk = {}, Dv = {}, Lk = {}, Hq / Hkv · Lq = {group_rows}): use KernelChoice::Staged",
             p.dk, p.dv, p.lk

@@ -79,7 +79,7 @@ impl GemmDesign {
     /// returned as they are.
     pub fn resolve_for(self, ctx: &Context, dtype: DType) -> GemmDesign {
         match self {
-            GemmDesign::Auto if kernels::is_cpu(ctx) => GemmDesign::Register,
+            GemmDesign::Auto if kernels::policy::is_cpu(ctx) => GemmDesign::Register,
             GemmDesign::Auto if kernels::gemm_coopmat::unsupported(ctx, dtype).is_none() => GemmDesign::Coopmat,
             GemmDesign::Auto => GemmDesign::Tiled,
             d => d,
@@ -334,7 +334,7 @@ fn default_tile(m: usize, n: usize) -> GemmTile {
 }
 
 /// The longest reduction the register design takes on llvmpipe before Mesa 25, whose shaders end
-/// every loop after 65535 iterations in total ([`kernels::loop_budget`]); longer ones run tiled.
+/// every loop after 65535 iterations in total ([`kernels::policy::loop_budget`]); longer ones run tiled.
 const REGISTER_MAX_K_UNDER_LOOP_BUDGET: usize = 32768;
 
 /// Validates and prepares the GEMM; record it with [`Prepared::encode`] or run it.
@@ -385,7 +385,7 @@ pub fn prepare(ctx: &Context, a: &Tensor, b: &Tensor, opts: &GemmOptions) -> Res
         let params = kernels::params_buffer(ctx, &gp);
         let buffers = [&ab, &bb, &cb, &biasb];
         // Old llvmpipe ends long loops silently; the register design loops once per k.
-        let over_budget = kernels::loop_budget(ctx) && shape.k > REGISTER_MAX_K_UNDER_LOOP_BUDGET;
+        let over_budget = kernels::policy::loop_budget(ctx) && shape.k > REGISTER_MAX_K_UNDER_LOOP_BUDGET;
         let design = match (opts.design, opts.tile) {
             (GemmDesign::Auto, Some(_)) => GemmDesign::Tiled,
             (GemmDesign::Auto, None) if over_budget => GemmDesign::Tiled,

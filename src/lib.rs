@@ -113,7 +113,6 @@ pub mod backward;
 pub mod bench;
 #[cfg(feature = "serde")]
 pub mod bench_record;
-pub mod cache;
 mod chunks;
 pub mod context;
 pub mod error;
@@ -122,12 +121,11 @@ pub mod family;
 pub mod files;
 pub mod gemm;
 pub mod kernels;
-pub mod merge;
 pub mod options;
 pub mod pipeline;
 mod prepared;
 pub mod reference;
-pub mod rope;
+pub mod serving;
 pub mod tensor;
 pub mod timer;
 pub mod tune;
@@ -137,17 +135,38 @@ pub use attention::{
     AttentionOutput, Problem, Tuning, Varlen,
 };
 pub use backward::{attention_backward, AttentionBackward, BackwardOptions, Gradients};
-pub use cache::{AppendOptions, KvCache, PagedLayout, PreparedAppend, PreparedRope, UNMAPPED_PAGE};
 pub use context::{Context, ContextOptions, DeviceInfo};
 pub use error::{Error, Result};
 pub use gemm::{Activation, GemmDesign, GemmOptions};
 pub use kernels::{BackwardConfig, CoopmatConfig, DecodeConfig, FlashConfig, GemmTile, TiledConfig};
-pub use merge::merge_attention_states;
 pub use options::{alibi_slopes, AlibiSlopes, Alignment, AttentionOptions, Design, Dropout, KernelChoice, Window};
 pub use prepared::Prepared;
-pub use rope::{rope, rope_encode, Rope, RopeStyle};
+pub use serving::rope::{rope, rope_encode, Rope, RopeStyle};
+pub use serving::{
+    merge_attention_states, AppendOptions, KvCache, PagedLayout, PreparedAppend, PreparedRope, UNMAPPED_PAGE,
+};
 pub use tensor::{DType, Element, Tensor};
 pub use wgpu;
+
+/// Moved to [`serving`] ([`serving::kv_cache`] and [`serving::paged`]); this alias goes in the next
+/// release.
+#[doc(hidden)]
+pub mod cache {
+    pub use crate::serving::kv_cache::{AppendOptions, KvCache, PreparedAppend, PreparedRope};
+    pub use crate::serving::paged::{PagedLayout, UNMAPPED_PAGE};
+}
+
+/// Moved to [`serving::merge`]; this alias goes in the next release.
+#[doc(hidden)]
+pub mod merge {
+    pub use crate::serving::merge::*;
+}
+
+/// Moved to [`mod@serving::rope`]; this alias goes in the next release.
+#[doc(hidden)]
+pub mod rope {
+    pub use crate::serving::rope::*;
+}
 
 // The handles downstream crates share across threads: one `Context` (and its pipeline cache)
 // serves concurrent calls; tensors, prepared calls and their outputs move and share freely.

@@ -17,21 +17,21 @@ use crate::error::{Error, Result};
 use crate::tensor::DType;
 
 pub mod compose;
+mod driver_cache;
 mod kernel;
 mod lru;
 mod permutations;
-mod persist;
 #[cfg(not(target_arch = "wasm32"))]
 mod spirv;
 
 pub use compose::{source_location, Switches};
+#[cfg(feature = "cache-files")]
+pub(crate) use driver_cache::user_cache_dir;
+pub(crate) use driver_cache::DiskCache;
+pub use driver_cache::{pipeline_cache_dir, set_compile_hook, CompileHook, PIPELINE_CACHE_ENV};
 pub use kernel::{default_switches, Kernel};
 pub use lru::{PipelineCache, DEFAULT_CACHE_CAPACITY};
 pub use permutations::{axes, is_permutation, permutations, permutations_of, Axes};
-#[cfg(feature = "cache-files")]
-pub(crate) use persist::user_cache_dir;
-pub(crate) use persist::DiskCache;
-pub use persist::{pipeline_cache_dir, set_compile_hook, CompileHook, PIPELINE_CACHE_ENV};
 
 /// The WGSL source of `kernel` for storage type `dtype` with its [`default_switches`].
 pub fn compose(kernel: Kernel, dtype: DType) -> Result<String> {
@@ -137,7 +137,7 @@ pub(crate) fn runs_quick(
     let known = ctx
         .disk_cache()
         .is_some_and(|d| match compose_switches(kernel, dtype, switches) {
-            Ok(source) => d.knows(persist::key(&source, &key.constants)),
+            Ok(source) => d.knows(driver_cache::key(&source, &key.constants)),
             Err(_) => false,
         });
     !known
@@ -177,9 +177,9 @@ pub(crate) fn get(
     }
     let source = compose_switches(kernel, dtype, switches)?;
     let disk = ctx.disk_cache();
-    let disk_key = persist::key(&source, &key.constants);
+    let disk_key = driver_cache::key(&source, &key.constants);
     if !disk.is_some_and(|d| d.knows(disk_key)) {
-        persist::notify_compile(&format!("{} {}", kernel.file(), dtype.name()));
+        driver_cache::notify_compile(&format!("{} {}", kernel.file(), dtype.name()));
     }
     let own_spirv = own_spirv(ctx, kernel, &source, &bindings, constants);
     let mut messages = Vec::new();

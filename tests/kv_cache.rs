@@ -428,7 +428,7 @@ fn rope_matches_reference_in_both_conventions() {
                 angles: HostAngles::ThetaBase(500.0),
             };
             let got = wgpu_attention::rope(ctx(), &xt, &starts, &gpu_rope).unwrap();
-            let expected = reference::cache::rope(&x, [b, h, l, d], &starts, &host_rope);
+            let expected = reference::serving::rope(&x, [b, h, l, d], &starts, &host_rope);
             let c = reference::compare(&got.to_vec::<f32>(ctx()).unwrap(), &expected, Tolerance::F32);
             if !c.ok() {
                 failures.push(format!("{style:?} rotary_dim {rotary_dim}: {c}"));
@@ -450,7 +450,7 @@ fn rope_matches_reference_in_both_conventions() {
             angles: HostAngles::Tables { cos: &cos, sin: &sin },
         };
         let got = wgpu_attention::rope(ctx(), &xt, &starts, &gpu_rope).unwrap();
-        let expected = reference::cache::rope(&x, [b, h, l, d], &starts, &host_rope);
+        let expected = reference::serving::rope(&x, [b, h, l, d], &starts, &host_rope);
         let c = reference::compare(&got.to_vec::<f32>(ctx()).unwrap(), &expected, Tolerance::F32);
         if !c.ok() {
             failures.push(format!("{style:?} tables: {c}"));
@@ -483,7 +483,7 @@ fn rope_fused_into_append_and_for_queries() {
         let q = c.data(2 * hq * d);
         let qt = upload(ctx(), &q, &[2, hq, 1, d], dtype);
         let q_rot = c.gpu.rope_q(ctx(), &qt, &gpu_rope).unwrap();
-        let expected_q = reference::cache::rope(&q, [2, hq, 1, d], &c.host.lengths, &host_rope);
+        let expected_q = reference::serving::rope(&q, [2, hq, 1, d], &c.host.lengths, &host_rope);
         let cmp = reference::compare(&q_rot.to_f32_vec(ctx()).unwrap(), &expected_q, c.tol());
         if !cmp.ok() {
             failures.push(format!("{style:?}/{rotary_dim}/{dtype} q: {cmp}"));
@@ -605,7 +605,7 @@ fn append_from_blhd_projections_and_empty_appends() {
     cache.set_lengths(ctx(), &[2, 5]).unwrap();
     host.lengths = vec![2, 5];
     let q_rot = cache.rope_q(ctx(), &q, &rope).unwrap();
-    let expected_q = reference::cache::rope(&to_bhld(&q_blhd, hq), [b, hq, l, d], &host.lengths, &host_rope);
+    let expected_q = reference::serving::rope(&to_bhld(&q_blhd, hq), [b, hq, l, d], &host.lengths, &host_rope);
     let c = reference::compare(&q_rot.to_vec::<f32>(ctx()).unwrap(), &expected_q, Tolerance::F32);
     assert!(c.ok(), "q: {c}");
     let opts = AppendOptions {

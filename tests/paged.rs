@@ -412,7 +412,7 @@ fn replayed_decode_steps_equal_one_shot_calls() {
             queue.submit([enc.finish()]);
             let got = step.output().out.to_vec::<f32>(ctx()).unwrap();
 
-            let q_rot: Vec<f32> = reference::cache::rope(&q, [b, hq, 1, d], &host.lengths, &host_rope)
+            let q_rot: Vec<f32> = reference::serving::rope(&q, [b, hq, 1, d], &host.lengths, &host_rope)
                 .into_iter()
                 .map(|x| x as f32)
                 .collect();

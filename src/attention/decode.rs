@@ -3,8 +3,8 @@
 //! (the caller's `out` with its strides, or a new tensor) and the LSE.
 
 use super::params::base_params;
-use super::plan::storage_buffer;
-use super::{Attention, AttentionOutput, Extras, Problem, Tuning};
+use super::plan::{storage_buffer, PlanInputs};
+use super::{Attention, AttentionOutput, Extras, Problem};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::kernels::flash_decode::{self, DecodeExtras, DecodeParams, MergeParams, PartEntry};
@@ -196,17 +196,16 @@ pub(crate) fn auto_prefers_shape(p: &Problem) -> bool {
 }
 
 impl Attention {
-    #[allow(clippy::too_many_arguments, reason = "internal planner of the public constructors")]
-    pub(super) fn plan_decode(
-        ctx: &Context,
-        problem: Problem,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        opts: &AttentionOptions,
-        extras: &Extras,
-        tuning: &Tuning,
-    ) -> Result<Self> {
+    pub(super) fn plan_decode(ctx: &Context, inputs: PlanInputs) -> Result<Self> {
+        let PlanInputs {
+            problem,
+            q,
+            k,
+            v,
+            opts,
+            extras,
+            tuning,
+        } = inputs;
         let p = &problem;
         if let Some(why) = unsupported(ctx, p, [q, k, v], opts, extras) {
             return Err(Error::Unsupported(why));

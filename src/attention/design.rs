@@ -84,7 +84,7 @@ fn preferred(
     if let Some(d) = crate::tune::fastest_design(ctx, p, dtype, opts, &runnable) {
         return d;
     }
-    match kernels::is_cpu(ctx) {
+    match kernels::policy::is_cpu(ctx) {
         true => Design::Register,
         false if runnable.contains(&Design::Coopmat) => Design::Coopmat,
         false => Design::Tiled,

@@ -6,6 +6,7 @@
 //!   included) and LSE exactly as it does for masked rows. Bias and masks, empty along Lk, drop
 //!   out; so do the options that only shape scores or weights.
 
+use super::plan::PlanInputs;
 use super::{Attention, AttentionOutput, Extras, Problem, Tuning};
 use crate::context::Context;
 use crate::error::Result;
@@ -77,7 +78,16 @@ impl Attention {
             scores: None,
         };
         let one_key = Problem { lk: 1, ..p };
-        let mut call = Self::record(ctx, one_key, kernel, q, &k, &v, &masked, &extras, tuning)?;
+        let inputs = PlanInputs {
+            problem: one_key,
+            q,
+            k: &k,
+            v: &v,
+            opts: &masked,
+            extras: &extras,
+            tuning,
+        };
+        let mut call = Self::record(ctx, kernel, inputs)?;
         call.problem = p;
         call.causal = opts.causal.is_some();
         call.allocated += row.buffer().size() + no_keys.buffer().size();

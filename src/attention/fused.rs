@@ -3,8 +3,8 @@
 
 use super::design::FusedKernel;
 use super::params::{base_params, local_params};
-use super::plan::storage_buffer;
-use super::{Attention, AttentionOutput, Extras, Problem, Tuning};
+use super::plan::{storage_buffer, PlanInputs};
+use super::{Attention, AttentionOutput, Extras, Problem};
 use crate::chunks::{self, Chunk, Operand};
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -199,17 +199,16 @@ impl ChunkRecorder<'_> {
 }
 
 impl Attention {
-    #[allow(clippy::too_many_arguments, reason = "internal planner of the public constructors")]
-    pub(super) fn plan_fused(
-        ctx: &Context,
-        problem: Problem,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        opts: &AttentionOptions,
-        extras: &Extras,
-        tuning: &Tuning,
-    ) -> Result<Self> {
+    pub(super) fn plan_fused(ctx: &Context, inputs: PlanInputs) -> Result<Self> {
+        let PlanInputs {
+            problem,
+            q,
+            k,
+            v,
+            opts,
+            extras,
+            tuning,
+        } = inputs;
         let p = &problem;
         if kernels::flash_forward::over_cpu_loop_budget(ctx, p) {
             return Err(Error::Unsupported(format!(

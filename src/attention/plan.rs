@@ -35,6 +35,19 @@ pub(crate) struct LocalWindows {
     pub gaussian: bool,
 }
 
+/// A validated, non-empty call as every kernel path plans it (`plan_fused`, `plan_staged`,
+/// `plan_decode`): the problem and the call's operands.
+#[derive(Clone, Copy)]
+pub(super) struct PlanInputs<'a> {
+    pub problem: Problem,
+    pub q: &'a Tensor,
+    pub k: &'a Tensor,
+    pub v: &'a Tensor,
+    pub opts: &'a AttentionOptions,
+    pub extras: &'a Extras,
+    pub tuning: &'a Tuning,
+}
+
 /// A scratch buffer of `size` bytes with the usages of a tensor, checked against `max_buffer_size`.
 pub(super) fn storage_buffer(ctx: &Context, label: &str, size: u64) -> Result<wgpu::Buffer> {
     ctx.check_buffer_size(label, size)?;
@@ -118,28 +131,26 @@ impl Attention {
             } else if problem.lk == 0 {
                 Self::without_keys(ctx, problem, q, opts, extras, tuning, kernel)
             } else {
-                Self::record(ctx, problem, kernel, q, k, v, opts, extras, tuning)
+                let inputs = PlanInputs {
+                    problem,
+                    q,
+                    k,
+                    v,
+                    opts,
+                    extras,
+                    tuning,
+                };
+                Self::record(ctx, kernel, inputs)
             }
         })
     }
 
     /// Records a non-empty problem on the resolved kernel path.
-    #[allow(clippy::too_many_arguments, reason = "internal planner of the public constructors")]
-    pub(super) fn record(
-        ctx: &Context,
-        problem: Problem,
-        kernel: KernelChoice,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        opts: &AttentionOptions,
-        extras: &Extras,
-        tuning: &Tuning,
-    ) -> Result<Self> {
+    pub(super) fn record(ctx: &Context, kernel: KernelChoice, inputs: PlanInputs) -> Result<Self> {
         match kernel {
-            KernelChoice::Staged => Self::plan_staged(ctx, problem, q, k, v, opts, extras, tuning),
-            KernelChoice::Decode => Self::plan_decode(ctx, problem, q, k, v, opts, extras, tuning),
-            _ => Self::plan_fused(ctx, problem, q, k, v, opts, extras, tuning),
+            KernelChoice::Staged => Self::plan_staged(ctx, inputs),
+            KernelChoice::Decode => Self::plan_decode(ctx, inputs),
+            _ => Self::plan_fused(ctx, inputs),
         }
     }
 

@@ -5,12 +5,12 @@
 
 use super::naive_additive::NaiveAdditive;
 use super::params::base_params;
-use super::plan::storage_buffer;
-use super::{Attention, AttentionOutput, Extras, Problem, Tuning};
+use super::plan::{storage_buffer, PlanInputs};
+use super::{Attention, AttentionOutput, Problem};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::kernels::{self, BoundBuffer, GemmTile, Params, Step};
-use crate::options::{AttentionOptions, KernelChoice};
+use crate::options::KernelChoice;
 use crate::tensor::{DType, Tensor};
 
 /// How the score matrix [B·Hq, Lq, Lk] is split: `per_chunk` (b, h) pairs at a time, each pair
@@ -162,18 +162,17 @@ impl StagedRecorder<'_> {
 }
 
 impl Attention {
-    #[allow(clippy::too_many_arguments, reason = "internal planner of the public constructors")]
-    pub(super) fn plan_staged(
-        ctx: &Context,
-        problem: Problem,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        opts: &AttentionOptions,
-        extras: &Extras,
-        tuning: &Tuning,
-    ) -> Result<Self> {
-        if let Some(e) = kernels::staged_over_budget(ctx, problem.lk) {
+    pub(super) fn plan_staged(ctx: &Context, inputs: PlanInputs) -> Result<Self> {
+        let PlanInputs {
+            problem,
+            q,
+            k,
+            v,
+            opts,
+            extras,
+            tuning,
+        } = inputs;
+        if let Some(e) = kernels::policy::staged_over_budget(ctx, problem.lk) {
             return Err(e);
         }
         let mut params = base_params(&problem, opts);

@@ -132,36 +132,16 @@ pub fn validate(ctx: &Context, q: &Tensor, k: &Tensor, v: &Tensor, opts: &Attent
         });
     }
     if let Some(out) = &opts.out {
-        let expected = vec![p.b, p.hq, p.lq, p.dv];
-        if out.shape() != expected.as_slice() {
-            return Err(Error::ShapeMismatch {
-                name: "out",
-                expected,
-                got: out.shape().to_vec(),
-            });
-        }
-        if out.dtype() != q.dtype() {
-            return Err(Error::DType {
-                name: "out",
-                got: out.dtype(),
-                expected: q.dtype().name(),
-            });
-        }
-        check_rows_contiguous("out", out)?;
-        let inputs = [("q", Some(q)), ("k", Some(k)), ("v", Some(v))].into_iter().chain([
+        let inputs = [
+            ("q", Some(q)),
+            ("k", Some(k)),
+            ("v", Some(v)),
             ("bias", opts.bias.as_ref()),
             ("mask", opts.mask.as_ref()),
             ("key_lengths", opts.key_lengths.as_ref()),
             ("block_table", opts.block_table.as_ref()),
-        ]);
-        for (name, input) in inputs {
-            if input.is_some_and(|t| out.overlaps(t)) {
-                return Err(Error::Aliasing {
-                    output: "out",
-                    input: name,
-                });
-            }
-        }
+        ];
+        check_out(out, vec![p.b, p.hq, p.lq, p.dv], q.dtype(), &inputs)?;
     }
     if opts.block_table.is_some() && matches!(opts.kernel, KernelChoice::Fused | KernelChoice::Staged) {
         return Err(Error::Unsupported(
@@ -361,6 +341,35 @@ fn check_qkv_operand(name: &'static str, t: &Tensor) -> Result<()> {
 pub(crate) fn require_nonempty(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<()> {
     for (name, t) in [("q", q), ("k", k), ("v", v)] {
         crate::tensor::check_operand(name, t, 4..=4)?;
+    }
+    Ok(())
+}
+
+/// The caller's `out`: of the `expected` shape and the inputs' `dtype`, rows contiguous, aliasing
+/// none of `inputs` (the first one it overlaps is the error).
+pub(super) fn check_out(
+    out: &Tensor,
+    expected: Vec<usize>,
+    dtype: DType,
+    inputs: &[(&'static str, Option<&Tensor>)],
+) -> Result<()> {
+    if out.shape() != expected.as_slice() {
+        return Err(Error::ShapeMismatch {
+            name: "out",
+            expected,
+            got: out.shape().to_vec(),
+        });
+    }
+    if out.dtype() != dtype {
+        return Err(Error::DType {
+            name: "out",
+            got: out.dtype(),
+            expected: dtype.name(),
+        });
+    }
+    check_rows_contiguous("out", out)?;
+    if let Some(&(input, _)) = inputs.iter().find(|(_, t)| t.is_some_and(|t| out.overlaps(t))) {
+        return Err(Error::Aliasing { output: "out", input });
     }
     Ok(())
 }

@@ -7,7 +7,7 @@
 
 use super::params::base_params;
 use super::plan::storage_buffer;
-use super::validate::{check_alibi, check_rows_contiguous, check_scalar_options};
+use super::validate::{check_alibi, check_out, check_rows_contiguous, check_scalar_options};
 use super::{Attention, AttentionOutput, Problem, Tuning};
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -394,35 +394,14 @@ pub fn validate_varlen(
         ));
     }
     if let Some(out) = &opts.out {
-        let expected = vec![total_q, p.hq, p.dv];
-        if out.shape() != expected.as_slice() {
-            return Err(Error::ShapeMismatch {
-                name: "out",
-                expected,
-                got: out.shape().to_vec(),
-            });
-        }
-        if out.dtype() != q.dtype() {
-            return Err(Error::DType {
-                name: "out",
-                got: out.dtype(),
-                expected: q.dtype().name(),
-            });
-        }
-        check_rows_contiguous("out", out)?;
         let inputs = [
-            ("q", q),
-            ("k", k),
-            ("v", v),
-            ("cu_seqlens_q", cu_q),
-            ("cu_seqlens_k", cu_k),
+            ("q", Some(q)),
+            ("k", Some(k)),
+            ("v", Some(v)),
+            ("cu_seqlens_q", Some(cu_q)),
+            ("cu_seqlens_k", Some(cu_k)),
         ];
-        if let Some((name, _)) = inputs.iter().find(|(_, t)| out.overlaps(t)) {
-            return Err(Error::Aliasing {
-                output: "out",
-                input: name,
-            });
-        }
+        check_out(out, vec![total_q, p.hq, p.dv], q.dtype(), &inputs)?;
     }
     Ok(p)
 }

@@ -42,7 +42,7 @@ pub fn hard(
     }
     // One invocation per query row loops over every key and, per key, over the head's vec4s.
     let steps = p.lk as u64 * (p.dk.div_ceil(4) as u64 + 1);
-    if crate::kernels::loop_budget(ctx) && steps > 60000 {
+    if crate::kernels::policy::loop_budget(ctx) && steps > 60000 {
         return Err(Error::Unsupported(format!(
             "this driver (llvmpipe before Mesa 25) ends shader loops after 65535 iterations without an error; hard attention over {} keys at Dk = {} needs {steps} loop steps per row (at most 60000 here)",
             p.lk, p.dk

@@ -92,7 +92,7 @@ impl BackwardConfig {
     /// invocation and wide workgroups.
     pub fn default_for(ctx: &Context, dk: u32, dv: u32) -> Result<Self> {
         check_head_dims(dk, dv)?;
-        let cpu = super::is_cpu(ctx);
+        let cpu = super::policy::is_cpu(ctx);
         // Measured on lavapipe at B=1, H=8, L=1024, D=64: 8 rows per invocation are twice as fast
         // as 4.
         let (workgroup, rows) = match (cpu, dk + dv) {

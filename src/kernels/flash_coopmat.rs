@@ -77,9 +77,9 @@ impl CoopmatConfig {
     /// get one subgroup per workgroup (barriers are cheap there, and lavapipe runs a workgroup on
     /// one thread), GPUs four subgroups of 32.
     pub fn default_for(ctx: &Context, dk: u32, dv: u32) -> Result<Self> {
-        let m = super::coopmat_size(ctx)?;
+        let m = super::policy::coopmat_size(ctx)?;
         check_head_dims(m, dk, dv)?;
-        let cpu = super::is_cpu(ctx);
+        let cpu = super::policy::is_cpu(ctx);
         let subgroup = ctx
             .info()
             .adapter
@@ -112,7 +112,7 @@ impl CoopmatConfig {
 
     /// Checks the tile against the kernel's rules and the device's limits.
     pub fn check(&self, ctx: &Context, dk: u32, dv: u32) -> Result<()> {
-        let m = super::coopmat_size(ctx)?;
+        let m = super::policy::coopmat_size(ctx)?;
         check_head_dims(m, dk, dv)?;
         for (name, value) in [("block_q", self.block_q), ("block_k", self.block_k)] {
             if value == 0 || !value.is_multiple_of(m) || value > 256 {
@@ -170,7 +170,7 @@ pub(crate) fn device_unsupported(ctx: &Context, dtype: DType) -> Option<String> 
     if dtype != DType::F16 {
         return Some(format!("cooperative matrices read f16 storage (got {})", dtype.name()));
     }
-    if let Err(e) = super::coopmat_size(ctx) {
+    if let Err(e) = super::policy::coopmat_size(ctx) {
         return Some(e.to_string());
     }
     if !ctx.features().contains(wgpu::Features::SUBGROUP) {
@@ -187,7 +187,7 @@ pub(crate) fn step(ctx: &Context, cfg: CoopmatConfig, dtype: DType, b: &FusedBin
         ));
     }
     cfg.check(ctx, p.dim_k, p.dim_v)?;
-    let m = super::coopmat_size(ctx)?;
+    let m = super::policy::coopmat_size(ctx)?;
     let (br, bc, dk, dv) = (cfg.block_q, cfg.block_k, p.dim_k, p.dim_v);
     let mut constants = vec![
         ("WORKGROUP", cfg.workgroup as f64),

@@ -1,7 +1,8 @@
 //! Host side of `shaders/flash_decode.wgsl` (split-KV decode with GQA packing) and
 //! `shaders/decode_merge.wgsl` (the merge of partial attention states).
 
-use super::{check_workgroup_x, dispatch_step, grid, is_cpu, BoundBuffer, Params, Step};
+use super::policy::is_cpu;
+use super::{check_workgroup_x, dispatch_step, grid, BoundBuffer, Params, Step};
 use crate::attention::Problem;
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -152,12 +153,12 @@ impl DecodeConfig {
 
     /// The fewest splits that keep every invocation's key loop short: at most
     /// [`KEYS_PER_SPLIT`] keys (a quarter of that in the lanes design), and under an llvmpipe
-    /// loop budget (see `kernels::loop_budget`) at most 8192 keys for head dims up to 128 and 128
+    /// loop budget (see `kernels::policy::loop_budget`) at most 8192 keys for head dims up to 128 and 128
     /// keys beyond (inner loops over more than 32 vec4 are not unrolled there and count against
     /// the budget).
     pub fn min_splits(&self, ctx: &Context, problem: &Problem) -> u32 {
         let mut budget = if self.lanes { KEYS_PER_SPLIT / 4 } else { KEYS_PER_SPLIT };
-        if super::loop_budget(ctx) {
+        if super::policy::loop_budget(ctx) {
             budget = budget.min(if problem.dk.max(problem.dv) <= 128 { 8192 } else { 128 });
         }
         problem.lk.div_ceil(budget).clamp(1, u32::MAX as usize) as u32
@@ -231,7 +232,7 @@ pub const CPU_DECODE_DESIGNS: &[MeasuredDecodeDesign] = &[
 /// The entry of [`CPU_DECODE_DESIGNS`] that covers `ctx`'s adapter and driver.
 pub fn cpu_decode_design(ctx: &Context) -> Option<&'static MeasuredDecodeDesign> {
     let a = ctx.info().adapter.as_ref()?;
-    let mesa = super::mesa_major(&a.driver_info).unwrap_or(0);
+    let mesa = super::policy::mesa_major(&a.driver_info).unwrap_or(0);
     CPU_DECODE_DESIGNS
         .iter()
         .find(|d| a.name.starts_with(d.adapter) && (d.mesa.0..=d.mesa.1).contains(&mesa))

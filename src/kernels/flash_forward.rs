@@ -60,7 +60,7 @@ pub const CPU_REGISTER_ROWS: &[MeasuredRegisterRows] = &[
 ];
 
 /// Keys a row block of the fused kernel may visit under an llvmpipe loop budget
-/// (see `kernels::loop_budget`), for head dims up to 128 (whose inner loops NIR unrolls).
+/// (see `kernels::policy::loop_budget`), for head dims up to 128 (whose inner loops NIR unrolls).
 pub const CPU_MAX_KEYS: usize = 8192;
 
 /// Keys a row block may visit under an llvmpipe loop budget when a head dim exceeds 128.
@@ -75,7 +75,7 @@ pub(crate) fn fits(ctx: &Context, problem: &crate::attention::Problem) -> bool {
         true => CPU_MAX_KEYS,
         false => CPU_MAX_KEYS_WIDE,
     };
-    !super::loop_budget(ctx) || problem.lk <= max_keys
+    !super::policy::loop_budget(ctx) || problem.lk <= max_keys
 }
 
 /// Whether the fused kernel would exceed a CPU driver's loop budget on `problem`.
@@ -163,7 +163,7 @@ impl FlashConfig {
     /// register-bound: few rows (an estimate until a GPU record says otherwise).
     pub fn default_for(ctx: &Context, dk: u32, dv: u32) -> Result<Self> {
         check_head_dims(dk, dv)?;
-        let cpu = super::is_cpu(ctx);
+        let cpu = super::policy::is_cpu(ctx);
         let head = dk + dv;
         let (rows, subgroups) = match cpu {
             true => CPU_REGISTER_ROWS

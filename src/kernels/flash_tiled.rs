@@ -120,12 +120,12 @@ fn check_head_dims(dk: u32, dv: u32) -> Result<()> {
 
 /// Why the tiled design cannot serve a call with these inputs, or `None` when it can. It has the
 /// dot score only (the additive score runs on the register design), and on drivers with a loop
-/// budget (`kernels::loop_budget`) its key loop is not bounded: those run the register design.
+/// budget (`kernels::policy::loop_budget`) its key loop is not bounded: those run the register design.
 pub(crate) fn unsupported(ctx: &Context, additive: bool) -> Option<String> {
     if additive {
         return Some("the tiled design has the dot-product score only".into());
     }
-    if super::loop_budget(ctx) {
+    if super::policy::loop_budget(ctx) {
         return Some("llvmpipe before Mesa 25 ends shader loops after 65535 iterations".into());
     }
     None

@@ -59,9 +59,9 @@ fn subgroup_max(ctx: &Context) -> u32 {
 /// subgroup. (Measured in the Mesa 26.1 lavapipe lane at 1024×512×512: 4×4 fragments of 8×8 ran
 /// at ~3 GFLOP/s, 2×2 at ~2.)
 pub(crate) fn block_for(ctx: &Context) -> Result<CoopmatBlock> {
-    let m = super::coopmat_size(ctx)?;
+    let m = super::policy::coopmat_size(ctx)?;
     let subgroup = subgroup_max(ctx);
-    let cpu = super::is_cpu(ctx);
+    let cpu = super::policy::is_cpu(ctx);
     let max_invocations = ctx.limits().max_compute_invocations_per_workgroup;
     let workgroup = if cpu { subgroup } else { 128u32.max(subgroup) };
     if workgroup > max_invocations || !workgroup.is_multiple_of(subgroup) {
@@ -114,7 +114,7 @@ pub(crate) fn step(
     if let Some(why) = unsupported(ctx, dtype) {
         return Err(Error::Unsupported(format!("GemmDesign::Coopmat: {why}")));
     }
-    let m = super::coopmat_size(ctx)?;
+    let m = super::policy::coopmat_size(ctx)?;
     let block = block_for(ctx)?;
     check_workgroup_x(ctx, "gemm_coopmat", block.workgroup)?;
     let switches = Switches {

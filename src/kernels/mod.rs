@@ -1,5 +1,7 @@
 //! Host side of the kernels: one module per shader (bindings, override constants, dispatch size),
-//! plus the uniform they share and the small helpers every launch needs.
+//! plus the small helpers every launch needs (bindings, dispatch grids, recorded steps). The uniforms
+//! they share are in [`params`], the device policy (what is decided per adapter) in [`policy`], the
+//! shared GEMM tile in [`gemm_tile`].
 
 pub mod additive_hidden;
 pub mod bindings;
@@ -11,9 +13,12 @@ pub mod flash_tiled;
 pub mod gemm;
 pub mod gemm_coopmat;
 pub mod gemm_register;
+pub mod gemm_tile;
 pub mod hard_attention;
 pub mod kv_write;
 pub mod masked_softmax;
+pub mod params;
+pub mod policy;
 pub mod pool;
 pub mod qk_scores;
 pub mod weighted_sum;
@@ -24,67 +29,18 @@ pub use flash_coopmat::CoopmatConfig;
 pub use flash_decode::DecodeConfig;
 pub use flash_forward::FlashConfig;
 pub use flash_tiled::TiledConfig;
+pub use gemm_tile::GemmTile;
+pub use params::{flags, PageParams, Params, Strides};
+/// Moved to [`policy::STAGED_CPU_MAX_KEYS`]; this alias goes in the next release.
+#[doc(hidden)]
+pub use policy::STAGED_CPU_MAX_KEYS;
+// For the pipeline cache and the benchmark harness, which still name it here.
+pub(crate) use policy::is_cpu;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::pipeline::CompiledKernel;
 use crate::tensor::Tensor;
-
-/// The uniform every attention kernel reads; mirrors `struct Params` in `shaders/common/params.wgsl`.
-/// Offsets and strides are in elements.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct Params {
-    pub batch: u32,
-    pub heads_q: u32,
-    pub heads_kv: u32,
-    pub len_q: u32,
-    pub len_k: u32,
-    pub dim_k: u32,
-    pub dim_v: u32,
-    pub bh_base: u32,
-    pub bh_count: u32,
-    pub flags: u32,
-    pub scale: f32,
-    pub softcap: f32,
-    pub q: Strides,
-    pub k: Strides,
-    pub v: Strides,
-    pub o: Strides,
-    pub bias: Strides,
-    pub mask: Strides,
-    pub causal_offset: i32,
-    pub window_offset: i32,
-    pub window_left: i32,
-    pub window_right: i32,
-    pub lse_off: u32,
-    /// Rows of the packed Q/O and K/V tensors (variable-length attention).
-    pub total_q: u32,
-    pub total_k: u32,
-    pub dropout_threshold: u32,
-    pub seed_lo: u32,
-    pub seed_hi: u32,
-    pub dropout_scale: f32,
-    pub local_radius: f32,
-    pub local_gauss: f32,
-    pub centers_off: u32,
-    pub score_off: u32,
-    pub row_base: u32,
-    pub row_count: u32,
-    /// The fused kernel visits its (b, h) pairs in the order p · bh_stride mod bh_count
-    /// (see `pair_stride`), so that every contiguous run of workgroups mixes batches.
-    pub bh_stride: u32,
-    /// ALiBi distances: the bottom-right aligned offset Lk − Lq (per sequence with the flag).
-    pub alibi_offset: i32,
-}
-
-impl Params {
-    /// Multiply-adds of the forward's two products (Q·Kᵀ and P·V) over every (b, h) pair and
-    /// query row the dispatch covers, before causal or window skipping.
-    pub(crate) fn forward_macs(&self) -> f64 {
-        self.bh_count as f64 * self.len_q as f64 * self.len_k as f64 * (self.dim_k + self.dim_v) as f64
-    }
-}
 
 /// A stride coprime with `pairs` near `pairs` / φ: visiting pair p · stride mod pairs spreads the
 /// (b, h) pairs evenly over the dispatch order. Drivers that hand each thread a contiguous range
@@ -106,106 +62,6 @@ pub(crate) fn pair_stride(pairs: u32) -> u32 {
         s += 1;
     }
     s
-}
-
-/// Element offset and (batch, head, row) strides of a 4-D operand; the last dim is contiguous.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct Strides {
-    pub offset: u32,
-    pub batch: u32,
-    pub head: u32,
-    pub row: u32,
-}
-
-/// Flag bits of `Params::flags` (same values as the WGSL constants).
-pub mod flags {
-    pub const BIAS: u32 = 1;
-    pub const MASK: u32 = 2;
-    pub const KEY_LENGTHS: u32 = 4;
-    pub const CAUSAL: u32 = 8;
-    pub const WINDOW: u32 = 16;
-    pub const LSE: u32 = 32;
-    pub const SOFTCAP: u32 = 64;
-    pub const DROPOUT: u32 = 128;
-    pub const ZERO_SCORE: u32 = 256;
-    pub const LOCAL: u32 = 512;
-    /// Bottom-right causal aligned per batch to its key length.
-    pub const CAUSAL_PER_SEQ: u32 = 1024;
-    /// Bottom-right window aligned per batch to its key length.
-    pub const WINDOW_PER_SEQ: u32 = 2048;
-    /// Packed variable-length sequences: cu_seqlens in the mask and key-length bindings.
-    pub const VARLEN: u32 = 4096;
-    /// ALiBi: scores minus slope_h · |i' − j|.
-    pub const ALIBI: u32 = 8192;
-    /// ALiBi distances from each batch's bottom-right position (its key length).
-    pub const ALIBI_PER_SEQ: u32 = 16384;
-    /// ALiBi slopes [B, Hq]: batch b, head h reads slope b · Hq + h.
-    pub const ALIBI_PER_BATCH: u32 = 32768;
-}
-
-/// The page uniform of `shaders/common/kv_paged.wgsl` (`struct Pages`).
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct PageParams {
-    /// Rows per page.
-    pub size: u32,
-    /// Pages in K and V.
-    pub count: u32,
-    /// Element offset of block_table[0, 0] in its binding.
-    pub table_off: u32,
-    /// Row stride of the block table (elements).
-    pub table_stride: u32,
-    /// log2(size) when the page size is a power of two, else 32.
-    pub shift: u32,
-    pub _pad: [u32; 3],
-}
-
-/// Whether the adapter is a CPU driver (lavapipe, SwiftShader, WARP).
-pub(crate) fn is_cpu(ctx: &Context) -> bool {
-    ctx.info()
-        .adapter
-        .as_ref()
-        .is_some_and(|a| a.device_type == wgpu::DeviceType::Cpu)
-}
-
-/// Whether the device is an llvmpipe (lavapipe) older than Mesa 25, whose compiled shaders end
-/// every loop after 65535 iterations in total, without an error: a kernel whose loops run longer
-/// silently skips work. Inner loops NIR does not unroll count too (measured on Mesa 22.3.6: the
-/// fused kernel at D = 256 stopped after ~150 keys, at D = 8 after ~10k; Mesa 25.0.7 has no such
-/// budget). Kernels bound their per-invocation work on such devices (`flash_forward::fits`,
-/// [`flash_decode::DecodeConfig::min_splits`]).
-pub(crate) fn loop_budget(ctx: &Context) -> bool {
-    let Some(a) = ctx.info().adapter.as_ref() else {
-        return false;
-    };
-    if a.device_type != wgpu::DeviceType::Cpu || !a.name.starts_with("llvmpipe") {
-        return false;
-    }
-    // An unreadable version counts as old.
-    mesa_major(&a.driver_info).is_none_or(|m| m < 25)
-}
-
-/// Mesa's major version in a driver string such as "Mesa 22.3.6 (LLVM 15.0.6)".
-pub(crate) fn mesa_major(driver_info: &str) -> Option<u32> {
-    driver_info
-        .split_whitespace()
-        .skip_while(|w| *w != "Mesa")
-        .nth(1)
-        .and_then(|v| v.split('.').next()?.parse::<u32>().ok())
-}
-
-/// Keys the staged path's kernels may reduce over under an llvmpipe loop budget (the P·V GEMM
-/// steps through Lk; measured on Mesa 22.3.6: right at 24000 keys, wrong at 40000).
-pub const STAGED_CPU_MAX_KEYS: usize = 16384;
-
-/// The refusal of a staged call (forward or backward) that would outrun an llvmpipe loop budget.
-pub(crate) fn staged_over_budget(ctx: &Context, lk: usize) -> Option<crate::error::Error> {
-    (loop_budget(ctx) && lk > STAGED_CPU_MAX_KEYS).then(|| {
-        crate::error::Error::Unsupported(format!(
-            "this driver (llvmpipe before Mesa 25) ends shader loops after 65535 iterations without an error; the staged path reduces over at most {STAGED_CPU_MAX_KEYS} keys there (Lk = {lk}): use KernelChoice::Auto or Decode"
-        ))
-    })
 }
 
 /// A buffer range bound to one slot.
@@ -389,30 +245,6 @@ pub(crate) fn dispatch_step(
     }
 }
 
-/// The cooperative-matrix size M (M×M×M, f16 × f16 → f32) of the device's kernels, refused where
-/// the device has none or its backend's shader writer cannot express them
-/// ([`crate::pipeline::backend_unsupported`]).
-pub(crate) fn coopmat_size(ctx: &Context) -> Result<u32> {
-    let m = ctx.info().coopmat_f16_size().ok_or_else(|| {
-        Error::Unsupported(
-            "the device has no f16 → f32 cooperative matrices (needs Features::EXPERIMENTAL_COOPERATIVE_MATRIX and SHADER_F16, and an adapter listing an 8×8×8 or 16×16×16 configuration)".into(),
-        )
-    })?;
-    let switches = crate::pipeline::Switches {
-        coop: m,
-        ..Default::default()
-    };
-    match ctx.info().adapter.as_ref().map(|a| a.backend) {
-        Some(backend) => match crate::pipeline::backend_unsupported(switches, backend) {
-            Some(why) => Err(Error::Unsupported(format!(
-                "cooperative matrices on {backend:?}: {why}"
-            ))),
-            None => Ok(m),
-        },
-        None => Ok(m),
-    }
-}
-
 /// The uniform of `shaders/common/alibi.wgsl`: the slopes in memory order, zero past them (the
 /// caller has checked that they fit).
 pub(crate) fn alibi_buffer(ctx: &Context, slopes: &crate::options::AlibiSlopes) -> wgpu::Buffer {
@@ -503,67 +335,6 @@ pub(crate) fn encode_steps(
             }
         }
     }
-}
-
-/// Tile of the shared GEMM core (`shaders/common/gemm_tile.wgsl`): a `wg_y × wg_x` workgroup
-/// computes a `4·wg_y × 4·wg_x` output tile, stepping `tile_k` along the reduction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub struct GemmTile {
-    pub wg_x: u32,
-    pub wg_y: u32,
-    pub tile_k: u32,
-}
-
-impl Default for GemmTile {
-    fn default() -> Self {
-        Self {
-            wg_x: 16,
-            wg_y: 16,
-            tile_k: 16,
-        }
-    }
-}
-
-impl GemmTile {
-    pub(crate) fn constants(&self, b_k_contiguous: bool) -> [(&'static str, f64); 4] {
-        [
-            ("WG_X", self.wg_x as f64),
-            ("WG_Y", self.wg_y as f64),
-            ("TILE_K", self.tile_k as f64),
-            ("B_K_CONTIGUOUS", if b_k_contiguous { 1.0 } else { 0.0 }),
-        ]
-    }
-
-    /// Output tiles covering an `m × n` matrix.
-    pub(crate) fn tiles(&self, m: u32, n: u32) -> u64 {
-        m.div_ceil(4 * self.wg_y) as u64 * n.div_ceil(4 * self.wg_x) as u64
-    }
-
-    pub(crate) fn check(&self, ctx: &Context) -> Result<()> {
-        let bytes = 4 * self.tile_k as u64 * 4 * (self.wg_x + self.wg_y) as u64;
-        check_workgroup(ctx, self.wg_x * self.wg_y, bytes)
-    }
-}
-
-/// One dispatch of a GEMM kernel (`qk_scores` or `weighted_sum`) over the chunk's (b, h) pairs:
-/// an `m × n` output per pair, `buffers` in the kernel's slot order.
-#[allow(clippy::too_many_arguments, reason = "the GEMM kernels differ only in these")]
-pub(crate) fn gemm_step(
-    ctx: &Context,
-    kernel: crate::pipeline::Kernel,
-    b_k_contiguous: bool,
-    tile: GemmTile,
-    dtype: crate::tensor::DType,
-    p: &Params,
-    params: &wgpu::Buffer,
-    (m, n): (u32, u32),
-    buffers: [&BoundBuffer; 3],
-) -> Result<Step> {
-    tile.check(ctx)?;
-    let compiled = crate::pipeline::get(ctx, kernel, dtype, Default::default(), &tile.constants(b_k_contiguous))?;
-    let groups = grid(ctx, p.bh_count as u64 * tile.tiles(m, n), kernel.file())?;
-    Ok(dispatch_step(ctx, compiled, params, &buffers, groups))
 }
 
 /// [`check_workgroup`] for a one-dimensional workgroup without workgroup memory, also against

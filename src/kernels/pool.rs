@@ -69,10 +69,10 @@ pub(crate) fn step(
     let workgroup = WORKGROUP.min(ctx.limits().max_compute_invocations_per_workgroup);
     check_workgroup(ctx, workgroup, 2 * 4 * workgroup as u64)?;
     // Each invocation loops over ⌈dim / workgroup⌉ · len steps of the weighted sum (plus the
-    // strided passes over len): stay within an llvmpipe loop budget (see `loop_budget`).
+    // strided passes over len): stay within an llvmpipe loop budget (see `policy::loop_budget`).
     let (len, dim) = (pp.len as u64, pp.dim as u64);
     let steps = dim.div_ceil(workgroup as u64) * (len + 1) + 4 * len.div_ceil(workgroup as u64) + pp.width as u64;
-    if super::loop_budget(ctx) && steps > LOOP_STEPS {
+    if super::policy::loop_budget(ctx) && steps > LOOP_STEPS {
         return Err(Error::Unsupported(format!(
             "this driver (llvmpipe before Mesa 25) ends shader loops after 65535 iterations without an error; pooling {len} steps of width {dim} needs {steps} loop steps per invocation (at most {LOOP_STEPS} here)"
         )));

@@ -1,6 +1,7 @@
 //! Host side of `shaders/qk_scores.wgsl`: S = scale · Q Kᵀ into a [bh_count, Lq, Lk] scratch.
 
-use super::{gemm_step, BoundBuffer, GemmTile, Params, Step};
+use super::gemm_tile::{gemm_step, GemmTile};
+use super::{BoundBuffer, Params, Step};
 use crate::context::Context;
 use crate::error::Result;
 use crate::pipeline::{BindingKind, Kernel};

@@ -1,6 +1,7 @@
 //! Host side of `shaders/weighted_sum.wgsl`: O = P V from the [bh_count, Lq, Lk] weights.
 
-use super::{gemm_step, BoundBuffer, GemmTile, Params, Step};
+use super::gemm_tile::{gemm_step, GemmTile};
+use super::{BoundBuffer, Params, Step};
 use crate::context::Context;
 use crate::error::Result;
 use crate::pipeline::{BindingKind, Kernel};

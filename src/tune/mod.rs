@@ -11,10 +11,10 @@
 //! feature the library always takes the built-in defaults.
 
 #[cfg(feature = "cache-files")]
-mod cache;
+mod tile_table;
 
 #[cfg(feature = "cache-files")]
-pub use cache::{cache_path, TuneCache, TuneEntry, TunedConfig, CACHE_ENV, CACHE_VERSION};
+pub use tile_table::{cache_path, TuneCache, TuneEntry, TunedConfig, CACHE_ENV, CACHE_VERSION};
 
 use crate::attention::Problem;
 use crate::context::Context;
@@ -180,7 +180,7 @@ pub(crate) fn flash_config(
 #[cfg(feature = "cache-files")]
 fn cached_config(ctx: &Context, problem: &Problem, class: &ShapeClass) -> Option<FlashConfig> {
     let info = ctx.info().adapter.as_ref()?;
-    let cfg = cache::process_cache()?.lookup(&adapter_key(info), class, problem.lk)?;
+    let cfg = tile_table::process_table()?.lookup(&adapter_key(info), class, problem.lk)?;
     config_fits(ctx, &cfg, problem.dk, problem.dv).then_some(cfg)
 }
 
@@ -224,7 +224,7 @@ pub(crate) fn coopmat_config(
 fn cached_coopmat(ctx: &Context, problem: &Problem, class: &ShapeClass) -> Option<CoopmatConfig> {
     let info = ctx.info().adapter.as_ref()?;
     let design = BucketDesign::Fused(Design::Coopmat);
-    match cache::process_cache()?.lookup_entry(&adapter_key(info), class, design, problem.lk)? {
+    match tile_table::process_table()?.lookup_entry(&adapter_key(info), class, design, problem.lk)? {
         TunedConfig::Coopmat(c) => Some(c),
         _ => None,
     }
@@ -251,7 +251,7 @@ pub(crate) fn fastest_design(
 fn cached_tiled(ctx: &Context, problem: &Problem, class: &ShapeClass) -> Option<TiledConfig> {
     let info = ctx.info().adapter.as_ref()?;
     let design = BucketDesign::Fused(Design::Tiled);
-    match cache::process_cache()?.lookup_entry(&adapter_key(info), class, design, problem.lk)? {
+    match tile_table::process_table()?.lookup_entry(&adapter_key(info), class, design, problem.lk)? {
         TunedConfig::Tiled(c) => Some(c),
         _ => None,
     }
@@ -260,7 +260,7 @@ fn cached_tiled(ctx: &Context, problem: &Problem, class: &ShapeClass) -> Option<
 #[cfg(feature = "cache-files")]
 fn fastest_cached(ctx: &Context, problem: &Problem, class: &ShapeClass, designs: &[Design]) -> Option<Design> {
     let info = ctx.info().adapter.as_ref()?;
-    cache::process_cache()?.fastest_design(&adapter_key(info), class, designs, problem.lk)
+    tile_table::process_table()?.fastest_design(&adapter_key(info), class, designs, problem.lk)
 }
 
 #[cfg(not(feature = "cache-files"))]
@@ -296,7 +296,7 @@ pub fn built_in_decode_config(ctx: &Context, problem: &Problem) -> Result<Decode
 #[cfg(feature = "cache-files")]
 fn cached_decode_config(ctx: &Context, problem: &Problem, class: &ShapeClass) -> Option<DecodeConfig> {
     let info = ctx.info().adapter.as_ref()?;
-    let cfg = cache::process_cache()?.lookup_decode(&adapter_key(info), class, problem.lk)?;
+    let cfg = tile_table::process_table()?.lookup_decode(&adapter_key(info), class, problem.lk)?;
     cfg.check(ctx, problem.dk as u32, problem.dv as u32)
         .is_ok()
         .then_some(cfg)

@@ -1,4 +1,5 @@
-//! The tuning cache file (feature `cache-files`): JSON, adapter → bucket → winning tile.
+//! The table of measured best tiles, per adapter (the tuning cache file written by
+//! `wgpu-attention tune`, feature `cache-files`): JSON, adapter → bucket → winning tile.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -191,7 +192,7 @@ pub fn cache_path() -> Option<PathBuf> {
 }
 
 /// The process-wide cache, read on first use; `None` when absent or unreadable.
-pub(super) fn process_cache() -> Option<&'static TuneCache> {
+pub(super) fn process_table() -> Option<&'static TuneCache> {
     static CACHE: OnceLock<Option<TuneCache>> = OnceLock::new();
     CACHE
         .get_or_init(|| cache_path().and_then(|p| TuneCache::load(&p).ok()))

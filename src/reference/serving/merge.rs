@@ -1,5 +1,5 @@
-//! CPU twin of [`crate::merge_attention_states`] (and of the decode path's merge kernel): naive,
-//! f64.
+//! CPU twin of [`crate::serving::merge_attention_states`] (and of the decode path's merge
+//! kernel): naive, f64.
 
 /// Merges partial states: each part is (O \[rows, dim\], LSE \[rows\]) contiguous, f32 (f16 parts
 /// converted by the caller). Returns (O \[rows, dim\], LSE \[rows\]) in f64:

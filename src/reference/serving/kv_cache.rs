@@ -1,83 +1,10 @@
-//! Reference KV cache and rotary embedding (docs/ATTENTION.md §9): the twins of
-//! [`crate::KvCache`] and [`crate::rope()`], naive and in f64.
+//! Reference KV cache (docs/ATTENTION.md §9): the twin of [`crate::serving::KvCache`], naive
+//! and in f64.
 
-use super::sdpa::{sdpa, HostInputs, ReferenceOutput};
+use super::super::sdpa::{sdpa, HostInputs, ReferenceOutput};
+use super::rope::HostRope;
 use crate::attention::Problem;
 use crate::options::AttentionOptions;
-use crate::rope::RopeStyle;
-
-/// Where the rotation angles come from.
-#[derive(Debug, Clone, Copy)]
-pub enum HostAngles<'a> {
-    /// θ = pos · base^(−2i/rotary_dim).
-    ThetaBase(f64),
-    /// cos θ and sin θ tables [max_positions, rotary_dim / 2], row-major.
-    Tables {
-        /// cos θ.
-        cos: &'a [f32],
-        /// sin θ.
-        sin: &'a [f32],
-    },
-}
-
-/// A rotary embedding on the host.
-#[derive(Debug, Clone, Copy)]
-pub struct HostRope<'a> {
-    /// Pair convention.
-    pub style: RopeStyle,
-    /// Rotated columns (even, ≤ D).
-    pub rotary_dim: usize,
-    /// The angles.
-    pub angles: HostAngles<'a>,
-}
-
-impl HostRope<'_> {
-    /// (cos θ, sin θ) of pair `i` at `pos`.
-    fn cos_sin(&self, pos: usize, i: usize) -> (f64, f64) {
-        match self.angles {
-            HostAngles::ThetaBase(base) => {
-                let theta = pos as f64 * base.powf(-2.0 * i as f64 / self.rotary_dim as f64);
-                (theta.cos(), theta.sin())
-            }
-            HostAngles::Tables { cos, sin } => {
-                let k = pos * (self.rotary_dim / 2) + i;
-                (cos[k] as f64, sin[k] as f64)
-            }
-        }
-    }
-
-    /// One head row rotated at `pos`, in f64.
-    pub fn rotate_row(&self, x: &[f32], pos: usize) -> Vec<f64> {
-        let mut y: Vec<f64> = x.iter().map(|&v| v as f64).collect();
-        let half = self.rotary_dim / 2;
-        for i in 0..half {
-            let (a, b) = match self.style {
-                RopeStyle::Interleaved => (2 * i, 2 * i + 1),
-                RopeStyle::HalfSplit => (i, i + half),
-            };
-            let (c, s) = self.cos_sin(pos, i);
-            let (x0, x1) = (x[a] as f64, x[b] as f64);
-            y[a] = x0 * c - x1 * s;
-            y[b] = x1 * c + x0 * s;
-        }
-        y
-    }
-}
-
-/// X [B, H, L, D] row-major rotated with row l of batch b at position `starts[b] + l`.
-pub fn rope(x: &[f32], shape: [usize; 4], starts: &[u32], rope: &HostRope) -> Vec<f64> {
-    let [b, h, l, d] = shape;
-    let mut out = Vec::with_capacity(x.len());
-    for (bi, &start) in starts.iter().enumerate().take(b) {
-        for hi in 0..h {
-            for li in 0..l {
-                let row = ((bi * h + hi) * l + li) * d;
-                out.extend(rope.rotate_row(&x[row..row + d], start as usize + li));
-            }
-        }
-    }
-    out
-}
 
 /// A KV cache on the host: K [B, Hkv, capacity, Dk], V [B, Hkv, capacity, Dv] and the lengths.
 #[derive(Debug, Clone)]
@@ -202,28 +129,4 @@ impl HostKvCache {
             weights: Vec::new(),
         }
     }
-}
-
-/// Dense K or V [B, Hkv, pages_per_seq · page_size, D] (row-major) of a paged layout: `pages` is
-/// [num_pages, page_size, Hkv, D] row-major and `table` [B, pages_per_seq] row-major; key `j`
-/// of sequence `b` is row `j % page_size` of page `table[b, j / page_size]`. Unmapped entries
-/// (ids ≥ num_pages) give zero rows.
-pub fn gather_pages(pages: &[f32], [num_pages, page_size, hkv, d]: [usize; 4], table: &[u32], b: usize) -> Vec<f32> {
-    let cols = table.len().checked_div(b).unwrap_or(0);
-    let lk = cols * page_size;
-    let mut out = vec![0.0; b * hkv * lk * d];
-    for s in 0..b {
-        for j in 0..lk {
-            let page = table[s * cols + j / page_size] as usize;
-            if page >= num_pages {
-                continue;
-            }
-            for h in 0..hkv {
-                let src = ((page * page_size + j % page_size) * hkv + h) * d;
-                let dst = ((s * hkv + h) * lk + j) * d;
-                out[dst..dst + d].copy_from_slice(&pages[src..src + d]);
-            }
-        }
-    }
-    out
 }
