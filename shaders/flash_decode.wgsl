@@ -130,7 +130,7 @@ fn main(input: KernelInputs) {
         for (var c4 = 0u; c4 < DV4; c4++) {
             part_o[part_{r} * DV4 + c4] = o_{r}[c4] * state_{r}.x;
         }
-        part_lse[part_{r}] = state_{r}.y;
+        store_part_lse(part_{r}, state_{r}.y);
     }
     //@end_row
 }

@@ -152,7 +152,7 @@ fn main(
             }
         }
         if (lane == 0u) {
-            part_lse[part_{r}] = state_{r}.y;
+            store_part_lse(part_{r}, state_{r}.y);
         }
     }
     //@end_row

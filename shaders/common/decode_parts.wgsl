@@ -16,15 +16,22 @@ struct Decode {
     // batch.
     batch_base: u32,
     batch_count: u32,
-    _pad0: u32,
+    // vec4 index in `part_o` where the partial LSEs start (one scratch binding holds both).
+    lse_base: u32,
     _pad1: u32,
     _pad2: u32,
 }
 
 @group(0) @binding(11) var<uniform> decode: Decode;
-// Partial LSE [B, Hq, Lq, S] and partial O [B, Hq, Lq, S, DV4] (vec4 of f32).
-@group(0) @binding(5) var<storage, read_write> part_lse: array<f32>;
+// Partial O [B, Hq, Lq, S, DV4] (vec4 of f32), then from vec4 `decode.lse_base` the partial LSE
+// [B, Hq, Lq, S]: one scratch binding, so the paged kernels stay within the 8 storage buffers
+// WebGPU guarantees.
 @group(0) @binding(6) var<storage, read_write> part_o: array<vec4<f32>>;
+
+// The partial LSE of scratch row `part`.
+fn store_part_lse(part: u32, lse: f32) {
+    part_o[decode.lse_base + part / 4u][part % 4u] = lse;
+}
 
 // One unit of a decode dispatch, (pair, row block, split) with the split fastest: its batch
 // within the dispatch (bl) and global (b), KV head, ROWS packed rows (query head h and row i;

@@ -155,7 +155,7 @@ fn batches_per_dispatch(ctx: &Context, p: &Problem, operands: &[Option<&Tensor>]
         _ => align - 1,
     };
     let fits = |nb: usize| {
-        let scratch = (nb * p.hq * p.lq) as u64 * p.dv.div_ceil(4) as u64 * 16;
+        let scratch = (nb * p.hq * p.lq) as u64 * (p.dv.div_ceil(4) as u64 * 16 + 4);
         scratch <= max
             && operands.iter().flatten().all(|t| {
                 let (from, to) = batch_window(t, 0, nb);
@@ -225,9 +225,9 @@ impl Attention {
                 "one batch of an operand exceeds one storage binding; use KernelChoice::Fused".into(),
             ));
         }
-        // As many splits as asked for, as far as the partial O of a dispatch fits one binding.
+        // As many splits as asked for, as far as the partial states of a dispatch fit one binding.
         let max = ctx.limits().max_storage_buffer_binding_size;
-        let one_split = (per_dispatch * p.hq * p.lq) as u64 * p.dv.div_ceil(4) as u64 * 16;
+        let one_split = (per_dispatch * p.hq * p.lq) as u64 * (p.dv.div_ceil(4) as u64 * 16 + 4);
         // Splits fill the machine with the batches of one dispatch (dispatches run in order).
         let dispatch = Problem {
             b: per_dispatch,
@@ -247,19 +247,25 @@ impl Attention {
         let packed = flash_decode::packed_rows(p);
         let s = splits;
 
-        // Scratch of one dispatch: partial LSE [b, Hq, Lq, S] and partial O [b, Hq, Lq, S,
-        // ⌈Dv/4⌉·4] (f32), reused by every dispatch (they run in order).
+        // Scratch of one dispatch, reused by every dispatch (they run in order), in one binding:
+        // partial O [b, Hq, Lq, S, ⌈Dv/4⌉·4] (f32), then from word `lse_words` the partial LSE
+        // [b, Hq, Lq, S].
         let dv4 = p.dv.div_ceil(4) as u64 * 4;
         let part_rows = (per_dispatch * p.hq * p.lq) as u64 * s as u64;
-        let part_lse = storage_buffer(ctx, "wgpu-attention decode partial lse", part_rows * 4)?;
-        let part_o = storage_buffer(ctx, "wgpu-attention decode partial o", part_rows * dv4 * 4)?;
-        let (part_lse_b, part_o_b) = (BoundBuffer::whole(&part_lse), BoundBuffer::whole(&part_o));
+        let lse_words = part_rows * dv4;
+        let parts = storage_buffer(ctx, "wgpu-attention decode partial states", (lse_words + part_rows) * 4)?;
+        let parts_b = BoundBuffer::whole(&parts);
         // Part s of row (b, h, i) is scratch row ((b·Hq + h)·Lq + i)·S + s, b within the dispatch.
         let (row_o, row_lse) = (s * dv4 as u32, s);
         let table: Vec<PartEntry> = (0..s)
             .map(|i| PartEntry {
                 o: [i * dv4 as u32, row_o * (p.hq * p.lq) as u32, row_o * p.lq as u32, row_o],
-                lse: [i, row_lse * (p.hq * p.lq) as u32, row_lse * p.lq as u32, row_lse],
+                lse: [
+                    lse_words as u32 + i,
+                    row_lse * (p.hq * p.lq) as u32,
+                    row_lse * p.lq as u32,
+                    row_lse,
+                ],
             })
             .collect();
         let table_buf = storage_buffer(ctx, "wgpu-attention decode part table", (table.len() * 32) as u64)?;
@@ -336,7 +342,8 @@ impl Attention {
                 row_blocks: packed.div_ceil(rows),
                 batch_base: b0 as u32,
                 batch_count: (b1 - b0) as u32,
-                _pad: [0; 3],
+                lse_base: (lse_words / 4) as u32,
+                _pad: [0; 2],
             };
             let params_buf = kernels::params_buffer(ctx, &params);
             let decode_buf = kernels::params_buffer(ctx, &d);
@@ -349,7 +356,7 @@ impl Attention {
                 &params_buf,
                 (&d, &decode_buf),
                 [&qb, &kb, &vb],
-                [&part_lse_b, &part_o_b],
+                &parts_b,
                 [&bias, &mask, &lens],
                 &DecodeExtras {
                     alibi: alibi.as_ref(),
@@ -379,15 +386,14 @@ impl Attention {
                 false,
                 &m,
                 &merge_buf,
-                [&part_o_b, &part_lse_b, &table_b],
+                [&parts_b, &parts_b, &table_b],
                 &ob,
                 &lse_b,
             )?);
             uniforms += params_buf.size() + decode_buf.size() + merge_buf.size();
         }
 
-        let allocated =
-            Self::output_bytes(opts, &out, &lse) + part_lse.size() + part_o.size() + table_buf.size() + uniforms;
+        let allocated = Self::output_bytes(opts, &out, &lse) + parts.size() + table_buf.size() + uniforms;
         Ok(Self {
             ctx: ctx.clone(),
             problem,

@@ -18,15 +18,14 @@ pub const MAX_SPLITS: u32 = 1024;
 /// Most keys one invocation of the row design visits (see [`DecodeConfig::min_splits`]).
 pub const KEYS_PER_SPLIT: usize = 16384;
 
-/// Bindings of the decode kernel: params, Q, K, V, partial LSE, partial O, bias, mask, key
-/// lengths, the split uniform (then the block table (13), the ALiBi slopes (14) and the page
-/// uniform (15) in those variants).
+/// Bindings of the decode kernel: params, Q, K, V, the partial states (O, then LSE), bias, mask,
+/// key lengths, the split uniform (then the block table (13), the ALiBi slopes (14) and the page
+/// uniform (15) in those variants): 7 storage buffers, 8 when paged.
 const DECODE_BINDINGS: &[(u32, BindingKind)] = &[
     (0, BindingKind::Uniform),
     (1, BindingKind::Read),
     (2, BindingKind::Read),
     (3, BindingKind::Read),
-    (5, BindingKind::ReadWrite),
     (6, BindingKind::ReadWrite),
     (8, BindingKind::Read),
     (9, BindingKind::Read),
@@ -271,7 +270,9 @@ pub struct DecodeParams {
     pub row_blocks: u32,
     pub batch_base: u32,
     pub batch_count: u32,
-    pub _pad: [u32; 3],
+    /// vec4 index in the scratch where the partial LSEs start (after the partial O).
+    pub lse_base: u32,
+    pub _pad: [u32; 2],
 }
 
 /// The merge uniform; mirrors `struct Merge` in `shaders/decode_merge.wgsl`.
@@ -329,7 +330,7 @@ pub(crate) fn decode_step(
     params: &wgpu::Buffer,
     decode: (&DecodeParams, &wgpu::Buffer),
     qkv: [&BoundBuffer; 3],
-    parts: [&BoundBuffer; 2],
+    parts: &BoundBuffer,
     masks: [&BoundBuffer; 3],
     extras: &DecodeExtras<'_>,
 ) -> Result<Step> {
@@ -368,10 +369,9 @@ pub(crate) fn decode_step(
         false => grid(ctx, blocks.div_ceil(cfg.workgroup as u64), "flash_decode")?,
     };
     let [q, k, v] = qkv;
-    let [part_lse, part_o] = parts;
     let [bias, mask, lengths] = masks;
     let uniform = BoundBuffer::whole(decode_buf);
-    let mut buffers = vec![q, k, v, part_lse, part_o, bias, mask, lengths, &uniform];
+    let mut buffers = vec![q, k, v, parts, bias, mask, lengths, &uniform];
     buffers.extend(extras.pages.map(|(table, _)| table));
     buffers.extend(extras.alibi);
     buffers.extend(extras.pages.map(|(_, uniform)| uniform));
