@@ -575,12 +575,15 @@ fn local_p_positions_and_windows_match_reference() {
         w_p: t(&w_p, &[dp, p.dk]),
         v_p: t(&v_p, &[dp]),
     };
+    // With key lengths the centers share the side buffer with them (a gather dispatch).
+    let lens = [29u32, 0]; // batch 1: every key masked
     for kernel in [KernelChoice::Fused, KernelChoice::Staged] {
-        for half_width in [1u32, 4, 50] {
+        for (half_width, key_lengths) in [(1u32, None), (4, Some(&lens)), (50, Some(&lens))] {
             let opts = AttentionOptions {
                 kernel,
                 return_weights: kernel == KernelChoice::Staged,
                 return_lse: true,
+                key_lengths: key_lengths.map(|l| Tensor::from_slice(ctx, l, &[2]).unwrap()),
                 ..Default::default()
             };
             let out = local::local_p(ctx, &q, &k, &v, &weights, half_width, &opts)
@@ -593,10 +596,11 @@ fn local_p_positions_and_windows_match_reference() {
             // The window edge is a comparison: check the attention at the GPU's own positions.
             let inputs = HostInputs {
                 local: Some((&positions, half_width as f64, true)),
+                key_lengths: key_lengths.map(|l| &l[..]),
                 ..HostInputs::new(p, &x.q, &x.k, &x.v)
             };
             let expected = reference::sdpa(&inputs, &opts);
-            let what = format!("local-p W={half_width} {kernel:?}");
+            let what = format!("local-p W={half_width} lengths {key_lengths:?} {kernel:?}");
             assert_close(&what, &read(&out.attention.out), &expected.out, Tolerance::F32);
             assert_close(
                 &format!("{what} lse"),

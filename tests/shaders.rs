@@ -444,3 +444,20 @@ fn every_binding_table_matches_the_shader() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert!(sources.len() > 4000, "{} permutations", sources.len());
 }
+
+/// No permutation binds more storage buffers than WebGPU guarantees every device (8 per stage):
+/// small inputs share the side buffer, the paged decode's partial states one scratch binding, the
+/// backward's key lengths its row records.
+#[test]
+fn every_kernel_fits_webgpu_storage_budget() {
+    use wgpu_attention::kernels::{bindings, storage_count, STORAGE_BUDGET};
+    assert_eq!(STORAGE_BUDGET, 8);
+    let over: Vec<String> = wgpu_attention::pipeline::permutations()
+        .into_iter()
+        .filter_map(|(kernel, dtype, switches)| {
+            let n = storage_count(&bindings(kernel, switches));
+            (n > STORAGE_BUDGET).then(|| format!("{kernel:?}/{dtype}/{switches:?}: {n} storage buffers"))
+        })
+        .collect();
+    assert!(over.is_empty(), "{}", over.join("\n"));
+}

@@ -1,8 +1,7 @@
 // Additive (Bahdanau) score of the fused kernel: Q and K hold the projections W_q q + b and W_k k
 // (head dim DK = Da) and score(q, k) = vᵀ tanh(q + k) is reduced over Da inside the tile, so the
-// [Lq, Lk, Da] tensor never exists. v lives in registers, zero past Da.
-
-@group(0) @binding(12) var<storage, read> score_vector: array<elem>;
+// [Lq, Lk, Da] tensor never exists. v lives in registers, zero past Da; it is read from the side
+// buffer (common/side.wgsl) from element `params.score_off`.
 
 var<private> score_w: array<vec4<f32>, MAX_HEAD_VEC4>;
 
@@ -11,7 +10,7 @@ fn init_score_weights() {
         var x = vec4<f32>(0.0);
         for (var e = 0u; e < 4u; e++) {
             if (d4 * 4u + e < DK) {
-                x[e] = f32(score_vector[params.score_off + d4 * 4u + e]);
+                x[e] = side_elem(params.score_off + d4 * 4u + e);
             }
         }
         score_w[d4] = x;

@@ -11,3 +11,11 @@
 fn key_lengths_at(i: u32) -> u32 {
     return side[i];
 }
+
+// Element i of the side buffer read as the storage type `elem` (two f16 per word).
+fn side_elem(i: u32) -> f32 {
+    if (ELEM_F16) {
+        return unpack2x16float(side[i / 2u])[i % 2u];
+    }
+    return bitcast<f32>(side[i]);
+}

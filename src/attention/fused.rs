@@ -4,6 +4,7 @@
 use super::design::FusedKernel;
 use super::params::{base_params, local_params};
 use super::plan::{storage_buffer, PlanInputs};
+use super::side::Side;
 use super::{Attention, AttentionOutput, Extras, Problem};
 use crate::chunks::{self, Chunk, Operand};
 use crate::context::Context;
@@ -13,34 +14,27 @@ use crate::kernels::{self, BoundBuffer, Params, Step};
 use crate::options::{AttentionOptions, KernelChoice};
 use crate::tensor::{DType, Tensor};
 
-/// Bindings every chunk shares: stand-ins for unused slots, key lengths, the additive score vector.
+/// Bindings every chunk shares: stand-ins for unused slots, the side buffer (key lengths, local-p
+/// centers, the additive score vector), the ALiBi slopes uniform.
 struct SharedBindings {
     unused: BoundBuffer,
     unused_lse: BoundBuffer,
-    key_lengths: BoundBuffer,
-    /// The additive score vector and its element offset.
-    score_vector: Option<(BoundBuffer, u32)>,
-    /// The ALiBi slopes uniform.
+    side: Side,
     alibi: Option<BoundBuffer>,
 }
 
 impl SharedBindings {
     fn new(ctx: &Context, opts: &AttentionOptions, extras: &Extras) -> Result<Self> {
-        let unused = kernels::unused_input(ctx);
-        let unused_lse = BoundBuffer::whole(&storage_buffer(ctx, "wgpu-attention unused lse", 16)?);
-        let key_lengths = match &opts.key_lengths {
-            Some(t) => kernels::bind_tensor(ctx, t, "key_lengths")?.0,
-            None => unused.clone(),
-        };
-        let score_vector = match &extras.score_vector {
-            Some(t) => Some(kernels::bind_tensor(ctx, t, "score_vector")?),
-            None => None,
-        };
+        let side = Side::new(
+            ctx,
+            opts.key_lengths.as_ref(),
+            extras.local.as_ref().map(|l| &l.centers),
+            extras.score_vector.as_ref(),
+        )?;
         Ok(Self {
-            unused,
-            unused_lse,
-            key_lengths,
-            score_vector,
+            unused: kernels::unused_input(ctx),
+            unused_lse: BoundBuffer::whole(&storage_buffer(ctx, "wgpu-attention unused lse", 16)?),
+            side,
             alibi: Attention::alibi_uniform(ctx, opts),
         })
     }
@@ -69,7 +63,7 @@ fn require_storage_usage(q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttentionOpt
 }
 
 /// Every windowed operand, as the kernel addresses it, in binding order: Q, K, V, O, then LSE,
-/// bias, mask and local-p centers when present.
+/// bias and mask when present.
 #[allow(clippy::too_many_arguments, reason = "one argument per operand")]
 fn windowed_operands(
     p: &Problem,
@@ -79,7 +73,6 @@ fn windowed_operands(
     out: &Tensor,
     lse: &Option<Tensor>,
     opts: &AttentionOptions,
-    extras: &Extras,
 ) -> Result<Vec<Operand>> {
     let group = (p.hq / p.hkv) as u64;
     let operand = |name, t: &Tensor, rows: usize, row_len: usize, group: u64| Operand {
@@ -106,10 +99,6 @@ fn windowed_operands(
     if let Some(mask) = &opts.mask {
         operands.push(operand("mask", mask, p.lq, p.lk, 1));
     }
-    if let Some(local) = &extras.local {
-        let view = local.centers.reshape(&[p.b, p.hq, p.lq, 1])?;
-        operands.push(operand("centers", &view, p.lq, 1, 1));
-    }
     Ok(operands)
 }
 
@@ -123,6 +112,7 @@ struct ChunkRecorder<'a> {
     operands: &'a [Operand],
     shared: SharedBindings,
     local: bool,
+    additive: bool,
 }
 
 impl ChunkRecorder<'_> {
@@ -176,11 +166,6 @@ impl ChunkRecorder<'_> {
             }
             None => shared.unused.clone(),
         };
-        let centers = next("centers").map(|(b, s)| {
-            params.centers_off = s.offset;
-            b
-        });
-        debug_assert_eq!(centers.is_some(), self.local);
         let params_buf = kernels::params_buffer(self.ctx, &params);
         let bindings = FusedBindings {
             params: &params,
@@ -188,9 +173,9 @@ impl ChunkRecorder<'_> {
             qkv: [&qb, &kb, &vb],
             out: &ob,
             lse: &lse,
-            masks: [&bias, &mask, &shared.key_lengths],
-            centers: centers.as_ref(),
-            score_vector: shared.score_vector.as_ref().map(|s| &s.0),
+            masks: [&bias, &mask, &shared.side.buffer],
+            local: self.local,
+            additive: self.additive,
             alibi: shared.alibi.as_ref(),
         };
         let step = self.kernel.step(self.ctx, self.dtype, &bindings)?;
@@ -222,13 +207,16 @@ impl Attention {
         }
         let (out, lse) = Self::outputs(ctx, p, q.dtype(), opts)?;
         require_storage_usage(q, k, v, opts)?;
-        let operands = windowed_operands(p, q, k, v, &out, &lse, opts, extras)?;
+        let operands = windowed_operands(p, q, k, v, &out, &lse, opts)?;
         let plan = chunks::plan(ctx, &operands, p.b as u64, p.hq as u64)?;
         let pick = super::design::pick(ctx, p, q.dtype(), opts, extras, tuning)?;
-        let shared = SharedBindings::new(ctx, opts, extras)?;
+        let mut shared = SharedBindings::new(ctx, opts, extras)?;
         let mut base = base_params(p, opts);
         local_params(&mut base, &extras.local);
-        base.score_off = shared.score_vector.as_ref().map_or(0, |s| s.1);
+        base.centers_off = shared.side.centers_off;
+        base.score_off = shared.side.score_off;
+        let gather = shared.side.gather.take();
+        let side_bytes = shared.side.bytes;
         let recorder = ChunkRecorder {
             ctx,
             kernel: pick.kernel,
@@ -237,10 +225,11 @@ impl Attention {
             operands: &operands,
             shared,
             local: extras.local.is_some(),
+            additive: extras.score_vector.is_some(),
         };
 
-        let mut steps = Vec::with_capacity(plan.len());
-        let mut allocated = Self::output_bytes(opts, &out, &lse) + 32;
+        let mut steps: Vec<Step> = gather.into_iter().collect();
+        let mut allocated = Self::output_bytes(opts, &out, &lse) + 32 + side_bytes;
         for chunk in &plan {
             let (step, uniform_bytes) = recorder.record(chunk)?;
             steps.push(step);

@@ -21,6 +21,7 @@ mod fused;
 mod naive_additive;
 mod params;
 mod plan;
+mod side;
 mod staged;
 mod validate;
 mod varlen;

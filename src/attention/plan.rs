@@ -3,6 +3,7 @@
 //! empty axis are planned in `empty.rs`.
 
 use super::params::local_params;
+use super::side::Side;
 use super::{validate, Attention, Problem, Tuning};
 use crate::context::Context;
 use crate::error::Result;
@@ -154,7 +155,8 @@ impl Attention {
         }
     }
 
-    /// Binds Q, K, V and the optional mask inputs; fills their strides into `params`.
+    /// Binds Q, K, V, the bias and the mask, and builds the side buffer (key lengths and local-p
+    /// centers); fills their strides and offsets into `params`.
     pub(crate) fn bind_inputs(
         ctx: &Context,
         params: &mut Params,
@@ -163,19 +165,23 @@ impl Attention {
         v: &Tensor,
         opts: &AttentionOptions,
         extras: &Extras,
-    ) -> Result<([BoundBuffer; 3], [BoundBuffer; 4])> {
+    ) -> Result<([BoundBuffer; 3], [BoundBuffer; 2], Side)> {
         let (qb, qo) = kernels::bind_tensor(ctx, q, "q")?;
         let (kb, ko) = kernels::bind_tensor(ctx, k, "k")?;
         let (vb, vo) = kernels::bind_tensor(ctx, v, "v")?;
         params.q = kernels::strides_of(q, qo);
         params.k = kernels::strides_of(k, ko);
         params.v = kernels::strides_of(v, vo);
-        let [bias, mask, lens] = Self::bind_masks(ctx, params, opts)?;
-        let (centers, centers_strides) =
-            bind_optional(ctx, &extras.local.as_ref().map(|l| l.centers.clone()), "centers")?;
-        params.centers_off = centers_strides.offset;
+        let [bias, mask, _] = Self::bind_masks(ctx, params, opts)?;
+        let side = Side::new(
+            ctx,
+            opts.key_lengths.as_ref(),
+            extras.local.as_ref().map(|l| &l.centers),
+            None,
+        )?;
+        params.centers_off = side.centers_off;
         local_params(params, &extras.local);
-        Ok(([qb, kb, vb], [bias, mask, lens, centers]))
+        Ok(([qb, kb, vb], [bias, mask], side))
     }
 
     /// Bias, mask and key lengths bound whole (the unused-input buffer for those not given);

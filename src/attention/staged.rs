@@ -80,8 +80,8 @@ struct StagedRecorder<'a> {
     scores: ScoreSource<'a>,
     /// Q, K, V.
     qkv: [BoundBuffer; 3],
-    /// Bias, mask, key lengths, local-p centers.
-    masks: [BoundBuffer; 4],
+    /// Bias, mask and the side buffer (key lengths, local-p centers).
+    masks: [BoundBuffer; 3],
     /// The ALiBi slopes uniform.
     alibi: Option<BoundBuffer>,
     out: BoundBuffer,
@@ -135,7 +135,7 @@ impl StagedRecorder<'_> {
             &pb,
             &s,
             &self.lse,
-            [&m[0], &m[1], &m[2], &m[3]],
+            [&m[0], &m[1], &m[2]],
             self.alibi.as_ref(),
         )?);
         steps.push(kernels::weighted_sum::step(
@@ -176,7 +176,7 @@ impl Attention {
             return Err(e);
         }
         let mut params = base_params(&problem, opts);
-        let (qkv, masks) = Self::bind_inputs(ctx, &mut params, q, k, v, opts, extras)?;
+        let (qkv, [bias, mask], side) = Self::bind_inputs(ctx, &mut params, q, k, v, opts, extras)?;
         let scores = match (&extras.score_vector, &extras.scores) {
             (Some(sv), _) => ScoreSource::Additive(NaiveAdditive::new(ctx, &problem, q.dtype(), sv)?),
             (None, Some(given)) => ScoreSource::Given(given),
@@ -226,14 +226,15 @@ impl Attention {
             chunks,
             scores,
             qkv,
-            masks,
+            masks: [bias, mask, side.buffer],
             alibi: Self::alibi_uniform(ctx, opts),
             out: ob,
             lse: lse_b,
             scratch,
             weights_copy,
         };
-        let mut steps = Vec::new();
+        allocated += side.bytes;
+        let mut steps: Vec<Step> = side.gather.into_iter().collect();
         for (base, count) in chunks.ranges() {
             allocated += recorder.record(base, count, &mut steps)?;
         }

@@ -546,8 +546,8 @@ impl Attention {
                 out: &ob,
                 lse: &lse_bound,
                 masks: [&unused, &cu_q, &cu_k],
-                centers: None,
-                score_vector: None,
+                local: false,
+                additive: false,
                 alibi: alibi.as_ref(),
             };
             steps.push(pick.kernel.step(ctx, q.dtype(), &bindings)?);

@@ -58,7 +58,7 @@ pub fn hard(
         params.seed_lo = seed as u32;
         params.seed_hi = (seed >> 32) as u32;
         params.bh_count = (p.b * p.hq) as u32;
-        let (qkv, masks) = Attention::bind_inputs(ctx, &mut params, q, k, v, opts, &Extras::default())?;
+        let (qkv, [bias, mask], side) = Attention::bind_inputs(ctx, &mut params, q, k, v, opts, &Extras::default())?;
         let (out, _) = Attention::outputs(ctx, &p, q.dtype(), opts)?;
         let indices = Tensor::zeros(ctx, &[p.b, p.hq, p.lq], DType::U32)?;
         let (ob, oo) = kernels::bind_tensor(ctx, &out, "out")?;
@@ -73,7 +73,7 @@ pub fn hard(
             [&qkv[0], &qkv[1], &qkv[2]],
             &ob,
             &ib,
-            [&masks[0], &masks[1], &masks[2]],
+            [&bias, &mask, &side.buffer],
         )?;
         let allocated = indices.buffer().size() + pb.size() + if opts.out.is_none() { out.buffer().size() } else { 0 };
         let flops = 2.0 * (p.b * p.hq) as f64 * p.lq as f64 * p.lk as f64 * p.dk as f64;

@@ -4,7 +4,7 @@
 
 use super::{
     additive_hidden, flash_backward, flash_decode, flash_forward, gemm, hard_attention, kv_write, masked_softmax, pool,
-    qk_scores, weighted_sum,
+    qk_scores, side_gather, weighted_sum,
 };
 use crate::pipeline::{BindingKind, Kernel, Switches};
 
@@ -44,6 +44,7 @@ pub fn bindings(kernel: Kernel, switches: Switches) -> Vec<(u32, BindingKind)> {
         | Kernel::FlashBackwardKvDirect
         | Kernel::FlashBackwardBiasDirect => flash_backward::grad_bindings(kernel.direct(), switches),
         Kernel::FlashBackwardDs => flash_backward::ds_bindings(switches),
+        Kernel::SideGather => side_gather::BINDINGS.to_vec(),
     }
 }
 

@@ -181,7 +181,7 @@ pub(crate) fn device_unsupported(ctx: &Context, dtype: DType) -> Option<String> 
 
 pub(crate) fn step(ctx: &Context, cfg: CoopmatConfig, dtype: DType, b: &FusedBindings) -> Result<Step> {
     let p = b.params;
-    if dtype != DType::F16 || b.score_vector.is_some() {
+    if dtype != DType::F16 || b.additive {
         return Err(Error::Unsupported(
             "the cooperative-matrix kernel serves f16 storage with the dot-product score".into(),
         ));

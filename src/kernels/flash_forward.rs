@@ -8,9 +8,9 @@ use crate::error::{Error, Result};
 use crate::pipeline::{self, BindingKind, CompiledKernel, Kernel, Switches};
 use crate::tensor::DType;
 
-/// Bindings: params, Q, K, V, O, LSE, bias, mask, key lengths (8 storage buffers: the default
-/// limit), then local-p positions (11) and the additive score vector (12), and the ALiBi slopes
-/// uniform (14), for those variants.
+/// Bindings: params, Q, K, V, O, LSE, bias, mask, the side buffer (key lengths, local-p centers,
+/// additive score vector: 8 storage buffers, WebGPU's guarantee), then the ALiBi slopes uniform
+/// (14) with ALiBi.
 pub(crate) fn bindings(v: Switches) -> Vec<(u32, BindingKind)> {
     let mut bindings = vec![
         (0, BindingKind::Uniform),
@@ -23,8 +23,6 @@ pub(crate) fn bindings(v: Switches) -> Vec<(u32, BindingKind)> {
         (9, BindingKind::Read),
         (10, BindingKind::Read),
     ];
-    bindings.extend(v.local.then_some((11, BindingKind::Read)));
-    bindings.extend(v.additive.then_some((12, BindingKind::Read)));
     bindings.extend(v.alibi.then_some((14, BindingKind::Uniform)));
     bindings
 }
@@ -226,10 +224,13 @@ pub(crate) struct FusedBindings<'a> {
     pub qkv: [&'a BoundBuffer; 3],
     pub out: &'a BoundBuffer,
     pub lse: &'a BoundBuffer,
-    /// Bias, boolean mask (or cu_seqlens_q) and key lengths (or cu_seqlens_k).
+    /// Bias, boolean mask (or cu_seqlens_q) and the side buffer (key lengths or cu_seqlens_k,
+    /// then the local-p centers and the additive score vector at the uniform's offsets).
     pub masks: [&'a BoundBuffer; 3],
-    pub centers: Option<&'a BoundBuffer>,
-    pub score_vector: Option<&'a BoundBuffer>,
+    /// Local-p windows (centers in the side buffer).
+    pub local: bool,
+    /// The additive score (its vector in the side buffer).
+    pub additive: bool,
     pub alibi: Option<&'a BoundBuffer>,
 }
 
@@ -239,8 +240,6 @@ impl FusedBindings<'_> {
         let [q, k, v] = self.qkv;
         let [bias, mask, lengths] = self.masks;
         let mut buffers = vec![q, k, v, self.out, self.lse, bias, mask, lengths];
-        buffers.extend(self.centers);
-        buffers.extend(self.score_vector);
         buffers.extend(self.alibi);
         dispatch_step(ctx, kernel, self.uniform, &buffers, groups)
     }
@@ -249,8 +248,8 @@ impl FusedBindings<'_> {
     pub(crate) fn switches(&self) -> Switches {
         Switches {
             vec4_io: vec4_ok(self.params),
-            additive: self.score_vector.is_some(),
-            local: self.centers.is_some(),
+            additive: self.additive,
+            local: self.local,
             alibi: self.alibi.is_some(),
             ..Switches::default()
         }

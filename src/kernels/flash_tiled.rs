@@ -133,7 +133,7 @@ pub(crate) fn unsupported(ctx: &Context, additive: bool) -> Option<String> {
 
 pub(crate) fn step(ctx: &Context, cfg: TiledConfig, dtype: DType, b: &FusedBindings) -> Result<Step> {
     let p = b.params;
-    if b.score_vector.is_some() {
+    if b.additive {
         return Err(Error::Unsupported(
             "the tiled design has the dot-product score only".into(),
         ));

@@ -6,8 +6,8 @@ use crate::error::{Error, Result};
 use crate::pipeline::{self, BindingKind, Kernel, Switches};
 use crate::tensor::DType;
 
-/// Bindings: params, S/P (in place), LSE, bias, mask, key lengths, local-p centers (then the
-/// ALiBi slopes uniform when given).
+/// Bindings: params, S/P (in place), LSE, bias, mask, the side buffer (key lengths, local-p
+/// centers), then the ALiBi slopes uniform when given.
 pub(crate) const BINDINGS: &[(u32, BindingKind)] = &[
     (0, BindingKind::Uniform),
     (1, BindingKind::ReadWrite),
@@ -15,7 +15,6 @@ pub(crate) const BINDINGS: &[(u32, BindingKind)] = &[
     (8, BindingKind::Read),
     (9, BindingKind::Read),
     (10, BindingKind::Read),
-    (11, BindingKind::Read),
 ];
 
 /// [`BINDINGS`], then the ALiBi slopes (14) with ALiBi.
@@ -37,7 +36,7 @@ pub(crate) fn step(
     params: &wgpu::Buffer,
     scores: &BoundBuffer,
     lse: &BoundBuffer,
-    masks: [&BoundBuffer; 4],
+    masks: [&BoundBuffer; 3],
     alibi: Option<&BoundBuffer>,
 ) -> Result<Step> {
     if !workgroup.is_power_of_two() {
@@ -60,8 +59,8 @@ pub(crate) fn step(
         &[("WORKGROUP", workgroup as f64)],
     )?;
     let groups = grid(ctx, p.bh_count as u64 * p.len_q as u64, "masked_softmax")?;
-    let [bias, mask, lengths, centers] = masks;
-    let mut buffers = vec![scores, lse, bias, mask, lengths, centers];
+    let [bias, mask, side] = masks;
+    let mut buffers = vec![scores, lse, bias, mask, side];
     buffers.extend(alibi);
     Ok(dispatch_step(ctx, kernel, params, &buffers, groups))
 }

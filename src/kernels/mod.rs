@@ -21,6 +21,7 @@ pub mod params;
 pub mod policy;
 pub mod pool;
 pub mod qk_scores;
+pub mod side_gather;
 pub mod weighted_sum;
 
 pub use bindings::{bindings, storage_count, STORAGE_BUDGET};

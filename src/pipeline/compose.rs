@@ -13,11 +13,11 @@
 //!
 //! Composition fails, naming the file and line, on an unknown import, directive or switch, an
 //! unclosed or stray block, a switch given a value that the entry does not declare, and a declared
-//! switch nothing reads. A prelude fixes the element type (`alias elem`) and the numeric switches
-//! as constants (`ROWS`, `SUBGROUP`, `SLOTS`, the cooperative-matrix `CM` and its types). The
-//! composed text marks with `//#line FILE LINE` every place where it stops following one file
-//! line by line, so [`source_location`] maps any line of it, and any compiler message, back to
-//! `shaders/FILE:LINE`.
+//! switch nothing reads. A prelude fixes the element type (`alias elem`, `ELEM_F16`) and the
+//! numeric switches as constants (`ROWS`, `SUBGROUP`, `SLOTS`, the cooperative-matrix `CM` and
+//! its types). The composed text marks with `//#line FILE LINE` every place where it stops
+//! following one file line by line, so [`source_location`] maps any line of it, and any compiler
+//! message, back to `shaders/FILE:LINE`.
 
 use std::collections::HashSet;
 
@@ -68,6 +68,7 @@ pub const FILES: &[(&str, &str)] = &[
     ("peak_fma.wgsl", include_str!("../../shaders/peak_fma.wgsl")),
     ("pool.wgsl", include_str!("../../shaders/pool.wgsl")),
     ("qk_scores.wgsl", include_str!("../../shaders/qk_scores.wgsl")),
+    ("side_gather.wgsl", include_str!("../../shaders/side_gather.wgsl")),
     ("weighted_sum.wgsl", include_str!("../../shaders/weighted_sum.wgsl")),
     ("common/alibi.wgsl", include_str!("../../shaders/common/alibi.wgsl")),
     ("common/centers.wgsl", include_str!("../../shaders/common/centers.wgsl")),
@@ -373,8 +374,8 @@ fn prelude(dtype: DType, values: &[(&'static str, u32)]) -> String {
         src.push_str("enable wgpu_cooperative_matrix;\n");
     }
     src.push_str(match dtype {
-        DType::F16 => "alias elem = f16;\n",
-        _ => "alias elem = f32;\n",
+        DType::F16 => "alias elem = f16;\nconst ELEM_F16: bool = true;\n",
+        _ => "alias elem = f32;\nconst ELEM_F16: bool = false;\n",
     });
     if coop > 0 {
         let m = coop;

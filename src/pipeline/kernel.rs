@@ -67,11 +67,13 @@ pub enum Kernel {
     FlashBackwardKvDirect,
     /// `shaders/flash_backward_bias.wgsl` reading dO from its tensor.
     FlashBackwardBiasDirect,
+    /// `shaders/side_gather.wgsl`: a call's small read-only arrays gathered into one side buffer.
+    SideGather,
 }
 
 impl Kernel {
     /// All kernels, for tests and pre-compilation.
-    pub const ALL: [Kernel; 26] = [
+    pub const ALL: [Kernel; 27] = [
         Kernel::QkScores,
         Kernel::MaskedSoftmax,
         Kernel::WeightedSum,
@@ -98,6 +100,7 @@ impl Kernel {
         Kernel::FlashBackwardQDirect,
         Kernel::FlashBackwardKvDirect,
         Kernel::FlashBackwardBiasDirect,
+        Kernel::SideGather,
     ];
 
     /// Shader file name (without directory).
@@ -126,6 +129,7 @@ impl Kernel {
             Kernel::FlashBackwardKv | Kernel::FlashBackwardKvDirect => "flash_backward_kv.wgsl",
             Kernel::FlashBackwardBias | Kernel::FlashBackwardBiasDirect => "flash_backward_bias.wgsl",
             Kernel::FlashBackwardDs => "flash_backward_ds.wgsl",
+            Kernel::SideGather => "side_gather.wgsl",
         }
     }
 
@@ -152,6 +156,8 @@ impl Kernel {
         match self {
             // f16 A/B operands are staged from f16 storage.
             Kernel::FlashCoopmat | Kernel::GemmCoopmat => &[DType::F16],
+            // Copies 32-bit words whatever the arrays hold.
+            Kernel::SideGather => &[DType::F32],
             _ => &[DType::F32, DType::F16],
         }
     }

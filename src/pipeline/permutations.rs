@@ -136,7 +136,8 @@ pub fn axes(kernel: Kernel) -> Axes {
         | Kernel::Pool
         | Kernel::KvWrite
         | Kernel::DecodeMerge
-        | Kernel::FlashBackwardPre => FIXED,
+        | Kernel::FlashBackwardPre
+        | Kernel::SideGather => FIXED,
     }
 }
 
