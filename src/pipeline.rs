@@ -33,6 +33,21 @@ pub use kernel::{default_switches, Kernel};
 pub use lru::{PipelineCache, DEFAULT_CACHE_CAPACITY};
 pub use permutations::{axes, is_permutation, permutations, permutations_of, Axes};
 
+/// Renamed [`Switches`]; the alias goes in the next release.
+#[doc(hidden)]
+#[deprecated(note = "renamed pipeline::Switches")]
+pub type Variant = Switches;
+/// Renamed [`BindingKind`]; the alias goes in the next release.
+#[doc(hidden)]
+#[deprecated(note = "renamed pipeline::BindingKind")]
+pub type Slot = BindingKind;
+/// Renamed [`default_switches`]; goes in the next release.
+#[doc(hidden)]
+#[deprecated(note = "renamed pipeline::default_switches")]
+pub fn default_variant(kernel: Kernel) -> Switches {
+    default_switches(kernel)
+}
+
 /// The WGSL source of `kernel` for storage type `dtype` with its [`default_switches`].
 pub fn compose(kernel: Kernel, dtype: DType) -> Result<String> {
     compose_switches(kernel, dtype, default_switches(kernel))

@@ -226,3 +226,52 @@ fn measured_register_rows_match_their_records() {
         lower = entry.max_head as u64;
     }
 }
+
+/// README's map of the kernels ("Where each kernel lives") names files that exist, covers every
+/// entry shader, and states the permutation count the table really has.
+#[test]
+fn readme_kernel_map_matches_the_tree() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let start = readme
+        .find("### Where each kernel lives")
+        .expect("README has the kernel map");
+    let table: Vec<&str> = readme[start..]
+        .lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .skip(2)
+        .collect();
+    assert!(table.len() > 15, "{} rows", table.len());
+    let mut named = Vec::new();
+    for row in &table {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        for part in cells[2..cells.len() - 1].iter().flat_map(|c| c.split(", ")) {
+            let Some(path) = part.strip_prefix('`').and_then(|c| c.strip_suffix('`')) else {
+                continue;
+            };
+            assert!(
+                root.join(path).is_file(),
+                "README's kernel map names {path}, which does not exist"
+            );
+            named.push(path.to_string());
+        }
+    }
+    for kernel in wgpu_attention::pipeline::Kernel::ALL {
+        let entry = format!("shaders/{}", kernel.file());
+        assert!(named.contains(&entry), "README's kernel map lacks {entry}");
+    }
+    let count = wgpu_attention::pipeline::permutations().len();
+    let stated = format!(
+        "{} permutations",
+        count
+            .to_string()
+            .as_bytes()
+            .rchunks(3)
+            .rev()
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    assert!(readme.contains(&stated), "README should state \"{stated}\"");
+}

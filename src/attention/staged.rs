@@ -9,6 +9,7 @@ use super::plan::{storage_buffer, PlanInputs};
 use super::{Attention, AttentionOutput, Problem};
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::kernels::gemm_tile::StagedGemm;
 use crate::kernels::{self, BoundBuffer, GemmTile, Params, Step};
 use crate::options::KernelChoice;
 use crate::tensor::{DType, Tensor};
@@ -101,6 +102,12 @@ impl StagedRecorder<'_> {
         p.bh_count = count as u32;
         let pb = kernels::params_buffer(ctx, &p);
         let mut allocated = pb.size();
+        let gemm = StagedGemm {
+            tile: self.gemm,
+            dtype: self.dtype,
+            p: &p,
+            params: &pb,
+        };
         let s = BoundBuffer {
             buffer: self.scratch.clone(),
             offset: 0,
@@ -115,16 +122,7 @@ impl StagedRecorder<'_> {
                 dst_offset: 0,
                 size: count * per_head,
             }),
-            ScoreSource::QkT => steps.push(kernels::qk_scores::step(
-                ctx,
-                self.gemm,
-                self.dtype,
-                &p,
-                &pb,
-                &self.qkv[0],
-                &self.qkv[1],
-                &s,
-            )?),
+            ScoreSource::QkT => steps.push(kernels::qk_scores::step(ctx, &gemm, [&self.qkv[0], &self.qkv[1], &s])?),
         }
         let m = &self.masks;
         steps.push(kernels::masked_softmax::step(
@@ -138,16 +136,7 @@ impl StagedRecorder<'_> {
             [&m[0], &m[1], &m[2]],
             self.alibi.as_ref(),
         )?);
-        steps.push(kernels::weighted_sum::step(
-            ctx,
-            self.gemm,
-            self.dtype,
-            &p,
-            &pb,
-            &s,
-            &self.qkv[2],
-            &self.out,
-        )?);
+        steps.push(kernels::weighted_sum::step(ctx, &gemm, [&s, &self.qkv[2], &self.out])?);
         if let Some(w) = &self.weights_copy {
             steps.push(Step::Copy {
                 src: self.scratch.clone(),

@@ -46,22 +46,28 @@ impl GemmTile {
     }
 }
 
+/// What the staged path's two products (`qk_scores`, `weighted_sum`) share for one chunk of
+/// (b, h) pairs: the tile, the storage type and the chunk's uniform.
+pub(crate) struct StagedGemm<'a> {
+    pub tile: GemmTile,
+    pub dtype: crate::tensor::DType,
+    pub p: &'a Params,
+    pub params: &'a wgpu::Buffer,
+}
+
 /// One dispatch of a GEMM kernel (`qk_scores` or `weighted_sum`) over the chunk's (b, h) pairs:
-/// an `m × n` output per pair, `buffers` in the kernel's binding order.
-#[allow(clippy::too_many_arguments, reason = "the GEMM kernels differ only in these")]
+/// an `m × n` output per pair, `buffers` (A, B, C) in the kernel's binding order.
 pub(crate) fn gemm_step(
     ctx: &Context,
     kernel: crate::pipeline::Kernel,
     b_k_contiguous: bool,
-    tile: GemmTile,
-    dtype: crate::tensor::DType,
-    p: &Params,
-    params: &wgpu::Buffer,
+    g: &StagedGemm,
     (m, n): (u32, u32),
     buffers: [&BoundBuffer; 3],
 ) -> Result<Step> {
-    tile.check(ctx)?;
-    let compiled = crate::pipeline::get(ctx, kernel, dtype, Default::default(), &tile.constants(b_k_contiguous))?;
-    let groups = grid(ctx, p.bh_count as u64 * tile.tiles(m, n), kernel.file())?;
-    Ok(dispatch_step(ctx, compiled, params, &buffers, groups))
+    g.tile.check(ctx)?;
+    let constants = g.tile.constants(b_k_contiguous);
+    let compiled = crate::pipeline::get(ctx, kernel, g.dtype, Default::default(), &constants)?;
+    let groups = grid(ctx, g.p.bh_count as u64 * g.tile.tiles(m, n), kernel.file())?;
+    Ok(dispatch_step(ctx, compiled, g.params, &buffers, groups))
 }

@@ -1,11 +1,10 @@
 //! Host side of `shaders/qk_scores.wgsl`: S = scale · Q Kᵀ into a [bh_count, Lq, Lk] scratch.
 
-use super::gemm_tile::{gemm_step, GemmTile};
-use super::{BoundBuffer, Params, Step};
+use super::gemm_tile::{gemm_step, StagedGemm};
+use super::{BoundBuffer, Step};
 use crate::context::Context;
 use crate::error::Result;
 use crate::pipeline::{BindingKind, Kernel};
-use crate::tensor::DType;
 
 /// Bindings: params, Q, K, S.
 pub const BINDINGS: &[(u32, BindingKind)] = &[
@@ -15,26 +14,7 @@ pub const BINDINGS: &[(u32, BindingKind)] = &[
     (3, BindingKind::ReadWrite),
 ];
 
-#[allow(clippy::too_many_arguments, reason = "one buffer per shader binding")]
-pub(crate) fn step(
-    ctx: &Context,
-    tile: GemmTile,
-    dtype: DType,
-    p: &Params,
-    params: &wgpu::Buffer,
-    q: &BoundBuffer,
-    k: &BoundBuffer,
-    scores: &BoundBuffer,
-) -> Result<Step> {
-    gemm_step(
-        ctx,
-        Kernel::QkScores,
-        true,
-        tile,
-        dtype,
-        p,
-        params,
-        (p.len_q, p.len_k),
-        [q, k, scores],
-    )
+/// S = scale · Q Kᵀ for the chunk: `[q, k, scores]`.
+pub(crate) fn step(ctx: &Context, g: &StagedGemm, buffers: [&BoundBuffer; 3]) -> Result<Step> {
+    gemm_step(ctx, Kernel::QkScores, true, g, (g.p.len_q, g.p.len_k), buffers)
 }
