@@ -4,10 +4,13 @@
 # that load and thermal drift fall on both alike, into benchmarks/<date>-<NAME>/ with a summary of
 # each row's median in both builds (summary.json) and meta.json naming both commits.
 #
-# Usage: scripts/before-after.sh BEFORE_COMMIT NAME [ROUNDS]
+# Usage: scripts/before-after.sh BEFORE_COMMIT NAME [ROUNDS] [SUITES]
 #   BEFORE_COMMIT  the commit to compare against (built in a worktree under target/)
 #   NAME           the record's name after the date
 #   ROUNDS         interleaved rounds per suite (default 3)
+#   SUITES         a subset of "prefill decode backward" (default all); the decode sweep's batches
+#                  and lengths come from WGPU_ATTENTION_DECODE_BATCHES (default 1,8) and
+#                  WGPU_ATTENTION_DECODE_LENGTHS (default 4096,16384)
 # Every bench run checks its outputs against the CPU reference and fails on a wrong result.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +18,7 @@ source scripts/ensure-vulkan.sh
 before_commit="$(git rev-parse "$1")"
 name="$2"
 rounds="${3:-3}"
+suites="${4:-prefill decode backward}"
 out="benchmarks/$(date -u +%F)-$name"
 mkdir -p "$out"
 
@@ -31,13 +35,13 @@ short="--warmup 1 --iters ${WGPU_ATTENTION_RECORD_ITERS:-5}"
 suite_args() {
     case "$1" in
         prefill) echo "--shape 1,8,1024,64 --shape 1,8,2048,64 --kernel fused --kernel staged --causal none --causal top-left $short" ;;
-        decode) echo "--preset decode --batches 1,8 --lengths 4096,16384 --warmup 2 --iters ${WGPU_ATTENTION_RECORD_DECODE_ITERS:-20}" ;;
+        decode) echo "--preset decode --batches ${WGPU_ATTENTION_DECODE_BATCHES:-1,8} --lengths ${WGPU_ATTENTION_DECODE_LENGTHS:-4096,16384} --warmup 2 --iters ${WGPU_ATTENTION_RECORD_DECODE_ITERS:-20}" ;;
         backward) echo "--shape 1,8,1024,64 --kernel fused --kernel staged --backward --causal none --causal top-left $short" ;;
     esac
 }
 started="$(date -u +%FT%TZ)"
 load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
-for suite in prefill decode backward; do
+for suite in $suites; do
     for round in $(seq 1 "$rounds"); do
         for build in before after; do
             bin="${build}_bin"
@@ -49,7 +53,7 @@ for suite in prefill decode backward; do
 done
 load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
 
-OUT="$out" ROUNDS="$rounds" BEFORE="$before_commit" AFTER="$(git rev-parse HEAD)" \
+OUT="$out" ROUNDS="$rounds" SUITES="$suites" BEFORE="$before_commit" AFTER="$(git rev-parse HEAD)" \
     DIRTY="$([ -n "$(git status --porcelain -- . ":!$out")" ] && echo true || echo false)" \
     STARTED="$started" FINISHED="$(date -u +%FT%TZ)" LOAD_BEFORE="$load_before" LOAD_AFTER="$load_after" \
     INFO="$($after_bin info)" RUSTC="$(rustc -V)" python3 - <<'PY'
@@ -57,13 +61,14 @@ import json, os, statistics
 e = os.environ
 out, rounds = e["OUT"], int(e["ROUNDS"])
 info = {k.strip(): v.strip() for k, v in (l.split(":", 1) for l in e["INFO"].splitlines() if ":" in l and not l.startswith(" "))}
-FIELDS = ("variant", "kernel", "design", "dtype", "causal", "shape", "layout", "page_size", "splits", "workgroup", "tile")
+FIELDS = ("variant", "kernel", "design", "dtype", "causal", "shape", "layout", "page_size", "splits", "workgroup",
+          "built_in", "tile")
 def key(row):
     def show(v):
         return ",".join(f"{k}={v[k]}" for k in v) if isinstance(v, dict) else str(v)
     return " ".join(f"{k}={show(row[k])}" for k in FIELDS if row.get(k) is not None)
 summary = []
-for suite in ("prefill", "decode", "backward"):
+for suite in e["SUITES"].split():
     medians = {}
     for build in ("before", "after"):
         for r in range(1, rounds + 1):
@@ -81,7 +86,8 @@ for suite in ("prefill", "decode", "backward"):
 worst = max(summary, key=lambda s: s["change"])
 meta = {"before_commit": e["BEFORE"], "after_commit": e["AFTER"], "dirty": e["DIRTY"] == "true", "build": "release",
         "rustc": e["RUSTC"], "adapter": info.get("adapter"), "driver": info.get("driver"), "rounds": rounds,
-        "interleaved": "per round: before then after, suite by suite", "started": e["STARTED"],
+        "interleaved": "per round: before then after, suite by suite", "suites": e["SUITES"].split(),
+        "started": e["STARTED"],
         "finished": e["FINISHED"], "load_before": e["LOAD_BEFORE"], "load_after": e["LOAD_AFTER"],
         "cpu_cores": os.cpu_count()}
 with open(f"{out}/meta.json", "w") as f:

@@ -1,6 +1,7 @@
 // dO of the backward kernels read from the caller's tensor (binding 11, any strides with a
 // contiguous last dim): the row records hold only (LSE, D), so the extra memory is one vec4 per
-// query row. Needs 9 storage bindings per stage.
+// query row. The key lengths travel in the records (common/side_records.wgsl), so the kernels
+// bind 8 storage buffers.
 
 @group(0) @binding(11) var<storage, read> d_out_in: array<elem>;
 

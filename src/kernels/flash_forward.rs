@@ -216,8 +216,8 @@ pub(crate) fn vec4_ok(p: &Params) -> bool {
 }
 
 /// What every fused design binds (the list of [`bindings`]): the uniform and its values, Q, K,
-/// V, O, LSE, bias, mask, key lengths, then the variants' local-p centers, additive score vector
-/// and ALiBi slopes.
+/// V, O, LSE, bias, mask, the side buffer (key lengths, and with local-p or the additive score
+/// their centers and vector) and the ALiBi slopes.
 pub(crate) struct FusedBindings<'a> {
     pub params: &'a Params,
     pub uniform: &'a wgpu::Buffer,

@@ -61,7 +61,7 @@ pub enum Kernel {
     FlashBackwardBias,
     /// `shaders/flash_backward_ds.wgsl`: the staged backward's element-wise P and dS.
     FlashBackwardDs,
-    /// `shaders/flash_backward_q.wgsl` reading dO from its tensor (a 9th storage binding).
+    /// `shaders/flash_backward_q.wgsl` reading dO from its tensor (binding 11).
     FlashBackwardQDirect,
     /// `shaders/flash_backward_kv.wgsl` reading dO from its tensor.
     FlashBackwardKvDirect,
