@@ -22,6 +22,10 @@ suites="${4:-prefill decode backward}"
 out="benchmarks/$(date -u +%F)-$name"
 mkdir -p "$out"
 
+# Whether the build measured differs from its commit, as it is built (edits made during the run do
+# not count).
+dirty=false
+[ -n "$(git status --porcelain -- . ":!$out")" ] && dirty=true
 echo "== building the current tree and $before_commit (release)" >&2
 cargo build --quiet --release --bin wgpu-attention
 after_bin=target/release/wgpu-attention
@@ -54,7 +58,7 @@ done
 load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 OUT="$out" ROUNDS="$rounds" SUITES="$suites" BEFORE="$before_commit" AFTER="$(git rev-parse HEAD)" \
-    DIRTY="$([ -n "$(git status --porcelain -- . ":!$out")" ] && echo true || echo false)" \
+    DIRTY="$dirty" \
     STARTED="$started" FINISHED="$(date -u +%FT%TZ)" LOAD_BEFORE="$load_before" LOAD_AFTER="$load_after" \
     INFO="$($after_bin info)" RUSTC="$(rustc -V)" python3 - <<'PY'
 import json, os, statistics
