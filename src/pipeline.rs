@@ -1,8 +1,8 @@
 //! Kernels, shader composition and the pipeline cache.
 //!
 //! Each kernel is one entry file in `shaders/` with one entry point `main`; the file names its
-//! pieces from `shaders/common/` and its switches itself (`//@import`, `//@if`, see [`mod@compose`]),
-//! and the host only supplies the switch values, from the permutation table
+//! pieces from `shaders/common/` and its switches itself (`//@import`, `//@if`, see
+//! [`mod@compose`]), and the host only supplies the switch values, from the permutation table
 //! ([`permutations`]), and the override constants. Tile and workgroup sizes are WGSL `override`
 //! constants set at pipeline creation; shapes travel in a uniform buffer, so one pipeline serves
 //! every shape. Pipelines are cached by (kernel, dtype, switches, constants) in a bounded
@@ -73,7 +73,7 @@ pub fn compose_switches(kernel: Kernel, dtype: DType, switches: Switches) -> Res
 /// How a kernel's binding is used; turned into an explicit bind group layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BindingKind {
-    /// The `Params` uniform.
+    /// A uniform buffer (`Params`, or a kernel's second uniform).
     Uniform,
     /// A read-only storage buffer.
     Read,

@@ -16,7 +16,8 @@ struct Decode {
     // batch.
     batch_base: u32,
     batch_count: u32,
-    // vec4 index in `part_o` where the partial LSEs start (one scratch binding holds both).
+    // vec4 index in `part_o` where the partial LSEs start, one vec4 each (one scratch binding
+    // holds both).
     lse_base: u32,
     _pad1: u32,
     _pad2: u32,
@@ -24,13 +25,15 @@ struct Decode {
 
 @group(0) @binding(11) var<uniform> decode: Decode;
 // Partial O [B, Hq, Lq, S, DV4] (vec4 of f32), then from vec4 `decode.lse_base` the partial LSE
-// [B, Hq, Lq, S]: one scratch binding, so the paged kernels stay within the 8 storage buffers
-// WebGPU guarantees.
+// [B, Hq, Lq, S], one vec4 (LSE, 0, 0, 0) each: one scratch binding, so the paged kernels stay
+// within the 8 storage buffers WebGPU guarantees. A whole vec4 per LSE: invocations storing
+// components of one vec4 race on drivers that store a vector component by read-modify-write
+// (SwiftShader).
 @group(0) @binding(6) var<storage, read_write> part_o: array<vec4<f32>>;
 
 // The partial LSE of scratch row `part`.
 fn store_part_lse(part: u32, lse: f32) {
-    part_o[decode.lse_base + part / 4u][part % 4u] = lse;
+    part_o[decode.lse_base + part] = vec4<f32>(lse, 0.0, 0.0, 0.0);
 }
 
 // One unit of a decode dispatch, (pair, row block, split) with the split fastest: its batch

@@ -155,7 +155,7 @@ fn batches_per_dispatch(ctx: &Context, p: &Problem, operands: &[Option<&Tensor>]
         _ => align - 1,
     };
     let fits = |nb: usize| {
-        let scratch = (nb * p.hq * p.lq) as u64 * (p.dv.div_ceil(4) as u64 * 16 + 4);
+        let scratch = (nb * p.hq * p.lq) as u64 * (p.dv.div_ceil(4) as u64 + 1) * 16;
         scratch <= max
             && operands.iter().flatten().all(|t| {
                 let (from, to) = batch_window(t, 0, nb);
@@ -227,7 +227,7 @@ impl Attention {
         }
         // As many splits as asked for, as far as the partial states of a dispatch fit one binding.
         let max = ctx.limits().max_storage_buffer_binding_size;
-        let one_split = (per_dispatch * p.hq * p.lq) as u64 * (p.dv.div_ceil(4) as u64 * 16 + 4);
+        let one_split = (per_dispatch * p.hq * p.lq) as u64 * (p.dv.div_ceil(4) as u64 + 1) * 16;
         // Splits fill the machine with the batches of one dispatch (dispatches run in order).
         let dispatch = Problem {
             b: per_dispatch,
@@ -249,11 +249,15 @@ impl Attention {
 
         // Scratch of one dispatch, reused by every dispatch (they run in order), in one binding:
         // partial O [b, Hq, Lq, S, ⌈Dv/4⌉·4] (f32), then from word `lse_words` the partial LSE
-        // [b, Hq, Lq, S].
+        // [b, Hq, Lq, S], four words each (a whole vec4 per store).
         let dv4 = p.dv.div_ceil(4) as u64 * 4;
         let part_rows = (per_dispatch * p.hq * p.lq) as u64 * s as u64;
         let lse_words = part_rows * dv4;
-        let parts = storage_buffer(ctx, "wgpu-attention decode partial states", (lse_words + part_rows) * 4)?;
+        let parts = storage_buffer(
+            ctx,
+            "wgpu-attention decode partial states",
+            (lse_words + 4 * part_rows) * 4,
+        )?;
         let parts_b = BoundBuffer::whole(&parts);
         // Part s of row (b, h, i) is scratch row ((b·Hq + h)·Lq + i)·S + s, b within the dispatch.
         let (row_o, row_lse) = (s * dv4 as u32, s);
@@ -261,10 +265,10 @@ impl Attention {
             .map(|i| PartEntry {
                 o: [i * dv4 as u32, row_o * (p.hq * p.lq) as u32, row_o * p.lq as u32, row_o],
                 lse: [
-                    lse_words as u32 + i,
-                    row_lse * (p.hq * p.lq) as u32,
-                    row_lse * p.lq as u32,
-                    row_lse,
+                    lse_words as u32 + 4 * i,
+                    4 * row_lse * (p.hq * p.lq) as u32,
+                    4 * row_lse * p.lq as u32,
+                    4 * row_lse,
                 ],
             })
             .collect();
